@@ -1,0 +1,70 @@
+"""The public entry points: parse, load, compile.
+
+>>> import einattn, numpy as np
+>>> prog = einattn.parse('''
+... input X[i, j]
+... output S
+... S[i] = X[i, j] :: max(j)
+... ''')
+>>> einattn.compile(prog)(X=np.array([[1.0, 3.0], [2.0, -1.0]]))
+array([3., 2.])
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from . import check as _check
+from . import parser as _parser
+from .errors import EinError
+from .ir import Program
+from .kernel import Kernel, backend_builder
+
+
+def parse(text: str, filename: str = "<string>") -> Program:
+    """Parse and check .ein source text; return the immutable IR. Raises :class:`EinError` when invalid."""
+    return _check.check(_parser.parse(text, filename))
+
+
+def load(path: str | os.PathLike) -> Program:
+    """Read, parse and check a .ein file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EinError(f"no such file: {p}") from None
+    except UnicodeDecodeError as e:
+        raise EinError(f"{p} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise EinError(f"cannot read {p}: {e.strerror}") from None
+    return parse(text, str(path))
+
+
+def _program(spec: Program | str | os.PathLike) -> Program:
+    if isinstance(spec, Program):
+        return spec
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and "\n" not in spec):
+        return load(spec)
+    return parse(spec)
+
+
+def compile(
+    spec: Program | str | os.PathLike,
+    backend: str = "numpy",
+    params: dict[str, int | float] | None = None,
+    **options,
+) -> Kernel:
+    """Compile a program (or a path to a .ein file, or .ein text) for a backend.
+
+    ``params`` override the spec's ``param`` values. Backend options: ``dtype`` (numpy: float64 by default,
+    or float32).
+    """
+    prog = _program(spec).with_params(params)
+    return _compile_cached(prog, backend, tuple(sorted(options.items(), key=lambda kv: kv[0])))
+
+
+@functools.lru_cache(maxsize=128)
+def _compile_cached(prog: Program, backend: str, options: tuple) -> Kernel:
+    return backend_builder(backend)(prog, **dict(options))

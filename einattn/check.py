@@ -1,0 +1,588 @@
+"""Semantic checks: :class:`einattn.syntax.Module` -> :class:`einattn.ir.Program`.
+
+Every problem is an :class:`EinError` at the offending text. Checks run in the order a reader would: names and
+declarations, then each statement's left-hand side, then expressions (values, indices, filters), then the
+whole-program facts (definitions, outputs, sizes). Dataflow facts that need the graph (cycles) live in
+``einattn.graph``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import math
+import warnings
+
+from . import syntax as S
+from .errors import EinError, EinWarning, Span
+from .functions import FUNCTIONS
+from .ir import Einsum, LhsIndex, Partition, Program, Tensor, coords, size_name
+
+RESERVED = {"input", "output", "param", "rank", "where", "and", "or", "not", "inf", "int", "float"}
+MAX_INT = 2**31 - 1
+
+
+def is_rank_name(name: str) -> bool:
+    return name[:1].isalpha() and name == name.lower()
+
+
+def _suggest(name: str, candidates) -> str | None:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+def check_name(name: str, span: Span | None, what: str) -> None:
+    """Names reach generated source: only plain identifiers that no backend can confuse with its own."""
+    if name.startswith("__") or keyword.iskeyword(name) or name in RESERVED or not name.isidentifier():
+        raise EinError(
+            f"`{name}` cannot be used as a {what} name",
+            span,
+            hint="names must not be keywords or start with `__`",
+        )
+    if len(name) > 64:
+        raise EinError(f"{what} name `{name[:20]}...` is longer than 64 characters", span)
+
+
+class _Checker:
+    def __init__(self, module: S.Module):
+        self.module = module
+        self.source = module.source
+        self.inputs: dict[str, S.TensorDecl] = {}
+        self.outputs: list[tuple[str, Span]] = []
+        self.params: dict[str, S.ParamDecl] = {}
+        self.rank_decls: list[S.RankDecl] = []
+        self.stmts: list[S.Statement] = []
+        self.warnings: list[EinWarning] = []
+
+    # ---- 1. declarations -------------------------------------------------------------------------
+    def collect(self) -> None:
+        for item in self.module.items:
+            if isinstance(item, S.InputDecl):
+                for d in item.tensors:
+                    check_name(d.name, d.span, "tensor")
+                    if d.name in self.inputs:
+                        raise EinError(
+                            f"input `{d.name}` is declared twice",
+                            d.span,
+                            hint=f"first declared at line {self.inputs[d.name].span.line}",
+                        )
+                    for r, sp in zip(d.shape or (), d.name_spans):
+                        if not is_rank_name(r):
+                            raise EinError(
+                                f"`{r}` is a rank size; a declaration names rank variables",
+                                sp,
+                                hint=f"write `{r.lower()}`: the size `{r}` is bound from the tensor's shape",
+                            )
+                        check_name(r, sp, "rank")
+                    if d.shape and len(set(d.shape)) != len(d.shape):
+                        dup = next(r for r in d.shape if d.shape.count(r) > 1)
+                        raise EinError(f"rank `{dup}` appears twice in the declaration of `{d.name}`", d.span)
+                    self.inputs[d.name] = d
+            elif isinstance(item, S.OutputDecl):
+                for n, sp in zip(item.names, item.name_spans):
+                    if any(n == o for o, _ in self.outputs):
+                        raise EinError(f"output `{n}` is declared twice", sp)
+                    self.outputs.append((n, sp))
+            elif isinstance(item, S.ParamDecl):
+                check_name(item.name, item.span, "param")
+                if item.name in self.params:
+                    raise EinError(f"param `{item.name}` is declared twice", item.span)
+                if item.name in self.inputs:
+                    raise EinError(f"`{item.name}` is both an input and a param", item.span)
+                self.params[item.name] = item
+            elif isinstance(item, S.RankDecl):
+                self.rank_decls.append(item)
+            else:
+                self.stmts.append(item)
+        if not self.outputs:
+            first = self.module.items[0].span if self.module.items else Span(self.source, 1, 1, 1, 2)
+            raise EinError("the spec declares no output", first, hint="add a line `output NAME`")
+
+    # ---- 2. left-hand sides and tensor definitions ------------------------------------------------
+    def lhs(self, st: S.Statement) -> tuple[LhsIndex, ...]:
+        check_name(st.tensor, st.lhs_span, "tensor")
+        if st.tensor in self.inputs:
+            raise EinError(
+                f"`{st.tensor}` is an input and cannot be assigned",
+                st.lhs_span,
+                hint="give the result a new name",
+            )
+        if st.tensor in self.params:
+            raise EinError(f"`{st.tensor}` is a param and cannot be assigned", st.lhs_span)
+        out: list[LhsIndex] = []
+        for ix in st.indices or ():
+            if isinstance(ix, S.Name) and is_rank_name(ix.id):
+                check_name(ix.id, ix.span, "rank")
+                out.append(LhsIndex(ix.id))
+            elif isinstance(ix, S.Const) and ix.value == 0 and isinstance(ix.value, int):
+                out.append(LhsIndex("", "init"))
+            elif (
+                isinstance(ix, S.Binary)
+                and ix.op == "+"
+                and isinstance(ix.a, S.Name)
+                and is_rank_name(ix.a.id)
+                and isinstance(ix.b, S.Const)
+                and ix.b.value == 1
+            ):
+                out.append(LhsIndex(ix.a.id, "step"))
+            elif isinstance(ix, S.Name):
+                raise EinError(
+                    f"`{ix.id}` is a rank size; the left-hand side takes rank variables",
+                    ix.span,
+                    hint=f"did you mean `{ix.id.lower()}`?",
+                )
+            else:
+                raise EinError(
+                    "a left-hand index must be a rank variable, `0` or `r + 1`",
+                    ix.span,
+                    hint="`0` initialises an iterative rank and `r + 1` updates it; "
+                    "use index arithmetic on the right-hand side instead",
+                )
+        ranks = [ix.rank for ix in out if ix.kind != "init"]
+        for r in ranks:
+            if ranks.count(r) > 1:
+                raise EinError(f"rank `{r}` appears twice on the left-hand side", st.lhs_span)
+        special = [ix for ix in out if ix.kind != "rank"]
+        if len(special) > 1:
+            raise EinError("a left-hand side may have only one iterative index (`0` or `r + 1`)", st.lhs_span)
+        return tuple(out)
+
+    def definitions(self, lhs: dict[int, tuple[LhsIndex, ...]]) -> dict[str, Tensor]:
+        """Group statements by tensor; pair each ``init`` with its ``step``; give each tensor its ranks."""
+        by_tensor: dict[str, list[int]] = {}
+        for i, st in enumerate(self.stmts):
+            by_tensor.setdefault(st.tensor, []).append(i)
+        tensors: dict[str, Tensor] = {}
+        for d in self.inputs.values():
+            tensors[d.name] = Tensor(d.name, tuple(d.shape or ()), d.dtype, "input", None, d.span)
+        for name, ids in by_tensor.items():
+            kinds = {i: next((x.kind for x in lhs[i] if x.kind != "rank"), "plain") for i in ids}
+            plain = [i for i in ids if kinds[i] == "plain"]
+            inits = [i for i in ids if kinds[i] == "init"]
+            steps = [i for i in ids if kinds[i] == "step"]
+            if len(plain) > 1 or (plain and (inits or steps)) or len(inits) > 1 or len(steps) > 1:
+                first, second = ids[0], ids[1]
+                raise EinError(
+                    f"tensor `{name}` is defined twice",
+                    self.stmts[second].lhs_span,
+                    hint=f"first defined at line {self.stmts[first].span.line}; only an iterative tensor has "
+                    "two statements (`T[0, ...]` and `T[r + 1, ...]`)",
+                )
+            if plain:
+                ix = lhs[plain[0]]
+                tensors[name] = Tensor(
+                    name, tuple(x.rank for x in ix), "float", "temp", None, self.stmts[plain[0]].span
+                )
+                continue
+            if not steps:
+                st = self.stmts[inits[0]]
+                raise EinError(
+                    f"iterative tensor `{name}` is initialised but never updated",
+                    st.lhs_span,
+                    hint=f"add an update such as `{name}[r + 1, ...] = f({name}[r, ...], ...)`",
+                )
+            step_ix = lhs[steps[0]]
+            pos = next(k for k, x in enumerate(step_ix) if x.kind == "step")
+            if not inits:
+                st = self.stmts[steps[0]]
+                raise EinError(
+                    f"iterative tensor `{name}` is updated but never initialised",
+                    st.lhs_span,
+                    hint=f"add `{self._init_text(name, step_ix)} = ...` (e.g. 0 or -inf)",
+                )
+            init_ix = lhs[inits[0]]
+            init_pos = next(k for k, x in enumerate(init_ix) if x.kind == "init")
+            others_step = [x.rank for k, x in enumerate(step_ix) if k != pos]
+            others_init = [x.rank for k, x in enumerate(init_ix) if k != init_pos]
+            if init_pos != pos or others_step != others_init:
+                raise EinError(
+                    f"the initialiser of `{name}` does not match its update",
+                    self.stmts[inits[0]].lhs_span,
+                    hint=f"write it as `{self._init_text(name, step_ix)}`",
+                )
+            r = step_ix[pos].rank
+            lhs[inits[0]] = tuple(LhsIndex(r, "init") if k == pos else x for k, x in enumerate(init_ix))
+            ranks = tuple(x.rank for x in step_ix)
+            tensors[name] = Tensor(name, ranks, "float", "temp", pos, self.stmts[steps[0]].span)
+        return tensors
+
+    @staticmethod
+    def _init_text(name: str, ix: tuple[LhsIndex, ...]) -> str:
+        return f"{name}[{', '.join('0' if x.kind == 'step' else x.rank for x in ix)}]"
+
+    # ---- 3. names -----------------------------------------------------------------------------------
+    def collect_ranks(self, tensors: dict[str, Tensor], lhs: dict[int, tuple[LhsIndex, ...]]) -> list[str]:
+        ranks: dict[str, None] = {}
+        for d in self.inputs.values():
+            ranks.update(dict.fromkeys(d.shape or ()))
+        for i in range(len(self.stmts)):
+            ranks.update(dict.fromkeys(x.rank for x in lhs[i] if x.kind != "init"))
+
+        def index_names(e: S.Expr, in_index: bool):
+            if isinstance(e, S.Name) and in_index:
+                yield e
+            elif isinstance(e, S.Read):
+                for ix in e.indices:
+                    yield from index_names(ix, True)
+            else:
+                for c in e.children():
+                    yield from index_names(c, in_index)
+
+        for st in self.stmts:
+            for root in (st.expr, st.filter):
+                if root is None:
+                    continue
+                for n in index_names(root, False):
+                    if n.id in tensors or n.id in self.params:
+                        continue
+                    if is_rank_name(n.id):
+                        check_name(n.id, n.span, "rank")
+                        ranks.setdefault(n.id)
+        for rd in self.rank_decls:
+            for name, sp in zip((rd.parent, rd.outer, rd.inner), rd.name_spans):
+                if is_rank_name(name):
+                    raise EinError(
+                        f"`{name}` is a rank variable; a rank declaration names sizes",
+                        sp,
+                        hint=f"write `rank {rd.parent.upper()} = {rd.outer.upper()} * {rd.inner.upper()}`",
+                    )
+            for name in (rd.outer, rd.inner):
+                if name.lower() not in ranks:
+                    ranks.setdefault(name.lower())
+        for r in ranks:
+            if r in tensors:
+                t = tensors[r]
+                raise EinError(
+                    f"`{r}` is used both as a tensor and as a rank variable",
+                    t.span,
+                    hint="rename the tensor",
+                )
+            if r in self.params:
+                raise EinError(f"`{r}` is used both as a param and as a rank variable", self.params[r].span)
+        return list(ranks)
+
+    # ---- 4. expressions -------------------------------------------------------------------------------
+    def resolve(self, e: S.Expr, ctx: str) -> S.Expr:
+        """Resolve names and check what ``ctx`` allows.
+
+        ``value``: a float expression. ``index``: an integer, affine expression (a tensor index).
+        ``filter``: a condition. ``cmp``: an operand of a comparison in a filter (like ``index``, but a float
+        constant or param is allowed: ``p - m < 2.5``).
+        """
+        if isinstance(e, S.Const):
+            if ctx == "index" and not isinstance(e.value, int):
+                raise EinError(f"an index must be an integer, got `{_fmt_num(e.value)}`", e.span)
+            if ctx == "index" and abs(e.value) > MAX_INT:
+                raise EinError(f"integer `{e.value}` is too large for an index", e.span)
+            return e
+        if isinstance(e, S.Name):
+            return self.resolve_name(e, ctx)
+        if isinstance(e, S.Read):
+            return self.resolve_read(e, ctx)
+        if isinstance(e, S.Call):
+            fn = FUNCTIONS.get(e.fn)
+            if fn is None:
+                raise EinError(
+                    f"unknown function `{e.fn}`",
+                    e.span,
+                    hint=_suggest(e.fn, FUNCTIONS) or f"known functions: {', '.join(FUNCTIONS)}",
+                )
+            if len(e.args) != fn.arity:
+                raise EinError(
+                    f"`{e.fn}` takes {fn.arity} argument{'s' * (fn.arity != 1)}, got {len(e.args)}", e.span
+                )
+            if ctx in ("index", "cmp") and not fn.index_ok:
+                raise EinError(
+                    f"`{e.fn}` cannot be used in an index or filter; they are integer expressions",
+                    e.span,
+                    hint="only min, max and clamp may appear there",
+                )
+            return S.Call(e.fn, tuple(self.resolve(a, ctx) for a in e.args), span=e.span)
+        if isinstance(e, S.Unary):
+            return S.Unary(e.op, self.resolve(e.x, ctx), span=e.span)
+        if isinstance(e, S.Binary):
+            a, b = self.resolve(e.a, ctx), self.resolve(e.b, ctx)
+            if ctx in ("index", "cmp"):
+                if e.op == "/":
+                    raise EinError(
+                        "`/` in an index expression; indices are integers",
+                        e.span,
+                        hint="use `//` (floor division)",
+                    )
+                if e.op == "*" and not (_constant(a) or _constant(b)):
+                    raise EinError(
+                        "index expression is not affine: it multiplies two variables",
+                        e.span,
+                        hint="an index may multiply a rank variable only by a constant, param or size",
+                    )
+                if e.op in ("//", "%") and not _constant(b):
+                    raise EinError(
+                        f"`{e.op}` in an index must be by a constant, param or size",
+                        e.b.span or e.span,
+                    )
+            return S.Binary(e.op, a, b, span=e.span)
+        if isinstance(e, S.Default):
+            if ctx != "value":
+                raise EinError("`??` cannot be used in an index or filter", e.span)
+            return S.Default(self.resolve(e.a, ctx), self.resolve(e.b, ctx), span=e.span)
+        if isinstance(e, (S.Compare, S.Logic, S.Not)):
+            if ctx == "value":
+                raise EinError(
+                    "a condition cannot be used as a value",
+                    e.span,
+                    hint="conditions belong in a filter: `... where m <= p`",
+                )
+            if ctx in ("index", "cmp"):
+                raise EinError("a condition cannot be used as an index", e.span)
+            if isinstance(e, S.Compare):
+                a, b = self.resolve(e.a, "cmp"), self.resolve(e.b, "cmp")
+                return S.Compare(e.op, a, b, span=e.span)
+            if isinstance(e, S.Not):
+                return S.Not(self.resolve_filter(e.x), span=e.span)
+            return S.Logic(e.op, self.resolve_filter(e.a), self.resolve_filter(e.b), span=e.span)
+        raise EinError(f"unsupported expression `{type(e).__name__}`", getattr(e, "span", None))
+
+    def resolve_filter(self, e: S.Expr) -> S.Expr:
+        if not isinstance(e, (S.Compare, S.Logic, S.Not)):
+            raise EinError(
+                "a filter must be a condition",
+                e.span,
+                hint="compare coordinates or integer tensors, e.g. `where m <= p`",
+            )
+        return self.resolve(e, "filter")
+
+    def resolve_name(self, e: S.Name, ctx: str) -> S.Expr:
+        n = e.id
+        if n in self.tensors:
+            t = self.tensors[n]
+            if t.ranks:
+                raise EinError(
+                    f"tensor `{n}` is used without indices",
+                    e.span,
+                    hint=f"write `{n}[{', '.join(t.ranks)}]`",
+                )
+            return self.resolve_read(S.Read(n, (), span=e.span), ctx)
+        if n in self.params:
+            v = self.params[n].value
+            if ctx == "index" and not isinstance(v, int):
+                raise EinError(
+                    f"param `{n}` = {_fmt_num(v)} is not an integer and cannot be used in an index", e.span
+                )
+            return S.Param(n, span=e.span)
+        if n in self.size_names:
+            return S.Size(self.size_names[n], span=e.span)
+        if n in self.ranks:
+            return S.Coord(n, span=e.span)
+        candidates = list(self.tensors) + list(self.params) + list(self.size_names) + list(self.ranks)
+        raise EinError(
+            f"undefined name `{n}`",
+            e.span,
+            hint=_suggest(n, candidates) or "names are tensors, params, rank variables or sizes (upper case)",
+        )
+
+    def resolve_read(self, e: S.Read, ctx: str) -> S.Expr:
+        t = self.tensors.get(e.tensor)
+        if t is None:
+            if e.tensor in self.params or e.tensor in self.ranks or e.tensor in self.size_names:
+                raise EinError(f"`{e.tensor}` is not a tensor and cannot be indexed", e.span)
+            raise EinError(
+                f"undefined tensor `{e.tensor}`",
+                e.span,
+                hint=_suggest(e.tensor, self.tensors)
+                or "declare it with `input` or define it with a statement",
+            )
+        if len(e.indices) != len(t.ranks):
+            shown = f"[{', '.join(t.ranks)}]" if t.ranks else "no indices (a scalar)"
+            raise EinError(
+                f"tensor `{e.tensor}` has {len(t.ranks)} rank{'s' * (len(t.ranks) != 1)} {shown} "
+                f"but is used with {len(e.indices)}",
+                e.span,
+            )
+        if ctx != "value" and t.dtype != "int":
+            if ctx == "index":
+                raise EinError(
+                    f"float tensor `{e.tensor}` cannot be used in an index",
+                    e.span,
+                    hint="declare it `: int` to gather with it",
+                )
+            raise EinError(
+                f"a filter compares float tensor `{e.tensor}`",
+                e.span,
+                hint="filters compare coordinates and integer tensors (declared `: int`); "
+                "to mask on values, use an expression and `??`",
+            )
+        return S.Read(e.tensor, tuple(self.resolve(ix, "index") for ix in e.indices), span=e.span)
+
+    # ---- 5. statements ----------------------------------------------------------------------------------
+    def einsum(self, st: S.Statement, index: tuple[LhsIndex, ...]) -> Einsum:
+        expr = self.resolve(st.expr, "value")
+        filt = self.resolve_filter(st.filter) if st.filter is not None else None
+        lhs_ranks = [x.rank for x in index if x.kind != "init"]
+        space = list(lhs_ranks)
+        for r in coords(expr) + coords(filt):
+            if r not in space:
+                space.append(r)
+        reduced = [r for r in space if r not in lhs_ranks]
+        named = {}
+        for r, sp in zip(st.reduce_ranks, st.reduce_spans):
+            if r in lhs_ranks:
+                raise EinError(
+                    f"`{r}` cannot be reduced: it is on the left-hand side",
+                    sp,
+                    hint="a reduced rank appears on the right only",
+                )
+            if r not in reduced:
+                raise EinError(f"`{r}` does not appear on the right-hand side, so nothing reduces it", sp)
+            if r in named:
+                raise EinError(f"`{r}` is named twice in the reduction", sp)
+            named[r] = st.reduce_op
+        reduce = tuple((r, "+") for r in reduced if r not in named) + tuple(named.items())
+        return Einsum(st.tensor, index, expr, reduce, filt, tuple(space), span=st.span)
+
+    # ---- the whole program ---------------------------------------------------------------------------------
+    def run(self) -> Program:
+        self.collect()
+        lhs = {i: self.lhs(st) for i, st in enumerate(self.stmts)}
+        self.tensors = self.definitions(lhs)
+        self.ranks = self.collect_ranks(self.tensors, lhs)
+        self.size_names = {size_name(r): r for r in self.ranks if size_name(r) not in self.params}
+        for sz, r in self.size_names.items():
+            if sz in self.tensors:
+                t = self.tensors[sz]
+                if not t.ranks:  # a scalar tensor would shadow the size
+                    raise EinError(f"scalar tensor `{sz}` has the name of the size of rank `{r}`", t.span)
+        partitions = self.partitions()
+        einsums = tuple(self.einsum(st, lhs[i]) for i, st in enumerate(self.stmts))
+        for name, sp in self.outputs:
+            if name not in self.tensors:
+                raise EinError(
+                    f"output `{name}` is never defined",
+                    sp,
+                    hint=_suggest(name, self.tensors) or f"add a statement `{name}[...] = ...`",
+                )
+        used = {rd.tensor for e in einsums for rd in e.reads()} | {n for n, _ in self.outputs}
+        for name, d in self.inputs.items():
+            if name not in used:
+                self.warnings.append(EinWarning(f"input `{name}` is never used", d.span))
+        prog = Program(
+            inputs=tuple(self.inputs),
+            outputs=tuple(n for n, _ in self.outputs),
+            params=tuple((n, p.value) for n, p in self.params.items()),
+            partitions=partitions,
+            tensors=tuple(self.tensors.values()),
+            einsums=einsums,
+            ranks=tuple(self.ranks),
+            source=self.source,
+            warnings=tuple(self.warnings),
+        )
+        check_params(prog)
+        self.check_sizes(prog, einsums)
+        return prog
+
+    def partitions(self) -> tuple[Partition, ...]:
+        out = []
+        seen: dict[str, S.RankDecl] = {}
+        used = {r for st in self.stmts for r in _stmt_names(st)} | {
+            r for d in self.inputs.values() for r in d.shape or ()
+        }
+        for rd in self.rank_decls:
+            parent, outer, inner = rd.parent.lower(), rd.outer.lower(), rd.inner.lower()
+            for name, sp in zip((parent, outer, inner), rd.name_spans):
+                if name in seen:
+                    raise EinError(
+                        f"rank `{name}` is already part of a partition",
+                        sp,
+                        hint=f"see line {seen[name].span.line}",
+                    )
+            if len({parent, outer, inner}) < 3:
+                raise EinError("a partition needs three different ranks", rd.span)
+            seen.update(dict.fromkeys((parent, outer, inner), rd))
+            if outer not in used and inner not in used:
+                raise EinError(
+                    f"partition `{rd.parent} = {rd.outer} * {rd.inner}` is never used",
+                    rd.span,
+                    hint=f"index a tensor by `{outer}` and `{inner}` "
+                    f"(e.g. `K[{outer} * {rd.inner} + {inner}, e]`) or remove the declaration",
+                )
+            if parent not in used:
+                raise EinError(
+                    f"rank `{parent}` of the partition is never used",
+                    rd.name_spans[0],
+                    hint="the partitioned rank must index some input",
+                )
+            in_p, out_p = rd.inner in self.params, rd.outer in self.params
+            if in_p == out_p:
+                raise EinError(
+                    f"exactly one part of `{rd.parent} = {rd.outer} * {rd.inner}` must be a param",
+                    rd.span,
+                    hint=f"declare the tile size, e.g. `param {rd.inner} = 64`",
+                )
+            out.append(Partition(parent, outer, inner, "inner" if in_p else "outer", span=rd.span))
+        return tuple(out)
+
+    def check_sizes(self, prog: Program, einsums) -> None:
+        """Every rank needs a size: an input dimension, a param of the upper-case name, or a partition."""
+        bound = {r for t in prog.tensors if t.is_input for r in t.ranks}
+        bound |= {r for r in prog.ranks if size_name(r) in prog.param_values}
+        for p in prog.partitions:
+            bound |= {p.outer, p.inner}
+        for r in prog.ranks:
+            if r in bound:
+                continue
+            span = next(
+                (
+                    n.span
+                    for e in einsums
+                    for root in (e.expr, e.filter)
+                    if root is not None
+                    for n in root.walk()
+                    if isinstance(n, S.Coord) and n.rank == r
+                ),
+                next((e.span for e in einsums if r in e.space), None),
+            )
+            raise EinError(
+                f"the size of rank `{r}` is unknown",
+                span,
+                hint=f"index an input by `{r}`, or declare `param {size_name(r)} = ...`",
+            )
+
+
+def _stmt_names(st: S.Statement):
+    for root in (st.expr, st.filter, *(st.indices or ())):
+        if root is not None:
+            for n in root.walk():
+                if isinstance(n, S.Name):
+                    yield n.id
+
+
+def _constant(e: S.Expr) -> bool:
+    """No rank variable and no tensor read below: a compile-time or size-time constant."""
+    return not any(isinstance(n, (S.Coord, S.Read)) for n in e.walk())
+
+
+def _fmt_num(v) -> str:
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return repr(v)
+
+
+def check_params(prog: Program) -> None:
+    """Params that size a rank (tiles) must be positive integers."""
+    values = prog.param_values
+    sized = {size_name(r) for r in prog.ranks} | {getattr(p, p.tile).upper() for p in prog.partitions}
+    for name, v in values.items():
+        if name in sized and (not isinstance(v, int) or v < 1):
+            raise EinError(f"param `{name}` sizes a rank and must be a positive integer, got {_fmt_num(v)}")
+        if isinstance(v, float) and math.isnan(v):
+            raise EinError(f"param `{name}` is NaN")
+
+
+def check(module: S.Module) -> Program:
+    """Run every semantic check; return the IR. Warnings are issued with :func:`warnings.warn`."""
+    prog = _Checker(module).run()
+    from .graph import build_graph
+
+    build_graph(prog)  # validates the dataflow: cycles must go through an iterative rank
+    for w in prog.warnings:
+        warnings.warn(w, stacklevel=3)
+    return prog

@@ -1,0 +1,165 @@
+"""The dataflow graph of a program, its validation, and its evaluation schedule.
+
+One node per Einsum, keyed by :attr:`Einsum.label` (``QK``, ``RM.init``, ``RM.step``), with attributes
+``einsum``, ``tensor``, ``kind``, ``space``, ``reduced`` and ``filter``. One edge per tensor dependency
+from the statement that writes a tensor to one that reads it, with ``tensor`` and ``carried``: a carried edge reads the
+state *before* the current step of an iterative rank (``RM[m1, p]`` read by the update of ``RM[m1 + 1, p]``),
+so it does not order statements within one step.
+
+A cycle is legal only when every cycle runs through a carried edge: that is a recurrence over one iterative
+rank, evaluated as a loop (:class:`Loop`). Everything else runs once over its whole iteration space
+(:class:`Dense`), in dependency order.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import networkx as nx
+
+from . import syntax as S
+from .errors import EinError
+from .ir import Einsum, Program
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Evaluate one Einsum over its whole iteration space."""
+
+    einsum: Einsum
+
+
+@dataclass(frozen=True)
+class Loop:
+    """Evaluate ``body`` once per step of iterative rank ``rank`` (0 .. R-1), in this order within a step."""
+
+    rank: str
+    body: tuple[Einsum, ...]
+
+
+Step = Dense | Loop
+
+
+def _is_carried(prog: Program, read: S.Read) -> bool:
+    t = prog.tensor(read.tensor)
+    if t.iterative is None:
+        return False
+    ix = read.indices[t.iterative]
+    return isinstance(ix, S.Coord) and ix.rank == t.iter_rank
+
+
+@functools.lru_cache(maxsize=256)
+def build_graph(prog: Program) -> nx.DiGraph:
+    """The dataflow graph; raises :class:`EinError` for a cycle that is not a recurrence."""
+    g = nx.DiGraph(name=prog.name)
+    writers: dict[str, list[Einsum]] = {}
+    for e in prog.einsums:
+        g.add_node(
+            e.label, einsum=e, tensor=e.tensor, kind=e.kind, space=e.space, reduced=e.reduced, filter=e.filter
+        )
+        writers.setdefault(e.tensor, []).append(e)
+    for e in prog.einsums:
+        for rd in e.reads():
+            for w in writers.get(rd.tensor, ()):
+                carried = w.kind == "step" and _is_carried(prog, rd)
+                if g.has_edge(w.label, e.label):
+                    g.edges[w.label, e.label]["carried"] &= carried
+                else:
+                    g.add_edge(w.label, e.label, tensor=rd.tensor, carried=carried)
+    _validate_cycles(prog, g)
+    return g
+
+
+def _validate_cycles(prog: Program, g: nx.DiGraph) -> None:
+    for scc in nx.strongly_connected_components(g):
+        if len(scc) == 1 and not any(g.has_edge(n, n) for n in scc):
+            continue
+        sub = g.subgraph(scc)
+        same_step = nx.DiGraph([(u, v) for u, v, c in sub.edges(data="carried") if not c])
+        same_step.add_nodes_from(scc)
+        try:
+            cycle = nx.find_cycle(same_step)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle is not None:
+            names = [u for u, _ in cycle]
+            e = g.nodes[names[0]]["einsum"]
+            what = (
+                f"`{e.tensor}` is defined in terms of itself"
+                if len(names) == 1
+                else ("cycle between " + ", ".join(f"`{n}`" for n in names))
+            )
+            raise EinError(
+                f"{what}, and not through an iterative rank",
+                e.span,
+                hint="a recurrence must initialise `T[0, ...]` and update `T[r + 1, ...]` from `T[r, ...]`",
+            )
+        ranks = {
+            prog.tensor(g.edges[u, v]["tensor"]).iter_rank for u, v in sub.edges if g.edges[u, v]["carried"]
+        }
+        if len(ranks) != 1:
+            e = g.nodes[min(scc)]["einsum"]
+            raise EinError("a recurrence may run over only one iterative rank", e.span)
+        (r,) = ranks
+        for n in scc:
+            e = g.nodes[n]["einsum"]
+            if r not in e.lhs_ranks:
+                raise EinError(
+                    f"`{e.tensor}` is computed inside the recurrence over `{r}` but is not indexed by `{r}`",
+                    e.span,
+                    hint=f"index it by `{r}` so that each step has its own value",
+                )
+            for rd in e.reads():
+                if _writer_label(prog, rd.tensor, scc) is None:
+                    continue
+                t = prog.tensor(rd.tensor)
+                pos = t.ranks.index(r) if t.iterative is None else t.iterative
+                ix = rd.indices[pos]
+                ok = isinstance(ix, S.Coord) and ix.rank == r
+                if t.iterative is not None:
+                    ok = ok or ix == S.Binary("+", S.Coord(r), S.Const(1))
+                if not ok:
+                    allowed = f"`{r}` or `{r} + 1`" if t.iterative is not None else f"`{r}`"
+                    raise EinError(
+                        f"inside the recurrence over `{r}`, `{rd.tensor}` must be read at {allowed}",
+                        rd.span,
+                        hint="each step may read only the previous state and this step's values",
+                    )
+
+
+def _writer_label(prog: Program, tensor: str, scc) -> str | None:
+    for e in prog.definitions(tensor):
+        if e.label in scc and e.kind != "init":
+            return e.label
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def schedule(prog: Program) -> tuple[Step, ...]:
+    """Dense steps and recurrence loops in an order that respects every dependency.
+
+    Ties are broken by source order, so the schedule is deterministic and reads like the spec.
+    """
+    g = build_graph(prog)
+    order = {e.label: i for i, e in enumerate(prog.einsums)}
+    cond = nx.condensation(g)
+    steps: list[Step] = []
+    for c in nx.lexicographical_topological_sort(
+        cond, key=lambda c: min(order[n] for n in cond.nodes[c]["members"])
+    ):
+        members = cond.nodes[c]["members"]
+        if len(members) == 1 and not any(g.has_edge(n, n) for n in members):
+            (n,) = members
+            steps.append(Dense(g.nodes[n]["einsum"]))
+            continue
+        sub = nx.DiGraph([(u, v) for u, v, c2 in g.subgraph(members).edges(data="carried") if not c2])
+        sub.add_nodes_from(members)
+        body = tuple(g.nodes[n]["einsum"] for n in nx.lexicographical_topological_sort(sub, key=order.get))
+        rank = next(
+            prog.tensor(g.edges[u, v]["tensor"]).iter_rank
+            for u, v in g.subgraph(members).edges
+            if g.edges[u, v]["carried"]
+        )
+        steps.append(Loop(rank, body))
+    return tuple(steps)

@@ -1,0 +1,328 @@
+"""Text -> :class:`einattn.syntax.Module`, with located, friendly syntax errors.
+
+The grammar lives in ``grammar/ein.lark``. Lark's LALR parser with a contextual lexer is fast and gives
+exact positions; a small post-lexer drops newlines inside brackets so statements may continue across lines.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import lark
+from lark import Token, Transformer, v_args
+
+from . import syntax as S
+from .errors import EinError, Source, Span
+
+# Readable names for the grammar's terminals, used in "expected ..." messages.
+_TOKEN_NAMES = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "INF": "`inf`",
+    "_NL": "end of line",
+    "$END": "end of file",
+    "LSQB": "`[`",
+    "RSQB": "`]`",
+    "LPAR": "`(`",
+    "RPAR": "`)`",
+    "COMMA": "`,`",
+    "EQUAL": "`=`",
+    "PLUS": "`+`",
+    "MINUS": "`-`",
+    "STAR": "`*`",
+    "SLASH": "`/`",
+    "COLON": "`:`",
+    "CMPOP": "a comparison",
+    "REDOP": "a reduction operator (`+`, `max` or `min`)",
+    "SIGN": "a sign",
+}
+
+
+class _BracketNewlines:
+    """Post-lexer: newlines inside (...) or [...] are whitespace."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        for tok in stream:
+            if tok.type in ("LPAR", "LSQB"):
+                depth += 1
+            elif tok.type in ("RPAR", "RSQB"):
+                depth = max(0, depth - 1)
+            elif tok.type == "_NL" and depth:
+                continue
+            yield tok
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> lark.Lark:
+    from .grammar import grammar_text
+
+    return lark.Lark(
+        grammar_text(),
+        parser="lalr",
+        lexer="contextual",
+        postlex=_BracketNewlines(),
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+def parse(text: str, filename: str = "<string>") -> S.Module:
+    """Parse .ein source text into a syntax module (no semantic checks)."""
+    source = Source(filename, text)
+    try:
+        tree = _lark().parse(text + "\n")
+    except lark.exceptions.UnexpectedInput as e:
+        raise _syntax_error(e, source) from None
+    except RecursionError:
+        raise EinError(
+            "expression nested too deeply", Span(source, 1, 1, 1, 2), hint="split it into several statements"
+        ) from None
+    try:
+        return _ToSyntax(source).transform(tree)
+    except lark.exceptions.VisitError as e:
+        if isinstance(e.orig_exc, EinError):
+            raise e.orig_exc from None
+        raise
+    except RecursionError:
+        raise EinError(
+            "expression nested too deeply", Span(source, 1, 1, 1, 2), hint="split it into several statements"
+        ) from None
+
+
+def _syntax_error(e: lark.exceptions.UnexpectedInput, source: Source) -> EinError:
+    line, col = max(1, e.line or 1), max(1, e.column or 1)
+    lines = source.text.splitlines()
+    if line > len(lines):  # the appended final newline: point just past the end of the text
+        line = max(1, len(lines))
+        col = len(lines[line - 1]) + 1 if lines else 1
+    if isinstance(e, lark.exceptions.UnexpectedCharacters):
+        ch = source.line(line)[col - 1 : col] or "?"
+        shown = repr(ch) if not ch.isprintable() or ch == " " else f"`{ch}`"
+        hint = None
+        if ch == "\t":
+            hint = None
+        elif ch in "\"'":
+            hint = "the .ein language has no strings"
+        elif not ch.isascii():
+            hint = "names are ASCII letters, digits and `_`"
+        elif ch == "?":
+            hint = "the default operator is written `??`"
+        elif ch == "=":
+            hint = "comparisons in a `where` filter are written `==`"
+        return EinError(f"unexpected character {shown}", Span(source, line, col, line, col + 1), hint)
+    token = getattr(e, "token", None)
+    expected = sorted({_TOKEN_NAMES.get(t, f"`{_literal(t)}`") for t in (e.expected or ()) if t != "_NL"})
+    if isinstance(token, Token) and token.type != "$END":
+        what = "end of line" if token.type == "_NL" else f"`{token.value}`"
+        width = 1 if token.type == "_NL" else max(1, len(token.value))
+        if token.type == "_NL":
+            col = len(source.line(line)) + 1 if token.line != line else col
+    else:
+        what, width = "end of file", 1
+    msg = f"unexpected {what}"
+    hint = None
+    if expected:
+        shown = ", ".join(expected[:6]) + (", ..." if len(expected) > 6 else "")
+        hint = f"expected {shown}"
+    if (what == "end of line" and "`]`" in expected) or "`)`" in expected:
+        hint = (hint or "") + "; is a bracket left open?"
+    return EinError(msg, Span(source, line, col, line, col + width), hint)
+
+
+_LITERALS = {
+    "DOUBLE_QUESTION": "??",
+    "DOUBLE_COLON": "::",
+    "SLASH": "/",
+    "PERCENT": "%",
+    "__ANON_0": "//",
+}
+
+
+def _literal(terminal: str) -> str:
+    try:
+        pattern = _lark().get_terminal(terminal).pattern
+        if isinstance(pattern, lark.lexer.PatternStr):
+            return pattern.value
+    except KeyError:
+        pass
+    return _LITERALS.get(terminal, terminal.lower())
+
+
+def _number(tok: Token) -> int | float:
+    text = str(tok)
+    if "." in text or "e" in text or "E" in text:
+        return float(text)
+    value = int(text)
+    if abs(value) >= 2**53:
+        return float(value) if math.isfinite(float(value)) else math.inf
+    return value
+
+
+class _ToSyntax(Transformer):
+    """Lark tree -> frozen syntax nodes with spans."""
+
+    def __init__(self, source: Source):
+        super().__init__()
+        self.source = source
+
+    def _span(self, meta) -> Span:
+        return Span(self.source, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tspan(self, tok: Token) -> Span:
+        return Span(
+            self.source, tok.line, tok.column, tok.end_line or tok.line, tok.end_column or tok.column + 1
+        )
+
+    # ---- program -------------------------------------------------------------------------------
+    def start(self, items):
+        return S.Module(tuple(i for i in items if i is not None), self.source)
+
+    @v_args(meta=True)
+    def input_decl(self, meta, decls):
+        return S.InputDecl(tuple(decls), span=self._span(meta))
+
+    @v_args(meta=True)
+    def tensor_decl(self, meta, children):
+        name, shape, dtype = children
+        ranks = tuple(str(t) for t in shape) if shape is not None else None
+        spans = tuple(self._tspan(t) for t in shape) if shape is not None else ()
+        dtype_name = str(dtype) if dtype is not None else "float"
+        if dtype is not None and dtype_name not in ("int", "float"):
+            raise EinError(
+                f"unknown element type `{dtype_name}`", self._tspan(dtype), hint="use `: int` or `: float`"
+            )
+        return S.TensorDecl(str(name), ranks, dtype_name, span=self._tspan(name), name_spans=spans)
+
+    def shape(self, children):
+        return [c for c in children if c is not None]
+
+    def dtype(self, children):
+        return children[0]
+
+    @v_args(meta=True)
+    def output_decl(self, meta, names):
+        return S.OutputDecl(
+            tuple(str(n) for n in names),
+            span=self._span(meta),
+            name_spans=tuple(self._tspan(n) for n in names),
+        )
+
+    @v_args(meta=True)
+    def param_decl(self, meta, children):
+        name, value = children
+        return S.ParamDecl(str(name), value, span=self._tspan(name))
+
+    def signed_number(self, children):
+        sign, tok = children
+        value = math.inf if tok.type == "INF" else _number(tok)
+        return -value if sign is not None and str(sign) == "-" else value
+
+    @v_args(meta=True)
+    def rank_decl(self, meta, names):
+        return S.RankDecl(
+            *(str(n) for n in names), span=self._span(meta), name_spans=tuple(self._tspan(n) for n in names)
+        )
+
+    @v_args(meta=True)
+    def einsum(self, meta, children):
+        (name, indices, lhs_span), expr, reduction, filt = children
+        op, ranks, rspans = reduction if reduction is not None else (None, (), ())
+        return S.Statement(
+            str(name),
+            indices,
+            expr,
+            op,
+            ranks,
+            filt,
+            span=self._span(meta),
+            lhs_span=lhs_span,
+            reduce_spans=rspans,
+        )
+
+    @v_args(meta=True)
+    def lhs(self, meta, children):
+        name, *indices = children
+        return name, (tuple(indices) if indices else None), self._span(meta)
+
+    def reduction(self, children):
+        op, *ranks = children
+        return str(op), tuple(str(r) for r in ranks), tuple(self._tspan(r) for r in ranks)
+
+    def filter(self, children):
+        return children[0]
+
+    # ---- expressions ---------------------------------------------------------------------------
+    def number(self, children):
+        (tok,) = children
+        return S.Const(_number(tok), span=self._tspan(tok))
+
+    def inf(self, children):
+        return S.Const(math.inf, span=self._tspan(children[0]))
+
+    def name(self, children):
+        (tok,) = children
+        return S.Name(str(tok), span=self._tspan(tok))
+
+    @v_args(meta=True)
+    def read(self, meta, children):
+        name, *indices = children
+        return S.Read(str(name), tuple(indices), span=self._span(meta))
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        name, *args = children
+        return S.Call(str(name), tuple(a for a in args if a is not None), span=self._span(meta))
+
+    @v_args(meta=True)
+    def neg(self, meta, children):
+        (x,) = children
+        if isinstance(x, S.Const):  # fold literal negation so `-inf` and `-1` are constants
+            return S.Const(-x.value, span=self._span(meta))
+        return S.Unary("-", x, span=self._span(meta))
+
+    def _binary(op):
+        @v_args(meta=True)
+        def build(self, meta, children):
+            a, b = children
+            return S.Binary(op, a, b, span=self._span(meta))
+
+        return build
+
+    add, sub, mul, div, floordiv, mod = (
+        _binary("+"),
+        _binary("-"),
+        _binary("*"),
+        _binary("/"),
+        _binary("//"),
+        _binary("%"),
+    )
+
+    @v_args(meta=True)
+    def compare(self, meta, children):
+        operands, ops = children[0::2], [str(t) for t in children[1::2]]
+        span = self._span(meta)
+        result = None
+        for op, a, b in zip(ops, operands, operands[1:]):
+            cmp = S.Compare(op, a, b, span=span)
+            result = cmp if result is None else S.Logic("and", result, cmp, span=span)
+        return result
+
+    @v_args(meta=True)
+    def and_(self, meta, children):
+        return S.Logic("and", *children, span=self._span(meta))
+
+    @v_args(meta=True)
+    def or_(self, meta, children):
+        return S.Logic("or", *children, span=self._span(meta))
+
+    @v_args(meta=True)
+    def not_(self, meta, children):
+        return S.Not(children[0], span=self._span(meta))
+
+    @v_args(meta=True)
+    def default(self, meta, children):
+        return S.Default(*children, span=self._span(meta))

@@ -2,9 +2,9 @@
 
 One node per Einsum, keyed by :attr:`Einsum.label` (``QK``, ``RM.init``, ``RM.step``), with attributes
 ``einsum``, ``tensor``, ``kind``, ``space``, ``reduced`` and ``filter``. One edge per tensor dependency
-from the statement that writes a tensor to one that reads it, with ``tensor`` and ``carried``: a carried edge reads the
-state *before* the current step of an iterative rank (``RM[m1, p]`` read by the update of ``RM[m1 + 1, p]``),
-so it does not order statements within one step.
+from the statement that writes a tensor to one that reads it, with ``tensor`` and ``carried``: a carried
+edge reads the state *before* the current step of an iterative rank (``RM[m1, p]`` read by the update of
+``RM[m1 + 1, p]``), so it does not order statements within one step.
 
 A cycle is legal only when every cycle runs through a carried edge: that is a recurrence over one iterative
 rank, evaluated as a loop (:class:`Loop`). Everything else runs once over its whole iteration space

@@ -12,6 +12,7 @@ from .ir import Program
 # `import einattn` never imports torch or triton.
 BACKENDS: dict[str, str] = {
     "numpy": "einattn.lowering.numpy_backend:compile_program",
+    "torch": "einattn.lowering.torch_backend:compile_program",
 }
 
 

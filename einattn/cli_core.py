@@ -1,0 +1,202 @@
+"""``einattn check`` and ``einattn run``."""
+
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from .errors import EinError
+from .ir import Program, size_name
+
+
+def parse_assignments(items: tuple[str, ...], what: str, numeric=float) -> dict[str, int | float]:
+    """``("M=128", "P=64")`` -> ``{"M": 128, "P": 64}``; a malformed item is a user error."""
+    out: dict[str, int | float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise EinError(
+                f"bad {what} `{item}`", hint=f"write NAME=VALUE, e.g. {'M=128' if what == 'size' else 'W=4'}"
+            )
+        try:
+            out[name] = int(value)
+        except ValueError:
+            if numeric is int:
+                raise EinError(f"{what} `{name}` must be an integer, got `{value}`") from None
+            try:
+                out[name] = float(value)
+            except ValueError:
+                raise EinError(f"{what} `{name}` must be a number, got `{value}`") from None
+    return out
+
+
+def summary(prog: Program) -> str:
+    def decl(name: str) -> str:
+        t = prog.tensor(name)
+        shape = f"[{', '.join(t.ranks)}]" if t.ranks else ""
+        return f"{name}{shape}{' : int' if t.dtype == 'int' else ''}"
+
+    parts = [
+        "inputs " + ", ".join(decl(n) for n in prog.inputs),
+        "outputs " + ", ".join(decl(n) for n in prog.outputs),
+        "ranks " + ", ".join(prog.ranks),
+        f"{len(prog.einsums)} Einsum{'s' * (len(prog.einsums) != 1)}",
+    ]
+    if prog.params:
+        parts.append("params " + ", ".join(f"{k}={v}" for k, v in prog.params))
+    if prog.iterative_ranks:
+        parts.append("iterative " + ", ".join(prog.iterative_ranks))
+    return "; ".join(parts)
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def check(files):
+    """Validate .ein FILES; print a one-line summary of each (inputs, outputs, ranks, Einsums).
+
+    Exit code 1 if any file has an error; every file is checked either way.
+    """
+    from .api import load
+
+    failed = 0
+    for path in files:
+        try:
+            prog = load(path)
+        except EinError as e:
+            click.echo(str(e), err=True)
+            failed += 1
+            continue
+        click.echo(f"{path}: ok: {summary(prog)}")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def random_inputs(prog: Program, sizes: dict[str, int], seed: int, dtype=np.float64) -> dict[str, np.ndarray]:
+    """Standard-normal float inputs and integers in [0, 4) for `: int` inputs, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in prog.inputs:
+        t = prog.tensor(name)
+        shape = tuple(sizes[r] for r in t.ranks)
+        if t.dtype == "int":
+            out[name] = rng.integers(0, 4, size=shape)
+        else:
+            out[name] = rng.standard_normal(shape).astype(dtype)
+    return out
+
+
+def input_sizes(prog: Program, given: dict[str, int], default: int) -> dict[str, int]:
+    """Sizes of the ranks that index inputs: given by upper-case name, else params, else ``default``."""
+    input_ranks = list(dict.fromkeys(r for n in prog.inputs for r in prog.tensor(n).ranks))
+    names = {size_name(r): r for r in input_ranks}
+    for k, v in given.items():
+        if k not in names:
+            known = ", ".join(names) or "none"
+            raise EinError(f"unknown size `{k}`", hint=f"the sizes of this spec's inputs are: {known}")
+        if v < 0:
+            raise EinError(f"size `{k}` must not be negative, got {v}")
+    params = prog.param_values
+    return {r: int(given.get(size_name(r), params.get(size_name(r), default))) for r in input_ranks}
+
+
+def _stats(x: np.ndarray) -> str:
+    finite = np.isfinite(x)
+    if x.size == 0:
+        return "empty"
+    f = x[finite]
+    text = (
+        f"min {f.min():.4g}  max {f.max():.4g}  mean {f.mean():.4g}  std {f.std():.4g}"
+        if f.size
+        else "no finite"
+    )
+    bad = x.size - int(finite.sum())
+    return text + (f"  non-finite {bad}" if bad else "")
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--size", "sizes", multiple=True, metavar="X=N", help="A rank size, by its upper-case name (repeat)."
+)
+@click.option("--param", "params", multiple=True, metavar="X=V", help="Override a param (repeat).")
+@click.option("--backend", default="numpy", show_default=True, help="numpy, torch or triton.")
+@click.option(
+    "--dtype", default=None, help="Element type of the inputs (float64, float32, float16, bfloat16)."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--default-size", default=8, show_default=True, help="Size of ranks not given with --size.")
+@click.option(
+    "--check", "compare", is_flag=True, help="Compare the result with the NumPy reference (float64)."
+)
+@click.option("--tol", default=None, type=float, help="Relative tolerance of --check (default: by dtype).")
+def run(file, sizes, params, backend, dtype, seed, default_size, compare, tol):
+    """Run FILE on random inputs; print each output's shape and statistics.
+
+    \b
+    einattn run examples/attention_1pass.ein --size M=128 --size P=64 --param M0=32 --check
+    """
+    from .api import compile as compile_spec
+    from .api import load
+
+    prog = load(file).with_params(parse_assignments(params, "param"))
+    rank_sizes = input_sizes(prog, parse_assignments(sizes, "size", int), default_size)
+    inputs = random_inputs(prog, rank_sizes, seed)
+    shown = ", ".join(f"{size_name(r)}={n}" for r, n in rank_sizes.items())
+    click.echo(f"{file}: backend {backend}, sizes {shown}, seed {seed}")
+    options = {"dtype": dtype} if dtype else {}
+    kernel = compile_spec(prog, backend=backend, **options)
+    args = _convert(inputs, prog, backend, dtype)
+    outs = kernel(**args)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    refs = None
+    if compare:
+        ref = compile_spec(prog, backend="numpy")(**inputs)
+        refs = ref if isinstance(ref, tuple) else (ref,)
+    worst = 0.0
+    for k, (name, out) in enumerate(zip(prog.outputs, outs)):
+        x = _as_numpy(out)
+        line = f"  {name}{list(x.shape)} {getattr(out, 'dtype', x.dtype)}: {_stats(x)}"
+        if refs is not None:
+            want = refs[k]
+            err = float(np.max(np.abs(x - want) / (1 + np.abs(want)))) if x.size else 0.0
+            if not np.array_equal(np.isfinite(x), np.isfinite(want)):
+                err = float("inf")
+            worst = max(worst, err)
+            line += f"  | vs numpy: max rel err {err:.2e}"
+        click.echo(line)
+    if refs is not None:
+        limit = tol if tol is not None else _default_tol(backend, dtype)
+        if not worst <= limit:
+            raise EinError(f"{backend} differs from the NumPy reference: {worst:.2e} > tolerance {limit:.1e}")
+        click.echo(f"check: ok ({backend} == numpy within {limit:.1e})")
+
+
+def _default_tol(backend: str, dtype: str | None) -> float:
+    if dtype in ("float16", "bfloat16"):
+        return 2e-2
+    if dtype == "float32" or backend == "triton":
+        return 1e-4
+    return 1e-9
+
+
+def _convert(inputs: dict[str, np.ndarray], prog: Program, backend: str, dtype: str | None) -> dict:
+    if backend == "numpy":
+        return inputs
+    import torch
+
+    device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
+    tdtype = getattr(torch, dtype) if dtype else (torch.float32 if backend == "triton" else torch.float64)
+    out = {}
+    for name, a in inputs.items():
+        if prog.tensor(name).dtype == "int":
+            out[name] = torch.as_tensor(a, dtype=torch.int64, device=device)
+        else:
+            out[name] = torch.as_tensor(a, device=device).to(tdtype)
+    return out

@@ -1,0 +1,52 @@
+"""Shared test configuration: hypothesis profiles and golden files.
+
+Golden files live in tests/golden/ and are never edited by hand: run
+``EINATTN_UPDATE_GOLDEN=1 pytest`` to regenerate them, then review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile(
+    "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.register_profile(
+    "thorough", max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+class Golden:
+    """Compare text with tests/golden/<name>; rewrite it instead when EINATTN_UPDATE_GOLDEN=1."""
+
+    def check(self, name: str, text: str) -> None:
+        path = GOLDEN / name
+        if os.environ.get("EINATTN_UPDATE_GOLDEN"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        if not path.exists():
+            pytest.fail(f"golden file {path} is missing: run with EINATTN_UPDATE_GOLDEN=1 to create it")
+        assert text == path.read_text(encoding="utf-8"), f"output differs from golden file {path}"
+
+
+@pytest.fixture
+def golden() -> Golden:
+    return Golden()

@@ -1,0 +1,130 @@
+"""The Python API and the command line: calling conventions, errors and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import einattn
+from einattn.cli import main
+
+SPEC = """\
+# two outputs: a softmax row and its log-sum-exp
+input S[p, m]
+output A, L
+GM[p] = S[p, m] :: max(m)
+N[p, m] = exp(S[p, m] - GM[p])
+D[p] = N[p, m]
+A[p, m] = N[p, m] / D[p]
+L[p] = GM[p] + log(D[p])
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "softmax.ein"
+    path.write_text(SPEC)
+    return path
+
+
+def test_compile_from_path_text_or_program_and_call_conventions(spec_file):
+    s = np.random.default_rng(0).standard_normal((3, 4))
+    want_a = np.exp(s) / np.exp(s).sum(1, keepdims=True)
+    want_l = np.log(np.exp(s).sum(1))
+    for spec in (spec_file, str(spec_file), SPEC, einattn.load(spec_file)):
+        a, lse = einattn.compile(spec)(S=s)
+        np.testing.assert_allclose(a, want_a, rtol=1e-13)
+        np.testing.assert_allclose(lse, want_l, rtol=1e-13)
+    a2, _ = einattn.compile(spec_file)(s)  # positional, declaration order
+    np.testing.assert_array_equal(a2, a)
+
+
+def test_call_time_errors_are_ein_errors(spec_file):
+    k = einattn.compile(spec_file)
+    with pytest.raises(einattn.EinError, match="missing input `S`"):
+        k()
+    with pytest.raises(einattn.EinError, match="unexpected input `T`"):
+        k(S=np.zeros((2, 2)), T=1)
+    with pytest.raises(einattn.EinError, match="declared \\[p, m\\]"):
+        k(S=np.zeros(3))
+    with pytest.raises(einattn.EinError, match="unknown backend `cuda`"):
+        einattn.compile(spec_file, backend="cuda")
+
+
+def test_size_disagreement_names_rank_and_both_tensors():
+    k = einattn.compile("input A[i, j], B[j]\noutput C\nC[i] = A[i, j] * B[j]\n")
+    with pytest.raises(einattn.EinError) as e:
+        k(A=np.zeros((2, 3)), B=np.zeros(4))
+    assert "rank `j` has size 3 in `A` (dimension 1) but 4 in `B` (dimension 0)" in str(e.value)
+
+
+def test_load_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(einattn.EinError, match="no such file"):
+        einattn.load(tmp_path / "nope.ein")
+
+
+def test_ein_error_carries_location():
+    with pytest.raises(einattn.EinError) as e:
+        einattn.parse("input X[i]\noutput Y\nY[i] = exp(Z[i])\n", "f.ein")
+    assert (e.value.line, e.value.column) == (3, 12)
+    assert str(e.value).startswith("f.ein:3:12: error: undefined tensor `Z`")
+    assert "^" in str(e.value)
+
+
+def test_import_does_not_pull_in_torch_or_triton():
+    code = (
+        "import sys, einattn; einattn.parse('input X[i]\\noutput Y\\nY[i] = X[i]\\n'); "
+        "print(sorted(m for m in ('torch', 'triton') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_check_ok_and_error(spec_file, tmp_path, capsys):
+    assert main(["check", str(spec_file)]) == 0
+    assert "ok: inputs S[p, m]; outputs A[p, m], L[p]" in capsys.readouterr().out
+    bad = tmp_path / "bad.ein"
+    bad.write_text("input X[i]\noutput Y\nY[i] = X[i] +\n")
+    assert main(["check", str(spec_file), str(bad)]) == 1
+    cap = capsys.readouterr()
+    assert f"{bad}:3:14: error: unexpected end of line" in cap.err
+    assert "Traceback" not in cap.err
+
+
+def test_cli_run_and_check(spec_file, capsys):
+    assert main(["run", str(spec_file), "--size", "P=3", "--size", "M=5", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "A[3, 5]" in out and "L[3]" in out and "check: ok" in out
+
+
+def test_cli_user_errors_exit_1(spec_file, capsys):
+    assert main(["run", str(spec_file), "--size", "Q=3"]) == 1
+    assert "unknown size `Q`" in capsys.readouterr().err
+    assert main(["run", str(spec_file), "--size", "P"]) == 1
+    assert main(["run", str(spec_file), "--nope"]) == 1
+    assert main(["frobnicate"]) == 1
+    assert main(["run", str(spec_file), "--param", "X=1"]) == 1
+    assert "unknown param `X`" in capsys.readouterr().err
+
+
+def test_cli_internal_error_exits_2(spec_file, monkeypatch, capsys):
+    import einattn.api
+
+    def boom(*a, **k):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(einattn.api, "load", boom)
+    assert main(["check", str(spec_file)]) == 2
+    assert "internal error" in capsys.readouterr().err
+
+
+def test_console_script_and_module_entry_point(spec_file):
+    for cmd in (["einattn"], [sys.executable, "-m", "einattn"]):
+        out = subprocess.run([*cmd, "check", str(spec_file)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    out = subprocess.run([sys.executable, "-m", "einattn", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "check" in out.stdout and "run" in out.stdout

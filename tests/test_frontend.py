@@ -1,0 +1,141 @@
+"""Parser, checker and dataflow graph: structure, spans, resolution and the schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import einattn
+from einattn import syntax as S
+from einattn.graph import Dense, Loop, build_graph, schedule
+from einattn.parser import parse as parse_syntax
+
+CASCADE5 = """
+input Q[e, p], K[e, m], V[f, m]
+param M0 = 4
+rank M = M1 * M0
+output AV
+BK[e, m1, m0]   = K[e, m1 * M0 + m0]
+BV[f, m1, m0]   = V[f, m1 * M0 + m0]
+RM[0, p]        = -inf
+RD[0, p]        = 0
+RNV[f, 0, p]    = 0
+BQK[m1, m0, p]  = Q[e, p] * BK[e, m1, m0]
+LM[m1, p]       = BQK[m1, m0, p] :: max(m0)
+RM[m1 + 1, p]   = max(RM[m1, p], LM[m1, p])
+SLN[m1, m0, p]  = exp(BQK[m1, m0, p] - RM[m1 + 1, p])
+SLD[m1, p]      = SLN[m1, m0, p]
+SLNV[f, m1, p]  = SLN[m1, m0, p] * BV[f, m1, m0]
+PRM[m1, p]      = exp(RM[m1, p] - RM[m1 + 1, p])
+SPD[m1, p]      = RD[m1, p] * PRM[m1, p]
+RD[m1 + 1, p]   = SLD[m1, p] + SPD[m1, p]
+SPNV[f, m1, p]  = RNV[f, m1, p] * PRM[m1, p]
+RNV[f, m1 + 1, p] = SLNV[f, m1, p] + SPNV[f, m1, p]
+AV[f, p]        = RNV[f, M1, p] / RD[M1, p]
+"""
+
+
+def test_parse_resolves_names_and_builds_the_ir():
+    prog = einattn.parse(CASCADE5, "c5.ein")
+    assert prog.inputs == ("Q", "K", "V") and prog.outputs == ("AV",)
+    assert prog.params == (("M0", 4),)
+    (part,) = prog.partitions
+    assert (part.parent, part.outer, part.inner, part.tile) == ("m", "m1", "m0", "inner")
+    rm = prog.tensor("RM")
+    assert rm.ranks == ("m1", "p") and rm.iterative == 0 and rm.iter_rank == "m1"
+    lm = next(e for e in prog.einsums if e.tensor == "LM")
+    assert lm.space == ("m1", "p", "m0") and lm.reduce == (("m0", "max"),)
+    bk = prog.einsums[0]
+    index = bk.expr.indices[1]
+    assert index == S.Binary("+", S.Binary("*", S.Coord("m1"), S.Param("M0")), S.Coord("m0"))
+    av = prog.einsums[-1]
+    assert av.expr.a.indices[1] == S.Size("m1")
+    assert [e.kind for e in prog.definitions("RD")] == ["init", "step"]
+
+
+def test_programs_are_hashable_and_equal_regardless_of_layout():
+    a = einattn.parse("input X[i]\noutput Y\nY[i] = exp(X[i]) * 2  # c\n", "a.ein")
+    b = einattn.parse("# other\ninput   X[i]\n\noutput Y\nY[i]=exp( X[i] )*2\n", "b.ein")
+    assert a == b and hash(a) == hash(b)
+
+
+def test_spans_point_at_source():
+    prog = einattn.parse("input X[i]\noutput Y\nY[i] = exp(X[i])\n", "s.ein")
+    e = prog.einsums[0]
+    assert (e.span.line, e.span.column) == (3, 1)
+    assert (e.expr.span.line, e.expr.span.column) == (3, 8)
+    assert str(e.expr.args[0].span) == "s.ein:3:12"
+
+
+def test_line_continuation_inside_brackets_and_backslash():
+    prog = einattn.parse("input X[i,\n  j]\noutput Y\nY[i] = max(X[i, j],\n   0) + \\\n 1\n", "c.ein")
+    assert prog.einsums[0].reduced == ("j",)
+
+
+def test_keywords_are_not_prefixes_of_names():
+    prog = einattn.parse(
+        "input info[i], inputs[i], where_[i]\noutput Y\nY[i] = info[i] + inputs[i] + where_[i]\n"
+    )
+    assert prog.inputs == ("info", "inputs", "where_")
+
+
+def test_numbers_inf_and_negative_literals():
+    prog = einattn.parse("input X[i]\noutput Y\nY[i] = max(X[i], -inf) + 1e-3 + .5 + 2.\n")
+    consts = [n.value for n in prog.einsums[0].expr.walk() if isinstance(n, S.Const)]
+    assert consts == [-math.inf, 1e-3, 0.5, 2.0]
+
+
+def test_chained_comparison_desugars_to_and():
+    prog = einattn.parse("input X[m]\nparam W = 2\nparam P = 3\noutput Y\nY[p] = X[m] where p - W < m <= p\n")
+    f = prog.einsums[0].filter
+    assert isinstance(f, S.Logic) and f.op == "and"
+    assert f.a.op == "<" and f.b.op == "<="
+
+
+def test_default_has_lowest_precedence_left_to_right():
+    m = parse_syntax("Y[i] = A[i] + 1 ?? B[i] ?? 0\n")
+    (st,) = m.items
+    assert isinstance(st.expr, S.Default) and isinstance(st.expr.a, S.Default)
+    assert isinstance(st.expr.a.a, S.Binary)
+
+
+def test_unused_input_is_a_warning():
+    with pytest.warns(einattn.EinWarning, match="input `Z` is never used"):
+        einattn.parse("input X[i], Z[i]\noutput Y\nY[i] = X[i]\n")
+
+
+def test_graph_nodes_edges_and_carried_dependencies():
+    prog = einattn.parse(CASCADE5)
+    g = build_graph(prog)
+    assert set(g.nodes) == {e.label for e in prog.einsums}
+    assert g.edges["RM.step", "RM.step"]["carried"] is True
+    assert g.edges["RM.step", "SLN"]["carried"] is False
+    assert g.edges["RD.step", "AV"]["carried"] is False
+    assert g.nodes["LM"]["reduced"] == ("m0",)
+
+
+def test_schedule_loops_only_over_recurrences():
+    steps = schedule(einattn.parse(CASCADE5))
+    loops = [s for s in steps if isinstance(s, Loop)]
+    assert [(lp.rank, [e.label for e in lp.body]) for lp in loops] == [
+        ("m1", ["RM.step"]),
+        ("m1", ["SPD", "RD.step"]),
+        ("m1", ["SPNV", "RNV.step"]),
+    ]
+    dense = [s.einsum.label for s in steps if isinstance(s, Dense)]
+    assert dense.index("BQK") < dense.index("LM") < dense.index("SLN")
+    assert dense[-1] == "AV"
+
+
+def test_statement_order_is_free():
+    text = "input X[i]\noutput Z\nZ[i] = Y[i] * 2\nY[i] = X[i] + 1\n"
+    import numpy as np
+
+    assert einattn.compile(einattn.parse(text))(X=np.array([1.0])).tolist() == [4.0]
+
+
+def test_comments_anywhere():
+    text = "# a\n# b\ninput X[i]\n\n  # indented\noutput Y  # trailing\n# c\nY[i] = X[i]  # d\n# last, no newline"
+    prog = einattn.parse(text)
+    assert [e.label for e in prog.einsums] == ["Y"]

@@ -136,6 +136,6 @@ def test_statement_order_is_free():
 
 
 def test_comments_anywhere():
-    text = "# a\n# b\ninput X[i]\n\n  # indented\noutput Y  # trailing\n# c\nY[i] = X[i]  # d\n# last, no newline"
+    text = "# a\n# b\ninput X[i]\n\n  # indented\noutput Y  # trailing\n# c\nY[i] = X[i]  # d\n# last"
     prog = einattn.parse(text)
     assert [e.label for e in prog.einsums] == ["Y"]

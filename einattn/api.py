@@ -32,7 +32,7 @@ def load(path: str | os.PathLike) -> Program:
     """Read, parse and check a .ein file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the spec
     except FileNotFoundError:
         raise EinError(f"no such file: {p}") from None
     except UnicodeDecodeError as e:

@@ -26,9 +26,26 @@ def is_rank_name(name: str) -> bool:
     return name[:1].isalpha() and name == name.lower()
 
 
-def _suggest(name: str, candidates) -> str | None:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
+def _suggest(name: str, candidates, loose: bool = True) -> str | None:
+    """A did-you-mean hint: a different case, then one substituted character (`mo` for `m0`), then difflib."""
+    candidates = [c for c in candidates if c != name]
+    close = [c for c in candidates if c.lower() == name.lower()]
+    close = close or [
+        c for c in candidates if len(c) == len(name) > 1 and sum(a != b for a, b in zip(c, name)) == 1
+    ]
+    if loose:
+        close = close or difflib.get_close_matches(name, candidates, n=1)
     return f"did you mean `{close[0]}`?" if close else None
+
+
+# Names users reach for that are not functions of the language, with what to write instead.
+_NOT_FUNCTIONS = {
+    "softmax": "softmax is a cascade: a max reduction, `exp(x - max)`, a sum and a division "
+    "(see examples/attention_3pass.ein)",
+    "sum": "a rank that appears only on the right-hand side is summed: `S[p] = X[p, m]`",
+    "mean": "sum over the rank and divide by its size: `S[p] = X[p, m] / M`",
+    "pow": "multiply, or use `square`, `exp` and `log`",
+}
 
 
 def check_name(name: str, span: Span | None, what: str) -> None:
@@ -285,11 +302,18 @@ class _Checker:
                 raise EinError(
                     f"unknown function `{e.fn}`",
                     e.span,
-                    hint=_suggest(e.fn, FUNCTIONS) or f"known functions: {', '.join(FUNCTIONS)}",
+                    hint=_NOT_FUNCTIONS.get(e.fn)
+                    or _suggest(e.fn, FUNCTIONS)
+                    or f"known functions: {', '.join(FUNCTIONS)}",
                 )
             if len(e.args) != fn.arity:
+                hint = None
+                if e.fn in ("max", "min") and len(e.args) == 1:
+                    hint = f"to reduce over a rank, write `... :: {e.fn}(m)` after the expression"
                 raise EinError(
-                    f"`{e.fn}` takes {fn.arity} argument{'s' * (fn.arity != 1)}, got {len(e.args)}", e.span
+                    f"`{e.fn}` takes {fn.arity} argument{'s' * (fn.arity != 1)}, got {len(e.args)}",
+                    e.span,
+                    hint,
                 )
             if ctx in ("index", "cmp") and not fn.index_ok:
                 raise EinError(
@@ -373,11 +397,16 @@ class _Checker:
             return S.Size(self.size_names[n], span=e.span)
         if n in self.ranks:
             return S.Coord(n, span=e.span)
-        candidates = list(self.tensors) + list(self.params) + list(self.size_names) + list(self.ranks)
+        scalars = [t for t, info in self.tensors.items() if not info.ranks]
+        if n.isupper():  # meant as a size or a param
+            known = sorted(self.size_names) + list(self.params)
+            hint = _suggest(n, known) or f"the sizes and params of this spec are: {', '.join(known)}"
+        else:
+            hint = _suggest(n, scalars + list(self.params) + list(self.size_names) + list(self.ranks))
         raise EinError(
             f"undefined name `{n}`",
             e.span,
-            hint=_suggest(n, candidates) or "names are tensors, params, rank variables or sizes (upper case)",
+            hint=hint or "a bare name is a scalar tensor, a param, a rank variable or a size (upper case)",
         )
 
     def resolve_read(self, e: S.Read, ctx: str) -> S.Expr:
@@ -464,6 +493,15 @@ class _Checker:
         for name, d in self.inputs.items():
             if name not in used:
                 self.warnings.append(EinWarning(f"input `{name}` is never used", d.span))
+        for st in self.stmts:
+            if st.tensor not in used:
+                self.warnings.append(
+                    EinWarning(
+                        f"`{st.tensor}` is computed but never used",
+                        st.lhs_span,
+                        hint="read it in another statement or list it in `output`",
+                    )
+                )
         prog = Program(
             inputs=tuple(self.inputs),
             outputs=tuple(n for n, _ in self.outputs),
@@ -475,7 +513,7 @@ class _Checker:
             source=self.source,
             warnings=tuple(self.warnings),
         )
-        check_params(prog)
+        check_params(prog, {n: p.span for n, p in self.params.items()})
         self.check_sizes(prog, einsums)
         return prog
 
@@ -515,7 +553,9 @@ class _Checker:
                 raise EinError(
                     f"exactly one part of `{rd.parent} = {rd.outer} * {rd.inner}` must be a param",
                     rd.span,
-                    hint=f"declare the tile size, e.g. `param {rd.inner} = 64`",
+                    hint=f"remove `param {rd.outer}`: its size is derived as ceil({rd.parent} / {rd.inner})"
+                    if in_p
+                    else f"declare the tile size, e.g. `param {rd.inner} = 64`",
                 )
             out.append(Partition(parent, outer, inner, "inner" if in_p else "outer", span=rd.span))
         return tuple(out)
@@ -543,7 +583,8 @@ class _Checker:
             raise EinError(
                 f"the size of rank `{r}` is unknown",
                 span,
-                hint=f"index an input by `{r}`, or declare `param {size_name(r)} = ...`",
+                hint=_suggest(r, sorted(bound))
+                or f"index an input by `{r}`, or declare `param {size_name(r)} = ...`",
             )
 
 
@@ -566,15 +607,18 @@ def _fmt_num(v) -> str:
     return repr(v)
 
 
-def check_params(prog: Program) -> None:
-    """Params that size a rank (tiles) must be positive integers."""
+def check_params(prog: Program, spans: dict[str, Span] | None = None) -> None:
+    """Params that size a rank (tiles) must be positive integers. ``spans`` locate the declarations."""
     values = prog.param_values
     sized = {size_name(r) for r in prog.ranks} | {getattr(p, p.tile).upper() for p in prog.partitions}
     for name, v in values.items():
         if name in sized and (not isinstance(v, int) or v < 1):
-            raise EinError(f"param `{name}` sizes a rank and must be a positive integer, got {_fmt_num(v)}")
+            raise EinError(
+                f"param `{name}` sizes a rank and must be a positive integer, got {_fmt_num(v)}",
+                (spans or {}).get(name),
+            )
         if isinstance(v, float) and math.isnan(v):
-            raise EinError(f"param `{name}` is NaN")
+            raise EinError(f"param `{name}` is NaN", (spans or {}).get(name))
 
 
 def check(module: S.Module) -> Program:

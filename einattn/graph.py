@@ -72,37 +72,24 @@ def build_graph(prog: Program) -> nx.DiGraph:
 
 
 def _validate_cycles(prog: Program, g: nx.DiGraph) -> None:
-    for scc in nx.strongly_connected_components(g):
+    order = {e.label: k for k, e in enumerate(prog.einsums)}
+    sccs = sorted(nx.strongly_connected_components(g), key=lambda c: min(order[n] for n in c))
+    for scc in sccs:
         if len(scc) == 1 and not any(g.has_edge(n, n) for n in scc):
             continue
-        sub = g.subgraph(scc)
-        same_step = nx.DiGraph([(u, v) for u, v, c in sub.edges(data="carried") if not c])
-        same_step.add_nodes_from(scc)
-        try:
-            cycle = nx.find_cycle(same_step)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle is not None:
-            names = [u for u, _ in cycle]
-            e = g.nodes[names[0]]["einsum"]
-            what = (
-                f"`{e.tensor}` is defined in terms of itself"
-                if len(names) == 1
-                else ("cycle between " + ", ".join(f"`{n}`" for n in names))
-            )
+        members = sorted(scc, key=order.get)  # deterministic: report the first problem in source order
+        steps = {g.nodes[n]["einsum"] for n in members if g.nodes[n]["kind"] == "step"}
+        ranks = sorted({prog.tensor(e.tensor).iter_rank for e in steps})
+        if not ranks:
+            _cycle_error(prog, g, members)
+        if len(ranks) > 1:
+            e = g.nodes[members[0]]["einsum"]
             raise EinError(
-                f"{what}, and not through an iterative rank",
+                f"a recurrence may run over only one iterative rank, not {', '.join(f'`{r}`' for r in ranks)}",
                 e.span,
-                hint="a recurrence must initialise `T[0, ...]` and update `T[r + 1, ...]` from `T[r, ...]`",
             )
-        ranks = {
-            prog.tensor(g.edges[u, v]["tensor"]).iter_rank for u, v in sub.edges if g.edges[u, v]["carried"]
-        }
-        if len(ranks) != 1:
-            e = g.nodes[min(scc)]["einsum"]
-            raise EinError("a recurrence may run over only one iterative rank", e.span)
         (r,) = ranks
-        for n in scc:
+        for n in members:
             e = g.nodes[n]["einsum"]
             if r not in e.lhs_ranks:
                 raise EinError(
@@ -110,22 +97,55 @@ def _validate_cycles(prog: Program, g: nx.DiGraph) -> None:
                     e.span,
                     hint=f"index it by `{r}` so that each step has its own value",
                 )
+        for n in members:
+            e = g.nodes[n]["einsum"]
             for rd in e.reads():
                 if _writer_label(prog, rd.tensor, scc) is None:
                     continue
                 t = prog.tensor(rd.tensor)
                 pos = t.ranks.index(r) if t.iterative is None else t.iterative
                 ix = rd.indices[pos]
-                ok = isinstance(ix, S.Coord) and ix.rank == r
-                if t.iterative is not None:
-                    ok = ok or ix == S.Binary("+", S.Coord(r), S.Const(1))
-                if not ok:
+                before = isinstance(ix, S.Coord) and ix.rank == r
+                after = t.iterative is not None and ix == S.Binary("+", S.Coord(r), S.Const(1))
+                if after and e.kind == "step" and e.tensor == rd.tensor:
+                    raise EinError(
+                        f"the update of `{rd.tensor}` reads the state it is computing",
+                        rd.span,
+                        hint=f"read the previous state at `{r}`: the update defines `{rd.tensor}` at `{r} + 1`",
+                    )
+                if not (before or after):
                     allowed = f"`{r}` or `{r} + 1`" if t.iterative is not None else f"`{r}`"
                     raise EinError(
                         f"inside the recurrence over `{r}`, `{rd.tensor}` must be read at {allowed}",
                         rd.span,
                         hint="each step may read only the previous state and this step's values",
                     )
+        _cycle_error(prog, g, members, only_same_step=True)
+
+
+def _cycle_error(prog: Program, g: nx.DiGraph, members: list[str], only_same_step: bool = False) -> None:
+    """Raise for a dependency cycle (among same-step edges only, for a recurrence), located at a read."""
+    sub = g.subgraph(members)
+    same_step = nx.DiGraph([(u, v) for u, v, c in sub.edges(data="carried") if not (c and only_same_step)])
+    same_step.add_nodes_from(members)
+    try:
+        cycle = nx.find_cycle(same_step, source=members)
+    except nx.NetworkXNoCycle:
+        return
+    u, v = cycle[-1][:2]  # the edge back into the first statement of the cycle: point at its read
+    tensor = g.edges[u, v]["tensor"]
+    e = g.nodes[v]["einsum"]
+    span = next((rd.span for rd in e.reads() if rd.tensor == tensor), e.span)
+    chain = [g.nodes[v]["tensor"]] + [g.nodes[a]["tensor"] for a, *_ in reversed(cycle)]
+    if len(cycle) == 1:
+        what = f"`{e.tensor}` is defined in terms of itself"
+    else:
+        what = "cycle: " + ", which reads ".join(f"`{t}`" for t in chain).replace(", which reads", " reads", 1)
+    raise EinError(
+        f"{what}, and not through an iterative rank",
+        span,
+        hint="a recurrence initialises `T[0, ...]` and updates `T[r + 1, ...]` from `T[r, ...]`",
+    )
 
 
 def _writer_label(prog: Program, tensor: str, scc) -> str | None:

@@ -123,14 +123,33 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, source: Source) -> EinErro
             col = len(source.line(line)) + 1 if token.line != line else col
     else:
         what, width = "end of file", 1
-    msg = f"unexpected {what}"
     hint = None
     if expected:
         shown = ", ".join(expected[:6]) + (", ..." if len(expected) > 6 else "")
         hint = f"expected {shown}"
-    if (what == "end of line" and "`]`" in expected) or "`)`" in expected:
-        hint = (hint or "") + "; is a bracket left open?"
-    return EinError(msg, Span(source, line, col, line, col + width), hint)
+    opened = _open_bracket(source.text, line, col)
+    if opened is not None and (what in ("end of line", "end of file") or opened[1] < line):
+        ch, ol, oc = opened
+        hint = f"the `{ch}` opened at line {ol}, column {oc} is never closed"
+    elif isinstance(token, Token) and token.value == "=" and "`=`" not in expected:
+        hint = "a statement has one `=`; a comparison in a filter is written `==`"
+    return EinError(f"unexpected {what}", Span(source, line, col, line, col + width), hint)
+
+
+def _open_bracket(text: str, line: int, col: int) -> tuple[str, int, int] | None:
+    """The innermost bracket still open at (line, col), as (char, line, column), or None."""
+    stack: list[tuple[str, int, int]] = []
+    for ln, row in enumerate(text.splitlines()[:line], start=1):
+        for c, ch in enumerate(row, start=1):
+            if ln == line and c >= col:
+                break
+            if ch == "#":
+                break
+            if ch in "([":
+                stack.append((ch, ln, c))
+            elif ch in ")]" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
 
 
 _LITERALS = {

@@ -19,7 +19,7 @@ def bind_sizes(prog: Program, shapes: dict[str, tuple[int, ...]]) -> dict[str, i
             want = f"[{', '.join(t.ranks)}]" if t.ranks else "a scalar"
             raise EinError(
                 f"input `{name}` is declared {want} ({len(t.ranks)} dimensions) "
-                f"but was given {len(shape)} dimensions, shape {shape}"
+                f"but was given {len(shape)} dimension{'s' * (len(shape) != 1)}, shape {shape}"
             )
         for k, (r, n) in enumerate(zip(t.ranks, shape)):
             where = f"`{name}` (dimension {k})"

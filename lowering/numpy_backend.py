@@ -10,8 +10,10 @@ exactly the language's absent-point semantics:
 * reductions skip absent points; a reduction with no present point is absent;
 * an output's absent points are delivered as 0.
 
-Products summed over ranks take a contraction fast path (``numpy.einsum``) when no absent point and no
-non-finite value can change the result, so that moderate sizes do not materialise the whole iteration space.
+Products summed over ranks take a contraction fast path (``numpy.einsum``) when every factor is finite, so
+that moderate sizes do not materialise the whole iteration space. It equals the point-by-point definition up
+to the order of floating-point operations (the sum's association, ``x / y`` as ``x * (1 / y)``); with an
+infinite factor the order matters (``inf + -inf``), so the general path is taken.
 """
 
 from __future__ import annotations
@@ -256,7 +258,7 @@ class Evaluator:
         return v, m
 
     def _contraction(self, e: Einsum, sp: Space):
-        """Sum of a product over ranks, via numpy.einsum, when it gives exactly the general path's result."""
+        """Sum of a product over ranks via numpy.einsum, when all factors are finite (see the module doc)."""
         if not e.reduce or any(op != "+" for _, op in e.reduce):
             return None
         factors = _factors(e.expr)
@@ -273,8 +275,8 @@ class Evaluator:
             f, fm = self.condition(e.filter, sp)
             masks.append(_and(np.asarray(f), fm))
         masks = [m for m in masks if m is not None]
-        if masks and not all(np.isfinite(a).all() for a in arrays):
-            return None  # 0 * inf at an absent point would differ from skipping the point
+        if not all(np.isfinite(a).all() for a in arrays):
+            return None  # inf + -inf, or 0 * inf at an absent point: only the point-by-point order is right
         letters = {r: chr(ord("a") + k) for k, r in enumerate(sp.ranks)}
         if len(letters) > 52:
             return None
@@ -377,7 +379,10 @@ class NumpyKernel(Kernel):
 
     def __init__(self, program: Program, options: dict):
         super().__init__(program, options)
-        self.dtype = np.dtype(options.get("dtype") or np.float64)
+        try:
+            self.dtype = np.dtype(options.get("dtype") or np.float64)
+        except TypeError:
+            raise EinError(f"unknown dtype `{options.get('dtype')}`", hint="use float64 or float32") from None
         if self.dtype not in (np.float32, np.float64):
             raise EinError(f"the NumPy backend computes in float32 or float64, not {self.dtype}")
 

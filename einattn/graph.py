@@ -84,10 +84,8 @@ def _validate_cycles(prog: Program, g: nx.DiGraph) -> None:
             _cycle_error(prog, g, members)
         if len(ranks) > 1:
             e = g.nodes[members[0]]["einsum"]
-            raise EinError(
-                f"a recurrence may run over only one iterative rank, not {', '.join(f'`{r}`' for r in ranks)}",
-                e.span,
-            )
+            shown = ", ".join(f"`{r}`" for r in ranks)
+            raise EinError(f"a recurrence may run over only one iterative rank, not {shown}", e.span)
         (r,) = ranks
         for n in members:
             e = g.nodes[n]["einsum"]
@@ -111,7 +109,7 @@ def _validate_cycles(prog: Program, g: nx.DiGraph) -> None:
                     raise EinError(
                         f"the update of `{rd.tensor}` reads the state it is computing",
                         rd.span,
-                        hint=f"read the previous state at `{r}`: the update defines `{rd.tensor}` at `{r} + 1`",
+                        hint=f"read the previous state `{rd.tensor}[{r}, ...]`: this update defines `{r} + 1`",
                     )
                 if not (before or after):
                     allowed = f"`{r}` or `{r} + 1`" if t.iterative is not None else f"`{r}`"
@@ -140,7 +138,8 @@ def _cycle_error(prog: Program, g: nx.DiGraph, members: list[str], only_same_ste
     if len(cycle) == 1:
         what = f"`{e.tensor}` is defined in terms of itself"
     else:
-        what = "cycle: " + ", which reads ".join(f"`{t}`" for t in chain).replace(", which reads", " reads", 1)
+        first, *rest = (f"`{t}`" for t in chain)
+        what = f"cycle: {first} reads " + ", which reads ".join(rest)
     raise EinError(
         f"{what}, and not through an iterative rank",
         span,

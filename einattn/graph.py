@@ -106,10 +106,11 @@ def _validate_cycles(prog: Program, g: nx.DiGraph) -> None:
                 before = isinstance(ix, S.Coord) and ix.rank == r
                 after = t.iterative is not None and ix == S.Binary("+", S.Coord(r), S.Const(1))
                 if after and e.kind == "step" and e.tensor == rd.tensor:
+                    prev = f"{rd.tensor}[{r}, ...]"
                     raise EinError(
                         f"the update of `{rd.tensor}` reads the state it is computing",
                         rd.span,
-                        hint=f"read the previous state `{rd.tensor}[{r}, ...]`: this update defines `{r} + 1`",
+                        hint=f"read the previous state `{prev}`; this update defines `{r} + 1`",
                     )
                 if not (before or after):
                     allowed = f"`{r}` or `{r} + 1`" if t.iterative is not None else f"`{r}`"

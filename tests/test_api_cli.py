@@ -128,3 +128,35 @@ def test_console_script_and_module_entry_point(spec_file):
         assert out.returncode == 0, out.stderr
     out = subprocess.run([sys.executable, "-m", "einattn", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "check" in out.stdout and "run" in out.stdout
+
+
+def test_cli_test_passes_and_reports_a_minimal_reproducible_failure(spec_file, monkeypatch, capsys):
+    assert main(["test", str(spec_file), "--backends", "numpy", "--examples", "10"]) == 0
+    assert "ok: numpy == numpy on 10 random examples" in capsys.readouterr().out
+
+    import einattn.api
+    from einattn.kernel import backend_builder
+
+    class Broken:  # wrong whenever the row is longer than 3: the failure must shrink to M = 4
+        def __init__(self, prog):
+            self.inner = backend_builder("numpy")(prog)
+
+        def __call__(self, **inputs):
+            a, lse = self.inner(**inputs)
+            return (a + (a.shape[1] > 3), lse)
+
+    def builder(name):
+        return (lambda prog, **o: Broken(prog)) if name == "broken" else backend_builder(name)
+
+    monkeypatch.setattr(einattn.api, "backend_builder", builder)
+    einattn.api._compile_cached.cache_clear()
+    try:
+        assert (
+            main(["test", str(spec_file), "--backends", "broken", "--examples", "30", "--max-size", "6"]) == 1
+        )
+    finally:
+        einattn.api._compile_cached.cache_clear()
+    err = capsys.readouterr().err
+    assert "broken differs from the NumPy reference on output `A`" in err
+    assert "sizes P=1, M=4" in err
+    assert "reproduce with: einattn run" in err and "--size M=4" in err and "--check" in err

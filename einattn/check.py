@@ -68,6 +68,7 @@ class _Checker:
         self.outputs: list[tuple[str, Span]] = []
         self.params: dict[str, S.ParamDecl] = {}
         self.rank_decls: list[S.RankDecl] = []
+        self.alias_decls: list[S.RankAlias] = []
         self.stmts: list[S.Statement] = []
         self.warnings: list[EinWarning] = []
 
@@ -109,6 +110,8 @@ class _Checker:
                 self.params[item.name] = item
             elif isinstance(item, S.RankDecl):
                 self.rank_decls.append(item)
+            elif isinstance(item, S.RankAlias):
+                self.alias_decls.append(item)
             else:
                 self.stmts.append(item)
         if not self.outputs:
@@ -266,6 +269,14 @@ class _Checker:
             for name in (rd.outer, rd.inner):
                 if name.lower() not in ranks:
                     ranks.setdefault(name.lower())
+        for ad in self.alias_decls:
+            for name, sp in zip((ad.name, ad.target), ad.name_spans):
+                if is_rank_name(name):
+                    raise EinError(
+                        f"`{name}` is a rank variable; a rank declaration names sizes",
+                        sp,
+                        hint=f"write `rank {ad.name.upper()} = {ad.target.upper()}`",
+                    )
         for r in ranks:
             if r in tensors:
                 t = tensors[r]
@@ -344,6 +355,12 @@ class _Checker:
                         f"`{e.op}` in an index must be by a constant, param or size",
                         e.b.span or e.span,
                     )
+            elif e.op in ("//", "%"):
+                raise EinError(
+                    f"`{e.op}` is for index expressions; values use `+ - * /`",
+                    e.span,
+                    hint=f"index a table by it instead, e.g. `T[h, p {e.op} M0]`",
+                )
             return S.Binary(e.op, a, b, span=e.span)
         if isinstance(e, S.Default):
             if ctx != "value":
@@ -481,6 +498,7 @@ class _Checker:
                 if not t.ranks:  # a scalar tensor would shadow the size
                     raise EinError(f"scalar tensor `{sz}` has the name of the size of rank `{r}`", t.span)
         partitions = self.partitions()
+        aliases = self.aliases()
         einsums = tuple(self.einsum(st, lhs[i]) for i, st in enumerate(self.stmts))
         for name, sp in self.outputs:
             if name not in self.tensors:
@@ -510,6 +528,7 @@ class _Checker:
             tensors=tuple(self.tensors.values()),
             einsums=einsums,
             ranks=tuple(self.ranks),
+            aliases=aliases,
             source=self.source,
             warnings=tuple(self.warnings),
         )
@@ -558,7 +577,34 @@ class _Checker:
                     else f"declare the tile size, e.g. `param {rd.inner} = 64`",
                 )
             out.append(Partition(parent, outer, inner, "inner" if in_p else "outer", span=rd.span))
+        self.partition_list = out
         return tuple(out)
+
+    def aliases(self) -> tuple[tuple[str, str], ...]:
+        out: dict[str, str] = {}
+        for ad in self.alias_decls:
+            name, target = ad.name.lower(), ad.target.lower()
+            for r, sp in zip((name, target), ad.name_spans):
+                if r not in self.ranks:
+                    raise EinError(f"`{r.upper()}` is not the size of a rank of this spec", sp)
+            if name == target:
+                raise EinError("a rank cannot take its own size", ad.span)
+            if name in out:
+                raise EinError(f"the size of rank `{name}` is declared twice", ad.name_spans[0])
+            if any(name in (p.parent, p.outer, p.inner) for p in self.partition_list):
+                raise EinError(
+                    f"rank `{name}` is part of a partition; its size comes from there", ad.name_spans[0]
+                )
+            out[name] = target
+        for name in out:  # no cycles: `rank S = T` and `rank T = S`
+            seen, r = {name}, out[name]
+            while r in out:
+                if r in seen:
+                    ad = next(a for a in self.alias_decls if a.name.lower() == name)
+                    raise EinError("rank sizes are declared in terms of each other", ad.span)
+                seen.add(r)
+                r = out[r]
+        return tuple(out.items())
 
     def check_sizes(self, prog: Program, einsums) -> None:
         """Every rank needs a size: an input dimension, a param of the upper-case name, or a partition."""
@@ -566,6 +612,8 @@ class _Checker:
         bound |= {r for r in prog.ranks if size_name(r) in prog.param_values}
         for p in prog.partitions:
             bound |= {p.outer, p.inner}
+        for _ in prog.aliases:
+            bound |= {s for s, t in prog.aliases if t in bound}
         for r in prog.ranks:
             if r in bound:
                 continue

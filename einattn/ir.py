@@ -17,6 +17,7 @@ Fields, in prose:
   space (LHS ranks then reduced ranks), the reduction operator of each reduced rank in application order
   (``+`` ranks first, then the ``::`` ranks), and the filter predicate (or None).
 * ``ranks``: every rank variable in order of first appearance.
+* ``aliases``: ``(s, t)`` pairs from ``rank S = T``: rank ``s`` has the size of rank ``t``.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class Program:
     tensors: tuple[Tensor, ...]
     einsums: tuple[Einsum, ...]
     ranks: tuple[str, ...]
+    aliases: tuple[tuple[str, str], ...] = ()  # (rank, rank whose size it takes), from `rank S = T`
     source: Source | None = field(default=None, compare=False, hash=False, repr=False)
     warnings: tuple = field(default=(), compare=False, hash=False, repr=False)
 

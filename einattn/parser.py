@@ -247,6 +247,12 @@ class _ToSyntax(Transformer):
         )
 
     @v_args(meta=True)
+    def alias_decl(self, meta, names):
+        return S.RankAlias(
+            *(str(n) for n in names), span=self._span(meta), name_spans=tuple(self._tspan(n) for n in names)
+        )
+
+    @v_args(meta=True)
     def einsum(self, meta, children):
         (name, indices, lhs_span), expr, reduction, filt = children
         op, ranks, rspans = reduction if reduction is not None else (None, (), ())

@@ -51,6 +51,19 @@ def bind_sizes(prog: Program, shapes: dict[str, tuple[int, ...]]) -> dict[str, i
                 f"{size_name(p.parent)} = {size_name(p.outer)} * {size_name(p.inner)} makes it {n}"
             )
         sizes[derived], origin[derived] = n, "the partition"
+    pending = dict(prog.aliases)
+    while pending:  # `rank S = T`: s takes t's size (chains resolve in a few rounds)
+        ready = {s: t for s, t in pending.items() if t in sizes}
+        if not ready:
+            break
+        for s, t in ready.items():
+            if s in sizes and sizes[s] != sizes[t]:
+                raise EinError(
+                    f"rank `{s}` has size {sizes[s]} in {origin[s]} but `rank {size_name(s)} = {size_name(t)}` "
+                    f"makes it {sizes[t]} (from {origin[t]})"
+                )
+            sizes[s], origin[s] = sizes[t], f"`rank {size_name(s)} = {size_name(t)}`"
+            del pending[s]
     missing = [r for r in prog.ranks if r not in sizes]
     if missing:
         raise EinError(f"the size of rank `{missing[0]}` is unknown")

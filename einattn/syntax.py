@@ -210,6 +210,16 @@ class RankDecl:
 
 
 @dataclass(frozen=True)
+class RankAlias:
+    """``rank S = T``: rank ``s`` has the size of rank ``t`` (two ranks over the same positions)."""
+
+    name: str
+    target: str
+    span: Span | None = _span()
+    name_spans: tuple[Span, ...] = field(default=(), compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Statement:
     """``LHS = expr [:: op(ranks)] [where filter]`` as written (indices unresolved)."""
 
@@ -224,7 +234,7 @@ class Statement:
     reduce_spans: tuple[Span, ...] = field(default=(), compare=False, hash=False, repr=False)
 
 
-Item = InputDecl | OutputDecl | ParamDecl | RankDecl | Statement
+Item = InputDecl | OutputDecl | ParamDecl | RankDecl | RankAlias | Statement
 
 
 @dataclass(frozen=True)

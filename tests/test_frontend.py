@@ -139,3 +139,25 @@ def test_comments_anywhere():
     text = "# a\n# b\ninput X[i]\n\n  # indented\noutput Y  # trailing\n# c\nY[i] = X[i]  # d\n# last"
     prog = einattn.parse(text)
     assert [e.label for e in prog.einsums] == ["Y"]
+
+
+def test_rank_size_alias():
+    import numpy as np
+
+    prog = einattn.parse("input X[t], Y[s]\nrank S = T\noutput Z\nZ[t] = X[t] * Y[s] where s <= t\n")
+    assert prog.aliases == (("s", "t"),)
+    k = einattn.compile(prog)
+    assert k(X=np.ones(3), Y=np.array([1.0, 2.0, 3.0])).tolist() == [1.0, 3.0, 6.0]
+    with pytest.raises(einattn.EinError, match="rank `s` has size 4 in `Y` .* but `rank S = T` makes it 3"):
+        k(X=np.ones(3), Y=np.ones(4))
+    # a rank sized only by the alias (two position ranks over the same sequence)
+    prog = einattn.parse("input X[t]\nrank S = T\noutput Z\nZ[t] = X[s] where s <= t\n")
+    assert einattn.compile(prog)(X=np.array([1.0, 2.0, 3.0])).tolist() == [1.0, 3.0, 6.0]
+    with pytest.raises(einattn.EinError, match="declared in terms of each other"):
+        einattn.parse("input X[t]\nrank S = U\nrank U = S\noutput Z\nZ[t] = X[s] * X[u] where s <= t\n")
+
+
+def test_floor_division_and_modulo_are_index_only():
+    with pytest.raises(einattn.EinError, match="`%` is for index expressions") as e:
+        einattn.parse("input X[p]\noutput Y\nY[p] = X[p] * (p % 3)\n")
+    assert (e.value.line, e.value.column) == (3, 16)

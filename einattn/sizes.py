@@ -52,15 +52,16 @@ def bind_sizes(prog: Program, shapes: dict[str, tuple[int, ...]]) -> dict[str, i
             )
         sizes[derived], origin[derived] = n, "the partition"
     pending = dict(prog.aliases)
-    while pending:  # `rank S = T`: s takes t's size (chains resolve in a few rounds)
+    while pending:  # `rank S = T`: s takes t's size (chains resolve over a few rounds)
         ready = {s: t for s, t in pending.items() if t in sizes}
         if not ready:
             break
         for s, t in ready.items():
             if s in sizes and sizes[s] != sizes[t]:
+                decl = f"`rank {size_name(s)} = {size_name(t)}`"
                 raise EinError(
-                    f"rank `{s}` has size {sizes[s]} in {origin[s]} but `rank {size_name(s)} = {size_name(t)}` "
-                    f"makes it {sizes[t]} (from {origin[t]})"
+                    f"rank `{s}` has size {sizes[s]} in {origin[s]} "
+                    f"but {decl} makes it {sizes[t]} (from {origin[t]})"
                 )
             sizes[s], origin[s] = sizes[t], f"`rank {size_name(s)} = {size_name(t)}`"
             del pending[s]

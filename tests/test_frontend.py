@@ -148,7 +148,7 @@ def test_rank_size_alias():
     assert prog.aliases == (("s", "t"),)
     k = einattn.compile(prog)
     assert k(X=np.ones(3), Y=np.array([1.0, 2.0, 3.0])).tolist() == [1.0, 3.0, 6.0]
-    with pytest.raises(einattn.EinError, match="rank `s` has size 4 in `Y` .* but `rank S = T` makes it 3"):
+    with pytest.raises(einattn.EinError, match=r"rank `s` has size 4 in `Y` .* but `rank S = T` makes it 3"):
         k(X=np.ones(3), Y=np.ones(4))
     # a rank sized only by the alias (two position ranks over the same sequence)
     prog = einattn.parse("input X[t]\nrank S = T\noutput Z\nZ[t] = X[s] where s <= t\n")

@@ -12,14 +12,13 @@ array([3., 2.])
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
 from . import check as _check
 from . import parser as _parser
 from .errors import EinError
-from .ir import Program
+from .ir import Program, program_cache
 from .kernel import Kernel, backend_builder
 
 
@@ -65,6 +64,6 @@ def compile(
     return _compile_cached(prog, backend, tuple(sorted(options.items(), key=lambda kv: kv[0])))
 
 
-@functools.lru_cache(maxsize=128)
+@program_cache(maxsize=128)
 def _compile_cached(prog: Program, backend: str, options: tuple) -> Kernel:
     return backend_builder(backend)(prog, **dict(options))

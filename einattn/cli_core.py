@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-import numpy as np
 
 from .errors import EinError
 from .ir import Program, size_name
@@ -72,8 +71,10 @@ def check(files):
         raise click.exceptions.Exit(1)
 
 
-def random_inputs(prog: Program, sizes: dict[str, int], seed: int, dtype=np.float64) -> dict[str, np.ndarray]:
+def random_inputs(prog: Program, sizes: dict[str, int], seed: int, dtype="float64") -> dict:
     """Standard-normal float inputs and integers in [0, 4) for `: int` inputs, reproducible from ``seed``."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     out = {}
     for name in prog.inputs:
@@ -100,7 +101,9 @@ def input_sizes(prog: Program, given: dict[str, int], default: int) -> dict[str,
     return {r: int(given.get(size_name(r), params.get(size_name(r), default))) for r in input_ranks}
 
 
-def _stats(x: np.ndarray) -> str:
+def _stats(x) -> str:
+    import numpy as np
+
     finite = np.isfinite(x)
     if x.size == 0:
         return "empty"
@@ -114,7 +117,9 @@ def _stats(x: np.ndarray) -> str:
     return text + (f"  non-finite {bad}" if bad else "")
 
 
-def _as_numpy(x) -> np.ndarray:
+def _as_numpy(x):
+    import numpy as np
+
     if hasattr(x, "detach"):
         return x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
@@ -155,6 +160,8 @@ def run(file, sizes, params, backend, dtype, seed, default_size, compare, tol):
     args = _convert(inputs, prog, backend, dtype)
     outs = kernel(**args)
     outs = outs if isinstance(outs, tuple) else (outs,)
+    import numpy as np
+
     refs = None
     if compare:
         ref = compile_spec(prog, backend="numpy")(**inputs)
@@ -186,7 +193,7 @@ def _default_tol(backend: str, dtype: str | None) -> float:
     return 1e-9
 
 
-def _convert(inputs: dict[str, np.ndarray], prog: Program, backend: str, dtype: str | None) -> dict:
+def _convert(inputs: dict, prog: Program, backend: str, dtype: str | None) -> dict:
     if backend == "numpy":
         return inputs
     import torch

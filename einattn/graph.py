@@ -13,14 +13,13 @@ rank, evaluated as a loop (:class:`Loop`). Everything else runs once over its wh
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import networkx as nx
 
 from . import syntax as S
 from .errors import EinError
-from .ir import Einsum, Program
+from .ir import Einsum, Program, program_cache
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ def _is_carried(prog: Program, read: S.Read) -> bool:
     return isinstance(ix, S.Coord) and ix.rank == t.iter_rank
 
 
-@functools.lru_cache(maxsize=256)
+@program_cache()
 def build_graph(prog: Program) -> nx.DiGraph:
     """The dataflow graph; raises :class:`EinError` for a cycle that is not a recurrence."""
     g = nx.DiGraph(name=prog.name)
@@ -155,7 +154,7 @@ def _writer_label(prog: Program, tensor: str, scc) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
+@program_cache()
 def schedule(prog: Program) -> tuple[Step, ...]:
     """Dense steps and recurrence loops in an order that respects every dependency.
 

@@ -179,6 +179,28 @@ class Program:
         return new
 
 
+def program_cache(maxsize: int = 256):
+    """``functools.lru_cache`` for functions of a :class:`Program`, keyed on the program *and its source*.
+
+    Program equality ignores spans (two files with the same statements are equal), so a plain cache could
+    return a result whose spans point into the other file. Keying on the source as well keeps locations right.
+    """
+
+    def decorate(fn):
+        @functools.lru_cache(maxsize=maxsize)
+        def cached(prog, source, *args):
+            return fn(prog, *args)
+
+        @functools.wraps(fn)
+        def wrapper(prog, *args):
+            return cached(prog, prog.source, *args)
+
+        wrapper.cache_clear = cached.cache_clear
+        return wrapper
+
+    return decorate
+
+
 def size_name(rank: str) -> str:
     """The upper-case spelling that denotes a rank's size: ``m1`` -> ``M1``."""
     return rank.upper()

@@ -1,0 +1,166 @@
+"""Minimum live footprint of a cascade over its streamed rank, and the traffic of spilling it.
+
+Counted per point of the *parallel ranks* Π: the output ranks that nothing reduces and that every reduction
+of the streamed rank iterates over (``b, h, p`` for attention: per query row). Three kinds of terms:
+
+* **running state**: each iterative tensor over the streamed rank (or one of its parts): one state, over
+  its ranks outside Π (``RM``: 1, ``RD``: 1, ``RNV``: F in Cascade 5);
+* **accumulators**: each full reduction of the streamed rank, over its output ranks outside Π (``GM``,
+  ``SD``: 1; ``AV``: F);
+* **re-read across a barrier**: each tensor whose fiber over the rank (or over the tile rank of a partition)
+  is read again in a later pass must be held, or spilled and re-read, from the pass that produced (or first
+  read) it to the pass that re-reads it: its fiber over the rank, times its other ranks outside Π. At each
+  boundary between passes the live fibers add up; the largest boundary counts.
+
+A fiber over both parts of a partition counts ``M``.
+
+So Cascade 4 needs ``M + F + 2`` per query row (grows with M) and Cascade 5 ``F + M0 + 2`` (free of M).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ..ir import Einsum, Program
+from .passes import Family, Flows, family
+from .symbols import SizeModel
+
+
+@dataclass(frozen=True)
+class Term:
+    """One tensor that must stay live: ``expr`` elements per point of Π."""
+
+    tensor: str
+    expr: sp.Expr
+    kind: str  # "state" | "accumulator" | "barrier"
+    rank: str  # the rank whose passes make it live
+    cut: int = 0  # for "barrier": live from pass ``cut`` into pass ``cut + 1``
+
+    @property
+    def reason(self) -> str:
+        if self.kind == "state":
+            return f"running state over {self.rank}"
+        if self.kind == "accumulator":
+            return f"accumulator of the {self.rank} reduction"
+        return f"live from pass {self.cut} to {self.cut + 1} over {self.rank}"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    expr: sp.Expr
+    per: tuple[str, ...]  # the parallel ranks Π
+    terms: tuple[Term, ...]
+    spill: sp.Expr  # elements per point of Π written and re-read when the barrier terms are spilled
+    points: sp.Expr  # how many points Π has
+
+
+def _is_reducer(fam: Family, e: Einsum) -> bool:
+    if set(e.reduced) & fam.members:
+        return True
+    return e.kind == "step" and any(ix.kind == "step" and ix.rank in fam.members for ix in e.index)
+
+
+def parallel_ranks(prog: Program, rank: str) -> tuple[str, ...]:
+    """Π: output ranks never reduced, not iterative, present in every reduction of ``rank``'s family."""
+    fam = family(prog, rank)
+    out_ranks: list[str] = []
+    for name in prog.outputs:
+        t = prog.tensor(name)
+        out_ranks += [r for k, r in enumerate(t.ranks) if k != t.iterative and r not in out_ranks]
+    reduced = {r for e in prog.einsums for r in e.reduced}
+    iterative = set(prog.iterative_ranks)
+    reducers = [e for e in prog.einsums if _is_reducer(fam, e)]
+    return tuple(
+        r
+        for r in out_ranks
+        if r not in fam.members
+        and r not in reduced
+        and r not in iterative
+        and all(r in e.space for e in reducers)
+    )
+
+
+def _extent(prog: Program, sizes: SizeModel, tensor: str, skip: set, cut_rank: str | None) -> sp.Expr:
+    """Elements of ``tensor`` per point of the skipped ranks, its iterative dimension held once.
+
+    ``cut_rank``'s family is counted as a fiber of that rank: a partition parent as M (both parts) or one
+    part; a tile part as its tile (the parent counts M0, the sibling part is the current tile: 1).
+    """
+    t = prog.tensor(tensor)
+    dims = [r for k, r in enumerate(t.ranks) if k != t.iterative and r not in skip]
+    out = sp.Integer(1)
+    part = prog.partition_of(cut_rank) if cut_rank is not None else None
+    if part is not None and cut_rank == part.parent:
+        fam = [r for r in dims if r in (part.parent, part.outer, part.inner)]
+        dims = [r for r in dims if r not in fam]
+        if part.parent in fam or (part.outer in fam and part.inner in fam):
+            out *= sizes.sym[part.parent]
+        elif fam:
+            out *= sizes.sym[fam[0]]
+    elif part is not None:
+        sibling = part.inner if cut_rank == part.outer else part.outer
+        if part.parent in dims:
+            dims = [cut_rank if r == part.parent else r for r in dims]
+        dims = list(dict.fromkeys(r for r in dims if r != sibling))
+    for r in dims:
+        out *= sizes.sym[r]
+    return out
+
+
+def _cuts(flows: Flows, sizes: SizeModel, cut_rank: str, per: set, counted: set) -> dict[int, list[Term]]:
+    """Tensors re-read across each boundary between passes over ``cut_rank``: a fiber produced (or first
+    read) in pass a and read again in pass b is live across the boundaries a|a+1 .. b-1|b."""
+    prog = flows.prog
+    span: dict[str, tuple[int, int]] = {}
+    for v in flows(cut_rank, True).values():
+        for tensor, a, b in v.rereads:
+            lo, hi = span.get(tensor, (a, b))
+            span[tensor] = (min(lo, a), max(hi, b))
+    cuts: dict[int, list[Term]] = {}
+    for name in dict.fromkeys([*prog.inputs, *(t.name for t in prog.tensors)]):
+        if name in counted or name not in span:
+            continue
+        a, b = span[name]
+        size = _extent(prog, sizes, name, per, cut_rank)
+        for k in range(a, b):
+            cuts.setdefault(k, []).append(Term(name, size, "barrier", cut_rank, k))
+    return dict(sorted(cuts.items()))
+
+
+def footprint(flows: Flows, rank: str | None, sizes: SizeModel) -> Footprint:
+    prog = flows.prog
+    if rank is None:
+        return Footprint(sp.Integer(0), (), (), sp.Integer(0), sp.Integer(1))
+    fam = family(prog, rank)
+    per = parallel_ranks(prog, rank)
+    skip = set(per)
+    # state and accumulators are held once per fiber of the rank: without the rank's own ranks, and for a
+    # tile rank without the tile index (the sibling part) and the parent
+    part = prog.partition_of(rank)
+    own = set(fam.members) | ({part.parent, part.outer, part.inner} if part is not None else set())
+    terms: list[Term] = []
+    for t in prog.tensors:
+        if t.iterative is not None and t.iter_rank in fam.members:
+            terms.append(Term(t.name, _extent(prog, sizes, t.name, skip | own, None), "state", t.iter_rank))
+    for e in prog.einsums:
+        if fam.reduces_fully(e) and e.tensor not in {x.tensor for x in terms}:
+            extent = _extent(prog, sizes, e.tensor, skip | own, None)
+            terms.append(Term(e.tensor, extent, "accumulator", rank))
+    counted = {x.tensor for x in terms}
+    total = sp.Add(*(x.expr for x in terms))
+    spill = sp.Integer(0)
+    cut_ranks = [rank] + ([fam.inner] if fam.is_parent else [])
+    for c in cut_ranks:
+        cuts = _cuts(flows, sizes, c, skip, counted)
+        if not cuts:
+            continue
+        sums = []
+        for items in cuts.values():
+            terms.extend(items)
+            sums.append(sp.Add(*(x.expr for x in items)))
+            if c == rank:
+                spill += sp.Add(*(x.expr * (1 if x.tensor in prog.inputs else 2) for x in items))
+        total += sp.Max(*sums)
+    return Footprint(total, per, tuple(terms), spill, sizes.points(per))

@@ -11,10 +11,33 @@ analyse and compile it::
 ``import einattn`` imports neither torch nor triton; backends import them on first use.
 """
 
+from .analysis import Report, analyze
 from .api import compile, load, parse
 from .errors import EinError, EinWarning, InternalError
+from .format import format_program as format
 from .ir import Program
 
 __version__ = "0.1.0"
 
-__all__ = ["EinError", "EinWarning", "InternalError", "Program", "__version__", "compile", "load", "parse"]
+__all__ = [
+    "EinError",
+    "EinWarning",
+    "InternalError",
+    "Program",
+    "Report",
+    "__version__",
+    "analyze",
+    "compile",
+    "format",
+    "load",
+    "parse",
+]
+
+
+def __getattr__(name: str):
+    """``einattn.nn`` (the PyTorch module wrapper) is imported on first use: ``import einattn`` stays torch-free."""
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module(".nn", __name__)
+    raise AttributeError(f"module 'einattn' has no attribute {name!r}")

@@ -19,8 +19,12 @@ import click
 from .errors import EinError, EinWarning
 
 COMMANDS: dict[str, str] = {
+    "analyze": "einattn.cli_analyze:analyze",
     "check": "einattn.cli_core:check",
     "run": "einattn.cli_core:run",
+    "fmt": "einattn.cli_rewrite:fmt",
+    "rewrite": "einattn.cli_rewrite:rewrite",
+    "test": "einattn.cli_proptest:test_command",
 }
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -1,0 +1,104 @@
+"""``einattn fmt`` and ``einattn rewrite``: print a spec canonically, or print its derived streaming form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .errors import EinError
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EinError(f"no such file: {path}") from None
+    except UnicodeDecodeError as e:
+        raise EinError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise EinError(f"cannot read {path}: {e.strerror}") from None
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Print nothing; exit 1 if a file is not formatted.")
+@click.option("--in-place", "-i", "in_place", is_flag=True, help="Rewrite the files instead of printing.")
+def fmt(files, check, in_place):
+    """Print FILE in canonical .ein layout (comments kept); parsing the result gives the same program.
+
+    \b
+    einattn fmt examples/causal.ein
+    einattn fmt --check examples/*.ein
+    einattn fmt --in-place my_variant.ein
+    """
+    from .api import parse
+    from .format import format_program
+
+    if check and in_place:
+        raise click.UsageError("--check and --in-place exclude each other")
+    if len(files) > 1 and not (check or in_place):
+        raise click.UsageError("give one FILE to print, or use --check or --in-place")
+    unformatted = 0
+    for path in files:
+        text = _read(path)
+        new = format_program(parse(text, path))
+        if check:
+            if new != text:
+                click.echo(f"{path}: would reformat", err=True)
+                unformatted += 1
+        elif in_place:
+            if new != text:
+                Path(path).write_text(new, encoding="utf-8")
+                click.echo(f"{path}: reformatted", err=True)
+        else:
+            click.echo(new, nl=False)
+    if unformatted:
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--passes", type=click.Choice(["1", "2"]), default="1", show_default=True, help="Passes of the result."
+)
+@click.option(
+    "--rank", default="m", show_default=True, help="The rank to stream over (the key/value sequence)."
+)
+@click.option(
+    "--tile", default=64, show_default=True, type=click.IntRange(min=1), help="Tile size along the rank."
+)
+@click.option(
+    "--split-k",
+    "split",
+    is_flag=True,
+    help="Print the split-K form instead: the partial, merge and finish cascades.",
+)
+def rewrite(file, passes, rank, tile, split):
+    """Print the 1-pass (or 2-pass) cascade derived from FILE, as .ein, with the derivation as comments.
+
+    Every rule's side condition is checked; a cascade that cannot be streamed is an error that names the
+    Einsum and the condition.
+
+    \b
+    einattn rewrite examples/attention_3pass.ein
+    einattn rewrite examples/causal.ein --passes 2 --tile 128
+    einattn rewrite examples/attention_3pass.ein --split-k
+    """
+    from .api import parse
+    from .format import format_program
+    from .rewrite import rewrite as derive
+    from .rewrite import split_k
+
+    prog = parse(_read(file), file)
+    if split:
+        sk = split_k(prog, rank, tile)
+        for title, p in (("partial", sk.partial), ("merge", sk.merge), ("finish", sk.finish)):
+            click.echo(f"# ==== {title} " + "=" * (100 - len(title)))
+            click.echo(format_program(p))
+        return
+    new, derivation = derive(prog, int(passes), rank, tile)
+    if new is prog:  # nothing to rewrite: say so, then print the spec as it is
+        for line in derivation.lines():
+            click.echo(f"# {line}")
+    click.echo(format_program(new), nl=False)

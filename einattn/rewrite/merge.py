@@ -1,0 +1,232 @@
+"""Split-K and context parallelism: the associative merge of partial softmax states, from the 1-pass form.
+
+The running states of the 1-pass cascade (a max ``RM`` and sums ``RD``, ``RNV`` rescaled by it) are exactly
+what a part of the rank R contributes. :func:`split_k` cuts the derived cascade into three programs:
+
+* ``partial``: the 1-pass cascade run on one part of R (the inputs along R sliced to the part, ``param OFF``
+  its first index when the spec uses R's coordinates, e.g. in a causal filter); its outputs are the final
+  states and a presence flag ``SEEN`` (0 where the part has no present point);
+* ``merge``: the states of S parts stacked along a new rank ``s`` combine like the second level of the 2-pass
+  cascade: ``M = max over s of M_s``, ``C_s = f(M_s - M)``, ``T = sum over s of T_s * C_s`` (max is
+  associative, and ``f(a - c) = f(a - b) * f(b - c)``); the result has the partial's own format, so merges
+  nest;
+* ``finish``: the spec's outputs from a merged state (the statements of the 1-pass cascade after its loop).
+
+Absent points survive the cut: a part that saw nothing has ``SEEN = 0`` and is skipped by the merge's filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import syntax as S
+from ..errors import EinError
+from ..ir import Einsum, Program, Tensor
+from .deferral import defer
+from .derivation import Derivation
+from .draft import Draft, make_einsum, plain_index
+from .online import online
+from .rules import coord_tuple, insert, named_reductions, refuse, rewrite_expr
+
+
+@dataclass(frozen=True)
+class SplitK:
+    """The three programs of a split evaluation over ``rank`` (see the module docstring).
+
+    ``states`` names the partial outputs that ``merge`` takes stacked (as ``NAME_s[s, ...]``) and returns, and
+    that ``finish`` takes; ``offset`` is the param that shifts a part's coordinates (None if the spec never
+    uses them).
+    """
+
+    partial: Program
+    merge: Program
+    finish: Program
+    states: tuple[str, ...]
+    split_rank: str
+    offset: str | None
+    derivation: Derivation
+
+
+def _with_offset(draft: Draft, rank: str) -> str | None:
+    """Use global coordinates in a part: ``m`` -> ``m + OFF`` except where ``m`` indexes a (sliced) tensor."""
+    param = draft.fresh("OFF")
+    shifted = S.Binary("+", S.Coord(rank), S.Param(param))
+
+    def visit(n: S.Expr):
+        if isinstance(n, S.Coord) and n.rank == rank:
+            return shifted
+        if isinstance(n, S.Read):
+            return S.Read(
+                n.tensor, tuple(i if i == S.Coord(rank) else rewrite_expr(i, visit) for i in n.indices)
+            )
+        return None
+
+    changed = False
+    new = []
+    for e in draft.einsums:
+        expr = rewrite_expr(e.expr, visit)
+        filt = rewrite_expr(e.filter, visit) if e.filter is not None else None
+        if expr != e.expr or filt != e.filter:
+            changed = True
+            e = make_einsum(e.tensor, e.index, expr, filt, named_reductions(e), span=e.span)
+        new.append(e)
+    if not changed:
+        return None
+    draft.einsums = new
+    draft.params.append((param, 0))
+    return param
+
+
+def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
+    """Derive the partial, merge and finish programs of ``prog`` split along ``rank``.
+
+    Raises :class:`RewriteError` when the 1-pass form cannot be derived (the merge is its second level).
+    """
+    if rank not in prog.ranks:
+        raise EinError(f"rank `{rank}` does not appear in {prog.name}")
+    deriv = Derivation(prog.name, f"--split-k --rank {rank} --tile {tile}")
+    d = Draft.of(prog)
+    offset = _with_offset(d, rank)
+    defer(d, rank, deriv)
+    states = online(d, rank, tile, deriv)
+    if not states:
+        raise refuse(rank, "there is no max over it whose normalised sums could be merged")
+    outer = next(p.outer for p in d.partitions if p.parent == rank)
+    final = S.Size(outer)
+    iterative = {st.name: st.pos for st in states} | {sm.name: sm.pos for st in states for sm in st.sums}
+
+    def at_end(rd: S.Read) -> bool:
+        return rd.tensor in iterative and rd.indices[iterative[rd.tensor]] == final
+
+    # the finals: statements after the loop (reading a state at M1), and everything computed from them
+    finals: list[Einsum] = []
+    names: set[str] = set()
+    for e in d.einsums:
+        if (
+            e.kind == "plain"
+            and outer not in e.space
+            and any(at_end(r) or r.tensor in names for r in e.reads())
+        ):
+            finals.append(e)
+            names.add(e.tensor)
+
+    # ---- partial: the loop, with the final states as outputs -----------------------------------------------
+    part = Draft(
+        prog, d.inputs, [], d.params, d.partitions, [e for e in d.einsums if e not in finals], d.notes
+    )
+    state_names: list[str] = []
+    merge_stmts: list[Einsum] = []
+    merge_inputs: list[Tensor] = []
+    finish_stmts: list[Einsum] = []
+    finish_inputs: list[Tensor] = []
+    taken = set(d.names())
+    split = "s"
+    while split in taken or split.upper() in taken:
+        split += "_"
+
+    def fresh(base: str) -> str:
+        name = base
+        k = 2
+        while name in taken:
+            name = f"{base}{k}"
+            k += 1
+        taken.add(name)
+        return name
+
+    for st in states:
+        lhs = tuple(r for k, r in enumerate(st.ranks) if k != st.pos)
+        own = coord_tuple(lhs)
+        fm, seen = fresh("F" + st.name), fresh("SEEN")
+        end = S.Read(st.name, insert(own, st.pos, final))
+        part.einsums.append(make_einsum(fm, plain_index(lhs), end))
+        part.einsums.append(
+            make_einsum(seen, plain_index(lhs), S.Binary("+", S.Binary("*", end, S.Const(0)), S.Const(1)))
+        )
+        part.notes[seen] = "1 where the part saw a present point, else 0"
+        state_names += [fm, seen]
+        # merge: the stacked states of the parts
+        fm_s, seen_s = fresh(fm + "_s"), fresh(seen + "_s")
+        merge_inputs += [
+            Tensor(fm_s, (split, *lhs), "float", "input"),
+            Tensor(seen_s, (split, *lhs), "int", "input"),
+        ]
+        stacked = (S.Coord(split), *own)
+        present = S.Compare(">", S.Read(seen_s, stacked), S.Const(0))
+        merge_stmts.append(
+            make_einsum(fm, plain_index(lhs), S.Read(fm_s, stacked), present, ((split, "max"),))
+        )
+        merge_stmts.append(
+            make_einsum(seen, plain_index(lhs), S.Read(seen_s, stacked), None, ((split, "max"),))
+        )
+        factors: dict[str, str] = {}
+        # finish: the merged max, absent where no part saw a point
+        finish_inputs += [Tensor(fm, lhs, "float", "input"), Tensor(seen, lhs, "int", "input")]
+        finish_stmts.append(
+            make_einsum(
+                st.name, plain_index(lhs), S.Read(fm, own), S.Compare(">", S.Read(seen, own), S.Const(0))
+            )
+        )
+        for sm in st.sums:
+            lt = tuple(r for k, r in enumerate(sm.ranks) if k != sm.pos)
+            here = coord_tuple(lt)
+            if sm.fn not in factors:
+                cf = fresh("C" if not factors else f"C{sm.fn}")
+                factors[sm.fn] = cf
+                shift = S.Call(sm.fn, (S.Binary("-", S.Read(fm_s, stacked), S.Read(fm, own)),))
+                merge_stmts.append(make_einsum(cf, plain_index((split, *lhs)), shift, present))
+            ft = fresh("F" + sm.name)
+            part.einsums.append(
+                make_einsum(ft, plain_index(lt), S.Read(sm.name, insert(here, sm.pos, final)))
+            )
+            state_names.append(ft)
+            ft_s = fresh(ft + "_s")
+            merge_inputs.append(Tensor(ft_s, (split, *lt), "float", "input"))
+            summand = S.Binary(
+                "*",
+                S.Read(ft_s, (S.Coord(split), *here)),
+                S.Read(factors[sm.fn], (S.Coord(split), *sm.frame)),
+            )
+            merge_stmts.append(make_einsum(ft, plain_index(lt), summand))
+            finish_inputs.append(Tensor(ft, lt, "float", "input"))
+            seen_here = S.Compare(">", S.Read(seen, sm.frame), S.Const(0))
+            finish_stmts.append(make_einsum(sm.name, plain_index(lt), S.Read(ft, here), seen_here))
+    part.outputs = list(state_names)
+    part.dce()
+    deriv.note(
+        f"partial: the loop over {outer} on one part of {rank}; outputs "
+        + ", ".join(state_names)
+        + (f"; param {offset} is the part's first index along {rank}" if offset else "")
+    )
+    partial = part.finish(header=deriv.lines(), filename=f"<partial of {prog.name}>")
+
+    merge_outputs = list(state_names)
+    md = Draft(prog, merge_inputs, merge_outputs, [], [], merge_stmts, {})
+    merge = md.finish(
+        header=[
+            f"merge of partial states of {prog.name} over disjoint parts of {rank}, stacked along {split}",
+            "max is associative; f(a - c) = f(a - b) * f(b - c) rescales each part's sums to the merged max",
+        ],
+        filename=f"<merge of {prog.name}>",
+    )
+
+    # ---- finish: the spec's outputs from a merged state ----------------------------------------------------
+    def visit(n: S.Expr):
+        if isinstance(n, S.Read) and at_end(n):
+            pos = iterative[n.tensor]
+            return S.Read(n.tensor, tuple(i for k, i in enumerate(n.indices) if k != pos))
+        return None
+
+    body = [
+        make_einsum(e.tensor, e.index, rewrite_expr(e.expr, visit), e.filter, named_reductions(e))
+        for e in finals
+    ]
+    used = {r.tensor for e in body for r in e.reads()}
+    originals = [t for t in d.inputs if t.name in used]
+    fd = Draft(
+        prog, finish_inputs + originals, list(prog.outputs), list(prog.params), [], finish_stmts + body, {}
+    )
+    finish = fd.finish(
+        header=[f"outputs of {prog.name} from a merged state over {rank}"],
+        filename=f"<finish of {prog.name}>",
+    )
+    return SplitK(partial, merge, finish, tuple(state_names), split, offset, deriv)

@@ -1,0 +1,251 @@
+"""The pattern of online normalisation, matched on a draft with every side condition checked.
+
+For a rank R::
+
+    GM[p]    = X[m, p] :: max(m)          the max
+    SN[m, p] = f(X[m, p] - GM[p])         a shift of it
+    T[p, ..] = SN[m, p] * G[m, ..]        a sum of the shift over R
+    ... reads GM or T, not m ...          a final
+
+Side conditions, each checked (a failure is a located :class:`RewriteError`):
+
+* the max is one ``max`` reduction over R (associative and commutative, so it runs tile by tile);
+* every statement that reads the max along R is a shift ``f(X - c)`` with ``f(a - c) = f(a - b) * f(b - c)``
+  (sympy), ``c`` the max or a value computed from it without R, and ``X`` the very values whose max is taken
+  (so the running max bounds each tile: nothing overflows that the original would not);
+* every reader of a shift is a ``+``-reduction over R that uses it once, as a factor, with the other factors
+  independent of the max (so rescaling the running sum by ``f(old - new)`` is exact);
+* whatever else reads these values does so without R (a final), and no output carries R.
+
+The 1-pass rule (``online``) needs all of them (``strict``); the 2-pass rule only the shifts'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import syntax as S
+from ..ir import Einsum, coords
+from .draft import Draft, depends_on
+from .rules import (
+    factors,
+    refuse,
+    shift_multiplicative,
+    stmt_text,
+    subst,
+    tensors_read,
+    text,
+    unify,
+)
+
+# ---- the pattern -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Shift:
+    """``SN = f(X - c)``: ``c`` reads the max (``direct``) or a value computed from it without the rank."""
+
+    e: Einsum
+    fn: str
+    x: S.Expr
+    c: S.Read
+    sigma: dict[str, S.Expr]  # the max's output ranks -> expressions in SN's frame
+    direct: bool
+
+
+@dataclass
+class Sum:
+    """``T = sum over R of SN * G``: a running sum of the shift ``SN``."""
+
+    e: Einsum
+    shift: Shift
+    tau: dict[str, S.Expr]  # SN's ranks -> expressions in T's frame
+
+
+@dataclass
+class Group:
+    mx: Einsum
+    dep: set[str]
+    shifts: list[Shift]
+    sums: list[Sum]
+
+
+def reads_any(e: Einsum, names: set[str]) -> bool:
+    return bool((tensors_read(e.expr) | tensors_read(e.filter)) & names)
+
+
+def _shift(draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, strict: bool) -> Shift | None:
+    """``s`` as a shift of the max, or None (2-pass: tiled as it is); 1-pass refuses what does not fit."""
+    e = s.expr
+    shaped = (
+        isinstance(e, S.Call)
+        and len(e.args) == 1
+        and isinstance(e.args[0], S.Binary)
+        and e.args[0].op == "-"
+        and isinstance(e.args[0].b, S.Read)
+        and e.args[0].b.tensor in dep
+        and not tensors_read(e.args[0].a) & dep
+        and rank not in coords(e.args[0].b)
+        and not tensors_read(s.filter) & dep
+    )
+    if not shaped:
+        if not strict:
+            return None
+        why = draft.blocked.get(s.tensor)
+        readers = sorted(tensors_read(s.expr) & dep)
+        raise refuse(
+            rank,
+            f"`{s.tensor}` needs {', '.join(f'`{r}`' for r in readers)} at every point of {rank}: "
+            f"`{stmt_text(s)}`" + (f" ({why})" if why else ""),
+            s,
+            hint=f"only f(x - {g_mx.tensor}) shifts and sums over {rank} of them can follow a running max; "
+            "a division by the softmax denominator must be deferred past the sum over "
+            f"{rank} (write the sum over {rank} of the unnormalised values, then divide)",
+        )
+    fn, x, c = e.fn, e.args[0].a, e.args[0].b
+    if not shift_multiplicative(fn):
+        raise refuse(
+            rank,
+            f"`{text(e)}` is not multiplicative under shifts",
+            s,
+            hint="a running max needs f(a - c) = f(a - b) * f(b - c) to rescale earlier tiles; sympy proves "
+            "it "
+            f"for exp and exp2 but not for {fn}",
+        )
+    variables = set(g_mx.lhs_ranks)
+    sigma: dict[str, S.Expr] = {}
+    direct = c.tensor == g_mx.tensor
+    if direct:
+        sigma = dict(zip(g_mx.lhs_ranks, c.indices))
+    if (
+        not unify(g_mx.expr, x, variables, sigma)
+        or set(sigma) != variables
+        or subst(g_mx.filter, sigma) != s.filter
+        or any(rank in coords(v) for v in sigma.values())
+    ):
+        raise refuse(
+            rank,
+            f"the values shifted in `{s.tensor}` (`{text(x)}`"
+            + (f" where `{text(s.filter)}`" if s.filter is not None else "")
+            + f") are not the values whose max is `{g_mx.tensor}` (`{text(g_mx.expr)}`"
+            + (f" where `{text(g_mx.filter)}`" if g_mx.filter is not None else "")
+            + ")",
+            s,
+            hint="a running max bounds a tile's values only when it is the max of those same values; "
+            "shift the scores by the max of the scores",
+        )
+    return Shift(s, fn, x, c, sigma, direct)
+
+
+def _sum(draft: Draft, rank: str, dep: set[str], sh: Shift, r: Einsum) -> Sum | str:
+    """``r`` as a running sum of ``sh``, or why it is not one."""
+    sn = sh.e.tensor
+    if rank not in r.space:
+        return f"`{r.tensor}` reads `{sn}` at one point of {rank}"
+    if rank not in r.reduced:
+        why = draft.blocked.get(r.tensor)
+        return f"`{r.tensor}` needs `{sn}` at every point of {rank}: `{stmt_text(r)}`" + (
+            f" ({why})" if why else ""
+        )
+    if r.kind != "plain":
+        return f"`{r.label}` is an iterative update"
+    bad = [op for _, op in r.reduce if op != "+"]
+    if bad:
+        return (
+            f"`{r.tensor}` reduces `{sn}` with `{bad[0]}`; only a `+` reduction can be rescaled when the "
+            "running "
+            "max changes"
+        )
+    fs = factors(r.expr)
+    hits = [(f, inv) for f, inv in fs if isinstance(f, S.Read) and f.tensor == sn]
+    total = sum(1 for rd in r.reads() if rd.tensor == sn)
+    if len(hits) != 1 or hits[0][1] or total != 1:
+        return f"`{r.tensor}` does not use `{sn}` linearly (once, as a factor): `{text(r.expr)}`"
+    for f, _ in fs:
+        if f is not hits[0][0] and tensors_read(f) & dep:
+            return f"`{r.tensor}` multiplies `{sn}` by `{text(f)}`, which depends on the max"
+    if tensors_read(r.filter) & dep:
+        return f"the filter of `{r.tensor}` depends on the max"
+    return Sum(r, sh, dict(zip(sh.e.lhs_ranks, hits[0][0].indices)))
+
+
+def analyse(draft: Draft, rank: str, strict: bool) -> list[Group]:
+    """Find each max over ``rank`` with its shifts and sums, checking every side condition.
+
+    ``strict`` (1-pass): everything that depends on the max must be a shift, a sum or a final.
+    """
+    groups = []
+    seen_dep: set[str] = set()
+    for mx in [e for e in draft.einsums if (rank, "max") in e.reduce]:
+        if mx.kind != "plain":
+            raise refuse(rank, f"`{mx.label}` is an iterative update", mx)
+        if mx.reduce != ((rank, "max"),):
+            others = [r for r, _ in mx.reduce if r != rank]
+            if all(op == "max" for _, op in mx.reduce):
+                raise refuse(
+                    rank,
+                    f"`{mx.tensor}` takes one max over {rank} and {', '.join(others)} together",
+                    mx,
+                    hint=f"the rewrite streams one rank: take the max over {', '.join(others)} in a "
+                    f"statement of its own first, then the max over {rank}",
+                )
+            raise refuse(
+                rank,
+                f"`{mx.tensor}` also sums {', '.join(others)} in the statement taking the max over {rank}",
+                mx,
+                hint="compute the scores in a statement of their own, then take their max",
+            )
+        dep = depends_on(draft, {mx.tensor})
+        along = {e.tensor for e in draft.einsums if e.tensor in dep and rank in e.space}
+        if along & seen_dep:  # two maxes may meet only after their sums over the rank (finals)
+            both = sorted(along & seen_dep)[0]
+            raise refuse(
+                rank,
+                f"`{both}` depends on `{mx.tensor}` and on another max over {rank}, along {rank}",
+                draft.definition(both) or mx,
+            )
+        seen_dep |= along
+        shifts = []
+        for s in draft.einsums:
+            if s is mx or rank not in s.lhs_ranks or not reads_any(s, dep):
+                continue
+            sh = _shift(draft, rank, mx, dep, s, strict)
+            if sh is not None:
+                shifts.append(sh)
+        sums = []
+        for sh in shifts:
+            if strict and sh.e.tensor in draft.outputs:
+                raise refuse(rank, f"output `{sh.e.tensor}` needs every point of {rank}", sh.e)
+            for r in draft.readers(sh.e.tensor):
+                got = _sum(draft, rank, dep, sh, r)
+                if isinstance(got, Sum):
+                    sums.append(got)
+                elif strict:
+                    raise refuse(
+                        rank,
+                        got,
+                        r,
+                        hint=f"after a running max, `{sh.e.tensor}` may only be summed over {rank} "
+                        f"(e.g. `SD = {sh.e.tensor}`, `SNV = {sh.e.tensor} * V`), then combined without "
+                        f"{rank}",
+                    )
+        if strict:
+            done = {mx.tensor} | {sh.e.tensor for sh in shifts} | {sm.e.tensor for sm in sums}
+            for s in draft.einsums:
+                if s.tensor in done or rank not in s.space or not reads_any(s, dep):
+                    continue
+                names = ", ".join(
+                    f"`{t}`" for t in sorted((tensors_read(s.expr) | tensors_read(s.filter)) & dep)
+                )
+                why = draft.blocked.get(s.tensor)
+                raise refuse(
+                    rank,
+                    f"`{s.tensor}` combines {names} with values along {rank}: `{stmt_text(s)}`"
+                    + (f" ({why})" if why else ""),
+                    s,
+                    hint=f"what depends on the max over {rank} may be used along {rank} only inside "
+                    "f(x - max) "
+                    f"and sums of it",
+                )
+        groups.append(Group(mx, dep, shifts, sums))
+    return groups

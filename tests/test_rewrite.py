@@ -1,0 +1,420 @@
+"""The pass-reduction rewrite: structure (Cascade 4 -> 5), equivalence on every variant, refusals, CLI."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from rewrite_cases import (
+    ALREADY_ONE_PASS,
+    SIZES,
+    VARIANTS,
+    assert_same,
+    one_pass,
+    parse,
+    random_inputs,
+    run,
+    same_structure,
+)
+
+import einattn
+from einattn.cli import main
+from einattn.rewrite import Derivation, RewriteError, auto_rewrite, rewrite
+
+pytestmark = pytest.mark.filterwarnings("ignore::einattn.EinWarning")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+CONFORMANCE = Path("/work/shared/conformance")
+
+
+def _conformance(name: str) -> str:
+    if not (CONFORMANCE / "cases.py").exists():
+        pytest.skip("the shared conformance cases are not available")
+    sys.path.insert(0, str(CONFORMANCE))
+    try:
+        import cases
+    finally:
+        sys.path.pop(0)
+    return next(c["spec"] for c in cases.CASES if c["name"] == name)
+
+
+def _example(name: str) -> einattn.Program:
+    path = EXAMPLES / name
+    if not path.exists():
+        pytest.skip(f"{name} is not among the examples")
+    return einattn.load(path)
+
+
+# ---- structure ---------------------------------------------------------------------------------------------
+
+
+def test_cascade4_becomes_cascade5():
+    """The paper's Cascade 4 rewritten to 1 pass is its Cascade 5, up to renaming and statement order."""
+    c4 = parse(_conformance("fusemax_cascade4"))
+    c5 = parse(_conformance("fusemax_cascade5_ragged"))
+    new, deriv = rewrite(c4, passes=1, rank="m", tile=4)
+    assert same_structure(new, c5)
+    assert [s.rule for s in deriv.steps] == [
+        "defer division",
+        "partition",
+        "online max",
+        "running sum",
+        "running sum",
+    ]
+    one_pass(new)
+
+
+def test_batched_3pass_becomes_the_1pass_example():
+    new, _ = rewrite(_example("attention_3pass.ein"), passes=1, tile=64)
+    assert same_structure(new, _example("attention_1pass.ein"))
+    assert new.param_values["M0"] == 64
+    one_pass(new)
+
+
+def test_deferred_2pass_becomes_the_1pass_example():
+    new, deriv = rewrite(_example("attention_deferred.ein"), passes=1)
+    assert same_structure(new, _example("attention_1pass.ein"))
+    assert "defer division" not in [s.rule for s in deriv.steps]
+
+
+def test_passes_2_gives_the_2pass_cascade():
+    new, deriv = rewrite(_example("attention_3pass.ein"), passes=2, tile=64)
+    assert same_structure(new, _example("attention_2pass.ein"))
+    assert [s.rule for s in deriv.steps] == ["two-level max"]
+    assert not new.iterative_ranks
+    if hasattr(einattn, "analyze"):
+        assert einattn.analyze(new).passes["m"] == 2
+
+
+def test_structure_comparison_is_not_trivial():
+    c5 = _example("attention_1pass.ein")
+    assert not same_structure(c5, _example("attention_2pass.ein"))
+    assert not same_structure(c5, _example("causal_1pass.ein"))  # a filter and guards differ
+    new, _ = rewrite(_example("causal.ein"))
+    assert not same_structure(new, c5)
+
+
+def test_rewritten_program_round_trips_and_carries_its_derivation():
+    new, deriv = rewrite(_example("attention_3pass.ein"))
+    text = einattn.format(new)
+    assert text.startswith("# derived by einattn rewrite --passes 1 --rank m --tile 64 from ")
+    assert "checked:" in text and "exp(a - c) = exp(a - b) * exp(b - c) (sympy)" in text
+    assert parse(text) == new
+    assert isinstance(deriv, Derivation) and len(deriv) == 5
+    assert "# running max" in text and "# correction for the previous max" in text
+
+
+# ---- equivalence -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_equals_original(name, passes):
+    prog = parse(VARIANTS[name], name)
+    new, _ = rewrite(prog, passes=passes, tile=4)
+    if passes == 1:
+        one_pass(new)
+    # inputs of scale s give logits of about s^2: 1, 10, 1e4 (+-), and 1e8
+    for seed, scale in ((0, 1.0), (1, 3.0), (2, 100.0), (3, -100.0), (4, 1e4)):
+        x = random_inputs(prog, SIZES, seed, scale)
+        assert_same(run(prog, x), run(new, x))
+
+
+@pytest.mark.parametrize("tile", [1, 2, 3, 11, 16])
+def test_tiles_ragged_or_larger_than_the_sequence(tile):
+    prog = parse(VARIANTS["sliding_window"])
+    new, _ = rewrite(prog, tile=tile)
+    x = random_inputs(prog, SIZES, 3)
+    assert_same(run(prog, x), run(new, x))
+
+
+def test_fully_masked_rows_give_zero_not_nan():
+    prog = parse(VARIANTS["masked_rows"])
+    new, _ = rewrite(prog, tile=2)
+    x = random_inputs(prog, SIZES, 4)
+    (want,), (got,) = run(prog, x), run(new, x)
+    assert (got[:, :, :3] == 0).all() and (got[:, :, 3:] != 0).all()
+    assert_same((want,), (got,))
+    assert "where 0 != 0" in einattn.format(new)  # states start absent: nothing seen yet
+
+
+def test_conformance_cascades_rewrite():
+    for name in ("multi_head", "causal_deferred", "grouped_query", "document_mask", "two_outputs_lse"):
+        prog = parse(_conformance(name), name)
+        new, _ = rewrite(prog, tile=3)
+        one_pass(new)
+        sizes = dict(SIZES, p=8, m=8)
+        x = random_inputs(prog, sizes, 5)
+        if "dq" in x:
+            x["dq"] = x["dk"] = [0, 0, 1, 1, 1, 2, 2, 2]
+        assert_same(run(prog, x), run(new, x))
+
+
+@pytest.mark.parametrize("name", ALREADY_ONE_PASS)
+def test_already_one_pass_is_left_alone(name):
+    prog = _example(name)
+    new, deriv = rewrite(prog)
+    assert new is prog and not deriv.steps
+    assert "nothing to rewrite" in str(deriv)
+    assert auto_rewrite(prog) == (prog, [])
+
+
+ALL_EXAMPLES = sorted(p for p in EXAMPLES.rglob("*.ein") if "errors" not in p.parts)
+
+
+@pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda p: str(p.relative_to(EXAMPLES)))
+def test_every_example_rewrites_or_refuses_cleanly(path):
+    """Specs written by others: the rewrite equals the original, or refuses at a line of the spec."""
+    prog = einattn.load(path)
+    if "m" not in prog.ranks:
+        pytest.skip("no rank m")
+    try:
+        new, _ = rewrite(prog, tile=4)
+    except RewriteError as e:
+        assert e.line is not None, e
+        return
+    x = random_inputs(prog, SIZES, 6)
+    assert_same(run(prog, x), run(new, x))
+
+
+# ---- refusals ----------------------------------------------------------------------------------------------
+
+BASE = """input  Q[p, e], K[m, e], V[m, f]
+output AV{extra_out}
+QK[m, p] = Q[p, e] * K[m, e]
+GM[p]    = QK[m, p] :: max(m)
+"""
+
+REFUSALS = {
+    "relu": (
+        "SN[m, p] = relu(QK[m, p] - GM[p])\nSD[p] = SN[m, p]\nA[m, p] = SN[m, p] / SD[p]\n"
+        "AV[p, f] = A[m, p] * V[m, f]",
+        "",
+        5,
+        "cannot stream over m: `relu(QK[m, p] - GM[p])` is not multiplicative under shifts",
+    ),
+    "sigmoid_shift": (
+        "SN[m, p] = sigmoid(QK[m, p] - GM[p])\nSD[p] = SN[m, p]\nAV[p, f] = SN[m, p] * V[m, f] / SD[p]",
+        "",
+        5,
+        "`sigmoid(QK[m, p] - GM[p])` is not multiplicative under shifts",
+    ),
+    "weights_are_an_output": (
+        "SN[m, p] = exp(QK[m, p] - GM[p])\nSD[p] = SN[m, p]\nA[m, p] = SN[m, p] / SD[p]\n"
+        "AV[p, f] = A[m, p] * V[m, f]",
+        ", A",
+        7,
+        "`A` is an output: it is needed at every point of m",
+    ),
+    "max_of_numerators": (
+        "SN[m, p] = exp(QK[m, p] - GM[p])\nSD[p] = SN[m, p] :: max(m)\nAV[p, f] = SN[m, p] * V[m, f] / SD[p]",
+        "",
+        6,
+        "`SD` reduces `SN` with `max`; only a `+` reduction can be rescaled",
+    ),
+    "not_linear": (
+        "SN[m, p] = exp(QK[m, p] - GM[p])\nSD[p] = SN[m, p] * SN[m, p]\n"
+        "AV[p, f] = SN[m, p] * V[m, f] / SD[p]",
+        "",
+        6,
+        "`SD` does not use `SN` linearly (once, as a factor)",
+    ),
+    "other_values": (
+        "Q2[m, p] = QK[m, p] * 2\nSN[m, p] = exp(Q2[m, p] - GM[p])\nSD[p] = SN[m, p]\n"
+        "AV[p, f] = SN[m, p] * V[m, f] / SD[p]",
+        "",
+        6,
+        "the values shifted in `SN` (`Q2[m, p]`) are not the values whose max is `GM` (`QK[m, p]`)",
+    ),
+    "log_softmax": (
+        "LS[m, p] = QK[m, p] - GM[p]\nAV[p, f] = exp(LS[m, p]) * V[m, f]",
+        "",
+        5,
+        "`LS` needs `GM` at every point of m",
+    ),
+    "shifted_read": (
+        "SN[m, p] = exp(QK[m, p] - GM[p])\nSD[p] = SN[m, p]\nAV[p, f] = SN[m + 1, p] * V[m, f] / SD[p]",
+        "",
+        7,
+        "`SN[m + 1, p]` reads `SN` at a computed position along m",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_refusals_are_located(name):
+    body, extra_out, line, message = REFUSALS[name]
+    text = BASE.format(extra_out=extra_out) + body + "\n"
+    prog = parse(text, f"{name}.ein")
+    with pytest.raises(RewriteError) as info:
+        rewrite(prog)
+    err = info.value
+    assert message in err.message
+    assert err.line == line and err.filename == f"{name}.ein"
+    assert err.render().splitlines()[1].startswith(f"{line:>4} | ")  # the source line and a caret follow
+    assert isinstance(err, einattn.EinError)
+    # auto_rewrite falls back: the fewest passes it can prove, with the refusal as a located warning
+    new, found = auto_rewrite(prog)
+    assert len(found) == 1 and isinstance(found[0], einattn.EinWarning)
+    assert message in found[0].message and found[0].span.line == line
+    x = random_inputs(prog, SIZES, 7)
+    assert_same(run(prog, x), run(new, x))
+
+
+def test_refusal_of_an_already_tiled_multipass_spec():
+    prog = _example("attention_2pass.ein")
+    with pytest.raises(RewriteError, match=r"already splits m .* `CF` still re-reads m1"):
+        rewrite(prog)
+    new, found = auto_rewrite(prog)
+    assert new is prog and "already splits m" in found[0].message
+
+
+def test_refusal_keeps_what_deferral_proves():
+    """relu shifts cannot stream, but deferring the division still saves a pass (3 -> 2)."""
+    body, *_ = REFUSALS["relu"]
+    prog = parse(BASE.format(extra_out="") + body + "\n")
+    new, found = auto_rewrite(prog)
+    assert found and new != prog
+    assert {e.tensor for e in new.einsums} >= {"SNV"} and "A" not in {e.tensor for e in new.einsums}
+
+
+def test_bad_options():
+    prog = _example("attention_3pass.ein")
+    with pytest.raises(einattn.EinError, match="passes must be 1 or 2"):
+        rewrite(prog, passes=3)
+    with pytest.raises(einattn.EinError, match="tile size must be a positive integer"):
+        rewrite(prog, tile=0)
+    with pytest.raises(einattn.EinError, match="rank `n` does not appear"):
+        rewrite(prog, rank="n")
+
+
+def test_auto_rewrite_streams_and_is_silent():
+    prog = _example("causal.ein")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new, found = auto_rewrite(prog)
+    assert found == [] and new.iterative_ranks == ("m1",)
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------------
+
+
+def test_cli_rewrite_prints_valid_ein(tmp_path, capsys):
+    path = EXAMPLES / "attention_3pass.ein"
+    assert main(["rewrite", str(path), "--tile", "32"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# derived by einattn rewrite --passes 1 --rank m --tile 32 from")
+    assert parse(out) == rewrite(einattn.load(path), tile=32)[0]
+    assert main(["rewrite", str(path), "--passes", "2"]) == 0
+    assert "# 1. two-level max at `GM`" in capsys.readouterr().out
+
+
+def test_cli_rewrite_refusal_exit_1(tmp_path, capsys):
+    body, *_ = REFUSALS["relu"]
+    f = tmp_path / "relu.ein"
+    f.write_text(BASE.format(extra_out="") + body + "\n")
+    assert main(["rewrite", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"{f}:5:1: error: cannot stream over m: `relu(QK[m, p] - GM[p])` is not multiplicative"
+    )
+    assert "Traceback" not in err
+
+
+def test_cli_rewrite_split_k(capsys):
+    assert main(["rewrite", str(EXAMPLES / "causal.ein"), "--split-k", "--tile", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "# ==== partial" in out and "# ==== merge" in out and "# ==== finish" in out
+    assert ":: max(s)  where SEEN_s[s, b, h, p] > 0" in out
+
+
+def test_a_rank_sized_by_a_param_is_not_tiled():
+    text = """input Q[p, e], K[m, e], V[m, f]
+param N = 3
+output O
+S[p, n]  = Q[p, e] * K[n * 2, e]
+GM[p]    = S[p, n] :: max(n)
+SN[p, n] = exp(S[p, n] - GM[p])
+SD[p]    = SN[p, n]
+A[p, n]  = SN[p, n] / SD[p]
+O[p, f]  = A[p, n] * V[n * 2, f]
+"""
+    prog = parse(text, "agents.ein")
+    with pytest.raises(RewriteError, match="n indexes no input") as info:
+        rewrite(prog, rank="n")
+    assert info.value.line == 5  # the max over n
+    new, found = auto_rewrite(prog)  # only deferral applies to such a rank, silently
+    assert found == [] and "A" not in {e.tensor for e in new.einsums}
+    x = random_inputs(prog, SIZES, 8)
+    assert_same(run(prog, x), run(new, x))
+
+
+def test_two_passes_keep_outputs_along_m():
+    text = """input  Q[p, e], K[m, e], V[m, f]
+output AV, A, SN
+QK[m, p] = Q[p, e] * K[m, e]  where m <= p
+GM[p]    = QK[m, p] :: max(m)
+SN[m, p] = exp(QK[m, p] - GM[p])
+SD[p]    = SN[m, p]
+A[m, p]  = SN[m, p] / SD[p]
+AV[p, f] = A[m, p] * V[m, f]
+"""
+    prog = parse(text)
+    with pytest.raises(RewriteError, match="output"):
+        rewrite(prog, passes=1)
+    new, _ = rewrite(prog, passes=2, tile=3)
+    assert "A[m, p]        = BA[m // M0, m % M0, p]" in einattn.format(new)
+    x = random_inputs(prog, SIZES, 9)
+    assert_same(run(prog, x), run(new, x))
+
+
+def test_auto_rewrite_says_when_only_divisions_are_deferred():
+    text = """input  Q[p, e], K[m, e], V[m, f]
+output AV
+QK[m, p] = Q[p, e] * K[m, e]
+GM[p]    = QK[m, p] :: max(m)
+SN[m, p] = relu(QK[m, p] - GM[p])
+SD[p]    = SN[m, p]
+A[m, p]  = SN[m, p] / SD[p]
+AV[p, f] = A[m, p] * V[m, f]
+"""
+    new, (w,) = auto_rewrite(parse(text))
+    assert w.message.endswith("is not multiplicative under shifts; only divisions are deferred")
+    assert "SNV" in {e.tensor for e in new.einsums}
+
+
+@pytest.mark.parametrize("name", ["attention_3pass.ein", "sliding_window.ein"])
+def test_cli_rewrite_golden(name, golden, capsys, monkeypatch):
+    if not (EXAMPLES / name).exists():
+        pytest.skip(f"{name} is not among the examples")
+    monkeypatch.chdir(ROOT)
+    assert main(["rewrite", f"examples/{name}", "--tile", "32"]) == 0
+    golden.check(f"rewrite/{name}.txt", capsys.readouterr().out)
+
+
+ALIASED = """input  Q[p, e], K[m, e], V[m, f], bias[q]
+rank   Q = P
+output AV
+S[m, p]  = Q[p, e] * K[m, e] + bias[p]  where m <= p
+GM[p]    = S[m, p] :: max(m)
+SN[m, p] = exp(S[m, p] - GM[p])
+SD[p]    = SN[m, p]
+AV[p, f] = SN[m, p] * V[m, f] / SD[p]
+"""
+
+
+def test_rank_aliases_are_carried_and_an_aliased_stream_rank_is_refused():
+    prog = parse(ALIASED.replace("bias[p]", "bias[q] * 0 + bias[p]").replace("where m <= p", "where m <= p"))
+    new, _ = rewrite(prog, tile=3)
+    assert new.aliases == (("q", "p"),)
+    x = random_inputs(prog, dict(SIZES, q=SIZES["p"]), 10)
+    assert_same(run(prog, x), run(new, x))
+    self_attention = parse(ALIASED.replace("rank   Q = P", "rank   M = P"), "self.ein")
+    with pytest.raises(
+        RewriteError, match=r"the size of m is declared as the size of p \(`rank M = P`\)"
+    ) as info:
+        rewrite(self_attention)
+    assert info.value.line == 5

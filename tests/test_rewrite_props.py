@@ -1,0 +1,114 @@
+"""Properties of the rewrite: random score transforms and filters composed with softmax stream to the same
+values, in 1 and 2 passes; random splits of the sequence merged give the unsplit result."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rewrite_cases import SIZES, VARIANTS, assert_same, one_pass, parse, random_inputs, run, run_split
+
+from einattn.rewrite import rewrite
+
+pytestmark = pytest.mark.filterwarnings("ignore::einattn.EinWarning")
+
+TRANSFORMS = {
+    "scale": ("{x} * 0.37", ""),
+    "shift": ("{x} - 3", ""),
+    "alibi": ("{x} + slope[h] * (m - p)", "slope[h]"),
+    "softcap": ("C * tanh({x} / C)", ""),
+    "relative_bias": ("{x} + RB[h, p - m + 4]", "RB[h, r]"),
+    "bias": ("{x} + B2[b, h, m, p]", "B2[b, h, m, p]"),
+    "square_bias": ("{x} + square(slope[h])", "slope[h]"),
+}
+
+FILTERS = {
+    "causal": ("m <= p", ""),
+    "window": ("p - W < m and m <= p", ""),
+    "late_start": ("m + 3 <= p", ""),  # the first rows see no key at all
+    "strided": ("m % 3 != 1", ""),
+    "not_diagonal": ("not (m == p)", ""),
+    "documents": ("dq[p] == dk[m] and m <= p", "dq[p] : int, dk[m] : int"),
+}
+
+NORMALISERS = {
+    "3pass": "A[b, h, m, p] = SN[b, h, m, p] / SD[b, h, p]\nAV[b, h, p, f] = A[b, h, m, p] * V[b, h, m, f]",
+    "deferred": "SNV[b, h, p, f] = SN[b, h, m, p] * V[b, h, m, f]\n"
+    "AV[b, h, p, f] = SNV[b, h, p, f] / SD[b, h, p]",
+    "inline": "AV[b, h, p, f] = SN[b, h, m, p] * V[b, h, m, f] / SD[b, h, p]",
+}
+
+
+@st.composite
+def softmax_variants(draw):
+    """A natural-form softmax cascade with random score transforms, a random filter and normaliser."""
+    transforms = draw(st.lists(st.sampled_from(sorted(TRANSFORMS)), max_size=3))
+    filt = draw(st.one_of(st.none(), st.sampled_from(sorted(FILTERS))))
+    on_scores = draw(st.booleans())  # the filter on the raw scores or on the transformed ones
+    fn = draw(st.sampled_from(["exp", "exp2"]))
+    norm = draw(st.sampled_from(sorted(NORMALISERS)))
+    lse = draw(st.booleans())
+    inputs = ["Q[b, h, p, e]", "K[b, h, m, e]", "V[b, h, m, f]"]
+    expr = "QK[b, h, m, p]"
+    for t in transforms:
+        pattern, decl = TRANSFORMS[t]
+        expr = pattern.format(x=expr)
+        if decl and decl not in inputs:
+            inputs.append(decl)
+    where = ""
+    if filt is not None:
+        cond, decl = FILTERS[filt]
+        where = f"  where {cond}"
+        if decl:
+            inputs.append(decl)
+    lines = [
+        "input " + ", ".join(inputs),
+        "param C = 4.0",
+        "param W = 3",
+        "output AV" + (", L" if lse else ""),
+        "QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e]" + (where if on_scores else ""),
+        f"S[b, h, m, p] = {expr}" + ("" if on_scores else where),
+        "GM[b, h, p] = S[b, h, m, p] :: max(m)",
+        f"SN[b, h, m, p] = {fn}(S[b, h, m, p] - GM[b, h, p])",
+        "SD[b, h, p] = SN[b, h, m, p]",
+        NORMALISERS[norm],
+    ]
+    if lse:
+        lines.append(f"L[b, h, p] = GM[b, h, p] + {'log' if fn == 'exp' else 'log2'}(SD[b, h, p])")
+    return "\n".join(lines) + "\n"
+
+
+sizes_st = st.fixed_dictionaries({"p": st.integers(1, 6), "m": st.integers(1, 10), "h": st.integers(1, 2)})
+
+
+@given(
+    softmax_variants(),
+    sizes_st,
+    st.integers(1, 5),
+    st.sampled_from([1.0, 30.0, 1e4]),
+    st.integers(0, 2**16),
+    st.sampled_from([1, 2]),
+)
+def test_random_softmax_variants_stream_to_the_same_values(text, sizes, tile, scale, seed, passes):
+    prog = parse(text)
+    new, _ = rewrite(prog, passes=passes, tile=tile)
+    if passes == 1:
+        one_pass(new)
+    sizes = dict(SIZES, **sizes)
+    x = random_inputs(prog, sizes, seed, scale)
+    assert_same(run(prog, x), run(new, x))
+
+
+SPLITTABLE = sorted(VARIANTS)
+
+
+@given(
+    st.sampled_from(SPLITTABLE),
+    st.lists(st.integers(1, 10), max_size=4, unique=True),
+    st.integers(1, 4),
+    st.integers(0, 2**16),
+)
+def test_random_splits_merged_equal_the_whole(name, cuts, tile, seed):
+    prog = parse(VARIANTS[name], name)
+    x = random_inputs(prog, SIZES, seed)
+    assert_same(run(prog, x), run_split(prog, x, cuts, SIZES["m"], tile), tol=1e-11)

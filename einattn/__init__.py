@@ -35,7 +35,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """``einattn.nn`` (the PyTorch module wrapper) is imported on first use: ``import einattn`` stays torch-free."""
+    """``einattn.nn`` (the PyTorch module wrapper) loads on first use: ``import einattn`` stays torch-free."""
     if name == "nn":
         import importlib
 

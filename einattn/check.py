@@ -299,6 +299,11 @@ class _Checker:
         """
         if isinstance(e, S.Const):
             if ctx == "index" and not isinstance(e.value, int):
+                text = e.span.source.text_of(e.span) if e.span is not None else _fmt_num(e.value)
+                if text.isdigit():  # an integer literal too long to be exact
+                    raise EinError(
+                        f"integer `{text[:24]}{'...' * (len(text) > 24)}` is too large for an index", e.span
+                    )
                 raise EinError(f"an index must be an integer, got `{_fmt_num(e.value)}`", e.span)
             if ctx == "index" and abs(e.value) > MAX_INT:
                 raise EinError(f"integer `{e.value}` is too large for an index", e.span)

@@ -21,6 +21,12 @@ class Source:
         lines = self.text.splitlines()
         return lines[number - 1] if 1 <= number <= len(lines) else ""
 
+    def text_of(self, span: Span) -> str:
+        """The source text a single-line span covers."""
+        if span.line != span.end_line:
+            return ""
+        return self.line(span.line)[span.column - 1 : span.end_column - 1]
+
 
 @dataclass(frozen=True)
 class Span:

@@ -172,13 +172,11 @@ def _literal(terminal: str) -> str:
 
 
 def _number(tok: Token) -> int | float:
+    """An int for an integer literal that fits exactly in a float, else a float (``inf`` when too large)."""
     text = str(tok)
-    if "." in text or "e" in text or "E" in text:
-        return float(text)
-    value = int(text)
-    if abs(value) >= 2**53:
-        return float(value) if math.isfinite(float(value)) else math.inf
-    return value
+    if "." in text or "e" in text or "E" in text or len(text) > 15:
+        return float(text)  # never int(): Python limits int(str) to 4300 digits
+    return int(text)
 
 
 class _ToSyntax(Transformer):

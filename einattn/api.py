@@ -57,8 +57,14 @@ def compile(
 ) -> Kernel:
     """Compile a program (or a path to a .ein file, or .ein text) for a backend.
 
-    ``params`` override the spec's ``param`` values. Backend options: ``dtype`` (numpy: float64 by default,
-    or float32).
+    ``params`` override the spec's ``param`` values. Options every backend takes:
+
+    * ``passes``: ``"auto"`` compiles the fewest-pass form that ``einattn.rewrite`` can prove (the default for
+      ``torch`` and ``triton``), ``"as-written"`` the spec's own cascade (the default for ``numpy``, the
+      oracle); ``tile``: the tile size the rewrite introduces (64).
+    * ``dtype``: numpy computes in float64 (default) or float32; torch and triton follow the inputs.
+
+    A backend rejects options it does not know; see docs/backends.md for the rest.
     """
     prog = _program(spec).with_params(params)
     return _compile_cached(prog, backend, tuple(sorted(options.items(), key=lambda kv: kv[0])))

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "einattn.cli_analyze:analyze",
     "check": "einattn.cli_core:check",
     "run": "einattn.cli_core:run",
+    "compile": "einattn.cli_compile:compile_command",
     "fmt": "einattn.cli_rewrite:fmt",
     "rewrite": "einattn.cli_rewrite:rewrite",
     "test": "einattn.cli_proptest:test_command",

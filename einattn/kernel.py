@@ -13,6 +13,7 @@ from .ir import Program
 BACKENDS: dict[str, str] = {
     "numpy": "einattn.lowering.numpy_backend:compile_program",
     "torch": "einattn.lowering.torch_backend:compile_program",
+    "triton": "einattn.lowering.triton_backend:compile_program",
 }
 
 

@@ -374,10 +374,29 @@ def _factors(expr: S.Expr):
     return None
 
 
+OPTIONS = ("dtype", "passes", "tile")
+
+
 class NumpyKernel(Kernel):
+    """The reference. ``passes`` defaults to ``"as-written"``: the oracle evaluates the spec's own cascade;
+    ``passes="auto"`` evaluates the rewritten one (how the rewrite itself is tested end to end)."""
+
     backend = "numpy"
 
     def __init__(self, program: Program, options: dict):
+        unknown = [k for k in options if k not in OPTIONS]
+        if unknown:
+            raise EinError(
+                f"unknown numpy backend option `{unknown[0]}`", hint=f"options: {', '.join(OPTIONS)}"
+            )
+        if options.get("passes", "as-written") != "as-written":
+            import warnings
+
+            from einattn.rewrite import for_backend
+
+            program, found = for_backend(program, options["passes"], int(options.get("tile", 64)))
+            for w in found:
+                warnings.warn(w, stacklevel=5)
         super().__init__(program, options)
         try:
             self.dtype = np.dtype(options.get("dtype") or np.float64)

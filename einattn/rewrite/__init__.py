@@ -21,7 +21,7 @@ Einsum concerned. :func:`auto_rewrite` turns that into a warning and keeps the s
 
 from __future__ import annotations
 
-from ..errors import EinError, EinWarning
+from ..errors import EinError, EinWarning, InternalError
 from ..ir import Program
 from .deferral import defer
 from .derivation import Derivation, Step
@@ -30,7 +30,7 @@ from .online import online
 from .rules import RewriteError, refuse, stmt_text
 from .twopass import two_level
 
-__all__ = ["Derivation", "RewriteError", "Step", "auto_rewrite", "rewrite", "split_k"]
+__all__ = ["Derivation", "RewriteError", "Step", "auto_rewrite", "for_backend", "rewrite", "split_k"]
 
 
 def _check_options(prog: Program, passes, rank: str, tile) -> None:
@@ -124,6 +124,24 @@ def rewrite(prog: Program, passes: int = 1, rank: str = "m", tile: int = 64) -> 
                     orig,
                 )
     return new, deriv
+
+
+def for_backend(prog: Program, passes: str = "auto", tile: int = 64) -> tuple[Program, list[EinWarning]]:
+    """The program a backend compiles: ``passes="auto"`` the fewest-pass form the rewrite proves,
+    ``"as-written"`` the spec's own cascade. Shared by every backend that streams (torch, triton).
+
+    A bug in the rewrite (an :class:`InternalError`) must not stop a spec that runs as written: it becomes a
+    warning and the spec is compiled as written.
+    """
+    if passes not in ("auto", "as-written"):
+        raise EinError(f"passes must be 'auto' or 'as-written', got {passes!r}")
+    if passes == "as-written":
+        return prog, []
+    try:
+        return auto_rewrite(prog, tile=tile)
+    except InternalError as e:
+        reason = str(e).splitlines()[0]
+        return prog, [EinWarning(f"the rewrite failed ({reason}); compiling the spec as written")]
 
 
 def auto_rewrite(prog: Program, tile: int = 64) -> tuple[Program, list[EinWarning]]:

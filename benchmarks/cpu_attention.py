@@ -1,0 +1,228 @@
+"""einattn's torch backend against SDPA and FlexAttention on CPU, side by side in one run.
+
+Variants (B = 1, H = 8, E = F = 64, float32, P = M = N):
+
+* plain: ``examples/attention_1pass.ein`` vs ``scaled_dot_product_attention`` vs FlexAttention (no mods);
+* causal: ``examples/causal_1pass.ein`` vs SDPA ``is_causal=True`` vs FlexAttention with a causal mask_mod;
+* window: ``benchmarks/sliding_window_1pass.ein`` (W = 256) vs SDPA with a dense boolean mask vs
+  FlexAttention with a window mask_mod (it skips empty blocks).
+
+FlexAttention is ``torch.compile(flex_attention)`` with a ``create_block_mask`` block mask; its first call
+(compilation) is timed apart. Every implementation is timed ``--repeat`` times, interleaved, after a warm-up;
+the table gives medians and ratios, and each output's largest difference from SDPA's.
+
+``--memory`` runs the 1-pass causal cascade at B = H = 1, P = M = 32768, E = F = 64 in a fresh process and
+reports its peak resident memory above its inputs (``resource.getrusage`` max RSS), which the issue bounds by
+512 MB; the 3-pass form would need 4 GB for QK alone.
+
+    python benchmarks/cpu_attention.py --sizes 1024 2048 --repeat 5
+    python benchmarks/cpu_attention.py --memory --sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import einattn
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = {
+    "plain": ROOT / "examples" / "attention_1pass.ein",
+    "causal": ROOT / "examples" / "causal_1pass.ein",
+    "window": ROOT / "benchmarks" / "sliding_window_1pass.ein",
+}
+WINDOW = 256
+
+
+def machine() -> str:
+    model = platform.processor() or "?"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{model}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {load:.1f} at start"
+    )
+
+
+def sdpa_impl(variant: str, n: int):
+    if variant == "plain":
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+    if variant == "causal":
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    i = torch.arange(n)
+    mask = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - WINDOW)
+    return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def flex_impl(variant: str, n: int):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    compiled = torch.compile(flex_attention, dynamic=False)
+    if variant == "plain":
+        return lambda q, k, v: compiled(q, k, v)
+
+    def causal(b, h, qi, ki):
+        return ki <= qi
+
+    def window(b, h, qi, ki):
+        return (ki <= qi) & (ki > qi - WINDOW)
+
+    block = create_block_mask(causal if variant == "causal" else window, None, None, n, n, device="cpu")
+    return lambda q, k, v: compiled(q, k, v, block_mask=block)
+
+
+def einattn_impl(variant: str, tile: int, rows: int):
+    params = {"M0": tile} | ({"W": WINDOW} if variant == "window" else {})
+    kern = einattn.compile(SPECS[variant], backend="torch", params=params, row_block=rows)
+    return lambda q, k, v: kern(Q=q, K=k, V=v)
+
+
+def run_size(n: int, variants, repeat: int, tile: int, rows: int, flex: bool) -> list[dict]:
+    torch._dynamo.reset()  # FlexAttention recompiles per size and mask: never fall back to its unfused path
+    torch._dynamo.config.recompile_limit = max(64, torch._dynamo.config.recompile_limit)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 8, n, 64) for _ in range(3))
+    impls = {}
+    for variant in variants:
+        impls[(variant, "einattn")] = einattn_impl(variant, tile, rows)
+        impls[(variant, "sdpa")] = sdpa_impl(variant, n)
+        if flex:
+            impls[(variant, "flex")] = flex_impl(variant, n)
+    times: dict = {key: [] for key in impls}
+    first: dict = {}
+    outputs: dict = {}
+    with torch.no_grad():
+        for key, fn in impls.items():  # warm-up; FlexAttention compiles here
+            t = time.perf_counter()
+            outputs[key] = fn(q, k, v)
+            first[key] = time.perf_counter() - t
+        for _ in range(repeat):
+            for key, fn in impls.items():
+                t = time.perf_counter()
+                fn(q, k, v)
+                times[key].append(time.perf_counter() - t)
+    rows = []
+    for variant in variants:
+        med = {impl: statistics.median(times[(variant, impl)]) for (var, impl) in impls if var == variant}
+        ref = outputs[(variant, "sdpa")]
+        diff = {impl: float((outputs[(variant, impl)] - ref).abs().max()) for impl in med}
+        rows.append(
+            dict(
+                n=n,
+                variant=variant,
+                ms={i: 1000 * t for i, t in med.items()},
+                first_ms={i: 1000 * first[(variant, i)] for i in med},
+                max_diff=diff,
+            )
+        )
+    return rows
+
+
+def table(rows: list[dict], flex: bool) -> str:
+    head = "| N | variant | einattn ms | SDPA ms | einattn / SDPA |"
+    sep = "|---|---|---|---|---|"
+    if flex:
+        head += " Flex ms | einattn / Flex | Flex compile s |"
+        sep += "---|---|---|"
+    head += " einattn / own plain | max abs diff vs SDPA |"
+    sep += "---|---|"
+    lines = [head, sep]
+    plain = {r["n"]: r["ms"]["einattn"] for r in rows if r["variant"] == "plain"}
+    for r in rows:
+        ms = r["ms"]
+        line = f"| {r['n']} | {r['variant']} | {ms['einattn']:.1f} | {ms['sdpa']:.1f} |"
+        line += f" {ms['einattn'] / ms['sdpa']:.2f} |"
+        if flex:
+            line += (
+                f" {ms['flex']:.1f} | {ms['einattn'] / ms['flex']:.2f} | {r['first_ms']['flex'] / 1000:.1f} |"
+            )
+        own = ms["einattn"] / plain[r["n"]] if r["n"] in plain else float("nan")
+        line += f" {own:.2f} | {r['max_diff']['einattn']:.1e} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+MEMORY_CHILD = """
+import json, resource, time, torch, einattn
+torch.manual_seed(0)
+kern = einattn.compile({spec!r}, backend="torch", params={{"M0": {tile}}}, row_block={rows})
+q, k, v = (torch.randn(1, 1, {n}, 64) for _ in range(3))
+kern(Q=q[:, :, :512], K=k[:, :, :512], V=v[:, :, :512])  # libraries and allocator warm
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+with torch.no_grad():
+    out = kern(Q=q, K=k, V=v)
+seconds = time.perf_counter() - t
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(peak_mb=(after - before) / 1024, inputs_mb=3 * q.numel() * 4 / 2**20, seconds=seconds,
+                      finite=bool(torch.isfinite(out).all()))))
+"""
+
+
+def memory(n: int, tile: int, rows: int) -> dict:
+    code = MEMORY_CHILD.format(spec=str(SPECS["causal"]), tile=tile, n=n, rows=rows)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    return json.loads(done.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096], help="P = M values")
+    ap.add_argument("--variants", nargs="+", default=["plain", "causal", "window"], choices=list(SPECS))
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--tile", type=int, default=128, help="einattn's key tile M0 (a param of the specs)")
+    ap.add_argument("--rows", type=int, default=512, help="einattn's row_block option")
+    ap.add_argument(
+        "--no-flex", action="store_true", help="leave FlexAttention out (it compiles for minutes)"
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--memory", action="store_true", help="peak memory of the 32768 causal streaming case")
+    ap.add_argument("--memory-size", type=int, default=32768)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"machine: {machine()}")
+    print(
+        f"einattn {einattn.__version__}, tile M0 = {args.tile}, row_block = {args.rows}, "
+        f"repeat {args.repeat}, window W = {WINDOW}\n"
+    )
+    rows = []
+    for n in args.sizes:
+        rows += run_size(n, args.variants, args.repeat, args.tile, args.rows, not args.no_flex)
+        print(table([r for r in rows if r["n"] == n], not args.no_flex), flush=True)
+        print()
+    result = {"machine": machine(), "tile": args.tile, "row_block": args.rows, "rows": rows}
+    if args.memory:
+        m = memory(args.memory_size, args.tile, args.rows)
+        result["memory"] = m
+        print(
+            f"memory: 1-pass causal, B = H = 1, P = M = {args.memory_size}, E = F = 64, float32: peak "
+            f"{m['peak_mb']:.0f} MB above the inputs ({m['inputs_mb']:.0f} MB), {m['seconds']:.1f} s, "
+            f"finite output: {m['finite']}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

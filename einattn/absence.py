@@ -1,0 +1,373 @@
+"""Where a program can have absent points: a static analysis for backends that carry presence masks.
+
+A point of a tensor is absent when a filter is false there, when a read there goes out of bounds, or when it
+is computed from absent points (see the language reference). A backend must carry a presence mask only for
+tensors that can have absent points; this module says which, and where.
+
+The analysis describes the presence of every value by a :data:`Presence`:
+
+* ``frozenset()`` -- present everywhere (no mask needed);
+* a frozenset of :class:`Affine` constraints ``a . x + c >= 0`` over rank variables -- present exactly
+  where all hold (``m <= p`` is ``p - m >= 0``; a ragged tile read ``K[m1 * M0 + m0]`` is
+  ``M - 1 - M0 m1 - m0 >= 0``);
+* ``None`` -- unknown (a data-dependent filter, a gather, a ``??`` of two maybe-absent values...): it may be
+  absent anywhere.
+
+Rules: a read adds its out-of-bounds constraints and the presence of the tensor read, with the tensor's ranks
+replaced by the affine index expressions; elementwise operations take the union of their operands'
+constraints; ``a ?? b`` is present everywhere when either side is; a filter adds its comparisons (conjunctions
+of affine comparisons, negations included; anything else is unknown); a reduction is present where some point
+of the reduced ranks is, which Fourier-Motzkin elimination computes exactly when the reduced rank has a
+coefficient of +-1 in every constraint (else: unknown). An iterative tensor is present everywhere when its
+initialiser is and its update is, assuming the previous state is (induction over the steps); else unknown.
+
+Constraints that hold for every point of the ranks' ranges are dropped, proved with sizes >= 1; with
+``empty=True`` sizes may be 0, so a reduction over a possibly empty rank stays maybe-absent (a backend
+compiles that variant when an input has a zero size).
+
+Constant parts of constraints are linear combinations of *atoms*: ``("size", r)`` the size of rank ``r`` (a
+param-sized rank's size is its number), ``("index", r)`` a fixed loop index, and products of atoms. A backend
+renders atoms as code.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from . import syntax as S
+from .ir import Einsum, Program, size_name
+
+Atom = tuple  # ("size", r) | ("index", r) | ("prod", atom, atom)
+
+
+@dataclass(frozen=True, order=True)
+class Lin:
+    """``const + sum(coef * atom)`` with integer coefficients: a quantity known at call time."""
+
+    terms: tuple[tuple[Atom, int], ...] = ()
+    const: int = 0
+
+    @staticmethod
+    def of(atom: Atom, coef: int = 1) -> Lin:
+        return Lin(((atom, coef),)) if coef else Lin()
+
+    def __add__(self, other: Lin) -> Lin:
+        acc = dict(self.terms)
+        for a, c in other.terms:
+            acc[a] = acc.get(a, 0) + c
+        return Lin(tuple(sorted((a, c) for a, c in acc.items() if c)), self.const + other.const)
+
+    def scale(self, k: int) -> Lin:
+        return Lin(tuple((a, c * k) for a, c in self.terms if c * k), self.const * k)
+
+    def __neg__(self) -> Lin:
+        return self.scale(-1)
+
+    def __sub__(self, other: Lin) -> Lin:
+        return self + (-other)
+
+    @property
+    def is_number(self) -> bool:
+        return not self.terms
+
+
+def num(k: int) -> Lin:
+    return Lin((), k)
+
+
+@dataclass(frozen=True, order=True)
+class Affine:
+    """``sum(coef * rank) + const``: rank variables with integer coefficients, plus a :class:`Lin`."""
+
+    coefs: tuple[tuple[str, int], ...]
+    const: Lin
+
+    @staticmethod
+    def make(coefs: dict[str, int], const: Lin) -> Affine:
+        return Affine(tuple(sorted((r, c) for r, c in coefs.items() if c)), const)
+
+    def __add__(self, other: Affine) -> Affine:
+        acc = dict(self.coefs)
+        for r, c in other.coefs:
+            acc[r] = acc.get(r, 0) + c
+        return Affine.make(acc, self.const + other.const)
+
+    def scale(self, k: int) -> Affine:
+        return Affine.make({r: c * k for r, c in self.coefs}, self.const.scale(k))
+
+    def __neg__(self) -> Affine:
+        return self.scale(-1)
+
+    def __sub__(self, other: Affine) -> Affine:
+        return self + (-other)
+
+    def coef(self, rank: str) -> int:
+        return dict(self.coefs).get(rank, 0)
+
+    @property
+    def ranks(self) -> tuple[str, ...]:
+        return tuple(r for r, _ in self.coefs)
+
+    def substitute(self, rank: str, value: Affine) -> Affine:
+        """Replace ``rank`` by ``value``."""
+        k = self.coef(rank)
+        if not k:
+            return self
+        rest = Affine.make({r: c for r, c in self.coefs if r != rank}, self.const)
+        return rest + value.scale(k)
+
+
+Presence = frozenset | None
+ALWAYS: frozenset = frozenset()
+
+
+def conj(*parts: Presence) -> Presence:
+    """The conjunction of presences (unknown if any is)."""
+    out: set = set()
+    for p in parts:
+        if p is None:
+            return None
+        out |= p
+    return frozenset(out)
+
+
+class Analysis:
+    """The presence of every tensor, statement and expression of one program (results are cached)."""
+
+    def __init__(self, prog: Program, empty: bool = False):
+        self.prog, self.empty = prog, empty
+        self.params = prog.param_values
+        self._tensors: dict[str, Presence] = {}
+        self._statements: dict[Einsum, Presence] = {}
+        self._busy: set[str] = set()
+
+    # ---- affine forms -----------------------------------------------------------------------------------
+    def size(self, rank: str) -> Lin:
+        """The size of a rank: a number for a param-sized rank, else an atom."""
+        v = self.params.get(size_name(rank))
+        return num(v) if isinstance(v, int) else Lin.of(("size", rank))
+
+    def affine(self, e: S.Expr, fixed: frozenset[str] = frozenset()) -> Affine | None:
+        """``e`` as an affine form, or None. Ranks in ``fixed`` are loop indices (atoms), not variables."""
+        if isinstance(e, S.Const):
+            return Affine.make({}, num(e.value)) if isinstance(e.value, int) else None
+        if isinstance(e, S.Coord):
+            if e.rank in fixed:
+                return Affine.make({}, Lin.of(("index", e.rank)))
+            return Affine.make({e.rank: 1}, Lin())
+        if isinstance(e, S.Size):
+            return Affine.make({}, self.size(e.rank))
+        if isinstance(e, S.Param):
+            v = self.params[e.name]
+            return Affine.make({}, num(v)) if isinstance(v, int) else None
+        if isinstance(e, S.Unary) and e.op == "-":
+            a = self.affine(e.x, fixed)
+            return None if a is None else -a
+        if isinstance(e, S.Binary) and e.op in "+-*":
+            a, b = self.affine(e.a, fixed), self.affine(e.b, fixed)
+            if a is None or b is None:
+                return None
+            if e.op == "+":
+                return a + b
+            if e.op == "-":
+                return a - b
+            if a.coefs and b.coefs:
+                return None
+            if b.coefs:
+                a, b = b, a
+            if b.const.is_number:
+                return a.scale(b.const.const)
+            if a.coefs:
+                return None  # a rank variable times a size: not affine with integer coefficients
+            return Affine.make({}, _product(a.const, b.const))
+        return None
+
+    # ---- proofs -----------------------------------------------------------------------------------------
+    def lower(self, atom: Atom) -> int | None:
+        if atom[0] == "size":
+            return 0 if self.empty else 1
+        if atom[0] == "index":
+            return 0
+        lo = [self.lower(a) for a in atom[1:]]
+        return None if None in lo else math.prod(lo)
+
+    def nonneg(self, x: Lin, facts: dict[Atom, Lin] | None = None) -> bool:
+        """Whether ``x >= 0`` for every size >= 1 (>= 0 when ``empty``) and every loop index in range.
+
+        ``facts`` bounds atoms from above (a loop index is below its rank's size); an atom with a negative
+        coefficient is replaced by its bound, then every atom by its lower bound.
+        """
+        for _ in range(4):
+            neg = [(a, c) for a, c in x.terms if c < 0 and facts and a in facts]
+            if not neg:
+                break
+            for a, c in neg:
+                x = x - Lin.of(a, c) + facts[a].scale(c)
+        total = x.const
+        for a, c in x.terms:
+            lo = self.lower(a)
+            if c < 0 or lo is None:
+                return False
+            total += c * lo
+        return total >= 0
+
+    def always(self, c: Affine, facts: dict[Atom, Lin] | None = None) -> bool:
+        """Whether constraint ``c >= 0`` holds at every point of its ranks' ranges."""
+        low = c.const
+        for r, k in c.coefs:
+            if k < 0:
+                low = low + (self.size(r) - num(1)).scale(k)
+        return self.nonneg(low, facts)
+
+    def simplify(self, p: Presence, facts: dict[Atom, Lin] | None = None) -> Presence:
+        return None if p is None else frozenset(c for c in p if not self.always(c, facts))
+
+    def eliminate(self, p: Presence, rank: str, facts: dict[Atom, Lin] | None = None) -> Presence:
+        """Presence of "some point of ``rank`` in its range is present" (Fourier-Motzkin, unit coefs)."""
+        if p is None:
+            return None
+        cons = set(p) | {Affine.make({rank: 1}, Lin()), Affine.make({rank: -1}, self.size(rank) - num(1))}
+        lows = [c for c in cons if c.coef(rank) > 0]
+        highs = [c for c in cons if c.coef(rank) < 0]
+        if any(abs(c.coef(rank)) != 1 for c in lows + highs):
+            return None
+        out = {c for c in cons if c.coef(rank) == 0}
+        out |= {lo + hi for lo in lows for hi in highs}
+        return self.simplify(frozenset(out), facts)
+
+    # ---- presence ---------------------------------------------------------------------------------------
+    def tensor(self, name: str) -> Presence:
+        """Presence of tensor ``name`` over its own ranks."""
+        if name in self._tensors:
+            return self._tensors[name]
+        t = self.prog.tensor(name)
+        if t.is_input:
+            return ALWAYS
+        if name in self._busy:  # an iterative tensor read by its own update: assume the previous state
+            return ALWAYS
+        defs = self.prog.definitions(name)
+        if t.iterative is None:
+            result = self.statement(defs[0])
+        else:  # induction: present if the initialiser is, and the update is given the previous state
+            known = (set(self._tensors), set(self._statements))
+            self._busy.add(name)
+            try:
+                ok = all(self.statement(e) == ALWAYS for e in defs)
+            finally:
+                self._busy.discard(name)
+            result = ALWAYS if ok else None
+            if not ok:  # what was derived from the failed assumption is void
+                for k in set(self._tensors) - known[0]:
+                    del self._tensors[k]
+                for k in set(self._statements) - known[1]:
+                    del self._statements[k]
+        self._tensors[name] = result
+        return result
+
+    def may_be_absent(self, name: str) -> bool:
+        return self.tensor(name) != ALWAYS
+
+    def statement(self, e: Einsum) -> Presence:
+        """Presence of the statement's result over its left-hand ranks (the reduced ranks eliminated)."""
+        if e not in self._statements:
+            p = self.space(e)
+            for r in e.reduced:
+                p = self.eliminate(p, r)
+            self._statements[e] = p
+        return self._statements[e]
+
+    def space(self, e: Einsum) -> Presence:
+        """Presence over the statement's whole iteration space, before its reduction."""
+        return conj(self.filter(e.filter), self.expr(e.expr))
+
+    def filter(self, f: S.Expr | None) -> Presence:
+        if f is None:
+            return ALWAYS
+        if isinstance(f, S.Logic) and f.op == "and":
+            return conj(self.filter(f.a), self.filter(f.b))
+        if isinstance(f, S.Not) and isinstance(f.x, S.Compare):
+            return self.filter(S.Compare(_NEGATE[f.x.op], f.x.a, f.x.b))
+        if isinstance(f, S.Compare):
+            a, b = self.affine(f.a), self.affine(f.b)
+            if a is None or b is None:
+                return None
+            d = b - a  # a op b  ->  constraints on b - a
+            cons = {
+                "<=": [d],
+                "<": [d - Affine.make({}, num(1))],
+                ">=": [-d],
+                ">": [-d - Affine.make({}, num(1))],
+                "==": [d, -d],
+            }.get(f.op)
+            return None if cons is None else self.simplify(frozenset(cons))
+        return None
+
+    def expr(self, e: S.Expr) -> Presence:
+        """Presence of an expression over the ranks it mentions."""
+        if isinstance(e, (S.Const, S.Coord, S.Size, S.Param)):
+            return ALWAYS
+        if isinstance(e, S.Read):
+            return self.read(e)
+        if isinstance(e, S.Default):
+            a, b = self.expr(e.a), self.expr(e.b)
+            if a == ALWAYS or b == ALWAYS:
+                return ALWAYS
+            return a if a == b else None
+        return conj(*(self.expr(c) for c in e.children()))
+
+    def read(self, rd: S.Read) -> Presence:
+        t = self.prog.tensor(rd.tensor)
+        inner = self.tensor(rd.tensor)
+        cons: set[Affine] = set()
+        forms: list[Affine | None] = []
+        for k, (r, ix) in enumerate(zip(t.ranks, rd.indices)):
+            a = self.affine(ix)
+            forms.append(a)
+            if self.in_bounds(t, k, ix):
+                continue
+            if a is None:
+                return None
+            extent = self.size(r) + num(int(k == t.iterative))
+            cons |= {a, Affine.make({}, extent - num(1)) - a}
+        if inner is None:
+            return None
+        for c in inner:
+            for r in c.ranks:
+                k = t.ranks.index(r)
+                if forms[k] is None:
+                    return None
+            sub = Affine.make({}, c.const)
+            for r, k in c.coefs:
+                sub = sub + forms[t.ranks.index(r)].scale(k)
+            cons.add(sub)
+        return self.simplify(frozenset(cons))
+
+    def in_bounds(self, t, k: int, ix: S.Expr) -> bool:
+        """Index ``ix`` of dimension ``k`` of tensor ``t`` is in bounds by its form alone."""
+        r = t.ranks[k]
+        if k == t.iterative:
+            return ix in (S.Coord(r), S.Binary("+", S.Coord(r), S.Const(1)), S.Size(r), S.Const(0))
+        return ix == S.Coord(r)
+
+
+_NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+
+
+def _product(a: Lin, b: Lin) -> Lin:
+    out = num(a.const * b.const)
+    for x, c in a.terms:
+        out = out + Lin.of(x, c * b.const)
+    for y, d in b.terms:
+        out = out + Lin.of(y, d * a.const)
+    for x, c in a.terms:
+        for y, d in b.terms:
+            out = out + Lin.of(("prod", *sorted((x, y))), c * d)
+    return out
+
+
+@functools.lru_cache(maxsize=128)
+def analyse(prog: Program, empty: bool = False) -> Analysis:
+    """The (cached) presence analysis of ``prog``; ``empty``: sizes may be zero."""
+    return Analysis(prog, empty)

@@ -1,0 +1,74 @@
+"""A PyTorch module around a compiled spec.
+
+>>> import torch
+>>> from einattn.nn import EinAttention
+>>> attn = EinAttention("examples/causal_1pass.ein", params={"M0": 16})
+>>> q = torch.randn(1, 2, 40, 8)
+>>> attn(q, q, q).shape
+torch.Size([1, 2, 40, 8])
+
+Inputs that should be learned (an ALiBi slope, a sink logit, a bias) can be held by the module as
+parameters: ``EinAttention("examples/alibi.ein", weights={"slope": torch.ones(8)})``; ``forward`` then takes
+the other inputs, in declaration order or by name.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .api import _program
+from .api import compile as compile_spec
+from .errors import EinError
+from .ir import Program
+
+
+class EinAttention(nn.Module):
+    """An ``nn.Module`` computing a ``.ein`` spec with the torch backend.
+
+    ``spec``: a :class:`~einattn.Program`, a path to a ``.ein`` file or ``.ein`` text. ``params`` override the
+    spec's ``param`` values (tile sizes, window widths). ``weights`` maps input names to initial tensors that
+    become ``nn.Parameter`` s of the module. Backend ``options`` (``dtype``, ``skip_tiles``) pass through.
+    """
+
+    def __init__(
+        self,
+        spec: Program | str | os.PathLike,
+        params: dict[str, int | float] | None = None,
+        weights: dict[str, torch.Tensor] | None = None,
+        **options,
+    ):
+        super().__init__()
+        prog = _program(spec).with_params(params)
+        self.kernel = compile_spec(prog, backend="torch", **options)
+        self.program = prog
+        self.weights = nn.ParameterDict()
+        for name, value in (weights or {}).items():
+            if name not in prog.inputs:
+                raise EinError(
+                    f"`{name}` is not an input of the spec", hint=f"inputs: {', '.join(prog.inputs)}"
+                )
+            value = torch.as_tensor(value)
+            if not value.is_floating_point():
+                value = value.to(torch.get_default_dtype())
+            self.weights[name] = nn.Parameter(value)
+        self.inputs = tuple(n for n in prog.inputs if n not in self.weights)
+
+    def forward(self, *args, **kwargs):
+        """The inputs not held as weights, by position (declaration order) or by name."""
+        if len(args) > len(self.inputs):
+            raise EinError(f"{len(args)} positional inputs given; this module takes {', '.join(self.inputs)}")
+        bound = dict(zip(self.inputs, args))
+        for name, value in kwargs.items():
+            if name in self.weights:
+                raise EinError(f"input `{name}` is a weight of this module; it is not passed to forward")
+            if name in bound:
+                raise EinError(f"input `{name}` given both by position and by name")
+            bound[name] = value
+        bound.update(self.weights.items())
+        return self.kernel(**bound)
+
+    def extra_repr(self) -> str:
+        return f"spec={self.program.name!r}, inputs={self.inputs}, weights={tuple(self.weights)}"

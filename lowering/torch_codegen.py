@@ -1,0 +1,1035 @@
+"""PyTorch source from a program: one statement per Einsum, named after its tensor.
+
+The generator walks :func:`einattn.fusion.fused_schedule` and writes a function ``program`` whose body reads
+like the spec: each Einsum becomes a comment (the statement, re-printed from the IR) and an assignment to
+``t_<TENSOR>`` (its values) and, only for tensors that :mod:`einattn.absence` says can have absent points,
+``m_<TENSOR>`` (its presence mask). Decisions are made here, in Python; the generated text holds only
+identifiers of the spec (always behind a prefix), numbers, and calls to ``torch`` and to the helpers of
+``lowering/torch_runtime.py``.
+
+Evaluating one Einsum (every value is laid out over the statement's iteration space, one axis per rank, in
+``Einsum.space`` order: left-hand ranks first, then reduced ranks; a value has size 1 on axes it does not
+depend on):
+
+* **reads** ``T[i, j]`` are views when every index is a rank of the space (permute, new axes), slices of one
+  dimension for ``r + c`` (padded where out of range: ragged tiles, shifted reads), a reshape for a partition
+  ``m1 * M0 + m0``, and a gather (advanced indexing) for anything else;
+* **sums of products** (``+`` over ranks of a product of factors) are one ``torch.einsum`` call, batch ranks
+  kept as batch dimensions; the other reductions evaluate the expression over the space and reduce it;
+* **absent points**: masks are combined only where they can exist; functions that could overflow see a safe
+  argument at absent points, reductions skip absent points, an output's absent points become 0;
+* **loops** (iterative ranks) run in Python over the steps, the state in ``t_X`` (before the step) and
+  ``n_X`` (after it); statements fused into the loop compute one step's slice. When the loop's rows are
+  independent (:func:`einattn.skip.row_ranks`), the whole loop runs for one block of rows at a time
+  (``c_p .. c_p + w_p - 1``, option ``row_block``), so that a step's tile stays in cache; with a
+  :class:`TileSkip`, each step computes only the rows it must (``a_p .. a_p + l_p - 1``), skips the step when
+  there are none, and drops the tile's filter mask when every point of the tile is present for those rows.
+* **finite values**: each value carries whether it is finite everywhere given finite inputs; then absent
+  points are filled by arithmetic (``finite=True``), else by ``torch.where``.
+
+Generated names: ``t_`` values, ``m_`` masks, ``n_``/``nm_`` next states, ``h_``/``hm_`` histories,
+``z_``/``zm_`` whole initial states and ``b_``/``bm_`` per-block final states of a blocked loop, ``s_`` sizes,
+``i_`` loop indices, ``a_``/``l_`` a step's rows, ``c_``/``w_`` a block of rows, ``fn_`` functions; the
+generator's temporaries start with ``_``. No prefix is a prefix of another, so spec names never collide with
+these or with builtins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from einattn import syntax as S
+from einattn.absence import ALWAYS, Lin, analyse, num
+from einattn.errors import InternalError
+from einattn.format import format_einsum
+from einattn.fusion import fused_schedule, loop_states
+from einattn.graph import Dense, Loop
+from einattn.ir import Einsum, Program, coords
+from einattn.skip import TileSkip, constant_value, row_ranks, tile_skip
+
+UNSAFE = frozenset({"exp", "exp2", "log", "log2", "sqrt", "rsqrt"})  # as torch_runtime.UNSAFE
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+# ---- symbolic quantities as code ---------------------------------------------------------------------------
+
+
+def atom_code(atom) -> str:
+    kind = atom[0]
+    if kind == "prod":
+        return f"{atom_code(atom[1])} * {atom_code(atom[2])}"
+    prefix = {"size": "s_", "index": "i_", "start": "a_", "len": "l_", "bstart": "c_", "blen": "w_"}[kind]
+    return prefix + atom[1]
+
+
+def lin_code(x: Lin) -> str:
+    parts = []
+    for atom, c in x.terms:
+        name = atom_code(atom)
+        term = name if abs(c) == 1 else f"{abs(c)} * {name}"
+        parts.append(("- " if c < 0 else "+ ") + term)
+    if x.const or not parts:
+        parts.append(("- " if x.const < 0 else "+ ") + str(abs(x.const)))
+    text = " ".join(parts)
+    return text[2:] if text.startswith("+ ") else "-" + text[2:]
+
+
+def number_code(v: int | float) -> str:
+    if isinstance(v, bool):
+        raise InternalError("a bool is not a number")
+    if isinstance(v, int):
+        return str(v)
+    if math.isinf(v):
+        return "math.inf" if v > 0 else "-math.inf"
+    if math.isnan(v):
+        return "math.nan"
+    return repr(float(v))
+
+
+def shape_code(lengths) -> str:
+    items = [lin_code(x) for x in lengths]
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def tuple_code(items) -> str:
+    items = [str(x) for x in items]
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+# ---- what the generator knows about values -----------------------------------------------------------------
+
+
+@dataclass
+class Var:
+    """Where a tensor's values live: a variable holding a window of the tensor, per dimension."""
+
+    value: str
+    mask: str | None  # None: the tensor has no absent points
+    origin: tuple[Lin, ...]
+    length: tuple[Lin, ...]
+    extent: tuple[Lin, ...]
+    zero: bool = False  # its values are 0 wherever it is absent (sums need not fill them)
+    finite: bool = False  # no infinity or NaN anywhere, given finite inputs (fills may use arithmetic)
+
+
+@dataclass
+class Space:
+    """The iteration space of one statement: each rank's first coordinate and length."""
+
+    ranks: tuple[str, ...]
+    start: dict[str, Lin]
+    length: dict[str, Lin]
+    fixed: frozenset[str]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.ranks)
+
+    def axis(self, r: str) -> int:
+        return self.ranks.index(r)
+
+
+@dataclass
+class Val:
+    """Code of a value over a space: a tensor (or a Python number when ``scalar``), its mask code (None when
+    statically present) and the ranks it may vary along."""
+
+    code: str
+    mask: str | None = None
+    scalar: bool = False
+    ranks: frozenset = field(default_factory=frozenset)
+    zero: bool = False  # 0 wherever ``mask`` is false
+    zero_filtered: bool = False  # also 0 wherever the statement's filter is false
+    finite: bool = False  # no infinity or NaN anywhere, given finite inputs
+
+
+@dataclass
+class ReadCode:
+    """A read before placement: value and mask codes whose dimensions are the space ranks ``axes``."""
+
+    value: str
+    mask: str | None
+    axes: tuple[str, ...]
+    zero: bool = False
+    finite: bool = False
+
+
+# ---- the generator ---------------------------------------------------------------------------------------
+
+
+class Generator:
+    def __init__(self, prog: Program, empty: bool = False, skipping: bool = True, row_block: int = 512):
+        self.prog = prog
+        self.row_block = row_block
+        self.A = analyse(prog, empty)
+        self.empty = empty
+        self.skipping = skipping
+        self.steps = fused_schedule(prog)
+        self.lines: list[str] = []
+        self.depth = 1
+        self.vars: dict[str, Var] = {}
+        self.next: dict[str, Var] = {}
+        self.counter = 0
+        self.functions: set[str] = set()
+        self.masks: dict[str, str] = {}  # mask code -> temporary (within one statement)
+        self.ctx_fixed: dict[str, Lin] = {}
+        self.ctx_rows: dict[str, tuple[Lin, Lin]] = {}
+        self.filter_now: str | None = None  # the filter mask of the statement being generated
+        self.finite_now = False  # whether the statement's value is finite everywhere
+        self.reads: dict[str, tuple[str, str | None]] = {}  # slices taken in the current scope
+        self.whole_tiles: set[str] = set()  # tile statements whose filter a step may find all true
+
+    # ---- output ----------------------------------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def temp(self, stem: str = "_r") -> str:
+        self.counter += 1
+        return f"{stem}{self.counter}"
+
+    def size(self, r: str) -> Lin:
+        return self.A.size(r)
+
+    def extent(self, tensor: str) -> tuple[Lin, ...]:
+        t = self.prog.tensor(tensor)
+        return tuple(self.size(r) + num(int(k == t.iterative)) for k, r in enumerate(t.ranks))
+
+    def has_mask(self, tensor: str) -> bool:
+        return self.A.may_be_absent(tensor)
+
+    # ---- the whole program -----------------------------------------------------------------------------
+    def program(self) -> str:
+        prog = self.prog
+        for name in prog.inputs:
+            ext = self.extent(name)
+            # inputs are taken to be finite: the contract under which masked sums are exact
+            self.vars[name] = Var(f"t_{name}", None, tuple(num(0) for _ in ext), ext, ext, finite=True)
+        for step in self.steps:
+            if isinstance(step, Dense):
+                self.statement(step.einsum)
+            else:
+                self.loop(step)
+        outs = []
+        for name in prog.outputs:
+            v = self.vars[name]
+            if v.length != v.extent:
+                raise InternalError(f"output `{name}` is not whole after its loop")
+            outs.append(f"_out({v.value}, {v.mask}, _o[2])")
+        self.emit(f"return {tuple_code(outs)}")
+        args = [f"t_{n}" for n in prog.inputs] + [f"s_{r}" for r in prog.ranks] + ["_o", "_inplace"]
+        head = [
+            "def program(" + ", ".join(args) + "):",
+            '    """The cascade. Sizes are Python ints; ``_o`` = (compute dtype, device, output dtype)."""',
+        ]
+        return "\n".join(head + self.lines) + "\n"
+
+    # ---- spaces and contexts ------------------------------------------------------------------------------
+    def space(self, e: Einsum) -> Space:
+        start, length = {}, {}
+        for r in e.space:
+            if r in self.ctx_fixed:
+                start[r], length[r] = self.ctx_fixed[r], num(1)
+            elif r in self.ctx_rows:
+                start[r], length[r] = self.ctx_rows[r]
+            else:
+                start[r], length[r] = num(0), self.size(r)
+        return Space(e.space, start, length, frozenset(r for r in e.space if r in self.ctx_fixed))
+
+    def window(self, tensor: str, iter_origin: Lin | None = None) -> tuple[tuple[Lin, ...], tuple[Lin, ...]]:
+        """(origin, length) of a tensor written in the current context."""
+        t = self.prog.tensor(tensor)
+        origin, length = [], []
+        for k, r in enumerate(t.ranks):
+            if k == t.iterative:
+                origin.append(iter_origin if iter_origin is not None else num(0))
+                length.append(num(1))
+            elif r in self.ctx_fixed:
+                origin.append(self.ctx_fixed[r])
+                length.append(num(1))
+            elif r in self.ctx_rows:
+                origin.append(self.ctx_rows[r][0])
+                length.append(self.ctx_rows[r][1])
+            else:
+                origin.append(num(0))
+                length.append(self.size(r))
+        return tuple(origin), tuple(length)
+
+    # ---- masks ------------------------------------------------------------------------------------------
+    def name_mask(self, code: str | None) -> str | None:
+        """A mask code as a name (computed once per statement)."""
+        if code is None or code.isidentifier():
+            return code
+        if code not in self.masks:
+            name = self.temp("_k")
+            self.emit(f"{name} = {code}")
+            self.masks[code] = name
+        return self.masks[code]
+
+    def and_masks(self, *codes: str | None) -> str | None:
+        codes = tuple(dict.fromkeys(c for c in codes if c is not None))
+        if not codes:
+            return None
+        if len(codes) == 1:
+            return codes[0]
+        return self.name_mask(f"_and({', '.join(codes)})")
+
+    # ---- reads --------------------------------------------------------------------------------------------
+    def var_of(self, rd: S.Read) -> Var:
+        t = self.prog.tensor(rd.tensor)
+        after = t.iterative is not None and rd.indices[t.iterative] == S.Binary(
+            "+", S.Coord(t.iter_rank), S.Const(1)
+        )
+        if after and rd.tensor in self.next:
+            return self.next[rd.tensor]
+        if rd.tensor not in self.vars:
+            raise InternalError(f"`{rd.tensor}` is read before it is computed")
+        return self.vars[rd.tensor]
+
+    def read(self, rd: S.Read, sp: Space) -> ReadCode:
+        """The values (and, where it can be absent, the presence) of a read, before placement."""
+        var = self.var_of(rd)
+        absent = self.A.read(rd) != ALWAYS
+        plan = []
+        seen: list[str] = []
+        gather = False
+        for d, ix in enumerate(rd.indices):
+            step = self._dim_plan(var, d, ix, sp)
+            if step is None:
+                gather = True
+                break
+            if step[0] == "axis" and step[1][0] in sp.fixed and step[1][0] in seen:
+                step = ("squeeze", (), ())  # a second dimension at the same fixed index
+            for r in step[1]:
+                if r in seen:
+                    gather = True
+                seen.append(r)
+            plan.append(step)
+        if gather:
+            return self._gather(rd, var, sp, absent)
+        value, mask = var.value, (var.mask if absent else None)
+        zero = var.mask is None or var.zero  # padding reads 0: out-of-range points are zero too
+        for d in reversed(range(len(plan))):
+            kind, _, args = plan[d]
+            if kind == "axis":
+                continue
+            if kind == "squeeze":
+                value = f"{value}.squeeze({d})"
+                mask = None if mask is None else f"_sq({mask}, {d})"
+                continue
+            call = {"take": "_take", "at": "_take", "split": "_split"}[kind]
+            extra = ", squeeze=True" if kind == "at" else ""
+            text = f"{call}({value}, {mask if absent else None}, {d}, {', '.join(args)}{extra})"
+            if text in self.reads:  # the same slice already taken in this step
+                value, mask = self.reads[text]
+                continue
+            name = self.temp()
+            if absent:
+                self.emit(f"{name}, {name}m = {text}")
+                value, mask = name, f"{name}m"
+            else:
+                self.emit(f"{name} = {text}[0]")
+                value = name
+            self.reads[text] = (value, mask)
+        axes = tuple(r for _, rs, _ in plan for r in rs)
+        return ReadCode(value, mask, axes, zero, var.finite)
+
+    def _dim_plan(self, var: Var, d: int, ix: S.Expr, sp: Space):
+        """How dimension ``d`` is read: (kind, ranks of the result dims, call arguments), or None: gather."""
+        aff = self.A.affine(ix, sp.fixed)
+        if aff is None:
+            return None
+        origin, length, extent = var.origin[d], var.length[d], var.extent[d]
+        whole = origin == num(0) and length == extent
+        terms = aff.coefs
+        if not terms:
+            rel = aff.const - origin
+            if length == num(1) and rel == num(0):
+                fixed = [r for r in coords(ix) if r in sp.fixed]
+                return ("axis", tuple(fixed), ()) if len(fixed) == 1 else ("squeeze", (), ())
+            if not whole:
+                raise InternalError("a read outside the window of a loop tensor")
+            return ("at", (), (lin_code(rel), "1", lin_code(extent)))
+        if len(terms) == 1 and terms[0][1] == 1:
+            ((r, _),) = terms
+            start = sp.start[r] + aff.const - origin
+            if start == num(0) and sp.length[r] == length:
+                return ("axis", (r,), ())
+            # (inside a window of a loop tensor, a step's rows: in range by construction)
+            return (
+                "take",
+                (r,),
+                (lin_code(start), lin_code(sp.length[r]), lin_code(extent if whole else length)),
+            )
+        if len(terms) == 2 and whole and aff.const == num(0):
+            (r1, c1), (r2, c2) = sorted(terms, key=lambda t: t[1], reverse=True)
+            ok = c2 == 1 and num(c1) == sp.length[r2] and sp.start[r1] == num(0) == sp.start[r2]
+            if ok:
+                return ("split", (r1, r2), (str(c1), lin_code(sp.length[r1]), lin_code(extent)))
+        return None
+
+    def _gather(self, rd: S.Read, var: Var, sp: Space, absent: bool) -> ReadCode:
+        t = self.prog.tensor(rd.tensor)
+        idx, checks, masks = [], [], []
+        for k, ix in enumerate(rd.indices):
+            code, mask, _ = self.int_code(ix, sp)
+            masks.append(mask)
+            if var.origin[k] != num(0) or var.length[k] != var.extent[k]:
+                # a window of a loop tensor: fusion guarantees the index falls inside it
+                idx.append(f"({code} - ({lin_code(var.origin[k])}))")
+                checks.append("False")
+                continue
+            idx.append(code)
+            if self.A.in_bounds(t, k, ix):
+                checks.append("False")
+            else:
+                iv = self.interval(ix, sp)
+                checks.append("True" if iv is None else f"_outside({iv}, {lin_code(var.extent[k])})")
+        name = self.temp()
+        text = (
+            f"_gather({var.value}, {var.mask if absent else None}, {tuple_code(idx)}, "
+            f"{shape_code(var.length)}, {tuple_code(checks)}, {sp.ndim})"
+        )
+        if absent:
+            self.emit(f"{name}, {name}m = {text}")
+            mask = self.and_masks(f"{name}m", *masks)
+        else:
+            self.emit(f"{name} = {text}[0]")
+            mask = None
+        return ReadCode(name, mask, sp.ranks, finite=var.finite)
+
+    def place(self, rc: ReadCode, sp: Space) -> tuple[str, str | None]:
+        """Value and mask codes of a read over the whole space."""
+        axes = tuple(sp.axis(r) for r in rc.axes)
+        order = sorted(range(len(axes)), key=axes.__getitem__)
+        value = rc.value
+        if order != list(range(len(axes))):
+            value = f"{value}.permute({', '.join(map(str, order))})"
+        present = sorted(axes)
+        if present and len(present) != sp.ndim:  # (a 0-dim value broadcasts as it is)
+            items = ["None" if a not in present else ":" for a in range(sp.ndim)]
+            while items and items[-1] == ":":
+                items.pop()
+            value = f"{value}[{', '.join(items)}]"
+        mask = rc.mask  # (a mask keeps one axis per space rank, even when it does not vary)
+        if mask is not None and (order != list(range(len(axes))) or len(present) != sp.ndim):
+            mask = self.name_mask(f"_place({mask}, {tuple_code(axes) if axes else '()'}, {sp.ndim})")
+        return value, mask
+
+    # ---- integer expressions (indices, filters) ------------------------------------------------------------
+    def int_code(self, e: S.Expr, sp: Space) -> tuple[str, str | None, bool]:
+        """(code, mask, scalar) of an integer expression over the space."""
+        if isinstance(e, S.Const):
+            return number_code(e.value), None, True
+        if isinstance(e, S.Coord):
+            if e.rank in sp.fixed:
+                return lin_code(sp.start[e.rank]), None, True
+            r = e.rank
+            code = f"_ci({lin_code(sp.start[r])}, {lin_code(sp.length[r])}, {sp.axis(r)}, {sp.ndim}, _o)"
+            return code, None, False
+        if isinstance(e, S.Size):
+            return lin_code(self.size(e.rank)), None, True
+        if isinstance(e, S.Param):
+            return number_code(self.prog.param_values[e.name]), None, True
+        if isinstance(e, S.Read):
+            rc = self.read(e, sp)
+            value, mask = self.place(rc, sp)
+            return value, mask, False
+        if isinstance(e, S.Unary):
+            a, m, s = self.int_code(e.x, sp)
+            return f"(-{a})", m, s
+        if isinstance(e, S.Binary):
+            a, ma, sa = self.int_code(e.a, sp)
+            b, mb, sb = self.int_code(e.b, sp)
+            known = isinstance(e.b, (S.Const, S.Param)) and self._value(e.b) != 0
+            if e.op in ("//", "%") and not known:  # a zero divisor makes the point absent
+                name = self.temp()
+                self.emit(f"{name}, {name}m = _idiv({a}, {b}, {e.op!r}, _o)")
+                return name, self.and_masks(ma, mb, f"{name}m"), sa and sb
+            return f"({a} {e.op} {b})", self.and_masks(ma, mb), sa and sb
+        if isinstance(e, S.Call):
+            args = [self.int_code(x, sp) for x in e.args]
+            codes = [a for a, _, _ in args]
+            scalar = all(s for _, _, s in args)
+            mask = self.and_masks(*(m for _, m, _ in args))
+            if e.fn == "clamp":
+                x, lo, hi = codes
+                code = f"min(max({x}, {lo}), {hi})" if scalar else f"_imin(_imax({x}, {lo}), {hi})"
+            else:
+                code = f"{e.fn}({', '.join(codes)})" if scalar else f"_i{e.fn}({', '.join(codes)})"
+            return code, mask, scalar
+        raise InternalError(f"not an integer expression: {type(e).__name__}")
+
+    def interval(self, e: S.Expr, sp: Space) -> str | None:
+        """Code of (lo, hi) bounds of an index expression, or None when it reads tensors."""
+        if isinstance(e, (S.Const, S.Size, S.Param)):
+            return self.int_code(e, sp)[0]
+        if isinstance(e, S.Coord):
+            start = lin_code(sp.start[e.rank])
+            if e.rank in sp.fixed:
+                return start
+            return f"({start}, {lin_code(sp.start[e.rank] + sp.length[e.rank] - num(1))})"
+        if isinstance(e, S.Unary):
+            a = self.interval(e.x, sp)
+            return None if a is None else f"_iv('neg', {a})"
+        if isinstance(e, S.Binary):
+            a, b = self.interval(e.a, sp), self.interval(e.b, sp)
+            return None if a is None or b is None else f"_iv('{e.op}', {a}, {b})"
+        if isinstance(e, S.Call):
+            args = [self.interval(x, sp) for x in e.args]
+            if None in args:
+                return None
+            if e.fn == "clamp":
+                return f"_iv('min', _iv('max', {args[0]}, {args[1]}), {args[2]})"
+            return f"_iv('{e.fn}', {args[0]}, {args[1]})"
+        return None
+
+    def condition(self, f: S.Expr, sp: Space) -> tuple[str, str | None]:
+        """(truth, presence) codes of a filter over the space."""
+        if isinstance(f, S.Compare):
+            a, ma, sa = self.int_code(f.a, sp)
+            b, mb, sb = self.int_code(f.b, sp)
+            code = f"({a} {f.op} {b})"
+            if sa and sb:
+                code = f"_cond({code}, _o, {sp.ndim})"
+            return code, self.and_masks(ma, mb)
+        if isinstance(f, S.Logic):
+            a, ma = self.condition(f.a, sp)
+            b, mb = self.condition(f.b, sp)
+            return f"({a} {'&' if f.op == 'and' else '|'} {b})", self.and_masks(ma, mb)
+        if isinstance(f, S.Not):
+            a, ma = self.condition(f.x, sp)
+            return f"(~{a})", ma
+        raise InternalError(f"not a condition: {type(f).__name__}")
+
+    def filter_mask(self, e: Einsum, sp: Space) -> str | None:
+        if e.filter is None:
+            return None
+        truth, mask = self.condition(e.filter, sp)
+        if e.label in self.whole_tiles:  # the step's rows see the whole tile: the filter holds everywhere
+            truth = f"(None if _whole else {truth})"
+        return self.and_masks(self.name_mask(truth), mask)
+
+    # ---- values --------------------------------------------------------------------------------------------
+    def tensor_code(self, v: Val) -> str:
+        return f"_c({v.code}, _o)" if v.scalar else v.code
+
+    def val(self, e: S.Expr, sp: Space) -> Val:
+        absent = self.A.expr(e) != ALWAYS
+        if isinstance(e, S.Const):
+            return Val(number_code(float(e.value)), scalar=True, finite=math.isfinite(e.value))
+        if isinstance(e, S.Size):
+            return Val(lin_code(self.size(e.rank)), scalar=True, finite=True)
+        if isinstance(e, S.Param):
+            v = self.prog.param_values[e.name]
+            return Val(number_code(v), scalar=True, finite=math.isfinite(v))
+        if isinstance(e, S.Coord):
+            r = e.rank
+            if r in sp.fixed:
+                return Val(lin_code(sp.start[r]), scalar=True, finite=True)
+            code = f"_cf({lin_code(sp.start[r])}, {lin_code(sp.length[r])}, {sp.axis(r)}, {sp.ndim}, _o)"
+            return Val(code, ranks=frozenset({r}), finite=True)
+        if isinstance(e, S.Read):
+            rc = self.read(e, sp)
+            value, mask = self.place(rc, sp)
+            if self.prog.tensor(e.tensor).dtype == "int":
+                value = f"{value}.to(_o[0])"
+            mask = mask if absent else None
+            zero_filtered = self.filter_now is None
+            return Val(
+                value,
+                mask,
+                ranks=frozenset(rc.axes),
+                zero=rc.zero,
+                zero_filtered=zero_filtered,
+                finite=rc.finite,
+            )
+        if isinstance(e, S.Call):
+            self.functions.add(e.fn)
+            args = [self.val(a, sp) for a in e.args]
+            codes = [self.tensor_code(a) for a in args]
+            guard = self.and_masks(args[0].mask, self.filter_now if args[0].ranks else None)
+            zero = False
+            if e.fn in UNSAFE and guard is not None:
+                fin = ", finite=True" if args[0].finite else ""
+                if e.fn in ("exp", "exp2"):  # -inf there: exactly 0 wherever the value is absent
+                    codes[0] = f"_safe({codes[0]}, {guard}, -math.inf{fin})"
+                    zero = True
+                else:
+                    codes[0] = f"_safe({codes[0]}, {guard}{fin})"
+            mask = self.and_masks(*(a.mask for a in args)) if absent else None
+            ranks = frozenset().union(*(a.ranks for a in args))
+            finite = all(a.finite for a in args) and (e.fn not in UNSAFE or self._finite_scalar(e))
+            code = f"fn_{e.fn}({', '.join(codes)})"
+            return Val(code, mask, ranks=ranks, zero=zero, zero_filtered=zero, finite=finite)
+        if isinstance(e, S.Unary):
+            a = self.val(e.x, sp)
+            return Val(f"(-{a.code})", a.mask, a.scalar, a.ranks, a.zero, a.zero_filtered, a.finite)
+        if isinstance(e, S.Binary):
+            a, b = self.val(e.a, sp), self.val(e.b, sp)
+            left, right = a.code, b.code
+            if e.op in ("/", "//", "%"):
+                if a.scalar and b.scalar:
+                    left = f"_c({left}, _o)"
+                guard = self.and_masks(b.mask, self.filter_now if b.ranks else None)
+                if guard is not None:
+                    fin = ", finite=True" if b.finite else ""
+                    right = f"_safe({self.tensor_code(b)}, {guard}{fin})"
+            mask = self.and_masks(a.mask, b.mask) if absent else None
+            scalar = a.scalar and b.scalar and e.op not in ("/", "//", "%")
+            product = e.op == "*"
+            zero = product and all(x.mask is None or x.zero for x in (a, b))
+            zero_filtered = product and (a.zero_filtered or b.zero_filtered)
+            finite = e.op in "+-*" and a.finite and b.finite  # (a division may divide by zero)
+            code = f"({left} {e.op} {right})"
+            return Val(code, mask, scalar, a.ranks | b.ranks, zero, zero_filtered, finite)
+        if isinstance(e, S.Default):
+            a, b = self.val(e.a, sp), self.val(e.b, sp)
+            if a.mask is None:
+                return a
+            ma = self.name_mask(a.mask)
+            mask = None if b.mask is None or not absent else self.name_mask(f"_or({ma}, {b.mask})")
+            finite = a.finite and b.finite
+            if a.zero and b.code == "0.0":  # absent points already hold the default
+                return Val(a.code, mask, ranks=a.ranks, finite=finite)
+            fin = ", finite=True" if a.finite else ""
+            code = f"_dflt({self.tensor_code(a)}, {ma}, {b.code}{fin})"
+            return Val(code, mask, ranks=a.ranks | b.ranks, finite=finite)
+        raise InternalError(f"no PyTorch lowering for {type(e).__name__}")
+
+    def _finite_scalar(self, e: S.Call) -> bool:
+        """An unsafe function of a constant that is finite: ``rsqrt(E)`` (sizes are >= 1), ``exp(0.5)``."""
+        x = e.args[0]
+        if any(isinstance(n, (S.Coord, S.Read)) for n in x.walk()):
+            return False
+        if not any(isinstance(n, S.Size) for n in x.walk()):
+            v = constant_value(self.prog, e, {})
+            return v is not None and math.isfinite(v)
+        positive = all(
+            isinstance(n, S.Size)
+            or (isinstance(n, S.Binary) and n.op in "*+")
+            or (isinstance(n, (S.Const, S.Param)) and self._value(n) > 0)
+            for n in x.walk()
+        )
+        return positive and not self.empty and e.fn in ("rsqrt", "sqrt", "log", "log2")
+
+    def _value(self, n: S.Expr) -> float:
+        return n.value if isinstance(n, S.Const) else self.prog.param_values[n.name]
+
+    # ---- statements ----------------------------------------------------------------------------------------
+    def statement(self, e: Einsum) -> None:
+        self.masks = {}
+        self.emit(f"# {format_einsum(e)}")
+        sp = self.space(e)
+        # points outside the filter are absent: functions that could overflow see a safe value there too,
+        # so that every value at an absent point is finite (the runtime fills absent points arithmetically)
+        self.filter_now = self.filter_mask(e, sp)
+        sums = tuple(r for r, op in e.reduce if op == "+")
+        factors = _factors(e.expr)
+        if sums and factors is not None and sum(1 for f, _ in factors if coords(f) or _reads(f)) >= 2:
+            value, mask, ranks, zero = self.contraction(e, sp, factors, sums)
+        else:
+            value, mask, ranks, zero = self.evaluate(e, sp, sums)
+        if self.A.statement(e) == ALWAYS:
+            mask = None
+        self.filter_now = None
+        self.write(e, value, mask, ranks, zero, self.finite_now)
+
+    def evaluate(self, e: Einsum, sp: Space, sums: tuple[str, ...]):
+        """Elementwise over the space, then the reductions (sums first, then ``::`` max/min)."""
+        v = self.val(e.expr, sp)
+        mask = self.and_masks(v.mask, self.filter_now)
+        code, ranks = self.tensor_code(v), set(v.ranks)
+        zero = (v.mask is None or v.zero) and (self.filter_now is None or v.zero_filtered)
+        self.finite_now = v.finite
+        if not e.reduce:
+            return code, mask, ranks, zero
+        layout = list(sp.ranks)
+        shape = shape_code(sp.length[r] for r in sp.ranks)
+        stages = [("+", sums)] + [
+            (op, tuple(r for r, o in e.reduce if o == op)) for op in ("max", "min") if op != "+"
+        ]
+        for op, ranks_ in stages:
+            if not ranks_:
+                continue
+            dims = tuple(layout.index(r) for r in ranks_)
+            inline = mask is None and not self.empty and (op != "+" or set(ranks_) <= ranks)
+            if inline:
+                method = {"+": "sum", "max": "amax", "min": "amin"}[op]
+                code = f"{code}.{method}(dim={tuple_code(dims)})"
+            else:
+                fn = {"+": "_rsum", "max": "_rmax", "min": "_rmin"}[op]
+                name = self.temp()
+                extra = ", zero=True" if op == "+" and zero else ""
+                extra += ", finite=True" if v.finite else ""
+                self.emit(f"{name}, {name}m = {fn}({code}, {mask}, {tuple_code(dims)}, {shape}{extra})")
+                code, mask = name, f"{name}m"
+            zero = True  # a reduction leaves 0 where no point was present
+            shape = shape_code(sp.length[r] for r in layout if r not in ranks_)
+            layout = [r for r in layout if r not in ranks_]
+            ranks -= set(ranks_)
+        return code, mask, ranks, zero
+
+    def contraction(self, e: Einsum, sp: Space, factors, sums: tuple[str, ...]):
+        """A sum of products over ``sums`` as one torch.einsum, then any ``::`` reduction."""
+        letters = _letters(sp.ranks)
+        scalars, operands, outer, inner = [], [], [], []
+        result_zero = True  # 0 where absent: every mask's factor is 0 there (or zero-filled)
+        all_finite = True
+        for f, inverse in factors:
+            absent = self.A.expr(f) != ALWAYS
+            plain_read = isinstance(f, S.Read) and f.indices and self.prog.tensor(f.tensor).dtype != "int"
+            if plain_read and not inverse:
+                rc = self.read(f, sp)
+                code, axes, mask = rc.value, rc.axes, (rc.mask if absent else None)
+                axes_code = tuple_code(tuple(sp.axis(r) for r in axes)) if axes else "()"
+                placed = None if mask is None else f"_place({mask}, {axes_code}, {sp.ndim})"
+                ranks, zero, finite = set(axes), rc.zero, rc.finite
+            else:
+                v = self.val(f, sp)
+                code = self.tensor_code(v) if inverse else v.code
+                if inverse:
+                    code = f"(1.0 / {code if v.mask is None else f'_safe({code}, {self.name_mask(v.mask)})'})"
+                if not v.ranks and v.mask is None:
+                    scalars.append(code)
+                    all_finite &= v.finite and not inverse
+                    continue
+                axes = sp.ranks if v.ranks else ()
+                mask = placed = v.mask
+                ranks, zero, finite = set(v.ranks), v.zero and not inverse, v.finite and not inverse
+            if mask is not None:
+                if self._mask_ranks(f) & set(sums):
+                    if not zero:
+                        fin = ", finite=True" if finite else ""
+                        code = f"_zf({code}, {self.name_mask(mask)}{fin})"
+                    inner.append(placed)
+                else:
+                    outer.append(placed)
+                    result_zero &= zero
+            operands.append([code, "".join(letters[r] for r in axes), ranks])
+            all_finite &= finite
+        self.finite_now = all_finite
+        fm = self.filter_now
+        if fm is not None:
+            if set(coords(e.filter)) & set(sums):
+                subs = "".join(letters[r] for r in sp.ranks)
+                operands.append([f"{fm}.to(_o[0])", subs, set(coords(e.filter))])
+                inner.append(fm)
+            else:
+                outer.append(fm)
+                result_zero = False
+        keep = [r for r in sp.ranks if r not in sums]
+        operands = self._order(operands, keep)
+        if scalars:
+            k = min(range(len(operands)), key=lambda i: self._weight(operands[i][2], prefer_local=True))
+            operands[k][0] = f"{operands[k][0]} * {' * '.join(scalars)}"
+        made = [r for r in keep if any(letters[r] in o[1] for o in operands)]
+        spec = ",".join(o[1] for o in operands) + "->" + "".join(letters[r] for r in made)
+        code = f'torch.einsum("{spec}", {", ".join(o[0] for o in operands)})'
+        if made != keep:
+            axes_code = tuple_code(tuple(keep.index(r) for r in made)) if made else "()"
+            code = f"_place({code}, {axes_code}, {len(keep)})"
+        mask = None
+        if self.A.statement(e) != ALWAYS:
+            dims = tuple(sp.axis(r) for r in sums)
+            if self.empty:
+                shape = shape_code(sp.length[r] for r in sp.ranks)
+                outer.append(f"_nonempty({tuple_code(dims)}, {shape}, _o)")
+            if outer or inner:
+                mask = self.name_mask(
+                    f"_cmask({tuple_code(dims)}, {tuple_code(outer) if outer else '()'}, "
+                    f"{tuple_code(inner) if inner else '()'})"
+                )
+        ranks = set().union(*(o[2] for o in operands)) - set(sums)
+        named = [(r, op) for r, op in e.reduce if op != "+"]
+        if not named:
+            return code, mask, ranks, result_zero
+        op = named[0][1]
+        dims = tuple(keep.index(r) for r, _ in named)
+        shape = shape_code(sp.length[r] for r in keep)
+        name = self.temp()
+        fn = "_rmax" if op == "max" else "_rmin"
+        fin = ", finite=True" if all_finite else ""
+        self.emit(f"{name}, {name}m = {fn}({code}, {mask}, {tuple_code(dims)}, {shape}{fin})")
+        return name, f"{name}m", ranks - {r for r, _ in named}, True
+
+    def _mask_ranks(self, f: S.Expr) -> set[str]:
+        """Ranks along which the presence of ``f`` may vary."""
+        p = self.A.expr(f)
+        if p is None:
+            return set(coords(f))
+        return {r for c in p for r in c.ranks}
+
+    def _weight(self, ranks, prefer_local: bool = False) -> float:
+        """A guess of the number of elements over ``ranks`` (sizes are not known when generating)."""
+        w = 1.0
+        for r in ranks:
+            if r in self.ctx_fixed:
+                continue
+            v = self.prog.param_values.get(r.upper())
+            w *= v if isinstance(v, int) else 64
+        if prefer_local and self.ctx_fixed and not set(self.ctx_fixed) & set(ranks):
+            w *= 2  # inside a loop, a value that does not change with the step is the larger one
+        return w
+
+    def _order(self, operands, keep):
+        """Operands in an order where torch's left-to-right contraction keeps intermediates small."""
+        if len(operands) <= 2:
+            return operands
+        rest = list(range(len(operands)))
+        best = None
+        for i in rest:
+            for j in rest:
+                if i < j:
+                    later = set(keep).union(*(operands[k][2] for k in rest if k not in (i, j)))
+                    w = self._weight((operands[i][2] | operands[j][2]) & later)
+                    if best is None or w < best[0]:
+                        best = (w, [i, j])
+        order = best[1]
+        acc = operands[order[0]][2] | operands[order[1]][2]
+        while len(order) < len(operands):
+            cands = [k for k in rest if k not in order]
+            scores = []
+            for k in cands:
+                later = set(keep).union(*(operands[x][2] for x in cands if x != k))
+                scores.append((self._weight((acc | operands[k][2]) & later), k))
+            _, k = min(scores)
+            order.append(k)
+            acc |= operands[k][2]
+        return [operands[k] for k in order]
+
+    # ---- writing results ----------------------------------------------------------------------------------
+    def write(self, e: Einsum, value: str, mask: str | None, ranks, zero: bool = False, finite: bool = False):
+        t = self.prog.tensor(e.tensor)
+        has_mask = self.has_mask(e.tensor)
+        if e.kind == "step":
+            r = t.iter_rank
+            origin, length = self.window(e.tensor, self.ctx_fixed[r] + num(1))
+            vname, mname = f"n_{e.tensor}", f"nm_{e.tensor}"
+        else:
+            origin, length = self.window(e.tensor)
+            vname, mname = f"t_{e.tensor}", f"m_{e.tensor}"
+        lhs = [ix.rank for ix in e.index if ix.kind != "init"]
+        if e.kind == "init":  # the state's dimension of the iterative rank is inserted
+            value = f"_store_init({value}, {t.iterative}, {shape_code(length)}, _o)"
+            mask = None if mask is None else f"_usq({mask}, {t.iterative})"
+        elif lhs and (not ranks or not set(lhs) <= set(ranks) | set(self.ctx_fixed)):
+            value = f"_store({value}, {shape_code(length)}, _o)"
+        self.emit(f"{vname} = {value}")
+        if has_mask:
+            self.emit(f"{mname} = {mask}")
+        # a state's variable holds every step: whether it is 0 where absent is not followed through the loop
+        zero = zero and has_mask and t.iterative is None
+        finite = finite and t.iterative is None
+        var = Var(vname, mname if has_mask else None, origin, length, self.extent(e.tensor), zero, finite)
+        if e.kind == "step":
+            self.next[e.tensor] = var
+        else:
+            self.vars[e.tensor] = var
+
+    # ---- loops ---------------------------------------------------------------------------------------------
+    def loop(self, step: Loop) -> None:
+        """A Python loop over the steps of an iterative rank (in blocks of rows when rows are independent)."""
+        prog, r = self.prog, step.rank
+        states = loop_states(prog, step)
+        members = {e.label for e in step.body}
+        local = {e.tensor for e in step.body}
+        history, exported = set(), set()
+        for e in prog.einsums:
+            if e.label in members:
+                continue
+            for rd in e.reads():
+                if rd.tensor in local:
+                    t = prog.tensor(rd.tensor)
+                    if rd.tensor in states:
+                        if rd.indices[t.iterative] != S.Size(r):
+                            history.add(rd.tensor)
+                    else:
+                        exported.add(rd.tensor)
+        for name in prog.outputs:
+            if name in states:
+                history.add(name)
+            elif name in local:
+                exported.add(name)
+        rows = row_ranks(prog, step) if self.row_block and not (history or exported) else []
+        skip = tile_skip(prog, step) if self.skipping and rows else None
+        p = skip.row if skip is not None else (rows[0] if rows else None)
+        self.emit(f"# loop over {r}: {', '.join(e.label for e in step.body)}")
+        if p is not None:
+            self.block_open(step, states, p, skip)
+        for s in sorted(history):
+            v = self.vars[s]
+            self.emit(f"h_{s}, hm_{s} = [{v.value}], [{v.mask}]")
+        for x in sorted(exported):
+            self.emit(f"h_{x}, hm_{x} = [], []")
+        self.emit(f"for i_{r} in range({lin_code(self.size(r))}):")
+        self.depth += 1
+        self.reads = {}
+        self.ctx_fixed[r] = Lin.of(("index", r))
+        for s in states:  # the state before the step: a window at index r
+            v = self.vars[s]
+            origin = list(v.origin)
+            origin[prog.tensor(s).iterative] = Lin.of(("index", r))
+            self.vars[s] = Var(v.value, v.mask, tuple(origin), v.length, v.extent)
+        if skip is not None:
+            bounds = tuple_code(f"({lin_code(low)}, {a})" for low, a in skip.bounds) if skip.bounds else "()"
+            conds = tuple_code(lin_code(c) for c in skip.conds) if skip.conds else "()"
+            n = lin_code(self.size(p))
+            self.emit(f"_lo, _hi = _alive({bounds}, {conds}, {n})")
+            self.emit(f"a_{p}, _e = _rows(_lo, _hi, _elo, _ehi, {n}, {skip.trailing}, {skip.leading})")
+            self.emit(f"a_{p}, _e = max(a_{p}, c_{p}), min(_e, c_{p} + w_{p})  # within this block of rows")
+            self.emit(f"if a_{p} >= _e:")
+            self.emit("    continue")
+            self.emit(f"l_{p} = _e - a_{p}")
+            if skip.whole:  # rows where the tile is whole: no mask to compute or apply
+                whole = tuple_code(f"({lin_code(low)}, {a})" for low, a in skip.whole)
+                self.emit(f"_wlo, _whi = _alive({whole}, (), {n})")
+                self.emit(f"_whole = _wlo <= a_{p} and _e <= _whi")
+                self.whole_tiles = {skip.tile}
+            self.ctx_rows = {p: (Lin.of(("start", p)), Lin.of(("len", p)))}
+        elif p is not None:
+            self.ctx_rows = {p: (Lin.of(("bstart", p)), Lin.of(("blen", p)))}
+        for e in step.body:
+            self.statement(e)
+        self.whole_tiles = set()
+        for x in sorted(exported):
+            v = self.vars[x]
+            self.emit(f"h_{x}.append({v.value})")
+            self.emit(f"hm_{x}.append({v.mask})")
+        if skip is not None:
+            self.emit("_elo, _ehi = _grow(_elo, _ehi, _lo, _hi)")
+        for s in states:
+            v, n = self.vars[s], self.next[s]
+            if skip is not None:  # the step computed rows a_p.. of the block: put them in the block's state
+                d = prog.tensor(s).ranks.index(p)
+                start = lin_code(n.origin[d] - v.origin[d])
+                self.emit(f"{v.value} = _put({v.value}, {n.value}, {d}, {start}, _inplace)")
+                if v.mask is not None:
+                    full, length = shape_code(v.length), lin_code(n.length[d])
+                    self.emit(
+                        f"{v.mask} = _putm({v.mask}, {n.mask}, {d}, {start}, {length}, {full}, _inplace)"
+                    )
+            else:
+                self.emit(f"{v.value} = {n.value}")
+                if v.mask is not None:
+                    self.emit(f"{v.mask} = {n.mask}")
+            if s in history:
+                self.emit(f"h_{s}.append({v.value})")
+                self.emit(f"hm_{s}.append({v.mask})")
+        self.depth -= 1
+        self.reads = {}
+        del self.ctx_fixed[r]
+        self.ctx_rows = {}
+        if p is not None:
+            self.block_close(states, p)
+        size = self.size(r)
+        for s in states:
+            v = self.vars[s]
+            t = prog.tensor(s)
+            origin, length = list(v.origin), list(v.length)
+            if s in history:
+                k = t.iterative
+                self.emit(f"{v.value} = torch.cat(h_{s}, {k})")
+                if v.mask is not None:
+                    self.emit(f"{v.mask} = _catm(hm_{s}, {k}, h_{s})")
+                origin[k], length[k] = num(0), size + num(1)
+            else:
+                origin[t.iterative] = size
+            self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent)
+            del self.next[s]
+        for x in sorted(exported):
+            v = self.vars[x]
+            k = prog.tensor(x).ranks.index(r)
+            self.emit(f"t_{x} = torch.cat(h_{x}, {k})")
+            if v.mask is not None:
+                self.emit(f"m_{x} = _catm(hm_{x}, {k}, h_{x})")
+            origin, length = list(v.origin), list(v.length)
+            origin[k], length[k] = num(0), size
+            self.vars[x] = Var(f"t_{x}", v.mask, tuple(origin), tuple(length), v.extent)
+        for x in local - set(states) - exported:
+            self.vars.pop(x, None)
+
+    def block_open(self, step: Loop, states, p: str, skip: TileSkip | None) -> None:
+        """Rows of ``p`` are independent: run the whole loop for one block of rows at a time, so that a step's
+        values stay in cache; with a :class:`TileSkip`, each step computes only the rows it must."""
+        n = lin_code(self.size(p))
+        if skip is not None:
+            self.emit(
+                f"# tiles of `{skip.tile}` with no present point are skipped (einattn.skip): rows that had "
+                f"one {'are skipped' if skip.trailing else 'are computed'}, the others "
+                f"{'are skipped' if skip.leading else 'are computed'}"
+            )
+        self.emit(f"# rows of `{p}` are independent: the loop runs for blocks of {self.row_block} rows")
+        for s in states:
+            v = self.vars[s]
+            if v.mask is None:
+                self.emit(
+                    f"z_{s}, b_{s} = {v.value}, []  # the whole initial state; the blocks' final states"
+                )
+            else:
+                self.emit(f"z_{s}, zm_{s}, b_{s}, bm_{s} = {v.value}, {v.mask}, [], []")
+        self.emit(f"for c_{p} in range(0, {n}, {self.row_block}):")
+        self.depth += 1
+        self.emit(f"w_{p} = min({self.row_block}, {n} - c_{p})")
+        for s in states:
+            v = self.vars[s]
+            d = self.prog.tensor(s).ranks.index(p)
+            origin, length = list(v.origin), list(v.length)
+            origin[d], length[d] = Lin.of(("bstart", p)), Lin.of(("blen", p))
+            if v.mask is None:
+                self.emit(f"t_{s} = _take(z_{s}, None, {d}, c_{p}, w_{p}, {n})[0]")
+                if skip is not None:  # updated in place, row by row: memory of its own
+                    self.emit(f"t_{s} = _own(t_{s}, None, {shape_code(length)})[0]")
+            else:
+                self.emit(f"t_{s}, m_{s} = _take(z_{s}, zm_{s}, {d}, c_{p}, w_{p}, {n})")
+                if skip is not None:
+                    self.emit(f"t_{s}, m_{s} = _own(t_{s}, m_{s}, {shape_code(length)})")
+            self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent)
+        if skip is not None:
+            self.emit("_elo, _ehi = 0, 0")
+
+    def block_close(self, states, p: str) -> None:
+        for s in states:
+            v = self.vars[s]
+            self.emit(f"b_{s}.append({v.value})")
+            if v.mask is not None:
+                self.emit(f"bm_{s}.append({v.mask})")
+        self.depth -= 1
+        for s in states:
+            v = self.vars[s]
+            d = self.prog.tensor(s).ranks.index(p)
+            self.emit(f"{v.value} = torch.cat(b_{s}, {d})")
+            if v.mask is not None:
+                self.emit(f"{v.mask} = _catm(bm_{s}, {d}, b_{s})")
+            origin, length = list(v.origin), list(v.length)
+            origin[d], length[d] = num(0), v.extent[d]
+            self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent)
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+
+
+def _factors(expr: S.Expr):
+    """``a * b / c`` -> [(a, False), (b, False), (c, True)]; None if the top is not a product."""
+    if isinstance(expr, S.Binary) and expr.op in ("*", "/"):
+        left = _factors(expr.a) or [(expr.a, False)]
+        right = [(expr.b, True)] if expr.op == "/" else (_factors(expr.b) or [(expr.b, False)])
+        return left + right
+    return None
+
+
+def _reads(e: S.Expr) -> bool:
+    return any(isinstance(n, S.Read) and n.indices for n in e.walk())
+
+
+def _letters(ranks: tuple[str, ...]) -> dict[str, str]:
+    """An einsum letter per rank: the rank's own name when it is one free letter."""
+    out: dict[str, str] = {}
+    for r in ranks:
+        if len(r) == 1 and r in LETTERS and r not in out.values():
+            out[r] = r
+    for r in ranks:
+        if r not in out:
+            pick = r[0] if r[0] in LETTERS and r[0] not in out.values() else None
+            out[r] = pick or next(c for c in LETTERS if c not in out.values())
+    return out

@@ -1,0 +1,601 @@
+"""Runtime helpers of the PyTorch code that ``lowering/torch_backend.py`` generates.
+
+This module needs only ``torch`` (and ``math``): ``einattn compile --backend torch`` copies its source into
+the standalone module it writes. Generated code calls these helpers for the parts that depend on sizes known
+only at call time: slicing with out-of-range padding, gathers, reductions over absent points, state updates.
+
+Conventions:
+
+* A value is a tensor laid out over the axes of an iteration space (one axis per rank, size 1 where the value
+  does not vary), or a Python number.
+* A presence mask is a bool tensor broadcastable to its value, or ``None`` when every point is present. Masks
+  stay as small as their variation (a causal mask is ``[M, P]`` even in a ``[B, H, M, P]`` space).
+* Values at absent points are meaningless. Functions that can overflow or divide by zero see a safe value
+  there (:func:`_safe`), so that gradients at absent points are exactly zero, never NaN. Where the generator
+  knows a value is finite everywhere (given finite inputs), filling absent points is done by arithmetic
+  (``finite=True``), which is several times faster than ``torch.where`` on CPU; else by ``torch.where``.
+"""
+
+import math
+
+import torch
+
+
+def _softplus(x):
+    return torch.logaddexp(x, torch.zeros_like(x))
+
+
+def _elu(x):
+    # expm1, as the reference: exp(x) - 1 loses the low bits that 1 + elu(x) keeps for x near -37
+    return torch.where(x > 0, x, torch.expm1(x.clamp(max=0)))
+
+
+# One entry per function of einattn.functions.FUNCTIONS; arguments are tensors.
+FUNCTIONS = {
+    "exp": torch.exp,
+    "exp2": torch.exp2,
+    "log": torch.log,
+    "log2": torch.log2,
+    "sqrt": torch.sqrt,
+    "rsqrt": torch.rsqrt,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "elu": _elu,
+    "softplus": _softplus,
+    "abs": torch.abs,
+    "square": torch.square,
+    "max": torch.maximum,
+    "min": torch.minimum,
+    "clamp": lambda x, lo, hi: torch.minimum(torch.maximum(x, lo), hi),
+}
+
+# Functions whose value or derivative can be infinite at a finite argument: their argument is made safe at
+# absent points (see _safe).
+UNSAFE = frozenset({"exp", "exp2", "log", "log2", "sqrt", "rsqrt"})
+
+
+class InputError(ValueError):
+    """A call-time problem with the inputs (wrong dtype, device, shape)."""
+
+
+# ---- constants and coordinates ----------------------------------------------------------------------------
+
+
+def _c(x, o):
+    """A number as a 0-dim tensor of the compute dtype and device ``o = (dtype, device)``."""
+    return torch.full((), x, dtype=o[0], device=o[1])
+
+
+def _place(x, axes, ndim):
+    """Move the dimensions of ``x`` to the axes ``axes`` (one per dimension) of an ``ndim``-axis space."""
+    if x is None:
+        return None
+    order = sorted(range(len(axes)), key=axes.__getitem__)
+    if order != list(range(len(axes))):
+        x = x.permute(order)
+    shape = [1] * ndim
+    for k, a in enumerate(sorted(axes)):
+        shape[a] = x.shape[k]
+    return x.reshape(shape)
+
+
+def _coord(start, length, axis, ndim, dtype, device):
+    c = torch.arange(start, start + length, dtype=dtype, device=device)
+    return _place(c, (axis,), ndim)
+
+
+def _cf(start, length, axis, ndim, o):
+    """The coordinates ``start .. start + length - 1`` of one axis, as values of the compute dtype."""
+    return _coord(start, length, axis, ndim, o[0], o[1])
+
+
+def _ci(start, length, axis, ndim, o):
+    """The coordinates of one axis as int64, for index expressions and filters."""
+    return _coord(start, length, axis, ndim, torch.int64, o[1])
+
+
+def _cond(x, o, ndim):
+    """A filter value that is a Python bool, as a bool tensor with ``ndim`` axes of size 1."""
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.full((1,) * ndim, bool(x), dtype=torch.bool, device=o[1])
+
+
+# ---- presence masks --------------------------------------------------------------------------------------
+
+
+def _and(*masks):
+    """All present (None: every point present)."""
+    out = None
+    for m in masks:
+        if m is None or m is True:
+            continue
+        out = m if out is None else out & m
+    return out
+
+
+def _or(a, b):
+    """Present in either (for ``a ?? b``)."""
+    return None if a is None or b is None else a | b
+
+
+def _safe(x, m, value=1.0, finite=False):
+    """``x`` with ``value`` at absent points: the argument of a function that could overflow or divide by zero
+    (``-inf`` for ``exp``, which then gives exactly 0 there). The gradient at absent points is exactly 0.
+
+    ``finite``: ``x`` holds no infinity or NaN (present or not), so arithmetic does it, several times faster
+    on CPU than ``torch.where``.
+    """
+    if m is None:
+        return x
+    if not finite:
+        return torch.where(m, x, value)
+    mf = m.to(x.dtype)
+    return torch.addcmul(_fill(m, value, x.dtype) if math.isinf(value) else value * (1.0 - mf), x, mf)
+
+
+def _zf(x, m, finite=False):
+    """``x`` with 0 at absent points: a term that a sum skips (``finite``: by a product, as in _safe)."""
+    if m is None:
+        return x
+    return x * m.to(x.dtype) if finite else torch.where(m, x, 0.0)
+
+
+def _fill(m, value, dtype):
+    """0 where present, ``value`` (an infinity) where absent: added to a finite value, fills absent points."""
+    return torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill(~m, value)
+
+
+def _dflt(a, m, b, finite=False):
+    """``a ?? b``: ``a`` where present, else ``b`` (``finite``: ``a`` holds no infinity or NaN)."""
+    if m is None:
+        return a
+    if finite and isinstance(b, (int, float)):
+        if b == 0:
+            return _zf(a, m, True)
+        if math.isinf(b):
+            return a + _fill(m, b, a.dtype)
+    return torch.where(m, a, b)
+
+
+def _usq(m, dim):
+    return None if m is None else m.unsqueeze(dim)
+
+
+def _sq(m, dims):
+    """Drop axes ``dims`` (an int or a tuple; size 1 in ``m``) of a mask."""
+    if m is None or dims == ():
+        return m
+    return m.squeeze(dims)
+
+
+# ---- reads ---------------------------------------------------------------------------------------------
+
+
+def _range_mask(n, lo, hi, dim, ndim, device):
+    ok = torch.zeros(n, dtype=torch.bool, device=device)
+    ok[lo:hi] = True
+    shape = [1] * ndim
+    shape[dim] = n
+    return ok.reshape(shape)
+
+
+def _take(x, m, dim, start, length, extent, squeeze=False):
+    """Positions ``start .. start + length - 1`` of dimension ``dim``: a view when in range, else padded.
+
+    Positions outside ``0 .. extent - 1`` read 0 and are absent. ``m`` is the presence mask of ``x`` (its
+    ``dim`` of size 1 or ``extent``). Returns (value, mask); ``squeeze`` drops the dimension (``length`` 1).
+    """
+    lo, hi = max(0, -start), max(min(length, extent - start), max(0, -start))
+    inner = x.narrow(dim, start + lo, hi - lo) if hi > lo else x.narrow(dim, 0, 0)
+    mm = None
+    if m is not None:
+        mm = (
+            m if m.shape[dim] == 1 else m.narrow(dim, start + lo, hi - lo) if hi > lo else m.narrow(dim, 0, 0)
+        )
+    if lo > 0 or hi < length:
+        shape = list(inner.shape)
+        shape[dim] = lo
+        before = inner.new_zeros(shape)
+        shape[dim] = length - hi
+        inner = torch.cat([before, inner, inner.new_zeros(shape)], dim)
+        if mm is not None and mm.shape[dim] != 1:
+            shape = list(mm.shape)
+            shape[dim] = lo
+            pre = mm.new_zeros(shape)
+            shape[dim] = length - hi
+            mm = torch.cat([pre, mm, mm.new_zeros(shape)], dim)
+        mm = _and(mm, _range_mask(length, lo, hi, dim, x.dim(), x.device))
+    if squeeze:
+        inner = inner.squeeze(dim)
+        mm = None if mm is None else mm.squeeze(dim)
+    return inner, mm
+
+
+def _split(x, m, dim, tile, outer, extent):
+    """Dimension ``dim`` read at ``outer_index * tile + inner_index``: padded to ``outer * tile``, split."""
+    v, mm = _take(x, m, dim, 0, outer * tile, extent)
+    v = v.unflatten(dim, (outer, tile))
+    if mm is not None:
+        mm = mm.unflatten(dim, (outer, tile) if mm.shape[dim] != 1 else (1, 1))
+    return v, mm
+
+
+def _gather(x, m, index, extents, check, ndim):
+    """``x[index]`` with one integer index (tensor over the space, or int) per dimension.
+
+    ``check[k]`` says whether index ``k`` may fall outside ``0 .. extents[k] - 1``: such points read 0 and are
+    absent. The result has ``ndim`` axes.
+    """
+    valid = None
+    idx = []
+    for i, n, c in zip(index, extents, check):
+        if c:
+            if isinstance(i, torch.Tensor):
+                valid = _and(valid, (i >= 0) & (i < n))
+                i = i.clamp(0, max(n - 1, 0))
+            else:
+                if not 0 <= i < n:
+                    valid = torch.zeros((), dtype=torch.bool, device=x.device)
+                i = min(max(i, 0), max(n - 1, 0))
+        idx.append(i)
+    if any(n == 0 for n in extents):
+        shape = torch.broadcast_shapes(*(i.shape for i in idx if isinstance(i, torch.Tensor)))
+        v = x.new_zeros(shape)
+        valid = torch.zeros(shape, dtype=torch.bool, device=x.device)
+    else:
+        v = x[tuple(idx)]
+        if m is not None:
+            valid = _and(valid, m.expand(extents)[tuple(idx)])
+    v = v.reshape((1,) * (ndim - v.dim()) + tuple(v.shape))
+    if valid is not None:
+        valid = valid.reshape((1,) * (ndim - valid.dim()) + tuple(valid.shape))
+    return v, valid
+
+
+# ---- intervals (is an index expression in range?) ----------------------------------------------------------
+
+
+def _iv(op, a, b=None):
+    """Interval arithmetic on (lo, hi) pairs and ints, for index expressions without tensor reads."""
+    a = a if isinstance(a, tuple) else (a, a)
+    if op == "neg":
+        return (-a[1], -a[0])
+    b = b if isinstance(b, tuple) else (b, b)
+    if op == "+":
+        return (a[0] + b[0], a[1] + b[1])
+    if op == "-":
+        return (a[0] - b[1], a[1] - b[0])
+    if op in ("*", "//"):
+        if op == "//" and b[0] <= 0 <= b[1]:
+            return (-math.inf, math.inf)
+        vals = [x * y if op == "*" else x // y for x in a for y in b]
+        return (min(vals), max(vals))
+    if op == "%":
+        return (0, b[1] - 1) if b[0] > 0 else (-math.inf, math.inf)
+    if op == "max":
+        return (max(a[0], b[0]), max(a[1], b[1]))
+    if op == "min":
+        return (min(a[0], b[0]), min(a[1], b[1]))
+    raise ValueError(op)
+
+
+def _outside(iv, n):
+    """Whether interval ``iv`` may leave ``0 .. n - 1``."""
+    iv = iv if isinstance(iv, tuple) else (iv, iv)
+    return iv[0] < 0 or iv[1] > n - 1
+
+
+# ---- reductions ----------------------------------------------------------------------------------------
+
+
+def _rsum(v, m, dims, shape, zero=False, finite=False):
+    """Sum over ``dims`` of the present points; a point with none is absent. ``shape``: the space.
+
+    ``zero``: ``v`` is already 0 at its absent points; ``finite``: it holds no infinity or NaN."""
+    v = v if zero else _zf(v, m, finite)
+    r = v.expand(shape).sum(dim=dims) if dims else v
+    return r, _rmask(m, dims, shape, r)
+
+
+def _rmax(v, m, dims, shape, largest=True, finite=False):
+    """Max (``largest``) or min over ``dims`` of the present points; a point with none is absent."""
+    fill = -math.inf if largest else math.inf
+    if m is not None:
+        v = v + _fill(m, fill, v.dtype) if finite else torch.where(m, v, fill)
+    if any(shape[d] == 0 for d in dims):
+        out = [n for k, n in enumerate(shape) if k not in dims]
+        r = torch.full(out, fill, dtype=v.dtype, device=v.device)
+    else:
+        r = v.amax(dim=dims) if largest else v.amin(dim=dims)
+    mask = _rmask(m, dims, shape, r)
+    return (r if mask is None else torch.where(mask, r, 0.0)), mask  # no infinity left at absent points
+
+
+def _rmin(v, m, dims, shape, finite=False):
+    return _rmax(v, m, dims, shape, largest=False, finite=finite)
+
+
+def _rmask(m, dims, shape, r):
+    if any(shape[d] == 0 for d in dims):
+        return torch.zeros(r.shape, dtype=torch.bool, device=r.device)
+    if m is None:
+        return None
+    return m.any(dim=dims) if dims else m
+
+
+def _cmask(dims, outer, inner):
+    """Presence of a sum of products over ``dims``: masks that do not vary over ``dims`` (``outer``) must all
+    hold; of the others (``inner``), some point of ``dims`` must have them all."""
+    out = _and(*(_sq(m, dims) for m in outer))
+    inside = _and(*inner)
+    if inside is not None:
+        out = _and(out, inside.any(dim=dims))
+    return out
+
+
+# ---- storage -----------------------------------------------------------------------------------------------
+
+
+def _store(x, shape, o):
+    """A value laid out over the left-hand ranks, broadcast (as a view) to the tensor's full shape."""
+    if not isinstance(x, torch.Tensor):
+        x = _c(x, o)
+    return x.expand(shape)
+
+
+def _store_init(x, dim, shape, o):
+    """The initial state: the value over the other ranks, with the iterative dimension ``dim`` inserted."""
+    if not isinstance(x, torch.Tensor):
+        x = _c(x, o)
+    if x.dim():
+        x = x.unsqueeze(dim)
+    return x.expand(shape)
+
+
+def _own(x, m, shape):
+    """A state about to be updated in place: its own contiguous memory, mask included."""
+    x = x.expand(shape).clone(memory_format=torch.contiguous_format)
+    return x, None if m is None else m.expand(shape).clone(memory_format=torch.contiguous_format)
+
+
+def _put(full, part, dim, start, inplace):
+    """``full`` with positions ``start ..`` of ``dim`` replaced by ``part``.
+
+    In place (``full`` is then memory of its own, see :func:`_own`) when nothing needs the old state for a
+    gradient; else a new tensor.
+    """
+    piece = full.narrow(dim, start, part.shape[dim])
+    if inplace:
+        piece.copy_(part.expand_as(piece))
+        return full
+    if start == 0 and part.shape[dim] == full.shape[dim]:
+        return part.expand(full.shape)
+    return torch.slice_scatter(full, part.expand_as(piece), dim, start, start + piece.shape[dim])
+
+
+def _putm(full, part, dim, start, length, shape, inplace):
+    """The mask of :func:`_put`; ``part`` covers ``length`` positions from ``start`` (None: all present)."""
+    if full is None and part is None:
+        return None
+    if full is None:
+        device = part.device
+        full, inplace = torch.ones(shape, dtype=torch.bool, device=device), True
+    piece_shape = list(full.shape)
+    piece_shape[dim] = length
+    piece = (
+        torch.ones(piece_shape, dtype=torch.bool, device=full.device)
+        if part is None
+        else part.expand(piece_shape)
+    )
+    if inplace:
+        full.narrow(dim, start, length).copy_(piece)
+        return full
+    return torch.slice_scatter(full, piece, dim, start, start + length)
+
+
+def _catm(masks, dim, values):
+    """Concatenate the masks of the pieces ``values`` (None: all present)."""
+    if all(m is None for m in masks):
+        return None
+    parts = [
+        torch.ones(v.shape, dtype=torch.bool, device=v.device) if m is None else m.expand(v.shape)
+        for m, v in zip(masks, values)
+    ]
+    return torch.cat(parts, dim)
+
+
+def _out(x, m, dtype):
+    """An output: absent points delivered as 0, in its own memory, in the caller's dtype."""
+    if m is not None:
+        x = torch.where(m, x, 0.0)
+    return x.to(dtype).contiguous()
+
+
+# ---- skipping dead tiles (einattn.skip) --------------------------------------------------------------------
+
+
+def _alive(bounds, conds, n):
+    """Rows ``lo .. hi - 1`` of ``0 .. n - 1`` alive at this step: ``a * p + L >= 0`` for every (L, a)."""
+    lo, hi = 0, n
+    for low, a in bounds:
+        if a > 0:
+            lo = max(lo, -(low // a))
+        else:
+            hi = min(hi, low // -a + 1)
+    if any(c < 0 for c in conds) or hi <= lo:
+        return 0, 0
+    return lo, hi
+
+
+def _rows(lo, hi, elo, ehi, n, trailing, leading):
+    """The interval of rows a step must compute: the alive rows, plus dead rows that may not be skipped.
+
+    ``elo .. ehi - 1``: rows established (alive at an earlier step). Dead established rows may be skipped when
+    ``trailing``, dead rows not established when ``leading``.
+    """
+    if hi <= lo:
+        lo = hi = n  # nothing alive: the rows to compute come from the dead-row rules alone
+
+    def skippable(a, b):  # may every row of a .. b - 1 (all dead) be skipped?
+        if a >= b:
+            return True
+        inside = elo <= a and b <= ehi
+        outside = b <= elo or a >= ehi
+        return (trailing and inside) or (leading and outside) or (trailing and leading)
+
+    start = lo
+    if not skippable(0, lo):
+        start = 0
+        for cut in sorted({0, min(max(elo, 0), lo), min(max(ehi, 0), lo), lo}, reverse=True):
+            if skippable(0, cut):
+                start = cut
+                break
+    stop = hi
+    if not skippable(hi, n):
+        stop = n
+        for cut in sorted({hi, min(max(elo, hi), n), min(max(ehi, hi), n), n}):
+            if skippable(cut, n):
+                stop = cut
+                break
+    if lo == hi == n:  # nothing alive
+        return (0, 0) if skippable(0, n) else (start, stop)
+    return start, stop
+
+
+def _grow(elo, ehi, lo, hi):
+    """Established rows after a step whose alive rows were ``lo .. hi - 1`` (kept an interval)."""
+    if hi <= lo:
+        return elo, ehi
+    if ehi <= elo:
+        return lo, hi
+    if lo <= ehi and hi >= elo:
+        return min(elo, lo), max(ehi, hi)
+    return elo, ehi
+
+
+def _nonempty(dims, shape, o):
+    """None, or an all-absent mask when a reduced dimension is empty."""
+    if any(shape[d] == 0 for d in dims):
+        return torch.zeros((1,) * len(shape), dtype=torch.bool, device=o[1])
+    return None
+
+
+def _idiv(a, b, op, o):
+    """``a // b`` or ``a % b`` (floor semantics) and its presence: a zero divisor makes the point absent."""
+    if isinstance(b, torch.Tensor) or b != 0:
+        return (a // b if op == "//" else a % b), None
+    return a * 0, torch.zeros((), dtype=torch.bool, device=o[1])
+
+
+def _imax(a, b):
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
+    return max(a, b)
+
+
+def _imin(a, b):
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
+    return min(a, b)
+
+
+# ---- calling a program -------------------------------------------------------------------------------------
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def prepare(decls, values, dtype=None):
+    """Check and convert the inputs of a call.
+
+    ``decls``: ``(name, ranks, kind)`` per input, ``kind`` "float" or "int"; ``values``: name -> value.
+    Float inputs must be floating tensors (a Python number is accepted for a scalar), all on one device; int
+    inputs integer tensors. Returns the converted tensors and ``o = (compute dtype, device, output dtype)``:
+    float64 inputs compute in float64, float32/float16/bfloat16 in float32 (``dtype`` overrides the compute
+    dtype; float16 and bfloat16 accumulate in float32 anyway); outputs have the inputs' promoted dtype.
+    """
+    device, first, out_dtype = None, None, None
+    for name, ranks, kind in decls:
+        x = values[name]
+        if isinstance(x, torch.Tensor):
+            if device is None:
+                device, first = x.device, name
+            elif x.device != device:
+                raise InputError(
+                    f"inputs `{first}` and `{name}` are on different devices: {device} and {x.device}"
+                )
+            if kind == "float":
+                if not x.is_floating_point():
+                    raise InputError(f"input `{name}` must be a floating-point tensor, got {x.dtype}")
+                out_dtype = x.dtype if out_dtype is None else torch.promote_types(out_dtype, x.dtype)
+            elif x.is_floating_point() or x.is_complex():
+                raise InputError(f"input `{name}` is declared `: int` but was given {x.dtype} values")
+        elif ranks or isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise InputError(f"input `{name}` must be a torch tensor, got {type(x).__name__}")
+        elif kind == "int" and not isinstance(x, int):
+            raise InputError(f"input `{name}` is declared `: int` but was given {x!r}")
+    device = device if device is not None else torch.device("cpu")
+    out_dtype = out_dtype or torch.get_default_dtype()
+    if dtype is None:
+        compute = torch.float64 if out_dtype == torch.float64 else torch.float32
+    else:
+        compute = torch.float32 if dtype in _HALF else dtype
+    tensors = {}
+    for name, _, kind in decls:
+        x = values[name]
+        if kind == "int":
+            tensors[name] = torch.as_tensor(x, device=device).to(torch.int64)
+        elif isinstance(x, torch.Tensor):
+            tensors[name] = x.to(compute)
+        else:
+            tensors[name] = torch.full((), float(x), dtype=compute, device=device)
+    return tensors, (compute, device, out_dtype)
+
+
+def bind_sizes(decls, ranks, fixed, partitions, tensors):
+    """Rank sizes from the input shapes, the param-sized ranks (``fixed``) and the partitions
+    ``(parent, outer, inner, tile part)``; the standalone modules' version of einattn.sizes.bind_sizes."""
+    sizes, origin = dict(fixed), {r: "a param" for r in fixed}
+    for name, dims, _ in decls:
+        shape = tuple(tensors[name].shape)
+        if len(shape) != len(dims):
+            raise InputError(f"input `{name}` has {len(dims)} dimensions {list(dims)}, got shape {shape}")
+        for r, n in zip(dims, shape):
+            if r in sizes and sizes[r] != n:
+                raise InputError(f"rank `{r}` has size {sizes[r]} in {origin[r]} but {n} in `{name}`")
+            sizes[r], origin[r] = n, f"`{name}`"
+    for parent, outer, inner, tile in partitions:
+        if tile == "inner":
+            sizes[outer] = -(-sizes[parent] // sizes[inner])
+        else:
+            sizes[inner] = -(-sizes[parent] // sizes[outer])
+    return tuple(sizes[r] for r in ranks)
+
+
+def call(signature, program, args, kwargs, dtype=None):
+    """Bind a standalone module's arguments (positional in declaration order, or by name) and run it."""
+    decls, ranks, fixed, partitions = signature
+    names = [d[0] for d in decls]
+    if len(args) > len(names):
+        raise InputError(f"{len(args)} positional inputs given, the spec declares {len(names)}: {names}")
+    values = dict(zip(names, args))
+    for k, v in kwargs.items():
+        if k not in names or k in values:
+            raise InputError(f"unexpected or repeated input `{k}`; the inputs are {names}")
+        values[k] = v
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise InputError(f"missing inputs {missing}")
+    tensors, o = prepare(decls, values, dtype)
+    sizes = bind_sizes(decls, ranks, fixed, partitions, tensors)
+    if any(n == 0 for n in sizes):
+        raise InputError("a rank of size 0: use einattn itself, which compiles that case separately")
+    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()))
+    outs = program(*(tensors[n] for n in names), *sizes, o, inplace)
+    return outs[0] if len(outs) == 1 else outs
+
+
+# What generated code takes from this module (a star import).
+__all__ = [name for name in dir() if name.startswith("_") and not name.startswith("__")]
+__all__ += ["FUNCTIONS", "InputError", "call", "math", "torch"]

@@ -1,0 +1,386 @@
+"""The ``triton`` backend: generated Triton kernels, called from PyTorch.
+
+``einattn.compile(spec, backend="triton")`` builds a :class:`TritonKernel`:
+
+1. **Pass reduction** (``passes="auto"``, the default): the fewest-pass form the rewrite can prove
+   (``einattn.rewrite.auto_rewrite``); ``passes="as-written"`` keeps the spec's own cascade.
+2. **Path**: a 1-pass cascade over a streamed rank becomes one fused kernel (``triton_fused``); anything else,
+   or ``path="general"``, one kernel per Einsum (``triton_general``). ``kernel.plan`` says which and why.
+3. **Source**: a complete module that needs only torch and triton (``triton_module``); ``kernel.source`` is
+   its text and :func:`standalone_source` is what ``einattn compile --backend triton`` writes. It is loaded
+   from a cache file named by its hash (Triton needs a file to read kernel source from).
+4. **Call**: a ``torch.library.custom_op`` (one per generated module) with a fake implementation, so the
+   kernel works inside ``torch.compile`` graphs; its backward recomputes through the ``torch`` backend.
+
+Sizes are runtime arguments everywhere: calling with other sequence lengths reuses the same source, module and
+(on a GPU) compiled binaries; ``kernel.generations`` counts sources generated for this kernel (always 1).
+
+Options: ``passes`` ("auto" | "as-written"), ``path`` ("auto" | "fused" | "general"), ``tile`` (the rewrite's
+tile size, default 64), ``skip_tiles`` (default True: narrow the fused loop to the tiles a filter allows),
+``dtype`` (accepted for symmetry with the CLI; the outputs follow the inputs' dtype),
+``smem_limit`` / ``register_limit`` (enforce resource limits, e.g. to test the error under the interpreter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from einattn.errors import EinError
+from einattn.ir import Program
+from einattn.kernel import Kernel
+from einattn.sizes import bind_sizes
+
+from .triton_fused import Refusal
+from .triton_fused_module import fused_module
+from .triton_general import general_module
+from .triton_module import module_name, spec_name
+
+OPTIONS = ("passes", "path", "tile", "skip_tiles", "dtype", "smem_limit", "register_limit")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a program was compiled: ``path`` is ``fused`` or ``general``; ``reason`` why not fused."""
+
+    path: str
+    detail: str
+    reason: str | None = None
+    passes: str = "as-written"
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.detail}"
+        if self.reason:
+            text += f"\nnot fused: {self.reason}"
+        return text
+
+
+def _prepare(program: Program, options: dict) -> tuple[Program, list]:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise EinError(
+            f"unknown option `{unknown[0]}` for the triton backend", hint=f"options: {', '.join(OPTIONS)}"
+        )
+    path = options.get("path", "auto")
+    if path not in ("auto", "fused", "general"):
+        raise EinError(f"path must be 'auto', 'fused' or 'general', got {path!r}")
+    from einattn.rewrite import for_backend
+
+    program, found = for_backend(program, options.get("passes", "auto"), int(options.get("tile", 64)))
+    return program, found
+
+
+def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
+    """(module source, plan, compiled program, launcher name) for ``program``."""
+    original = program
+    program, found = _prepare(program, options)
+    for w in found:
+        warnings.warn(w, stacklevel=4)
+    name = module_name(original)
+    shown = {k: v for k, v in options.items() if k in ("passes", "path", "tile", "skip_tiles")}
+    shown["spec"] = spec_name(original)
+    shown["form"] = "rewritten by einattn.rewrite" if program is not original else "as written"
+    path = options.get("path", "auto")
+    passes = "rewritten" if program is not original else "as-written"
+    refusal = None
+    if path != "general":
+        res = fused_module(program, shown, name)
+        if not isinstance(res, Refusal):
+            src, fplan = res
+            return src, Plan("fused", fplan.describe(), None, passes), program, name
+        refusal = res
+        if path == "fused":
+            raise EinError(f"the triton backend cannot fuse {original.name}: {res.reason}", res.span)
+    reason = str(refusal) if refusal else None
+    if reason and options.get("passes", "auto") == "as-written":
+        reason += " (passes='auto' lets the rewrite try to derive the 1-pass form)"
+    elif reason and found and program is not original:
+        reason += f" (the rewrite stopped short of 1 pass: {'; '.join(w.message for w in found)})"
+    elif reason and program is original:
+        why = (
+            "; ".join(w.message for w in found)
+            if found
+            else "nothing to rewrite, no rank is re-read after a full reduction"
+        )
+        reason += f" (the rewrite derived no 1-pass form: {why})"
+    if reason:
+        shown["note"] = f"Not fused: {reason}"
+    src, gplan = general_module(program, shown, name)
+    detail = f"{len(gplan.statements)} kernels, one per Einsum, intermediates in global memory"
+    return src, Plan("general", detail, reason, passes), program, name
+
+
+def standalone_source(program: Program, **options) -> str:
+    """The standalone module (torch and triton only) that ``einattn compile --backend triton`` writes."""
+    return build(program, **options)[0]
+
+
+# ---- loading the generated module -------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("EINATTN_CACHE_DIR") or os.path.join(
+        tempfile.gettempdir(), f"einattn-{os.getuid()}"
+    )
+    path = Path(base) / "triton"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+_MODULES: dict[str, object] = {}
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``), read as Triton reads it.
+
+    Plain ``os.environ`` so that torch.compile can trace a call (it cannot trace ``triton.knobs``)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on", "y")
+
+
+def load_module(source: str, name: str):
+    """Import ``source`` from a file named by its hash (once per process per source and interpreter mode:
+    ``triton.jit`` decides at import whether the kernels are interpreted)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    key = f"einattn_triton_{name}_{digest}" + ("_interpreted" if interpreting() else "")
+    if key in _MODULES:
+        return _MODULES[key]
+    path = cache_dir() / f"einattn_triton_{name}_{digest}.py"
+    if not path.exists() or path.read_text(encoding="utf-8") != source:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source, encoding="utf-8")
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(key, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+    _MODULES[key] = module
+    return module
+
+
+# ---- the custom op -------------------------------------------------------------------------------------
+
+_OPS: dict[str, object] = {}
+
+
+def _custom_op(key: str, kernel: TritonKernel):
+    """``einattn::<key>``: forward through the generated launcher, backward through the torch backend."""
+    if key in _OPS:
+        return _OPS[key]
+    import torch
+    from torch.library import custom_op
+
+    module, launcher = kernel.module, kernel.launcher
+    names = kernel.program.inputs
+
+    @custom_op(f"einattn::{key}", mutates_args=(), schema="(Tensor[] xs) -> Tensor[]")
+    def forward(xs):
+        outs = launcher(*xs)
+        return list(outs) if isinstance(outs, tuple) else [outs]
+
+    @forward.register_fake
+    def _(xs):
+        inputs = dict(zip(names, xs))
+        sizes = module._sizes(inputs)
+        dtype = module._float_dtype(inputs)
+        return [xs[0].new_empty(shape, dtype=dtype) for shape in module.output_shapes(sizes)]
+
+    @custom_op(
+        f"einattn::{key}_backward", mutates_args=(), schema="(Tensor[] xs, Tensor[] grads) -> Tensor[]"
+    )
+    def backward(xs, grads):
+        return kernel.recompute_grads(xs, grads)
+
+    @backward.register_fake
+    def _(xs, grads):
+        return [torch.empty_like(x) for x in xs]
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[0])
+
+    def bwd(ctx, grads):
+        xs = list(ctx.saved_tensors)
+        outs = [g if g is not None else None for g in grads]
+        shapes = module.output_shapes(module._sizes(dict(zip(names, xs))))
+        full = []
+        for g, shape in zip(outs, shapes):
+            full.append(
+                g
+                if g is not None
+                else xs[0].new_zeros(shape, dtype=module._float_dtype(dict(zip(names, xs))))
+            )
+        gx = backward(xs, full)
+        return ([g if x.is_floating_point() else None for g, x in zip(gx, xs)],)
+
+    forward.register_autograd(bwd, setup_context=setup_context)
+    _OPS[key] = forward
+    return forward
+
+
+class TritonKernel(Kernel):
+    backend = "triton"
+
+    def __init__(self, program: Program, options: dict):
+        source, plan, compiled, name = build(program, **options)
+        super().__init__(compiled, options)
+        self.original = program
+        self.source = source
+        self.plan = plan
+        self.generations = 1
+        self.name = name
+        self.limits = None
+        if "smem_limit" in options or "register_limit" in options:
+            self.limits = (
+                int(options.get("smem_limit", 1 << 30)),
+                int(options.get("register_limit", 1 << 30)),
+            )
+        self.key = f"{name}_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+        self._torch_kernel = None
+        self._fits: set = set()
+        self._modules: dict[bool, object] = {}
+        self.module  # noqa: B018 - load it now: a source that does not import is an error at compile time
+
+    @property
+    def module(self):
+        """The generated module, loaded for the current interpreter mode."""
+        mode = interpreting()
+        if mode not in self._modules:
+            self._modules[mode] = load_module(self.source, self.name)
+        return self._modules[mode]
+
+    @property
+    def launcher(self):
+        """The generated launcher ``def <spec>(<inputs>)``."""
+        return getattr(self.module, self.name)
+
+    # ---- calling ----------------------------------------------------------------------------------------
+    def run(self, inputs: dict[str, object]) -> tuple:
+        import torch
+
+        xs = self._check(inputs, torch)
+        op = _custom_op(self.key + ("_interpreted" if interpreting() else ""), self)
+        outs = op(xs)
+        return tuple(outs)
+
+    def _check(self, inputs: dict, torch) -> list:
+        prog = self.program
+        xs, device = [], None
+        for name in prog.inputs:
+            x = inputs[name]
+            if not isinstance(x, torch.Tensor):
+                x = torch.as_tensor(x)
+            t = prog.tensor(name)
+            if t.dtype == "int":
+                if x.is_floating_point() or x.is_complex():
+                    raise EinError(f"input `{name}` is declared `: int` but was given {x.dtype} values")
+            elif not x.is_floating_point():
+                if x.dtype == torch.bool or x.is_complex():
+                    raise EinError(f"input `{name}` must be real numbers, got {x.dtype}")
+                x = x.to(torch.get_default_dtype())
+            if device is None:
+                device = x.device
+            elif x.device != device:
+                raise EinError(f"inputs are on different devices: {device} and {x.device} (`{name}`)")
+            xs.append(x)
+        if device is not None and device.type != "cuda" and not self.module.INTERPRET:
+            raise EinError(
+                f"the triton backend runs on CUDA tensors, got {device} tensors",
+                hint="set TRITON_INTERPRET=1 before einattn compiles the kernel to run it on the CPU "
+                "(slowly), "
+                "or use backend='torch'",
+            )
+        sizes = bind_sizes(prog, {n: tuple(x.shape) for n, x in zip(prog.inputs, xs)})
+        if self.plan.path == "fused":
+            self._check_resources(sizes, xs, device, torch)
+        return xs
+
+    def _check_resources(self, sizes, xs, device, torch) -> None:
+        m = self.module
+        inputs = dict(zip(self.program.inputs, xs))
+        dtype = m._float_dtype(inputs)
+        shape = m.tile_shape(sizes)
+        key = (tuple(sorted(shape.items())), dtype, str(device))
+        if key in self._fits:  # checked once per tile shape, dtype and device
+            return
+        try:
+            m.fitting_configs(shape, dtype, device, self.limits)
+        except ValueError as e:
+            raise EinError(f"{self.program.name}: {e}") from None
+        self._fits.add(key)
+
+    # ---- the backward: recomputed through the torch backend ---------------------------------------------
+    def torch_kernel(self):
+        if self._torch_kernel is None:
+            from einattn.api import compile as compile_spec
+
+            try:
+                self._torch_kernel = compile_spec(self.original, backend="torch")
+            except ImportError as e:  # pragma: no cover - depends on the torch backend being installed
+                raise EinError(f"the backward of the triton backend needs the torch backend: {e}") from None
+        return self._torch_kernel
+
+    def recompute_grads(self, xs, grads):
+        import torch
+
+        tk = self.torch_kernel()
+        inc = torch._C._dispatch_tls_local_include_set()
+        with torch._C._ForceDispatchKeyGuard(inc, _autograd_on(torch)), torch.enable_grad():
+            leaves = [x.detach().requires_grad_(x.is_floating_point()) for x in xs]
+            outs = tk(*leaves)
+            outs = list(outs) if isinstance(outs, tuple) else [outs]
+            pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
+            wrt = [x for x in leaves if x.requires_grad]
+            got = iter(
+                torch.autograd.grad(
+                    [o for o, _ in pairs], wrt, [g.to(o.dtype) for o, g in pairs], allow_unused=True
+                )
+                if pairs and wrt
+                else []
+            )
+        result = []
+        for x in leaves:
+            g = next(got, None) if x.requires_grad else None
+            result.append(torch.zeros_like(x) if g is None else g.to(x.dtype).contiguous())
+        return result
+
+    def compiled_variants(self) -> int:
+        """How many Triton binaries this kernel's module holds (0 under the interpreter: it compiles none)."""
+        total = 0
+        for value in vars(self.module).values():
+            caches = getattr(value, "device_caches", None)
+            if isinstance(caches, dict):
+                for entry in caches.values():
+                    cache = entry[0] if isinstance(entry, tuple) else entry
+                    total += len(cache) if hasattr(cache, "__len__") else 0
+        return total
+
+
+def compile_program(program: Program, **options) -> TritonKernel:
+    try:
+        import torch  # noqa: F401
+        import triton  # noqa: F401
+    except ImportError as e:
+        raise EinError(
+            f"the triton backend needs torch and triton: {e}", hint="pip install 'einattn[triton]'"
+        ) from None
+    return TritonKernel(program, options)
+
+
+__all__ = ["Plan", "TritonKernel", "compile_program", "standalone_source"]
+
+
+def _autograd_on(torch):
+    """The current excluded dispatch keys without autograd's. Inside a custom op's implementation autograd is
+    switched off by excluding its keys; recomputing gradients there needs them back, and nothing else changed
+    (autocast keys stay excluded: clearing them would silently run matmuls in lower precision)."""
+    keys = torch._C._dispatch_tls_local_exclude_set()
+    for name in ("AutogradOther", "AutogradNestedTensor", "AutogradFunctionality", "ADInplaceOrView"):
+        key = getattr(torch._C.DispatchKey, name, None)
+        if key is not None:
+            keys = keys - torch._C.DispatchKeySet(key)
+    return keys

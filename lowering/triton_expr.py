@@ -1,0 +1,605 @@
+"""Rendering .ein expressions as Triton code over register tiles, with the language's absent points.
+
+Both Triton paths (one kernel per Einsum, and the fused streaming kernel) render expressions through
+:class:`Renderer`. A rendered value is a :class:`Value`: Triton code for the values, the tile *axes* it spans
+(named after ranks, or ``o``/``r`` in the general path), a presence mask (``None``: present everywhere),
+and, when known, the value it holds at absent points (``fill``: a masked load or a skipped sum holds 0, a
+skipped max holds -inf), which lets ``x ?? 0`` cost nothing.
+
+A tile has at most two axes. A value spanning fewer axes than the expression it takes part in is broadcast
+by :meth:`Env.expand` (``x[:, None]``), in the fixed axis order of the kernel. Where a value comes from (a
+pointer load, a register variable, a coordinate) is the kernel's business: the renderer asks its :class:`Env`.
+
+The function table :data:`FUNCTIONS` has one entry per function of ``einattn.functions``; the helpers it names
+(``_tanh``, ...) are defined in :data:`HELPERS`, which every generated module starts with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from einattn import syntax as S
+from einattn.errors import EinError, InternalError
+from einattn.ir import Program
+
+
+class Unsupported(Exception):
+    """This path cannot express the program; the message says why (the fused path falls back on it)."""
+
+
+# One entry per function of einattn.functions.FUNCTIONS: a format string over the rendered arguments.
+FUNCTIONS: dict[str, str] = {
+    "exp": "tl.exp({0})",
+    "exp2": "tl.exp2({0})",
+    "log": "tl.log({0})",
+    "log2": "tl.log2({0})",
+    "sqrt": "tl.sqrt({0})",
+    "rsqrt": "tl.rsqrt({0})",
+    "tanh": "_tanh({0})",
+    "sigmoid": "_sigmoid({0})",
+    "relu": "tl.maximum({0}, 0.0)",
+    "elu": "_elu({0})",
+    "softplus": "_softplus({0})",
+    "abs": "tl.abs({0})",
+    "square": "({0} * {0})",
+    "max": "tl.maximum({0}, {1})",
+    "min": "tl.minimum({0}, {1})",
+    "clamp": "tl.minimum(tl.maximum({0}, {1}), {2})",
+}
+
+# Integer versions, for index expressions and filters (only functions with ``index_ok``).
+INT_FUNCTIONS: dict[str, str] = {
+    "max": "tl.maximum({0}, {1})",
+    "min": "tl.minimum({0}, {1})",
+    "clamp": "tl.minimum(tl.maximum({0}, {1}), {2})",
+}
+
+COMPARE = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "==": "==", "!=": "!="}
+
+# Triton code every generated module starts with. Integer `//` and `%` in Triton truncate towards zero (on
+# the GPU and in the interpreter alike); the language has Python's floor semantics, which these restore
+# whichever rounding the division uses. tanh, expm1 and log1p are written out because the interpreter has no
+# libdevice; each is accurate to a few float32 ulps.
+HELPERS = """\
+@triton.jit
+def _floordiv(a, b):
+    q = a // b
+    r = a - q * b
+    return tl.where((r != 0) & ((r < 0) != (b < 0)), q - 1, q)
+
+
+@triton.jit
+def _floormod(a, b):
+    return a - _floordiv(a, b) * b
+
+
+@triton.jit
+def _tanh(x):
+    a = tl.abs(x)
+    big = 1.0 - 2.0 / (tl.exp(2.0 * a) + 1.0)
+    x2 = x * x
+    small = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0)))))
+    return tl.where(a < 0.3, small, tl.where(x < 0, -big, big))
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _elu(x):
+    n = tl.minimum(x, 0.0)
+    series = n * (1.0 + n * (0.5 + n * (1.0 / 6.0 + n * (1.0 / 24.0))))
+    return tl.where(x > 0, x, tl.where(n > -0.03, series, tl.exp(n) - 1.0))
+
+
+@triton.jit
+def _softplus(x):
+    y = tl.exp(-tl.abs(x))
+    log1p = tl.where(y < 1e-3, y * (1.0 - y * (0.5 - y / 3.0)), tl.log(1.0 + y))
+    return tl.maximum(x, 0.0) + log1p
+"""
+
+
+def literal(v) -> str:
+    """A Python/Triton literal for a number (inf spelled so that Triton's frontend accepts it)."""
+    if isinstance(v, float):
+        if math.isinf(v):
+            return 'float("inf")' if v > 0 else '-float("inf")'
+        return repr(v)
+    return str(int(v))
+
+
+def float_literal(v) -> str:
+    return literal(float(v))
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Triton code and the axes it spans (in the kernel's axis order); ``()`` is a scalar."""
+
+    code: str
+    axes: tuple[str, ...] = ()
+
+
+@dataclass
+class Value:
+    """A rendered expression: values, presence (None: present), fill at absent points, and kind.
+
+    ``kind`` is ``f`` (floating point, the compute dtype), ``i`` (integer) or ``x`` (a float in an integer
+    context: a comparison with ``2.5``).
+    """
+
+    val: Tile
+    mask: Tile | None = None
+    fill: str | None = None
+    kind: str = "f"
+    raw: str | None = None  # a float load before conversion to the compute dtype (a tl.dot operand)
+    lane_zero: bool = False  # 0 on the padding lanes of its axes (a masked load)
+
+
+class Env:
+    """What a kernel tells the renderer: axes, coordinates, sizes and how tensors are read."""
+
+    axes: tuple[str, ...] = ()
+
+    def coord(self, rank: str) -> Tile:
+        raise NotImplementedError
+
+    def size(self, rank: str) -> str:
+        raise NotImplementedError
+
+    def read(self, r: Renderer, node: S.Read, ctx: str) -> Value:
+        raise NotImplementedError
+
+    def as_float(self, code: str, dtype: str) -> str:
+        """An integer coordinate as a float value."""
+        return f"{atom(code)}.to({dtype})"
+
+    def emit(self, line: str) -> None:
+        raise NotImplementedError
+
+    def temp(self, stem: str) -> str:
+        raise NotImplementedError
+
+    # ---- broadcasting ---------------------------------------------------------------------------------
+    def order(self, axes) -> tuple[str, ...]:
+        s = set(axes)
+        out = tuple(a for a in self.axes if a in s)
+        if len(out) != len(s):
+            raise InternalError(f"unknown axes {sorted(s - set(out))}")
+        if len(out) > 2:
+            raise Unsupported(f"a value spans three tile axes ({', '.join(out)}); tiles have at most two")
+        return out
+
+    def expand(self, t: Tile, axes: tuple[str, ...]) -> str:
+        """``t`` broadcast to ``axes`` (a superset of its own axes, in kernel order)."""
+        if t.axes == axes or not t.axes:
+            return t.code
+        if len(t.axes) == 1 and len(axes) == 2:
+            code = atom(t.code)
+            return f"{code}[:, None]" if axes[0] == t.axes[0] else f"{code}[None, :]"
+        raise InternalError(f"cannot broadcast axes {t.axes} to {axes}")
+
+    def full(self, t: Tile, axes: tuple[str, ...], dtype: str) -> str:
+        """``t`` materialised on all of ``axes`` (a store or a loop-carried value needs the whole tile)."""
+        if t.axes == axes:
+            return t.code
+        shape = ", ".join(self.extent(a) for a in axes)
+        if not t.axes and (is_literal(t.code) or t.code in ("True", "False")):
+            return f"tl.full([{shape}], {t.code}, {dtype})"
+        return f"tl.broadcast_to({self.expand(t, axes)}, [{shape}])"
+
+    def extent(self, axis: str) -> str:
+        raise NotImplementedError
+
+
+def atom(code: str) -> str:
+    """``code`` made safe to index or call a method on: parenthesised unless it already is one unit."""
+    if code.isidentifier():
+        return code
+    depth, start = 0, 0
+    if code.startswith("("):
+        start = 0
+    else:
+        k = 0
+        while k < len(code) and (code[k].isalnum() or code[k] in "_."):
+            k += 1
+        if k == 0 or k >= len(code) or code[k] != "(":
+            return f"({code})"
+        start = k
+    for k in range(start, len(code)):
+        if code[k] == "(":
+            depth += 1
+        elif code[k] == ")":
+            depth -= 1
+            if depth == 0:
+                return code if k == len(code) - 1 else f"({code})"
+    return f"({code})"
+
+
+def join(*ts: Tile | None) -> tuple[str, ...]:
+    axes: set[str] = set()
+    for t in ts:
+        if t is not None:
+            axes |= set(t.axes)
+    return tuple(axes)
+
+
+def is_constant(e: S.Expr) -> bool:
+    return not any(isinstance(n, (S.Coord, S.Read)) for n in e.walk())
+
+
+class Renderer:
+    """Renders one statement's expressions into an :class:`Env`, sharing equal subexpressions."""
+
+    def __init__(self, env: Env, prog: Program, compute: str = "CD"):
+        self.env = env
+        self.prog = prog
+        self.params = prog.param_values
+        self.compute = compute
+        self.memo: dict[tuple, Value] = {}
+
+    # ---- masks ----------------------------------------------------------------------------------------
+    def mask_and(self, a: Tile | None, b: Tile | None) -> Tile | None:
+        if a is None or a.code == "True":
+            return b
+        if b is None or a == b or b.code == "True":
+            return a
+        return self.logic("&", a, b)
+
+    def mask_or(self, a: Tile, b: Tile) -> Tile:
+        return self.logic("|", a, b)
+
+    def logic(self, op: str, a: Tile, b: Tile) -> Tile:
+        """``a & b`` or ``a | b`` of masks. A scalar with a tile is written ``tl.where``: the interpreter
+        turns ``scalar & tile`` of booleans into integers, which tl.load then refuses as a mask."""
+        axes = self.env.order(join(a, b))
+        if bool(a.axes) != bool(b.axes):
+            s, t = (a, b) if not a.axes else (b, a)
+            if op == "&":
+                return Tile(f"tl.where({s.code}, {t.code}, False)", axes)
+            return Tile(f"tl.where({s.code}, True, {t.code})", axes)
+        return Tile(f"({self.env.expand(a, axes)} {op} {self.env.expand(b, axes)})", axes)
+
+    def binary(self, op: str, a: Tile, b: Tile) -> Tile:
+        axes = self.env.order(join(a, b))
+        return Tile(f"({self.env.expand(a, axes)} {op} {self.env.expand(b, axes)})", axes)
+
+    def where(self, cond: Tile, a: Tile, b: Tile) -> Tile:
+        axes = self.env.order(join(cond, a, b))
+        e = self.env.expand
+        return Tile(f"tl.where({e(cond, axes)}, {e(a, axes)}, {e(b, axes)})", axes)
+
+    def named(self, stem: str, t: Tile) -> Tile:
+        """Bind ``t`` to a fresh variable (keeps long expressions readable and shared)."""
+        if t.code.isidentifier() or is_literal(t.code):
+            return t
+        name = self.env.temp(stem)
+        self.env.emit(f"{name} = {t.code}")
+        return Tile(name, t.axes)
+
+    def present(self, v: Value, identity: str) -> Tile:
+        """The values with absent points replaced by ``identity`` (what a reduction must see)."""
+        if v.mask is None or v.fill == identity:
+            return v.val
+        return self.where(v.mask, v.val, Tile(identity))
+
+    # ---- values ---------------------------------------------------------------------------------------
+    def value(self, e: S.Expr, ctx: str = "f") -> Value:
+        """``ctx``: ``f`` a float value, ``i`` an integer index, ``c`` a comparison operand in a filter."""
+        key = (e, ctx)
+        if key not in self.memo:
+            self.memo[key] = self._value(e, ctx)
+        return self.memo[key]
+
+    def _value(self, e: S.Expr, ctx: str) -> Value:
+        integer = ctx in ("i", "c")
+        if isinstance(e, S.Const):
+            if integer and isinstance(e.value, int):
+                return Value(Tile(literal(e.value)), kind="i")
+            if integer:
+                return Value(Tile(float_literal(e.value)), kind="x")
+            return Value(Tile(float_literal(e.value)))
+        if isinstance(e, S.Param):
+            v = self.params[e.name]
+            if integer and isinstance(v, int):
+                return Value(Tile(literal(v)), kind="i")
+            if ctx == "i":
+                raise EinError(f"param `{e.name}` = {v} is not an integer and cannot be used in an index")
+            return Value(Tile(float_literal(v)), kind="x" if integer else "f")
+        if isinstance(e, S.Size):
+            code = self.env.size(e.rank)
+            return Value(Tile(code), kind="i") if integer else Value(Tile(f"{code}.to({self.compute})"))
+        if isinstance(e, S.Coord):
+            t = self.env.coord(e.rank)
+            if integer:
+                return Value(t, kind="i")
+            return Value(Tile(self.env.as_float(t.code, self.compute), t.axes))
+        if isinstance(e, S.Read):
+            return self.env.read(self, e, ctx)
+        if isinstance(e, S.Call):
+            args = [self.value(a, ctx) for a in e.args]
+            table = INT_FUNCTIONS if integer else FUNCTIONS
+            if e.fn not in table:
+                raise InternalError(f"`{e.fn}` has no Triton {'integer ' if integer else ''}form")
+            axes = self.env.order(join(*(a.val for a in args)))
+            codes = [self.env.expand(a.val, axes) for a in args]
+            mask = None
+            for a in args:
+                mask = self.mask_and(mask, a.mask)
+            kind = "x" if any(a.kind == "x" for a in args) else args[0].kind
+            return Value(Tile(table[e.fn].format(*codes), axes), mask, kind=kind)
+        if isinstance(e, S.Unary):
+            x = self.value(e.x, ctx)
+            return Value(Tile(f"(-{x.val.code})", x.val.axes), x.mask, kind=x.kind)
+        if isinstance(e, S.Binary):
+            return self._binary(e, ctx)
+        if isinstance(e, S.Default):
+            a, b = self.value(e.a, ctx), self.value(e.b, ctx)
+            if a.mask is None:
+                return a
+            if b.mask is None and b.val.code == a.fill:
+                return Value(a.val, None)
+            mask = None if b.mask is None else self.mask_or(a.mask, b.mask)
+            return Value(self.where(a.mask, a.val, b.val), mask)
+        raise InternalError(f"no Triton rendering for {type(e).__name__}")
+
+    def _binary(self, e: S.Binary, ctx: str) -> Value:
+        a, b = self.value(e.a, ctx), self.value(e.b, ctx)
+        mask = self.mask_and(a.mask, b.mask)
+        kind = "x" if "x" in (a.kind, b.kind) else a.kind
+        if e.op in ("//", "%"):
+            if kind != "i":
+                raise EinError("`//` and `%` need integer operands")
+            fn = "_floordiv" if e.op == "//" else "_floormod"
+            divisor = b.val
+            if not _nonzero_literal(divisor.code):
+                # a zero divisor (a size of 0) makes the point absent, never a fault
+                nz = Tile(f"({divisor.code} != 0)", divisor.axes)
+                mask = self.mask_and(mask, nz)
+                divisor = self.where(nz, divisor, Tile("1"))
+            axes = self.env.order(join(a.val, divisor))
+            code = f"{fn}({self.env.expand(a.val, axes)}, {self.env.expand(divisor, axes)})"
+            return Value(Tile(code, axes), mask, kind="i")
+        if e.op == "/" and kind == "i":
+            raise EinError("`/` in an index expression; indices are integers")
+        return Value(self.binary(e.op, a.val, b.val), mask, kind=kind)
+
+    # ---- filters --------------------------------------------------------------------------------------
+    def condition(self, e: S.Expr) -> tuple[Tile, Tile | None]:
+        """(truth, presence) of a filter: a filter that reads an absent point makes that point absent."""
+        if isinstance(e, S.Compare):
+            a, b = self.value(e.a, "c"), self.value(e.b, "c")
+            if _is_int(a.val.code) and _is_int(b.val.code):  # a constant condition (`where 0 != 0`)
+                truth = eval(f"{a.val.code} {COMPARE[e.op]} {b.val.code}")
+                return Tile(str(truth)), None
+            return self.binary(COMPARE[e.op], a.val, b.val), self.mask_and(a.mask, b.mask)
+        if isinstance(e, S.Logic):
+            (a, ma), (b, mb) = self.condition(e.a), self.condition(e.b)
+            return self.logic("&" if e.op == "and" else "|", a, b), self.mask_and(ma, mb)
+        if isinstance(e, S.Not):
+            a, ma = self.condition(e.x)
+            return Tile(f"(~{a.code})", a.axes), ma
+        raise InternalError(f"not a condition: {type(e).__name__}")
+
+    def filtered(self, e: S.Expr | None) -> Tile | None:
+        """The presence a filter imposes (truth and presence together), or None without a filter."""
+        if e is None:
+            return None
+        truth, mask = self.condition(e)
+        return self.mask_and(mask, truth)
+
+    # ---- tensor reads through pointers ------------------------------------------------------------------
+    def index_values(self, node: S.Read) -> list[Value]:
+        return [self.value(ix, "i") for ix in node.indices]
+
+    def pointer_load(
+        self,
+        node: S.Read,
+        ptr: str,
+        strides: list[str],
+        extents: list[str | None],
+        ctx: str,
+        lanes: Tile | None = None,
+        presence_ptr: str | None = None,
+        wide: bool = True,
+        stem: str | None = None,
+        dtype_cast: bool = True,
+    ) -> Value:
+        """A masked load of ``ptr[index...]``.
+
+        ``extents[k]`` is the code of dimension k's extent, or None where the index is known to be in bounds.
+        ``lanes`` masks padding lanes of the tile (not absent points, only memory safety). ``wide`` computes
+        offsets in int64 (else only scalar parts are widened).
+        """
+        idx = self.index_values(node)
+        mask: Tile | None = None
+        for ix, v, ext in zip(node.indices, idx, extents):
+            mask = self.mask_and(mask, v.mask)
+            if ext is not None and nonnegative(ix, self.params):
+                mask = self.mask_and(mask, Tile(f"({v.val.code} < {ext})", v.val.axes))
+            elif ext is not None:
+                inb = self.logic(
+                    "&", Tile(f"({v.val.code} >= 0)", v.val.axes), Tile(f"({v.val.code} < {ext})", v.val.axes)
+                )
+                mask = self.mask_and(mask, inb)
+        terms = []
+        for v, st in zip(idx, strides):
+            if v.val.code == "0":
+                continue
+            c = v.val.code
+            if wide or not v.val.axes:
+                c = f"{atom(c)}.to(tl.int64)"
+            terms.append(Tile(f"{c} * {st}", v.val.axes))
+        off: Tile = Tile("0")
+        for t in terms:
+            off = t if off.code == "0" else self.binary("+", off, t)
+        if mask is not None and len(mask.code) > 40:
+            mask = self.named(f"{stem or node.tensor}_ok", mask)
+        load_mask = self.mask_and(mask, lanes)
+        axes = self.env.order(join(off, load_mask))
+        off_code = self.env.full(off, axes, "tl.int32") if off.axes != axes else off.code
+        name = self.env.temp(stem or node.tensor)
+        if presence_ptr is not None and off.axes:
+            self.env.emit(f"{name}_off = {off_code}")
+            off_code = f"{name}_off"
+        if load_mask is None:
+            self.env.emit(f"{name} = tl.load({ptr} + {off_code})")
+        else:
+            self.env.emit(
+                f"{name} = tl.load({ptr} + {off_code}, mask={self.env.expand(load_mask, axes)}, other=0)"
+            )
+        val = Tile(name, axes)
+        kind = "f"
+        t = self.prog.tensor(node.tensor)
+        if t.dtype == "int":
+            kind = "i" if ctx in ("i", "c") else "f"
+            if kind == "f":
+                val = Tile(f"{name}.to({self.compute})", axes)
+        elif ctx in ("i", "c"):
+            raise EinError(f"float tensor `{node.tensor}` cannot be used in an index or filter", node.span)
+        elif dtype_cast:
+            val = Tile(f"{name}.to({self.compute})", axes)
+        if presence_ptr is not None:
+            pname = f"{name}_present"
+            mcode = f", mask={self.env.expand(load_mask, axes)}, other=0" if load_mask is not None else ""
+            self.env.emit(f"{pname} = tl.load({presence_ptr} + {off_code}{mcode}) != 0")
+            mask = self.mask_and(mask, Tile(pname, axes))
+        fill = "0.0" if (mask is not None and presence_ptr is None and kind == "f") else None
+        return Value(val, mask, fill=fill, kind=kind, raw=name if kind == "f" and t.dtype != "int" else None)
+
+
+def is_literal(code: str) -> bool:
+    """Whether ``code`` is a number literal (a compile-time constant in Triton)."""
+    try:
+        float(code)
+        return True
+    except ValueError:
+        return code in ('float("inf")', '-float("inf")')
+
+
+def _is_int(code: str) -> bool:
+    return code.lstrip("-").isdigit()
+
+
+def _nonzero_literal(code: str) -> bool:
+    try:
+        return int(code) != 0
+    except ValueError:
+        return False
+
+
+def nonnegative(e: S.Expr, params: dict) -> bool:
+    """Whether an integer index expression is >= 0 at every point, by its form (coordinates and sizes are)."""
+    if isinstance(e, (S.Coord, S.Size)):
+        return True
+    if isinstance(e, S.Const):
+        return isinstance(e.value, int) and e.value >= 0
+    if isinstance(e, S.Param):
+        return isinstance(params[e.name], int) and params[e.name] >= 0
+    if isinstance(e, S.Binary) and e.op in ("+", "*", "//"):
+        return nonnegative(e.a, params) and nonnegative(e.b, params)
+    if isinstance(e, S.Binary) and e.op == "%":
+        return nonnegative(e.b, params) and not (isinstance(e.b, S.Const) and e.b.value == 0)
+    if isinstance(e, S.Call) and e.fn == "max":
+        return nonnegative(e.args[0], params) or nonnegative(e.args[1], params)
+    if isinstance(e, S.Call) and e.fn == "min":
+        return nonnegative(e.args[0], params) and nonnegative(e.args[1], params)
+    if isinstance(e, S.Call) and e.fn == "clamp":
+        return nonnegative(e.args[1], params) or nonnegative(e.args[0], params)
+    return False
+
+
+def in_bounds(prog: Program, tensor: str, k: int, ix: S.Expr) -> bool:
+    """Whether index ``ix`` at dimension ``k`` of ``tensor`` is in bounds at every point, by its form."""
+    t = prog.tensor(tensor)
+    if t.iterative == k:
+        r = t.ranks[k]
+        return (
+            ix == S.Coord(r)
+            or ix == S.Binary("+", S.Coord(r), S.Const(1))
+            or ix == S.Size(r)
+            or ix == S.Const(0)
+        )
+    return ix == S.Coord(t.ranks[k])
+
+
+def fmt_expr(e: S.Expr, parent: int = 0) -> str:
+    """The .ein spelling of an expression (for comments in generated code)."""
+    prec = {"??": 1, "or": 2, "and": 3, "not": 4, "cmp": 5, "+": 6, "-": 6, "*": 7, "/": 7, "//": 7, "%": 7}
+    if isinstance(e, S.Const):
+        v = e.value
+        if isinstance(v, float) and math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v) if isinstance(v, float) else str(v)
+    if isinstance(e, S.Param):
+        return e.name
+    if isinstance(e, S.Size):
+        return e.rank.upper()
+    if isinstance(e, S.Coord):
+        return e.rank
+    if isinstance(e, S.Read):
+        return e.tensor + (f"[{', '.join(fmt_expr(i) for i in e.indices)}]" if e.indices else "")
+    if isinstance(e, S.Call):
+        return f"{e.fn}({', '.join(fmt_expr(a) for a in e.args)})"
+    if isinstance(e, S.Unary):
+        return f"-{fmt_expr(e.x, 8)}"
+    if isinstance(e, S.Binary):
+        p = prec[e.op]
+        text = f"{fmt_expr(e.a, p)} {e.op} {fmt_expr(e.b, p + 1)}"
+    elif isinstance(e, S.Default):
+        p = prec["??"]
+        text = f"{fmt_expr(e.a, p)} ?? {fmt_expr(e.b, p + 1)}"
+    elif isinstance(e, S.Compare):
+        p = prec["cmp"]
+        text = f"{fmt_expr(e.a, p + 1)} {e.op} {fmt_expr(e.b, p + 1)}"
+    elif isinstance(e, S.Logic):
+        p = prec[e.op]
+        text = f"{fmt_expr(e.a, p)} {e.op} {fmt_expr(e.b, p + 1)}"
+    elif isinstance(e, S.Not):
+        p = prec["not"]
+        text = f"not {fmt_expr(e.x, p)}"
+    else:
+        raise InternalError(f"cannot format {type(e).__name__}")
+    return f"({text})" if p < parent else text
+
+
+def fmt_einsum(e) -> str:
+    """``QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E) where m <= p`` for an IR Einsum."""
+    lhs = e.tensor + (f"[{', '.join(str(ix) for ix in e.index)}]" if e.index else "")
+    text = f"{lhs} = {fmt_expr(e.expr)}"
+    named = [r for r, op in e.reduce if op != "+"]
+    ops = {op for _, op in e.reduce if op != "+"}
+    if named:
+        text += f" :: {ops.pop()}({', '.join(named)})"
+    if e.filter is not None:
+        text += f" where {fmt_expr(e.filter)}"
+    return text
+
+
+def drop_unused(lines: list[str]) -> list[str]:
+    """Remove assignments whose variable nothing reads (presence masks that no statement needed), repeatedly.
+
+    The Triton compiler would drop them too; the interpreter would not, and the source reads better without.
+    """
+    import re
+
+    assign = re.compile(r"^\s*([A-Za-z_]\w*) = ")
+    lines = list(lines)
+    changed = True
+    while changed:
+        changed = False
+        text = "\n".join(lines)
+        counts: dict[str, int] = {}
+        for word in re.findall(r"[A-Za-z_]\w*", text):
+            counts[word] = counts.get(word, 0) + 1
+        for k, line in enumerate(lines):
+            m = assign.match(line)
+            if m and counts.get(m.group(1), 0) == 1:
+                del lines[k]
+                changed = True
+                break
+    return lines

@@ -1,0 +1,944 @@
+"""The fused Triton path: a 1-pass cascade over a streamed rank becomes one kernel.
+
+**What is recognised** (:func:`match`), structurally, from the IR: exactly one iterative rank ``it`` that is
+the outer part of a partition ``rank M = M1 * M0`` (the streamed rank ``m``, tiles of ``M0``), as in FuseMax's
+Cascade 5 (``examples/attention_1pass.ein``) and in what the pass-reduction rewrite derives. The statements
+fall into four groups:
+
+* *prologue*: statements without ``it`` that do not depend on the loop (a scaled Q tile, a per-head scalar);
+* *inits*: ``T[.., 0, ..] = ...``, the running state before the first tile;
+* *body*: every statement indexed by ``it`` (per-tile values and state updates), in dependency order; the
+  ones that only re-index inputs (``BK[.., m1, m0, e] = K[.., m1 * M0 + m0, e]``) are inlined into their
+  readers as loads;
+* *epilogue*: statements that read the final state (``RNV[.., M1, ..]``), and the outputs' stores.
+
+Ranks take roles: the *parallel* ranks (on every per-tile statement: batch, head) are fixed per program; the
+*row* rank (on every running state: the query ``p``) is a block of ``BLOCK_<ROW>`` rows per program; the *col*
+rank is the tile ``m0`` (``BLOCK_<COL>`` lanes, ``M0`` padded to a power of two >= 16); every other rank is a
+*feature* (``e``, ``f``: padded to a power of two >= 16 at launch, ``PAD_<F>``). Every value is a register
+tile of at most two of these axes.
+
+**The kernel** is a fixed skeleton with the variant's code spliced in: (1) program id -> parallel
+coordinates and a row block; (2) prologue: loop-invariant loads (hoisted out of the loop), prologue
+statements, initial state; (3) the tile range ``[lo, hi)`` of ``it``, narrowed per program by interval
+arithmetic on affine filters when an empty tile provably leaves the state unchanged; (4) the loop over tiles
+(contractions of two tiles are ``tl.dot``, reductions over a tile axis ``tl.max``/``tl.sum``, elementwise
+chains inline, ``??`` and filters masks); (5) epilogue and stores (absent points stored as 0).
+
+Anything else raises :class:`~lowering.triton_expr.Unsupported` while generating, and :func:`fused_module`
+returns a :class:`Refusal` naming the reason; the backend then uses the general path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from einattn import syntax as S
+from einattn.errors import InternalError, Span
+from einattn.graph import build_graph
+from einattn.ir import Einsum, Program, coords
+
+from .triton_absent import absent_tensors
+from .triton_expr import (
+    Env,
+    Renderer,
+    Tile,
+    Unsupported,
+    Value,
+    drop_unused,
+    fmt_einsum,
+    in_bounds,
+    is_literal,
+    nonnegative,
+)
+from .triton_tiles import UNKNOWN, _pick, _sum, affine, empty_step_identity, tile_range
+
+IDENTITY = {"+": "0.0", "max": '-float("inf")', "min": 'float("inf")'}
+REDUCE_FN = {"+": "tl.sum", "max": "tl.max", "min": "tl.min"}
+INTERNAL = {"pid", "rest", "lo", "hi", "row_block", "row_lo", "row_hi", "n_row_blocks", "CD", "DOT"}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the fused path does not apply (the general path is used instead)."""
+
+    reason: str
+    span: Span | None = None
+
+    def __str__(self) -> str:
+        return f"{self.span}: {self.reason}" if self.span is not None else self.reason
+
+
+@dataclass
+class FusedPlan:
+    prog: Program
+    it: str
+    col: str
+    parent: str
+    row: str
+    par: tuple[str, ...]
+    feats: tuple[str, ...]
+    states: tuple[str, ...]
+    inlined: dict[str, Einsum]
+    prologue: tuple[Einsum, ...]
+    inits: tuple[Einsum, ...]
+    body: tuple[Einsum, ...]
+    epilogue: tuple[Einsum, ...]
+    absent: frozenset[str] = frozenset()
+    narrowed: str = "no filter on the streamed tiles"
+    whole: tuple[str, str] | None = None  # (lo, hi) code of the tiles with no masked point
+    skip_tiles: bool = True
+    loads: dict = field(default_factory=dict)  # read -> (tile axes, loaded per tile?)
+    tiles: list[tuple[str, ...]] = field(default_factory=list)  # axes of per-tile register values
+
+    def describe(self) -> str:
+        return (
+            f"one kernel; programs over ({', '.join(self.par)}) x blocks of {self.row}; "
+            f"loop over tiles {self.it} of {self.parent} (tile {self.col}); "
+            f"features {', '.join(self.feats)}; "
+            f"running state {', '.join(self.states)}; {self.narrowed}"
+        )
+
+
+# ---- matching --------------------------------------------------------------------------------------
+
+
+def _order(prog: Program) -> list[Einsum]:
+    """Statements in dependency order within one step (carried edges dropped), ties by source order."""
+    g = build_graph(prog)
+    same = nx.DiGraph([(u, v) for u, v, c in g.edges(data="carried") if not c])
+    same.add_nodes_from(g.nodes)
+    order = {e.label: i for i, e in enumerate(prog.einsums)}
+    return [g.nodes[n]["einsum"] for n in nx.lexicographical_topological_sort(same, key=order.get)]
+
+
+def match(prog: Program) -> FusedPlan | Refusal:
+    """The roles and groups of a 1-pass streaming cascade, or why the program is not one."""
+    its = prog.iterative_ranks
+    if not its:
+        return Refusal("no iterative rank: the cascade is not a 1-pass loop over tiles")
+    if len(its) > 1:
+        return Refusal(f"{len(its)} iterative ranks ({', '.join(its)}); the fused kernel streams over one")
+    it = its[0]
+    part = next((p for p in prog.partitions if p.outer == it), None)
+    if part is None:
+        return Refusal(
+            f"iterative rank `{it}` is not the outer part of a partition `rank M = M1 * M0`: "
+            "a scan over single points, not a loop over tiles"
+        )
+    if part.tile != "inner":
+        return Refusal(f"the tile of `{part.parent}` must be its inner part (a param such as M0)")
+    col, parent = part.inner, part.parent
+    order = _order(prog)
+    for e in order:
+        if it in e.reduced:
+            return Refusal(f"`{e.tensor}` reduces over the streamed rank `{it}`: a second pass", e.span)
+        if parent in e.space:
+            return Refusal(
+                f"`{e.tensor}` iterates over the whole rank `{parent}`, not over its tiles", e.span
+            )
+    states = tuple(t.name for t in prog.tensors if t.iterative is not None)
+    per_step = [e for e in order if it in e.lhs_ranks]
+    inits = [e for e in order if e.kind == "init"]
+    step_tensors = {e.tensor for e in per_step}
+    prologue, epilogue, late = [], [], set()
+    for e in order:
+        if e in per_step or e in inits:
+            continue
+        final = False
+        for rd in e.reads():
+            if rd.tensor in states:
+                t = prog.tensor(rd.tensor)
+                if rd.indices[t.iterative] != S.Size(it):
+                    return Refusal(
+                        f"`{e.tensor}` reads `{rd.tensor}` at a step other than the last "
+                        f"(`{rd.tensor}[.., {it.upper()}, ..]`)",
+                        e.span,
+                    )
+                final = True
+            elif rd.tensor in step_tensors:
+                return Refusal(
+                    f"`{e.tensor}` reads the per-tile tensor `{rd.tensor}` after the loop: a second pass "
+                    f"over `{it}`",
+                    e.span,
+                )
+            elif rd.tensor in late:
+                final = True
+        if final:
+            epilogue.append(e)
+            late.add(e.tensor)
+        else:
+            prologue.append(e)
+    for e in inits + per_step:
+        for rd in e.reads():
+            if rd.tensor in late:
+                return Refusal(f"`{e.tensor}` reads `{rd.tensor}`, which needs the final state", e.span)
+            if e.kind == "init" and (rd.tensor in step_tensors):
+                return Refusal(
+                    f"the initial state `{e.tensor}` reads the per-tile tensor `{rd.tensor}`", e.span
+                )
+    inlined = {
+        e.tensor: e
+        for e in per_step
+        if e.kind == "plain"
+        and not e.reduce
+        and e.filter is None
+        and e.tensor not in prog.outputs
+        and all(prog.tensor(rd.tensor).is_input for rd in e.reads())
+    }
+    core = [e for e in per_step if e.tensor not in inlined]
+    if not core:
+        return Refusal(f"nothing is computed per tile of `{it}`")
+    # parallel ranks index the K/V tiles a step reads (reads along the tile and a feature); the row does not
+    kside = {
+        e.tensor for e in core if all(prog.tensor(rd.tensor).is_input for rd in _tile_reads(prog, inlined, e))
+    }
+    kside &= {e.tensor for e in core if not any(rd.tensor in step_tensors for rd in e.reads())}
+    for group in (core, [e for e in core if e.tensor not in kside]):  # K-side tiles computed per step aside
+        if not group:
+            continue
+        par, rows = _roles(prog, inlined, group, states, it, col, parent)
+        if len(rows) == 1:
+            break
+    if len(rows) != 1:
+        what = ", ".join(sorted(rows)) if rows else "none"
+        return Refusal(
+            f"cannot tell the query rank: the per-tile statements share the ranks {{{what}}} that do not "
+            "index the streamed tiles; the fused kernel needs exactly one"
+        )
+    (row,) = rows
+    if col in par:
+        return Refusal(
+            f"every per-tile statement keeps the tile rank `{col}`: nothing is reduced over a tile"
+        )
+    used: set[str] = set()
+    for e in prologue + inits + core + epilogue:
+        used |= set(e.space) | set(e.lhs_ranks)
+        for rd in _tile_reads(prog, inlined, e):
+            used |= set(coords(rd))
+    fixed = par | {row, col, it, parent}
+    feats = tuple(r for r in prog.ranks if r in used and r not in fixed)
+    for name in prog.outputs:
+        t = prog.tensor(name)
+        missing = (par | {row}) - set(t.ranks)
+        if name in step_tensors:
+            return Refusal(f"output `{name}` is a per-tile tensor")
+        if missing:
+            return Refusal(
+                f"output `{name}` lacks rank{'s' * (len(missing) > 1)} {', '.join(sorted(missing))}; "
+                "the fused kernel writes each output once per program"
+            )
+    names = {t.name for t in prog.tensors} | set(prog.ranks)
+    clash = names & INTERNAL
+    if clash:
+        return Refusal(f"the name `{sorted(clash)[0]}` is used by the kernel skeleton")
+    statements = [_St(e.tensor, e.expr, e.filter) for e in prologue + inits + per_step + epilogue]
+    return FusedPlan(
+        prog=prog,
+        it=it,
+        col=col,
+        parent=parent,
+        row=row,
+        par=tuple(r for r in prog.ranks if r in par),
+        feats=feats,
+        states=states,
+        inlined=inlined,
+        prologue=tuple(prologue),
+        inits=tuple(inits),
+        body=tuple(core),
+        epilogue=tuple(epilogue),
+        absent=absent_tensors(prog, statements),
+    )
+
+
+def _roles(prog, inlined, group, states, it, col, parent) -> tuple[set[str], set[str]]:
+    """(parallel ranks, row candidates) from the per-step statements ``group``."""
+    cand = set.intersection(*(set(e.lhs_ranks) for e in group)) - {it}
+    kv: set[str] = set()
+    for e in group:
+        for rd in _tile_reads(prog, inlined, e):
+            mentioned = set(coords(rd))
+            if mentioned & {it, col} and mentioned - cand - {it, col, parent}:  # a K/V tile: tile x feature
+                kv |= mentioned
+    par = cand & kv
+    rows = (cand - kv) & set.intersection(*(set(prog.tensor(s).ranks) for s in states))
+    if len(rows) > 1:
+        # several query-like ranks (multi-query attention: K/V shared by the heads): the row is the one the
+        # first output varies fastest along, the others are parallel
+        first = prog.tensor(prog.outputs[0]).ranks
+        ranked = [r for r in first if r in rows]
+        if ranked:
+            par |= rows - {ranked[-1]}
+            rows = {ranked[-1]}
+    return par, rows
+
+
+def _tile_reads(prog: Program, inlined: dict[str, Einsum], e: Einsum):
+    """The input reads of ``e`` after inlining the re-indexing statements."""
+    roots = [e.expr] + ([e.filter] if e.filter is not None else [])
+    todo = list(roots)
+    while todo:
+        root = todo.pop()
+        for n in root.walk():
+            if isinstance(n, S.Read):
+                if n.tensor in inlined:
+                    d = inlined[n.tensor]
+                    t = prog.tensor(n.tensor)
+                    todo.append(substitute(d.expr, dict(zip(t.ranks, n.indices))))
+                elif prog.tensor(n.tensor).is_input:
+                    yield n
+
+
+@dataclass(frozen=True)
+class _St:
+    target: str
+    expr: S.Expr
+    filter: S.Expr | None
+
+
+# ---- expression substitution (inlining) ----------------------------------------------------------------
+
+
+def substitute(e: S.Expr, mapping: dict[str, S.Expr]) -> S.Expr:
+    """``e`` with each coordinate ``Coord(r)`` replaced by ``mapping[r]``."""
+    if isinstance(e, S.Coord):
+        return mapping.get(e.rank, e)
+    if isinstance(e, S.Read):
+        return S.Read(e.tensor, tuple(substitute(i, mapping) for i in e.indices), span=e.span)
+    if isinstance(e, S.Call):
+        return S.Call(e.fn, tuple(substitute(a, mapping) for a in e.args), span=e.span)
+    if isinstance(e, S.Unary):
+        return S.Unary(e.op, substitute(e.x, mapping), span=e.span)
+    if isinstance(e, S.Binary):
+        return S.Binary(e.op, substitute(e.a, mapping), substitute(e.b, mapping), span=e.span)
+    if isinstance(e, S.Default):
+        return S.Default(substitute(e.a, mapping), substitute(e.b, mapping), span=e.span)
+    return e
+
+
+def factors(expr: S.Expr) -> list[tuple[S.Expr, bool]]:
+    """``a * b / c`` -> [(a, False), (b, False), (c, True)]; a single factor otherwise."""
+    if isinstance(expr, S.Binary) and expr.op in ("*", "/"):
+        left = factors(expr.a)
+        right = [(expr.b, True)] if expr.op == "/" else factors(expr.b)
+        return left + right
+    return [(expr, False)]
+
+
+# ---- the kernel ----------------------------------------------------------------------------------------
+
+
+class FusedEnv(Env):
+    def __init__(self, plan: FusedPlan):
+        self.plan = plan
+        self.prog = plan.prog
+        self.axes = (plan.row, plan.col, *plan.feats)
+        self.lines = {"setup": [], "prologue": [], "bounds": [], "body": [], "body_full": [], "epilogue": []}
+        self.full_tiles = False  # rendering the body for tiles that a filter and the bounds leave whole
+        m0 = plan.prog.param_values.get(plan.col.upper())
+        self.col_padded = not (isinstance(m0, int) and m0 >= 16 and m0 & (m0 - 1) == 0)
+        self.scope = "prologue"
+        self.values: dict[str, Value] = {}
+        self.cur: dict[str, Value] = {}
+        self.next: dict[str, Value] = {}
+        self.hoisted: dict[tuple, Value] = {}
+        self.inputs: list[str] = []
+        self.sizes: set[str] = set()
+        self.counter = 0
+
+    # ---- Env interface ----------------------------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        pad = "        " if self.scope.startswith("body") else "    "
+        self.lines[self.scope].append(pad + line)
+
+    def temp(self, stem: str) -> str:
+        self.counter += 1
+        return f"{stem}_{self.counter}"
+
+    def size(self, rank: str) -> str:
+        self.sizes.add(rank)
+        return f"size_{rank}"
+
+    def extent(self, axis: str) -> str:
+        return block_name(self.plan, axis)
+
+    def coord(self, rank: str) -> Tile:
+        p = self.plan
+        if rank in p.par:
+            return Tile(f"i_{rank}")
+        if rank == p.it:
+            if not self.scope.startswith("body"):
+                raise Unsupported(f"the tile number `{rank}` is used outside the loop")
+            return Tile(rank)
+        if rank == p.col and not self.scope.startswith("body"):
+            raise Unsupported(f"the tile rank `{rank}` is used outside the loop")
+        if rank in self.axes:
+            self.size(rank)
+            return Tile(f"offs_{rank}", (rank,))
+        raise Unsupported(f"rank `{rank}` has no place in the fused kernel")
+
+    def as_float(self, code: str, dtype: str) -> str:
+        if code == self.plan.it:  # the loop variable is a Python int under the interpreter
+            return f"({code} + tl.zeros([], {dtype}))"
+        return super().as_float(code, dtype)
+
+    def lane(self, axis: str) -> Tile | None:
+        """Which lanes of ``axis`` exist (None: all of them, a tile M0 that is a power of two >= 16)."""
+        if axis == self.plan.col and not self.col_padded:
+            return None
+        self.size(axis)
+        return Tile(f"lane_{axis}", (axis,))
+
+    def read(self, r: Renderer, node: S.Read, ctx: str) -> Value:
+        p, prog = self.plan, self.prog
+        t = prog.tensor(node.tensor)
+        if t.is_input:
+            return self._read_input(r, node, ctx)
+        if node.tensor in p.inlined:
+            return self._read_inlined(r, node, ctx)
+        if t.iterative is not None:
+            for k, ix in enumerate(node.indices):
+                if k != t.iterative and ix != S.Coord(t.ranks[k]):
+                    raise Unsupported(f"`{node.tensor}` is read at a shifted index")
+            ix = node.indices[t.iterative]
+            if ix == S.Coord(p.it) and self.scope.startswith("body"):
+                return self.cur[node.tensor]
+            if ix == S.Binary("+", S.Coord(p.it), S.Const(1)) and node.tensor in self.next:
+                return self.next[node.tensor]
+            if ix == S.Size(p.it) and self.scope == "epilogue":
+                return self.cur[node.tensor]
+            raise Unsupported(f"`{node.tensor}` is read at state `{ix}` where the kernel does not hold it")
+        if any(ix != S.Coord(r_) for ix, r_ in zip(node.indices, t.ranks)):
+            raise Unsupported(
+                f"`{node.tensor}` is read at shifted indices; only its own coordinates are in registers"
+            )
+        if node.tensor not in self.values:
+            raise Unsupported(f"`{node.tensor}` is not available where it is read")
+        return self.values[node.tensor]
+
+    # ---- reads ----------------------------------------------------------------------------------------
+    def _read_input(self, r: Renderer, node: S.Read, ctx: str) -> Value:
+        p = self.plan
+        key = (node, ctx)
+        if key in self.hoisted:
+            return self.hoisted[key]
+        if node.tensor not in self.inputs:
+            self.inputs.append(node.tensor)
+        if not node.indices:
+            name = self.temp(node.tensor)
+            scope, self.scope = self.scope, "prologue"
+            self.emit(f"{name} = tl.load({node.tensor}_ptr)")
+            self.scope = scope
+            t = self.prog.tensor(node.tensor)
+            integer = t.dtype == "int" and ctx in ("i", "c")
+            v = Value(
+                Tile(name) if integer else Tile(f"{name}.to({r.compute})"), kind="i" if integer else "f"
+            )
+            self.hoisted[key] = v
+            return v
+        mentioned = set(coords(node))
+        varying = bool(mentioned & {p.it, p.col})
+        lanes = None
+        for x in self.order([x for x in mentioned if x in self.axes]):
+            lanes = r.mask_and(lanes, self.lane(x))
+        t = self.prog.tensor(node.tensor)
+        extents = [
+            None
+            if in_bounds(self.prog, node.tensor, k, ix)
+            or (self.full_tiles and self.tile_index(t.ranks[k], ix))
+            else self.size(t.ranks[k])
+            for k, ix in enumerate(node.indices)
+        ]
+        strides = [f"{node.tensor}_stride{k}" for k in range(len(node.indices))]
+        scope = self.scope
+        if not varying:
+            self.scope = "prologue"
+        try:
+            v = r.pointer_load(node, f"{node.tensor}_ptr", strides, extents, ctx, lanes=lanes, wide=False)
+        finally:
+            self.scope = scope
+        v.lane_zero = True
+        self.plan.loads[(node, ctx)] = (v.val.axes, varying)  # each read once, whatever the body
+        if not varying:
+            self.hoisted[key] = v
+        return v
+
+    def tile_index(self, rank: str, ix: S.Expr) -> bool:
+        """``ix`` is ``it * M0 + col`` into the streamed rank: in bounds on every whole tile."""
+        p = self.plan
+        if rank != p.parent:
+            return False
+        d = affine(ix, self.prog.param_values)
+        m0 = self.prog.param_values.get(p.col.upper())
+        return d is not None and d[0] == {p.it: m0, p.col: 1} and _sum(d[1]) == "0"
+
+    def _read_inlined(self, r: Renderer, node: S.Read, ctx: str) -> Value:
+        e = self.plan.inlined[node.tensor]
+        t = self.prog.tensor(node.tensor)
+        mapping = {rank: ix for rank, ix in zip(t.ranks, node.indices)}
+        mask = None
+        implied = _implied_bounds(self.prog, e)
+        for k, ix in enumerate(node.indices):
+            if not in_bounds(self.prog, node.tensor, k, ix) and k not in implied:
+                v = r.value(ix, "i")
+                inb = Tile(f"({v.val.code} < {self.size(t.ranks[k])})", v.val.axes)
+                if not nonnegative(ix, self.prog.param_values):
+                    inb = r.logic("&", Tile(f"({v.val.code} >= 0)", v.val.axes), inb)
+                mask = r.mask_and(mask, r.mask_and(v.mask, inb))
+        v = r.value(substitute(e.expr, mapping), ctx)
+        if mask is None:
+            return v
+        out = Value(v.val, r.mask_and(v.mask, mask), fill=None, kind=v.kind)
+        out.raw, out.lane_zero = getattr(v, "raw", None), getattr(v, "lane_zero", False)
+        return out
+
+    # ---- statements -----------------------------------------------------------------------------------
+    def var(self, tensor: str) -> str:
+        return tensor
+
+    def tile_axes(self, e: Einsum) -> tuple[str, ...]:
+        p = self.plan
+        ranks = [x for x in e.lhs_ranks if x not in p.par and x != p.it]
+        return self.order(ranks)
+
+    def statement(self, e: Einsum, name: str) -> Value:
+        """Render ``e`` into variable ``name`` (and ``name_ok`` when it can be absent)."""
+        r = Renderer(self, self.prog)
+        p = self.plan
+        axes = self.tile_axes(e)
+        filt = None if self.full_tiles else r.filtered(e.filter)
+        if filt is not None and any(a in p.feats for a in filt.axes):
+            raise Unsupported(f"the filter of `{e.tensor}` depends on a feature rank")
+        if not e.reduce:
+            v = r.value(e.expr)
+            mask = r.mask_and(v.mask, filt)
+            val, fill = v.val, (v.fill if mask is v.mask else None)
+        elif len(e.reduce) == 1 and e.reduce[0][0] in (p.col, *p.feats):
+            ((red, op),) = e.reduce
+            done = self._dot(r, e, red, filt) if op == "+" else None
+            if done is None:
+                done = self._reduce(r, e, red, op, filt)
+            val, mask, fill = done
+        else:
+            raise Unsupported(
+                f"`{e.tensor}` reduces over {', '.join(e.reduced)}; the fused kernel reduces one tile axis "
+                "at a time, never a parallel or query rank"
+            )
+        if not set(val.axes) <= set(axes) or (mask is not None and not set(mask.axes) <= set(axes)):
+            raise Unsupported(f"`{e.tensor}` varies along a rank it is not indexed by")
+        if not val.axes and is_literal(val.code):
+            out = Value(val, None, fill=fill)  # a constant stays a literal (tl.full needs one)
+        else:
+            self.emit(f"{name} = {val.code}")
+            out = Value(Tile(name, val.axes), None, fill=fill)
+        if mask is not None:
+            if any(a in p.feats for a in mask.axes):
+                raise Unsupported(f"`{e.tensor}` is absent at points that depend on a feature rank")
+            if not mask.axes and mask.code in ("True", "False"):
+                out.mask = mask
+            else:
+                self.emit(f"{name}_ok = {mask.code}")
+                out.mask = Tile(f"{name}_ok", mask.axes)
+        return out
+
+    def _reduce(self, r: Renderer, e: Einsum, red: str, op: str, filt: Tile | None):
+        v = r.value(e.expr)
+        presence = r.mask_and(v.mask, filt)
+        ok = r.mask_and(presence, self.lane(red))
+        axes = self.order(set(self.tile_axes(e)) | {red} | set(v.val.axes) | set(ok.axes if ok else ()))
+        k = axes.index(red)
+        vals = self.full(r.where(ok, v.val, Tile(IDENTITY[op])) if ok else v.val, axes, "CD")
+        val = Tile(f"{REDUCE_FN[op]}({vals}, {k})", tuple(a for a in axes if a != red))
+        mask = None
+        if presence is not None:
+            full = self.full(ok, axes, "tl.int1")
+            mask = Tile(f"(tl.max({full}.to(tl.int32), {k}) > 0)", val.axes)
+        return val, mask, IDENTITY[op]
+
+    def _dot(self, r: Renderer, e: Einsum, red: str, filt: Tile | None):
+        """A sum over ``red`` of a product of two tiles that share ``red``, as ``tl.dot``; else None."""
+        parts = [(r.value(f), inv) for f, inv in factors(e.expr)]
+        spans = [k for k, (v, _) in enumerate(parts) if red in v.val.axes or (v.mask and red in v.mask.axes)]
+        if len(spans) != 2 or any(parts[k][1] for k in spans):
+            return None
+        (a, _), (b, _) = parts[spans[0]], parts[spans[1]]
+        if len(a.val.axes) != 2 or len(b.val.axes) != 2:
+            return None
+        xa = [x for x in a.val.axes if x != red]
+        xb = [x for x in b.val.axes if x != red]
+        if len(xa) != 1 or len(xb) != 1 or xa == xb:
+            return None
+        out_axes = self.order([xa[0], xb[0]])
+        if out_axes[0] != xa[0]:
+            a, b, xa, xb = b, a, xb, xa
+        x, y = xa[0], xb[0]
+        za, zb = [], []  # masks that zero each operand
+        red_masks, point_masks = [], []
+        for v, zs in ((a, za), (b, zb)):
+            if v.mask is not None:
+                (red_masks if red in v.mask.axes else point_masks).append(v.mask)
+                if v.fill != "0.0":
+                    zs.append(v.mask)
+        if filt is not None:
+            (red_masks if red in filt.axes else point_masks).append(filt)
+            if red in filt.axes:
+                if set(filt.axes) <= set(a.val.axes):
+                    za.append(filt)
+                elif set(filt.axes) <= set(b.val.axes):
+                    zb.append(filt)
+                else:
+                    raise Unsupported(f"the filter of `{e.tensor}` spans three tile axes")
+        for v, zs in ((a, za), (b, zb)):
+            if not getattr(v, "lane_zero", False):
+                zs.append(self.lane(red))
+        lane = self.lane(red) if red == self.plan.col else None
+
+        def operand(v: Value, zs: list[Tile], other: Value, want: tuple[str, str], second: bool) -> str:
+            raw = getattr(v, "raw", None)
+            base = Tile(raw, v.val.axes) if raw else v.val
+            m = None
+            for z in zs:
+                m = r.mask_and(m, z)
+            if m is not None:
+                base = r.where(m, base, Tile("0.0"))
+            code = self.full(base, self.order(want), "CD") if base.axes != self.order(want) else base.code
+            other_raw = getattr(other, "raw", None)
+            if other_raw and (not raw or second):  # tl.dot needs one dtype: the loaded operand's
+                code = f"{_atom(code)}.to({other_raw}.dtype)"
+            if self.order(want) != want:
+                code = f"tl.trans({code})"
+            return code
+
+        code_a = operand(a, za, b, (x, red), False)
+        code_b = operand(b, zb, a, (red, y), True)
+        val = Tile(f"tl.dot({code_a}, {code_b}, input_precision=DOT, out_dtype=CD)", (x, y))
+        mask = None
+        for m in point_masks:
+            mask = r.mask_and(mask, m)
+        if red_masks:
+            allm = lane
+            for m in red_masks:
+                allm = r.mask_and(allm, m)
+            if len(allm.axes) > 2:
+                raise Unsupported(f"the presence of `{e.tensor}` spans three tile axes")
+            k = allm.axes.index(red)
+            rest = tuple(ax for ax in allm.axes if ax != red)
+            any_ = Tile(f"(tl.max({allm.code}.to(tl.int32), {k}) > 0)", rest)
+            mask = r.mask_and(mask, any_)
+        fill = "0.0"
+        for k, (v, inv) in enumerate(parts):
+            if k in spans:
+                continue
+            val = r.binary("/" if inv else "*", val, v.val)
+            mask = r.mask_and(mask, v.mask)
+            fill = None
+        return val, mask, fill
+
+
+def _implied_bounds(prog: Program, e: Einsum) -> set[int]:
+    """Dimensions of an inlined ``T[.., r, ..] = X[.., r, ..]`` whose bounds the read of ``X`` checks."""
+    if not isinstance(e.expr, S.Read):
+        return set()
+    x = prog.tensor(e.expr.tensor)
+    out = set()
+    for k, ix in enumerate(e.index):
+        for j, jx in enumerate(e.expr.indices):
+            if jx == S.Coord(ix.rank) and x.ranks[j] == ix.rank:
+                out.add(k)
+    return out
+
+
+def _atom(code: str) -> str:
+    from .triton_expr import atom
+
+    return atom(code)
+
+
+def block_name(plan: FusedPlan, axis: str) -> str:
+    if axis == plan.row or axis == plan.col:
+        return f"BLOCK_{axis.upper()}"
+    return f"PAD_{axis.upper()}"
+
+
+# ---- generation --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FusedKernel:
+    plan: FusedPlan
+    name: str
+    source: str  # the @triton.jit kernel
+    params: list[str]  # host expressions of its runtime arguments, in order
+    constexprs: list[str]  # names of its compile-time arguments
+    footprint: str  # the body of _footprint()
+
+
+def generate(plan: FusedPlan, name: str) -> FusedKernel:
+    """The fused kernel's source; raises :class:`Unsupported` when a statement does not fit the skeleton."""
+    env = FusedEnv(plan)
+    p, prog = plan, plan.prog
+    row, col = p.row, p.col
+    R, C = block_name(p, row), block_name(p, col)
+
+    env.scope = "setup"
+    env.emit(
+        f"# program -> ({', '.join((*p.par, row))} block)" if p.par else f"# program -> a block of {row}"
+    )
+    env.emit("pid = tl.program_id(0)")
+    env.emit(f"n_row_blocks = tl.cdiv({env.size(row)}, {R})")
+    env.emit("row_block = pid % n_row_blocks")
+    if p.par:
+        env.emit("rest = pid // n_row_blocks")
+        for k, x in enumerate(reversed(p.par)):
+            env.emit(f"i_{x} = (rest % {env.size(x)}).to(tl.int64)")
+            if k < len(p.par) - 1:
+                env.emit(f"rest = rest // size_{x}")
+    env.emit(f"offs_{row} = row_block * {R} + tl.arange(0, {R})")
+    env.emit(f"lane_{row} = offs_{row} < size_{row}")
+    env.emit(f"offs_{col} = tl.arange(0, {C})  # lanes of one tile of {p.parent}")
+    env.emit(f"lane_{col} = offs_{col} < {env.size(col)}")
+    for f in p.feats:
+        env.emit(f"offs_{f} = tl.arange(0, {block_name(p, f)})")
+        env.emit(f"lane_{f} = offs_{f} < {env.size(f)}")
+
+    env.scope = "prologue"
+    for e in p.prologue:
+        env.emit(f"# {fmt_einsum(e)}")
+        env.values[e.tensor] = env.statement(e, e.tensor)
+    for e in p.inits:
+        env.emit(f"# {fmt_einsum(e)}")
+        env.cur[e.tensor] = _state(env, e, e.tensor)
+
+    _body(env, "body")  # every tile: filters and bounds as masks
+    _body(env, "body_full")  # tiles that the filters and the bounds leave whole: no masks
+
+    env.scope = "epilogue"
+    for e in p.epilogue:
+        env.emit(f"# {fmt_einsum(e)}")
+        env.values[e.tensor] = env.statement(e, e.tensor)
+    outputs = []
+    for o in prog.outputs:
+        outputs.append(o)
+        _store(env, o)
+
+    _bounds(env)
+    return _assemble(env, name, outputs)
+
+
+def _body(env: FusedEnv, scope: str) -> None:
+    p = env.plan
+    env.scope, env.full_tiles = scope, scope == "body_full"
+    env.next = {}
+    for e in p.body:
+        env.emit(f"# {fmt_einsum(e)}")
+        if e.kind == "step":
+            env.next[e.tensor] = _state(env, e, f"{e.tensor}_next")
+        else:
+            v = env.statement(e, e.tensor)
+            env.values[e.tensor] = v
+            p.tiles.append(v.val.axes)
+    missing = [s for s in p.states if s not in env.next]
+    if missing:
+        raise Unsupported(f"the running state `{missing[0]}` is not updated in the loop")
+    env.emit("# the running state moves on to the next tile")
+    for s in p.states:
+        env.emit(f"{s} = {s}_next")
+        if s in p.absent:
+            env.emit(f"{s}_ok = {s}_next_ok")
+    env.full_tiles = False
+
+
+def _state(env: FusedEnv, e: Einsum, name: str) -> Value:
+    """A running state's value, materialised on its whole tile (loop-carried values keep one shape)."""
+    p = env.plan
+    t = p.prog.tensor(e.tensor)
+    axes = env.order([x for x in t.ranks if x not in p.par and x != p.it])
+    v = env.statement(e, name)
+    if v.val.axes != axes:
+        env.emit(f"{name} = {env.full(v.val, axes, 'CD')}")
+    if v.val.axes == axes and v.val.code == name:
+        pass
+    tracked = e.tensor in p.absent
+    out = Value(Tile(name, axes))
+    if tracked:
+        maxes = tuple(a for a in axes if a not in p.feats)  # presence never depends on a feature
+        shape = ", ".join(env.extent(a) for a in maxes)
+        if v.mask is None:
+            # present everywhere: later statements of this step know it; the loop carries an all-true mask
+            env.emit(f"{name}_ok = tl.full([{shape}], 1, tl.int1)" if maxes else f"{name}_ok = True")
+            return out
+        if v.mask.axes != maxes:
+            env.emit(f"{name}_ok = {env.full(v.mask, maxes, 'tl.int1')}")
+        out.mask = Tile(f"{name}_ok", maxes)
+    elif v.mask is not None:
+        raise InternalError(f"running state `{e.tensor}` can be absent but carries no mask")
+    return out
+
+
+def _store(env: FusedEnv, o: str) -> None:
+    p, prog = env.plan, env.plan.prog
+    t = prog.tensor(o)
+    if o not in env.values:
+        raise Unsupported(f"output `{o}` is not computed by the kernel")
+    v = env.values[o]
+    axes = env.order([x for x in t.ranks if x not in p.par])
+    r = Renderer(env, prog)
+    terms: Tile = Tile("0")
+    for k, x in enumerate(t.ranks):
+        c = f"i_{x}" if x in p.par else f"offs_{x}"
+        term = Tile(f"{c} * {o}_stride{k}", () if x in p.par else (x,))
+        terms = term if terms.code == "0" else r.binary("+", terms, term)
+    lanes = None
+    for a in axes:
+        lanes = r.mask_and(lanes, env.lane(a))
+    val = v.val if v.mask is None else r.where(v.mask, v.val, Tile("0.0"))
+    env.emit(f"# {o}: absent points are stored as 0")
+    mask = f", mask={env.expand(lanes, axes)}" if lanes is not None else ""
+    env.emit(
+        f"tl.store({o}_ptr + {env.expand(terms, axes) if terms.axes else terms.code}, "
+        f"{env.full(val, axes, 'CD')}.to({o}_ptr.dtype.element_ty){mask})"
+    )
+
+
+def _bounds(env: FusedEnv) -> None:
+    p = env.plan
+    env.scope = "bounds"
+    filtered = [e for e in p.body if e.filter is not None]
+    lo = hi = None
+    if filtered and not p.skip_tiles:
+        p.narrowed = "no tile skipping (skip_tiles=False)"
+    elif filtered:
+        ranges = [tile_range(p, e.filter) for e in filtered]
+        finite, initial = empty_step_identity(p, {e.tensor for e in filtered})
+        if finite and all(h is not None for _, h in ranges):
+            for _, h in ranges:
+                hi = h if hi is None else f"tl.maximum({hi}, {h})"
+        if initial and all(lo_ is not None for lo_, _ in ranges):
+            for lo_, _ in ranges:
+                lo = lo_ if lo is None else f"tl.minimum({lo}, {lo_})"
+        skipped = []
+        if lo is not None:
+            skipped.append("before")
+        if hi is not None:
+            skipped.append("after")
+        if skipped:
+            p.narrowed = (
+                f"tiles {' and '.join(skipped)} the filter's range skipped per program "
+                "(an empty tile provably leaves the running state unchanged)"
+            )
+        elif not finite or not initial:
+            p.narrowed = "no tile skipping: an empty tile would change the running state as written"
+        else:
+            p.narrowed = "no tile skipping: the filter is not affine in the tile number"
+    # whole tiles: every filter holds at every point, and the tile lies inside the streamed rank
+    whole_lo, whole_hi = None, f"{env.size(p.parent)} // {env.size(p.col)}"
+    for e in filtered:
+        rng = tile_range(p, e.filter, forall=True)
+        if rng == UNKNOWN:
+            whole_hi = None
+            break
+        whole_lo = _pick(whole_lo, rng[0], "tl.maximum")
+        whole_hi = _pick(whole_hi, rng[1], "tl.minimum")
+    p.whole = None if whole_hi is None else (whole_lo or "lo", whole_hi)
+    sz = env.size(p.it)
+    R = block_name(p, p.row)
+    if filtered:
+        env.emit("# rows row_lo..row_hi: the filters are checked per tile over them")
+        env.emit(f"row_lo = row_block * {R}")
+        env.emit(f"row_hi = tl.minimum(row_lo + {R}, size_{p.row}) - 1")
+    if lo is None and hi is None:
+        env.emit(f"lo, hi = 0, {sz}")
+        return
+    env.emit(f"# the tiles of {p.it} whose points can pass the filter for these rows: the others are skipped")
+    env.emit(f"lo = tl.maximum({lo}, 0)" if lo is not None else "lo = 0")
+    env.emit(f"hi = tl.minimum({hi}, {sz})" if hi is not None else f"hi = {sz}")
+
+
+def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
+    p, prog = env.plan, env.plan.prog
+    params, host, nospec = [], [], []
+    for t in env.inputs + outputs:
+        params.append(f"{t}_ptr")
+        host.append(t)
+        nd = len(prog.tensor(t).ranks)
+        for k in range(nd):
+            params.append(f"{t}_stride{k}")
+            host.append(f"{t}.stride({k})")
+            if k < nd - 1:
+                nospec.append(f"{t}_stride{k}")
+    order = {r: i for i, r in enumerate(prog.ranks)}
+    for x in sorted(env.sizes, key=lambda x: order.get(x, len(order))):
+        params.append(f"size_{x}")
+        host.append(f"size_{x}")
+        nospec.append(f"size_{x}")
+    constexprs = ["CD", "DOT", block_name(p, p.row), block_name(p, p.col)] + [
+        block_name(p, f) for f in p.feats
+    ]
+    params += [f"{c}: tl.constexpr" for c in constexprs]
+    doc = "\n".join(f"    {fmt_einsum(e)}" for e in prog.einsums)
+    lines = [
+        f"@triton.jit(do_not_specialize={nospec!r})",
+        f"def {name}(",
+        *(f"    {a}," for a in params),
+        "):",
+    ]
+    lines.append(
+        f'    """One program: rows {block_name(p, p.row)} of `{p.row}` for one ({", ".join(p.par)}); '
+        f'loops over the tiles `{p.it}`.\n\n{doc}\n    """'
+    )
+    lines += env.lines["setup"]
+    lines.append("    # ---- prologue: loop-invariant tiles and the initial running state")
+    lines += env.lines["prologue"]
+    lines.append(f"    # ---- the tiles of {p.it} to visit")
+    lines += env.lines["bounds"]
+    lines.append(
+        f"    # ---- the streamed loop: one tile of {block_name(p, p.col)} lanes of {p.parent} per step"
+    )
+    split = env.lines["body_full"] != env.lines["body"] and p.whole is not None
+    if split:
+        lines.append(
+            "    # tiles lo..whole_lo-1 and whole_hi..hi-1 have masked points; whole_lo..whole_hi-1 none"
+        )
+        start = "lo" if p.whole[0] == "lo" else f"tl.maximum(lo, {p.whole[0]})"
+        lines.append(f"    whole_lo = tl.minimum({start}, hi)")
+        lines.append(f"    whole_hi = tl.maximum(whole_lo, tl.minimum(hi, {p.whole[1]}))")
+        lines.append(f"    for {p.it} in range(lo, whole_lo):")
+        lines += env.lines["body"]
+        lines.append(f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks")
+        lines += env.lines["body_full"]
+        lines.append(f"    for {p.it} in range(whole_hi, hi):")
+        lines += env.lines["body"]
+    else:
+        lines.append(f"    for {p.it} in range(lo, hi):")
+        lines += env.lines["body"]
+    lines.append("    # ---- epilogue: final values from the running state, and the stores")
+    lines += env.lines["epilogue"]
+    lines = drop_unused(lines)
+    return FusedKernel(p, name, "\n".join(lines) + "\n", host, constexprs, _footprint(env))
+
+
+def _footprint(env: FusedEnv) -> str:
+    """Python lines computing (shared memory bytes, registers per thread) of one program."""
+    p = env.plan
+
+    def elems(axes) -> str:
+        return " * ".join(block_name(p, a) for a in axes) if axes else "1"
+
+    tile_loads = [elems(a) for a, varying in p.loads.values() if varying and a]
+    fixed_loads = [elems(a) for a, varying in p.loads.values() if not varying and a]
+    states = []
+    for s in p.states:
+        t = p.prog.tensor(s)
+        states.append(elems(env.order([x for x in t.ranks if x not in p.par and x != p.it])))
+    biggest = max(p.tiles, key=len, default=())
+    names = [block_name(p, p.row), block_name(p, p.col)] + [block_name(p, f) for f in p.feats]
+    lines = [f"{n} = cfg.get({n!r}) or shape[{n!r}]" for n in names]
+    lines += [
+        'stages, threads = cfg.get("num_stages", 2), 32 * cfg.get("num_warps", 4)',
+        f"smem = (stages * ({' + '.join(tile_loads) or '0'}) + ({' + '.join(fixed_loads) or '0'})) * elem",
+        f"regs = ({' + '.join(states) or '0'} + 2 * {elems(biggest)}) // threads",
+        "return smem, regs",
+    ]
+    return "\n".join("    " + ln for ln in lines)

@@ -1,0 +1,200 @@
+"""Assembling a complete, standalone Python module around the generated Triton kernels.
+
+The module needs only torch and triton. It holds, in this order: a header docstring naming the spec, the
+options and every symbol; the tables the host code reads (inputs, params, partitions, launch configurations);
+the Triton helpers; the kernels; the host helpers (size binding, dtypes, launching); and the launcher
+``def <name>(<inputs in declaration order>)``, one launch per Einsum with the Einsum as a comment above it.
+The einattn ``triton`` backend loads exactly this module, and ``einattn compile --backend triton`` writes it.
+"""
+
+from __future__ import annotations
+
+import keyword
+
+from einattn.ir import Program
+
+from .triton_expr import HELPERS
+
+HOST_HELPERS = '''\
+def _sizes(inputs):
+    """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError."""
+    sizes, origin = {}, {}
+    for name, ranks in INPUTS.items():
+        x = inputs[name]
+        if x.dim() != len(ranks):
+            raise ValueError(
+                f"input {name} is declared [{', '.join(ranks)}] ({len(ranks)} dimensions) "
+                f"but was given shape {tuple(x.shape)}"
+            )
+        for k, r in enumerate(ranks):
+            n = x.shape[k]
+            if r in sizes and sizes[r] != n:
+                raise ValueError(f"rank {r} has size {sizes[r]} in {origin[r]} but {n} in {name} (dim {k})")
+            sizes[r], origin[r] = n, f"{name} (dimension {k})"
+    for r, value in RANK_PARAMS.items():
+        if r in sizes and sizes[r] != value:
+            raise ValueError(f"rank {r} has size {sizes[r]} in {origin[r]} but the param says {value}")
+        sizes[r] = value
+    for parent, outer, inner, tiled, value in PARTITIONS:
+        if tiled == "inner":
+            sizes[inner], sizes[outer] = value, -(-sizes[parent] // value)
+        else:
+            sizes[outer], sizes[inner] = value, -(-sizes[parent] // value)
+    return sizes
+
+
+def output_shapes(sizes):
+    """The shape of each output, in `output` order."""
+    return [tuple(sizes[r] + (k == it) for k, r in enumerate(ranks)) for ranks, it in OUTPUTS.values()]
+
+
+def _float_dtype(inputs):
+    """The dtype of the outputs: the float inputs' common dtype (float32 without float inputs)."""
+    dtype = None
+    for name in INPUTS:
+        x = inputs[name]
+        if name in INT_INPUTS:
+            continue
+        dtype = x.dtype if dtype is None else torch.promote_types(dtype, x.dtype)
+    return dtype if dtype is not None and dtype.is_floating_point else torch.float32
+
+
+def _compute(dtype):
+    """(Triton compute dtype, torch dtype of intermediates): float64 for float64, else float32."""
+    return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
+'''
+
+GENERAL_LAUNCH = '''\
+def _launch(kernel, n, cd, *args):
+    """One general-path kernel over n flattened output points (nothing to do for n = 0)."""
+    if n == 0:
+        return
+    cfg = GENERAL_CONFIG
+    kernel[(triton.cdiv(n, cfg["BLOCK_O"]),)](*args, CD=cd, **cfg)
+'''
+
+
+def module_name(prog: Program) -> str:
+    """A Python identifier for the launcher: the spec's file stem (``attention_1pass``)."""
+    import os
+
+    stem = os.path.splitext(os.path.basename(prog.name))[0] if prog.source is not None else "attention"
+    name = "".join(c if (c.isalnum() or c == "_") else "_" for c in stem) or "attention"
+    if name[0].isdigit() or keyword.iskeyword(name) or name.startswith("_"):
+        name = "ein_" + name.lstrip("_")
+    return name
+
+
+def tables(prog: Program) -> str:
+    """The module-level tables the host helpers read."""
+    inputs = {n: prog.tensor(n).ranks for n in prog.inputs}
+    ints = tuple(n for n in prog.inputs if prog.tensor(n).dtype == "int")
+    params = prog.param_values
+    rank_params = {
+        r: params[r.upper()] for r in prog.ranks if r.upper() in params and r not in _part_ranks(prog)
+    }
+    parts = tuple(
+        (p.parent, p.outer, p.inner, p.tile, params[(p.inner if p.tile == "inner" else p.outer).upper()])
+        for p in prog.partitions
+    )
+    outputs = {n: (prog.tensor(n).ranks, prog.tensor(n).iterative) for n in prog.outputs}
+    lines = [
+        f"INPUTS = {inputs!r}  # declared ranks of each input, in declaration order",
+        f"INT_INPUTS = {ints!r}  # inputs declared `: int`",
+        f"RANK_PARAMS = {rank_params!r}  # ranks sized by a param",
+        f"PARTITIONS = {parts!r}  # (parent, outer, inner, tiled part, tile size)",
+        f"OUTPUTS = {outputs!r}  # ranks of each output, and its iterative dimension (extent + 1) or None",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _part_ranks(prog: Program) -> set[str]:
+    return {r for p in prog.partitions for r in (p.outer, p.inner)}
+
+
+def decl(prog: Program, name: str) -> str:
+    t = prog.tensor(name)
+    return name + (f"[{', '.join(t.ranks)}]" if t.ranks else "") + (" : int" if t.dtype == "int" else "")
+
+
+def launcher_doc(prog: Program, name: str) -> str:
+    """The launcher's docstring: the call, each input's shape and dtype, each output's."""
+    ins = ", ".join(prog.inputs)
+    outs = ", ".join(prog.outputs)
+    lines = [f"{outs} = {name}({ins})", "", "Inputs (torch tensors on one device, any strides):"]
+    for n in prog.inputs:
+        t = prog.tensor(n)
+        shape = f"[{', '.join(r.upper() for r in t.ranks)}]" if t.ranks else "a scalar (0-d tensor)"
+        kind = "integer tensor" if t.dtype == "int" else "float16, bfloat16, float32 or float64"
+        lines.append(f"    {n}: {shape}, {kind}")
+    lines.append("Outputs (the float inputs' dtype; absent points are 0):")
+    for n in prog.outputs:
+        t = prog.tensor(n)
+        dims = []
+        for k, r in enumerate(t.ranks):
+            dims.append(f"{r.upper()} + 1" if t.iterative == k else r.upper())
+        lines.append(f"    {n}: [{', '.join(dims)}]" if dims else f"    {n}: a scalar")
+    return "\n".join("    " + ln if ln else "" for ln in lines)
+
+
+def size_lines(prog: Program, inputs_dict: str) -> list[str]:
+    lines = [f"sizes = _sizes({inputs_dict})"]
+    ranks = ", ".join(f"size_{r}" for r in prog.ranks)
+    if len(prog.ranks) == 1:
+        ranks += ","
+    lines.append(f"{ranks} = ({', '.join(f'sizes[{r!r}]' for r in prog.ranks)},)")
+    return lines
+
+
+def spec_name(prog: Program) -> str:
+    """The spec's file name, without its directory (generated source must not depend on where it lives)."""
+    import os
+
+    return os.path.basename(prog.name) if prog.source is not None else prog.name
+
+
+def header(prog: Program, options: dict, path: str, symbols: list[tuple[str, str]], name: str) -> str:
+    """The module docstring and imports. ``options`` may carry ``spec`` (the name shown) and ``rewritten``."""
+    import einattn
+
+    options = dict(options)
+    spec = options.pop("spec", spec_name(prog))
+    form = options.pop("form", "as written")
+    note = options.pop("note", None)
+
+    opts = ", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) or "none"
+    params = ", ".join(f"{k}={v!r}" for k, v in prog.params) or "none"
+    width = max(len(s) for s, _ in symbols)
+    sym = "\n".join(f"    {s.ljust(width)}  {d}" for s, d in symbols)
+    return (
+        f'"""Triton kernels for `{spec}`, generated by einattn {einattn.__version__}: do not edit.\n\n'
+        f"Spec: {spec} ({form})\n"
+        + _wrap(f"Path: {path}")
+        + "\n"
+        + (f"{_wrap(note)}\n" if note else "")
+        + f"Params: {params}\n"
+        f"Options: {opts}\n"
+        f"Needs only torch and triton. Call it as:\n\n"
+        f"    {', '.join(prog.outputs)} = {name}({', '.join(prog.inputs)})\n\n"
+        f"Symbols:\n{sym}\n"
+        '"""\n\n'
+        "import os\n\n"
+        "import torch\n"
+        "import triton\n"
+        "import triton.language as tl\n\n"
+        f"SPEC = {spec!r}\n"
+        "try:\n"
+        "    INTERPRET = bool(triton.knobs.runtime.interpret)  # TRITON_INTERPRET=1: kernels run on the CPU\n"
+        "except AttributeError:  # an older Triton\n"
+        '    INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"\n'
+    )
+
+
+def helpers() -> str:
+    return HELPERS
+
+
+def _wrap(text: str, width: int = 110) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, subsequent_indent="    "))

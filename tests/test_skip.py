@@ -1,0 +1,221 @@
+"""Presence analysis (einattn.absence) and dead-tile skipping (einattn.skip): the rules, and that skipping
+never changes a result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXAMPLES
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import einattn
+from einattn.absence import ALWAYS, analyse
+from einattn.fusion import fused_schedule
+from einattn.graph import Loop
+from einattn.skip import tile_skip
+from einattn.testing import attention_text, compare
+from lowering import torch_runtime as R
+
+CAUSAL_1PASS = (EXAMPLES / "causal_1pass.ein").read_text()
+# The same cascade as a sliding window, with a finite initial max: a dead tile then leaves the initial state
+# exactly as it is, so rows not reached yet can be skipped too.
+WINDOW_1PASS = (
+    CAUSAL_1PASS.replace("param  M0 = 64", "param  M0 = 64\nparam  W = 8")
+    .replace("where m1 * M0 + m0 <= p", "where p - W < m1 * M0 + m0 and m1 * M0 + m0 <= p")
+    .replace("RM[b, h, 0, p]         = -inf", "RM[b, h, 0, p]         = -1e30")
+)
+
+
+def skip_of(text):
+    prog = einattn.parse(text)
+    loop = next(s for s in fused_schedule(prog) if isinstance(s, Loop))
+    return tile_skip(prog, loop)
+
+
+# ---- presence ----------------------------------------------------------------------------------------
+
+
+def test_dense_specs_have_no_absent_points():
+    for name in ("attention_3pass", "attention_deferred", "softcap", "linear", "lse", "sigmoid"):
+        a = analyse(einattn.load(EXAMPLES / f"{name}.ein"))
+        assert all(a.tensor(t.name) == ALWAYS for t in a.prog.tensors), name
+
+
+def test_causal_masks_exactly_where_a_key_follows_the_query():
+    a = analyse(einattn.load(EXAMPLES / "causal.ein"))
+    (c,) = a.tensor("QK")
+    assert dict(c.coefs) == {"m": -1, "p": 1} and c.const.const == 0  # p - m >= 0
+    # every row has key 0: the max, the denominator and the output are present everywhere
+    assert a.tensor("GM") == a.tensor("SD") == a.tensor("AV") == ALWAYS
+    assert a.tensor("SN") == a.tensor("QK")
+
+
+def test_empty_ranks_make_reductions_maybe_absent():
+    prog = einattn.load(EXAMPLES / "attention_3pass.ein")
+    a = analyse(prog, empty=True)
+    assert a.tensor("GM") != ALWAYS
+    (c,) = a.tensor("QK")  # QK sums over e: present only when E >= 1
+    assert not c.coefs and c.const.terms == ((("size", "e"), 1),) and c.const.const == -1
+    assert analyse(prog).tensor("QK") == ALWAYS
+
+
+def test_recurrences_by_induction():
+    a = analyse(einattn.load(EXAMPLES / "causal_1pass.ein"))
+    assert a.tensor("RM") == a.tensor("RD") == a.tensor("RNV") == ALWAYS  # `??` keeps the state present
+    b = analyse(einattn.load(EXAMPLES / "attention_1pass.ein"))
+    assert b.tensor("RM") is None  # a ragged last tile makes LM, and so the state, maybe absent
+
+
+def test_gathers_and_data_dependent_filters_are_unknown():
+    a = analyse(einattn.load(EXAMPLES / "gqa.ein"))
+    assert a.tensor("QK") is None
+    doc = einattn.parse(
+        "input Q[p, e], K[m, e], d[p] : int\noutput S\nS[m, p] = Q[p, e] * K[m, e]  where d[p] == d[m]"
+    )
+    assert analyse(doc).tensor("S") is None
+
+
+def test_non_unit_coefficients_are_not_eliminated():
+    prog = einattn.parse("input X[m, p]\noutput Y\nY[p] = X[m, p] :: max(m)  where 2 * m <= p")
+    assert analyse(prog).tensor("Y") is None
+
+
+# ---- the rule -----------------------------------------------------------------------------------------
+
+
+def value(lin, atoms):
+    return lin.const + sum(c * atoms[a] for a, c in lin.terms)
+
+
+def test_causal_skips_tiles_after_the_query():
+    sk = skip_of(CAUSAL_1PASS)
+    assert (sk.rank, sk.row, sk.tile) == ("m1", "p", "BQK")
+    # exp(-inf - -inf) is NaN: rows before their first key stay computed
+    assert sk.trailing and not sk.leading
+    atoms = {("index", "m1"): 2, ("size", "m"): 1000}
+    alive = tuple((value(low, atoms), a) for low, a in sk.bounds)
+    whole = tuple((value(low, atoms), a) for low, a in sk.whole)
+    assert R._alive(alive, (), 1000) == (128, 1000)  # tile 2 holds keys 128..191: rows from 128 see one
+    assert R._alive(whole, (), 1000) == (191, 1000)  # and rows from 191 see all of them: no mask needed
+
+
+def test_window_with_finite_initial_state_skips_both_sides():
+    sk = skip_of(WINDOW_1PASS)
+    assert sk.trailing and sk.leading
+
+
+def test_no_skip_without_a_filter_or_without_a_guard():
+    assert skip_of((EXAMPLES / "attention_1pass.ein").read_text()) is None
+    unguarded = CAUSAL_1PASS.replace("(SLD[b, h, m1, p] ?? 0)", "SLD[b, h, m1, p]")
+    assert skip_of(unguarded) is None  # the dead update makes RD absent: the state would change
+
+
+def test_the_generated_streaming_form_skips_rows_not_reached_yet():
+    choices = dict(
+        head="mha",
+        transforms=("scale",),
+        filter="causal",
+        norm="softmax",
+        R=1,
+        W=2,
+        affine=(1, "<=", 0),
+        C="2.0",
+        DMAX=1,
+        M0=4,
+    )
+    text = attention_text(choices, streaming=True)
+    assert "where m <= p" in text
+    sk = skip_of(text)  # the filter is on the dense score S0; the tile BS reads it, so its presence is exact
+    assert sk.tile == "BS"
+    # its guard `max(RM, -1e30)` keeps the initial state through a dead tile, but is not the identity on a
+    # finite state (a max below -1e30 would change): only rows not reached yet are skipped
+    assert sk.leading and not sk.trailing
+
+
+def test_runtime_intervals():
+    assert R._alive(((-4 * 2, 1),), (), 10) == (8, 10)  # p >= 8
+    assert R._alive(((-4 * 2, 1), (4 * 2 + 5, -1)), (), 100) == (8, 14)  # 8 <= p <= 13
+    assert R._alive((), (-1,), 10) == (0, 0)
+    # alive 8..9 of 10; established 0..7: trailing skips them, leading-only cannot
+    assert R._rows(8, 10, 0, 8, 10, True, False) == (8, 10)
+    assert R._rows(8, 10, 0, 8, 10, False, True) == (0, 10)
+    assert R._rows(8, 10, 0, 4, 10, True, False) == (4, 10)
+    assert R._rows(2, 4, 0, 2, 10, True, True) == (2, 4)
+    assert R._rows(2, 4, 0, 2, 10, True, False) == (2, 10)  # rows 4.. not established: computed
+    assert R._rows(0, 0, 0, 0, 10, False, True) == (0, 0)
+    assert R._grow(0, 0, 3, 5) == (3, 5)
+    assert R._grow(3, 5, 5, 9) == (3, 9)
+    assert R._grow(3, 5, 7, 9) == (3, 5)
+
+
+# ---- skipping changes nothing ----------------------------------------------------------------------------
+
+
+def run(text, params, q, k, v, **options):
+    kern = einattn.compile(text, backend="torch", params=params, **options)
+    return kern(Q=torch.tensor(q), K=torch.tensor(k), V=torch.tensor(v))
+
+
+@settings(max_examples=20)
+@given(
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.integers(1, 4),
+    st.integers(1, 6),
+    st.sampled_from(["causal", "window"]),
+    st.sampled_from([0, 1, 2, 3, 512]),
+    st.integers(0, 2**16),
+)
+def test_skipping_equals_computing_and_numpy(p, m, m0, w, which, rows, seed):
+    text = CAUSAL_1PASS if which == "causal" else WINDOW_1PASS
+    params = {"M0": m0} | ({"W": w} if which == "window" else {})
+    rng = np.random.default_rng(seed)
+    q, k, v = (
+        rng.standard_normal((1, 2, p, 3)),
+        rng.standard_normal((1, 2, m, 3)),
+        rng.standard_normal((1, 2, m, 2)),
+    )
+    want = einattn.compile(text, backend="numpy", params=params)(Q=q, K=k, V=v)
+    skipped = run(text, params, q, k, v, row_block=rows)
+    computed = run(text, params, q, k, v, skip_tiles=False, row_block=rows)
+    assert compare(skipped, want, 1e-10) <= 1e-10
+    assert compare(computed, want, 1e-10) <= 1e-10
+
+
+@pytest.mark.parametrize("which", ["causal", "window"])
+def test_skipping_computes_fewer_rows(which, monkeypatch):
+    text = CAUSAL_1PASS if which == "causal" else WINDOW_1PASS
+    kern = einattn.compile(text, backend="torch", params={"M0": 4}, row_block=32)
+    computed = []
+    program = kern.function
+    original = program.__globals__["_rows"]
+
+    def spy(*args):
+        out = original(*args)
+        computed.append(max(out[1] - out[0], 0))
+        return out
+
+    monkeypatch.setitem(program.__globals__, "_rows", spy)
+    x = torch.randn(1, 1, 32, 4, dtype=torch.float64)
+    kern(Q=x, K=x, V=x)
+    assert len(computed) == 8
+    full = 32 * 8
+    rows = sum(computed)
+    if which == "causal":
+        assert rows == sum(32 - 4 * k for k in range(8)) < 0.6 * full
+    else:
+        assert rows <= 8 * (4 + 8 - 1)
+
+
+def test_row_blocks_and_whole_tiles_give_the_same_gradients():
+    x = {n: torch.randn(1, 2, 23, 3, dtype=torch.float64, requires_grad=True) for n in "QKV"}
+    grads = []
+    for rows in (0, 4, 7, 512):
+        kern = einattn.compile(CAUSAL_1PASS, backend="torch", params={"M0": 3}, row_block=rows)
+        out = kern(**x)
+        grads.append(torch.autograd.grad(out.square().sum(), list(x.values())))
+    for g in grads[1:]:
+        for a, b in zip(grads[0], g):
+            assert torch.allclose(a, b, atol=1e-12)

@@ -1,0 +1,283 @@
+"""The torch backend against the NumPy reference: every example and conformance case, every dtype, ragged
+tiles, fully masked rows, extreme logits, empty ranks; the generated source; call-time errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXAMPLES
+from references import attention as ref
+from torch_helpers import (
+    as_tuple,
+    check_against_numpy,
+    conformance_cases,
+    example_files,
+    example_id,
+    finite,
+    inputs,
+    load_quietly,
+    offset_qkv,
+    sizes,
+    to_torch,
+)
+
+import einattn
+from einattn.functions import FUNCTIONS
+from einattn.testing import compare
+from lowering import torch_codegen, torch_runtime
+
+EXAMPLE_FILES = example_files()
+CASES = conformance_cases()
+
+
+def test_every_function_has_a_torch_entry():
+    assert set(torch_runtime.FUNCTIONS) == set(FUNCTIONS)
+    assert torch_codegen.UNSAFE == torch_runtime.UNSAFE  # the generator's copy, kept torch-free
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=example_id)
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16", "bfloat16"])
+def test_examples_equal_numpy(path, dtype):
+    prog = load_quietly(path)
+    x = inputs(prog, sizes(prog), seed=len(path.name))
+    check_against_numpy(prog, x, dtype)
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=example_id)
+def test_examples_rewritten_to_fewer_passes_equal_numpy(path):
+    """``passes="auto"``: the torch backend compiles what einattn.rewrite derives (1-pass where it can)."""
+    prog = load_quietly(path)
+    x = inputs(prog, sizes(prog, {"p": 9, "m": 11}), seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        check_against_numpy(prog, x, passes="auto", tile=4)
+
+
+@pytest.mark.skipif(not CASES, reason="../shared/conformance is not beside the checkout")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["name"])
+def test_conformance_cases(case):
+    kern = einattn.compile(einattn.parse(case["spec"]), backend="torch", params=case["params"])
+    prog = kern.program
+    got = as_tuple(kern(**to_torch(prog, case["inputs"])))
+    want = as_tuple(case["oracle"](**case["inputs"]))
+    for g, w in zip(got, want):
+        assert compare(g, w, 1e-10) <= 1e-10
+    check_against_numpy(prog, case["inputs"])
+
+
+# ---- tiles, masks and extreme values -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["attention_1pass", "causal_1pass", "attention_2pass"])
+@pytest.mark.parametrize("m0", [1, 3, 4, 16])  # dividing M = 12, not dividing, larger than M
+def test_ragged_tiles(name, m0):
+    prog = einattn.load(EXAMPLES / f"{name}.ein").with_params({"M0": m0})
+    x = inputs(prog, sizes(prog, {"p": 12, "m": 12}), seed=m0)
+    check_against_numpy(prog, x)
+    got = einattn.compile(prog, backend="torch")(**to_torch(prog, x))
+    want = (
+        ref.causal_attention(x["Q"], x["K"], x["V"])
+        if "causal" in name
+        else ref.softmax_attention(x["Q"], x["K"], x["V"])
+    )
+    assert compare(got, want, 1e-12) <= 1e-12
+
+
+def test_fully_masked_rows_give_zero():
+    prog = load_quietly(EXAMPLES / "variants" / "01_mha_causal_cross.ein")  # m <= p + M - P
+    x = inputs(prog, sizes(prog, {"p": 9, "m": 5}))  # the first P - M = 4 rows see no key
+    out = einattn.compile(prog, backend="torch")(**to_torch(prog, x))
+    assert finite(out) and torch.all(out[:, :, :4] == 0) and torch.all(out[:, :, 4:].abs().sum(-1) > 0)
+    check_against_numpy(prog, x)
+    strict = einattn.parse((EXAMPLES / "causal.ein").read_text().replace("where m <= p", "where m < p"))
+    y = inputs(strict, sizes(strict, {"p": 6, "m": 6}))
+    out = einattn.compile(strict, backend="torch")(**to_torch(strict, y))
+    assert finite(out) and torch.all(out[:, :, 0] == 0)
+    check_against_numpy(strict, y)
+
+
+@pytest.mark.parametrize("name", ["attention_3pass", "causal", "attention_1pass", "causal_1pass", "softcap"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_extreme_logits(name, dtype):
+    prog = einattn.load(EXAMPLES / f"{name}.ein").with_params({"M0": 3} if "1pass" in name else {})
+    x = offset_qkv(np.random.default_rng(3), B=1, H=2, P=8, M=8, F=3)
+    check_against_numpy(prog, x, dtype)
+    assert finite(einattn.compile(prog, backend="torch")(**to_torch(prog, x, getattr(torch, dtype))))
+
+
+def test_empty_ranks_compile_their_own_variant():
+    prog = einattn.load(EXAMPLES / "causal.ein")
+    kern = einattn.compile(prog, backend="torch")
+    for m in (0, 3):
+        x = inputs(prog, sizes(prog, {"m": m, "p": 4}))
+        check_against_numpy(prog, x)
+    assert set(kern._programs) == {False, True}
+    x = inputs(prog, sizes(prog, {"m": 0, "p": 4}))
+    assert torch.all(kern(**to_torch(prog, x)) == 0)
+    one_pass = einattn.load(EXAMPLES / "attention_1pass.ein").with_params({"M0": 2})
+    check_against_numpy(one_pass, inputs(one_pass, sizes(one_pass, {"m": 0})))
+
+
+def test_scalars_and_python_numbers():
+    prog = einattn.load(EXAMPLES / "sigmoid.ein")
+    x = inputs(prog, sizes(prog))
+    check_against_numpy(prog, x)
+    args = to_torch(prog, x)
+    args["bias"] = float(x["bias"])
+    got = einattn.compile(prog, backend="torch")(**args)
+    assert compare(got, einattn.compile(prog)(**x), 1e-12) <= 1e-12
+
+
+# ---- the generated source ----------------------------------------------------------------------------------
+
+
+def test_source_reads_like_the_spec():
+    kern = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
+    src = kern.source
+    assert src.startswith(f"# Generated by einattn {einattn.__version__}, torch backend.")
+    assert "# spec: " in src and "# options: " in src and "# params: 'M0=64'" in src
+    for e in kern.program.einsums:  # one comment per Einsum, then its statement, named after the tensor
+        lhs = f"n_{e.tensor} = " if e.kind == "step" else f"t_{e.tensor} = "
+        assert lhs in src, e.label
+    assert "for i_m1 in range(s_m1):" in src
+    assert "_alive(" in src  # tiles after the query are skipped
+    assert "m_RM" not in src  # the running state cannot be absent: no mask
+    dense = einattn.compile(EXAMPLES / "attention_3pass.ein", backend="torch", passes="as-written").source
+    assert "m_" not in dense.split("def program", 1)[1]  # a dense spec carries no mask at all
+    assert 'torch.einsum("bhpe,bhme->bhmp"' in dense
+
+
+def test_source_holds_no_spec_text_but_names_and_numbers(tmp_path):
+    text = (
+        "# import os; os.system('echo pwned')\n"
+        "input X[i], Y[i]   # \"\"\" ''' \\\n"
+        "output Z\n"
+        "Z[i] = X[i] * 2.5 + Y[i]   # ) + __import__('os')\n"
+    )
+    path = tmp_path / "evil\nname'\"\u2028.ein"
+    path.write_text(text)
+    kern = einattn.compile(path, backend="torch")
+    assert "pwned" not in kern.source and "__import__" not in kern.source
+    header = kern.source.split("import math", 1)[0]
+    assert all(line.startswith("#") or not line for line in header.splitlines())
+    x = torch.arange(3.0)
+    assert torch.equal(kern(X=x, Y=x), x * 3.5)
+
+
+def test_tensor_names_cannot_collide_with_generated_names():
+    text = """
+input  math[i], torch[i], _o[i]
+output program
+t_math[i] = math[i] + torch[i]
+program[i] = t_math[i] * _o[i] + m_t[i]
+m_t[i] = sum[i]
+sum[i] = exp(math[i])
+"""
+    try:
+        prog = einattn.parse(text)
+    except einattn.EinError:
+        pytest.skip("the checker rejects these names")
+    x = {n: np.arange(3.0) + 1 for n in prog.inputs}
+    check_against_numpy(prog, x)
+
+
+# ---- call-time errors -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def causal():
+    return einattn.compile(EXAMPLES / "causal.ein", backend="torch")
+
+
+def qkv(p=4, m=4, dtype=torch.float32):
+    return torch.randn(1, 2, p, 3, dtype=dtype), torch.randn(1, 2, m, 3, dtype=dtype), torch.randn(1, 2, m, 2)
+
+
+def test_error_missing_and_extra_inputs(causal):
+    q, k, v = qkv()
+    with pytest.raises(einattn.EinError, match="missing input `V`"):
+        causal(Q=q, K=k)
+    with pytest.raises(einattn.EinError, match="unexpected input `W`"):
+        causal(Q=q, K=k, V=v, W=v)
+    with pytest.raises(einattn.EinError, match="4 positional inputs"):
+        causal(q, k, v, v)
+
+
+def test_error_wrong_number_of_dimensions(causal):
+    q, k, v = qkv()
+    with pytest.raises(
+        einattn.EinError, match=r"`Q` is declared \[b, h, p, e\] \(4 dimensions\).*3 dimensions"
+    ):
+        causal(Q=q[0], K=k, V=v)
+
+
+def test_error_size_mismatch_names_rank_and_both_tensors(causal):
+    q, k, _ = qkv(m=4)
+    with pytest.raises(einattn.EinError, match=r"rank `m` has size 4 in `K` \(dimension 2\) but 5 in `V`"):
+        causal(Q=q, K=k, V=torch.randn(1, 2, 5, 2))
+
+
+def test_error_dtypes(causal):
+    q, k, v = qkv()
+    with pytest.raises(einattn.EinError, match=r"`K` must be a floating-point tensor, got torch\.int64"):
+        causal(Q=q, K=k.long(), V=v)
+    with pytest.raises(einattn.EinError, match="must be a torch tensor"):
+        causal(Q=q.numpy(), K=k, V=v)
+    doc = einattn.compile(
+        "input X[m], dq[p] : int, dk[m] : int\noutput Y\nY[p] = X[m] :: max(m)  where dq[p] == dk[m]",
+        backend="torch",
+    )
+    with pytest.raises(einattn.EinError, match="declared `: int`"):
+        doc(X=torch.randn(3), dq=torch.randn(3), dk=torch.zeros(3, dtype=torch.int32))
+
+
+def test_error_mixed_devices(causal):
+    q, k, v = qkv()
+    with pytest.raises(einattn.EinError, match="different devices"):
+        causal(Q=q, K=k.to("meta"), V=v)
+
+
+def test_error_unknown_options():
+    with pytest.raises(einattn.EinError, match="unknown torch backend option `block`"):
+        einattn.compile(EXAMPLES / "causal.ein", backend="torch", block=3)
+    with pytest.raises(einattn.EinError, match="passes must be"):
+        einattn.compile(EXAMPLES / "causal.ein", backend="torch", passes=1)
+    with pytest.raises(einattn.EinError, match="unknown dtype"):
+        einattn.compile(EXAMPLES / "causal.ein", backend="torch", dtype="int8")
+
+
+def test_dtypes_follow_the_inputs(causal):
+    for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        q, k, v = qkv(dtype=dt)
+        assert causal(Q=q, K=k, V=v.to(dt)).dtype == dt
+    q, k, v = qkv()
+    assert causal(Q=q.double(), K=k, V=v).dtype == torch.float64  # promoted, computed in float64
+    kern = einattn.compile(EXAMPLES / "causal.ein", backend="torch", dtype="float64")
+    out = kern(Q=q, K=k, V=v)
+    assert out.dtype == torch.float32
+    want = causal(Q=q.double(), K=k.double(), V=v.double())
+    assert torch.allclose(out.double(), want, atol=1e-7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_equals_cpu():
+    for name in ("causal", "causal_1pass", "gqa", "sliding_window"):
+        prog = einattn.load(EXAMPLES / f"{name}.ein").with_params({"M0": 4} if "1pass" in name else {})
+        x = to_torch(prog, inputs(prog, sizes(prog)))
+        kern = einattn.compile(prog, backend="torch")
+        got = as_tuple(kern(**{n: t.cuda() for n, t in x.items()}))
+        want = as_tuple(kern(**x))
+        for g, w in zip(got, want):
+            assert g.device.type == "cuda" and torch.allclose(g.cpu(), w, atol=1e-10)
+
+
+def test_torch_compiles_the_fewest_pass_form_by_default():
+    prog = einattn.load(EXAMPLES / "causal.ein")
+    auto = einattn.compile(prog, backend="torch")
+    assert auto.program.iterative_ranks == ("m1",)  # streamed over tiles of m: 1 pass
+    assert einattn.analyze(auto.program).passes["m"] == 1
+    written = einattn.compile(prog, backend="torch", passes="as-written")
+    assert written.program == prog

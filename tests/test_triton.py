@@ -1,0 +1,307 @@
+"""The triton backend against the NumPy reference: every example and public conformance case, both paths.
+
+Runs under the Triton interpreter on CPU (``triton_cases`` sets ``TRITON_INTERPRET=1`` when there is no GPU),
+with small grids. float32 within 1e-4, float16 within 1e-2 (relative to max(1, |reference|)).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from einattn.lowering.triton_expr import FUNCTIONS as TRITON_FUNCTIONS
+from einattn.lowering.triton_fused import Refusal, match
+from einattn.lowering.triton_tiles import empty_step_identity
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from triton_cases import EXAMPLES, ROOT, SIZES, check, compare, make_inputs, reference, to_torch
+
+import einattn
+from einattn.functions import FUNCTIONS as REGISTRY
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy: exp(-inf) etc.
+
+EXAMPLE_FILES = sorted(p.name for p in EXAMPLES.glob("*.ein"))
+# examples whose fewest-pass form is a 1-pass loop over tiles: they must compile to one fused kernel
+FUSED = {
+    "alibi.ein",
+    "attention_1pass.ein",
+    "attention_3pass.ein",
+    "attention_deferred.ein",
+    "causal.ein",
+    "causal_1pass.ein",
+    "gqa.ein",
+    "lse.ein",
+    "sliding_window.ein",
+    "softcap.ein",
+}
+
+
+def sizes_for(name: str) -> dict:
+    if name.startswith("gqa"):
+        return dict(h=4, g=2)
+    if "causal" in name or "sliding" in name or "alibi" in name:
+        return dict(p=11)  # self-attention
+    return {}
+
+
+@pytest.mark.parametrize("name", EXAMPLE_FILES)
+def test_example_auto(name):
+    """passes="auto": the rewrite's 1-pass form where it exists (one fused kernel), else the general path."""
+    k = check(EXAMPLES / name, sizes_for(name), tile=4)
+    assert k.plan.path == ("fused" if name in FUSED else "general"), str(k.plan)
+
+
+@pytest.mark.parametrize("name", EXAMPLE_FILES)
+def test_example_general(name):
+    """The general path (one kernel per Einsum) runs every spec as written."""
+    k = check(EXAMPLES / name, sizes_for(name), path="general", passes="as-written", params=_tile(name))
+    assert k.plan.path == "general"
+
+
+def _tile(name: str):
+    return {"M0": 4} if "pass" in name and "3pass" not in name else None
+
+
+# ---- the public conformance cases -------------------------------------------------------------------------
+
+CONFORMANCE = ROOT.parent / "shared" / "conformance" / "cases.py"
+
+
+def _conformance():
+    if not CONFORMANCE.exists():
+        return []
+    spec = importlib.util.spec_from_file_location("einattn_conformance_cases", CONFORMANCE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.CASES
+
+
+@pytest.mark.parametrize("case", _conformance(), ids=lambda c: c["name"])
+def test_conformance_case(case, tmp_path):
+    path = tmp_path / f"{case['name']}.ein"
+    path.write_text(case["spec"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        k = einattn.compile(path, backend="triton", params=case["params"])
+    args = {}
+    for n, v in case["inputs"].items():
+        a = np.asarray(v)
+        args[n] = torch.tensor(a, dtype=torch.int64 if a.dtype.kind in "iu" else torch.float32)
+    out = k(**args)
+    want = case["oracle"](**case["inputs"])
+    outs, wants = (out if isinstance(out, tuple) else (out,)), (want if isinstance(want, tuple) else (want,))
+    for o, w in zip(outs, wants):
+        err = np.max(np.abs(o.double().numpy() - w) / (1 + np.abs(w)))
+        assert err <= 2e-3, f"{case['name']}: {err:.3g}"  # the conformance runner's triton tolerance
+
+
+# ---- features ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["fused", "general"])
+def test_ragged_tiles_and_padded_head_dims(path):
+    """M = 13 over tiles of 4 (the last one ragged); E = 7, F = 3 padded to 16 lanes and masked."""
+    check(EXAMPLES / "causal_1pass.ein", dict(p=13, m=13, e=7, f=3), params={"M0": 4}, path=path)
+
+
+@pytest.mark.parametrize("path", ["fused", "general"])
+def test_non_contiguous_inputs(path):
+    """Any memory layout: inputs stored transposed, with gaps; strides are runtime arguments."""
+    check(EXAMPLES / "gqa.ein", dict(h=4, g=2), layout="strided", tile=4, path=path)
+
+
+FULLY_MASKED = """
+# causal attention with the first three queries seeing no key at all
+input  Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f]
+output AV
+QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)  where m + 3 <= p
+GM[b, h, p]    = QK[b, h, m, p] :: max(m)
+SN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])
+SD[b, h, p]    = SN[b, h, m, p]
+AV[b, h, p, f] = SN[b, h, m, p] * V[b, h, m, f] / SD[b, h, p]
+"""
+
+
+@pytest.mark.parametrize("path", ["fused", "general"])
+def test_fully_masked_rows_give_zero(path):
+    k = check(FULLY_MASKED, dict(p=19, m=19), tile=4, path=path)
+    prog = k.program
+    x = make_inputs(prog, dict(SIZES) | dict(p=19, m=19))
+    out = k(**to_torch(prog, x))
+    assert torch.all(out[:, :, :3] == 0) and torch.all(torch.isfinite(out))
+
+
+def test_sliding_window_skips_tiles():
+    """Causal and sliding-window kernels narrow the tile loop per program (rows 16 per program here)."""
+    k = check(EXAMPLES / "sliding_window.ein", dict(p=40, m=40, h=1), tile=4, params={"W": 6})
+    assert "skipped" in k.plan.detail
+    assert "lo = tl.maximum(" in k.source and "hi = tl.minimum(" in k.source
+
+
+def test_whole_tiles_run_without_masks():
+    """Causal over 40 rows in blocks of 16: the tiles wholly below the diagonal run the mask-free loop, the
+    diagonal ones the masked loop, in order; the result is the same."""
+    k = check(EXAMPLES / "causal.ein", dict(p=40, m=40, h=1), tile=4)
+    assert "for m1 in range(whole_lo, whole_hi):  # whole tiles: no masks" in k.source
+    whole = k.source.split("# whole tiles: no masks")[1].split("for m1 in range(whole_hi, hi):")[0]
+    assert "tl.where(BQK_ok" not in whole and "BQK_ok" not in whole
+
+
+def test_gqa_fused_reads_shared_heads():
+    k = check(EXAMPLES / "gqa.ein", dict(h=6, g=3), params={"R": 2}, tile=4)
+    assert k.plan.path == "fused" and "_floordiv(i_h, 2)" in k.source
+
+
+@pytest.mark.parametrize("name", ["causal.ein", "gqa.ein"])
+def test_float16(name):
+    check(EXAMPLES / name, sizes_for(name), dtype=torch.float16, tile=4)
+
+
+def test_bfloat16():
+    """bfloat16 runs (under the interpreter, which has no bfloat16 arithmetic, the launcher upcasts)."""
+    check(EXAMPLES / "causal.ein", sizes_for("causal.ein"), dtype=torch.bfloat16, tile=4)
+
+
+def test_float64():
+    check(EXAMPLES / "attention_1pass.ein", dtype=torch.float64, params={"M0": 4})
+
+
+def test_extreme_logits():
+    """Logits spread over +-1e3: the running max keeps exp in range."""
+    check(EXAMPLES / "causal.ein", dict(p=11), scale=12.0, tile=4)
+
+
+FLOOR = """
+# index arithmetic with negative operands: `//` and `%` floor like Python; min/max/clamp in indices
+input  X[n, e], w[k], z[p]
+output Y
+Y[p, e] = X[clamp((p - 5) // 2 + (p - 7) % 3, 0, N - 1), e] * w[max(k - 1, 0)] + X[p - 3, e] + z[p]
+"""
+
+
+def test_floor_division_and_clamp():
+    check(einattn.parse(FLOOR), dict(n=6, e=3, k=3, p=8))
+
+
+TWO_OPS = """
+# a sum over e, then a max over j: two reduction operators in one statement
+input  A[i, j, e], B[e, j]
+output Y
+Y[i] = A[i, j, e] * B[e, j] :: max(j)
+"""
+
+
+def test_two_reduction_operators():
+    k = check(TWO_OPS, dict(i=5, j=7, e=4))
+    assert "Y__partial" in k.source
+
+
+DOCUMENT = """
+# packed documents: a query sees earlier keys of its own document (an integer tensor in the filter)
+input  Q[p, e], K[m, e], V[m, f], dq[p] : int, dk[m] : int
+output O
+S[m, p]  = Q[p, e] * K[m, e]  where dq[p] == dk[m] and m <= p
+GM[p]    = S[m, p] :: max(m)
+EX[m, p] = exp(S[m, p] - GM[p])
+DEN[p]   = EX[m, p]
+O[p, f]  = EX[m, p] * V[m, f] / DEN[p]
+"""
+
+
+@pytest.mark.parametrize("path", ["fused", "general"])
+def test_document_mask(path):
+    check(DOCUMENT, dict(p=10, m=10), tile=4, path=path)
+
+
+# ---- the fused path's matcher -----------------------------------------------------------------------------
+
+
+def test_refusals_name_the_reason():
+    prog = einattn.load(EXAMPLES / "linear.ein")
+    r = match(prog)
+    assert isinstance(r, Refusal) and "iterative rank" in r.reason
+    two = einattn.load(EXAMPLES / "attention_2pass.ein")
+    assert isinstance(match(two), Refusal)
+    with pytest.raises(einattn.EinError, match="cannot fuse"):
+        einattn.compile(EXAMPLES / "linear.ein", backend="triton", path="fused")
+    k = einattn.compile(EXAMPLES / "sigmoid.ein", backend="triton")
+    assert k.plan.path == "general" and "iterative rank" in k.plan.reason
+
+
+def test_empty_step_identity():
+    """The causal 1-pass example skips trailing tiles only; the rewrite's guarded form skips both ends."""
+    plan = match(einattn.load(EXAMPLES / "causal_1pass.ein"))
+    assert empty_step_identity(plan, {"BQK"}) == (True, False)
+    k = einattn.compile(EXAMPLES / "sliding_window.ein", backend="triton")
+    plan = match(k.program)
+    filtered = {e.tensor for e in plan.body if e.filter is not None}
+    assert empty_step_identity(plan, filtered) == (True, True)
+
+
+# ---- random sizes (hypothesis) ----------------------------------------------------------------------------
+
+VARIANTS = ["attention_1pass.ein", "causal.ein", "sliding_window.ein", "gqa.ein", "softcap.ein"]
+
+
+@settings(max_examples=4, deadline=None, derandomize=True)
+@given(
+    name=st.sampled_from(VARIANTS),
+    p=st.integers(1, 12),
+    m=st.integers(1, 12),
+    e=st.integers(1, 9),
+    f=st.integers(1, 6),
+    tile=st.sampled_from([1, 3, 4, 8]),
+    seed=st.integers(0, 2**16),
+)
+def test_random_sizes(name, p, m, e, f, tile, seed):
+    sizes = dict(p=p, m=m, e=e, f=f, b=1, h=2, g=1)
+    if name != "attention_1pass.ein" and name != "softcap.ein":
+        sizes["m"] = p  # self-attention
+    if name == "gqa.ein":
+        sizes.update(h=2, g=1)
+    params = {"M0": tile} if name == "attention_1pass.ein" else None
+    check(EXAMPLES / name, sizes, seed=seed, tile=tile, params=params)
+
+
+def test_reference_helpers_agree():
+    """The helpers' float32 rounding: the reference sees exactly the values the kernel reads."""
+    prog = einattn.load(EXAMPLES / "attention_3pass.ein")
+    x = make_inputs(prog, SIZES)
+    want = reference(prog, x, torch.float16)
+    got = einattn.compile(prog, backend="triton", path="general")(**to_torch(prog, x, torch.float16))
+    compare(got, want, torch.float16)
+
+
+@pytest.mark.parametrize("name", ["attention_3pass.ein", "lse.ein", "linear.ein"])
+def test_empty_key_rank(name):
+    """M = 0: every reduction over m is absent, so outputs are 0 (the NumPy reference's semantics)."""
+    k = check(EXAMPLES / name, dict(m=0), path="general", passes="as-written")
+    assert k.plan.path == "general"
+
+
+# ---- the function table -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", sorted(REGISTRY))
+def test_every_function(fn):
+    """Each registry function has a Triton form that agrees with NumPy, small and large arguments alike."""
+    assert fn in TRITON_FUNCTIONS, f"no Triton entry for `{fn}`"
+    arity = REGISTRY[fn].arity
+    args = ", ".join(f"{x}[i]" for x in "XYZ"[:arity])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)  # unused inputs
+        prog = einattn.parse(f"input X[i], Y[i], Z[i]\noutput O\nO[i] = {fn}({args})\n")
+    base = np.concatenate([np.geomspace(1e-5, 30, 24), -np.geomspace(1e-5, 30, 24), [0.0, 0.3, -0.3, 0.03]])
+    positive = fn in ("log", "log2", "sqrt", "rsqrt")
+    x = {"X": np.abs(base) + 1e-3 if positive else base, "Y": base[::-1].copy(), "Z": np.roll(base, 7) + 1.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        got = einattn.compile(prog, backend="triton")(**to_torch(prog, x))
+    want = reference(prog, x)[0]
+    g = got.double().numpy()
+    rel = np.abs(g - want) / np.maximum(np.abs(want), 1e-30)
+    assert np.all((rel <= 2e-6) | (np.abs(g - want) <= 1e-7)), f"{fn}: worst relative error {rel.max():.3g}"

@@ -1,0 +1,216 @@
+"""The triton backend as a PyTorch citizen: generated source, standalone modules, sizes at runtime, custom op,
+torch.compile, autograd, resource limits and call-time errors. Interpreter on CPU, small grids."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from einattn.lowering import triton_backend
+from einattn.lowering.triton_backend import standalone_source
+from triton_cases import DEVICE, EXAMPLES, INTERPRET, ROOT, make_inputs, to_torch
+
+import einattn
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+def compile_quietly(spec, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        return einattn.compile(spec, backend="triton", **options)
+
+
+# ---- generated source -------------------------------------------------------------------------------------
+
+
+def test_golden_fused_source(golden):
+    """The fused kernel of the 1-pass causal example (FuseMax Cascade 5 with a filter)."""
+    prog = einattn.load(EXAMPLES / "causal_1pass.ein")
+    golden.check("triton/causal_1pass.py", standalone_source(prog))
+
+
+def test_golden_general_source(golden):
+    """The general path of the 3-pass example: one kernel per Einsum."""
+    prog = einattn.load(EXAMPLES / "attention_3pass.ein")
+    golden.check("triton/attention_3pass.py", standalone_source(prog, passes="as-written"))
+
+
+def test_source_is_readable():
+    """A header naming every symbol, and each Einsum as a comment above its code."""
+    src = compile_quietly(EXAMPLES / "causal_1pass.ein").source
+    head = src.split('"""')[1]
+    for sym in ("Q[b, h, p, e]", "AV[b, h, p, f]", "RM, RM_next", "size_x", "BLOCK_P", "offs_p, lane_p"):
+        assert sym in head, sym
+    prog = einattn.load(EXAMPLES / "causal_1pass.ein")
+    from einattn.lowering.triton_expr import fmt_einsum
+
+    body = src.split("# ---- the streamed loop")[1]
+    for e in prog.einsums:
+        if e.kind == "step" or e.tensor in ("BQK", "LM", "SLN", "SLD", "SLNV", "PRM", "SPD", "SPNV"):
+            assert f"# {fmt_einsum(e)}" in body, fmt_einsum(e)
+    general = compile_quietly(EXAMPLES / "attention_3pass.ein", path="general", passes="as-written").source
+    for e in einattn.load(EXAMPLES / "attention_3pass.ein").einsums:
+        assert f"    # {fmt_einsum(e)}\n    _launch({e.tensor}_kernel" in general
+
+
+# ---- sizes are runtime arguments --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["fused", "general"])
+def test_new_sizes_never_regenerate(path):
+    """Calling with other sequence lengths reuses the source, the module and the compiled kernels."""
+    k = compile_quietly(EXAMPLES / "causal.ein", tile=4, path=path)
+    source, module, launcher = k.source, k.module, k.launcher
+    loaded = dict(triton_backend._MODULES)
+    variants = []
+    prog = k.program
+    for p in (5, 13, 7):
+        x = make_inputs(prog, dict(b=1, h=1, p=p, m=p, e=4, f=3))
+        out = k(**to_torch(prog, x))
+        assert out.shape == (1, 1, p, 3)
+        variants.append(k.compiled_variants())
+    assert k.source == source and k.module is module and k.launcher is launcher
+    assert k.generations == 1 and loaded == triton_backend._MODULES
+    assert len(set(variants)) == 1, f"recompiled for new sizes: {variants}"  # 0 each under the interpreter
+    again = compile_quietly(EXAMPLES / "causal.ein", tile=4, path=path)
+    assert again is k  # the compile cache: same program and options, same kernel
+
+
+# ---- the standalone module --------------------------------------------------------------------------------
+
+
+def test_standalone_module_in_a_fresh_process(tmp_path):
+    """`einattn compile --backend triton -o kernel.py`; a model file imports it and gets the same result."""
+    out = tmp_path / "kernel.py"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "einattn",
+            "compile",
+            str(EXAMPLES / "gqa.ein"),
+            "--backend",
+            "triton",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    src = out.read_text()
+    assert "import einattn" not in src and "from einattn" not in src
+    prog = einattn.load(EXAMPLES / "gqa.ein")
+    x = make_inputs(prog, dict(b=1, h=4, g=2, p=9, m=11, e=5, f=3))
+    torch.save(to_torch(prog, x), tmp_path / "inputs.pt")
+    script = (
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import kernel\n"
+        f"x = torch.load({str(tmp_path / 'inputs.pt')!r})\n"
+        "torch.save(kernel.gqa(x['Q'], x['K'], x['V']), sys.argv[1])\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "out.pt")],
+        capture_output=True,
+        text=True,
+        env=clean,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    got = torch.load(tmp_path / "out.pt")
+    want = compile_quietly(EXAMPLES / "gqa.ein")(**to_torch(prog, x))
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_standalone_docstring():
+    src = standalone_source(einattn.load(EXAMPLES / "alibi.ein"))
+    doc = src.split("def alibi(Q, K, V, slope):")[1].split('"""')[1]
+    assert "AV = alibi(Q, K, V, slope)" in doc
+    assert "slope: [H]" in doc and "Q: [B, H, P, E]" in doc and "AV: [B, H, P, F]" in doc
+
+
+# ---- PyTorch integration ----------------------------------------------------------------------------------
+
+
+def _inputs(spec, **sizes):
+    prog = einattn.load(spec)
+    return prog, to_torch(prog, make_inputs(prog, dict(b=1, h=2, p=7, m=7, e=5, f=3) | sizes))
+
+
+def test_custom_op_in_torch_compile():
+    k = compile_quietly(EXAMPLES / "causal.ein", tile=4)
+    _, x = _inputs(EXAMPLES / "causal.ein")
+    eager = k(**x)
+    fn = torch.compile(lambda q, kk, v: k(q, kk, v) * 2.0, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(fn(x["Q"], x["K"], x["V"]), 2.0 * eager)
+    assert any(name.startswith(k.key) for name in dir(torch.ops.einattn))
+
+
+def test_backward_recomputes_through_the_torch_backend():
+    """Gradients to every float input (including ALiBi slopes) equal the torch backend's own."""
+    spec = EXAMPLES / "alibi.ein"
+    k = compile_quietly(spec, tile=4)
+    t = einattn.compile(spec, backend="torch")
+    _, x = _inputs(spec)
+    grads = []
+    for kernel in (k, t):
+        leaves = {n: v.detach().clone().requires_grad_(True) for n, v in x.items()}
+        kernel(**leaves).square().sum().backward()
+        grads.append({n: v.grad for n, v in leaves.items()})
+    for n in x:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5)
+
+
+# ---- resources and errors ---------------------------------------------------------------------------------
+
+
+def test_resource_estimate_refuses_before_compiling():
+    k = compile_quietly(EXAMPLES / "causal.ein", tile=4, smem_limit=1024)
+    _, x = _inputs(EXAMPLES / "causal.ein")
+    with pytest.raises(einattn.EinError, match="shared memory"):
+        k(**x)
+    fits = compile_quietly(EXAMPLES / "causal.ein", tile=4, smem_limit=1 << 20)
+    fits(**x)  # enough room: runs
+
+
+def test_footprint_grows_with_tiles():
+    k = compile_quietly(EXAMPLES / "causal.ein", tile=64)
+    m = k.module
+    cfg = dict(BLOCK_P=64, num_warps=4, num_stages=2)
+    small = m._footprint(cfg, dict(BLOCK_M0=64, PAD_E=64, PAD_F=64), 2)
+    big = m._footprint(cfg, dict(BLOCK_M0=64, PAD_E=128, PAD_F=128), 2)
+    assert big[0] > small[0] > 0 and big[1] > small[1] > 0
+    # a 64-row tile of 64-wide K and V in fp16, two stages: 2 * 2 * 64 * 64 * 2 bytes, plus Q
+    assert small[0] == 2 * (64 * 64 + 64 * 64) * 2 + 64 * 64 * 2
+
+
+def test_call_errors():
+    k = compile_quietly(EXAMPLES / "causal.ein")
+    _, x = _inputs(EXAMPLES / "causal.ein")
+    with pytest.raises(einattn.EinError, match="rank `e` has size"):
+        k(x["Q"], x["K"][..., :3], x["V"])
+    with pytest.raises(einattn.EinError, match="missing input"):
+        k(Q=x["Q"], K=x["K"])
+    with pytest.raises(einattn.EinError, match="unknown option"):
+        einattn.compile(EXAMPLES / "causal.ein", backend="triton", blocks=3)
+    with pytest.raises(einattn.EinError, match="must be real numbers"):
+        k(x["Q"], x["K"], x["V"].to(torch.complex64))
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="on a GPU, CPU tensors are an error whatever the interpreter")
+def test_cpu_tensors_need_the_interpreter(monkeypatch):
+    assert INTERPRET
+    k = compile_quietly(EXAMPLES / "causal.ein")
+    _, x = _inputs(EXAMPLES / "causal.ein")
+    monkeypatch.setattr(k.module, "INTERPRET", False)
+    with pytest.raises(einattn.EinError, match="CUDA tensors"):
+        k(**x)

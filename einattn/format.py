@@ -275,6 +275,11 @@ def _groups(names: tuple[str, ...], source_groups: list[tuple[str, ...]]) -> lis
     return [tuple(names)] if names else []
 
 
+def comment_text(text: str) -> str:
+    """Text made safe for one comment line: a file name may hold a newline, which would end the comment."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
 def format_parts(
     inputs: Iterable[Tensor],
     outputs: Iterable[str],
@@ -302,7 +307,7 @@ def format_parts(
                 lines.append(x)
         lines.append(code + (f"  {c.trailing[key]}" if key in c.trailing else ""))
 
-    lines.extend(f"# {h}".rstrip() for h in header)
+    lines.extend(f"# {comment_text(h)}".rstrip() for h in header)
     lines.extend(c.header)
     by_name = {t.name: t for t in inputs}
     for group in _groups(tuple(by_name), c.input_groups):
@@ -325,7 +330,7 @@ def format_parts(
             paragraphs.append([])
         trail = c.trailing.get(key)
         if e.label in notes:
-            trail = (trail + "  " if trail else "") + f"# {notes[e.label]}"
+            trail = (trail + "  " if trail else "") + f"# {comment_text(notes[e.label])}"
         paragraphs[-1].append((above, e, trail))
     for para in paragraphs:
         if not para:

@@ -147,10 +147,13 @@ def size_lines(prog: Program, inputs_dict: str) -> list[str]:
 
 
 def spec_name(prog: Program) -> str:
-    """The spec's file name, without its directory (generated source must not depend on where it lives)."""
+    """The spec's file name, without its directory (generated source must not depend on where it lives),
+    made safe for a docstring or comment: non-printable characters escaped, no quote or backslash left that
+    could end the docstring. A file name is text from outside the spec's validated identifiers."""
     import os
 
-    return os.path.basename(prog.name) if prog.source is not None else prog.name
+    name = os.path.basename(prog.name) if prog.source is not None else prog.name
+    return ascii(name)[1:-1].replace('"', "'")
 
 
 def header(prog: Program, options: dict, path: str, symbols: list[tuple[str, str]], name: str) -> str:

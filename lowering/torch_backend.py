@@ -176,8 +176,9 @@ class TorchKernel(Kernel):
         written = program
         program = _compiled_form(program, opts)  # the fewest-pass form that einattn.rewrite proves (issue 5)
         super().__init__(program, options)
-        # An input with an empty rank runs the spec as written: a streamed form over zero tiles may divide 0 by
-        # 0 where the spec's reductions are absent (delivered as 0); with nothing to stream, memory is no issue.
+        # An input with an empty rank runs the spec as written: a streamed form over zero tiles may divide
+        # 0 by 0 where the spec's reductions are absent (delivered as 0); with nothing to stream, memory is
+        # no issue.
         self._written = written if written is not program else None
         self._written_kernel = None
         self.opts = opts

@@ -305,3 +305,14 @@ def test_every_function(fn):
     g = got.double().numpy()
     rel = np.abs(g - want) / np.maximum(np.abs(want), 1e-30)
     assert np.all((rel <= 2e-6) | (np.abs(g - want) <= 1e-7)), f"{fn}: worst relative error {rel.max():.3g}"
+
+
+@pytest.mark.parametrize("name", ["attention_3pass.ein", "causal.ein"])
+def test_empty_key_sequence_gives_the_reference_zeros(name):
+    """passes="auto" streams over zero tiles when M = 0: the kernel must still give the spec's 0, not 0 / 0."""
+    prog = einattn.load(EXAMPLES / name)
+    q = torch.randn(1, 2, 3, 4)
+    k = torch.randn(1, 2, 0, 4)
+    got = einattn.compile(prog, backend="triton", tile=4)(Q=q, K=k, V=k)
+    want = einattn.compile(prog)(Q=q.double().numpy(), K=k.double().numpy(), V=k.double().numpy())
+    assert got.shape == want.shape and torch.equal(got, torch.zeros_like(got)) and not want.any()

@@ -58,6 +58,36 @@ def _write_dot(report, out: Path) -> str:
     return f"wrote {dot_path} and {out}"
 
 
+def _after_rewrite(report, tile: int, buffer, elem_bytes: int) -> dict | None:
+    """The analysis of what ``compile(passes="auto")`` compiles, or None when the rewrite changes nothing."""
+    from .analysis import analyze as run_analysis
+    from .rewrite import for_backend
+
+    prog = report.program
+    new, found = for_backend(prog, "auto", tile)
+    refusal = str(found[0].message).splitlines()[0] if found else None
+    if new is prog:
+        return (
+            None
+            if refusal is None
+            else {
+                "classification": report.classification,
+                "passes": report.passes,
+                "footprint": str(report.footprint),
+                "refusal": refusal,
+            }
+        )
+    after = run_analysis(
+        new, sizes=report.sizes or None, buffer=buffer, rank=report.rank, elem_bytes=elem_bytes
+    )
+    return {
+        "classification": after.classification,
+        "passes": after.passes,
+        "footprint": str(after.footprint),
+        "refusal": refusal,
+    }
+
+
 @click.command()
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option(
@@ -77,6 +107,13 @@ def _write_dot(report, out: Path) -> str:
     help="Write the dataflow graph as DOT (OUT.svg/.png: also render it if Graphviz is installed).",
 )
 @click.option(
+    "--rewrite/--no-rewrite",
+    default=True,
+    show_default=True,
+    help='Also show the class after the rewrite that compile(passes="auto") applies.',
+)
+@click.option("--tile", default=64, show_default=True, metavar="N", help="Tile size of that rewrite.")
+@click.option(
     "--compare",
     nargs=2,
     default=None,
@@ -84,7 +121,7 @@ def _write_dot(report, out: Path) -> str:
     type=click.Path(dir_okay=False),
     help="Two cascades side by side (footprint at M = 1K .. 1M unless --size gives it).",
 )
-def analyze(files, sizes, params, rank, buffer, elem_bytes, as_json, dot, compare):
+def analyze(files, sizes, params, rank, buffer, elem_bytes, as_json, dot, rewrite, tile, compare):
     """Analyse .ein FILES: passes per rank and their barriers, fusion groups, minimum live footprint,
     operation counts and arithmetic intensity (FuseMax's analysis, symbolic in the sizes).
 
@@ -154,10 +191,31 @@ def analyze(files, sizes, params, rank, buffer, elem_bytes, as_json, dot, compar
 
             click.echo(render_compare(a, b), nl=False)
     elif as_json:
-        data = [r.to_json() for _, r in reports]
+        data = []
+        for _, r in reports:
+            d = r.to_json()
+            if rewrite:
+                d["after_rewrite"] = _after_rewrite(r, tile, buffer, elem_bytes)
+            data.append(d)
         click.echo(json.dumps(data if several else data[0], indent=2))
     else:
-        click.echo("\n".join(r.to_text() for _, r in reports), nl=False)
+        texts = []
+        for _, r in reports:
+            lines = r.to_text().split("\n")
+            if rewrite:
+                after = _after_rewrite(r, tile, buffer, elem_bytes)
+                if after is None:
+                    line = (
+                        '  after the rewrite (passes="auto"): unchanged, already the fewest passes it proves'
+                    )
+                else:
+                    line = f'  after the rewrite (passes="auto", tile {tile}): {after["classification"]}'
+                    line += f"; footprint {after['footprint']}"
+                    if after["refusal"]:
+                        line += f"\n    ({after['refusal']})"
+                lines.insert(2, line)
+            texts.append("\n".join(lines))
+        click.echo("\n".join(texts), nl=False)
 
     if dot is not None:
         out = Path(dot)

@@ -178,3 +178,17 @@ def test_dot_is_valid_graphviz(capsys, specs, tmp_path):
         (graph,) = pydot.graph_from_dot_data(out_file.read_text())
         labels = {n.get_name().strip('"') for n in graph.get_nodes()}
         assert {"AV", "input K"} <= labels
+
+
+def test_analyze_shows_the_class_before_and_after_the_rewrite(capsys):
+    causal = str(Path(__file__).resolve().parent.parent / "examples" / "causal.ein")
+    assert main(["analyze", causal]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("  3-pass over m")
+    assert out[2].startswith('  after the rewrite (passes="auto", tile 64): 1-pass over m')
+    assert out[2].endswith("footprint F + M0 + 2")
+    assert main(["analyze", causal, "--no-rewrite"]) == 0
+    assert "after the rewrite" not in capsys.readouterr().out
+    assert main(["analyze", causal, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["passes"]["m"] == 3 and data["after_rewrite"]["passes"]["m"] == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from einattn.lowering import numpy_backend as NB
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,7 +24,6 @@ import einattn
 from einattn import syntax as S
 from einattn.functions import FUNCTIONS
 from einattn.ir import size_name
-from einattn.lowering import numpy_backend as NB
 from einattn.sizes import bind_sizes
 from einattn.testing import cascades, inputs_for, sizes_for
 

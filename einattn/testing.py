@@ -431,7 +431,8 @@ def assert_equivalent(
 
     ``inputs`` default to standard-normal data at ``sizes`` (default 5 for every rank). ``dtypes`` maps a
     backend to its input dtype (default: float64 for numpy and torch, float32 for triton). Returns the error
-    of each backend; raises :class:`NotEquivalent` naming the backend, output, error and tolerance.
+    of each backend; raises :class:`NotEquivalent` naming the backend, output, error and tolerance. Other
+    keyword arguments are compile options for every backend under test (``passes="as-written"``, ``tile=4``).
     """
     prog = spec.program if isinstance(spec, Spec) else einattn.api._program(spec)
     prog = prog.with_params(params)
@@ -451,9 +452,10 @@ def assert_equivalent(
     errors = {}
     for backend in backends:
         dtype = (dtypes or {}).get(backend) or ("float32" if backend == "triton" else "float64")
+        options = dict(compile_options)  # e.g. passes="as-written" or tile=4, for every backend under test
         if backend == "numpy" and dtype != "float64":
-            compile_options = dict(compile_options, dtype=dtype)
-        kernel = einattn.compile(prog, backend=backend, **({} if backend != "numpy" else compile_options))
+            options["dtype"] = dtype
+        kernel = einattn.compile(prog, backend=backend, **options)
         args = {n: _to_backend(x, backend, dtype, prog.tensor(n).dtype == "int") for n, x in inputs.items()}
         got = kernel(**args)
         got = got if isinstance(got, tuple) else (got,)

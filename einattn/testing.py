@@ -210,7 +210,10 @@ def streaming_pairs(draw, transforms=SCORE_TRANSFORMS, filters=FILTERS, heads=HE
 
 
 def _streaming_softmax(score: str, kv_read: str) -> list[str]:
-    """Cascade 5 over tiles of m, guarded so that absent (masked or ragged) tiles leave the state as it is."""
+    """Cascade 5 over tiles of m, guarded so that absent (masked or ragged) tiles leave the state as it is.
+
+    The softmax streams; the score transforms before it stay dense (``S0``, ``S1``, ... over all of m and p)
+    and are read tile by tile, so this form tests the semantics of streaming, not its memory bound."""
     s = score.replace("m, p]", "m1 * M0 + m0, p]")
     v = kv_read.replace("m", "m1 * M0 + m0")
     return [

@@ -30,3 +30,18 @@ def test_grammar_is_importable_as_package_data():
     from einattn.grammar import grammar_text
 
     assert "rank_decl" in grammar_text()
+
+
+def test_readme_tour_runs(capsys):
+    import re
+
+    block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        exec(compile(block, "README.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
+    assert "bad.ein:3:12: error: undefined tensor `Z`" in capsys.readouterr().out

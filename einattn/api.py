@@ -27,18 +27,22 @@ def parse(text: str, filename: str = "<string>") -> Program:
     return _check.check(_parser.parse(text, filename))
 
 
-def load(path: str | os.PathLike) -> Program:
-    """Read, parse and check a .ein file."""
+def read_spec(path: str | os.PathLike) -> str:
+    """The text of a .ein file; a missing or unreadable file is a user error, not a traceback."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the spec
+        return p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the spec
     except FileNotFoundError:
         raise EinError(f"no such file: {p}") from None
     except UnicodeDecodeError as e:
         raise EinError(f"{p} is not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise EinError(f"cannot read {p}: {e.strerror}") from None
-    return parse(text, str(path))
+
+
+def load(path: str | os.PathLike) -> Program:
+    """Read, parse and check a .ein file."""
+    return parse(read_spec(path), str(path))
 
 
 def _program(spec: Program | str | os.PathLike) -> Program:

@@ -6,19 +6,6 @@ from pathlib import Path
 
 import click
 
-from .errors import EinError
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EinError(f"no such file: {path}") from None
-    except UnicodeDecodeError as e:
-        raise EinError(f"{path} is not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise EinError(f"cannot read {path}: {e.strerror}") from None
-
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -32,7 +19,7 @@ def fmt(files, check, in_place):
     einattn fmt --check examples/*.ein
     einattn fmt --in-place my_variant.ein
     """
-    from .api import parse
+    from .api import parse, read_spec
     from .format import format_program
 
     if check and in_place:
@@ -41,7 +28,7 @@ def fmt(files, check, in_place):
         raise click.UsageError("give one FILE to print, or use --check or --in-place")
     unformatted = 0
     for path in files:
-        text = _read(path)
+        text = read_spec(path)
         new = format_program(parse(text, path))
         if check:
             if new != text:
@@ -85,12 +72,12 @@ def rewrite(file, passes, rank, tile, split):
     einattn rewrite examples/causal.ein --passes 2 --tile 128
     einattn rewrite examples/attention_3pass.ein --split-k
     """
-    from .api import parse
+    from .api import parse, read_spec
     from .format import format_program
     from .rewrite import rewrite as derive
     from .rewrite import split_k
 
-    prog = parse(_read(file), file)
+    prog = parse(read_spec(file), file)
     if split:
         sk = split_k(prog, rank, tile)
         for title, p in (("partial", sk.partial), ("merge", sk.merge), ("finish", sk.finish)):

@@ -160,3 +160,11 @@ def test_cli_test_passes_and_reports_a_minimal_reproducible_failure(spec_file, m
     assert "broken differs from the NumPy reference on output `A`" in err
     assert "sizes P=1, M=4" in err
     assert "reproduce with: einattn run" in err and "--size M=4" in err and "--check" in err
+
+
+def test_every_command_reads_a_file_with_a_byte_order_mark(tmp_path, capsys):
+    path = tmp_path / "bom.ein"
+    path.write_bytes(b"\xef\xbb\xbfinput X[i]\noutput Y\nY[i] = X[i]\n")
+    for cmd in (["check"], ["fmt"], ["rewrite"], ["analyze", "--no-rewrite"]):
+        assert main([*cmd, str(path)]) == 0, cmd
+    assert "Traceback" not in capsys.readouterr().err

@@ -164,7 +164,8 @@ def test_cli_test_passes_and_reports_a_minimal_reproducible_failure(spec_file, m
 
 def test_every_command_reads_a_file_with_a_byte_order_mark(tmp_path, capsys):
     path = tmp_path / "bom.ein"
-    path.write_bytes(b"\xef\xbb\xbfinput X[i]\noutput Y\nY[i] = X[i]\n")
+    spec = (Path(__file__).resolve().parent.parent / "examples" / "attention_3pass.ein").read_bytes()
+    path.write_bytes(b"\xef\xbb\xbf" + spec)
     for cmd in (["check"], ["fmt"], ["rewrite"], ["analyze", "--no-rewrite"]):
         assert main([*cmd, str(path)]) == 0, cmd
     assert "Traceback" not in capsys.readouterr().err

@@ -389,6 +389,7 @@ class NumpyKernel(Kernel):
             raise EinError(
                 f"unknown numpy backend option `{unknown[0]}`", hint=f"options: {', '.join(OPTIONS)}"
             )
+        written = program
         if options.get("passes", "as-written") != "as-written":
             import warnings
 
@@ -397,7 +398,7 @@ class NumpyKernel(Kernel):
             program, found = for_backend(program, options["passes"], int(options.get("tile", 64)))
             for w in found:
                 warnings.warn(w, stacklevel=5)
-        super().__init__(program, options)
+        super().__init__(program, options, written)
         try:
             self.dtype = np.dtype(options.get("dtype") or np.float64)
         except TypeError:

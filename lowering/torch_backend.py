@@ -175,12 +175,7 @@ class TorchKernel(Kernel):
         opts = _options(options)
         written = program
         program = _compiled_form(program, opts)  # the fewest-pass form that einattn.rewrite proves (issue 5)
-        super().__init__(program, options)
-        # An input with an empty rank runs the spec as written: a streamed form over zero tiles may divide
-        # 0 by 0 where the spec's reductions are absent (delivered as 0); with nothing to stream, memory is
-        # no issue.
-        self._written = written if written is not program else None
-        self._written_kernel = None
+        super().__init__(program, options, written)
         self.opts = opts
         self._signature = _signature(program)
         self._programs: dict[bool, object] = {}
@@ -206,10 +201,6 @@ class TorchKernel(Kernel):
         return self._programs[False]
 
     def run(self, inputs: dict[str, object]) -> tuple:
-        if self._written is not None and any(0 in getattr(x, "shape", ()) for x in inputs.values()):
-            if self._written_kernel is None:
-                self._written_kernel = TorchKernel(self._written, {**self.options, "passes": "as-written"})
-            return self._written_kernel.run(inputs)
         decls = self._signature[0]
         try:
             tensors, o = R.prepare(decls, inputs, self.opts["dtype"])

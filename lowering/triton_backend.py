@@ -227,7 +227,7 @@ class TritonKernel(Kernel):
 
     def __init__(self, program: Program, options: dict):
         source, plan, compiled, name = build(program, **options)
-        super().__init__(compiled, options)
+        super().__init__(compiled, options, program)
         self.original = program
         self.source = source
         self.plan = plan
@@ -262,12 +262,6 @@ class TritonKernel(Kernel):
     def run(self, inputs: dict[str, object]) -> tuple:
         import torch
 
-        if self.program is not self.original and any(0 in getattr(x, "shape", ()) for x in inputs.values()):
-            # An empty rank: the streamed form over zero tiles may divide 0 by 0 where the spec's reductions
-            # are absent (delivered as 0); run the spec as written, which streams nothing anyway.
-            if getattr(self, "_written_kernel", None) is None:
-                self._written_kernel = TritonKernel(self.original, {**self.options, "passes": "as-written"})
-            return self._written_kernel.run(inputs)
         xs = self._check(inputs, torch)
         op = _custom_op(self.key + ("_interpreted" if interpreting() else ""), self)
         outs = op(xs)

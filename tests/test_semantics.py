@@ -5,6 +5,8 @@ Each test states a tiny program and the exact answer worked out by hand (or by a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -342,3 +344,14 @@ C[m1] = B[m1, m0] * 0 + 1
     )
     np.testing.assert_array_equal(out[0], [3.0, 7.0, 5.0])
     np.testing.assert_array_equal(out[1], [2.0, 2.0, 1.0])
+
+
+def test_rewritten_reference_on_an_empty_rank_gives_the_specs_zeros():
+    k = einattn.compile(
+        einattn.load(Path(__file__).resolve().parent.parent / "examples" / "attention_3pass.ein"),
+        passes="auto",
+        tile=4,
+    )
+    assert k.program.iterative_ranks == ("m1",) and k.written is not None
+    q, empty = np.ones((1, 1, 3, 4)), np.zeros((1, 1, 0, 4))
+    np.testing.assert_array_equal(k(Q=q, K=empty, V=empty), np.zeros((1, 1, 3, 4)))

@@ -107,13 +107,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
         affected |= {id(e) for e in stmts}
         kept |= {id(e) for e in up}
         guarded = absence_varies(rank, stmts, draft)
-        up_new = [u for u in up if u.tensor not in t.tiled]  # another group may have tiled the rest
-        for u in up_new:
-            t.tiled[u.tensor] = (draft.fresh("B" + u.tensor, t.names() | taken), u.lhs_ranks.index(rank))
-        tiled_up = [
-            t.statement(t.tiled[u.tensor][0], t.index(u.index), u.expr, u.filter, t.named(u, False))
-            for u in up_new
-        ]
+        up_new, tiled_up = t.tile_upstream(up, taken)  # another group may have tiled some of them
         pos, lhs = tile_position(mx, rank), mx.lhs_ranks
         own = coord_tuple(lhs)
         taken |= t.names()  # names are unique across groups, not only within one

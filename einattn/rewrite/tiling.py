@@ -127,6 +127,21 @@ class Tiler:
             new_filt = conj(new_filt, self.in_range())
         return make_einsum(name, index, new_expr, new_filt, named)
 
+    def tile_upstream(self, up: list[Einsum], taken: set[str]) -> tuple[list[Einsum], list[Einsum]]:
+        """The statements of ``up`` that no earlier group has tiled, and their tiled copies
+        (``B<name>[.., m1, m0, ..]``)."""
+        new = [u for u in up if u.tensor not in self.tiled]
+        for u in new:
+            name = self.draft.fresh("B" + u.tensor, self.names() | taken)
+            self.tiled[u.tensor] = (name, u.lhs_ranks.index(self.rank))
+        tiled = [
+            self.statement(
+                self.tiled[u.tensor][0], self.index(u.index), u.expr, u.filter, self.named(u, False)
+            )
+            for u in new
+        ]
+        return new, tiled
+
 
 def tile_position(e: Einsum, rank: str) -> int:
     """Where the tile rank goes among ``e``'s output ranks: the place of ``rank`` in the summand's order."""

@@ -51,13 +51,7 @@ def two_level(draft: Draft, rank: str, tile: int, deriv: Derivation) -> bool:
         others = [e for e in down if id(e) not in sums and e is not mx]
         affected |= {id(e) for e in [*up, mx, *(s.e for s in g.shifts), *down]}
         kept |= {id(e) for e in up}
-        up_new = [u for u in up if u.tensor not in t.tiled]  # another group may have tiled the rest
-        for u in up_new:
-            t.tiled[u.tensor] = (draft.fresh("B" + u.tensor, t.names() | taken), u.lhs_ranks.index(rank))
-        tiled_up = [
-            t.statement(t.tiled[u.tensor][0], t.index(u.index), u.expr, u.filter, t.named(u, False))
-            for u in up_new
-        ]
+        _, tiled_up = t.tile_upstream(up, taken)  # another group may have tiled some of them
         pos, lhs = tile_position(mx, rank), mx.lhs_ranks
         own = coord_tuple(lhs)
         lm = draft.fresh(local_name(mx.tensor), t.names() | taken)

@@ -274,6 +274,11 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--variants", default=None, help="comma-separated subset of: " + ", ".join(x.name for x in VARIANTS)
     )
+    ap.add_argument(
+        "--dtypes", default=",".join(str(d).split(".")[-1] for d in DTYPES), help="comma-separated dtypes"
+    )
+    ap.add_argument("--dims", default=",".join(map(str, DIMS)), help="comma-separated head dims")
+    ap.add_argument("--seqs", default=",".join(map(str, SEQS)), help="comma-separated sequence lengths")
     args = ap.parse_args(argv)
     dry = args.dry_run
     TILE[0], AUTOTUNE[0] = args.tile, args.autotune
@@ -282,7 +287,11 @@ def main(argv=None) -> int:
         print("no GPU: use --dry-run to check the script on the CPU", file=sys.stderr)
         return 2
     variants = [v for v in VARIANTS if not args.variants or v.name in args.variants.split(",")]
-    seqs, dims, dtypes = ((64,), (16,), (torch.float16,)) if dry else (SEQS, DIMS, DTYPES)
+    seqs = tuple(int(n) for n in args.seqs.split(","))
+    dims = tuple(int(n) for n in args.dims.split(","))
+    dtypes = tuple(getattr(torch, n) for n in args.dtypes.split(","))
+    if dry:
+        seqs, dims, dtypes = (64,), (16,), (torch.float16,)
     start = time.time()
     rows, kernels = [], {}
     device_name = "CPU (Triton interpreter)" if dry else torch.cuda.get_device_name()
@@ -305,11 +314,24 @@ def main(argv=None) -> int:
                         continue
                     print(f"{v.name} {row['dtype']} D={dim} S={seq} B*H={row['bh']}", file=sys.stderr)
                     x = make_inputs(v, batch, heads, seq, dim, dtype, device)
-                    fn, kernel = einattn_fn(v, kernels, dry)
-                    row["path"] = kernel.plan.path
-                    if i == 0:
-                        out = fn(x)
-                        row["err"] = float((out.float() - reference(v, x)).abs().max())
+                    try:
+                        fn, kernel = einattn_fn(v, kernels, dry)
+                        row["path"] = kernel.plan.path
+                        if i == 0:
+                            out = fn(x)
+                            row["err"] = float((out.float() - reference(v, x)).abs().max())
+                    except Exception as e:  # reported in the table; the other rows still run
+                        msg = (
+                            f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+                            if str(e)
+                            else type(e).__name__
+                        )
+                        print(f"  einattn failed: {msg}", file=sys.stderr)
+                        import traceback
+
+                        traceback.print_exc()
+                        row["note"] = f"einattn failed: {msg}".replace("|", "/")
+                        continue
                     work = flops(v, batch, heads, seq, dim)
                     for col, make in (
                         ("einattn", lambda f=fn: f),

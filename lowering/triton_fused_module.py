@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from einattn.ir import Program
 
-from .triton_fused import FusedKernel, FusedPlan, Refusal, Unsupported, block_name, generate, match
+from .triton_fused import (
+    FusedKernel,
+    FusedPlan,
+    Refusal,
+    Unsupported,
+    block_name,
+    full_name,
+    generate,
+    match,
+)
 
 FUSED_HOST = '''\
 # Launch configurations of the fused kernel: rows per program (BLOCK_{ROW}), warps and pipeline stages. On a
@@ -22,6 +31,7 @@ CONFIGS = [
     dict(BLOCK_{ROW}=64, num_warps=4, num_stages=4),
     dict(BLOCK_{ROW}=128, num_warps=8, num_stages=2),
     dict(BLOCK_{ROW}=64, num_warps=8, num_stages=2),
+    dict(BLOCK_{ROW}=64, num_warps=4, num_stages=1),  # large float32 tiles: no room for a second stage
 ]
 INTERPRET_CONFIGS = [dict(BLOCK_{ROW}=16, num_warps=4, num_stages=2)]
 _TUNED = {{}}
@@ -132,6 +142,7 @@ def fused_symbols(plan: FusedPlan) -> list[tuple[str, str]]:
         ("T_ptr, T_stride<k>", "tensor T's base pointer and the stride of its dimension k (any layout)"),
         ("CD, DOT", "compute dtype (float32; float64 for float64 inputs) and tl.dot precision"),
         (f"{R}, {C}, " + ", ".join(f"PAD_{f.upper()}" for f in plan.feats), "compile-time tile extents"),
+        (", ".join(full_name(f) for f in plan.feats) or "-", "compile time: the feature rank is not padded"),
     ]
     return syms
 
@@ -166,12 +177,13 @@ def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str)
 
     ind = "    "
     inputs = "{" + ", ".join(f"{n!r}: {n}" for n in prog.inputs) + "}"
-    shape = [f"{block_name(plan, plan.col)}=_pad(sizes[{plan.col!r}])"] + [
-        f"{block_name(plan, f)}=_pad(sizes[{f!r}])" for f in plan.feats
-    ]
+    shape = [f"{block_name(plan, plan.col)}=_pad(sizes[{plan.col!r}])"]
+    shape += [f"{block_name(plan, f)}=_pad(sizes[{f!r}])" for f in plan.feats]
+    shape += [f"{full_name(f)}=_pad(sizes[{f!r}]) == sizes[{f!r}]" for f in plan.feats]
     lines = [
         "def tile_shape(sizes):",
-        f'{ind}"""Compile-time extents: the tile and the feature ranks, padded to powers of two >= 16."""',
+        f'{ind}"""Compile-time extents: the tile and the feature ranks, padded to powers of two >= 16, and'
+        f' whether\n{ind}each feature rank fills its padded extent."""',
         f"{ind}return dict({', '.join(shape)})",
         "",
         "",

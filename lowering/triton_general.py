@@ -269,17 +269,22 @@ def kernel_source(prog: Program, st: KStmt, absent: frozenset[str]) -> tuple[str
 
 
 def _unflatten(env: GeneralEnv, flat: str, ranks: tuple[str, ...]) -> None:
-    """Coordinates of ``ranks`` (row-major) from a flattened index: ``i_x = rest % size_x``."""
+    """Coordinates of ``ranks`` (row-major) from a flattened index: ``i_x = rest_o % size_x``.
+
+    The remainder is named after the index (``rest_o``, ``rest_r``): one name for both would make it a
+    loop-carried variable of the reduction loop whose type changes (int64 rows, int32 lanes), which Triton's
+    compiler rejects (its interpreter does not check)."""
     if not ranks:
         return
     if len(ranks) == 1:
         env.emit(f"i_{ranks[0]} = {flat} % {env.size(ranks[0])}")
         return
-    env.emit(f"rest = {flat}")
+    rest = "rest_" + flat.removeprefix("offs_")
+    env.emit(f"{rest} = {flat}")
     for k, x in enumerate(reversed(ranks)):
-        env.emit(f"i_{x} = rest % {env.size(x)}")
+        env.emit(f"i_{x} = {rest} % {env.size(x)}")
         if k < len(ranks) - 1:
-            env.emit(f"rest = rest // {env.size(x)}")
+            env.emit(f"{rest} = {rest} // {env.size(x)}")
 
 
 def _offsets(env: GeneralEnv, st: KStmt) -> str:

@@ -17,7 +17,7 @@ from einattn.lowering.triton_fused import Refusal, match
 from einattn.lowering.triton_tiles import empty_step_identity
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from triton_cases import EXAMPLES, ROOT, SIZES, check, compare, make_inputs, reference, to_torch
+from triton_cases import DEVICE, EXAMPLES, ROOT, SIZES, check, compare, make_inputs, reference, to_torch
 
 import einattn
 from einattn.functions import FUNCTIONS as REGISTRY
@@ -302,7 +302,7 @@ def test_every_function(fn):
         warnings.simplefilter("ignore", einattn.EinWarning)
         got = einattn.compile(prog, backend="triton")(**to_torch(prog, x))
     want = reference(prog, x)[0]
-    g = got.double().numpy()
+    g = got.double().cpu().numpy()
     rel = np.abs(g - want) / np.maximum(np.abs(want), 1e-30)
     assert np.all((rel <= 2e-6) | (np.abs(g - want) <= 1e-7)), f"{fn}: worst relative error {rel.max():.3g}"
 
@@ -311,8 +311,10 @@ def test_every_function(fn):
 def test_empty_key_sequence_gives_the_reference_zeros(name):
     """passes="auto" streams over zero tiles when M = 0: still the spec's 0, never 0 / 0."""
     prog = einattn.load(EXAMPLES / name)
-    q = torch.randn(1, 2, 3, 4)
-    k = torch.randn(1, 2, 0, 4)
+    q = torch.randn(1, 2, 3, 4, device=DEVICE)
+    k = torch.randn(1, 2, 0, 4, device=DEVICE)
     got = einattn.compile(prog, backend="triton", tile=4)(Q=q, K=k, V=k)
-    want = einattn.compile(prog)(Q=q.double().numpy(), K=k.double().numpy(), V=k.double().numpy())
+    want = einattn.compile(prog)(
+        Q=q.double().cpu().numpy(), K=k.double().cpu().numpy(), V=k.double().cpu().numpy()
+    )
     assert got.shape == want.shape and torch.equal(got, torch.zeros_like(got)) and not want.any()

@@ -189,8 +189,9 @@ def test_footprint_grows_with_tiles():
     small = m._footprint(cfg, dict(BLOCK_M0=64, PAD_E=64, PAD_F=64), 2)
     big = m._footprint(cfg, dict(BLOCK_M0=64, PAD_E=128, PAD_F=128), 2)
     assert big[0] > small[0] > 0 and big[1] > small[1] > 0
-    # a 64-row tile of 64-wide K and V in fp16, two stages: 2 * 2 * 64 * 64 * 2 bytes, plus Q
-    assert small[0] == 2 * (64 * 64 + 64 * 64) * 2 + 64 * 64 * 2
+    # a 64-row tile of 64-wide K and V in fp16, two stages: 2 * 2 * 64 * 64 * 2 bytes, plus Q, plus the
+    # compiler's scratch
+    assert small[0] == 2 * (64 * 64 + 64 * 64) * 2 + 64 * 64 * 2 + 2048
 
 
 def test_call_errors():

@@ -126,14 +126,14 @@ def QK_kernel(
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_m * size_p
-    rest = offs_o
-    i_p = rest % size_p
-    rest = rest // size_p
-    i_m = rest % size_m
-    rest = rest // size_m
-    i_h = rest % size_h
-    rest = rest // size_h
-    i_b = rest % size_b
+    rest_o = offs_o
+    i_p = rest_o % size_p
+    rest_o = rest_o // size_p
+    i_m = rest_o % size_m
+    rest_o = rest_o // size_m
+    i_h = rest_o % size_h
+    rest_o = rest_o // size_h
+    i_b = rest_o % size_b
     acc = tl.full([BLOCK_O], 0.0, CD)
     seen = tl.zeros([BLOCK_O], tl.int1)
     # reduce e with +, BLOCK_R points at a time, skipping absent points
@@ -175,12 +175,12 @@ def GM_kernel(
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_p
-    rest = offs_o
-    i_p = rest % size_p
-    rest = rest // size_p
-    i_h = rest % size_h
-    rest = rest // size_h
-    i_b = rest % size_b
+    rest_o = offs_o
+    i_p = rest_o % size_p
+    rest_o = rest_o // size_p
+    i_h = rest_o % size_h
+    rest_o = rest_o // size_h
+    i_b = rest_o % size_b
     acc = tl.full([BLOCK_O], -float("inf"), CD)
     seen = tl.zeros([BLOCK_O], tl.int1)
     # reduce m with max, BLOCK_R points at a time, skipping absent points
@@ -229,14 +229,14 @@ def SN_kernel(
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_m * size_p
-    rest = offs_o
-    i_p = rest % size_p
-    rest = rest // size_p
-    i_m = rest % size_m
-    rest = rest // size_m
-    i_h = rest % size_h
-    rest = rest // size_h
-    i_b = rest % size_b
+    rest_o = offs_o
+    i_p = rest_o % size_p
+    rest_o = rest_o // size_p
+    i_m = rest_o % size_m
+    rest_o = rest_o // size_m
+    i_h = rest_o % size_h
+    rest_o = rest_o // size_h
+    i_b = rest_o % size_b
     QK_1_off = (((i_b.to(tl.int64) * QK_stride0 + i_h.to(tl.int64) * QK_stride1) + i_m.to(tl.int64) * QK_stride2) + i_p.to(tl.int64) * QK_stride3)
     QK_1 = tl.load(QK_ptr + QK_1_off)
     QK_1_present = tl.load(QK_present_ptr + QK_1_off) != 0
@@ -272,12 +272,12 @@ def SD_kernel(
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_p
-    rest = offs_o
-    i_p = rest % size_p
-    rest = rest // size_p
-    i_h = rest % size_h
-    rest = rest // size_h
-    i_b = rest % size_b
+    rest_o = offs_o
+    i_p = rest_o % size_p
+    rest_o = rest_o // size_p
+    i_h = rest_o % size_h
+    rest_o = rest_o // size_h
+    i_b = rest_o % size_b
     acc = tl.full([BLOCK_O], 0.0, CD)
     seen = tl.zeros([BLOCK_O], tl.int1)
     # reduce m with +, BLOCK_R points at a time, skipping absent points
@@ -326,14 +326,14 @@ def A_kernel(
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_m * size_p
-    rest = offs_o
-    i_p = rest % size_p
-    rest = rest // size_p
-    i_m = rest % size_m
-    rest = rest // size_m
-    i_h = rest % size_h
-    rest = rest // size_h
-    i_b = rest % size_b
+    rest_o = offs_o
+    i_p = rest_o % size_p
+    rest_o = rest_o // size_p
+    i_m = rest_o % size_m
+    rest_o = rest_o // size_m
+    i_h = rest_o % size_h
+    rest_o = rest_o // size_h
+    i_b = rest_o % size_b
     SN_1_off = (((i_b.to(tl.int64) * SN_stride0 + i_h.to(tl.int64) * SN_stride1) + i_m.to(tl.int64) * SN_stride2) + i_p.to(tl.int64) * SN_stride3)
     SN_1 = tl.load(SN_ptr + SN_1_off)
     SN_1_present = tl.load(SN_present_ptr + SN_1_off) != 0
@@ -376,14 +376,14 @@ def AV_kernel(
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_p * size_f
-    rest = offs_o
-    i_f = rest % size_f
-    rest = rest // size_f
-    i_p = rest % size_p
-    rest = rest // size_p
-    i_h = rest % size_h
-    rest = rest // size_h
-    i_b = rest % size_b
+    rest_o = offs_o
+    i_f = rest_o % size_f
+    rest_o = rest_o // size_f
+    i_p = rest_o % size_p
+    rest_o = rest_o // size_p
+    i_h = rest_o % size_h
+    rest_o = rest_o // size_h
+    i_b = rest_o % size_b
     acc = tl.full([BLOCK_O], 0.0, CD)
     seen = tl.zeros([BLOCK_O], tl.int1)
     # reduce m with +, BLOCK_R points at a time, skipping absent points

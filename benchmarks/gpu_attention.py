@@ -184,11 +184,11 @@ def flex_fn(v: Variant, seq: int, device):
     if "compiled" not in _FLEX:
         # one compile per variant, dtype and shape: lift dynamo's recompile limits, or it falls back to the
         # eager (score-materialising) implementation after 8
-        import torch._dynamo
+        from torch._dynamo import config as dynamo_config  # (`import torch._dynamo` would make torch local)
 
         for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
-            if hasattr(torch._dynamo.config, name):
-                setattr(torch._dynamo.config, name, 1024)
+            if hasattr(dynamo_config, name):
+                setattr(dynamo_config, name, 1024)
         _FLEX["compiled"] = torch.compile(flex_attention, dynamic=False)
     flex = _FLEX["compiled"]
 

@@ -145,6 +145,18 @@ class Env:
 
     axes: tuple[str, ...] = ()
 
+    @property
+    def conjunctions(self) -> dict[str, tuple[Tile, Tile | None]]:
+        """Mask code -> its two terms (``a & b``), or (the mask, None) for a name bound to a mask: what
+        :meth:`FusedEnv.any_over` factors. Reset by the env when names change meaning."""
+        if "_conjunctions" not in vars(self):
+            self._conjunctions = {}
+        return self._conjunctions
+
+    @conjunctions.setter
+    def conjunctions(self, value: dict) -> None:
+        self._conjunctions = value
+
     def coord(self, rank: str) -> Tile:
         raise NotImplementedError
 
@@ -262,7 +274,10 @@ class Renderer:
             if op == "&":
                 return Tile(f"tl.where({s.code}, {t.code}, False)", axes)
             return Tile(f"tl.where({s.code}, True, {t.code})", axes)
-        return Tile(f"({self.env.expand(a, axes)} {op} {self.env.expand(b, axes)})", axes)
+        out = Tile(f"({self.env.expand(a, axes)} {op} {self.env.expand(b, axes)})", axes)
+        if op == "&":
+            self.env.conjunctions[out.code] = (a, b)
+        return out
 
     def binary(self, op: str, a: Tile, b: Tile) -> Tile:
         axes = self.env.order(join(a, b))

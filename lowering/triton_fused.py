@@ -541,7 +541,51 @@ class FusedEnv(Env):
             else:
                 self.emit(f"{name}_ok = {mask.code}")
                 out.mask = Tile(f"{name}_ok", mask.axes)
+                if name not in self.plan.states and not name.endswith("_next"):
+                    self.conjunctions[f"{name}_ok"] = (mask, None)  # a name for this tile's mask
         return out
+
+    def _leaves(self, m: Tile) -> set[str]:
+        """The codes of the innermost terms of a conjunction."""
+        if m.code in self.conjunctions:
+            a, b = self.conjunctions[m.code]
+            return self._leaves(a) | (self._leaves(b) if b is not None else set())
+        return {m.code}
+
+    def _split(self, m: Tile, red: str) -> tuple[list[Tile], list[Tile]]:
+        """The terms of conjunction ``m`` that span ``red`` and those that do not. A name bound to a mask
+        stays whole when all its terms span ``red`` (so equal reductions read one name)."""
+        if m.code not in self.conjunctions:
+            return ([m], []) if red in m.axes else ([], [m])
+        a, b = self.conjunctions[m.code]
+        if b is None:
+            inner, outer = self._split(a, red)
+            return ([m], []) if not outer else (inner, outer)
+        ia, oa = self._split(a, red)
+        ib, ob = self._split(b, red)
+        return ia + ib, oa + ob
+
+    def any_over(self, r: Renderer, m: Tile, red: str) -> Tile:
+        """Whether any point along ``red`` is present. The terms of ``m`` that do not span ``red`` are
+        factored out of the reduction (``any(a & b[:, None]) = any(a) & b``), so the reductions of masks
+        that differ only by per-row terms are one and the same (the compiler shares them), and fewer 2-D
+        masks stay live in registers."""
+        inner_terms, outer_terms = self._split(m, red)
+        inner = outer = None
+        seen: set[str] = set()
+        for t in inner_terms:
+            leaves = self._leaves(t)
+            if not leaves <= seen:  # a term already implied by an earlier one adds nothing
+                inner, seen = r.mask_and(inner, t), seen | leaves
+        for t in outer_terms:
+            outer = r.mask_and(outer, t)
+        if inner is None:
+            return outer
+        axes = self.order(set(inner.axes) | {red})
+        k = axes.index(red)
+        full = self.full(inner, axes, "tl.int1")
+        anyt = Tile(f"(tl.max({full}.to(tl.int32), {k}) > 0)", tuple(a for a in axes if a != red))
+        return r.mask_and(outer, anyt)
 
     def _reduce(self, r: Renderer, e: Einsum, red: str, op: str, filt: Tile | None):
         v = r.value(e.expr)
@@ -553,8 +597,9 @@ class FusedEnv(Env):
         val = Tile(f"{REDUCE_FN[op]}({vals}, {k})", tuple(a for a in axes if a != red))
         mask = None
         if presence is not None:
-            full = self.full(ok, axes, "tl.int1")
-            mask = Tile(f"(tl.max({full}.to(tl.int32), {k}) > 0)", val.axes)
+            mask = self.any_over(r, ok, red)
+            if mask is not None and set(mask.axes) != set(val.axes):  # present along every other axis
+                mask = Tile(self.full(mask, val.axes, "tl.int1"), val.axes)
         return val, mask, IDENTITY[op]
 
     def _dot(self, r: Renderer, e: Einsum, red: str, filt: Tile | None):
@@ -623,10 +668,7 @@ class FusedEnv(Env):
                 allm = r.mask_and(allm, m)
             if len(allm.axes) > 2:
                 raise Unsupported(f"the presence of `{e.tensor}` spans three tile axes")
-            k = allm.axes.index(red)
-            rest = tuple(ax for ax in allm.axes if ax != red)
-            any_ = Tile(f"(tl.max({allm.code}.to(tl.int32), {k}) > 0)", rest)
-            mask = r.mask_and(mask, any_)
+            mask = r.mask_and(mask, self.any_over(r, allm, red))
         fill = "0.0"
         for k, (v, inv) in enumerate(parts):
             if k in spans:
@@ -743,6 +785,7 @@ def _body(env: FusedEnv, scope: str) -> None:
     p = env.plan
     env.scope, env.full_tiles = scope, scope == "body_full"
     env.next = {}
+    env.conjunctions = {}  # names and `&`s of masks are per scope
     for e in p.body:
         env.emit(f"# {fmt_einsum(e)}")
         if e.kind == "step":

@@ -305,7 +305,7 @@ def causal_1pass_kernel(
         # SLNV[b, h, f, m1, p] = SLN[b, h, m1, m0, p] * BV[b, h, m1, m0, f]
         V_3 = tl.load(V_ptr + (((i_b.to(tl.int64) * V_stride0 + i_h.to(tl.int64) * V_stride1) + ((m1 * 64) + offs_m0) * V_stride2)[:, None] + (offs_f * V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         SLNV = tl.dot(tl.where(SLN_ok, SLN, 0.0).to(V_3.dtype), V_3, input_precision=DOT, out_dtype=CD)
-        SLNV_ok = (tl.max((SLN_ok & (((m1 * 64) + offs_m0) < size_m)[None, :]).to(tl.int32), 1) > 0)
+        SLNV_ok = (tl.max(SLN_ok.to(tl.int32), 1) > 0)
         # PRM[b, h, m1, p] = exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])
         PRM = tl.exp((RM - RM_next))
         # SPD[b, h, m1, p] = RD[b, h, m1, p] * PRM[b, h, m1, p]
@@ -368,7 +368,7 @@ def causal_1pass_kernel(
         # SLNV[b, h, f, m1, p] = SLN[b, h, m1, m0, p] * BV[b, h, m1, m0, f]
         V_3 = tl.load(V_ptr + (((i_b.to(tl.int64) * V_stride0 + i_h.to(tl.int64) * V_stride1) + ((m1 * 64) + offs_m0) * V_stride2)[:, None] + (offs_f * V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         SLNV = tl.dot(tl.where(SLN_ok, SLN, 0.0).to(V_3.dtype), V_3, input_precision=DOT, out_dtype=CD)
-        SLNV_ok = (tl.max((SLN_ok & (((m1 * 64) + offs_m0) < size_m)[None, :]).to(tl.int32), 1) > 0)
+        SLNV_ok = (tl.max(SLN_ok.to(tl.int32), 1) > 0)
         # PRM[b, h, m1, p] = exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])
         PRM = tl.exp((RM - RM_next))
         # SPD[b, h, m1, p] = RD[b, h, m1, p] * PRM[b, h, m1, p]

@@ -26,10 +26,10 @@ FUSED_HOST = '''\
 # under the interpreter one small configuration is used.
 CONFIGS = [
     dict(BLOCK_{ROW}=128, num_warps=8, num_stages=3),
-    dict(BLOCK_{ROW}=128, num_warps=4, num_stages=3),
     dict(BLOCK_{ROW}=64, num_warps=4, num_stages=3),
-    dict(BLOCK_{ROW}=64, num_warps=4, num_stages=4),
     dict(BLOCK_{ROW}=128, num_warps=8, num_stages=2),
+    dict(BLOCK_{ROW}=64, num_warps=4, num_stages=4),
+    dict(BLOCK_{ROW}=128, num_warps=4, num_stages=3),  # spills in masked tiles at sm_90 (test_triton_aot)
     dict(BLOCK_{ROW}=64, num_warps=8, num_stages=2),
     dict(BLOCK_{ROW}=64, num_warps=4, num_stages=1),  # large float32 tiles: no room for a second stage
 ]

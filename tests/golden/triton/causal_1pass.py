@@ -65,10 +65,10 @@ OUTPUTS = {'AV': (('b', 'h', 'p', 'f'), None)}  # ranks of each output, and its 
 # under the interpreter one small configuration is used.
 CONFIGS = [
     dict(BLOCK_P=128, num_warps=8, num_stages=3),
-    dict(BLOCK_P=128, num_warps=4, num_stages=3),
     dict(BLOCK_P=64, num_warps=4, num_stages=3),
-    dict(BLOCK_P=64, num_warps=4, num_stages=4),
     dict(BLOCK_P=128, num_warps=8, num_stages=2),
+    dict(BLOCK_P=64, num_warps=4, num_stages=4),
+    dict(BLOCK_P=128, num_warps=4, num_stages=3),  # spills in masked tiles at sm_90 (test_triton_aot)
     dict(BLOCK_P=64, num_warps=8, num_stages=2),
     dict(BLOCK_P=64, num_warps=4, num_stages=1),  # large float32 tiles: no room for a second stage
 ]

@@ -17,6 +17,7 @@ The function table :data:`FUNCTIONS` has one entry per function of ``einattn.fun
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from einattn import syntax as S
@@ -200,12 +201,16 @@ class Env:
         if t.axes == axes:
             return t.code
         shape = ", ".join(self.extent(a) for a in axes)
-        if not t.axes and (is_literal(t.code) or t.code in ("True", "False")):
-            return f"tl.full([{shape}], {t.code}, {dtype})"
+        if not t.axes and (is_literal(t.code) or t.code in ("True", "False") or _CONSTANT.fullmatch(t.code)):
+            return f"tl.full([{shape}], {t.code}, {dtype})"  # (a Python number cannot be broadcast)
         return f"tl.broadcast_to({self.expand(t, axes)}, [{shape}])"
 
     def extent(self, axis: str) -> str:
         raise NotImplementedError
+
+
+# arithmetic on number literals only (`0.5 * 0.5`): a compile-time constant
+_CONSTANT = re.compile(r"[0-9eE.+\-*/() ]+")
 
 
 def atom(code: str) -> str:
@@ -423,24 +428,30 @@ class Renderer:
         wide: bool = True,
         stem: str | None = None,
         dtype_cast: bool = True,
+        proved: list[str | None] | None = None,
     ) -> Value:
         """A masked load of ``ptr[index...]``.
 
-        ``extents[k]`` is the code of dimension k's extent, or None where the index is known to be in bounds.
+        ``extents[k]`` is the code of dimension k's extent, or None where the index is known to be in bounds;
+        ``proved[k]`` a compile-time flag that, when true, says so (the check folds away).
         ``lanes`` masks padding lanes of the tile (not absent points, only memory safety). ``wide`` computes
         offsets in int64 (else only scalar parts are widened).
         """
         idx = self.index_values(node)
         mask: Tile | None = None
-        for ix, v, ext in zip(node.indices, idx, extents):
+        for k, (ix, v, ext) in enumerate(zip(node.indices, idx, extents)):
             mask = self.mask_and(mask, v.mask)
-            if ext is not None and nonnegative(ix, self.params):
-                mask = self.mask_and(mask, Tile(f"({v.val.code} < {ext})", v.val.axes))
-            elif ext is not None:
+            if ext is None:
+                continue
+            if nonnegative(ix, self.params):
+                inb = Tile(f"({v.val.code} < {ext})", v.val.axes)
+            else:
                 inb = self.logic(
                     "&", Tile(f"({v.val.code} >= 0)", v.val.axes), Tile(f"({v.val.code} < {ext})", v.val.axes)
                 )
-                mask = self.mask_and(mask, inb)
+            if proved and proved[k]:
+                inb = Tile(f"({inb.code} | {proved[k]})", inb.axes)
+            mask = self.mask_and(mask, inb)
         terms = []
         for v, st in zip(idx, strides):
             if v.val.code == "0":

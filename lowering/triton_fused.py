@@ -92,6 +92,10 @@ class FusedPlan:
     skip_tiles: bool = True
     loads: dict = field(default_factory=dict)  # read -> (tile axes, loaded per tile?)
     tiles: list[tuple[str, ...]] = field(default_factory=list)  # axes of per-tile register values
+    # compile-time flags whose launcher computes that an index of program coordinates stays in bounds:
+    # name -> the Python expression (over ``sizes``) the launcher evaluates
+    proved: dict[str, tuple[str, str]] = field(default_factory=dict)  # flag -> (index code, rank)
+    proved_coords: dict[str, list[str]] = field(default_factory=dict)  # flag -> the coordinates it uses
 
     def describe(self) -> str:
         return (
@@ -451,12 +455,18 @@ class FusedEnv(Env):
             else self.size(t.ranks[k])
             for k, ix in enumerate(node.indices)
         ]
+        proved = [
+            self._prove_in_bounds(ix, t.ranks[k]) if ext is not None else None
+            for k, (ix, ext) in enumerate(zip(node.indices, extents))
+        ]
         strides = [f"{node.tensor}_stride{k}" for k in range(len(node.indices))]
         scope = self.scope
         if not varying:
             self.scope = "prologue"
         try:
-            v = r.pointer_load(node, f"{node.tensor}_ptr", strides, extents, ctx, lanes=lanes, wide=False)
+            v = r.pointer_load(
+                node, f"{node.tensor}_ptr", strides, extents, ctx, lanes=lanes, wide=False, proved=proved
+            )
         finally:
             self.scope = scope
         v.lane_zero = True
@@ -464,6 +474,25 @@ class FusedEnv(Env):
         if not varying:
             self.hoisted[key] = v
         return v
+
+    def _prove_in_bounds(self, ix: S.Expr, rank: str) -> str | None:
+        """A compile-time flag that says index ``ix`` of rank ``rank`` is in bounds for every program, when
+        ``ix`` depends only on the program's parallel coordinates and is monotone in each (sums, products
+        with constants, floor division by a positive constant): the launcher checks it at the corners of
+        the coordinates' box (GQA's ``h // R < G`` once per call), and the compiler folds the per-tile
+        bounds masks away. None when the form does not allow it: the runtime check stays alone."""
+        p = self.plan
+        code = _host_index(ix, set(p.par), self.prog.param_values)
+        if code is None:
+            return None
+        for flag, have in p.proved.items():
+            if have == (code, rank):
+                return flag
+        used = sorted({n.rank for n in ix.walk() if isinstance(n, S.Coord)})
+        flag = f"INB{len(p.proved)}"
+        p.proved[flag] = (code, rank)
+        p.proved_coords[flag] = used
+        return flag
 
     def tile_index(self, rank: str, ix: S.Expr) -> bool:
         """``ix`` is ``it * M0 + col`` into the streamed rank: in bounds on every whole tile."""
@@ -593,14 +622,27 @@ class FusedEnv(Env):
         ok = r.mask_and(presence, self.lane(red))
         axes = self.order(set(self.tile_axes(e)) | {red} | set(v.val.axes) | set(ok.axes if ok else ()))
         k = axes.index(red)
-        vals = self.full(r.where(ok, v.val, Tile(IDENTITY[op])) if ok else v.val, axes, "CD")
+        # only the terms of the mask along `red` select what is reduced; the others (per-row presence) make
+        # the result absent where they fail, whatever its value, so they are not applied to the tile
+        inner, dropped = self._along(r, ok, red)
+        vals = self.full(r.where(inner, v.val, Tile(IDENTITY[op])) if inner else v.val, axes, "CD")
         val = Tile(f"{REDUCE_FN[op]}({vals}, {k})", tuple(a for a in axes if a != red))
         mask = None
         if presence is not None:
             mask = self.any_over(r, ok, red)
             if mask is not None and set(mask.axes) != set(val.axes):  # present along every other axis
                 mask = Tile(self.full(mask, val.axes, "tl.int1"), val.axes)
-        return val, mask, IDENTITY[op]
+        return val, mask, (None if dropped else IDENTITY[op])
+
+    def _along(self, r: Renderer, m: Tile | None, red: str) -> tuple[Tile | None, bool]:
+        """The conjunction of the terms of ``m`` that span ``red``, and whether other terms were left out."""
+        if m is None:
+            return None, False
+        inner_terms, outer_terms = self._split(m, red)
+        inner = None
+        for t in inner_terms:
+            inner = r.mask_and(inner, t)
+        return inner, bool(outer_terms)
 
     def _dot(self, r: Renderer, e: Einsum, red: str, filt: Tile | None):
         """A sum over ``red`` of a product of two tiles that share ``red``, as ``tl.dot``; else None."""
@@ -640,12 +682,16 @@ class FusedEnv(Env):
                 zs.append(self.lane(red))
         lane = self.lane(red) if red == self.plan.col else None
 
+        dropped = []
+
         def operand(v: Value, zs: list[Tile], other: Value, want: tuple[str, str], second: bool) -> str:
             raw = getattr(v, "raw", None)
             base = Tile(raw, v.val.axes) if raw else v.val
             m = None
-            for z in zs:
-                m = r.mask_and(m, z)
+            for z in zs:  # rows (or columns) of the product that a mask removes are absent in the result:
+                inner, out = self._along(r, z, red)  # only the terms along `red` need zeroing
+                dropped.append(out)
+                m = r.mask_and(m, inner)
             if m is not None:
                 base = r.where(m, base, Tile("0.0"))
             code = self.full(base, self.order(want), "CD") if base.axes != self.order(want) else base.code
@@ -669,7 +715,7 @@ class FusedEnv(Env):
             if len(allm.axes) > 2:
                 raise Unsupported(f"the presence of `{e.tensor}` spans three tile axes")
             mask = r.mask_and(mask, self.any_over(r, allm, red))
-        fill = "0.0"
+        fill = None if any(dropped) else "0.0"
         for k, (v, inv) in enumerate(parts):
             if k in spans:
                 continue
@@ -696,6 +742,34 @@ def _atom(code: str) -> str:
     from .triton_expr import atom
 
     return atom(code)
+
+
+def _host_index(e: S.Expr, par: set[str], params: dict) -> str | None:
+    """Python code of an index expression over parallel coordinates ``c_<rank>``, when it is monotone in
+    each coordinate (so its extremes over a box are at the box's corners); else None."""
+    if isinstance(e, S.Coord):
+        return f"c_{e.rank}" if e.rank in par else None
+    if isinstance(e, S.Const):
+        return repr(e.value) if isinstance(e.value, int) else None
+    if isinstance(e, S.Param):
+        v = params.get(e.name)
+        return repr(v) if isinstance(v, int) else None
+    if isinstance(e, S.Size):
+        return f"sizes[{e.rank!r}]"
+    if isinstance(e, S.Unary) and e.op == "-":
+        a = _host_index(e.x, par, params)
+        return None if a is None else f"(-{a})"
+    if isinstance(e, S.Binary) and e.op in ("+", "-", "*", "//"):
+        a, b = _host_index(e.a, par, params), _host_index(e.b, par, params)
+        if a is None or b is None:
+            return None
+        constant = not any(isinstance(n, S.Coord) for n in e.b.walk())
+        if e.op == "*" and not (constant or not any(isinstance(n, S.Coord) for n in e.a.walk())):
+            return None  # a product of two coordinates is not monotone in each
+        if e.op == "//" and not (constant and isinstance(e.b, (S.Const, S.Param)) and int(b) > 0):
+            return None
+        return f"({a} {e.op} {b})"
+    return None
 
 
 def full_name(axis: str) -> str:
@@ -758,7 +832,7 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
         env.values[e.tensor] = env.statement(e, e.tensor)
     for e in p.inits:
         env.emit(f"# {fmt_einsum(e)}")
-        env.cur[e.tensor] = _state(env, e, e.tensor)
+        env.cur[e.tensor] = _state(env, e, e.tensor, carried=True)
 
     _body(env, "body")  # every tile: filters and bounds as masks
     _body(env, "body_full")  # tiles that the filters and the bounds leave whole: no masks
@@ -805,8 +879,11 @@ def _body(env: FusedEnv, scope: str) -> None:
     env.full_tiles = False
 
 
-def _state(env: FusedEnv, e: Einsum, name: str) -> Value:
-    """A running state's value, materialised on its whole tile (loop-carried values keep one shape)."""
+def _state(env: FusedEnv, e: Einsum, name: str, carried: bool = False) -> Value:
+    """A running state's value, materialised on its whole tile (loop-carried values keep one shape).
+
+    ``carried``: the value is the loop-carried variable itself (the initial state), which later steps
+    overwrite: when the state can hold absent points its mask is read even if the initial state has none."""
     p = env.plan
     t = p.prog.tensor(e.tensor)
     axes = env.order([x for x in t.ranks if x not in p.par and x != p.it])
@@ -823,6 +900,8 @@ def _state(env: FusedEnv, e: Einsum, name: str) -> Value:
         if v.mask is None:
             # present everywhere: later statements of this step know it; the loop carries an all-true mask
             env.emit(f"{name}_ok = tl.full([{shape}], 1, tl.int1)" if maxes else f"{name}_ok = True")
+            if carried:
+                out.mask = Tile(f"{name}_ok", maxes)
             return out
         if v.mask.axes != maxes:
             env.emit(f"{name}_ok = {env.full(v.mask, maxes, 'tl.int1')}")
@@ -930,7 +1009,7 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
         host.append(f"size_{x}")
         nospec.append(f"size_{x}")
     constexprs = ["CD", "DOT", block_name(p, p.row), block_name(p, p.col)]
-    constexprs += [block_name(p, f) for f in p.feats] + [full_name(f) for f in p.feats]
+    constexprs += [block_name(p, f) for f in p.feats] + [full_name(f) for f in p.feats] + list(p.proved)
     params += [f"{c}: tl.constexpr" for c in constexprs]
     doc = "\n".join(f"    {fmt_einsum(e)}" for e in prog.einsums)
     lines = [

@@ -139,6 +139,8 @@ def launcher_doc(prog: Program, name: str) -> str:
 
 def size_lines(prog: Program, inputs_dict: str) -> list[str]:
     lines = [f"sizes = _sizes({inputs_dict})"]
+    if not prog.ranks:  # scalars only
+        return lines
     ranks = ", ".join(f"size_{r}" for r in prog.ranks)
     if len(prog.ranks) == 1:
         ranks += ","

@@ -154,6 +154,28 @@ def test_whole_tiles_run_without_masks():
 def test_gqa_fused_reads_shared_heads():
     k = check(EXAMPLES / "gqa.ein", dict(h=6, g=3), params={"R": 2}, tile=4)
     assert k.plan.path == "fused" and "_floordiv(i_h, 2)" in k.source
+    # the launcher proves `h // R < G` for every program (a compile-time flag folds the per-tile checks)
+    assert "INB0: tl.constexpr" in k.source and "INB0=all(0 <= (c_h // 2) < sizes['g']" in k.source
+    sizes = {"b": 1, "h": 6, "g": 3, "p": 9, "m": 11, "e": 5, "f": 3, "m1": 3, "m0": 4}
+    assert k.module.tile_shape(sizes)["INB0"] is True
+
+
+def test_a_constant_output_fills_its_tile():
+    """`T = square(0.5)` is a constant expression: the store materialises it with tl.full (a Python number
+    cannot be broadcast). Found by the property suite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        prog = einattn.parse("input X\noutput T\nT = square(0.5) + 1\n")
+        got = einattn.compile(prog, backend="triton")(X=torch.tensor(2.0, device=DEVICE))
+    assert float(got) == 1.25
+
+
+def test_gqa_heads_past_the_last_group_are_absent():
+    """H = 5 query heads, G = 2 groups of R = 2: head 4 reads group 2, which does not exist. The flag is
+    false for that call, the runtime checks decide, and the head's output is the reference's 0."""
+    k = check(EXAMPLES / "gqa.ein", dict(h=5, g=2), params={"R": 2}, tile=4)
+    sizes = {"b": 1, "h": 5, "g": 2, "p": 9, "m": 11, "e": 5, "f": 3, "m1": 3, "m0": 4}
+    assert k.module.tile_shape(sizes)["INB0"] is False
 
 
 @pytest.mark.parametrize("name", ["causal.ein", "gqa.ein"])

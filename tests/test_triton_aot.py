@@ -71,6 +71,7 @@ def test_every_example_compiles_for_sm90():
             (r,) = rs
             assert r["kernel"] == f"{name}_kernel"
             assert r["async_copies"] > 0, f"{name}: the K/V loads are not pipelined"
+            assert r["stack"] == 0, f"{name}: the first launch configuration spills registers"
         else:
             assert all(not r["kernel"].startswith(name) for r in rs), (
                 f"{name} was expected on the general path"

@@ -182,7 +182,8 @@ def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str)
     shape += [f"{full_name(f)}=_pad(sizes[{f!r}]) == sizes[{f!r}]" for f in plan.feats]
     for flag, (code, rank) in plan.proved.items():  # monotone in each coordinate: check the box's corners
         loops = " ".join(f"for c_{x} in {{0, max(sizes[{x!r}] - 1, 0)}}" for x in plan.proved_coords[flag])
-        shape.append(f"{flag}=all(0 <= {code} < sizes[{rank!r}] {loops})")
+        check = f"0 <= {code} < sizes[{rank!r}]"
+        shape.append(f"{flag}=all({check} {loops})" if loops else f"{flag}=({check})")
     lines = [
         "def tile_shape(sizes):",
         f'{ind}"""Compile-time extents: the tile and the feature ranks, padded to powers of two >= 16, and'

@@ -170,6 +170,21 @@ def test_a_constant_output_fills_its_tile():
     assert float(got) == 1.25
 
 
+def test_a_constant_index_of_a_parallel_rank_is_proved_in_bounds(tmp_path):
+    """`K[b, 0, m, e]`: the launcher's check has no coordinate to range over (one comparison)."""
+    spec = tmp_path / "first_group.ein"
+    spec.write_text(
+        "input  Q[b, h, p, e], K[b, g, m, e], V[b, g, m, f]\noutput AV\n"
+        "QK[b, h, m, p] = Q[b, h, p, e] * K[b, 0, m, e]\n"
+        "GM[b, h, p]    = QK[b, h, m, p] :: max(m)\n"
+        "SN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])\n"
+        "SD[b, h, p]    = SN[b, h, m, p]\n"
+        "AV[b, h, p, f] = SN[b, h, m, p] * V[b, 0, m, f] / SD[b, h, p]\n"
+    )
+    k = check(spec, dict(g=2), tile=4)
+    assert k.plan.path == "fused" and "INB0=(0 <= 0 < sizes['g'])" in k.source
+
+
 def test_gqa_heads_past_the_last_group_are_absent():
     """H = 5 query heads, G = 2 groups of R = 2: head 4 reads group 2, which does not exist. The flag is
     false for that call, the runtime checks decide, and the head's output is the reference's 0."""

@@ -194,8 +194,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096], help="P = M values")
     ap.add_argument("--variants", nargs="+", default=["plain", "causal", "window"], choices=list(SPECS))
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--tile", type=int, default=128, help="einattn's key tile M0 (a param of the specs)")
-    ap.add_argument("--rows", type=int, default=512, help="einattn's row_block option")
+    ap.add_argument("--tile", type=int, default=256, help="einattn's key tile M0 (a param of the specs)")
+    ap.add_argument("--rows", type=int, default=256, help="einattn's row_block option")
     ap.add_argument(
         "--no-flex", action="store_true", help="leave FlexAttention out (it compiles for minutes)"
     )

@@ -853,7 +853,9 @@ class Generator:
                 exported.add(name)
         rows = row_ranks(prog, step) if self.row_block and not (history or exported) else []
         skip = tile_skip(prog, step) if self.skipping and rows else None
-        p = skip.row if skip is not None else (rows[0] if rows else None)
+        # block the innermost independent rank (the query rows `p` of attention rather than the batch `b`), so
+        # that the blocks bound a step's tile whatever the batch and head counts
+        p = skip.row if skip is not None else (rows[-1] if rows else None)
         self.emit(f"# loop over {r}: {', '.join(e.label for e in step.body)}")
         if p is not None:
             self.block_open(step, states, p, skip)

@@ -466,6 +466,11 @@ class Renderer:
         if mask is not None and len(mask.code) > 40:
             mask = self.named(f"{stem or node.tensor}_ok", mask)
         load_mask = self.mask_and(mask, lanes)
+        if load_mask is not None and not load_mask.axes and off.axes:
+            # a condition on scalars only (`0 < size_g`) is a Python bool under the interpreter, which tl.load
+            # refuses as a mask: spread it over the tile
+            full = self.env.full(Tile("True"), off.axes, "tl.int1")
+            load_mask = Tile(f"({full} & {load_mask.code})", off.axes)
         axes = self.env.order(join(off, load_mask))
         off_code = self.env.full(off, axes, "tl.int32") if off.axes != axes else off.code
         name = self.env.temp(stem or node.tensor)

@@ -183,6 +183,8 @@ def test_a_constant_index_of_a_parallel_rank_is_proved_in_bounds(tmp_path):
     )
     k = check(spec, dict(g=2), tile=4)
     assert k.plan.path == "fused" and "INB0=(0 <= 0 < sizes['g'])" in k.source
+    # no group at all: every read is out of bounds, the spec as written runs (general path), the output is 0
+    check(spec, dict(g=0), tile=4)
 
 
 def test_gqa_heads_past_the_last_group_are_absent():

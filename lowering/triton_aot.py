@@ -59,7 +59,10 @@ def compile_reports(
 ) -> list[Report]:
     """Compile ``spec``'s triton kernels for ``sm_<arch>`` at head dim ``dim``: every launch configuration
     of the fused path (or the first, ``every=False``, or the one at index ``config``), the fixed one of the
-    general path. Patches Triton: call it in a process of its own."""
+    general path. The inputs are random tensors on the CPU (never read): ranks named ``p`` and ``m`` (query
+    and key rows, by the examples' convention) get ``seq`` points, ``e`` and ``f`` (head dims) get ``dim``,
+    every other rank 4; sizes are runtime arguments, so they change the binaries only through Triton's
+    divisibility-by-16 specialisation of strides. Patches Triton: call it in a process of its own."""
     os.environ.pop("TRITON_INTERPRET", None)
     import torch
     from triton.backends.compiler import GPUTarget

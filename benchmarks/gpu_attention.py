@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,8 +328,6 @@ def main(argv=None) -> int:
                             else type(e).__name__
                         )
                         print(f"  einattn failed: {msg}", file=sys.stderr)
-                        import traceback
-
                         traceback.print_exc()
                         row["note"] = f"einattn failed: {msg}".replace("|", "/")
                         continue

@@ -146,17 +146,9 @@ class Env:
 
     axes: tuple[str, ...] = ()
 
-    @property
-    def conjunctions(self) -> dict[str, tuple[Tile, Tile | None]]:
-        """Mask code -> its two terms (``a & b``), or (the mask, None) for a name bound to a mask: what
-        :meth:`FusedEnv.any_over` factors. Reset by the env when names change meaning."""
-        if "_conjunctions" not in vars(self):
-            self._conjunctions = {}
-        return self._conjunctions
-
-    @conjunctions.setter
-    def conjunctions(self, value: dict) -> None:
-        self._conjunctions = value
+    # mask code -> its two terms (``a & b``), or (the mask, None) for a name bound to a mask: what
+    # :meth:`FusedEnv.any_over` factors. None where no env factors masks (nothing is recorded).
+    conjunctions: dict[str, tuple[Tile, Tile | None]] | None = None
 
     def coord(self, rank: str) -> Tile:
         raise NotImplementedError
@@ -280,7 +272,7 @@ class Renderer:
                 return Tile(f"tl.where({s.code}, {t.code}, False)", axes)
             return Tile(f"tl.where({s.code}, True, {t.code})", axes)
         out = Tile(f"({self.env.expand(a, axes)} {op} {self.env.expand(b, axes)})", axes)
-        if op == "&":
+        if op == "&" and self.env.conjunctions is not None:
             self.env.conjunctions[out.code] = (a, b)
         return out
 

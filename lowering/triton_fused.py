@@ -92,10 +92,9 @@ class FusedPlan:
     skip_tiles: bool = True
     loads: dict = field(default_factory=dict)  # read -> (tile axes, loaded per tile?)
     tiles: list[tuple[str, ...]] = field(default_factory=list)  # axes of per-tile register values
-    # compile-time flags whose launcher computes that an index of program coordinates stays in bounds:
-    # name -> the Python expression (over ``sizes``) the launcher evaluates
-    proved: dict[str, tuple[str, str]] = field(default_factory=dict)  # flag -> (index code, rank)
-    proved_coords: dict[str, list[str]] = field(default_factory=dict)  # flag -> the coordinates it uses
+    # compile-time flags the launcher computes: an index of program coordinates stays in bounds.
+    # flag -> (the index as Python code over coordinates `c_<rank>`, the rank it indexes, the coordinates)
+    proved: dict[str, tuple[str, str, tuple[str, ...]]] = field(default_factory=dict)
 
     def describe(self) -> str:
         return (
@@ -340,6 +339,7 @@ class FusedEnv(Env):
         self.prog = plan.prog
         self.axes = (plan.row, plan.col, *plan.feats)
         self.lines = {"setup": [], "prologue": [], "bounds": [], "body": [], "body_full": [], "epilogue": []}
+        self.conjunctions = {}
         self.full_tiles = False  # rendering the body for tiles that a filter and the bounds leave whole
         m0 = plan.prog.param_values.get(plan.col.upper())
         self.col_padded = not (isinstance(m0, int) and m0 >= 16 and m0 & (m0 - 1) == 0)
@@ -485,13 +485,12 @@ class FusedEnv(Env):
         code = _host_index(ix, set(p.par), self.prog.param_values)
         if code is None:
             return None
+        used = tuple(sorted({n.rank for n in ix.walk() if isinstance(n, S.Coord)}))
         for flag, have in p.proved.items():
-            if have == (code, rank):
+            if have == (code, rank, used):
                 return flag
-        used = sorted({n.rank for n in ix.walk() if isinstance(n, S.Coord)})
         flag = f"INB{len(p.proved)}"
-        p.proved[flag] = (code, rank)
-        p.proved_coords[flag] = used
+        p.proved[flag] = (code, rank, used)
         return flag
 
     def tile_index(self, rank: str, ix: S.Expr) -> bool:
@@ -594,20 +593,28 @@ class FusedEnv(Env):
         ib, ob = self._split(b, red)
         return ia + ib, oa + ob
 
-    def any_over(self, r: Renderer, m: Tile, red: str) -> Tile:
-        """Whether any point along ``red`` is present. The terms of ``m`` that do not span ``red`` are
-        factored out of the reduction (``any(a & b[:, None]) = any(a) & b``), so the reductions of masks
-        that differ only by per-row terms are one and the same (the compiler shares them), and fewer 2-D
-        masks stay live in registers."""
+    def _along(self, r: Renderer, m: Tile | None, red: str) -> tuple[Tile | None, Tile | None]:
+        """``m`` split into the conjunction of its terms that span ``red`` and that of the others (per-row
+        terms); a term already implied by an earlier one is left out."""
+        if m is None:
+            return None, None
         inner_terms, outer_terms = self._split(m, red)
         inner = outer = None
         seen: set[str] = set()
         for t in inner_terms:
             leaves = self._leaves(t)
-            if not leaves <= seen:  # a term already implied by an earlier one adds nothing
+            if not leaves <= seen:
                 inner, seen = r.mask_and(inner, t), seen | leaves
         for t in outer_terms:
             outer = r.mask_and(outer, t)
+        return inner, outer
+
+    def any_over(self, r: Renderer, m: Tile, red: str) -> Tile:
+        """Whether any point along ``red`` is present. The terms of ``m`` that do not span ``red`` are
+        factored out of the reduction (``any(a & b[:, None]) = any(a) & b``), so the reductions of masks
+        that differ only by per-row terms are one and the same (the compiler shares them), and fewer 2-D
+        masks stay live in registers."""
+        inner, outer = self._along(r, m, red)
         if inner is None:
             return outer
         axes = self.order(set(inner.axes) | {red})
@@ -624,7 +631,7 @@ class FusedEnv(Env):
         k = axes.index(red)
         # only the terms of the mask along `red` select what is reduced; the others (per-row presence) make
         # the result absent where they fail, whatever its value, so they are not applied to the tile
-        inner, dropped = self._along(r, ok, red)
+        inner, dropped = self._along(r, ok, red)  # dropped: the per-row terms
         vals = self.full(r.where(inner, v.val, Tile(IDENTITY[op])) if inner else v.val, axes, "CD")
         val = Tile(f"{REDUCE_FN[op]}({vals}, {k})", tuple(a for a in axes if a != red))
         mask = None
@@ -632,17 +639,7 @@ class FusedEnv(Env):
             mask = self.any_over(r, ok, red)
             if mask is not None and set(mask.axes) != set(val.axes):  # present along every other axis
                 mask = Tile(self.full(mask, val.axes, "tl.int1"), val.axes)
-        return val, mask, (None if dropped else IDENTITY[op])
-
-    def _along(self, r: Renderer, m: Tile | None, red: str) -> tuple[Tile | None, bool]:
-        """The conjunction of the terms of ``m`` that span ``red``, and whether other terms were left out."""
-        if m is None:
-            return None, False
-        inner_terms, outer_terms = self._split(m, red)
-        inner = None
-        for t in inner_terms:
-            inner = r.mask_and(inner, t)
-        return inner, bool(outer_terms)
+        return val, mask, (None if dropped is not None else IDENTITY[op])
 
     def _dot(self, r: Renderer, e: Einsum, red: str, filt: Tile | None):
         """A sum over ``red`` of a product of two tiles that share ``red``, as ``tl.dot``; else None."""
@@ -690,7 +687,7 @@ class FusedEnv(Env):
             m = None
             for z in zs:  # rows (or columns) of the product that a mask removes are absent in the result:
                 inner, out = self._along(r, z, red)  # only the terms along `red` need zeroing
-                dropped.append(out)
+                dropped.append(out is not None)
                 m = r.mask_and(m, inner)
             if m is not None:
                 base = r.where(m, base, Tile("0.0"))
@@ -810,6 +807,7 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
     env.emit("pid = tl.program_id(0)")
     env.emit(f"n_row_blocks = tl.cdiv({env.size(row)}, {R})")
     env.emit("row_block = pid % n_row_blocks")
+    row_block_line = len(env.lines["setup"]) - 1
     if p.par:
         env.emit("rest = pid // n_row_blocks")
         for k, x in enumerate(reversed(p.par)):
@@ -849,9 +847,9 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
     if _bounds(env) == "grows":
         # the work per row block grows with the row (causal): the heaviest blocks start first, so that the
         # last wave of programs is short
-        setup = env.lines["setup"]
-        k = setup.index("    row_block = pid % n_row_blocks")
-        setup[k] = "    row_block = n_row_blocks - 1 - pid % n_row_blocks  # heaviest row blocks first"
+        env.lines["setup"][row_block_line] = (
+            "    row_block = n_row_blocks - 1 - pid % n_row_blocks  # heaviest row blocks first"
+        )
     return _assemble(env, name, outputs)
 
 

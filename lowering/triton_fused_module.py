@@ -180,8 +180,8 @@ def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str)
     shape = [f"{block_name(plan, plan.col)}=_pad(sizes[{plan.col!r}])"]
     shape += [f"{block_name(plan, f)}=_pad(sizes[{f!r}])" for f in plan.feats]
     shape += [f"{full_name(f)}=_pad(sizes[{f!r}]) == sizes[{f!r}]" for f in plan.feats]
-    for flag, (code, rank) in plan.proved.items():  # monotone in each coordinate: check the box's corners
-        loops = " ".join(f"for c_{x} in {{0, max(sizes[{x!r}] - 1, 0)}}" for x in plan.proved_coords[flag])
+    for flag, (code, rank, coords) in plan.proved.items():  # monotone in each coordinate: the box's corners
+        loops = " ".join(f"for c_{x} in {{0, max(sizes[{x!r}] - 1, 0)}}" for x in coords)
         check = f"0 <= {code} < sizes[{rank!r}]"
         shape.append(f"{flag}=all({check} {loops})" if loops else f"{flag}=({check})")
     lines = [

@@ -550,7 +550,13 @@ class Generator:
             codes = [self.tensor_code(a) for a in args]
             guard = self.and_masks(args[0].mask, self.filter_now if args[0].ranks else None)
             zero = False
-            if e.fn in UNSAFE and guard is not None:
+            fresh = e.fn == "exp" and isinstance(e.args[0], S.Binary) and not args[0].scalar
+            if fresh:
+                # the argument is a temporary of its own: exp (and the -inf at absent points) in its memory
+                extra = "" if guard is None else f", {guard}" + (", finite=True" if args[0].finite else "")
+                codes[0] = f"_exp_fresh({codes[0]}, _inplace{extra})"
+                zero = guard is not None
+            elif e.fn in UNSAFE and guard is not None:
                 fin = ", finite=True" if args[0].finite else ""
                 if e.fn in ("exp", "exp2"):  # -inf there: exactly 0 wherever the value is absent
                     codes[0] = f"_safe({codes[0]}, {guard}, -math.inf{fin})"
@@ -560,7 +566,7 @@ class Generator:
             mask = self.and_masks(*(a.mask for a in args)) if absent else None
             ranks = frozenset().union(*(a.ranks for a in args))
             finite = all(a.finite for a in args) and (e.fn not in UNSAFE or self._finite_scalar(e))
-            code = f"fn_{e.fn}({', '.join(codes)})"
+            code = codes[0] if fresh else f"fn_{e.fn}({', '.join(codes)})"
             return Val(code, mask, ranks=ranks, zero=zero, zero_filtered=zero, finite=finite)
         if isinstance(e, S.Unary):
             a = self.val(e.x, sp)
@@ -725,7 +731,8 @@ class Generator:
             operands[k][0] = f"{operands[k][0]} * {' * '.join(scalars)}"
         made = [r for r in keep if any(letters[r] in o[1] for o in operands)]
         spec = ",".join(o[1] for o in operands) + "->" + "".join(letters[r] for r in made)
-        code = f'torch.einsum("{spec}", {", ".join(o[0] for o in operands)})'
+        call = "_mm" if len(operands) == 2 else "torch.einsum"  # two operands: one batched matmul
+        code = f'{call}("{spec}", {", ".join(o[0] for o in operands)})'
         if made != keep:
             axes_code = tuple_code(tuple(keep.index(r) for r in made)) if made else "()"
             code = f"_place({code}, {axes_code}, {len(keep)})"

@@ -30,9 +30,34 @@ def _elu(x):
     return torch.where(x > 0, x, torch.expm1(x.clamp(max=0)))
 
 
+LOG2E = 1.4426950408889634
+
+
+def _fast_exp2(x) -> bool:
+    return x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() > 0
+
+
+def _exp(x):
+    """``exp``. On CPU in float32 it is ``exp2(x * log2 e)``: ATen's float32 ``exp`` runs at half the speed of
+    ``exp2`` there, and the exponential of a tile is a large share of an attention step. The rounding of the
+    product adds at most ``|x| * 2**-24`` relative error (4e-6 at the ends of float32's range, 1e-6 over
+    softmax's [-20, 0]). float64, and other devices, use ``torch.exp``."""
+    return torch.exp2(x * LOG2E) if _fast_exp2(x) else torch.exp(x)
+
+
+def _exp_fresh(x, inplace, m=None, finite=False):
+    """``exp`` of a temporary that nothing else reads (``-inf`` where ``m`` says absent, as ``_safe``): computed
+    in the temporary's memory when no gradient is recorded."""
+    if not inplace or (m is not None and torch.broadcast_shapes(x.shape, m.shape) != x.shape):
+        return _exp(_safe(x, m, -math.inf, finite))
+    if m is not None:
+        x = x.masked_fill_(~m, -math.inf)
+    return x.mul_(LOG2E).exp2_() if _fast_exp2(x) else x.exp_()
+
+
 # One entry per function of einattn.functions.FUNCTIONS; arguments are tensors.
 FUNCTIONS = {
-    "exp": torch.exp,
+    "exp": _exp,
     "exp2": torch.exp2,
     "log": torch.log,
     "log2": torch.log2,
@@ -285,6 +310,54 @@ def _outside(iv, n):
     """Whether interval ``iv`` may leave ``0 .. n - 1``."""
     iv = iv if isinstance(iv, tuple) else (iv, iv)
     return iv[0] < 0 or iv[1] > n - 1
+
+
+# ---- contractions ----------------------------------------------------------------------------------------
+
+
+def _mm_plan(spec):
+    """How ``torch.einsum(spec, a, b)`` runs as one batched matmul, or None (then einsum runs it).
+
+    Returns (a_left, perm_left, perm_right, n_batch, n_left, n_contracted, out_perm): the operand put on the
+    left is the one whose free ranks come first in the output, so that the matmul's result is laid out as the
+    output wants it (attention's ``[rows, keys]`` scores, ``[features, rows]`` accumulators) and the permute
+    back is a view."""
+    ins, out = spec.split("->")
+    a, b = ins.split(",")
+    if len(set(a)) < len(a) or len(set(b)) < len(b) or any(c not in out for c in set(a) ^ set(b)):
+        return None  # a diagonal, or a rank summed within one operand: einsum's own plan
+    batch = [c for c in out if c in a and c in b]
+    contracted = [c for c in a if c in b and c not in out]
+    free_a = [c for c in out if c in a and c not in b]
+    free_b = [c for c in out if c in b and c not in a]
+    a_left = not free_b or (free_a and out.index(free_a[0]) < out.index(free_b[0]))
+    (lt, ln), (rt, rn) = ((a, free_a), (b, free_b)) if a_left else ((b, free_b), (a, free_a))
+    perm_left = tuple(lt.index(c) for c in batch + ln + contracted)
+    perm_right = tuple(rt.index(c) for c in batch + contracted + rn)
+    made = batch + ln + rn
+    out_perm = tuple(made.index(c) for c in out)
+    return a_left, perm_left, perm_right, len(batch), len(ln), len(contracted), out_perm
+
+
+_MM_PLANS: dict = {}
+
+
+def _mm(spec, a, b):
+    """``torch.einsum(spec, a, b)`` for two operands, as one ``torch.matmul`` whose result needs no copy to take
+    the output's layout (einsum's own plan may transpose the result and copy an operand)."""
+    plan = _MM_PLANS[spec] if spec in _MM_PLANS else _MM_PLANS.setdefault(spec, _mm_plan(spec))
+    if plan is None:
+        return torch.einsum(spec, a, b)
+    a_left, perm_left, perm_right, nb, nl, nc, out_perm = plan
+    left, right = (a, b) if a_left else (b, a)
+    left, right = left.permute(perm_left), right.permute(perm_right)
+    batch = left.shape[:nb]
+    if right.shape[:nb] != batch:  # a broadcast batch rank: einsum avoids expanding the operand
+        return torch.einsum(spec, a, b)
+    lshape, cshape, rshape = left.shape[nb : nb + nl], left.shape[nb + nl :], right.shape[nb + nc :]
+    rows, inner, cols = math.prod(lshape), math.prod(cshape), math.prod(rshape)
+    r = torch.matmul(left.reshape((*batch, rows, inner)), right.reshape((*batch, inner, cols)))
+    return r.reshape((*batch, *lshape, *rshape)).permute(out_perm)
 
 
 # ---- reductions ----------------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def test_source_reads_like_the_spec():
     assert "m_RM" not in src  # the running state cannot be absent: no mask
     dense = einattn.compile(EXAMPLES / "attention_3pass.ein", backend="torch", passes="as-written").source
     assert "m_" not in dense.split("def program", 1)[1]  # a dense spec carries no mask at all
-    assert 'torch.einsum("bhpe,bhme->bhmp"' in dense
+    assert '_mm("bhpe,bhme->bhmp", t_Q * fn_rsqrt(_c(s_e, _o)), t_K)' in dense  # one batched matmul
 
 
 def test_source_holds_no_spec_text_but_names_and_numbers(tmp_path):
@@ -296,3 +296,49 @@ def test_empty_key_sequence_equals_the_reference_with_passes_auto(name):
     got = einattn.compile(prog, backend="torch")(**to_torch(prog, x))
     for g, w in zip(as_tuple(got), as_tuple(want)):
         assert compare(g, w, 0.0) == 0.0  # every output 0, as the spec's absent reductions: never 0 / 0
+
+
+@pytest.mark.parametrize(
+    "spec, shapes",
+    [
+        ("bhpe,bhme->bhmp", [(2, 3, 5, 4), (2, 3, 7, 4)]),  # scores, keys first: K is the left operand
+        ("bhpe,bhme->bhpm", [(2, 3, 5, 4), (2, 3, 7, 4)]),  # rows first: Q on the left
+        ("bhmap,bhmaf->bhfmp", [(1, 2, 1, 6, 5), (1, 2, 1, 6, 3)]),  # a batch rank between the free ones
+        ("pe,me->", [(5, 4), (7, 4)]),  # no free rank at all
+        ("hpe,e->hp", [(3, 5, 4), (4,)]),  # matrix-vector
+        ("ab,bc->ca", [(0, 3), (3, 2)]),  # an empty rank
+        ("hpe,hme->hpm", [(1, 5, 4), (3, 7, 4)]),  # a batch rank broadcast: einsum's own plan
+        ("pe,me->p", [(5, 4), (7, 4)]),  # a rank summed within one operand's side: einsum's own plan
+    ],
+)
+def test_mm_equals_einsum(spec, shapes):
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(s, generator=g, dtype=torch.float64) for s in shapes)
+    got = torch_runtime._mm(spec, a, b)
+    want = torch.einsum(spec, a, b)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_exp_float32_on_cpu_within_its_documented_error():
+    x = torch.linspace(-87.0, 88.0, 100_001)
+    want = torch.exp(x.double())
+    rel = ((torch_runtime._exp(x).double() - want) / want).abs().max().item()
+    assert rel < 4e-6
+    assert torch_runtime._exp(x.double()).equal(torch.exp(x.double()))  # float64 is torch.exp itself
+
+
+def test_exp_fresh_fills_absent_points_in_place_only_without_gradients():
+    x = torch.tensor([[0.0, -1.0], [2.0, 3.0]])
+    m = torch.tensor([[True, False]])
+    want = torch.where(m, torch.exp(x), 0.0)
+    y = x.clone()
+    out = torch_runtime._exp_fresh(y, True, m)
+    assert out.data_ptr() == y.data_ptr()  # the temporary's own memory
+    torch.testing.assert_close(out, want, rtol=4e-6, atol=0)
+    z = x.clone()
+    torch.testing.assert_close(torch_runtime._exp_fresh(z, False, m), want, rtol=4e-6, atol=0)
+    assert z.equal(x)  # a gradient may be recorded: the argument is left alone
+    wide = torch.tensor([[True, False], [False, True]]).reshape(2, 2, 1)  # wider than x: no in-place fill
+    out = torch_runtime._exp_fresh(x[:, :1].clone(), True, wide)
+    assert out.shape == (2, 2, 1)

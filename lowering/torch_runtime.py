@@ -46,8 +46,8 @@ def _exp(x):
 
 
 def _exp_fresh(x, inplace, m=None, finite=False):
-    """``exp`` of a temporary that nothing else reads (``-inf`` where ``m`` says absent, as ``_safe``): computed
-    in the temporary's memory when no gradient is recorded."""
+    """``exp`` of a temporary that nothing else reads (``-inf`` where ``m`` says absent, as ``_safe``),
+    computed in the temporary's memory when no gradient is recorded."""
     if not inplace or (m is not None and torch.broadcast_shapes(x.shape, m.shape) != x.shape):
         return _exp(_safe(x, m, -math.inf, finite))
     if m is not None:
@@ -343,8 +343,8 @@ _MM_PLANS: dict = {}
 
 
 def _mm(spec, a, b):
-    """``torch.einsum(spec, a, b)`` for two operands, as one ``torch.matmul`` whose result needs no copy to take
-    the output's layout (einsum's own plan may transpose the result and copy an operand)."""
+    """``torch.einsum(spec, a, b)`` for two operands, as one ``torch.matmul`` whose result needs no copy to
+    take the output's layout (einsum's own plan may transpose the result and copy an operand)."""
     plan = _MM_PLANS[spec] if spec in _MM_PLANS else _MM_PLANS.setdefault(spec, _mm_plan(spec))
     if plan is None:
         return torch.einsum(spec, a, b)

@@ -111,6 +111,7 @@ class Var:
     extent: tuple[Lin, ...]
     zero: bool = False  # its values are 0 wherever it is absent (sums need not fill them)
     finite: bool = False  # no infinity or NaN anywhere, given finite inputs (fills may use arithmetic)
+    fresh: bool = False  # memory of its own, computed by its statement (not a view of another tensor)
 
 
 @dataclass
@@ -179,6 +180,9 @@ class Generator:
         self.finite_now = False  # whether the statement's value is finite everywhere
         self.reads: dict[str, tuple[str, str | None]] = {}  # slices taken in the current scope
         self.whole_tiles: set[str] = set()  # tile statements whose filter a step may find all true
+        self.dying = dying_reads(prog, self.steps)
+        self.dying_now: frozenset[str] = frozenset()  # tensors the current statement reads last
+        self.fresh_now = False  # whether the current statement's value is memory of its own
 
     # ---- output ----------------------------------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -588,6 +592,14 @@ class Generator:
             zero_filtered = product and (a.zero_filtered or b.zero_filtered)
             finite = e.op in "+-*" and a.finite and b.finite  # (a division may divide by zero)
             code = f"({left} {e.op} {right})"
+            if (
+                isinstance(e.a, S.Read)
+                and e.a.tensor in self.dying_now
+                and self.var_of(e.a).fresh
+                and e.op in _IN_PLACE
+            ):
+                # the statement reads `a` last: when no gradient is recorded, compute in its memory
+                code = f"{_IN_PLACE[e.op]}({left}, {right}, _inplace)"
             return Val(code, mask, scalar, a.ranks | b.ranks, zero, zero_filtered, finite)
         if isinstance(e, S.Default):
             a, b = self.val(e.a, sp), self.val(e.b, sp)
@@ -627,6 +639,7 @@ class Generator:
         self.masks = {}
         self.emit(f"# {format_einsum(e)}")
         sp = self.space(e)
+        self.dying_now = self.dying.get(e.label, frozenset())
         # points outside the filter are absent: functions that could overflow see a safe value there too,
         # so that every value at an absent point is finite (the runtime fills absent points arithmetically)
         self.filter_now = self.filter_mask(e, sp)
@@ -639,6 +652,7 @@ class Generator:
         if self.A.statement(e) == ALWAYS:
             mask = None
         self.filter_now = None
+        self.dying_now = frozenset()
         self.write(e, value, mask, ranks, zero, self.finite_now)
 
     def evaluate(self, e: Einsum, sp: Space, sums: tuple[str, ...]):
@@ -648,10 +662,14 @@ class Generator:
         code, ranks = self.tensor_code(v), set(v.ranks)
         zero = (v.mask is None or v.zero) and (self.filter_now is None or v.zero_filtered)
         self.finite_now = v.finite
+        computed = not v.scalar and isinstance(e.expr, (S.Binary, S.Unary))
+        self.fresh_now = bool(e.reduce) or computed or _fresh_call(e.expr)
         if not e.reduce:
             return code, mask, ranks, zero
         layout = list(sp.ranks)
         shape = shape_code(sp.length[r] for r in sp.ranks)
+        if not v.ranks:  # a value constant over the space, reduced: a (broadcast) tensor over the space first
+            code = f"_store({code}, {shape}, _o)"
         stages = [("+", sums)] + [
             (op, tuple(r for r, o in e.reduce if o == op)) for op in ("max", "min") if op != "+"
         ]
@@ -715,6 +733,7 @@ class Generator:
             operands.append([code, "".join(letters[r] for r in axes), ranks])
             all_finite &= finite
         self.finite_now = all_finite
+        self.fresh_now = True  # a matmul's or einsum's result
         fm = self.filter_now
         if fm is not None:
             if set(coords(e.filter)) & set(sums):
@@ -817,18 +836,21 @@ class Generator:
             origin, length = self.window(e.tensor)
             vname, mname = f"t_{e.tensor}", f"m_{e.tensor}"
         lhs = [ix.rank for ix in e.index if ix.kind != "init"]
+        fresh, self.fresh_now = self.fresh_now and e.kind == "plain", False
         if e.kind == "init":  # the state's dimension of the iterative rank is inserted
             value = f"_store_init({value}, {t.iterative}, {shape_code(length)}, _o)"
             mask = None if mask is None else f"_usq({mask}, {t.iterative})"
         elif lhs and (not ranks or not set(lhs) <= set(ranks) | set(self.ctx_fixed)):
             value = f"_store({value}, {shape_code(length)}, _o)"
+            fresh = False  # a broadcast view
         self.emit(f"{vname} = {value}")
         if has_mask:
             self.emit(f"{mname} = {mask}")
         # a state's variable holds every step: whether it is 0 where absent is not followed through the loop
         zero = zero and has_mask and t.iterative is None
         finite = finite and t.iterative is None
-        var = Var(vname, mname if has_mask else None, origin, length, self.extent(e.tensor), zero, finite)
+        mvar = mname if has_mask else None
+        var = Var(vname, mvar, origin, length, self.extent(e.tensor), zero, finite, fresh)
         if e.kind == "step":
             self.next[e.tensor] = var
         else:
@@ -1042,3 +1064,48 @@ def _letters(ranks: tuple[str, ...]) -> dict[str, str]:
             pick = r[0] if r[0] in LETTERS and r[0] not in out.values() else None
             out[r] = pick or next(c for c in LETTERS if c not in out.values())
     return out
+
+
+_IN_PLACE = {"+": "_ip_add", "-": "_ip_sub", "*": "_ip_mul", "/": "_ip_div"}
+
+
+def _fresh_call(e: S.Expr) -> bool:
+    """A function call whose result is a new tensor (``_safe`` of a read may return the read: not ``fn``)."""
+    return isinstance(e, S.Call) and bool(e.args) and any(_reads(a) or coords(a) for a in e.args)
+
+
+def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
+    """Statement label -> the tensors it reads for the last time, which it may overwrite (in place, when no
+    gradient is recorded). A tensor qualifies when it is neither an input, an output nor a loop state, is
+    defined by one statement, is read in the same scope (top level, or the same loop body) as it is defined,
+    is read once by its last reader, and no statement copies it as it is (a plain read stored as a view)."""
+    order: list[tuple[int, Einsum]] = []  # (scope: -1 at the top level, else the loop's step number, einsum)
+    for k, step in enumerate(steps):
+        order += [(-1, step.einsum)] if isinstance(step, Dense) else [(k, e) for e in step.body]
+    defs: dict[str, list[int]] = {}
+    for k, e in order:
+        defs.setdefault(e.tensor, []).append(k)
+    candidates = {
+        name
+        for name, ks in defs.items()
+        if len(ks) == 1
+        and name not in prog.outputs
+        and name not in prog.inputs
+        and prog.tensor(name).iterative is None
+    }
+    last: dict[str, tuple[int, Einsum]] = {}
+    for k, e in order:
+        if isinstance(e.expr, S.Read) and not e.reduce:
+            candidates.discard(e.expr.tensor)  # a view of it may live on under another name
+        for rd in e.reads():
+            if rd.tensor in candidates:
+                if k != defs[rd.tensor][0]:
+                    candidates.discard(rd.tensor)  # read by another loop, or from inside one
+                last[rd.tensor] = (k, e)
+    out: dict[str, set[str]] = {}
+    for name in candidates:
+        if name in last:
+            _, e = last[name]
+            if sum(rd.tensor == name for rd in e.reads()) == 1:
+                out.setdefault(e.label, set()).add(name)
+    return {label: frozenset(names) for label, names in out.items()}

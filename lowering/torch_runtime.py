@@ -312,6 +312,36 @@ def _outside(iv, n):
     return iv[0] < 0 or iv[1] > n - 1
 
 
+# ---- in place ---------------------------------------------------------------------------------------------
+
+
+def _writable(a, b) -> bool:
+    """``a <op>= b`` gives ``a <op> b``: same shape and dtype, and ``a`` is no broadcast view."""
+    if isinstance(b, torch.Tensor):
+        if b.dtype != a.dtype or torch.broadcast_shapes(a.shape, b.shape) != a.shape:
+            return False
+    elif not (a.is_floating_point() and isinstance(b, (int, float))):
+        return False
+    return all(st != 0 or n == 1 for st, n in zip(a.stride(), a.shape))
+
+
+def _in_place(method, op):
+    def run(a, b, inplace):
+        if inplace and isinstance(a, torch.Tensor) and _writable(a, b):
+            return getattr(a, method)(b)
+        return op(a, b)
+
+    run.__doc__ = f"``a {op.__name__} b``, in the memory of ``a`` when no gradient is recorded: a temporary "
+    run.__doc__ += "that nothing reads after this statement."
+    return run
+
+
+_ip_add = _in_place("add_", torch.add)
+_ip_sub = _in_place("sub_", torch.sub)
+_ip_mul = _in_place("mul_", torch.mul)
+_ip_div = _in_place("div_", torch.div)
+
+
 # ---- contractions ----------------------------------------------------------------------------------------
 
 
@@ -352,9 +382,9 @@ def _mm(spec, a, b):
     left, right = (a, b) if a_left else (b, a)
     left, right = left.permute(perm_left), right.permute(perm_right)
     batch = left.shape[:nb]
-    if right.shape[:nb] != batch:  # a broadcast batch rank: einsum avoids expanding the operand
-        return torch.einsum(spec, a, b)
     lshape, cshape, rshape = left.shape[nb : nb + nl], left.shape[nb + nl :], right.shape[nb + nc :]
+    if right.shape[:nb] != batch or right.shape[nb : nb + nc] != cshape:
+        return torch.einsum(spec, a, b)  # a rank broadcast (size 1) in one operand: einsum expands nothing
     rows, inner, cols = math.prod(lshape), math.prod(cshape), math.prod(rshape)
     r = torch.matmul(left.reshape((*batch, rows, inner)), right.reshape((*batch, inner, cols)))
     return r.reshape((*batch, *lshape, *rshape)).permute(out_perm)

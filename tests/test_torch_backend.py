@@ -308,6 +308,7 @@ def test_empty_key_sequence_equals_the_reference_with_passes_auto(name):
         ("hpe,e->hp", [(3, 5, 4), (4,)]),  # matrix-vector
         ("ab,bc->ca", [(0, 3), (3, 2)]),  # an empty rank
         ("hpe,hme->hpm", [(1, 5, 4), (3, 7, 4)]),  # a batch rank broadcast: einsum's own plan
+        ("ij,ij->", [(3, 2), (3, 1)]),  # a summed rank broadcast: einsum's own plan
         ("pe,me->p", [(5, 4), (7, 4)]),  # a rank summed within one operand's side: einsum's own plan
     ],
 )
@@ -342,3 +343,63 @@ def test_exp_fresh_fills_absent_points_in_place_only_without_gradients():
     wide = torch.tensor([[True, False], [False, True]]).reshape(2, 2, 1)  # wider than x: no in-place fill
     out = torch_runtime._exp_fresh(x[:, :1].clone(), True, wide)
     assert out.shape == (2, 2, 1)
+
+
+def test_dying_reads_of_the_one_pass_cascade():
+    """Which statement reads a tensor last (and may compute in its memory, when it is memory of its own): the
+    scores die in `exp`, the tile's sums in the state updates; states, inputs and outputs never do."""
+    kern = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch")
+    gen = torch_codegen.Generator(kern.program)
+    dying = {label: set(names) for label, names in gen.dying.items()}
+    assert dying["SLN"] == {"BQK"}
+    assert dying["RD.step"] == {"SLD", "SPD"}
+    assert dying["RNV.step"] == {"SLNV", "SPNV"}
+    dead = set().union(*dying.values())
+    assert not dead & {"Q", "K", "V", "RM", "RD", "RNV", "AV"}
+    assert "_ip_sub(t_BQK, " in kern.source
+    assert "(t_BK" not in kern.source and "(t_BV" not in kern.source  # views of K and V: never overwritten
+
+
+IN_PLACE_SPEC = """
+input  X[p, m], Y[p]
+output Z, W, C
+S[p, m] = X[p, m] * 2
+A[p, m] = S[p, m]
+T[p, m] = S[p, m] - Y[p]
+U[p, m] = exp(T[p, m] - Y[p])
+V[p, m] = U[p, m] * U[p, m]
+Z[p]    = V[p, m] + A[p, m]
+R[p, m] = X[p, m] + Y[p]
+W[p, m] = R[p, m] - 1
+C[p, m] = W[p, m] / 3
+"""
+
+
+def test_in_place_statements_leave_inputs_aliases_and_outputs_alone():
+    """`S` has an alias (`A` copies it): never overwritten; `U` is read twice by its last reader: not
+    overwritten; `R` dies in `W`, which is an output (read by `C` afterwards): `W` is not overwritten."""
+    prog = einattn.parse(IN_PLACE_SPEC, "inplace.ein")
+    src = einattn.compile(prog, backend="torch").source
+    assert "_ip_sub(t_S" not in src and "_ip_mul(t_U" not in src and "_ip_div(t_W" not in src
+    assert "_ip_sub(t_T, " in src and "_ip_sub(t_R, " in src
+    rng = np.random.default_rng(3)
+    x = {"X": rng.standard_normal((5, 7)), "Y": rng.standard_normal(5)}
+    xt = {n: torch.tensor(v) for n, v in x.items()}
+    keep = {n: v.clone() for n, v in xt.items()}
+    with torch.no_grad():
+        got = einattn.compile(prog, backend="torch")(**xt)
+    want = einattn.compile(prog, backend="numpy")(**x)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-12, atol=1e-12)
+    assert all(xt[n].equal(keep[n]) for n in xt)
+
+
+def test_a_constant_reduced_over_ranks():
+    """`0.5 ?? T` is the constant 0.5 (it is never absent): its max over `j` is 0.5, its sum 0.5 * J; the same
+    for a scalar input (a 0-dim value was reduced over a dimension it does not have; found by the property
+    suite)."""
+    spec = "input X0, Z[i, j]\noutput A, S\nT[i, j] = X0 * Z[i, j]\nA[i] = (0.5 ?? T[i, j]) :: max(j)\n"
+    spec += "S[i] = 0.5 ?? T[i, j]\nB[i] = (X0 ?? T[i, j]) :: min(j)\noutput B\n"
+    kern = einattn.compile(einattn.parse(spec, "const.ein"), backend="torch")
+    a, s, b = kern(X0=torch.tensor(2.0, dtype=torch.float64), Z=torch.ones(3, 4, dtype=torch.float64))
+    assert a.tolist() == [0.5] * 3 and s.tolist() == [2.0] * 3 and b.tolist() == [2.0] * 3

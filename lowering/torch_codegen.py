@@ -160,9 +160,12 @@ class ReadCode:
 
 
 class Generator:
-    def __init__(self, prog: Program, empty: bool = False, skipping: bool = True, row_block: int = 512):
+    def __init__(
+        self, prog: Program, empty: bool = False, skipping: bool = True, row_block: int = 512, recompute=True
+    ):
         self.prog = prog
         self.row_block = row_block
+        self.recompute = recompute
         self.A = analyse(prog, empty)
         self.empty = empty
         self.skipping = skipping
@@ -999,9 +1002,9 @@ class Generator:
                 )
             else:
                 self.emit(f"z_{s}, zm_{s}, b_{s}, bm_{s} = {v.value}, {v.mask}, [], []")
-        self.emit(f"for c_{p} in range(0, {n}, {self.row_block}):")
+        self.emit(f"def _block_{p}(c_{p}, w_{p}):")
         self.depth += 1
-        self.emit(f"w_{p} = min({self.row_block}, {n} - c_{p})")
+        self.emit(f'"""Rows c_{p} .. c_{p} + w_{p} - 1 of `{p}`: the whole loop."""')
         for s in states:
             v = self.vars[s]
             d = self.prog.tensor(s).ranks.index(p)
@@ -1020,11 +1023,27 @@ class Generator:
             self.emit("_elo, _ehi = 0, 0")
 
     def block_close(self, states, p: str) -> None:
+        finals = []
         for s in states:
             v = self.vars[s]
-            self.emit(f"b_{s}.append({v.value})")
+            finals += [v.value] if v.mask is None else [v.value, v.mask]
+        self.emit(f"return {tuple_code(finals)}")
+        self.depth -= 1
+        n = lin_code(self.size(p))
+        self.emit(f"for c_{p} in range(0, {n}, {self.row_block}):")
+        self.depth += 1
+        rows = f"c_{p}, min({self.row_block}, {n} - c_{p})"
+        if self.recompute:  # under autograd, through a checkpoint
+            self.emit(f"_f = _rows_block(_block_{p}, {rows}, _inplace)")
+        else:
+            self.emit(f"_f = _block_{p}({rows})")
+        k = 0
+        for s in states:
+            v = self.vars[s]
+            self.emit(f"b_{s}.append(_f[{k}])")
             if v.mask is not None:
-                self.emit(f"bm_{s}.append({v.mask})")
+                self.emit(f"bm_{s}.append(_f[{k + 1}])")
+            k += 1 if v.mask is None else 2
         self.depth -= 1
         for s in states:
             v = self.vars[s]

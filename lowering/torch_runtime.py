@@ -19,6 +19,7 @@ Conventions:
 import math
 
 import torch
+import torch.utils.checkpoint
 
 
 def _softplus(x):
@@ -455,6 +456,16 @@ def _store_init(x, dim, shape, o):
     if x.dim():
         x = x.unsqueeze(dim)
     return x.expand(shape)
+
+
+def _rows_block(fn, start, length, inplace):
+    """``fn(start, length)``: the whole loop for one block of independent rows. When a gradient is recorded
+    (``inplace`` false), through ``torch.utils.checkpoint``: the backward pass recomputes the block's steps
+    instead of keeping every step's tiles, so training keeps the forward pass's bound (memory for one block
+    of rows against all keys, not for every row at once); the price is one more forward pass per block."""
+    if inplace:
+        return fn(start, length)
+    return torch.utils.checkpoint.checkpoint(fn, start, length, use_reentrant=False)
 
 
 def _own(x, m, shape):

@@ -31,6 +31,7 @@ ALLOWED_IMPORTS = {
     "math",
     "os",  # the triton module reads TRITON_INTERPRET
     "torch",
+    "torch.utils.checkpoint",  # the torch runtime: blocks of rows under autograd
     "triton",
     "triton.language",
     "__future__",

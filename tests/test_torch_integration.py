@@ -4,6 +4,7 @@ wrapper, and the memory bound of a streaming cascade."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -19,12 +20,34 @@ from einattn.cli import main as cli
 from einattn.nn import EinAttention
 
 
-def run_python(code: str, cwd=None) -> str:
+def run_python(code: str, cwd=None, env=None) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env=None if env is None else {**os.environ, **env},
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+PEAK = """
+import re
+
+
+def _status(key):
+    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+
+def peak_above(run):
+    # MB of resident memory that run() adds at its peak: VmHWM, reset just before (clear_refs 5)
+    open("/proc/self/clear_refs", "w").write("5")
+    before = _status("VmRSS")
+    run()
+    return _status("VmHWM") - before
+"""
 
 
 STANDALONE = [("causal_1pass", {"M0": 3}), ("gqa", {}), ("lse", {}), ("variants/07_lightning_block", {})]
@@ -115,18 +138,60 @@ def test_streaming_memory_is_a_tile_not_the_score_matrix():
 
     (benchmarks/cpu_attention.py --memory checks the issue's figure: P = M = 32768 under 512 MB.)"""
     out = run_python(
-        f"""
-        import json, resource, torch, einattn
-        torch.set_num_threads(1)
-        kern = einattn.compile({str(EXAMPLES / "causal_1pass.ein")!r}, backend="torch")
-        q, k, v = (torch.randn(1, 1, 4096, 64) for _ in range(3))
-        kern(Q=q[:, :, :256], K=k[:, :, :256], V=v[:, :, :256])  # libraries and allocator warm
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        with torch.no_grad():
-            kern(Q=q, K=k, V=v)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({{"peak_mb": (after - before) / 1024}}))
-        """
+        PEAK
+        + f"""
+import json, torch, einattn
+torch.set_num_threads(1)
+kern = einattn.compile({str(EXAMPLES / "causal_1pass.ein")!r}, backend="torch")
+q, k, v = (torch.randn(1, 1, 4096, 64) for _ in range(3))
+kern(Q=q[:, :, :256], K=k[:, :, :256], V=v[:, :, :256])  # libraries and allocator warm
+with torch.no_grad():
+    peak = peak_above(lambda: kern(Q=q, K=k, V=v))
+print(json.dumps({{"peak_mb": peak}}))
+"""
     )
     peak = json.loads(out)["peak_mb"]
     assert peak < 24, f"peak memory {peak:.0f} MB above the inputs"
+
+
+TRAINING_MEMORY = """
+import json, torch, einattn
+torch.set_num_threads(1)
+kern = einattn.compile({spec!r}, backend="torch", params={{"M0": 256}}, row_block=256, recompute={recompute})
+q, k, v = (torch.randn(1, 1, 4096, 64, requires_grad=True) for _ in range(3))
+warm = [t[:, :, :512].detach().requires_grad_() for t in (q, k, v)]
+kern(*warm).sum().backward()  # libraries and allocator warm
+print(json.dumps({{"peak_mb": peak_above(lambda: kern(q, k, v).sum().backward())}}))
+"""
+
+
+def test_training_memory_is_a_block_of_rows_not_the_score_matrix():
+    """Forward and backward of the 1-pass causal cascade at P = M = 4096: with ``recompute`` (the default)
+    the backward pass recomputes each block of 256 rows, so the live memory is a block's tiles (4 MB a
+    tensor), not the half score matrix that autograd keeps per saved tensor otherwise (32 MB each, about
+    100 MB in all).
+
+    glibc's malloc keeps freed tiles resident when small allocations sit between them, which hides what is
+    live; MALLOC_MMAP_THRESHOLD_ gives every allocation of 64 kB or more its own pages, returned when
+    freed."""
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    peaks = {}
+    for recompute in (True, False):
+        code = PEAK + TRAINING_MEMORY.format(spec=str(EXAMPLES / "causal_1pass.ein"), recompute=recompute)
+        peaks[recompute] = json.loads(run_python(code, env=env))["peak_mb"]
+    assert peaks[True] < 45, peaks
+    assert peaks[False] > 2 * peaks[True], peaks  # the bound comes from the recomputation
+
+
+def test_recompute_gives_the_same_gradients():
+    prog = einattn.load(EXAMPLES / "causal_1pass.ein").with_params({"M0": 3})
+    x = to_torch(prog, inputs(prog, sizes(prog)), torch.float64)
+    grads = []
+    for recompute in (True, False):
+        xs = {n: t.clone().requires_grad_() for n, t in x.items()}
+        kern = einattn.compile(prog, backend="torch", row_block=4, recompute=recompute)
+        assert ("_rows_block(" in kern.source) == recompute
+        (kern(**xs) ** 2).sum().backward()
+        grads.append([xs[n].grad for n in ("Q", "K", "V")])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

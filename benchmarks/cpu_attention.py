@@ -11,12 +11,16 @@ FlexAttention is ``torch.compile(flex_attention)`` with a ``create_block_mask`` 
 (compilation) is timed apart. Every implementation is timed ``--repeat`` times, interleaved, after a warm-up;
 the table gives medians and ratios, and each output's largest difference from SDPA's.
 
+``--backward`` times training steps instead: forward and backward (the gradients of Q, K and V) of einattn
+(recomputing each block of rows, the default) and SDPA; FlexAttention has no backward on CPU.
+
 ``--memory`` runs the 1-pass causal cascade at B = H = 1, P = M = 32768, E = F = 64 in a fresh process and
 reports its peak resident memory above its inputs (``resource.getrusage`` max RSS), which the issue bounds by
 512 MB; the 3-pass form would need 4 GB for QK alone.
 
     python benchmarks/cpu_attention.py --sizes 1024 2048 --repeat 5
     python benchmarks/cpu_attention.py --memory --sizes
+    python benchmarks/cpu_attention.py --backward --sizes 1024 2048
 """
 
 from __future__ import annotations
@@ -94,35 +98,52 @@ def einattn_impl(variant: str, tile: int, rows: int):
     return lambda q, k, v: kern(Q=q, K=k, V=v)
 
 
-def run_size(n: int, variants, repeat: int, tile: int, rows: int, flex: bool) -> list[dict]:
+def run_size(
+    n: int, variants, repeat: int, tile: int, rows: int, flex: bool, backward: bool = False
+) -> list[dict]:
     torch._dynamo.reset()  # FlexAttention recompiles per size and mask: never fall back to its unfused path
     torch._dynamo.config.recompile_limit = max(64, torch._dynamo.config.recompile_limit)
     torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 8, n, 64) for _ in range(3))
+    q, k, v = (torch.randn(1, 8, n, 64, requires_grad=backward) for _ in range(3))
+    grad_out = torch.randn(1, 8, n, 64)
     impls = {}
     for variant in variants:
         impls[(variant, "einattn")] = einattn_impl(variant, tile, rows)
         impls[(variant, "sdpa")] = sdpa_impl(variant, n)
         if flex:
             impls[(variant, "flex")] = flex_impl(variant, n)
+
+    def call(fn):
+        if not backward:
+            with torch.no_grad():
+                return fn(q, k, v), None
+        for t in (q, k, v):
+            t.grad = None
+        out = fn(q, k, v)
+        out.backward(grad_out)  # training: forward and backward
+        return out.detach(), torch.cat([t.grad for t in (q, k, v)], -1)
+
     times: dict = {key: [] for key in impls}
     first: dict = {}
     outputs: dict = {}
-    with torch.no_grad():
-        for key, fn in impls.items():  # warm-up; FlexAttention compiles here
+    grads: dict = {}
+    for key, fn in impls.items():  # warm-up; FlexAttention compiles here
+        t = time.perf_counter()
+        outputs[key], grads[key] = call(fn)
+        first[key] = time.perf_counter() - t
+    for _ in range(repeat):
+        for key, fn in impls.items():
             t = time.perf_counter()
-            outputs[key] = fn(q, k, v)
-            first[key] = time.perf_counter() - t
-        for _ in range(repeat):
-            for key, fn in impls.items():
-                t = time.perf_counter()
-                fn(q, k, v)
-                times[key].append(time.perf_counter() - t)
+            call(fn)
+            times[key].append(time.perf_counter() - t)
     rows = []
     for variant in variants:
         med = {impl: statistics.median(times[(variant, impl)]) for (var, impl) in impls if var == variant}
         ref = outputs[(variant, "sdpa")]
         diff = {impl: float((outputs[(variant, impl)] - ref).abs().max()) for impl in med}
+        if backward:  # and the largest difference of the inputs' gradients
+            gref = grads[(variant, "sdpa")]
+            diff = {i: max(d, float((grads[(variant, i)] - gref).abs().max())) for i, d in diff.items()}
         rows.append(
             dict(
                 n=n,
@@ -200,6 +221,11 @@ def main() -> None:
         "--no-flex", action="store_true", help="leave FlexAttention out (it compiles for minutes)"
     )
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument(
+        "--backward",
+        action="store_true",
+        help="time training steps: forward and backward (gradients of Q, K and V) of every implementation",
+    )
     ap.add_argument("--memory", action="store_true", help="peak memory of the 32768 causal streaming case")
     ap.add_argument("--memory-size", type=int, default=32768)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -209,14 +235,20 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(
         f"einattn {einattn.__version__}, tile M0 = {args.tile}, row_block = {args.rows}, "
-        f"repeat {args.repeat}, window W = {WINDOW}\n"
+        f"repeat {args.repeat}, window W = {WINDOW}"
+        + (", forward and backward (max abs diff: outputs and gradients)" if args.backward else "")
+        + "\n"
     )
     rows = []
+    if args.backward and not args.no_flex:
+        print("FlexAttention has no backward on CPU (torch raises NotImplementedError): left out\n")
+        args.no_flex = True
     for n in args.sizes:
-        rows += run_size(n, args.variants, args.repeat, args.tile, args.rows, not args.no_flex)
+        rows += run_size(n, args.variants, args.repeat, args.tile, args.rows, not args.no_flex, args.backward)
         print(table([r for r in rows if r["n"] == n], not args.no_flex), flush=True)
         print()
-    result = {"machine": machine(), "tile": args.tile, "row_block": args.rows, "rows": rows}
+    result = {"machine": machine(), "tile": args.tile, "row_block": args.rows, "backward": args.backward}
+    result["rows"] = rows
     if args.memory:
         m = memory(args.memory_size, args.tile, args.rows)
         result["memory"] = m

@@ -370,13 +370,10 @@ def _mm_plan(spec):
     return a_left, perm_left, perm_right, len(batch), len(ln), len(contracted), out_perm
 
 
-_MM_PLANS: dict = {}
-
-
 def _mm(spec, a, b):
     """``torch.einsum(spec, a, b)`` for two operands, as one ``torch.matmul`` whose result needs no copy to
     take the output's layout (einsum's own plan may transpose the result and copy an operand)."""
-    plan = _MM_PLANS[spec] if spec in _MM_PLANS else _MM_PLANS.setdefault(spec, _mm_plan(spec))
+    plan = _mm_plan(spec)  # a few microseconds; no cache: a global mutated inside a checkpoint breaks Dynamo
     if plan is None:
         return torch.einsum(spec, a, b)
     a_left, perm_left, perm_right, nb, nl, nc, out_perm = plan

@@ -65,7 +65,8 @@ def compile(
 
     * ``passes``: ``"auto"`` compiles the fewest-pass form that ``einattn.rewrite`` can prove (the default for
       ``torch`` and ``triton``), ``"as-written"`` the spec's own cascade (the default for ``numpy``, the
-      oracle); ``tile``: the tile size the rewrite introduces (64).
+      oracle); ``tile``: the tile size the rewrite introduces (64; 256 for torch, whose CPU steps pay per
+      call).
     * ``dtype``: numpy computes in float64 (default) or float32; torch and triton follow the inputs.
 
     A backend rejects options it does not know; see docs/backends.md for the rest.

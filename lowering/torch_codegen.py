@@ -161,7 +161,7 @@ class ReadCode:
 
 class Generator:
     def __init__(
-        self, prog: Program, empty: bool = False, skipping: bool = True, row_block: int = 512, recompute=True
+        self, prog: Program, empty: bool = False, skipping: bool = True, row_block: int = 256, recompute=True
     ):
         self.prog = prog
         self.row_block = row_block

@@ -184,6 +184,8 @@ class Generator:
         self.reads: dict[str, tuple[str, str | None]] = {}  # slices taken in the current scope
         self.whole_tiles: set[str] = set()  # tile statements whose filter a step may find all true
         self.dying = dying_reads(prog, self.steps)
+        self.pooled = pooled_tiles(prog, self.steps, self.dying)
+        self.pooling = False  # whether the program uses the buffer pool `_pool`
         self.dying_now: frozenset[str] = frozenset()  # tensors the current statement reads last
         self.fresh_now = False  # whether the current statement's value is memory of its own
 
@@ -229,6 +231,8 @@ class Generator:
             "def program(" + ", ".join(args) + "):",
             '    """The cascade. Sizes are Python ints; ``_o`` = (compute dtype, device, output dtype)."""',
         ]
+        if self.pooling:
+            head.append("    _pool = {} if _inplace else None  # a step's tiles, reused by the next step")
         return "\n".join(head + self.lines) + "\n"
 
     # ---- spaces and contexts ------------------------------------------------------------------------------
@@ -754,7 +758,10 @@ class Generator:
         made = [r for r in keep if any(letters[r] in o[1] for o in operands)]
         spec = ",".join(o[1] for o in operands) + "->" + "".join(letters[r] for r in made)
         call = "_mm" if len(operands) == 2 else "torch.einsum"  # two operands: one batched matmul
-        code = f'{call}("{spec}", {", ".join(o[0] for o in operands)})'
+        pool = ""
+        if call == "_mm" and self.ctx_fixed and e.tensor in self.pooled:  # a tile dead by the next step
+            pool, self.pooling = f', _pool, "{e.tensor}"', True
+        code = f'{call}("{spec}", {", ".join(o[0] for o in operands)}{pool})'
         if made != keep:
             axes_code = tuple_code(tuple(keep.index(r) for r in made)) if made else "()"
             code = f"_place({code}, {axes_code}, {len(keep)})"
@@ -1093,11 +1100,22 @@ def _fresh_call(e: S.Expr) -> bool:
     return isinstance(e, S.Call) and bool(e.args) and any(_reads(a) or coords(a) for a in e.args)
 
 
+def _aliased(e: S.Expr) -> set[str]:
+    """Tensors whose memory the value of ``e`` may be: a read is a view, ``a ?? b`` returns ``a`` (or ``b``)
+    where nothing is absent; anything else computes a new tensor."""
+    if isinstance(e, S.Read):
+        return {e.tensor}
+    if isinstance(e, S.Default):
+        return _aliased(e.a) | _aliased(e.b)
+    return set()
+
+
 def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
     """Statement label -> the tensors it reads for the last time, which it may overwrite (in place, when no
     gradient is recorded). A tensor qualifies when it is neither an input, an output nor a loop state, is
     defined by one statement, is read in the same scope (top level, or the same loop body) as it is defined,
-    is read once by its last reader, and no statement copies it as it is (a plain read stored as a view)."""
+    is read once by its last reader, and no statement copies it as it is (a plain read, or an operand of a
+    ``??``, stored as a view)."""
     order: list[tuple[int, Einsum]] = []  # (scope: -1 at the top level, else the loop's step number, einsum)
     for k, step in enumerate(steps):
         order += [(-1, step.einsum)] if isinstance(step, Dense) else [(k, e) for e in step.body]
@@ -1114,8 +1132,8 @@ def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
     }
     last: dict[str, tuple[int, Einsum]] = {}
     for k, e in order:
-        if isinstance(e.expr, S.Read) and not e.reduce:
-            candidates.discard(e.expr.tensor)  # a view of it may live on under another name
+        if not e.reduce:
+            candidates.difference_update(_aliased(e.expr))  # a view of it may live on under another name
         for rd in e.reads():
             if rd.tensor in candidates:
                 if k != defs[rd.tensor][0]:
@@ -1128,3 +1146,33 @@ def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
             if sum(rd.tensor == name for rd in e.reads()) == 1:
                 out.setdefault(e.label, set()).add(name)
     return {label: frozenset(names) for label, names in out.items()}
+
+
+def pooled_tiles(prog: Program, steps, dying: dict[str, frozenset[str]]) -> frozenset[str]:
+    """Tensors of a loop body whose memory is dead when the step ends, so that the next step may compute
+    into it (``_mm(..., _pool, name)``, when no gradient is recorded). A tensor qualifies when it is read
+    only in its loop body and last read there (:func:`dying_reads`), and so is every tensor that may compute
+    in its memory after it (the statement that reads it last as the left operand of ``+ - * /``, or inside
+    ``exp``, without reducing)."""
+    candidates = set().union(*dying.values()) if dying else set()
+    inherits: dict[str, str] = {}
+    for step in steps:
+        if isinstance(step, Dense):
+            continue
+        for e in step.body:
+            top = e.expr  # (a statement that reduces makes a new tensor of its result)
+            if isinstance(top, S.Call) and top.fn == "exp" and len(top.args) == 1:
+                top = top.args[0]
+            binary = isinstance(top, S.Binary) and top.op in _IN_PLACE and isinstance(top.a, S.Read)
+            if binary and not e.reduce and top.a.tensor in dying.get(e.label, ()):
+                inherits[top.a.tensor] = e.tensor
+    local = {e.tensor for step in steps if not isinstance(step, Dense) for e in step.body}
+    out = set()
+    for name in candidates & local:
+        chain, ok = name, True
+        while chain in inherits and ok:
+            chain = inherits[chain]
+            ok = chain in candidates and chain in local
+        if ok:
+            out.add(name)
+    return frozenset(out)

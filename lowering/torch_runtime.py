@@ -370,9 +370,13 @@ def _mm_plan(spec):
     return a_left, perm_left, perm_right, len(batch), len(ln), len(contracted), out_perm
 
 
-def _mm(spec, a, b):
+def _mm(spec, a, b, pool=None, key=None):
     """``torch.einsum(spec, a, b)`` for two operands, as one ``torch.matmul`` whose result needs no copy to
-    take the output's layout (einsum's own plan may transpose the result and copy an operand)."""
+    take the output's layout (einsum's own plan may transpose the result and copy an operand).
+
+    ``pool``: a dict of buffers (None when a gradient is recorded): the result is computed into
+    ``pool[key]``, which the previous step's result of this statement occupied (the generator proved it dead:
+    ``torch_codegen.pooled_tiles``), instead of into fresh memory."""
     plan = _mm_plan(spec)  # a few microseconds; no cache: a global mutated inside a checkpoint breaks Dynamo
     if plan is None:
         return torch.einsum(spec, a, b)
@@ -384,7 +388,15 @@ def _mm(spec, a, b):
     if right.shape[:nb] != batch or right.shape[nb : nb + nc] != cshape:
         return torch.einsum(spec, a, b)  # a rank broadcast (size 1) in one operand: einsum expands nothing
     rows, inner, cols = math.prod(lshape), math.prod(cshape), math.prod(rshape)
-    r = torch.matmul(left.reshape((*batch, rows, inner)), right.reshape((*batch, inner, cols)))
+    left, right = left.reshape((*batch, rows, inner)), right.reshape((*batch, inner, cols))
+    shape = (*batch, rows, cols)
+    if pool is None or left.dtype != right.dtype or torch.compiler.is_compiling():
+        r = torch.matmul(left, right)
+    else:
+        buf = pool.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != left.dtype or buf.device != left.device:
+            buf = pool[key] = torch.empty(shape, dtype=left.dtype, device=left.device)
+        r = torch.matmul(left, right, out=buf)
     return r.reshape((*batch, *lshape, *rshape)).permute(out_perm)
 
 

@@ -403,3 +403,28 @@ def test_a_constant_reduced_over_ranks():
     kern = einattn.compile(einattn.parse(spec, "const.ein"), backend="torch")
     a, s, b = kern(X0=torch.tensor(2.0, dtype=torch.float64), Z=torch.ones(3, 4, dtype=torch.float64))
     assert a.tolist() == [0.5] * 3 and s.tolist() == [2.0] * 3 and b.tolist() == [2.0] * 3
+
+
+ALIAS_SPEC = """
+input  X[p, m], Y[p]
+output Z, B
+S[p, m] = X[p, m] * 2
+A[p, m] = S[p, m] ?? 0
+T[p, m] = S[p, m] - Y[p]
+Z[p]    = T[p, m] + A[p, m]
+B[p, m] = A[p, m] * 1
+"""
+
+
+def test_an_operand_of_default_is_a_view_and_is_never_overwritten():
+    """`A = S ?? 0` is `S` itself (nothing is absent): the last reader of `S` (`T = S - Y`) must not compute
+    in its memory while `A` still reads it."""
+    prog = einattn.parse(ALIAS_SPEC, "alias.ein")
+    kern = einattn.compile(prog, backend="torch")
+    assert "_ip_sub(t_S" not in kern.source
+    rng = np.random.default_rng(5)
+    x = {"X": rng.standard_normal((4, 6)), "Y": rng.standard_normal(4)}
+    with torch.no_grad():
+        got = kern(**{n: torch.tensor(v) for n, v in x.items()})
+    for g, w in zip(got, einattn.compile(prog, backend="numpy")(**x)):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-12, atol=1e-12)

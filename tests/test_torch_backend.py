@@ -428,3 +428,25 @@ def test_an_operand_of_default_is_a_view_and_is_never_overwritten():
         got = kern(**{n: torch.tensor(v) for n, v in x.items()})
     for g, w in zip(got, einattn.compile(prog, backend="numpy")(**x)):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-12, atol=1e-12)
+
+
+def test_pooled_tiles_reuse_only_memory_that_dies_in_the_step():
+    """The scores of a step die in it (exp computes in their memory, then SLNV and SLD read that): the next
+    step's scores may reuse the buffer. SLNV of attention_1pass becomes the running state (`RNV = SLNV +
+    SPNV`, in SLNV's memory): never pooled; in causal_1pass the state is `SLNV ?? 0 + SPNV`, new memory."""
+    plain = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch")
+    causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
+    assert '_pool, "BQK")' in plain.source and '_pool, "SLNV")' not in plain.source
+    assert '_pool, "BQK")' in causal.source and '_pool, "SLNV")' in causal.source
+    assert "SLNV" not in torch_codegen.pooled_tiles(
+        plain.program,
+        torch_codegen.fused_schedule(plain.program),
+        torch_codegen.Generator(plain.program).dying,
+    )
+    prog = causal.program.with_params({"M0": 3})
+    x = to_torch(prog, inputs(prog, sizes(prog, {"p": 10, "m": 10})), torch.float64)
+    kern = einattn.compile(prog, backend="torch", row_block=4)
+    with torch.no_grad():
+        first, second = kern(**x), kern(**x)
+    assert first.equal(second)  # a pool per call: nothing leaks from one call into the next
+    check_against_numpy(prog, {n: v.numpy() for n, v in x.items()}, row_block=4)

@@ -693,6 +693,7 @@ class Generator:
                 name = self.temp()
                 extra = ", zero=True" if op == "+" and zero else ""
                 extra += ", finite=True" if v.finite else ""
+                extra += self.scratch(name)
                 self.emit(f"{name}, {name}m = {fn}({code}, {mask}, {tuple_code(dims)}, {shape}{extra})")
                 code, mask = name, f"{name}m"
             zero = True  # a reduction leaves 0 where no point was present
@@ -760,7 +761,7 @@ class Generator:
         call = "_mm" if len(operands) == 2 else "torch.einsum"  # two operands: one batched matmul
         pool = ""
         if call == "_mm" and self.ctx_fixed and e.tensor in self.pooled:  # a tile dead by the next step
-            pool, self.pooling = f', _pool, "{e.tensor}"', True
+            pool, self.pooling = f', _pool, "t_{e.tensor}"', True  # keys: generated names, never clash
         code = f'{call}("{spec}", {", ".join(o[0] for o in operands)}{pool})'
         if made != keep:
             axes_code = tuple_code(tuple(keep.index(r) for r in made)) if made else "()"
@@ -785,9 +786,17 @@ class Generator:
         shape = shape_code(sp.length[r] for r in keep)
         name = self.temp()
         fn = "_rmax" if op == "max" else "_rmin"
-        fin = ", finite=True" if all_finite else ""
+        fin = (", finite=True" if all_finite else "") + self.scratch(name)
         self.emit(f"{name}, {name}m = {fn}({code}, {mask}, {tuple_code(dims)}, {shape}{fin})")
         return name, f"{name}m", ranks - {r for r, _ in named}, True
+
+    def scratch(self, key: str) -> str:
+        """Arguments giving a reduction helper a buffer for its masked copy of the tile, reused by the next
+        steps (inside a loop, when no gradient is recorded; the copy is dead when the helper returns)."""
+        if not self.ctx_fixed:
+            return ""
+        self.pooling = True
+        return f', pool=_pool, key="{key}"'
 
     def _mask_ranks(self, f: S.Expr) -> set[str]:
         """Ranks along which the presence of ``f`` may vary."""

@@ -374,9 +374,9 @@ def _mm(spec, a, b, pool=None, key=None):
     """``torch.einsum(spec, a, b)`` for two operands, as one ``torch.matmul`` whose result needs no copy to
     take the output's layout (einsum's own plan may transpose the result and copy an operand).
 
-    ``pool``: a dict of buffers (None when a gradient is recorded): the result is computed into
-    ``pool[key]``, which the previous step's result of this statement occupied (the generator proved it dead:
-    ``torch_codegen.pooled_tiles``), instead of into fresh memory."""
+    ``pool``: a dict of buffers (None when a gradient is recorded): the result is computed into the buffer of
+    ``key`` and its shape, which an earlier step's result of this statement occupied (the generator proved it
+    dead by the end of its step: ``torch_codegen.pooled_tiles``), instead of into fresh memory."""
     plan = _mm_plan(spec)  # a few microseconds; no cache: a global mutated inside a checkpoint breaks Dynamo
     if plan is None:
         return torch.einsum(spec, a, b)
@@ -390,33 +390,53 @@ def _mm(spec, a, b, pool=None, key=None):
     rows, inner, cols = math.prod(lshape), math.prod(cshape), math.prod(rshape)
     left, right = left.reshape((*batch, rows, inner)), right.reshape((*batch, inner, cols))
     shape = (*batch, rows, cols)
-    if pool is None or left.dtype != right.dtype or torch.compiler.is_compiling():
-        r = torch.matmul(left, right)
-    else:
-        buf = pool.get(key)
-        if buf is None or buf.shape != shape or buf.dtype != left.dtype or buf.device != left.device:
-            buf = pool[key] = torch.empty(shape, dtype=left.dtype, device=left.device)
-        r = torch.matmul(left, right, out=buf)
+    if left.dtype != right.dtype:
+        pool = None
+    r = torch.matmul(left, right, out=_scratch(pool, key, shape, left))
     return r.reshape((*batch, *lshape, *rshape)).permute(out_perm)
 
 
 # ---- reductions ----------------------------------------------------------------------------------------
 
 
-def _rsum(v, m, dims, shape, zero=False, finite=False):
+def _scratch(pool, key, shape, like):
+    """A buffer from ``pool`` (None: no pool, the caller allocates) for a temporary of ``key`` and ``shape``
+    that is dead before the next step of the loop reuses it."""
+    if pool is None or torch.compiler.is_compiling():
+        return None
+    slot = (key, tuple(shape), like.dtype, like.device)  # steps may alternate shapes (the rows they compute)
+    buf = pool.get(slot)
+    if buf is None:
+        buf = pool[slot] = torch.empty(shape, dtype=like.dtype, device=like.device)
+    return buf
+
+
+def _rsum(v, m, dims, shape, zero=False, finite=False, pool=None, key=None):
     """Sum over ``dims`` of the present points; a point with none is absent. ``shape``: the space.
 
-    ``zero``: ``v`` is already 0 at its absent points; ``finite``: it holds no infinity or NaN."""
+    ``zero``: ``v`` is already 0 at its absent points; ``finite``: it holds no infinity or NaN. ``pool``,
+    ``key``: where the zero-filled copy may go (:func:`_scratch`)."""
+    if not zero and m is not None:
+        out = _scratch(pool, key, torch.broadcast_shapes(v.shape, m.shape), v)
+        if out is not None:
+            zero_t = torch.zeros((), dtype=v.dtype, device=v.device)
+            v = torch.mul(v, m, out=out) if finite else torch.where(m, v, zero_t, out=out)
+            zero = True
     v = v if zero else _zf(v, m, finite)
     r = v.expand(shape).sum(dim=dims) if dims else v
     return r, _rmask(m, dims, shape, r)
 
 
-def _rmax(v, m, dims, shape, largest=True, finite=False):
-    """Max (``largest``) or min over ``dims`` of the present points; a point with none is absent."""
+def _rmax(v, m, dims, shape, largest=True, finite=False, pool=None, key=None):
+    """Max (``largest``) or min over ``dims`` of the present points; a point with none is absent. ``pool``,
+    ``key``: where the filled copy may go (:func:`_scratch`)."""
     fill = -math.inf if largest else math.inf
     if m is not None:
-        v = v + _fill(m, fill, v.dtype) if finite else torch.where(m, v, fill)
+        out = _scratch(pool, key, torch.broadcast_shapes(v.shape, m.shape), v)
+        if finite:
+            v = torch.add(v, _fill(m, fill, v.dtype), out=out)
+        else:
+            v = torch.where(m, v, torch.full((), fill, dtype=v.dtype, device=v.device), out=out)
     if any(shape[d] == 0 for d in dims):
         out = [n for k, n in enumerate(shape) if k not in dims]
         r = torch.full(out, fill, dtype=v.dtype, device=v.device)
@@ -426,8 +446,8 @@ def _rmax(v, m, dims, shape, largest=True, finite=False):
     return (r if mask is None else torch.where(mask, r, 0.0)), mask  # no infinity left at absent points
 
 
-def _rmin(v, m, dims, shape, finite=False):
-    return _rmax(v, m, dims, shape, largest=False, finite=finite)
+def _rmin(v, m, dims, shape, finite=False, pool=None, key=None):
+    return _rmax(v, m, dims, shape, largest=False, finite=finite, pool=pool, key=key)
 
 
 def _rmask(m, dims, shape, r):

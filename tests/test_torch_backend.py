@@ -436,8 +436,9 @@ def test_pooled_tiles_reuse_only_memory_that_dies_in_the_step():
     SPNV`, in SLNV's memory): never pooled; in causal_1pass the state is `SLNV ?? 0 + SPNV`, new memory."""
     plain = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch")
     causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
-    assert '_pool, "BQK")' in plain.source and '_pool, "SLNV")' not in plain.source
-    assert '_pool, "BQK")' in causal.source and '_pool, "SLNV")' in causal.source
+    assert '_pool, "t_BQK")' in plain.source and '_pool, "t_SLNV")' not in plain.source
+    assert '_pool, "t_BQK")' in causal.source and '_pool, "t_SLNV")' in causal.source
+    assert 'pool=_pool, key="' in causal.source  # the masked max's filled copy of the tile
     assert "SLNV" not in torch_codegen.pooled_tiles(
         plain.program,
         torch_codegen.fused_schedule(plain.program),

@@ -313,7 +313,19 @@ def _outside(iv, n):
     return iv[0] < 0 or iv[1] > n - 1
 
 
-# ---- in place ---------------------------------------------------------------------------------------------
+# ---- in place, and buffers reused across steps ------------------------------------------------------------
+
+
+def _scratch(pool, key, shape, like):
+    """A buffer from ``pool`` (None: no pool, the caller allocates) for a temporary of ``key`` and ``shape``
+    that is dead before the next step of the loop reuses it."""
+    if pool is None or torch.compiler.is_compiling():
+        return None
+    slot = (key, tuple(shape), like.dtype, like.device)  # steps may alternate shapes (the rows they compute)
+    buf = pool.get(slot)
+    if buf is None:
+        buf = pool[slot] = torch.empty(shape, dtype=like.dtype, device=like.device)
+    return buf
 
 
 def _writable(a, b) -> bool:
@@ -399,28 +411,16 @@ def _mm(spec, a, b, pool=None, key=None):
 # ---- reductions ----------------------------------------------------------------------------------------
 
 
-def _scratch(pool, key, shape, like):
-    """A buffer from ``pool`` (None: no pool, the caller allocates) for a temporary of ``key`` and ``shape``
-    that is dead before the next step of the loop reuses it."""
-    if pool is None or torch.compiler.is_compiling():
-        return None
-    slot = (key, tuple(shape), like.dtype, like.device)  # steps may alternate shapes (the rows they compute)
-    buf = pool.get(slot)
-    if buf is None:
-        buf = pool[slot] = torch.empty(shape, dtype=like.dtype, device=like.device)
-    return buf
-
-
 def _rsum(v, m, dims, shape, zero=False, finite=False, pool=None, key=None):
     """Sum over ``dims`` of the present points; a point with none is absent. ``shape``: the space.
 
     ``zero``: ``v`` is already 0 at its absent points; ``finite``: it holds no infinity or NaN. ``pool``,
     ``key``: where the zero-filled copy may go (:func:`_scratch`)."""
     if not zero and m is not None:
-        out = _scratch(pool, key, torch.broadcast_shapes(v.shape, m.shape), v)
-        if out is not None:
+        buf = _scratch(pool, key, torch.broadcast_shapes(v.shape, m.shape), v)
+        if buf is not None:
             zero_t = torch.zeros((), dtype=v.dtype, device=v.device)
-            v = torch.mul(v, m, out=out) if finite else torch.where(m, v, zero_t, out=out)
+            v = torch.mul(v, m, out=buf) if finite else torch.where(m, v, zero_t, out=buf)
             zero = True
     v = v if zero else _zf(v, m, finite)
     r = v.expand(shape).sum(dim=dims) if dims else v
@@ -432,11 +432,11 @@ def _rmax(v, m, dims, shape, largest=True, finite=False, pool=None, key=None):
     ``key``: where the filled copy may go (:func:`_scratch`)."""
     fill = -math.inf if largest else math.inf
     if m is not None:
-        out = _scratch(pool, key, torch.broadcast_shapes(v.shape, m.shape), v)
+        buf = _scratch(pool, key, torch.broadcast_shapes(v.shape, m.shape), v)
         if finite:
-            v = torch.add(v, _fill(m, fill, v.dtype), out=out)
+            v = torch.add(v, _fill(m, fill, v.dtype), out=buf)
         else:
-            v = torch.where(m, v, torch.full((), fill, dtype=v.dtype, device=v.device), out=out)
+            v = torch.where(m, v, torch.full((), fill, dtype=v.dtype, device=v.device), out=buf)
     if any(shape[d] == 0 for d in dims):
         out = [n for k, n in enumerate(shape) if k not in dims]
         r = torch.full(out, fill, dtype=v.dtype, device=v.device)

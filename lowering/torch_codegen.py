@@ -161,7 +161,12 @@ class ReadCode:
 
 class Generator:
     def __init__(
-        self, prog: Program, empty: bool = False, skipping: bool = True, row_block: int = 256, recompute=True
+        self,
+        prog: Program,
+        empty: bool = False,
+        skipping: bool = True,
+        row_block: int = 256,
+        recompute: bool = True,
     ):
         self.prog = prog
         self.row_block = row_block
@@ -561,8 +566,8 @@ class Generator:
             codes = [self.tensor_code(a) for a in args]
             guard = self.and_masks(args[0].mask, self.filter_now if args[0].ranks else None)
             zero = False
-            fresh = e.fn == "exp" and isinstance(e.args[0], S.Binary) and not args[0].scalar
-            if fresh:
+            temporary = e.fn == "exp" and isinstance(e.args[0], S.Binary) and not args[0].scalar
+            if temporary:
                 # the argument is a temporary of its own: exp (and the -inf at absent points) in its memory
                 extra = "" if guard is None else f", {guard}" + (", finite=True" if args[0].finite else "")
                 codes[0] = f"_exp_fresh({codes[0]}, _inplace{extra})"
@@ -577,7 +582,7 @@ class Generator:
             mask = self.and_masks(*(a.mask for a in args)) if absent else None
             ranks = frozenset().union(*(a.ranks for a in args))
             finite = all(a.finite for a in args) and (e.fn not in UNSAFE or self._finite_scalar(e))
-            code = codes[0] if fresh else f"fn_{e.fn}({', '.join(codes)})"
+            code = codes[0] if temporary else f"fn_{e.fn}({', '.join(codes)})"
             return Val(code, mask, ranks=ranks, zero=zero, zero_filtered=zero, finite=finite)
         if isinstance(e, S.Unary):
             a = self.val(e.x, sp)

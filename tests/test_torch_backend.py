@@ -439,11 +439,7 @@ def test_pooled_tiles_reuse_only_memory_that_dies_in_the_step():
     assert '_pool, "t_BQK")' in plain.source and '_pool, "t_SLNV")' not in plain.source
     assert '_pool, "t_BQK")' in causal.source and '_pool, "t_SLNV")' in causal.source
     assert 'pool=_pool, key="' in causal.source  # the masked max's filled copy of the tile
-    assert "SLNV" not in torch_codegen.pooled_tiles(
-        plain.program,
-        torch_codegen.fused_schedule(plain.program),
-        torch_codegen.Generator(plain.program).dying,
-    )
+    assert "SLNV" not in torch_codegen.Generator(plain.program).pooled
     prog = causal.program.with_params({"M0": 3})
     x = to_torch(prog, inputs(prog, sizes(prog, {"p": 10, "m": 10})), torch.float64)
     kern = einattn.compile(prog, backend="torch", row_block=4)

@@ -112,6 +112,7 @@ class Var:
     zero: bool = False  # its values are 0 wherever it is absent (sums need not fill them)
     finite: bool = False  # no infinity or NaN anywhere, given finite inputs (fills may use arithmetic)
     fresh: bool = False  # memory of its own, computed by its statement (not a view of another tensor)
+    neg_inf: bool = False  # -inf at its absent points (_neg_fill): for max and exp only (not finite then)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Val:
     zero: bool = False  # 0 wherever ``mask`` is false
     zero_filtered: bool = False  # also 0 wherever the statement's filter is false
     finite: bool = False  # no infinity or NaN anywhere, given finite inputs
+    neg_inf: bool = False  # -inf wherever ``mask`` is false
 
 
 @dataclass
@@ -154,6 +156,7 @@ class ReadCode:
     axes: tuple[str, ...]
     zero: bool = False
     finite: bool = False
+    neg_inf: bool = False  # -inf at the absent points (a view of a whole variable that holds -inf there)
 
 
 # ---- the generator ---------------------------------------------------------------------------------------
@@ -190,6 +193,7 @@ class Generator:
         self.whole_tiles: set[str] = set()  # tile statements whose filter a step may find all true
         self.dying = dying_reads(prog, self.steps)
         self.pooled = pooled_tiles(prog, self.steps, self.dying)
+        self.prefill = prefilled_tiles(prog, self.A)
         self.pooling = False  # whether the program uses the buffer pool `_pool`
         self.dying_now: frozenset[str] = frozenset()  # tensors the current statement reads last
         self.fresh_now = False  # whether the current statement's value is memory of its own
@@ -348,7 +352,8 @@ class Generator:
                 value = name
             self.reads[text] = (value, mask)
         axes = tuple(r for _, rs, _ in plan for r in rs)
-        return ReadCode(value, mask, axes, zero, var.finite)
+        whole = all(kind == "axis" for kind, _, _ in plan)  # a view of the variable: no padding read
+        return ReadCode(value, mask, axes, zero, var.finite, var.neg_inf and whole and mask is not None)
 
     def _dim_plan(self, var: Var, d: int, ix: S.Expr, sp: Space):
         """How dimension ``d`` is read: (kind, ranks of the result dims, call arguments), or None: gather."""
@@ -559,6 +564,7 @@ class Generator:
                 zero=rc.zero,
                 zero_filtered=zero_filtered,
                 finite=rc.finite,
+                neg_inf=rc.neg_inf and mask is not None,
             )
         if isinstance(e, S.Call):
             self.functions.add(e.fn)
@@ -570,6 +576,8 @@ class Generator:
             if temporary:
                 # the argument is a temporary of its own: exp (and the -inf at absent points) in its memory
                 extra = "" if guard is None else f", {guard}" + (", finite=True" if args[0].finite else "")
+                if args[0].neg_inf and guard == args[0].mask:
+                    extra = ""  # -inf there already
                 codes[0] = f"_exp_fresh({codes[0]}, _inplace{extra})"
                 zero = guard is not None
             elif e.fn in UNSAFE and guard is not None:
@@ -603,6 +611,9 @@ class Generator:
             zero = product and all(x.mask is None or x.zero for x in (a, b))
             zero_filtered = product and (a.zero_filtered or b.zero_filtered)
             finite = e.op in "+-*" and a.finite and b.finite  # (a division may divide by zero)
+            neg_inf = e.op == "-" and a.neg_inf and b.mask is None and self.filter_now is None
+            if neg_inf:  # -inf - y stays -inf at absent points once y > -inf
+                right = f"_above({right})"
             code = f"({left} {e.op} {right})"
             if (
                 isinstance(e.a, S.Read)
@@ -612,7 +623,7 @@ class Generator:
             ):
                 # the statement reads `a` last: when no gradient is recorded, compute in its memory
                 code = f"{_IN_PLACE[e.op]}({left}, {right}, _inplace)"
-            return Val(code, mask, scalar, a.ranks | b.ranks, zero, zero_filtered, finite)
+            return Val(code, mask, scalar, a.ranks | b.ranks, zero, zero_filtered, finite, neg_inf)
         if isinstance(e, S.Default):
             a, b = self.val(e.a, sp), self.val(e.b, sp)
             if a.mask is None:
@@ -698,6 +709,8 @@ class Generator:
                 name = self.temp()
                 extra = ", zero=True" if op == "+" and zero else ""
                 extra += ", finite=True" if v.finite else ""
+                if op == "max" and v.neg_inf and self.filter_now is None:
+                    extra += ", filled=True"  # absent points already -inf: no masked copy
                 extra += self.scratch(name)
                 self.emit(f"{name}, {name}m = {fn}({code}, {mask}, {tuple_code(dims)}, {shape}{extra})")
                 code, mask = name, f"{name}m"
@@ -873,8 +886,12 @@ class Generator:
         # a state's variable holds every step: whether it is 0 where absent is not followed through the loop
         zero = zero and has_mask and t.iterative is None
         finite = finite and t.iterative is None
+        neg_inf = e.tensor in self.prefill and fresh and finite and has_mask and mask is not None
+        if neg_inf:  # -inf at absent points, for its max and its exponential (see prefilled_tiles)
+            self.emit(f"{vname} = _neg_fill({vname}, {mname}, _inplace)")
+            zero = finite = False
         mvar = mname if has_mask else None
-        var = Var(vname, mvar, origin, length, self.extent(e.tensor), zero, finite, fresh)
+        var = Var(vname, mvar, origin, length, self.extent(e.tensor), zero, finite, fresh, neg_inf)
         if e.kind == "step":
             self.next[e.tensor] = var
         else:
@@ -1160,6 +1177,50 @@ def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
             if sum(rd.tensor == name for rd in e.reads()) == 1:
                 out.setdefault(e.label, set()).add(name)
     return {label: frozenset(names) for label, names in out.items()}
+
+
+def prefilled_tiles(prog: Program, A) -> frozenset[str]:
+    """Tensors that may hold ``-inf`` at their absent points (``_neg_fill``, once, where they are computed):
+    every read of one is either the whole value of a statement that takes its max (which then needs no
+    masked copy) or the left operand of ``x - y`` inside ``exp`` with ``y`` always present (the exponential
+    then needs no mask: ``exp(-inf - y)`` is 0 once ``-inf`` is kept out of ``y``, see ``_above``), in
+    statements without a filter. Attention's scores are the case: one fill instead of a masked copy for the
+    running max and a masked fill for the exponential. No other reader may see the infinities: arithmetic on
+    absent points (``0 * -inf``) could put NaN into a gradient.
+
+    The generator fills a candidate only where its value is fresh memory and finite given finite inputs."""
+    defs: dict[str, list[Einsum]] = {}
+    for e in prog.einsums:
+        defs.setdefault(e.tensor, []).append(e)
+    candidates = {
+        name
+        for name, es in defs.items()
+        if len(es) == 1
+        and es[0].kind == "plain"
+        and name not in prog.outputs
+        and name not in prog.inputs
+        and prog.tensor(name).iterative is None
+        and A.statement(es[0]) != ALWAYS
+    }
+    used: set[str] = set()
+    for e in prog.einsums:
+        allowed: set[int] = set()  # ids of the reads in a position that ignores (or keeps) -inf
+        if e.filter is None:
+            if isinstance(e.expr, S.Read) and e.reduce and all(op == "max" for _, op in e.reduce):
+                allowed.add(id(e.expr))
+            for n in e.expr.walk():
+                if isinstance(n, S.Call) and n.fn == "exp" and len(n.args) == 1:
+                    x = n.args[0]
+                    minus = isinstance(x, S.Binary) and x.op == "-" and isinstance(x.a, S.Read)
+                    if minus and A.expr(x.b) == ALWAYS:
+                        allowed.add(id(x.a))
+        for rd in e.reads():
+            if rd.tensor in candidates:
+                if id(rd) in allowed:
+                    used.add(rd.tensor)
+                else:
+                    candidates.discard(rd.tensor)
+    return frozenset(candidates & used)
 
 
 def pooled_tiles(prog: Program, steps, dying: dict[str, frozenset[str]]) -> frozenset[str]:

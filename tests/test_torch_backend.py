@@ -3,6 +3,7 @@ tiles, fully masked rows, extreme logits, empty ranks; the generated source; cal
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -438,7 +439,7 @@ def test_pooled_tiles_reuse_only_memory_that_dies_in_the_step():
     causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
     assert '_pool, "t_BQK")' in plain.source and '_pool, "t_SLNV")' not in plain.source
     assert '_pool, "t_BQK")' in causal.source and '_pool, "t_SLNV")' in causal.source
-    assert 'pool=_pool, key="' in causal.source  # the masked max's filled copy of the tile
+    assert 'pool=_pool, key="' in causal.source  # the masked reductions' buffers
     assert "SLNV" not in torch_codegen.Generator(plain.program).pooled
     prog = causal.program.with_params({"M0": 3})
     x = to_torch(prog, inputs(prog, sizes(prog, {"p": 10, "m": 10})), torch.float64)
@@ -447,3 +448,72 @@ def test_pooled_tiles_reuse_only_memory_that_dies_in_the_step():
         first, second = kern(**x), kern(**x)
     assert first.equal(second)  # a pool per call: nothing leaks from one call into the next
     check_against_numpy(prog, {n: v.numpy() for n, v in x.items()}, row_block=4)
+
+
+PREFILL_SPEC = """
+input  Q[p, e], K[m, e], Y[p]
+output O, Z
+S[p, m]  = Q[p, e] * K[m, e]  where m < p
+X[p]     = S[p, m] :: max(m)
+E[p, m]  = exp(S[p, m] - (X[p] ?? -inf))
+O[p]     = E[p, m] ?? 0
+Z[p]     = (S[p, m] ?? 0) * Y[p]
+"""
+
+
+def test_prefilled_tiles_are_read_only_by_max_and_exp():
+    """The scores of causal attention hold -inf at their absent points: read by their max and by exp(S - RM)
+    alone. Plain attention has no absent point; a tile read by anything else (a sum, here) is not filled.
+    Filled or not, the values equal NumPy's, in place (no gradient) and with gradients."""
+    causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
+    assert torch_codegen.Generator(causal.program).prefill == {"BQK"}
+    src = causal.source
+    assert "t_BQK = _neg_fill(t_BQK, m_BQK, _inplace)" in src and "filled=True" in src
+    assert "_ip_sub(t_BQK, _above(n_RM[" in src
+    plain = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch")
+    assert not torch_codegen.Generator(plain.program).prefill and "_neg_fill" not in plain.source
+    prog = einattn.parse(PREFILL_SPEC, "prefill.ein")
+    assert not torch_codegen.Generator(prog).prefill
+    alone = einattn.parse(PREFILL_SPEC.replace("output O, Z", "output O").rsplit("Z[p]", 1)[0], "p.ein")
+    assert torch_codegen.Generator(alone).prefill == {"S"}  # row 0 has no key: its max stays -inf
+    rng = np.random.default_rng(4)
+    x = {"Q": rng.standard_normal((5, 3)), "K": rng.standard_normal((5, 3)), "Y": rng.standard_normal(5)}
+    for p in (prog, alone):
+        want = einattn.compile(p, backend="numpy")(**x)
+        xt = {n: torch.tensor(v, requires_grad=True) for n, v in x.items()}
+        with torch.no_grad():
+            got = einattn.compile(p, backend="torch", passes="as-written")(**xt)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.numpy(), w, rtol=1e-12, atol=1e-12)
+    # with a gradient recorded (not in place): the same values, and finite gradients
+    out = einattn.compile(alone, backend="torch", passes="as-written")(**xt)
+    np.testing.assert_allclose(out.detach().numpy(), einattn.compile(alone, backend="numpy")(**x), rtol=1e-12)
+    out.sum().backward()
+    assert all(torch.isfinite(xt[n].grad).all() for n in "QK")
+
+
+def test_neg_fill_and_above_keep_absent_points_at_zero():
+    """A row with no present point and a running max still -inf: exp(-inf - max(-inf)) would be NaN; with
+    `_above` it is 0. A present point under a -inf max gives inf, as exp(x - -inf) does."""
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    m = torch.tensor([[True, False], [False, False]])
+    y = x.clone()
+    assert torch_runtime._neg_fill(y, m, True).data_ptr() == y.data_ptr()
+    assert y.tolist() == [[1.0, -math.inf], [-math.inf, -math.inf]]
+    z = x.clone()
+    assert torch_runtime._neg_fill(z, m, False).tolist() == y.tolist() and z.equal(x)  # a copy with gradients
+    running = torch.tensor([[-math.inf], [-math.inf]])
+    e = torch_runtime._exp_fresh(y - torch_runtime._above(running), True)
+    assert e.tolist() == [[math.inf, 0.0], [0.0, 0.0]]
+    assert torch_runtime._above(-math.inf) == -torch.finfo(torch.float64).max / 2
+    r, rm = torch_runtime._rmax(y, m, (1,), (2, 2), filled=True)
+    assert r.tolist() == [1.0, 0.0] and rm.tolist() == [True, False]
+
+
+def test_any_of_masks_equals_torch_any():
+    rng = np.random.default_rng(0)
+    m = torch.tensor(rng.random((3, 5, 7)) < 0.2)
+    for dims in ((0,), (1,), (2,), (0, 2)):
+        assert torch_runtime._any(m, dims).equal(m.any(dim=dims))
+        assert torch_runtime._any(m.permute(2, 0, 1), dims).equal(m.permute(2, 0, 1).any(dim=dims))
+    assert torch_runtime._any(m[:, :0], (1,)).equal(m[:, :0].any(dim=1))

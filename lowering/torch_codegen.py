@@ -194,9 +194,16 @@ class Generator:
         self.dying = dying_reads(prog, self.steps)
         self.pooled = pooled_tiles(prog, self.steps, self.dying)
         self.prefill = prefilled_tiles(prog, self.A)
+        self.acc_into = accumulated_into(prog, self.steps, self.dying)
+        self.state_updates = updated_states(prog, self.steps)
+        self.updating: dict[str, str] = {}  # statement label -> the state it updates in place (this loop)
+        self.deferred: dict[str, tuple[str, str]] = {}  # tensor -> (spec, operands and alpha) of its matmul
+        self.last_mm: tuple[str, str, str] | None = None  # (code, spec, arguments) of the last `_mm` made
+        self.fusing: str | None = None  # the deferred tensor being read into its reader's sum
         self.pooling = False  # whether the program uses the buffer pool `_pool`
         self.dying_now: frozenset[str] = frozenset()  # tensors the current statement reads last
         self.fresh_now = False  # whether the current statement's value is memory of its own
+        self.label_now = ""  # the label of the statement being generated
 
     # ---- output ----------------------------------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -308,6 +315,8 @@ class Generator:
 
     def read(self, rd: S.Read, sp: Space) -> ReadCode:
         """The values (and, where it can be absent, the presence) of a read, before placement."""
+        if rd.tensor in self.deferred and rd.tensor != self.fusing:
+            self.materialize(rd.tensor)
         var = self.var_of(rd)
         absent = self.A.read(rd) != ALWAYS
         plan = []
@@ -596,6 +605,9 @@ class Generator:
             a = self.val(e.x, sp)
             return Val(f"(-{a.code})", a.mask, a.scalar, a.ranks, a.zero, a.zero_filtered, a.finite)
         if isinstance(e, S.Binary):
+            fused = self.accumulate(e, sp) if e.op == "+" else None
+            if fused is not None:
+                return fused
             a, b = self.val(e.a, sp), self.val(e.b, sp)
             left, right = a.code, b.code
             if e.op in ("/", "//", "%"):
@@ -615,12 +627,9 @@ class Generator:
             if neg_inf:  # -inf - y stays -inf at absent points once y > -inf
                 right = f"_above({right})"
             code = f"({left} {e.op} {right})"
-            if (
-                isinstance(e.a, S.Read)
-                and e.a.tensor in self.dying_now
-                and self.var_of(e.a).fresh
-                and e.op in _IN_PLACE
-            ):
+            dies = isinstance(e.a, S.Read) and e.a.tensor in self.dying_now and self.var_of(e.a).fresh
+            state = isinstance(e.a, S.Read) and self.updating.get(self.label_now) == e.a.tensor
+            if (dies or state) and e.op in _IN_PLACE:
                 # the statement reads `a` last: when no gradient is recorded, compute in its memory
                 code = f"{_IN_PLACE[e.op]}({left}, {right}, _inplace)"
             return Val(code, mask, scalar, a.ranks | b.ranks, zero, zero_filtered, finite, neg_inf)
@@ -637,6 +646,39 @@ class Generator:
             code = f"_dflt({self.tensor_code(a)}, {ma}, {b.code}{fin})"
             return Val(code, mask, ranks=a.ranks | b.ranks, finite=finite)
         raise InternalError(f"no PyTorch lowering for {type(e).__name__}")
+
+    def materialize(self, tensor: str) -> None:
+        """Compute a deferred matmul after all (its reader could not take it into a sum)."""
+        spec, args = self.deferred.pop(tensor)
+        self.emit(f'{self.vars[tensor].value} = _mm("{spec}", {args})')
+
+    def accumulate(self, e: S.Binary, sp: Space) -> Val | None:
+        """``C + T`` (or ``(C ?? 0) + T``) where ``C`` is a deferred matmul (:func:`accumulated_into`): one
+        ``_mm(..., acc=T)``, the matmul accumulating into ``T`` (in ``T``'s memory when this statement reads
+        ``T`` last and no gradient is recorded): no tensor for ``C``, no pass to add it. None when ``C`` is
+        not read as the whole of its variable (it is then computed as usual)."""
+        for side, other in ((e.a, e.b), (e.b, e.a)):
+            rd = side.a if isinstance(side, S.Default) else side
+            if not (isinstance(rd, S.Read) and rd.tensor in self.deferred):
+                continue
+            mark, reads, masks = len(self.lines), dict(self.reads), dict(self.masks)
+            self.fusing = rd.tensor
+            c = self.val(side, sp)
+            self.fusing = None
+            if c.code != self.vars[rd.tensor].value:  # a slice, or a default filled in: undo, compute it
+                del self.lines[mark:]
+                self.reads, self.masks = reads, masks
+                self.materialize(rd.tensor)
+                return None
+            t = self.val(other, sp)
+            spec, args = self.deferred.pop(rd.tensor)
+            own = isinstance(other, S.Read) and other.tensor in self.dying_now and self.var_of(other).fresh
+            tail = ", inplace=_inplace)" if own else ")"
+            code = f'_mm("{spec}", {args}, acc={self.tensor_code(t)}{tail}'
+            absent = self.A.expr(e) != ALWAYS
+            mask = self.and_masks(c.mask, t.mask) if absent else None
+            return Val(code, mask, False, c.ranks | t.ranks, finite=c.finite and t.finite)
+        return None
 
     def _finite_scalar(self, e: S.Call) -> bool:
         """An unsafe function of a constant that is finite: ``rsqrt(E)`` (sizes are >= 1), ``exp(0.5)``."""
@@ -663,6 +705,7 @@ class Generator:
         self.emit(f"# {format_einsum(e)}")
         sp = self.space(e)
         self.dying_now = self.dying.get(e.label, frozenset())
+        self.label_now = e.label
         # points outside the filter are absent: functions that could overflow see a safe value there too,
         # so that every value at an absent point is finite (the runtime fills absent points arithmetically)
         self.filter_now = self.filter_mask(e, sp)
@@ -771,16 +814,21 @@ class Generator:
                 result_zero = False
         keep = [r for r in sp.ranks if r not in sums]
         operands = self._order(operands, keep)
-        if scalars:
+        call = "_mm" if len(operands) == 2 else "torch.einsum"  # two operands: one batched matmul
+        alpha = ""
+        if scalars and call == "_mm":  # the matmul's alpha where it can be (see _mm)
+            alpha = f", alpha={' * '.join(scalars)}"
+        elif scalars:
             k = min(range(len(operands)), key=lambda i: self._weight(operands[i][2], prefer_local=True))
             operands[k][0] = f"{operands[k][0]} * {' * '.join(scalars)}"
         made = [r for r in keep if any(letters[r] in o[1] for o in operands)]
         spec = ",".join(o[1] for o in operands) + "->" + "".join(letters[r] for r in made)
-        call = "_mm" if len(operands) == 2 else "torch.einsum"  # two operands: one batched matmul
         pool = ""
         if call == "_mm" and self.ctx_fixed and e.tensor in self.pooled:  # a tile dead by the next step
             pool, self.pooling = f', _pool, "t_{e.tensor}"', True  # keys: generated names, never clash
-        code = f'{call}("{spec}", {", ".join(o[0] for o in operands)}{pool})'
+        code = f'{call}("{spec}", {", ".join(o[0] for o in operands)}{pool}{alpha})'
+        if call == "_mm" and made == keep:
+            self.last_mm = (code, spec, f"{', '.join(o[0] for o in operands)}{alpha}")
         if made != keep:
             axes_code = tuple_code(tuple(keep.index(r) for r in made)) if made else "()"
             code = f"_place({code}, {axes_code}, {len(keep)})"
@@ -880,7 +928,14 @@ class Generator:
         elif lhs and (not ranks or not set(lhs) <= set(ranks) | set(self.ctx_fixed)):
             value = f"_store({value}, {shape_code(length)}, _o)"
             fresh = False  # a broadcast view
-        self.emit(f"{vname} = {value}")
+        if e.tensor in self.acc_into and fresh and self.last_mm is not None and value == self.last_mm[0]:
+            # its one reader adds it to a term of its own: the matmul accumulates into that term there
+            self.deferred[e.tensor] = self.last_mm[1:]
+            reader = self.acc_into[e.tensor]
+            self.emit(f"# (computed in `{reader}`: its matmul accumulates into the other term)")
+        else:
+            self.emit(f"{vname} = {value}")
+        self.last_mm = None
         if has_mask:
             self.emit(f"{mname} = {mask}")
         # a state's variable holds every step: whether it is 0 where absent is not followed through the loop
@@ -934,6 +989,13 @@ class Generator:
             self.emit(f"h_{s}, hm_{s} = [{v.value}], [{v.mask}]")
         for x in sorted(exported):
             self.emit(f"h_{x}, hm_{x} = [], []")
+        # a state whose last reader in the step computes in its memory (see updated_states)
+        self.updating = {
+            label: s for label, s in self.state_updates.items() if label in members and s not in history
+        }
+        if skip is None:  # (with skipping, the blocks' states are memory of their own already)
+            for s in sorted(set(self.updating.values())):
+                self.emit(f"{self.vars[s].value} = _mine({self.vars[s].value}, _inplace)  # updated in place")
         self.emit(f"for i_{r} in range({lin_code(self.size(r))}):")
         self.depth += 1
         self.reads = {}
@@ -964,6 +1026,7 @@ class Generator:
         for e in step.body:
             self.statement(e)
         self.whole_tiles = set()
+        self.updating = {}
         for x in sorted(exported):
             v = self.vars[x]
             self.emit(f"h_{x}.append({v.value})")
@@ -1177,6 +1240,71 @@ def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
             if sum(rd.tensor == name for rd in e.reads()) == 1:
                 out.setdefault(e.label, set()).add(name)
     return {label: frozenset(names) for label, names in out.items()}
+
+
+def updated_states(prog: Program, steps) -> dict[str, str]:
+    """Statement label -> the loop state it may compute in the memory of (when no gradient is recorded): the
+    statement is the last of its step to read the state's value before the step, reads it once, as the left
+    operand of ``+ - * /`` (attention's ``SPNV = RNV * PRM``: the running sum rescaled in place), no
+    statement stores it as it is (a view), and the step's new value is computed (memory of its own, never a
+    view of something else). The generator also requires that no history of the state is kept."""
+    out: dict[str, str] = {}
+    for step in steps:
+        if not isinstance(step, Loop):
+            continue
+        r = step.rank
+        for s in loop_states(prog, step):
+            t = prog.tensor(s)
+            before = [
+                (e, rd)
+                for e in step.body
+                for rd in e.reads()
+                if rd.tensor == s and rd.indices[t.iterative] == S.Coord(r)
+            ]
+            if not before:
+                continue
+            last, rd = before[-1]
+            x = last.expr
+            once = sum(1 for e, _ in before if e is last) == 1
+            left = isinstance(x, S.Binary) and x.op in _IN_PLACE and x.a is rd and not last.reduce
+            views = any(s in _aliased(e.expr) for e in step.body if not e.reduce)
+            computed = all(not _aliased(e.expr) for e in step.body if e.tensor == s and e.kind == "step")
+            if once and left and last.kind == "plain" and not views and computed:
+                out[last.label] = s
+    return out
+
+
+def accumulated_into(prog: Program, steps, dying: dict[str, frozenset[str]]) -> dict[str, str]:
+    """Tensor -> the label of its one reader, for sums of products (a matmul) whose reader adds them to
+    another term: ``RNV[m1 + 1] = (SLNV ?? 0) + SPNV``. The generator defers the matmul to the reader, where
+    it accumulates into the other term (``torch.baddbmm`` with ``beta = 1``): the tile's ``P V`` product
+    needs no memory of its own and no pass to be added. A tensor qualifies when its statement sums (and
+    takes no max or min) without a filter, and its reader reads it last (:func:`dying_reads`) as a term of
+    ``+``, alone or as ``x ?? 0``, in the same loop body (or both at the top level), and no statement between
+    them may overwrite what it reads (reads it last, so may compute in its memory)."""
+    out: dict[str, str] = {}
+    scopes = [[s.einsum for s in steps if isinstance(s, Dense)]]  # the top level, then each loop body
+    scopes += [list(s.body) for s in steps if isinstance(s, Loop)]
+    for body in scopes:
+        where = {e.tensor: i for i, e in enumerate(body) if e.kind == "plain"}
+        for j, z in enumerate(body):
+            x = z.expr
+            if not (isinstance(x, S.Binary) and x.op == "+"):
+                continue
+            for side in (x.a, x.b):
+                zero = isinstance(side, S.Default) and isinstance(side.b, S.Const) and side.b.value == 0
+                rd = side.a if zero else side
+                last = isinstance(rd, S.Read) and rd.tensor in dying.get(z.label, ())
+                if not last or rd.tensor not in where:
+                    continue
+                i = where[rd.tensor]
+                c = body[i]
+                summed = c.reduce and all(op == "+" for _, op in c.reduce) and c.filter is None
+                operands = {r.tensor for r in c.reads()}
+                between = set().union(*(dying.get(w.label, frozenset()) for w in body[i + 1 : j]))
+                if summed and i < j and not operands & between:
+                    out[rd.tensor] = z.label
+    return out
 
 
 def prefilled_tiles(prog: Program, A) -> frozenset[str]:

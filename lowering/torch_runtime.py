@@ -409,14 +409,31 @@ def _mm_plan(spec):
     return a_left, perm_left, perm_right, len(batch), len(ln), len(contracted), out_perm
 
 
-def _mm(spec, a, b, pool=None, key=None):
-    """``torch.einsum(spec, a, b)`` for two operands, as one ``torch.matmul`` whose result needs no copy to
-    take the output's layout (einsum's own plan may transpose the result and copy an operand).
+def _mm(spec, a, b, pool=None, key=None, alpha=None, acc=None, inplace=False):
+    """``acc + alpha * torch.einsum(spec, a, b)`` for two operands, as one ``torch.matmul`` whose result needs
+    no copy to take the output's layout (einsum's own plan may transpose the result and copy an operand).
 
     ``pool``: a dict of buffers (None when a gradient is recorded): the result is computed into the buffer of
     ``key`` and its shape, which an earlier step's result of this statement occupied (the generator proved it
-    dead by the end of its step: ``torch_codegen.pooled_tiles``), instead of into fresh memory."""
+    dead by the end of its step: ``torch_codegen.pooled_tiles``), instead of into fresh memory.
+
+    ``alpha``: the contraction's scalar factors (attention's ``rsqrt(E)``). A constant on the CPU is the
+    matmul's own ``alpha`` (``torch.baddbmm``): no pass over an operand. Otherwise (a scalar input that may
+    take a gradient, another device, or under ``torch.compile``) it scales the smaller operand.
+
+    ``acc``: a term the product is added to (laid out as the result). With ``inplace`` (a temporary that
+    nothing reads afterwards, no gradient recorded) the matmul accumulates into its memory
+    (``baddbmm_``, ``beta = 1``) and returns it: attention's ``P V`` of a tile is added to the rescaled
+    running sum with no tensor of its own."""
+    if acc is not None:
+        return _mm_into(spec, a, b, alpha, acc, inplace)
     plan = _mm_plan(spec)  # a few microseconds; no cache: a global mutated inside a checkpoint breaks Dynamo
+    scale = _gemm_alpha(alpha, a, b) if alpha is not None and plan is not None else None
+    if alpha is not None and scale is None:
+        if a.numel() <= b.numel():
+            a = a * alpha
+        else:
+            b = b * alpha
     if plan is None:
         return torch.einsum(spec, a, b)
     a_left, perm_left, perm_right, nb, nl, nc, out_perm = plan
@@ -425,14 +442,77 @@ def _mm(spec, a, b, pool=None, key=None):
     batch = left.shape[:nb]
     lshape, cshape, rshape = left.shape[nb : nb + nl], left.shape[nb + nl :], right.shape[nb + nc :]
     if right.shape[:nb] != batch or right.shape[nb : nb + nc] != cshape:
-        return torch.einsum(spec, a, b)  # a rank broadcast (size 1) in one operand: einsum expands nothing
+        # a rank broadcast (size 1) in one operand: einsum expands nothing
+        return torch.einsum(spec, a, b) if scale is None else torch.einsum(spec, a, b) * scale
     rows, inner, cols = math.prod(lshape), math.prod(cshape), math.prod(rshape)
     left, right = left.reshape((*batch, rows, inner)), right.reshape((*batch, inner, cols))
     shape = (*batch, rows, cols)
     if left.dtype != right.dtype:
         pool = None
-    r = torch.matmul(left, right, out=_scratch(pool, key, shape, left))
+    buf = _scratch(pool, key, shape, left)
+    if scale is None:
+        r = torch.matmul(left, right, out=buf)
+    elif left.dtype != right.dtype:
+        r = torch.matmul(left, right) * scale
+    else:
+        flat = (math.prod(batch), rows, cols)
+        out = (buf if buf is not None else left.new_empty(shape)).view(flat)
+        lf, rf = left.reshape((flat[0], rows, inner)), right.reshape((flat[0], inner, cols))
+        grad = torch.is_grad_enabled() and (lf.requires_grad or rf.requires_grad)
+        if grad:  # (out= records no gradient)
+            r = torch.baddbmm(out, lf, rf, beta=0, alpha=scale)
+        else:
+            r = torch.baddbmm(out, lf, rf, beta=0, alpha=scale, out=out)
+        r = r.view(shape)
     return r.reshape((*batch, *lshape, *rshape)).permute(out_perm)
+
+
+def _mm_into(spec, a, b, alpha, acc, inplace):
+    """``acc + alpha * einsum(spec, a, b)``, in ``acc``'s memory where it can be (see :func:`_mm`)."""
+    plan = _mm_plan(spec)
+    ok = plan is not None and inplace and not torch.compiler.is_compiling()
+    ok = ok and a.dtype == b.dtype == acc.dtype
+    if ok:
+        a_left, perm_left, perm_right, nb, nl, nc, out_perm = plan
+        left, right = (a, b) if a_left else (b, a)
+        left, right = left.permute(perm_left), right.permute(perm_right)
+        batch = left.shape[:nb]
+        lshape, cshape, rshape = left.shape[nb : nb + nl], left.shape[nb + nl :], right.shape[nb + nc :]
+        shape = (*batch, *lshape, *rshape)
+        inverse = tuple(sorted(range(len(out_perm)), key=out_perm.__getitem__))
+        made = acc.permute(inverse) if len(inverse) == acc.dim() else None
+        scale = 1.0 if alpha is None else _gemm_alpha(alpha, a, b)
+        ok = (
+            made is not None
+            and tuple(made.shape) == shape
+            and right.shape[:nb] == batch
+            and right.shape[nb : nb + nc] == cshape
+            and scale is not None
+            and _writable(acc, acc)
+        )
+    if ok:
+        rows, inner, cols = math.prod(lshape), math.prod(cshape), math.prod(rshape)
+        n = math.prod(batch)
+        try:
+            c = made.view(n, rows, cols)  # the result's memory seen as the matmul's: no copy
+        except RuntimeError:
+            c = None
+        if c is not None and c.stride(-1) == 1:
+            c.baddbmm_(left.reshape(n, rows, inner), right.reshape(n, inner, cols), alpha=scale)
+            return acc
+    return acc + _mm(spec, a, b, alpha=alpha)
+
+
+def _gemm_alpha(alpha, a, b):
+    """``alpha`` as a Python number when it may be a matmul's ``alpha``: a constant (a number, or a 0-dim CPU
+    tensor that takes no gradient) and float operands, outside ``torch.compile``. None otherwise."""
+    if torch.compiler.is_compiling() or not (a.is_floating_point() and b.is_floating_point()):
+        return None
+    if isinstance(alpha, torch.Tensor):
+        if alpha.dim() or alpha.device.type != "cpu" or alpha.requires_grad:
+            return None
+        return alpha.item()
+    return float(alpha)
 
 
 # ---- reductions ----------------------------------------------------------------------------------------
@@ -532,6 +612,12 @@ def _rows_block(fn, start, length, inplace):
     return torch.utils.checkpoint.checkpoint(fn, start, length, use_reentrant=False)
 
 
+def _mine(x, inplace):
+    """A state that a step updates in place (when no gradient is recorded): its own memory (the initial
+    state may be a broadcast constant or a view of an input)."""
+    return x.clone(memory_format=torch.contiguous_format) if inplace else x
+
+
 def _own(x, m, shape):
     """A state about to be updated in place: its own contiguous memory, mask included."""
     x = x.expand(shape).clone(memory_format=torch.contiguous_format)
@@ -546,7 +632,10 @@ def _put(full, part, dim, start, inplace):
     """
     piece = full.narrow(dim, start, part.shape[dim])
     if inplace:
-        piece.copy_(part.expand_as(piece))
+        same = part.shape == piece.shape and part.stride() == piece.stride()
+        same = same and not torch.compiler.is_compiling() and part.data_ptr() == piece.data_ptr()
+        if not same:  # (else a step updated the state in place)
+            piece.copy_(part.expand_as(piece))
         return full
     if start == 0 and part.shape[dim] == full.shape[dim]:
         return part.expand(full.shape)

@@ -147,13 +147,16 @@ def test_source_reads_like_the_spec():
     assert "# spec: " in src and "# options: " in src and "# params: 'M0=64'" in src
     for e in kern.program.einsums:  # one comment per Einsum, then its statement, named after the tensor
         lhs = f"n_{e.tensor} = " if e.kind == "step" else f"t_{e.tensor} = "
+        if e.tensor == "SLNV":  # P V of a tile: its matmul accumulates into the rescaled running sum
+            lhs = "# (computed in `RNV.step`: its matmul accumulates into the other term)\n"
+            assert '_mm("bhmap,bhmaf->bhfmp", t_SLN, t_BV, acc=t_SPNV, inplace=_inplace)' in src
         assert lhs in src, e.label
     assert "for i_m1 in range(s_m1):" in src
     assert "_alive(" in src  # tiles after the query are skipped
     assert "m_RM" not in src  # the running state cannot be absent: no mask
     dense = einattn.compile(EXAMPLES / "attention_3pass.ein", backend="torch", passes="as-written").source
     assert "m_" not in dense.split("def program", 1)[1]  # a dense spec carries no mask at all
-    assert '_mm("bhpe,bhme->bhmp", t_Q * fn_rsqrt(_c(s_e, _o)), t_K)' in dense  # one batched matmul
+    assert '_mm("bhpe,bhme->bhmp", t_Q, t_K, alpha=fn_rsqrt(_c(s_e, _o)))' in dense  # one batched matmul
 
 
 def test_source_holds_no_spec_text_but_names_and_numbers(tmp_path):
@@ -320,6 +323,23 @@ def test_mm_equals_einsum(spec, shapes):
     want = torch.einsum(spec, a, b)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # a scalar factor: the matmul's alpha (a number, a 0-dim constant), or a scaled operand (it takes a
+    # gradient); into a pooled buffer or not; with gradients of the operands or not
+    pool = {}
+    const = torch.tensor(0.125, dtype=torch.float64)
+    for alpha in (0.125, const, const.clone().requires_grad_(True)):
+        for grad in (False, True):
+            x, y = a.clone().requires_grad_(grad), b.clone().requires_grad_(grad)
+            taped = grad or (isinstance(alpha, torch.Tensor) and alpha.requires_grad)
+            got = torch_runtime._mm(spec, x, y, None if taped else pool, "k", alpha=alpha)  # (as generated)
+            torch.testing.assert_close(got, want * 0.125, rtol=1e-12, atol=1e-12)
+            if grad:
+                g = torch.autograd.grad(got.sum(), (x, y))
+                w = torch.autograd.grad((torch.einsum(spec, x, y) * 0.125).sum(), (x, y))
+                torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    s_ = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)  # a scalar input: its gradient flows
+    (ds,) = torch.autograd.grad(torch_runtime._mm(spec, a, b, alpha=s_).sum(), (s_,))
+    torch.testing.assert_close(ds, want.sum(), rtol=1e-10, atol=1e-10)
 
 
 def test_exp_float32_on_cpu_within_its_documented_error():
@@ -434,11 +454,11 @@ def test_an_operand_of_default_is_a_view_and_is_never_overwritten():
 def test_pooled_tiles_reuse_only_memory_that_dies_in_the_step():
     """The scores of a step die in it (exp computes in their memory, then SLNV and SLD read that): the next
     step's scores may reuse the buffer. SLNV of attention_1pass becomes the running state (`RNV = SLNV +
-    SPNV`, in SLNV's memory): never pooled; in causal_1pass the state is `SLNV ?? 0 + SPNV`, new memory."""
+    SPNV`, in SLNV's memory): never pooled. (Its matmul accumulates into SPNV now: accumulated_into.)"""
     plain = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch")
     causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
-    assert '_pool, "t_BQK")' in plain.source and '_pool, "t_SLNV")' not in plain.source
-    assert '_pool, "t_BQK")' in causal.source and '_pool, "t_SLNV")' in causal.source
+    assert '_pool, "t_BQK", alpha=' in plain.source and '_pool, "t_SLNV")' not in plain.source
+    assert '_pool, "t_BQK", alpha=' in causal.source
     assert 'pool=_pool, key="' in causal.source  # the masked reductions' buffers
     assert "SLNV" not in torch_codegen.Generator(plain.program).pooled
     prog = causal.program.with_params({"M0": 3})
@@ -517,3 +537,89 @@ def test_any_of_masks_equals_torch_any():
         assert torch_runtime._any(m, dims).equal(m.any(dim=dims))
         assert torch_runtime._any(m.permute(2, 0, 1), dims).equal(m.permute(2, 0, 1).any(dim=dims))
     assert torch_runtime._any(m[:, :0], (1,)).equal(m[:, :0].any(dim=1))
+
+
+ACC_SPEC = """
+input  X[p, m], Y[m, f], Z[p, f]
+output O, P
+S[p, m] = X[p, m] * 2
+C[p, f] = S[p, m] * Y[m, f]
+T[p, m] = S[p, m] - 1
+U[p]    = T[p, m]
+W[p, f] = Z[p, f] * U[p]
+O[p, f] = C[p, f] + W[p, f]
+D[p, f] = X[p, m] * Y[m, f]
+V[p, f] = Z[p, f] * 3
+P[p, f] = V[p, f] + D[p, f]
+"""
+
+
+def test_a_matmul_accumulates_into_the_term_it_is_added_to():
+    """`P = V + D`: D's matmul accumulates into V (read last there, memory of its own). `O = C + W`: C
+    reads S, which `T = S - 1` overwrites in place before O: C's matmul must run where it is written."""
+    prog = einattn.parse(ACC_SPEC, "acc.ein")
+    assert torch_codegen.Generator(prog).acc_into == {"D": "P"}
+    src = einattn.compile(prog, backend="torch").source
+    assert '_mm("pm,mf->pf", t_X, t_Y, acc=t_V, inplace=_inplace)' in src
+    assert "t_C = _mm(" in src and "_ip_sub(t_S, " in src
+    causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
+    assert torch_codegen.Generator(causal.program).acc_into == {"SLNV": "RNV.step"}
+    rng = np.random.default_rng(6)
+    x = {"X": rng.standard_normal((4, 5)), "Y": rng.standard_normal((5, 3)), "Z": rng.standard_normal((4, 3))}
+    want = einattn.compile(prog, backend="numpy")(**x)
+    for grad in (False, True):
+        xt = {n: torch.tensor(v, requires_grad=grad) for n, v in x.items()}
+        got = einattn.compile(prog, backend="torch")(**xt)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.detach().numpy(), w, rtol=1e-12, atol=1e-12)
+
+
+def test_mm_into_a_term():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 5, 4, generator=g), torch.randn(2, 4, 3, generator=g)
+    acc = torch.randn(2, 5, 3, generator=g)
+    want = acc + 0.5 * torch.einsum("hpe,hef->hpf", a, b)
+    mine = acc.clone()
+    out = torch_runtime._mm("hpe,hef->hpf", a, b, alpha=0.5, acc=mine, inplace=True)
+    assert out.data_ptr() == mine.data_ptr()  # accumulated in the term's memory
+    torch.testing.assert_close(out, want)
+    kept = acc.clone()
+    torch.testing.assert_close(torch_runtime._mm("hpe,hef->hpf", a, b, alpha=0.5, acc=kept), want)
+    assert kept.equal(acc)  # not in place unless told
+    t = acc.permute(0, 2, 1).contiguous().permute(0, 2, 1)  # laid out unlike the matmul's result: a new sum
+    torch.testing.assert_close(torch_runtime._mm("hpe,hef->hpf", a, b, alpha=0.5, acc=t, inplace=True), want)
+    wide = acc[:1].expand(2, 5, 3)  # a broadcast view: never written
+    out = torch_runtime._mm("hpe,hef->hpf", a, b, acc=wide, inplace=True)
+    torch.testing.assert_close(out, acc[:1] + torch.einsum("hpe,hef->hpf", a, b))
+
+
+def test_states_rescaled_in_place_leave_their_initial_values_alone():
+    """`SPNV = RNV * PRM` is the last read of the running sum before the step: it rescales the state in its
+    memory (no gradient recorded). The initial state here is an input: it is copied first, never written;
+    with or without blocks of rows and skipping, the values equal NumPy's."""
+    causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
+    assert torch_codegen.Generator(causal.program).state_updates == {"SPD": "RD", "SPNV": "RNV"}
+    assert "t_SPNV = _ip_mul(_r15, t_PRM[:, :, None], _inplace)" in causal.source
+    text = (EXAMPLES / "causal_1pass.ein").read_text()
+    text = text.replace("input  Q[b, h, p, e]", "input  R0[b, h, f, p], Q[b, h, p, e]")
+    text = text.replace("RNV[b, h, f, 0, p]     = 0", "RNV[b, h, f, 0, p]     = R0[b, h, f, p]")
+    prog = einattn.parse(text, "init.ein").with_params({"M0": 3})
+    x = inputs(prog, sizes(prog, {"p": 10, "m": 10}))
+    want = einattn.compile(prog, backend="numpy")(**x)
+    for options in ({}, {"row_block": 0}, {"row_block": 4, "skip_tiles": False}):
+        kern = einattn.compile(prog, backend="torch", **options)
+        assert "_mine(t_RNV, _inplace)" in kern.source or "_own(t_RNV" in kern.source
+        xt = to_torch(prog, x, torch.float64)
+        kept = xt["R0"].clone()
+        with torch.no_grad():
+            got = kern(**xt)
+        assert xt["R0"].equal(kept)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+    hist = einattn.parse(text.replace("output AV", "output AV, RNV"), "h.ein").with_params({"M0": 3})
+    src = einattn.compile(hist, backend="torch").source  # every step's RNV is an output: never in place
+    assert "t_SPNV = (t_RNV * t_PRM[:, :, None])" in src and "t_SPD = _ip_mul(t_RD, t_PRM, _inplace)" in src
+    xh = inputs(hist, sizes(hist, {"p": 10, "m": 10}))
+    with torch.no_grad():
+        got = einattn.compile(hist, backend="torch")(**to_torch(hist, xh, torch.float64))
+    for g, w in zip(got, einattn.compile(hist, backend="numpy")(**xh)):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-10, atol=1e-12)

@@ -49,7 +49,7 @@ def _exp(x):
 def _exp_fresh(x, inplace, m=None, finite=False):
     """``exp`` of a temporary that nothing else reads (``-inf`` where ``m`` says absent, as ``_safe``),
     computed in the temporary's memory when no gradient is recorded."""
-    if not inplace or (m is not None and torch.broadcast_shapes(x.shape, m.shape) != x.shape):
+    if not inplace or (m is not None and not _covers(x.shape, m.shape)):
         return _exp(_safe(x, m, -math.inf, finite))
     if m is not None:
         x = x.masked_fill_(~m, -math.inf)
@@ -355,10 +355,29 @@ def _scratch(pool, key, shape, like):
     return buf
 
 
+def _bshape(a, b):
+    """``torch.broadcast_shapes(a, b)`` for two valid operands of one elementwise operation (torch's own is
+    a Python function that costs more than the operation on a small tile, once per statement and step)."""
+    if torch.compiler.is_compiling():
+        return torch.broadcast_shapes(a, b)
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    return torch.Size(y if x == 1 else x for x, y in zip(a, b))
+
+
+def _covers(a, b) -> bool:
+    """Whether ``b`` broadcasts to shape ``a`` exactly (``a`` needs no broadcasting)."""
+    if torch.compiler.is_compiling():
+        return torch.broadcast_shapes(a, b) == a
+    if len(b) > len(a):
+        return False  # (the result would have more dimensions)
+    return all(y in (1, x) for x, y in zip(a[len(a) - len(b) :], b))
+
+
 def _writable(a, b) -> bool:
     """``a <op>= b`` gives ``a <op> b``: same shape and dtype, and ``a`` is no broadcast view."""
     if isinstance(b, torch.Tensor):
-        if b.dtype != a.dtype or torch.broadcast_shapes(a.shape, b.shape) != a.shape:
+        if b.dtype != a.dtype or not _covers(a.shape, b.shape):
             return False
     elif not (a.is_floating_point() and isinstance(b, (int, float))):
         return False
@@ -385,7 +404,20 @@ _ip_div = _in_place("div_", torch.div)
 # ---- contractions ----------------------------------------------------------------------------------------
 
 
+_PLANS: dict[str, tuple | None] = {}
+
+
 def _mm_plan(spec):
+    """The plan of :func:`_mm_plan_of`, kept per spec (Dynamo traces the computation itself: a global mutated
+    inside a checkpoint would break its trace)."""
+    if torch.compiler.is_compiling():
+        return _mm_plan_of(spec)
+    if spec not in _PLANS:
+        _PLANS[spec] = _mm_plan_of(spec)
+    return _PLANS[spec]
+
+
+def _mm_plan_of(spec):
     """How ``torch.einsum(spec, a, b)`` runs as one batched matmul, or None (then einsum runs it).
 
     Returns (a_left, perm_left, perm_right, n_batch, n_left, n_contracted, out_perm): the operand put on the
@@ -427,7 +459,7 @@ def _mm(spec, a, b, pool=None, key=None, alpha=None, acc=None, inplace=False):
     running sum with no tensor of its own."""
     if acc is not None:
         return _mm_into(spec, a, b, alpha, acc, inplace)
-    plan = _mm_plan(spec)  # a few microseconds; no cache: a global mutated inside a checkpoint breaks Dynamo
+    plan = _mm_plan(spec)
     scale = _gemm_alpha(alpha, a, b) if alpha is not None and plan is not None else None
     if alpha is not None and scale is None:
         if a.numel() <= b.numel():
@@ -524,7 +556,7 @@ def _rsum(v, m, dims, shape, zero=False, finite=False, pool=None, key=None):
     ``zero``: ``v`` is already 0 at its absent points; ``finite``: it holds no infinity or NaN. ``pool``,
     ``key``: where the zero-filled copy may go (:func:`_scratch`)."""
     if not zero and m is not None:
-        buf = _scratch(pool, key, torch.broadcast_shapes(v.shape, m.shape), v)
+        buf = _scratch(pool, key, _bshape(v.shape, m.shape), v)
         if buf is not None:
             zero_t = torch.zeros((), dtype=v.dtype, device=v.device)
             v = torch.mul(v, m, out=buf) if finite else torch.where(m, v, zero_t, out=buf)
@@ -540,7 +572,7 @@ def _rmax(v, m, dims, shape, largest=True, finite=False, pool=None, key=None, fi
     absent points (:func:`_neg_fill`; max only), so no copy is filled."""
     fill = -math.inf if largest else math.inf
     if m is not None and not (filled and largest):
-        buf = _scratch(pool, key, torch.broadcast_shapes(v.shape, m.shape), v)
+        buf = _scratch(pool, key, _bshape(v.shape, m.shape), v)
         if finite:
             v = torch.add(v, _fill(m, fill, v.dtype), out=buf)
         else:

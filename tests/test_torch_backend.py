@@ -623,3 +623,20 @@ def test_states_rescaled_in_place_leave_their_initial_values_alone():
         got = einattn.compile(hist, backend="torch")(**to_torch(hist, xh, torch.float64))
     for g, w in zip(got, einattn.compile(hist, backend="numpy")(**xh)):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-10, atol=1e-12)
+
+
+def test_broadcast_helpers_equal_torch_broadcast_shapes():
+    """_bshape and _covers (fast: torch.broadcast_shapes is Python) against torch on every small pair."""
+    import itertools
+
+    shapes = [s for n in range(4) for s in itertools.product((1, 2, 3), repeat=n)]
+    checked = 0
+    for a, b in itertools.product(shapes, shapes):
+        try:
+            want = torch.broadcast_shapes(a, b)
+        except RuntimeError:
+            continue
+        checked += 1
+        assert torch_runtime._bshape(torch.Size(a), torch.Size(b)) == want, (a, b)
+        assert torch_runtime._covers(torch.Size(a), torch.Size(b)) == (want == a), (a, b)
+    assert checked > 500

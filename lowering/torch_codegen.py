@@ -36,7 +36,9 @@ these or with builtins.
 
 from __future__ import annotations
 
+import collections
 import math
+import re
 from dataclasses import dataclass, field
 
 from einattn import syntax as S
@@ -249,7 +251,7 @@ class Generator:
         ]
         if self.pooling:
             head.append("    _pool = {} if _inplace else None  # a step's tiles, reused by the next step")
-        return "\n".join(head + self.lines) + "\n"
+        return "\n".join(head + dead_masks_removed(self.lines)) + "\n"
 
     # ---- spaces and contexts ------------------------------------------------------------------------------
     def space(self, e: Einsum) -> Space:
@@ -1240,6 +1242,36 @@ def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
             if sum(rd.tensor == name for rd in e.reads()) == 1:
                 out.setdefault(e.label, set()).add(name)
     return {label: frozenset(names) for label, names in out.items()}
+
+
+_MASK_NAME = r"(?:_k\d+|n?m_[A-Za-z0-9_]+|_r\d+m)"
+_MASK_LINE = re.compile(rf"^(\s*)({_MASK_NAME}) = (.*)$")
+_REDUCED = re.compile(rf"^(\s*)(_r\d+), ({_MASK_NAME}) = (_rsum|_rmax|_rmin)\((.*)\)$")
+
+
+def dead_masks_removed(lines: list[str]) -> list[str]:
+    """The generated lines without the masks nothing reads: an assignment of a mask name (``_k3``, ``m_X``,
+    ``nm_X``, ``_r5m``) that appears in no other line is dropped, and a reduction whose mask nobody reads is
+    told not to compute it (``mask=False``), until nothing changes. Masks are pure, so dropping one changes
+    no value: it saves their work at run time (an ``any`` over a tile's mask, a few Python calls) where the
+    consumer needed no presence, as ``SLD ?? 0`` of a sum that is 0 where absent."""
+    lines = list(lines)
+    while True:
+        words = collections.Counter(w for line in lines for w in re.findall(r"\b\w+\b", line))
+        changed = False
+        for k, line in enumerate(lines):
+            m = _MASK_LINE.match(line)
+            if m and words[m.group(2)] == 1 and not m.group(3).startswith("_take("):
+                lines[k] = None
+                changed = True
+                continue
+            r = _REDUCED.match(line)
+            if r and words[r.group(3)] == 1 and not r.group(5).endswith("mask=False"):
+                lines[k] = f"{r.group(1)}{r.group(2)}, {r.group(3)} = {r.group(4)}({r.group(5)}, mask=False)"
+                changed = True
+        lines = [line for line in lines if line is not None]
+        if not changed:
+            return lines
 
 
 def updated_states(prog: Program, steps) -> dict[str, str]:

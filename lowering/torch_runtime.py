@@ -550,11 +550,12 @@ def _gemm_alpha(alpha, a, b):
 # ---- reductions ----------------------------------------------------------------------------------------
 
 
-def _rsum(v, m, dims, shape, zero=False, finite=False, pool=None, key=None):
+def _rsum(v, m, dims, shape, zero=False, finite=False, pool=None, key=None, mask=True):
     """Sum over ``dims`` of the present points; a point with none is absent. ``shape``: the space.
 
     ``zero``: ``v`` is already 0 at its absent points; ``finite``: it holds no infinity or NaN. ``pool``,
-    ``key``: where the zero-filled copy may go (:func:`_scratch`)."""
+    ``key``: where the zero-filled copy may go (:func:`_scratch`). ``mask=False``: nothing reads the result's
+    presence (None is returned for it)."""
     if not zero and m is not None:
         buf = _scratch(pool, key, _bshape(v.shape, m.shape), v)
         if buf is not None:
@@ -563,13 +564,14 @@ def _rsum(v, m, dims, shape, zero=False, finite=False, pool=None, key=None):
             zero = True
     v = v if zero else _zf(v, m, finite)
     r = v.expand(shape).sum(dim=dims) if dims else v
-    return r, _rmask(m, dims, shape, r)
+    return r, (_rmask(m, dims, shape, r) if mask else None)
 
 
-def _rmax(v, m, dims, shape, largest=True, finite=False, pool=None, key=None, filled=False):
+def _rmax(v, m, dims, shape, largest=True, finite=False, pool=None, key=None, filled=False, mask=True):
     """Max (``largest``) or min over ``dims`` of the present points; a point with none is absent. ``pool``,
     ``key``: where the filled copy may go (:func:`_scratch`). ``filled``: ``v`` already holds ``-inf`` at its
-    absent points (:func:`_neg_fill`; max only), so no copy is filled."""
+    absent points (:func:`_neg_fill`; max only), so no copy is filled. ``mask=False``: nothing reads the
+    result's presence (None is returned for it; the values at absent points are then left as they are)."""
     fill = -math.inf if largest else math.inf
     if m is not None and not (filled and largest):
         buf = _scratch(pool, key, _bshape(v.shape, m.shape), v)
@@ -582,12 +584,14 @@ def _rmax(v, m, dims, shape, largest=True, finite=False, pool=None, key=None, fi
         r = torch.full(out, fill, dtype=v.dtype, device=v.device)
     else:
         r = v.amax(dim=dims) if largest else v.amin(dim=dims)
+    if not mask:
+        return r, None
     mask = _rmask(m, dims, shape, r)
     return (r if mask is None else torch.where(mask, r, 0.0)), mask  # no infinity left at absent points
 
 
-def _rmin(v, m, dims, shape, finite=False, pool=None, key=None):
-    return _rmax(v, m, dims, shape, largest=False, finite=finite, pool=pool, key=key)
+def _rmin(v, m, dims, shape, finite=False, pool=None, key=None, mask=True):
+    return _rmax(v, m, dims, shape, largest=False, finite=finite, pool=pool, key=key, mask=mask)
 
 
 def _rmask(m, dims, shape, r):

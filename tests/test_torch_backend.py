@@ -640,3 +640,31 @@ def test_broadcast_helpers_equal_torch_broadcast_shapes():
         assert torch_runtime._bshape(torch.Size(a), torch.Size(b)) == want, (a, b)
         assert torch_runtime._covers(torch.Size(a), torch.Size(b)) == (want == a), (a, b)
     assert checked > 500
+
+
+def test_masks_nobody_reads_are_not_computed():
+    lines = [
+        "_k1 = _and(m_A, m_B)",
+        "_k2 = _place(_k1, (0,), 2)",  # read by nothing: dropped, then _k1 too
+        "_r3, _r3m = _rsum(t_X, m_X, (1,), (2, 3), zero=True)",
+        "m_S = _r3m",  # dead: the sum's mask is then not computed
+        "_r4, _r4m = _rmax(t_X, m_X, (1,), (2, 3))",
+        "t_Y = _dflt(_r4, _r4m, 0.0)",  # read: kept
+        "for i in range(3):",
+        "    t_Z = _f(m_L)",  # a loop-carried mask read before it is assigned: kept
+        "    m_L = _g(t_Z)",
+    ]
+    out = torch_codegen.dead_masks_removed(lines)
+    assert out == [
+        "_r3, _r3m = _rsum(t_X, m_X, (1,), (2, 3), zero=True, mask=False)",
+        "_r4, _r4m = _rmax(t_X, m_X, (1,), (2, 3))",
+        "t_Y = _dflt(_r4, _r4m, 0.0)",
+        "for i in range(3):",
+        "    t_Z = _f(m_L)",
+        "    m_L = _g(t_Z)",
+    ]
+    src = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch").source
+    assert "m_SLD" not in src and "m_SLNV" not in src and "mask=False)" in src  # `SLD ?? 0` of a zero-filled sum
+    x = torch.randn(1, 2, 7, 3)
+    r, rm = torch_runtime._rsum(x, x > 0, (3,), (1, 2, 7, 3), mask=False)
+    assert rm is None and torch.equal(r, torch.where(x > 0, x, 0.0).sum(3))

@@ -664,7 +664,7 @@ def test_masks_nobody_reads_are_not_computed():
         "    m_L = _g(t_Z)",
     ]
     src = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch").source
-    assert "m_SLD" not in src and "m_SLNV" not in src and "mask=False)" in src  # `SLD ?? 0` of a zero-filled sum
+    assert "m_SLD" not in src and "m_SLNV" not in src and "mask=False)" in src  # `SLD ?? 0`: SLD zero-filled
     x = torch.randn(1, 2, 7, 3)
     r, rm = torch_runtime._rsum(x, x > 0, (3,), (1, 2, 7, 3), mask=False)
     assert rm is None and torch.equal(r, torch.where(x > 0, x, 0.0).sum(3))

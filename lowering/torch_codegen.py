@@ -206,6 +206,7 @@ class Generator:
         self.dying_now: frozenset[str] = frozenset()  # tensors the current statement reads last
         self.fresh_now = False  # whether the current statement's value is memory of its own
         self.label_now = ""  # the label of the statement being generated
+        self.output_expr: S.Expr | None = None
 
     # ---- output ----------------------------------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -634,6 +635,10 @@ class Generator:
             if (dies or state) and e.op in _IN_PLACE:
                 # the statement reads `a` last: when no gradient is recorded, compute in its memory
                 code = f"{_IN_PLACE[e.op]}({left}, {right}, _inplace)"
+            elif e is self.output_expr and e.op in _IN_PLACE and not (a.scalar and b.scalar):
+                # the output's own memory, laid out as returned: `_out` copies nothing (a transposed
+                # state divided by its denominator is one pass, not a division and then a copy)
+                code = f"_dense_op({_IN_PLACE[e.op]}, {left}, {right}, _inplace)"
             return Val(code, mask, scalar, a.ranks | b.ranks, zero, zero_filtered, finite, neg_inf)
         if isinstance(e, S.Default):
             a, b = self.val(e.a, sp), self.val(e.b, sp)
@@ -708,6 +713,8 @@ class Generator:
         sp = self.space(e)
         self.dying_now = self.dying.get(e.label, frozenset())
         self.label_now = e.label
+        top = e.kind == "plain" and not e.reduce and not self.ctx_fixed and e.tensor in self.prog.outputs
+        self.output_expr = e.expr if top else None  # an output's elementwise value: born contiguous
         # points outside the filter are absent: functions that could overflow see a safe value there too,
         # so that every value at an absent point is finite (the runtime fills absent points arithmetically)
         self.filter_now = self.filter_mask(e, sp)

@@ -399,6 +399,7 @@ _ip_add = _in_place("add_", torch.add)
 _ip_sub = _in_place("sub_", torch.sub)
 _ip_mul = _in_place("mul_", torch.mul)
 _ip_div = _in_place("div_", torch.div)
+_OPS = {_ip_add: torch.add, _ip_sub: torch.sub, _ip_mul: torch.mul, _ip_div: torch.div}
 
 
 # ---- contractions ----------------------------------------------------------------------------------------
@@ -707,6 +708,19 @@ def _catm(masks, dim, values):
         for m, v in zip(masks, values)
     ]
     return torch.cat(parts, dim)
+
+
+def _dense_op(method, a, b, inplace):
+    """``a <op> b`` (``method``: one of the ``_ip_*`` helpers) for an output, computed straight into
+    contiguous memory when no gradient is recorded: the layout :func:`_out` returns, so that it copies
+    nothing (the operands may be laid out otherwise, as attention's ``[features, rows]`` running sum is)."""
+    op = _OPS[method]
+    tensors = [x for x in (a, b) if isinstance(x, torch.Tensor)]
+    if not inplace or not tensors or torch.compiler.is_compiling():
+        return op(a, b)
+    shape = _bshape(a.shape, b.shape) if len(tensors) == 2 else tensors[0].shape
+    out = torch.empty(shape, dtype=torch.result_type(a, b), device=tensors[0].device)
+    return op(a, b, out=out)
 
 
 def _out(x, m, dtype):

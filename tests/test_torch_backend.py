@@ -668,3 +668,18 @@ def test_masks_nobody_reads_are_not_computed():
     x = torch.randn(1, 2, 7, 3)
     r, rm = torch_runtime._rsum(x, x > 0, (3,), (1, 2, 7, 3), mask=False)
     assert rm is None and torch.equal(r, torch.where(x > 0, x, 0.0).sum(3))
+
+
+def test_an_output_is_computed_in_the_layout_it_is_returned_in():
+    """AV = RNV / RD divides a [features, rows] state: the quotient is written contiguous as [rows,
+    features] in one pass (no gradient recorded), where a division and then a copy took two."""
+    src = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch").source
+    assert "t_AV = _dense_op(_ip_div, t_RNV" in src
+    a = torch.randn(2, 5, 3).permute(0, 2, 1)
+    b = torch.rand(2, 3, 1) + 1
+    out = torch_runtime._dense_op(torch_runtime._ip_div, a, b, True)
+    assert out.is_contiguous() and torch.equal(out, a / b)
+    assert torch.equal(torch_runtime._dense_op(torch_runtime._ip_sub, 2.0, b, True), 2.0 - b)
+    g = a.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch_runtime._dense_op(torch_runtime._ip_mul, g, b, False).sum(), (g,))
+    assert torch.equal(grad, b.expand_as(g))

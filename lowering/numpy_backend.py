@@ -13,7 +13,9 @@ exactly the language's absent-point semantics:
 Products summed over ranks take a contraction fast path (``numpy.einsum``) when every factor is finite, so
 that moderate sizes do not materialise the whole iteration space. It equals the point-by-point definition up
 to the order of floating-point operations (the sum's association, ``x / y`` as ``x * (1 / y)``); with an
-infinite factor the order matters (``inf + -inf``), so the general path is taken.
+infinite factor the order matters (``inf + -inf``), so the general path is taken. So it is when the sum
+comes out infinite or NaN: finite factors can overflow in a product at an absent point (the values there are
+whatever the operations gave: ``exp(0 - -709.75)`` times a clamped read), which the definition never forms.
 """
 
 from __future__ import annotations
@@ -288,6 +290,8 @@ class Evaluator:
         out_ranks = [r for r in e.lhs_ranks if any(letters[r] in s for s in subs)]
         spec = ",".join(subs) + "->" + "".join(letters[r] for r in out_ranks)
         v = np.einsum(spec, *operands, optimize=True)
+        if not np.isfinite(v).all():
+            return None  # an overflow, perhaps at an absent point: the point-by-point definition decides
         shape = [sp.length[r] if r in out_ranks else 1 for r in e.lhs_ranks]
         v = np.asarray(v).reshape(shape)
         m = None

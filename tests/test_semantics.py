@@ -355,3 +355,23 @@ def test_rewritten_reference_on_an_empty_rank_gives_the_specs_zeros():
     assert k.program.iterative_ranks == ("m1",) and k.written is not None
     q, empty = np.ones((1, 1, 3, 4)), np.zeros((1, 1, 0, 4))
     np.testing.assert_array_equal(k(Q=q, K=empty, V=empty), np.zeros((1, 1, 3, 4)))
+
+
+def test_an_overflow_at_an_absent_point_does_not_reach_the_result():
+    """One query, one key, tiles of two keys: the tile's second key is absent (out of range). A score of
+    -709.75 makes exp(0 - -709.75) = 1.7e308 at that absent point, and a contraction that multiplied it by
+    the clamped value read there overflowed to NaN in the reference's fast path (found by the property suite
+    at 1000 examples). Softmax over one key is that key's value: exactly V, in every backend."""
+    import torch
+
+    from conftest import EXAMPLES
+
+    prog = einattn.load(EXAMPLES / "causal_1pass.ein").with_params({"M0": 2})
+    q = np.array([[[[-24.05794276, -39.73076987, -7.45084866]]]])
+    k = np.array([[[[49.04349129, 8.18306328, -36.99985992]]]])
+    v = np.array([[[[-18.87864282]]]])
+    assert einattn.compile(prog, backend="numpy")(Q=q, K=k, V=v).tolist() == v.tolist()
+    kern = einattn.compile(prog, backend="torch", row_block=0)
+    for grad in (False, True):
+        x = {n: torch.tensor(a, requires_grad=grad) for n, a in (("Q", q), ("K", k), ("V", v))}
+        assert kern(**x).tolist() == v.tolist()

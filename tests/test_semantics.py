@@ -363,7 +363,6 @@ def test_an_overflow_at_an_absent_point_does_not_reach_the_result():
     the clamped value read there overflowed to NaN in the reference's fast path (found by the property suite
     at 1000 examples). Softmax over one key is that key's value: exactly V, in every backend."""
     import torch
-
     from conftest import EXAMPLES
 
     prog = einattn.load(EXAMPLES / "causal_1pass.ein").with_params({"M0": 2})

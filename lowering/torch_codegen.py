@@ -196,8 +196,8 @@ class Generator:
         self.dying = dying_reads(prog, self.steps)
         self.pooled = pooled_tiles(prog, self.steps, self.dying)
         self.prefill = prefilled_tiles(prog, self.A)
-        self.acc_into = accumulated_into(prog, self.steps, self.dying)
         self.state_updates = updated_states(prog, self.steps)
+        self.acc_into = accumulated_into(prog, self.steps, self.dying, self.state_updates)
         self.updating: dict[str, str] = {}  # statement label -> the state it updates in place (this loop)
         self.deferred: dict[str, tuple[str, str]] = {}  # tensor -> (spec, operands and alpha) of its matmul
         self.last_mm: tuple[str, str, str] | None = None  # (code, spec, arguments) of the last `_mm` made
@@ -1313,14 +1313,17 @@ def updated_states(prog: Program, steps) -> dict[str, str]:
     return out
 
 
-def accumulated_into(prog: Program, steps, dying: dict[str, frozenset[str]]) -> dict[str, str]:
+def accumulated_into(
+    prog: Program, steps, dying: dict[str, frozenset[str]], updates: dict[str, str] | None = None
+) -> dict[str, str]:
     """Tensor -> the label of its one reader, for sums of products (a matmul) whose reader adds them to
     another term: ``RNV[m1 + 1] = (SLNV ?? 0) + SPNV``. The generator defers the matmul to the reader, where
     it accumulates into the other term (``torch.baddbmm`` with ``beta = 1``): the tile's ``P V`` product
     needs no memory of its own and no pass to be added. A tensor qualifies when its statement sums (and
     takes no max or min) without a filter, and its reader reads it last (:func:`dying_reads`) as a term of
     ``+``, alone or as ``x ?? 0``, in the same loop body (or both at the top level), and no statement between
-    them may overwrite what it reads (reads it last, so may compute in its memory)."""
+    them may overwrite what it reads (reads it last, so may compute in its memory, or updates it as a loop
+    state in place: ``updates``, from :func:`updated_states`)."""
     out: dict[str, str] = {}
     scopes = [[s.einsum for s in steps if isinstance(s, Dense)]]  # the top level, then each loop body
     scopes += [list(s.body) for s in steps if isinstance(s, Loop)]
@@ -1341,6 +1344,7 @@ def accumulated_into(prog: Program, steps, dying: dict[str, frozenset[str]]) -> 
                 summed = c.reduce and all(op == "+" for _, op in c.reduce) and c.filter is None
                 operands = {r.tensor for r in c.reads()}
                 between = set().union(*(dying.get(w.label, frozenset()) for w in body[i + 1 : j]))
+                between |= {(updates or {})[w.label] for w in body[i + 1 : j] if w.label in (updates or {})}
                 if summed and i < j and not operands & between:
                     out[rd.tensor] = z.label
     return out

@@ -683,3 +683,33 @@ def test_an_output_is_computed_in_the_layout_it_is_returned_in():
     g = a.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(torch_runtime._dense_op(torch_runtime._ip_mul, g, b, False).sum(), (g,))
     assert torch.equal(grad, b.expand_as(g))
+
+
+def test_a_matmul_that_reads_a_state_updated_in_place_runs_where_it_is_written():
+    """`CV = RNV * G` (summed over f) is added to a term by `RD.step`, but `SPNV = RNV * PRM` rescales RNV in
+    its memory between the two: CV's matmul cannot wait for its reader (it would read the rescaled state)."""
+    text = (EXAMPLES / "causal_1pass.ein").read_text()
+    text = text.replace("input  Q[b, h, p, e]", "input  G[f], Q[b, h, p, e]")
+    text = text.replace("RD[b, h, m1 + 1, p]    = (SLD[b, h, m1, p] ?? 0) + SPD[b, h, m1, p]\n", "")
+    cv = "CV[b, h, m1, p] = RNV[b, h, f, m1, p] * G[f]\n"
+    text = text.replace("PRM[b, h, m1, p]       = exp(", cv + "PRM[b, h, m1, p] = exp(")
+    text = text.replace(
+        "\nAV[b, h, p, f]",
+        "RDX[b, h, m1, p] = (SLD[b, h, m1, p] ?? 0) + SPD[b, h, m1, p]\n"
+        "RD[b, h, m1 + 1, p] = CV[b, h, m1, p] + RDX[b, h, m1, p]\n\nAV[b, h, p, f]",
+    )
+    prog = einattn.parse(text, "acc_state.ein").with_params({"M0": 3})
+    gen = torch_codegen.Generator(prog)
+    assert gen.state_updates["SPNV"] == "RNV" and "CV" not in gen.acc_into and "SLNV" in gen.acc_into
+    rng = np.random.default_rng(0)
+    x = {
+        "G": rng.random(2) + 1,
+        "Q": rng.standard_normal((1, 2, 7, 3)),
+        "K": rng.standard_normal((1, 2, 7, 3)),
+        "V": rng.random((1, 2, 7, 2)) + 1,
+    }
+    want = einattn.compile(prog, backend="numpy")(**x)
+    kern = einattn.compile(prog, backend="torch", passes="as-written")
+    with torch.no_grad():
+        got = kern(**{n: torch.tensor(v) for n, v in x.items()})
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)

@@ -290,6 +290,10 @@ class Evaluator:
         out_ranks = [r for r in e.lhs_ranks if any(letters[r] in s for s in subs)]
         spec = ",".join(subs) + "->" + "".join(letters[r] for r in out_ranks)
         v = np.einsum(spec, *operands, optimize=True)
+        used = set("".join(subs))
+        for r, _ in e.reduce:  # a summed rank that no factor varies along: each point adds the same term
+            if letters[r] not in used:
+                v = v * sp.length[r]
         if not np.isfinite(v).all():
             return None  # an overflow, perhaps at an absent point: the point-by-point definition decides
         shape = [sp.length[r] if r in out_ranks else 1 for r in e.lhs_ranks]

@@ -374,3 +374,15 @@ def test_an_overflow_at_an_absent_point_does_not_reach_the_result():
     for grad in (False, True):
         x = {n: torch.tensor(a, requires_grad=grad) for n, a in (("Q", q), ("K", k), ("V", v))}
         assert kern(**x).tolist() == v.tolist()
+
+
+def test_a_sum_over_a_rank_no_factor_varies_along_counts_every_point():
+    """`X0 * (X0 ?? X2[i])` is X0 * X0 at each of the I points of i (X0 is never absent): the sum is
+    I * X0**2. The reference's contraction fast path dropped the rank, which no factor's value carries, and
+    gave X0**2 (found by the property suite at 1000 examples)."""
+    import torch
+
+    prog = einattn.parse("input X0, X2[i]\noutput T0\nT0 = X0 * (X0 ?? X2[i])\n", "count.ein")
+    x = {"X0": np.array(0.5), "X2": np.array([0.25, 2.0, -1.0])}
+    assert einattn.compile(prog, backend="numpy")(**x) == 3 * 0.25
+    assert einattn.compile(prog, backend="torch")(**{n: torch.tensor(v) for n, v in x.items()}).item() == 0.75

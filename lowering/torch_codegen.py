@@ -539,9 +539,65 @@ class Generator:
         if e.filter is None:
             return None
         truth, mask = self.condition(e.filter, sp)
+        key = self.mask_key(e.filter, sp, e.label) if self.ctx_fixed else None
+        if key is not None:  # a step's filter that an earlier step may have computed already
+            self.pooling = True
+            truth = f"_memo(_pool, {key}, lambda: {truth})"
         if e.label in self.whole_tiles:  # the step's rows see the whole tile: the filter holds everywhere
             truth = f"(None if _whole else {truth})"
         return self.and_masks(self.name_mask(truth), mask)
+
+    def mask_key(self, f: S.Expr, sp: Space, label: str) -> str | None:
+        """Code of a key that determines a filter's mask over the space, or None. When every comparison of
+        the filter is affine in the coordinates with constant coefficients (``m1 * M0 + m0 <= p``,
+        ``p - W < m``), its truth at a point is ``off + sum c_r * local_r >= 0`` (``local_r`` counted from
+        the start of rank ``r`` in the space): the mask depends only on each comparison's offset ``off``
+        (its two sides' difference at the space's first point) and on the space's lengths. The tiles of a
+        loop repeat those (causal attention's diagonal tiles share one mask, a sliding window's two), so a
+        step reuses the mask an earlier step made (``_memo``, in the call's pool)."""
+        offsets: list[str] = []
+
+        def atoms(g: S.Expr) -> bool:
+            if isinstance(g, S.Compare):
+                a, b = self.affine_offset(g.a, sp), self.affine_offset(g.b, sp)
+                if a is None or b is None:
+                    return False
+                offsets.append(f"({a}) - ({b})")
+                return True
+            if isinstance(g, S.Logic):
+                return atoms(g.a) and atoms(g.b)
+            if isinstance(g, S.Not):
+                return atoms(g.x)
+            return False
+
+        if not atoms(f):
+            return None
+        lengths = [lin_code(sp.length[r]) for r in sp.ranks if r not in sp.fixed]
+        return tuple_code((f'"mask of {label}"', *offsets, *lengths))
+
+    def affine_offset(self, e: S.Expr, sp: Space) -> str | None:
+        """Code of an integer expression's value at the space's first point, when the expression is affine in
+        the coordinates with constant coefficients; else None."""
+        if isinstance(e, S.Const):
+            return number_code(e.value) if isinstance(e.value, int) else None
+        if isinstance(e, S.Coord):
+            return lin_code(sp.start[e.rank])
+        if isinstance(e, S.Size):
+            return lin_code(self.size(e.rank))
+        if isinstance(e, S.Param):
+            v = self.prog.param_values[e.name]
+            return number_code(v) if isinstance(v, int) else None
+        if isinstance(e, S.Unary):
+            x = self.affine_offset(e.x, sp)
+            return None if x is None else f"(-{x})"
+        if isinstance(e, S.Binary) and e.op in "+-*":
+            a, b = self.affine_offset(e.a, sp), self.affine_offset(e.b, sp)
+            if a is None or b is None:
+                return None
+            if e.op == "*" and coords(e.a) and coords(e.b):
+                return None  # a product of coordinates: not affine
+            return f"({a} {e.op} {b})"
+        return None
 
     # ---- values --------------------------------------------------------------------------------------------
     def tensor_code(self, v: Val) -> str:

@@ -374,6 +374,18 @@ def _covers(a, b) -> bool:
     return all(y in (1, x) for x, y in zip(a[len(a) - len(b) :], b))
 
 
+def _memo(pool, key, make):
+    """``make()``, kept in ``pool`` under ``key`` (a tuple that determines the value: see
+    ``torch_codegen.Generator.mask_key``) for the later steps of the call; no pool (a gradient is recorded,
+    or under ``torch.compile``): computed every time. The value is never written to."""
+    if pool is None or torch.compiler.is_compiling():
+        return make()
+    value = pool.get(key)
+    if value is None:
+        value = pool[key] = make()
+    return value
+
+
 def _writable(a, b) -> bool:
     """``a <op>= b`` gives ``a <op> b``: same shape and dtype, and ``a`` is no broadcast view."""
     if isinstance(b, torch.Tensor):

@@ -713,3 +713,53 @@ def test_a_matmul_that_reads_a_state_updated_in_place_runs_where_it_is_written()
     with torch.no_grad():
         got = kern(**{n: torch.tensor(v) for n, v in x.items()})
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "condition, memo",
+    [
+        ("m1 * M0 + m0 <= p", True),  # causal
+        ("2 * (m1 * M0 + m0) <= 3 * p + 1", True),  # affine, other coefficients
+        ("p - 3 < m1 * M0 + m0 and not (m1 * M0 + m0 > p)", True),  # a band, with `not`
+        ("(m1 * M0 + m0) % 2 == 0 or m1 * M0 + m0 <= p", False),  # not affine: computed at every step
+    ],
+)
+def test_step_masks_are_reused_only_where_the_filter_determines_them(condition, memo):
+    """A filter affine in the coordinates has the same mask at two steps whose comparisons have the same
+    offsets: the later step reuses it (`_memo`). Values equal NumPy's for every row block, in place (where
+    masks are kept) and with gradients (where they are not)."""
+    text = (EXAMPLES / "causal_1pass.ein").read_text()
+    text = text.replace("where m1 * M0 + m0 <= p", "where " + condition)
+    prog = einattn.parse(text, "memo.ein").with_params({"M0": 3})
+    src = einattn.compile(prog, backend="torch").source
+    assert ('_memo(_pool, ("mask of BQK"' in src) == memo
+    x = inputs(prog, sizes(prog, {"p": 11, "m": 10}))
+    want = einattn.compile(prog, backend="numpy")(**x)
+    for rows in (0, 3, 4, 512):
+        kern = einattn.compile(prog, backend="torch", row_block=rows)
+        with torch.no_grad():
+            got = kern(**to_torch(prog, x, torch.float64))
+        xt = {n: v.requires_grad_(True) for n, v in to_torch(prog, x, torch.float64).items()}
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(kern(**xt).detach().numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_causal_diagonal_tiles_share_one_mask():
+    """Blocks of 3 rows over tiles of 3 keys: the three diagonal tiles have the same mask (offset 0, 3 rows,
+    3 keys); the tiles before them are whole and need none. One mask is made for three steps."""
+    prog = einattn.load(EXAMPLES / "causal_1pass.ein").with_params({"M0": 3})
+    kern = einattn.compile(prog, backend="torch", row_block=3)
+    calls, made = [], []
+    memo = kern.function.__globals__["_memo"]
+
+    def spy(pool, key, make):
+        calls.append(key)
+        return memo(pool, key, lambda: made.append(key) or make())
+
+    kern.function.__globals__["_memo"] = spy
+    try:
+        with torch.no_grad():
+            kern(**{n: torch.randn(1, 1, 9, 2, dtype=torch.float64) for n in "QKV"})
+    finally:
+        kern.function.__globals__["_memo"] = memo
+    assert len(calls) == 3 and len(made) == 1

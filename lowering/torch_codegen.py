@@ -1008,7 +1008,9 @@ class Generator:
         finite = finite and t.iterative is None
         neg_inf = e.tensor in self.prefill and fresh and finite and has_mask and mask is not None
         if neg_inf:  # -inf at absent points, for its max and its exponential (see prefilled_tiles)
-            self.emit(f"{vname} = _neg_fill({vname}, {mname}, _inplace)")
+            pool = ", _pool" if self.ctx_fixed else ""
+            self.pooling |= bool(pool)
+            self.emit(f"{vname} = _neg_fill({vname}, {mname}, _inplace{pool})")
             zero = finite = False
         mvar = mname if has_mask else None
         var = Var(vname, mvar, origin, length, self.extent(e.tensor), zero, finite, fresh, neg_inf)

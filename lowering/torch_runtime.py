@@ -178,14 +178,14 @@ def _fill(m, value, dtype):
     return torch.where(m, zero, torch.full((), value, dtype=dtype, device=m.device))
 
 
-def _neg_fill(x, m, inplace):
+def _neg_fill(x, m, inplace, pool=None):
     """``x`` with ``-inf`` at its absent points (``m`` false), in ``x``'s memory when no gradient is recorded
     (``x`` is then a temporary of the generated code's own). ``x`` is finite at its absent points, so that
     adding :func:`_fill` sets them. A tile filled once serves its max (no masked copy, :func:`_rmax` with
     ``filled``) and its exponential (``exp(-inf - b)`` is 0 when ``b > -inf``, see :func:`_above`)."""
     if m is None:
         return x
-    fill = _fill(m, -math.inf, x.dtype)
+    fill = _derived(pool, m, ("-inf fill", x.dtype), lambda: _fill(m, -math.inf, x.dtype))
     if inplace and _writable(x, fill):
         return x.add_(fill)
     return x + fill
@@ -380,6 +380,24 @@ def _memo(pool, key, make):
     or under ``torch.compile``): computed every time. The value is never written to."""
     if pool is None or torch.compiler.is_compiling():
         return make()
+    value = pool.get(key)
+    if value is None:
+        value = pool[key] = make()
+        if isinstance(value, torch.Tensor):  # what is made from it may be kept too (see _derived)
+            pool.setdefault("kept masks", set()).add(value.untyped_storage().data_ptr())
+    return value
+
+
+def _derived(pool, m, what, make):
+    """``make()`` (a value computed from mask ``m`` alone: its ``-inf`` fill, its ``any`` over some
+    dimensions), kept in ``pool`` when ``m`` is a view of a mask :func:`_memo` keeps (alive for the whole
+    call, so its memory identifies it)."""
+    if pool is None or m is None or torch.compiler.is_compiling():
+        return make()
+    ptr = m.untyped_storage().data_ptr()
+    if ptr not in pool.get("kept masks", ()):
+        return make()
+    key = ("derived", what, ptr, tuple(m.shape), m.stride(), m.storage_offset())
     value = pool.get(key)
     if value is None:
         value = pool[key] = make()
@@ -599,7 +617,7 @@ def _rmax(v, m, dims, shape, largest=True, finite=False, pool=None, key=None, fi
         r = v.amax(dim=dims) if largest else v.amin(dim=dims)
     if not mask:
         return r, None
-    mask = _rmask(m, dims, shape, r)
+    mask = _derived(pool, m, ("any", dims, tuple(shape)), lambda: _rmask(m, dims, shape, r))
     return (r if mask is None else torch.where(mask, r, 0.0)), mask  # no infinity left at absent points
 
 

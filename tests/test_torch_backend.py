@@ -488,7 +488,7 @@ def test_prefilled_tiles_are_read_only_by_max_and_exp():
     causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
     assert torch_codegen.Generator(causal.program).prefill == {"BQK"}
     src = causal.source
-    assert "t_BQK = _neg_fill(t_BQK, m_BQK, _inplace)" in src and "filled=True" in src
+    assert "t_BQK = _neg_fill(t_BQK, m_BQK, _inplace, _pool)" in src and "filled=True" in src
     assert "_ip_sub(t_BQK, _above(n_RM[" in src
     plain = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch")
     assert not torch_codegen.Generator(plain.program).prefill and "_neg_fill" not in plain.source
@@ -746,7 +746,7 @@ def test_step_masks_are_reused_only_where_the_filter_determines_them(condition, 
 
 def test_causal_diagonal_tiles_share_one_mask():
     """Blocks of 3 rows over tiles of 3 keys: the three diagonal tiles have the same mask (offset 0, 3 rows,
-    3 keys); the tiles before them are whole and need none. One mask is made for three steps."""
+    3 keys); the tiles before them are whole and need none. One mask, and one -inf fill, for three steps."""
     prog = einattn.load(EXAMPLES / "causal_1pass.ein").with_params({"M0": 3})
     kern = einattn.compile(prog, backend="torch", row_block=3)
     calls, made = [], []
@@ -756,10 +756,18 @@ def test_causal_diagonal_tiles_share_one_mask():
         calls.append(key)
         return memo(pool, key, lambda: made.append(key) or make())
 
-    kern.function.__globals__["_memo"] = spy
+    runtime = kern.function.__globals__["_neg_fill"].__globals__  # the module the helpers live in
+    fill, fills = runtime["_fill"], []
+
+    def count(m, value, dtype):
+        fills.append(value)
+        return fill(m, value, dtype)
+
+    kern.function.__globals__["_memo"], runtime["_fill"] = spy, count
     try:
         with torch.no_grad():
             kern(**{n: torch.randn(1, 1, 9, 2, dtype=torch.float64) for n in "QKV"})
     finally:
-        kern.function.__globals__["_memo"] = memo
+        kern.function.__globals__["_memo"], runtime["_fill"] = memo, fill
     assert len(calls) == 3 and len(made) == 1
+    assert len(fills) == 1  # the -inf fill made from it is kept as well (_derived)

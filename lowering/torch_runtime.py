@@ -345,13 +345,17 @@ def _outside(iv, n):
 
 def _scratch(pool, key, shape, like):
     """A buffer from ``pool`` (None: no pool, the caller allocates) for a temporary of ``key`` and ``shape``
-    that is dead before the next step of the loop reuses it."""
+    that is dead before the next step of the loop reuses it. Laid out as ``like`` when it has that shape (a
+    permuted tile gives a permuted buffer: copying into it runs in memory order), else contiguous."""
     if pool is None or torch.compiler.is_compiling():
         return None
-    slot = (key, tuple(shape), like.dtype, like.device)  # steps may alternate shapes (the rows they compute)
+    same = tuple(like.shape) == tuple(shape)
+    # steps may alternate shapes (the rows they compute) and layouts
+    slot = (key, tuple(shape), like.stride() if same else None, like.dtype, like.device)
     buf = pool.get(slot)
     if buf is None:
-        buf = pool[slot] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        make = torch.empty_like(like) if same else torch.empty(shape, dtype=like.dtype, device=like.device)
+        buf = pool[slot] = make
     return buf
 
 

@@ -771,3 +771,18 @@ def test_causal_diagonal_tiles_share_one_mask():
         kern.function.__globals__["_memo"], runtime["_fill"] = memo, fill
     assert len(calls) == 3 and len(made) == 1
     assert len(fills) == 1  # the -inf fill made from it is kept as well (_derived)
+
+
+def test_scratch_buffers_take_the_layout_of_the_tile_they_copy():
+    """A masked reduction copies a permuted view of a tile into a pooled buffer: the buffer is laid out as
+    the view (a contiguous one would make the copy a transpose: 0.5 ms against 0.05 a step at 8 x 256 x
+    256), and a step whose view is laid out otherwise gets a buffer of its own."""
+    pool = {}
+    tile = torch.randn(2, 5, 7).permute(0, 2, 1)
+    buf = torch_runtime._scratch(pool, "k", tile.shape, tile)
+    assert buf.shape == tile.shape and buf.stride() == tile.stride()
+    assert torch_runtime._scratch(pool, "k", tile.shape, tile) is buf
+    other = torch.randn(2, 7, 5)
+    assert torch_runtime._scratch(pool, "k", other.shape, other).stride() == other.stride()
+    wide = torch_runtime._scratch(pool, "k", (3, 2, 7, 5), other)  # a broadcast shape: contiguous
+    assert wide.is_contiguous() and wide.shape == (3, 2, 7, 5)

@@ -1457,19 +1457,29 @@ def pooled_tiles(prog: Program, steps, dying: dict[str, frozenset[str]]) -> froz
     into it (``_mm(..., _pool, name)``, when no gradient is recorded). A tensor qualifies when it is read
     only in its loop body and last read there (:func:`dying_reads`), and so is every tensor that may compute
     in its memory after it (the statement that reads it last as the left operand of ``+ - * /``, or inside
-    ``exp``, without reducing)."""
+    ``exp``, without reducing; also under ``??``, which returns an operand itself where nothing is absent)."""
     candidates = set().union(*dying.values()) if dying else set()
     inherits: dict[str, str] = {}
+
+    def tops(x: S.Expr):  # the subexpressions whose memory the statement's value may be
+        if isinstance(x, S.Default):
+            yield from tops(x.a)
+            yield from tops(x.b)
+        elif isinstance(x, S.Call) and x.fn == "exp" and len(x.args) == 1:
+            yield x.args[0]
+        else:
+            yield x
+
     for step in steps:
         if isinstance(step, Dense):
             continue
         for e in step.body:
-            top = e.expr  # (a statement that reduces makes a new tensor of its result)
-            if isinstance(top, S.Call) and top.fn == "exp" and len(top.args) == 1:
-                top = top.args[0]
-            binary = isinstance(top, S.Binary) and top.op in _IN_PLACE and isinstance(top.a, S.Read)
-            if binary and not e.reduce and top.a.tensor in dying.get(e.label, ()):
-                inherits[top.a.tensor] = e.tensor
+            if e.reduce:  # (a statement that reduces makes a new tensor of its result)
+                continue
+            for top in tops(e.expr):
+                binary = isinstance(top, S.Binary) and top.op in _IN_PLACE and isinstance(top.a, S.Read)
+                if binary and top.a.tensor in dying.get(e.label, ()):
+                    inherits[top.a.tensor] = e.tensor
     local = {e.tensor for step in steps if not isinstance(step, Dense) for e in step.body}
     out = set()
     for name in candidates & local:

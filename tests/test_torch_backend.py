@@ -786,3 +786,32 @@ def test_scratch_buffers_take_the_layout_of_the_tile_they_copy():
     assert torch_runtime._scratch(pool, "k", other.shape, other).stride() == other.stride()
     wide = torch_runtime._scratch(pool, "k", (3, 2, 7, 5), other)  # a broadcast shape: contiguous
     assert wide.is_contiguous() and wide.shape == (3, 2, 7, 5)
+
+
+def test_a_pooled_tile_never_becomes_a_state_through_default():
+    """`RNV[m1 + 1] = SLNV + (SPNV ?? 0) ?? SPNV` (the rewritten cascade) computes in SLNV's memory, and
+    `?? SPNV` returns that memory itself wherever nothing is absent: SLNV must not be pooled, or the next
+    step's matmul would overwrite the state. It showed when a mask that is all true at run time was left
+    out (a shortcut tried, not kept): simulated here by an `_and` that drops all-true masks."""
+    prog = load_quietly(EXAMPLES / "variants" / "18_tree_mask.ein")
+    kern = einattn.compile(prog, backend="torch", passes="auto", tile=4)
+    assert "SLNV" not in torch_codegen.Generator(kern.program).pooled
+    x = inputs(prog, sizes(prog, {"p": 9, "m": 11}), seed=3)
+    want = einattn.compile(prog, backend="numpy")(**x)
+    generated = kern.function.__globals__
+    runtime = generated["_cmask"].__globals__
+    original = runtime["_and"]
+
+    def drop_all_true(*masks):
+        kept = [m for m in masks if m is not None and m is not True and not (m.numel() and bool(m.all()))]
+        if len(kept) < len([m for m in masks if m is not None and m is not True]):
+            return None if not kept else original(*kept).clone()
+        return original(*masks)
+
+    generated["_and"] = runtime["_and"] = drop_all_true
+    try:
+        with torch.no_grad():
+            got = kern(**to_torch(prog, x, torch.float64))
+    finally:
+        generated["_and"] = runtime["_and"] = original
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)

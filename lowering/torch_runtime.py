@@ -131,14 +131,34 @@ def _cond(x, o, ndim):
 # ---- presence masks --------------------------------------------------------------------------------------
 
 
+_SMALL_MASK = 1 << 14  # a mask this small (on the CPU) is checked for being all true before it is combined
+
+
 def _and(*masks):
-    """All present (None: every point present)."""
-    out = None
+    """All present (None: every point present). A small mask on the CPU that is all true is left out: a
+    running state's presence (`RM ?? LM` in the rewritten cascade) is true everywhere once every row has
+    seen a key, and combining it would broadcast a tile's mask over every head, or fill what has nothing
+    absent."""
+    out, dropped, kept = None, False, 0
     for m in masks:
         if m is None or m is True:
             continue
+        if _all_true(m):
+            dropped = True
+            continue
         out = m if out is None else out & m
+        kept += 1
+    if dropped and kept == 1:
+        return out.clone()  # a new mask, as `a & b` was: a state's mask may be updated in place later
     return out
+
+
+def _all_true(m) -> bool:
+    """Whether ``m`` is a small, non-empty CPU mask with no false point (a check costs a few microseconds
+    there; on other devices it would wait for the device, and under ``torch.compile`` break the graph)."""
+    if m.device.type != "cpu" or not 0 < m.numel() <= _SMALL_MASK or torch.compiler.is_compiling():
+        return False
+    return bool(m.all())
 
 
 def _or(a, b):
@@ -202,7 +222,7 @@ def _above(b):
 
 def _dflt(a, m, b, finite=False):
     """``a ?? b``: ``a`` where present, else ``b`` (``finite``: ``a`` holds no infinity or NaN)."""
-    if m is None:
+    if m is None or _all_true(m):
         return a
     if finite and isinstance(b, (int, float)):
         if b == 0:

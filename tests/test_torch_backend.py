@@ -815,3 +815,19 @@ def test_a_pooled_tile_never_becomes_a_state_through_default():
     finally:
         generated["_and"] = runtime["_and"] = original
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_masks_all_true_at_run_time_are_left_out():
+    ones = torch.ones(2, 3, dtype=torch.bool)
+    m = torch.tensor([[True, False, True]])
+    out = torch_runtime._and(ones, m)
+    assert out.equal(m) and out is not m  # a new mask, as `a & b` is (a state's mask may change in place)
+    assert torch_runtime._and(ones) is None and torch_runtime._and(ones, None, True) is None
+    assert torch_runtime._and(m, m).equal(m)
+    big = torch.ones(1 << 15, dtype=torch.bool)  # too large to check: combined as before
+    assert torch_runtime._and(big, big) is not None
+    empty = torch.ones(0, 3, dtype=torch.bool)  # an empty reduction's mask is never "all true"
+    assert torch_runtime._and(empty) is empty
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    assert torch_runtime._dflt(a, ones, b) is a
+    assert torch_runtime._dflt(a, m, b).equal(torch.where(m, a, b))

@@ -92,14 +92,14 @@ def flex_impl(variant: str, n: int):
     return lambda q, k, v: compiled(q, k, v, block_mask=block)
 
 
-def einattn_impl(variant: str, tile: int, rows: int):
+def einattn_impl(variant: str, tile: int, rows: int | str):
     params = {"M0": tile} | ({"W": WINDOW} if variant == "window" else {})
     kern = einattn.compile(SPECS[variant], backend="torch", params=params, row_block=rows)
     return lambda q, k, v: kern(Q=q, K=k, V=v)
 
 
 def run_size(
-    n: int, variants, repeat: int, tile: int, rows: int, flex: bool, backward: bool = False
+    n: int, variants, repeat: int, tile: int, rows: int | str, flex: bool, backward: bool = False
 ) -> list[dict]:
     torch._dynamo.reset()  # FlexAttention recompiles per size and mask: never fall back to its unfused path
     torch._dynamo.config.recompile_limit = max(64, torch._dynamo.config.recompile_limit)
@@ -183,7 +183,7 @@ def table(rows: list[dict], flex: bool) -> str:
 MEMORY_CHILD = """
 import json, resource, time, torch, einattn
 torch.manual_seed(0)
-kern = einattn.compile({spec!r}, backend="torch", row_block={rows}, **{options})
+kern = einattn.compile({spec!r}, backend="torch", row_block={rows!r}, **{options})
 q, k, v = (torch.randn(1, 1, {n}, 64) for _ in range(3))
 kern(Q=q[:, :, :512], K=k[:, :, :512], V=v[:, :, :512])  # libraries and allocator warm
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -200,7 +200,7 @@ print(json.dumps(dict(peak_mb=(after - before) / 1024, inputs_mb=3 * q.numel() *
 NATURAL_CAUSAL = ROOT / "examples" / "causal.ein"  # the 3-pass spec: streamed only by passes="auto"
 
 
-def memory(n: int, tile: int, rows: int, spec: Path | None = None) -> dict:
+def memory(n: int, tile: int, rows: int | str, spec: Path | None = None) -> dict:
     """Peak memory in a fresh process: the 1-pass causal spec, or ``spec`` rewritten with passes="auto"."""
     options = {"params": {"M0": tile}} if spec is None else {"passes": "auto", "tile": tile}
     code = MEMORY_CHILD.format(spec=str(spec or SPECS["causal"]), tile=tile, n=n, rows=rows, options=options)
@@ -216,7 +216,12 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["plain", "causal", "window"], choices=list(SPECS))
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--tile", type=int, default=256, help="einattn's key tile M0 (a param of the specs)")
-    ap.add_argument("--rows", type=int, default=256, help="einattn's row_block option")
+    ap.add_argument(
+        "--rows",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="einattn's row_block: rows, or 'auto' (the default: 256 where tiles are skipped, else 512)",
+    )
     ap.add_argument(
         "--no-flex", action="store_true", help="leave FlexAttention out (it compiles for minutes)"
     )

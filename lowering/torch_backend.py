@@ -16,8 +16,10 @@ The contract, in short (``docs/backends.md`` has it in full):
 * a rank of size 0 compiles a variant of the program in which every reduction may be empty.
 
 Options: ``dtype`` (the compute dtype: ``float32`` or ``float64``; ``float16``/``bfloat16`` mean float32
-accumulation), ``skip_tiles`` (default True), ``row_block`` (rows of a loop computed together, default 256;
-0: all rows at once, and no tile skipping), ``recompute`` (default True: under autograd, the backward pass
+accumulation), ``skip_tiles`` (default True), ``row_block`` (rows of a loop computed together; the default
+``"auto"`` takes 256 for a loop that skips tiles, where smaller blocks skip more exactly, and 512 for a dense
+loop, where larger blocks pay the per-step dispatch fewer times; 0: all rows at once, and no tile
+skipping), ``recompute`` (default True: under autograd, the backward pass
 recomputes each block of rows instead of keeping its tiles), and ``passes``/``tile``: ``passes="auto"``
 compiles the fewest-pass form that :mod:`einattn.rewrite` proves (with that ``tile``; the default),
 ``"as-written"`` the spec's own cascade.
@@ -69,9 +71,10 @@ def _options(options: dict) -> dict:
         dtype = _DTYPES[dtype]
     if dtype is not None and dtype not in _DTYPES.values():
         raise EinError(f"the torch backend computes in float32 or float64, not {dtype}")
-    row_block = options.get("row_block", 256)
-    if isinstance(row_block, bool) or not isinstance(row_block, int) or row_block < 0:
-        raise EinError(f"option row_block must be a non-negative integer, got {row_block!r}")
+    row_block = options.get("row_block", "auto")
+    fixed = isinstance(row_block, int) and not isinstance(row_block, bool) and row_block >= 0
+    if row_block != "auto" and not fixed:
+        raise EinError(f"option row_block must be a non-negative integer or 'auto', got {row_block!r}")
     passes = options.get("passes", "auto")
     if passes not in ("as-written", "auto"):
         raise EinError(f"passes must be 'auto' or 'as-written', got {passes!r}")

@@ -170,11 +170,12 @@ class Generator:
         prog: Program,
         empty: bool = False,
         skipping: bool = True,
-        row_block: int = 256,
+        row_block: int | str = "auto",
         recompute: bool = True,
     ):
         self.prog = prog
         self.row_block = row_block
+        self.block_now = 256  # the rows of the loop being generated ("auto": by whether it skips tiles)
         self.recompute = recompute
         self.A = analyse(prog, empty)
         self.empty = empty
@@ -1045,6 +1046,7 @@ class Generator:
                 exported.add(name)
         rows = row_ranks(prog, step) if self.row_block and not (history or exported) else []
         skip = tile_skip(prog, step) if self.skipping and rows else None
+        self.block_now = self.row_block if self.row_block != "auto" else (256 if skip is not None else 512)
         # block the innermost independent rank (the query rows `p` of attention rather than the batch `b`), so
         # that the blocks bound a step's tile whatever the batch and head counts
         p = skip.row if skip is not None else (rows[-1] if rows else None)
@@ -1161,7 +1163,7 @@ class Generator:
                 f"one {'are skipped' if skip.trailing else 'are computed'}, the others "
                 f"{'are skipped' if skip.leading else 'are computed'}"
             )
-        self.emit(f"# rows of `{p}` are independent: the loop runs for blocks of {self.row_block} rows")
+        self.emit(f"# rows of `{p}` are independent: the loop runs for blocks of {self.block_now} rows")
         for s in states:
             v = self.vars[s]
             if v.mask is None:
@@ -1198,9 +1200,9 @@ class Generator:
         self.emit(f"return {tuple_code(finals)}")
         self.depth -= 1
         n = lin_code(self.size(p))
-        self.emit(f"for c_{p} in range(0, {n}, {self.row_block}):")
+        self.emit(f"for c_{p} in range(0, {n}, {self.block_now}):")
         self.depth += 1
-        rows = f"c_{p}, min({self.row_block}, {n} - c_{p})"
+        rows = f"c_{p}, min({self.block_now}, {n} - c_{p})"
         if self.recompute:  # under autograd, through a checkpoint
             self.emit(f"_f = _rows_block(_block_{p}, {rows}, _inplace)")
         else:

@@ -363,13 +363,14 @@ def _outside(iv, n):
 # ---- in place, and buffers reused across steps ------------------------------------------------------------
 
 
-def _scratch(pool, key, shape, like):
+def _scratch(pool, key, shape, like, copy=False):
     """A buffer from ``pool`` (None: no pool, the caller allocates) for a temporary of ``key`` and ``shape``
-    that is dead before the next step of the loop reuses it. Laid out as ``like`` when it has that shape (a
-    permuted tile gives a permuted buffer: copying into it runs in memory order), else contiguous."""
+    (the dtype and device of ``like``) that is dead before the next step of the loop reuses it. ``copy``: the
+    buffer receives a copy of ``like``, and is laid out as ``like`` when it has that shape (a permuted tile
+    gives a permuted buffer: the copy runs in memory order); else contiguous."""
     if pool is None or torch.compiler.is_compiling():
         return None
-    same = tuple(like.shape) == tuple(shape)
+    same = copy and tuple(like.shape) == tuple(shape)
     # steps may alternate shapes (the rows they compute) and layouts
     slot = (key, tuple(shape), like.stride() if same else None, like.dtype, like.device)
     buf = pool.get(slot)
@@ -521,72 +522,59 @@ def _mm(spec, a, b, pool=None, key=None, alpha=None, acc=None, inplace=False):
             a = a * alpha
         else:
             b = b * alpha
-    if plan is None:
-        return torch.einsum(spec, a, b)
-    a_left, perm_left, perm_right, nb, nl, nc, out_perm = plan
+    operands = None if plan is None else _mm_operands(plan, a, b)
+    if operands is None:  # einsum's own plan (a rank broadcast in one operand: einsum expands nothing)
+        return torch.einsum(spec, a, b) if scale is None else torch.einsum(spec, a, b) * scale
+    left, right, (nbatch, rows, _, cols), made = operands
+    if left.dtype != right.dtype:
+        pool = None
+    buf = _scratch(pool, key, (nbatch, rows, cols), left)
+    if scale is None:
+        r = torch.matmul(left, right, out=buf)
+    else:
+        out = buf if buf is not None else left.new_empty((nbatch, rows, cols))
+        if torch.is_grad_enabled() and (left.requires_grad or right.requires_grad):  # (out= records none)
+            r = torch.baddbmm(out, left, right, beta=0, alpha=scale)
+        else:
+            r = torch.baddbmm(out, left, right, beta=0, alpha=scale, out=out)
+    return r.reshape(made).permute(plan[-1])
+
+
+def _mm_operands(plan, a, b):
+    """The operands of a plan (:func:`_mm_plan_of`) as one batched matmul's: ``(left, right, (batch, rows,
+    inner, cols), made)``, ``left`` and ``right`` 3-D, ``made`` the result's shape before the permute to the
+    output; None when a rank is broadcast (size 1) in one operand only."""
+    a_left, perm_left, perm_right, nb, nl, nc, _ = plan
     left, right = (a, b) if a_left else (b, a)
     left, right = left.permute(perm_left), right.permute(perm_right)
     batch = left.shape[:nb]
     lshape, cshape, rshape = left.shape[nb : nb + nl], left.shape[nb + nl :], right.shape[nb + nc :]
     if right.shape[:nb] != batch or right.shape[nb : nb + nc] != cshape:
-        # a rank broadcast (size 1) in one operand: einsum expands nothing
-        return torch.einsum(spec, a, b) if scale is None else torch.einsum(spec, a, b) * scale
-    rows, inner, cols = math.prod(lshape), math.prod(cshape), math.prod(rshape)
-    left, right = left.reshape((*batch, rows, inner)), right.reshape((*batch, inner, cols))
-    shape = (*batch, rows, cols)
-    if left.dtype != right.dtype:
-        pool = None
-    buf = _scratch(pool, key, shape, left)
-    if scale is None:
-        r = torch.matmul(left, right, out=buf)
-    elif left.dtype != right.dtype:
-        r = torch.matmul(left, right) * scale
-    else:
-        flat = (math.prod(batch), rows, cols)
-        out = (buf if buf is not None else left.new_empty(shape)).view(flat)
-        lf, rf = left.reshape((flat[0], rows, inner)), right.reshape((flat[0], inner, cols))
-        grad = torch.is_grad_enabled() and (lf.requires_grad or rf.requires_grad)
-        if grad:  # (out= records no gradient)
-            r = torch.baddbmm(out, lf, rf, beta=0, alpha=scale)
-        else:
-            r = torch.baddbmm(out, lf, rf, beta=0, alpha=scale, out=out)
-        r = r.view(shape)
-    return r.reshape((*batch, *lshape, *rshape)).permute(out_perm)
+        return None
+    dims = (math.prod(batch), math.prod(lshape), math.prod(cshape), math.prod(rshape))
+    n, rows, inner, cols = dims
+    return left.reshape(n, rows, inner), right.reshape(n, inner, cols), dims, (*batch, *lshape, *rshape)
 
 
 def _mm_into(spec, a, b, alpha, acc, inplace):
     """``acc + alpha * einsum(spec, a, b)``, in ``acc``'s memory where it can be (see :func:`_mm`)."""
     plan = _mm_plan(spec)
     ok = plan is not None and inplace and not torch.compiler.is_compiling()
-    ok = ok and a.dtype == b.dtype == acc.dtype
-    if ok:
-        a_left, perm_left, perm_right, nb, nl, nc, out_perm = plan
-        left, right = (a, b) if a_left else (b, a)
-        left, right = left.permute(perm_left), right.permute(perm_right)
-        batch = left.shape[:nb]
-        lshape, cshape, rshape = left.shape[nb : nb + nl], left.shape[nb + nl :], right.shape[nb + nc :]
-        shape = (*batch, *lshape, *rshape)
+    operands = _mm_operands(plan, a, b) if ok and a.dtype == b.dtype == acc.dtype else None
+    scale = 1.0 if alpha is None else _gemm_alpha(alpha, a, b)
+    if operands is not None and scale is not None and _writable(acc, acc):
+        left, right, (n, rows, _, cols), made = operands
+        out_perm = plan[-1]
         inverse = tuple(sorted(range(len(out_perm)), key=out_perm.__getitem__))
-        made = acc.permute(inverse) if len(inverse) == acc.dim() else None
-        scale = 1.0 if alpha is None else _gemm_alpha(alpha, a, b)
-        ok = (
-            made is not None
-            and tuple(made.shape) == shape
-            and right.shape[:nb] == batch
-            and right.shape[nb : nb + nc] == cshape
-            and scale is not None
-            and _writable(acc, acc)
-        )
-    if ok:
-        rows, inner, cols = math.prod(lshape), math.prod(cshape), math.prod(rshape)
-        n = math.prod(batch)
-        try:
-            c = made.view(n, rows, cols)  # the result's memory seen as the matmul's: no copy
-        except RuntimeError:
-            c = None
-        if c is not None and c.stride(-1) == 1:
-            c.baddbmm_(left.reshape(n, rows, inner), right.reshape(n, inner, cols), alpha=scale)
-            return acc
+        mine = acc.permute(inverse) if len(inverse) == acc.dim() else None
+        if mine is not None and tuple(mine.shape) == made:
+            try:
+                c = mine.view(n, rows, cols)  # the result's memory seen as the matmul's: no copy
+            except RuntimeError:
+                c = None
+            if c is not None and c.stride(-1) == 1:
+                c.baddbmm_(left, right, alpha=scale)
+                return acc
     return acc + _mm(spec, a, b, alpha=alpha)
 
 
@@ -612,7 +600,7 @@ def _rsum(v, m, dims, shape, zero=False, finite=False, pool=None, key=None, mask
     ``key``: where the zero-filled copy may go (:func:`_scratch`). ``mask=False``: nothing reads the result's
     presence (None is returned for it)."""
     if not zero and m is not None:
-        buf = _scratch(pool, key, _bshape(v.shape, m.shape), v)
+        buf = _scratch(pool, key, _bshape(v.shape, m.shape), v, copy=True)
         if buf is not None:
             zero_t = torch.zeros((), dtype=v.dtype, device=v.device)
             v = torch.mul(v, m, out=buf) if finite else torch.where(m, v, zero_t, out=buf)
@@ -629,7 +617,7 @@ def _rmax(v, m, dims, shape, largest=True, finite=False, pool=None, key=None, fi
     result's presence (None is returned for it; the values at absent points are then left as they are)."""
     fill = -math.inf if largest else math.inf
     if m is not None and not (filled and largest):
-        buf = _scratch(pool, key, _bshape(v.shape, m.shape), v)
+        buf = _scratch(pool, key, _bshape(v.shape, m.shape), v, copy=True)
         if finite:
             v = torch.add(v, _fill(m, fill, v.dtype), out=buf)
         else:

@@ -344,6 +344,78 @@ class Analysis:
             cons.add(sub)
         return self.simplify(frozenset(cons))
 
+    # ---- implication ----------------------------------------------------------------------------------
+    def implies(self, a: S.Expr, b: S.Expr) -> bool:
+        """Whether ``b`` is present at every point of a statement's space where ``a`` is.
+
+        Proved by finding a read that ``a`` needs (:meth:`needs`) among the reads any one of which makes
+        ``b`` present (:meth:`suffices`). In the rewritten cascade's ``exp(BQK[m1, m0, p] - RM[m1 + 1, p])``,
+        a present score makes its tile's max ``LM[m1, p]`` present, and that makes the new running max
+        ``max(RM ?? LM, LM ?? RM)`` present: the difference is absent exactly where the score is."""
+        if self.expr(b) == ALWAYS:
+            return True
+        found = self.suffices(b)
+        return found is _ANY or any(_match(s, r, {}) for r in self.needs(a) for s in found)
+
+    def needs(self, e: S.Expr) -> frozenset[S.Read]:
+        """Reads that are present wherever ``e`` is."""
+        if isinstance(e, S.Read):
+            return frozenset({e})
+        if isinstance(e, S.Default):  # either side may be the present one
+            return self.needs(e.a) & self.needs(e.b)
+        out: frozenset[S.Read] = frozenset()
+        for c in e.children():
+            out |= self.needs(c)
+        return out
+
+    def suffices(self, e: S.Expr, depth: int = 8) -> frozenset[S.Read] | object:
+        """Read patterns any one of which, present, makes ``e`` present (:data:`_ANY`: ``e`` is always
+        present). A pattern is a read whose indices may hold wildcards (``Coord("?m0")``), each a rank that
+        a defining statement reduces, standing for any point of its range."""
+        if isinstance(e, S.Read):
+            t = self.prog.tensor(e.tensor)
+            if self.tensor(e.tensor) == ALWAYS and all(
+                self.in_bounds(t, k, ix) for k, ix in enumerate(e.indices)
+            ):
+                return _ANY
+            inner = self._unfold(e, depth)
+            return _ANY if inner is _ANY else frozenset({e}) | inner
+        if isinstance(e, S.Default):  # present where either side is
+            a, b = self.suffices(e.a, depth), self.suffices(e.b, depth)
+            return _ANY if _ANY in (a, b) else a | b
+        # an operation is present where all its operands are: a pattern must serve each maybe-absent one
+        parts = [p for p in (self.suffices(c, depth) for c in e.children()) if p is not _ANY]
+        return functools.reduce(frozenset.__and__, parts) if parts else _ANY
+
+    def _unfold(self, rd: S.Read, depth: int) -> frozenset[S.Read] | object:
+        """Patterns that make ``rd`` present through its tensor's definition: the definition's own
+        patterns, its left-hand ranks replaced by ``rd``'s indices and its reduced ranks by wildcards.
+
+        Unfolded: reads in bounds by their form (a present witness then lies in the reduced rank's range)
+        of a tensor with one definition (an iterative one through its update, read as ``r + 1``: the state
+        the reader's own step computes) that has no filter."""
+        t = self.prog.tensor(rd.tensor)
+        if depth <= 0 or t.is_input or not rd.indices:
+            return frozenset()
+        if not all(self.in_bounds(t, k, ix) for k, ix in enumerate(rd.indices)):
+            return frozenset()
+        defs = [e for e in self.prog.definitions(rd.tensor) if e.kind != "init"]
+        if len(defs) != 1 or defs[0].filter is not None:
+            return frozenset()
+        e = defs[0]
+        mapping: dict[str, S.Expr] = {}
+        for lhs, ix in zip(e.index, rd.indices):
+            if lhs.kind == "step":  # the reader's `r + 1`: its own `r` is the step's
+                if not (isinstance(ix, S.Binary) and ix.op == "+" and ix.b == S.Const(1)):
+                    return frozenset()
+                ix = ix.a
+            mapping[lhs.rank] = ix
+        mapping |= {r: S.Coord("?" + r) for r in e.reduced}
+        inner = self.suffices(e.expr, depth - 1)
+        if inner is _ANY:
+            return _ANY
+        return frozenset(q for q in (S.subst(p, mapping) for p in inner) if _witnesses_in_range(self.prog, q))
+
     def in_bounds(self, t, k: int, ix: S.Expr) -> bool:
         """Index ``ix`` of dimension ``k`` of tensor ``t`` is in bounds by its form alone."""
         r = t.ranks[k]
@@ -353,6 +425,37 @@ class Analysis:
 
 
 _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+
+
+_ANY = object()  # (implication) always present: any read makes it so
+
+
+def _witnesses_in_range(prog: Program, pattern: S.Read) -> bool:
+    """Every wildcard of ``pattern`` is a whole index of a dimension of its own rank: a present read's index
+    there is then a point of the reduced rank's range."""
+    t = prog.tensor(pattern.tensor)
+    for r, ix in zip(t.ranks, pattern.indices):
+        wild = [n for n in ix.walk() if isinstance(n, S.Coord) and n.rank.startswith("?")]
+        if wild and ix != S.Coord("?" + r):
+            return False
+    return True
+
+
+def _match(pattern: S.Expr, e: S.Expr, bound: dict[str, S.Expr]) -> bool:
+    """Whether ``e`` is ``pattern`` with its wildcards (``Coord("?r")``) bound consistently."""
+    if isinstance(pattern, S.Coord) and pattern.rank.startswith("?"):
+        if pattern.rank in bound:
+            return bound[pattern.rank] == e
+        bound[pattern.rank] = e
+        return True
+    if isinstance(pattern, S.Read):
+        return (
+            isinstance(e, S.Read)
+            and e.tensor == pattern.tensor
+            and len(e.indices) == len(pattern.indices)
+            and all(_match(p, x, bound) for p, x in zip(pattern.indices, e.indices))
+        )
+    return pattern == e
 
 
 def _product(a: Lin, b: Lin) -> Lin:

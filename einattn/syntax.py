@@ -11,7 +11,7 @@ compare equal wherever they were written, which is what ``parse(format(p)) == p`
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import Span
 
@@ -164,6 +164,45 @@ class Default(Expr):
 
     def children(self) -> tuple[Expr, ...]:
         return (self.a, self.b)
+
+
+# ---- expression surgery ----------------------------------------------------------------------------
+
+
+def rebuild(e: Expr, children: list[Expr] | tuple[Expr, ...]) -> Expr:
+    """``e`` with new children (same node type and fields); spans are dropped."""
+    children = tuple(children)
+    if isinstance(e, Read):
+        return Read(e.tensor, children)
+    if isinstance(e, Call):
+        return Call(e.fn, children)
+    if isinstance(e, Unary):
+        return Unary(e.op, children[0])
+    if isinstance(e, Not):
+        return Not(children[0])
+    if isinstance(e, (Binary, Compare, Logic)):
+        return type(e)(e.op, children[0], children[1])
+    if isinstance(e, Default):
+        return Default(children[0], children[1])
+    return replace(e, span=None) if hasattr(e, "span") else e
+
+
+def rewrite_expr(e: Expr, fn) -> Expr:
+    """Top-down rewrite: ``fn(node)`` returns a replacement (not visited further) or None to recurse."""
+    new = fn(e)
+    if new is not None:
+        return new
+    kids = e.children()
+    if not kids:
+        return e
+    return rebuild(e, [rewrite_expr(c, fn) for c in kids])
+
+
+def subst(e: Expr | None, mapping: dict[str, Expr]) -> Expr | None:
+    """Replace rank coordinates: ``Coord(r)`` -> ``mapping[r]`` (a simultaneous substitution)."""
+    if e is None or not mapping:
+        return e
+    return rewrite_expr(e, lambda n: mapping.get(n.rank) if isinstance(n, Coord) else None)
 
 
 # ---- statements (parser output) ----------------------------------------------------------------------

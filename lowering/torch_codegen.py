@@ -670,6 +670,12 @@ class Generator:
                 return fused
             a, b = self.val(e.a, sp), self.val(e.b, sp)
             left, right = a.code, b.code
+            ma, mb = a.mask, b.mask  # an operand present wherever the other is adds nothing to the mask
+            if ma is not None and mb is not None and absent:
+                if self.A.implies(e.a, e.b):
+                    mb = None
+                elif self.A.implies(e.b, e.a):
+                    ma = None
             if e.op in ("/", "//", "%"):
                 if a.scalar and b.scalar:
                     left = f"_c({left}, _o)"
@@ -677,13 +683,13 @@ class Generator:
                 if guard is not None:
                     fin = ", finite=True" if b.finite else ""
                     right = f"_safe({self.tensor_code(b)}, {guard}{fin})"
-            mask = self.and_masks(a.mask, b.mask) if absent else None
+            mask = self.and_masks(ma, mb) if absent else None
             scalar = a.scalar and b.scalar and e.op not in ("/", "//", "%")
             product = e.op == "*"
             zero = product and all(x.mask is None or x.zero for x in (a, b))
             zero_filtered = product and (a.zero_filtered or b.zero_filtered)
             finite = e.op in "+-*" and a.finite and b.finite  # (a division may divide by zero)
-            neg_inf = e.op == "-" and a.neg_inf and b.mask is None and self.filter_now is None
+            neg_inf = e.op == "-" and a.neg_inf and mb is None and self.filter_now is None
             if neg_inf:  # -inf - y stays -inf at absent points once y > -inf
                 right = f"_above({right})"
             code = f"({left} {e.op} {right})"
@@ -1413,8 +1419,9 @@ def accumulated_into(
 def prefilled_tiles(prog: Program, A) -> frozenset[str]:
     """Tensors that may hold ``-inf`` at their absent points (``_neg_fill``, once, where they are computed):
     every read of one is either the whole value of a statement that takes its max (which then needs no
-    masked copy) or the left operand of ``x - y`` inside ``exp`` with ``y`` always present (the exponential
-    then needs no mask: ``exp(-inf - y)`` is 0 once ``-inf`` is kept out of ``y``, see ``_above``), in
+    masked copy) or the left operand of ``x - y`` inside ``exp`` with ``y`` present wherever ``x`` is (the
+    exponential then needs no mask: ``exp(-inf - y)`` is 0 once ``-inf`` is kept out of ``y``, see ``_above``;
+    where ``y`` is absent, ``x`` is too), in
     statements without a filter. Attention's scores are the case: one fill instead of a masked copy for the
     running max and a masked fill for the exponential. No other reader may see the infinities: arithmetic on
     absent points (``0 * -inf``) could put NaN into a gradient.
@@ -1443,7 +1450,7 @@ def prefilled_tiles(prog: Program, A) -> frozenset[str]:
                 if isinstance(n, S.Call) and n.fn == "exp" and len(n.args) == 1:
                     x = n.args[0]
                     minus = isinstance(x, S.Binary) and x.op == "-" and isinstance(x.a, S.Read)
-                    if minus and A.expr(x.b) == ALWAYS:
+                    if minus and A.implies(x.a, x.b):  # `y` present wherever `x` is (or everywhere)
                         allowed.add(id(x.a))
         for rd in e.reads():
             if rd.tensor in candidates:

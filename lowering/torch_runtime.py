@@ -153,10 +153,11 @@ def _and(*masks):
     return out
 
 
-def _all_true(m) -> bool:
-    """Whether ``m`` is a small, non-empty CPU mask with no false point (a check costs a few microseconds
-    there; on other devices it would wait for the device, and under ``torch.compile`` break the graph)."""
-    if m.device.type != "cpu" or not 0 < m.numel() <= _SMALL_MASK or torch.compiler.is_compiling():
+def _all_true(m, limit: int | None = _SMALL_MASK) -> bool:
+    """Whether ``m`` is a small (at most ``limit`` points; None: any size), non-empty CPU mask with no false
+    point (a check costs a few microseconds there; on other devices it would wait for the device, and under
+    ``torch.compile`` break the graph)."""
+    if m.device.type != "cpu" or not 0 < m.numel() <= (limit or m.numel()) or torch.compiler.is_compiling():
         return False
     return bool(m.all())
 
@@ -737,8 +738,12 @@ def _putm(full, part, dim, start, length, shape, inplace):
     )
     if inplace:
         full.narrow(dim, start, length).copy_(piece)
-        return full
-    return torch.slice_scatter(full, piece, dim, start, start + length)
+    else:
+        full = torch.slice_scatter(full, piece, dim, start, start + length)
+    # A running state's presence (``RM ?? LM`` in the rewritten cascade) is true everywhere once every row
+    # has seen a key: from then on it is None, and the next steps combine no mask for it. The check reads
+    # the mask once a step, a fraction of the pass that updated the state itself, whatever its size.
+    return None if _all_true(full, limit=None) else full
 
 
 def _catm(masks, dim, values):

@@ -82,6 +82,52 @@ def test_non_unit_coefficients_are_not_eliminated():
     assert analyse(prog).tensor("Y") is None
 
 
+def _reads_of(prog, label):
+    """The reads of statement ``label``, by tensor, in order."""
+    e = next(e for e in prog.einsums if e.label == label)
+    out = {}
+    for rd in e.reads():
+        out.setdefault(rd.tensor, []).append(rd)
+    return out
+
+
+def test_a_present_score_implies_a_present_running_max():
+    # the rewritten natural causal cascade: its states start absent (`RM ?? LM`), yet wherever a score is
+    # present its tile's max is, and so is the new running max: exp(score - max) needs the score's mask only
+    prog = einattn.compile(EXAMPLES / "causal.ein", backend="torch").program
+    a = analyse(prog)
+    assert a.tensor("RM") is None and a.tensor("BQK") is not None
+    (score,), (new_max,) = _reads_of(prog, "SLN").values()  # exp(BQK[.., m0, p] - RM[.., m1 + 1, p])
+    assert a.implies(score, new_max)
+    assert not a.implies(new_max, score)  # a row's max is present where some score of the tile is not
+    old, new = _reads_of(prog, "PRM")["RM"]  # exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])
+    assert a.implies(old, new)  # a state once present stays present
+    assert not a.implies(new, old)  # the first present state follows an absent one
+
+
+CHAIN = "input X[p, m], Z[p]\noutput Y\nS[p, m] = X[p, m]  where m <= p\nT[p] = Z[p]  where p > 3\n"
+
+
+@pytest.mark.parametrize(
+    "text, holds",
+    [
+        (CHAIN + "L[p] = S[p, m] :: max(m)\nY[p, m] = S[p, m] - L[p]", True),
+        # the witness must be a point of the reduction: a filter on the reduction may exclude it
+        (CHAIN + "L[p] = S[p, m] :: max(m)  where m > 2\nY[p, m] = S[p, m] - L[p]", False),
+        # the max of another row
+        (CHAIN + "L[p] = S[p, m] :: max(m)\nY[p, m] = S[p, m] - L[p + 1]", False),
+        # `a ?? b` is present where either is; an operation only where all its operands are
+        (CHAIN + "M[p] = S[p, m] :: max(m)\nL[p] = M[p] ?? T[p]\nY[p, m] = S[p, m] - L[p]", True),
+        (CHAIN + "M[p] = S[p, m] :: max(m)\nL[p] = M[p] + T[p]\nY[p, m] = S[p, m] - L[p]", False),
+        (CHAIN + "M[p] = S[p, m] :: max(m)\nL[p] = M[p] + T[p] ?? 0\nY[p, m] = S[p, m] - L[p]", True),
+    ],
+)
+def test_implication_needs_a_witness_in_the_reduction(text, holds):
+    prog = einattn.parse(text)
+    r = _reads_of(prog, "Y")
+    assert analyse(prog).implies(r["S"][0], r["L"][0]) is holds
+
+
 # ---- the rule -----------------------------------------------------------------------------------------
 
 

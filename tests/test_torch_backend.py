@@ -512,6 +512,34 @@ def test_prefilled_tiles_are_read_only_by_max_and_exp():
     assert all(torch.isfinite(xt[n].grad).all() for n in "QK")
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_natural_causal_spec_fills_its_scores_once(strict):
+    """Rewritten, the natural causal spec's running state starts absent (`RM ?? LM`); a present score
+    implies a present new max (einattn.absence.implies), so the scores are filled once and their
+    exponential needs no mask, as in the hand-written 1-pass spec. With a strict filter (`m < p`) row 0
+    sees no key at all: its state stays absent and its output 0 (NumPy's), with finite gradients."""
+    text = (EXAMPLES / "causal.ein").read_text()
+    if strict:
+        text = text.replace("where m <= p", "where m < p")
+    prog = einattn.parse(text, "causal.ein")
+    kern = einattn.compile(prog, backend="torch", tile=4, row_block=8)
+    src = kern.source
+    assert "t_BQK = _neg_fill(t_BQK, m_BQK, _inplace, _pool)" in src and "filled=True" in src
+    assert "t_SLN = _exp_fresh(_ip_sub(t_BQK, _above(n_RM[" in src and "m_SLN = m_BQK" in src
+    x = inputs(prog, sizes(prog, {"p": 19, "m": 19}), seed=3)
+    x["Q"] = x["Q"] * 40  # logits up to a few hundred: a max that is not the first key's
+    want = einattn.compile(prog, backend="numpy")(**x)
+    assert (want[:, :, 0] == 0).all() == strict
+    xt = {n: torch.tensor(v, requires_grad=True) for n, v in x.items()}
+    with torch.no_grad():
+        got = kern(**xt)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+    out = kern(**xt)  # with gradients: not in place
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-10, atol=1e-12)
+    out.square().sum().backward()
+    assert all(torch.isfinite(xt[n].grad).all() for n in "QKV")
+
+
 def test_neg_fill_and_above_keep_absent_points_at_zero():
     """A row with no present point and a running max still -inf: exp(-inf - max(-inf)) would be NaN; with
     `_above` it is 0. A present point under a -inf max gives inf, as exp(x - -inf) does."""

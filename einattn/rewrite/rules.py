@@ -11,13 +11,13 @@ Side conditions are tables and small proofs, not assumptions:
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 
 from .. import syntax as S
 from ..errors import EinError, Span
 from ..format import format_expr
 from ..functions import FUNCTIONS, sympy_function
 from ..ir import Einsum, coords
+from ..syntax import rebuild, rewrite_expr, subst  # noqa: F401 (re-exported for the rules)
 
 # ---- side conditions ------------------------------------------------------------------------------------
 
@@ -85,43 +85,7 @@ def stmt_text(e: Einsum) -> str:
     return format_einsum(e)
 
 
-# ---- expression surgery ------------------------------------------------------------------------------------
-
-
-def rebuild(e: S.Expr, children: list[S.Expr] | tuple[S.Expr, ...]) -> S.Expr:
-    """``e`` with new children (same node type and fields); spans are dropped."""
-    children = tuple(children)
-    if isinstance(e, S.Read):
-        return S.Read(e.tensor, children)
-    if isinstance(e, S.Call):
-        return S.Call(e.fn, children)
-    if isinstance(e, S.Unary):
-        return S.Unary(e.op, children[0])
-    if isinstance(e, S.Not):
-        return S.Not(children[0])
-    if isinstance(e, (S.Binary, S.Compare, S.Logic)):
-        return type(e)(e.op, children[0], children[1])
-    if isinstance(e, S.Default):
-        return S.Default(children[0], children[1])
-    return replace(e, span=None) if hasattr(e, "span") else e
-
-
-def rewrite_expr(e: S.Expr, fn) -> S.Expr:
-    """Top-down rewrite: ``fn(node)`` returns a replacement (not visited further) or None to recurse."""
-    new = fn(e)
-    if new is not None:
-        return new
-    kids = e.children()
-    if not kids:
-        return e
-    return rebuild(e, [rewrite_expr(c, fn) for c in kids])
-
-
-def subst(e: S.Expr | None, mapping: dict[str, S.Expr]) -> S.Expr | None:
-    """Replace rank coordinates: ``Coord(r)`` -> ``mapping[r]`` (a simultaneous substitution)."""
-    if e is None or not mapping:
-        return e
-    return rewrite_expr(e, lambda n: mapping.get(n.rank) if isinstance(n, S.Coord) else None)
+# ---- expression surgery (rebuild, rewrite_expr and subst live in einattn.syntax) -------------------------
 
 
 def reads(e: S.Expr | None) -> list[S.Read]:

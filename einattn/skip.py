@@ -186,10 +186,11 @@ ABSENT, OPAQUE = object(), _Opaque()
 class _DeadStep:
     """Evaluate one step of the loop symbolically, the tile statement's values all absent."""
 
-    def __init__(self, prog: Program, loop: Loop, tile: str, finite: bool):
+    def __init__(self, prog: Program, loop: Loop, tile: str, finite: bool, absent_states: bool = False):
         self.prog, self.loop, self.finite = prog, loop, finite
         self.r = loop.rank
         self.states = set(loop_states(prog, loop))
+        self.absent_states = absent_states  # the states read before the step are absent
         self.local: dict[str, object] = {}  # per-step tensor -> ABSENT | OPAQUE | inlined expression
         self.lhs: dict[str, tuple[S.Expr, ...]] = {}
         self.next: dict[str, object] = {}  # state -> its value after the step
@@ -221,7 +222,7 @@ class _DeadStep:
             ix = rd.indices[t.iterative]
             rest = tuple(x for k, x in enumerate(rd.indices) if k != t.iterative)
             if ix == S.Coord(self.r):
-                return S.Read(rd.tensor, rd.indices)
+                return ABSENT if self.absent_states else S.Read(rd.tensor, rd.indices)
             if rd.tensor not in self.next:
                 return OPAQUE
             value = self.next[rd.tensor]
@@ -297,7 +298,13 @@ def _dead_update_is_identity(prog: Program, loop: Loop, tile: str, finite: bool)
 
 
 def _dead_update_keeps_init(prog: Program, loop: Loop, tile: str) -> bool:
-    """The dead update, evaluated exactly on constant initial states, returns them unchanged."""
+    """The dead update, evaluated exactly on constant initial states, returns them unchanged; or every
+    initial state is absent (the rewritten cascade's ``RM[0] = -inf where 0 != 0``) and the dead update of
+    absent states is absent (``max(RM ?? LM, LM ?? RM)`` with ``LM`` absent is ``RM``: still absent)."""
+    inits = [next(x for x in prog.definitions(s) if x.kind == "init") for s in loop_states(prog, loop)]
+    if all(_never(prog, e.filter) for e in inits):
+        step = _DeadStep(prog, loop, tile, finite=False, absent_states=True)
+        return step.ok and all(step.next[s] is ABSENT for s in step.states)
     step = _DeadStep(prog, loop, tile, finite=False)
     if not step.ok:
         return False
@@ -314,6 +321,27 @@ def _dead_update_keeps_init(prog: Program, loop: Loop, tile: str) -> bool:
         if got is None or math.isnan(got) or got != init[s]:
             return False
     return True
+
+
+_COMPARE = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+
+
+def _never(prog: Program, f: S.Expr | None) -> bool:
+    """Whether filter ``f`` is false everywhere by its constants alone (``where 0 != 0``)."""
+    if isinstance(f, S.Compare):
+        a, b = constant_value(prog, f.a, {}), constant_value(prog, f.b, {})
+        return a is not None and b is not None and not _COMPARE[f.op](a, b)
+    if isinstance(f, S.Logic):
+        never = _never(prog, f.a), _never(prog, f.b)
+        return all(never) if f.op == "or" else any(never)
+    return False
 
 
 def constant_value(prog: Program, e: S.Expr, states: dict[str, float]) -> float | None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import einattn
 from einattn.absence import ALWAYS, analyse
+from einattn.format import format_program
 from einattn.fusion import fused_schedule
 from einattn.graph import Loop
 from einattn.skip import tile_skip
@@ -26,6 +27,9 @@ WINDOW_1PASS = (
     .replace("where m1 * M0 + m0 <= p", "where p - W < m1 * M0 + m0 and m1 * M0 + m0 <= p")
     .replace("RM[b, h, 0, p]         = -inf", "RM[b, h, 0, p]         = -1e30")
 )
+
+
+WINDOW_NATURAL = (EXAMPLES / "sliding_window.ein").read_text()
 
 
 def skip_of(text):
@@ -152,6 +156,23 @@ def test_window_with_finite_initial_state_skips_both_sides():
     assert sk.trailing and sk.leading
 
 
+def test_rewritten_window_with_absent_initial_state_skips_both_sides():
+    # rewritten, the natural window's states start absent; a dead tile keeps an absent state absent
+    # (`max(RM ?? LM, LM ?? RM)` is `RM`), so rows before their window are skipped as well as rows after it
+    prog = einattn.compile(WINDOW_NATURAL, backend="torch", params={"W": 8}, tile=4).program
+    text = format_program(prog)
+    sk = skip_of(text)
+    assert sk.trailing and sk.leading
+    # a dead step that makes an absent state present (the denominator 0 where it has seen nothing) changes
+    # the state: rows before their window must be computed
+    update = "RD[b, h, m1 + 1, p]     = SLD[b, h, m1, p] + (SPD[b, h, m1, p] ?? 0) ?? SPD[b, h, m1, p]"
+    assert update in text
+    assert skip_of(text.replace(update, update.replace("= SLD", "= (SLD") + ") ?? 0")) is None
+    # and so does an initial state that is present
+    present = text.replace("RM[b, h, 0, p]          = -inf  where 0 != 0", "RM[b, h, 0, p] = -inf")
+    assert present != text and not skip_of(present).leading
+
+
 def test_no_skip_without_a_filter_or_without_a_guard():
     assert skip_of((EXAMPLES / "attention_1pass.ein").read_text()) is None
     unguarded = CAUSAL_1PASS.replace("(SLD[b, h, m1, p] ?? 0)", "SLD[b, h, m1, p]")
@@ -217,13 +238,19 @@ def run(text, params, q, k, v, **options):
     st.integers(1, 9),
     st.integers(1, 4),
     st.integers(1, 6),
-    st.sampled_from(["causal", "window"]),
+    st.sampled_from(["causal", "window", "natural window"]),
     st.sampled_from([0, 1, 2, 3, 512]),
     st.integers(0, 2**16),
 )
 def test_skipping_equals_computing_and_numpy(p, m, m0, w, which, rows, seed):
-    text = CAUSAL_1PASS if which == "causal" else WINDOW_1PASS
-    params = {"M0": m0} | ({"W": w} if which == "window" else {})
+    # the natural window is rewritten over tiles of m0 keys, its states absent until a row's first key
+    text = {"causal": CAUSAL_1PASS, "window": WINDOW_1PASS, "natural window": WINDOW_NATURAL}[which]
+    params = {"W": w} if "window" in which else {}
+    if which == "natural window":
+        rows = {"row_block": rows, "tile": m0}
+    else:
+        params["M0"] = m0
+        rows = {"row_block": rows}
     rng = np.random.default_rng(seed)
     q, k, v = (
         rng.standard_normal((1, 2, p, 3)),
@@ -231,8 +258,8 @@ def test_skipping_equals_computing_and_numpy(p, m, m0, w, which, rows, seed):
         rng.standard_normal((1, 2, m, 2)),
     )
     want = einattn.compile(text, backend="numpy", params=params)(Q=q, K=k, V=v)
-    skipped = run(text, params, q, k, v, row_block=rows)
-    computed = run(text, params, q, k, v, skip_tiles=False, row_block=rows)
+    skipped = run(text, params, q, k, v, **rows)
+    computed = run(text, params, q, k, v, skip_tiles=False, **rows)
     assert compare(skipped, want, 1e-10) <= 1e-10
     assert compare(computed, want, 1e-10) <= 1e-10
 

@@ -25,6 +25,8 @@ state's *dead update*. Two cases:
   (IEEE, with infinities and NaN) on the constant initial values, returns them unchanged
   (``TileSkip.leading``). The 1-pass cascade initialised with ``RM = -inf`` fails this test, as it should:
   ``exp(-inf - -inf)`` is NaN, so the reference itself computes NaN for a row whose first tiles are dead.
+  Where every initial state is absent (the rewritten cascade's ``RM[0] = -inf where 0 != 0``), the test is
+  that the dead update of absent states is absent: ``max(RM ?? LM, LM ?? RM)`` with ``LM`` absent is ``RM``.
 
 A row rank qualifies when every state of the loop is indexed by it, no statement of the loop reduces it, every
 read of a loop tensor indexes it plainly, and nothing of the loop but final states is read after the loop:

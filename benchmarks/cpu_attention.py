@@ -14,6 +14,9 @@ the table gives medians and ratios, and each output's largest difference from SD
 ``--backward`` times training steps instead: forward and backward (the gradients of Q, K and V) of einattn
 (recomputing each block of rows, the default) and SDPA; FlexAttention has no backward on CPU.
 
+``--natural`` runs einattn on the same variants written the natural way (``examples/attention_3pass.ein``,
+``examples/causal.ein``, ``examples/sliding_window.ein``), which ``passes="auto"`` rewrites to 1 pass.
+
 ``--memory`` runs the 1-pass causal cascade at B = H = 1, P = M = 32768, E = F = 64 in a fresh process and
 reports its peak resident memory above its inputs (``resource.getrusage`` max RSS), which the issue bounds by
 512 MB; the 3-pass form would need 4 GB for QK alone.
@@ -92,14 +95,33 @@ def flex_impl(variant: str, n: int):
     return lambda q, k, v: compiled(q, k, v, block_mask=block)
 
 
-def einattn_impl(variant: str, tile: int, rows: int | str):
-    params = {"M0": tile} | ({"W": WINDOW} if variant == "window" else {})
-    kern = einattn.compile(SPECS[variant], backend="torch", params=params, row_block=rows)
+# the same variants written the natural way (3-pass), which passes="auto" (the default) rewrites to 1 pass
+NATURAL = {
+    "plain": ROOT / "examples" / "attention_3pass.ein",
+    "causal": ROOT / "examples" / "causal.ein",
+    "window": ROOT / "examples" / "sliding_window.ein",
+}
+
+
+def einattn_impl(variant: str, tile: int, rows: int | str, natural: bool = False):
+    if natural:
+        params = {"W": WINDOW} if variant == "window" else {}
+        kern = einattn.compile(NATURAL[variant], backend="torch", params=params, tile=tile, row_block=rows)
+    else:
+        params = {"M0": tile} | ({"W": WINDOW} if variant == "window" else {})
+        kern = einattn.compile(SPECS[variant], backend="torch", params=params, row_block=rows)
     return lambda q, k, v: kern(Q=q, K=k, V=v)
 
 
 def run_size(
-    n: int, variants, repeat: int, tile: int, rows: int | str, flex: bool, backward: bool = False
+    n: int,
+    variants,
+    repeat: int,
+    tile: int,
+    rows: int | str,
+    flex: bool,
+    backward: bool = False,
+    natural: bool = False,
 ) -> list[dict]:
     torch._dynamo.reset()  # FlexAttention recompiles per size and mask: never fall back to its unfused path
     torch._dynamo.config.recompile_limit = max(64, torch._dynamo.config.recompile_limit)
@@ -108,7 +130,7 @@ def run_size(
     grad_out = torch.randn(1, 8, n, 64)
     impls = {}
     for variant in variants:
-        impls[(variant, "einattn")] = einattn_impl(variant, tile, rows)
+        impls[(variant, "einattn")] = einattn_impl(variant, tile, rows, natural)
         impls[(variant, "sdpa")] = sdpa_impl(variant, n)
         if flex:
             impls[(variant, "flex")] = flex_impl(variant, n)
@@ -231,6 +253,11 @@ def main() -> None:
         action="store_true",
         help="time training steps: forward and backward (gradients of Q, K and V) of every implementation",
     )
+    ap.add_argument(
+        "--natural",
+        action="store_true",
+        help="einattn runs the variants as written the natural way (3-pass; rewritten by passes='auto')",
+    )
     ap.add_argument("--memory", action="store_true", help="peak memory of the 32768 causal streaming case")
     ap.add_argument("--memory-size", type=int, default=32768)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -242,6 +269,7 @@ def main() -> None:
         f"einattn {einattn.__version__}, tile M0 = {args.tile}, row_block = {args.rows}, "
         f"repeat {args.repeat}, window W = {WINDOW}"
         + (", forward and backward (max abs diff: outputs and gradients)" if args.backward else "")
+        + (", the natural (3-pass) specs rewritten by passes='auto'" if args.natural else "")
         + "\n"
     )
     rows = []
@@ -249,10 +277,13 @@ def main() -> None:
         print("FlexAttention has no backward on CPU (torch raises NotImplementedError): left out\n")
         args.no_flex = True
     for n in args.sizes:
-        rows += run_size(n, args.variants, args.repeat, args.tile, args.rows, not args.no_flex, args.backward)
+        rows += run_size(
+            n, args.variants, args.repeat, args.tile, args.rows, not args.no_flex, args.backward, args.natural
+        )
         print(table([r for r in rows if r["n"] == n], not args.no_flex), flush=True)
         print()
     result = {"machine": machine(), "tile": args.tile, "row_block": args.rows, "backward": args.backward}
+    result["natural"] = args.natural
     result["rows"] = rows
     if args.memory:
         m = memory(args.memory_size, args.tile, args.rows)

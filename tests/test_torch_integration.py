@@ -209,3 +209,23 @@ def test_recompute_gives_the_same_gradients():
         grads.append([xs[n].grad for n in ("Q", "K", "V")])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("natural", [False, True])
+def test_the_cpu_benchmark_runs_every_variant_against_sdpa(natural, monkeypatch):
+    """benchmarks/cpu_attention.py at a small size, without FlexAttention (its compilation takes minutes):
+    every variant runs, the hand-written 1-pass specs and the natural ones rewritten by passes="auto", and
+    agrees with SDPA (the same masks)."""
+    import importlib.util
+
+    path = EXAMPLES.parent / "benchmarks" / "cpu_attention.py"
+    spec = importlib.util.spec_from_file_location("cpu_attention", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "WINDOW", 24)  # a window shorter than the sequence: tiles before it skipped
+    rows = bench.run_size(96, ["plain", "causal", "window"], 1, 32, 32, flex=False, natural=natural)
+    assert [r["variant"] for r in rows] == ["plain", "causal", "window"]
+    for r in rows:
+        assert r["max_diff"]["einattn"] < 1e-5, r
+        assert r["ms"]["einattn"] > 0 and r["ms"]["sdpa"] > 0
+    assert "| 96 | window |" in bench.table(rows, flex=False)

@@ -403,6 +403,8 @@ class Analysis:
         if len(defs) != 1 or defs[0].filter is not None:
             return frozenset()
         e = defs[0]
+        if len(set(e.lhs_ranks)) != len(e.lhs_ranks):
+            return frozenset()
         mapping: dict[str, S.Expr] = {}
         for lhs, ix in zip(e.index, rd.indices):
             if lhs.kind == "step":  # the reader's `r + 1`: its own `r` is the step's

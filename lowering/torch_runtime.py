@@ -199,6 +199,28 @@ def _fill(m, value, dtype):
     return torch.where(m, zero, torch.full((), value, dtype=dtype, device=m.device))
 
 
+def _memory_order(x) -> tuple[int, ...]:
+    """``x``'s dimensions from the outermost in memory to the innermost."""
+    return tuple(sorted(range(x.dim()), key=lambda d: (-x.stride(d), d)))
+
+
+def _laid_out(t, order):
+    """``t`` with its memory in the dimension order ``order`` (a tile's: see :func:`_memory_order`), so that
+    an operation between the two runs along both contiguously (a fill added to a tile laid out ``[rows,
+    keys]`` while its mask is ``[keys, rows]``)."""
+    if order == tuple(range(t.dim())):
+        return t
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return t.permute(order).contiguous().permute(inverse)
+
+
+def _fill_as(pool, m, value, x):
+    """:func:`_fill` of ``m`` with ``value``, laid out as tile ``x``, kept with ``m`` (:func:`_derived`)."""
+    order = _memory_order(x)
+    made = lambda: _laid_out(_fill(m, value, x.dtype), order)  # noqa: E731
+    return _derived(pool, m, ("fill", value, x.dtype, order), made)
+
+
 def _neg_fill(x, m, inplace, pool=None):
     """``x`` with ``-inf`` at its absent points (``m`` false), in ``x``'s memory when no gradient is recorded
     (``x`` is then a temporary of the generated code's own). ``x`` is finite at its absent points, so that
@@ -206,7 +228,7 @@ def _neg_fill(x, m, inplace, pool=None):
     ``filled``) and its exponential (``exp(-inf - b)`` is 0 when ``b > -inf``, see :func:`_above`)."""
     if m is None:
         return x
-    fill = _derived(pool, m, ("-inf fill", x.dtype), lambda: _fill(m, -math.inf, x.dtype))
+    fill = _fill_as(pool, m, -math.inf, x)
     if inplace and _writable(x, fill):
         return x.add_(fill)
     return x + fill
@@ -478,9 +500,9 @@ def _mm_plan_of(spec):
     """How ``torch.einsum(spec, a, b)`` runs as one batched matmul, or None (then einsum runs it).
 
     Returns (a_left, perm_left, perm_right, n_batch, n_left, n_contracted, out_perm): the operand put on the
-    left is the one whose free ranks come first in the output, so that the matmul's result is laid out as the
-    output wants it (attention's ``[rows, keys]`` scores, ``[features, rows]`` accumulators) and the permute
-    back is a view."""
+    right is the one that owns the output's innermost free rank, so that the matmul's result is laid out as
+    the output wants it (attention's ``[rows, keys]`` scores, ``[features, rows]`` accumulators), at least
+    in its innermost rank, and the permute back is a view."""
     ins, out = spec.split("->")
     a, b = ins.split(",")
     if len(set(a)) < len(a) or len(set(b)) < len(b) or any(c not in out for c in set(a) ^ set(b)):
@@ -489,7 +511,7 @@ def _mm_plan_of(spec):
     contracted = [c for c in a if c in b and c not in out]
     free_a = [c for c in out if c in a and c not in b]
     free_b = [c for c in out if c in b and c not in a]
-    a_left = not free_b or (free_a and out.index(free_a[0]) < out.index(free_b[0]))
+    a_left = not free_b or (bool(free_a) and out.index(free_b[-1]) > out.index(free_a[-1]))
     (lt, ln), (rt, rn) = ((a, free_a), (b, free_b)) if a_left else ((b, free_b), (a, free_a))
     perm_left = tuple(lt.index(c) for c in batch + ln + contracted)
     perm_right = tuple(rt.index(c) for c in batch + contracted + rn)
@@ -620,7 +642,7 @@ def _rmax(v, m, dims, shape, largest=True, finite=False, pool=None, key=None, fi
     if m is not None and not (filled and largest):
         buf = _scratch(pool, key, _bshape(v.shape, m.shape), v, copy=True)
         if finite:
-            v = torch.add(v, _fill(m, fill, v.dtype), out=buf)
+            v = torch.add(v, _fill_as(pool, m, fill, v), out=buf)
         else:
             v = torch.where(m, v, torch.full((), fill, dtype=v.dtype, device=v.device), out=buf)
     if any(shape[d] == 0 for d in dims):

@@ -342,6 +342,43 @@ def test_mm_equals_einsum(spec, shapes):
     torch.testing.assert_close(ds, want.sum(), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize(
+    "spec, shapes, inner",
+    [
+        ("bhpe,bhmae->bhmpa", [(1, 2, 5, 4), (1, 2, 1, 6, 4)], "a"),  # a tile [rows, keys] behind size-1 m1
+        ("bhpe,bhmae->bhmap", [(1, 2, 5, 4), (1, 2, 1, 6, 4)], "p"),
+        ("bhmap,bhmaf->bhfmp", [(1, 2, 1, 6, 5), (1, 2, 1, 6, 3)], "p"),
+        ("bhmap,bhmaf->bhmpf", [(1, 2, 1, 6, 5), (1, 2, 1, 6, 3)], "f"),
+    ],
+)
+def test_mm_lays_out_the_outputs_innermost_rank_innermost(spec, shapes, inner):
+    a, b = (torch.randn(s, dtype=torch.float64) for s in shapes)
+    got = torch_runtime._mm(spec, a, b)
+    torch.testing.assert_close(got, torch.einsum(spec, a, b), rtol=1e-12, atol=1e-12)
+    assert got.stride(spec.split("->")[1].index(inner)) == 1
+
+
+def test_tiles_are_laid_out_with_the_rank_their_readers_reduce_innermost():
+    """Attention's scores `BQK[m1, m0, p]` are reduced over the keys `m0` (their max; the sum and the P V of
+    their exponential): the matmul lays them out `[rows, keys]`, and the masked tiles' `-inf` fill is laid
+    out as the tile (an addition along both contiguously)."""
+    for name in ("causal_1pass.ein", "attention_1pass.ein"):
+        src = einattn.compile(EXAMPLES / name, backend="torch").source
+        assert '= _place(_mm("bhpe,bhmae->bhmpa", ' in src and "(0, 1, 2, 4, 3), 5)" in src
+    dense = einattn.compile(EXAMPLES / "attention_3pass.ein", backend="torch", passes="as-written").source
+    assert '_mm("bhpe,bhme->bhmp", ' in dense  # no loop: the spec's own layout
+    tile = torch.zeros(2, 3, 4).transpose(1, 2)  # memory [.., 3, 4] seen as [.., 4, 3]
+    mask = torch.rand(1, 4, 3) > 0.5
+    order = torch_runtime._memory_order(tile)
+    assert order == (0, 2, 1)
+    fill = torch_runtime._laid_out(torch_runtime._fill(mask, -math.inf, tile.dtype), order)
+    assert torch_runtime._memory_order(fill) == order and fill.stride(1) == 1
+    assert torch.equal(fill, torch.where(mask, 0.0, -math.inf))
+    x = torch.randn(2, 3, 4).transpose(1, 2)
+    want = torch.where(mask, x, -math.inf)
+    assert torch.equal(torch_runtime._neg_fill(x, mask, True), want)
+
+
 def test_exp_float32_on_cpu_within_its_documented_error():
     x = torch.linspace(-87.0, 88.0, 100_001)
     want = torch.exp(x.double())

@@ -244,9 +244,15 @@ def _above(b):
 
 
 def _dflt(a, m, b, finite=False):
-    """``a ?? b``: ``a`` where present, else ``b`` (``finite``: ``a`` holds no infinity or NaN)."""
+    """``a ?? b``: ``a`` where present, else ``b`` (``finite``: ``a`` holds no infinity or NaN).
+
+    Nothing absent: ``a``, broadcast to the shape ``torch.where(m, a, b)`` would have (the generator counts
+    ``b``'s ranks among the value's: ``exp(T[i]) ?? X[i, j]`` has ``j``)."""
     if m is None or _all_true(m):
-        return a
+        shape = a.shape if m is None else _bshape(a.shape, m.shape)
+        if isinstance(b, torch.Tensor):
+            shape = _bshape(shape, b.shape)
+        return a if shape == a.shape else a.expand(shape)
     if finite and isinstance(b, (int, float)):
         if b == 0:
             return _zf(a, m, True)

@@ -914,3 +914,22 @@ def test_row_block_auto_takes_larger_blocks_where_no_tile_is_skipped():
     for bad in ("big", -1, True, 1.5):
         with pytest.raises(einattn.EinError, match="row_block"):
             einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch", row_block=bad)
+
+
+def test_a_default_with_nothing_absent_keeps_the_other_sides_ranks():
+    """Found by the thorough property run: `exp(T2[i]) ?? X0[i, j, k, l]` where nothing is absent at run time
+    (the filter `i <= j` holds at I = J = 1) is `exp(T2[i])` broadcast over `j, k, l`, as NumPy gives."""
+    text = (
+        "input X0[i, j, k, l], X1\noutput T3\nT0[i, j, k] = X0[i, j, k, l]\n"
+        "T2[i] = T0[i, j, k]  where i <= j\nT3[i, j, k, l] = exp(T2[i]) ?? X0[i, j, k, l]\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)  # (X1 is not read)
+        prog = einattn.parse(text)
+    for shape in ((1, 1, 1, 2), (2, 3, 1, 2)):
+        x = {"X0": np.random.default_rng(0).standard_normal(shape), "X1": np.array(0.5)}
+        check_against_numpy(prog, x)
+    m = torch.ones(1, 3, dtype=torch.bool)
+    a, b = torch.randn(2, 1), torch.randn(2, 3)
+    assert torch_runtime._dflt(a, m, b).shape == (2, 3) and torch_runtime._dflt(a, None, b).shape == (2, 3)
+    assert torch_runtime._dflt(a, None, 0.0) is a

@@ -4,6 +4,8 @@ positions, fully masked rows or extreme logits."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -103,3 +105,30 @@ def test_gradients_match_a_hand_written_reference():
     (torch.softmax(s, -1) @ v).sum().backward()
     for n in got:
         assert torch.allclose(got[n], t[n].grad, atol=1e-10), n
+
+
+@pytest.mark.parametrize("name", ["attention_1pass", "causal_1pass", "causal"])
+def test_float32_gradients_on_cpu_match_sdpa(name):
+    """float32 on the CPU computes exp as exp2(x * log2 e) with exp's own derivative (`_Exp2E`): the
+    gradients equal those of softmax attention written in torch, and so do second derivatives
+    (`create_graph=True`, a gradient penalty)."""
+    params = {"M0": 4} if "1pass" in name else {}
+    kern = einattn.compile(EXAMPLES / f"{name}.ein", backend="torch", params=params, tile=4, row_block=8)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 19, 5, generator=g, requires_grad=True) for _ in range(3))
+    grad = torch.randn(1, 2, 19, 5, generator=g)
+
+    def sdpa(q, k, v):  # SDPA's math, by hand (its CPU kernel has no second derivative)
+        s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        if name != "attention_1pass":
+            s = s.masked_fill(torch.ones(19, 19, dtype=torch.bool).triu(1), -math.inf)
+        return torch.softmax(s, -1) @ v
+
+    def derivatives(fn):
+        first = torch.autograd.grad(fn(q, k, v), (q, k, v), grad)
+        (dq,) = torch.autograd.grad(fn(q, k, v), (q,), grad, create_graph=True)
+        return first + torch.autograd.grad(dq.square().sum(), (q, k, v))
+
+    got, want = derivatives(lambda q, k, v: kern(Q=q, K=k, V=v)), derivatives(sdpa)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -49,6 +49,7 @@ from einattn.fusion import fused_schedule, loop_states
 from einattn.graph import Dense, Loop
 from einattn.ir import Einsum, Program, coords
 from einattn.skip import TileSkip, constant_value, row_ranks, tile_skip
+from einattn.stabilizers import stabilizers
 
 UNSAFE = frozenset({"exp", "exp2", "log", "log2", "sqrt", "rsqrt"})  # as torch_runtime.UNSAFE
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -197,6 +198,7 @@ class Generator:
         self.dying = dying_reads(prog, self.steps)
         self.pooled = pooled_tiles(prog, self.steps, self.dying)
         self.prefill = prefilled_tiles(prog, self.A)
+        self.stable = stabilizers(prog)  # computed without a gradient (`_stable`)
         self.state_updates = updated_states(prog, self.steps)
         self.acc_into = accumulated_into(prog, self.steps, self.dying, self.state_updates)
         self.updating: dict[str, str] = {}  # statement label -> the state it updates in place (this loop)
@@ -1029,6 +1031,8 @@ class Generator:
             reader = self.acc_into[e.tensor]
             self.emit(f"# (computed in `{reader}`: its matmul accumulates into the other term)")
         else:
+            if e.tensor in self.stable and e.kind != "init":  # no output depends on its value
+                value = f"_stable({value})"
             self.emit(f"{vname} = {value}")
         self.last_mm = None
         if has_mask:

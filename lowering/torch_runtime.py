@@ -69,6 +69,12 @@ class _Exp2E(torch.autograd.Function):
         return grad * y
 
 
+def _stable(x):
+    """A stabilizer's value (:mod:`einattn.stabilizers`: no output depends on it, as softmax's max): no
+    gradient is recorded through it, so autograd does not differentiate the max into terms that cancel."""
+    return x.detach() if isinstance(x, torch.Tensor) and x.requires_grad else x
+
+
 def _exp_fresh(x, inplace, m=None, finite=False):
     """``exp`` of a temporary that nothing else reads (``-inf`` where ``m`` says absent, as ``_safe``),
     computed in the temporary's memory when no gradient is recorded."""

@@ -1,0 +1,127 @@
+"""einattn.stabilizers: which maxes no output depends on, so that a backend may record no gradient through
+them; and that doing so changes no gradient (float64, against the gradients with the max differentiated)."""
+
+from __future__ import annotations
+
+import doctest
+import warnings
+
+import pytest
+import torch
+from conftest import EXAMPLES
+from torch_helpers import inputs, sizes, to_torch
+
+import einattn
+from einattn import stabilizers as stab_module
+from einattn.stabilizers import stabilizers
+
+HEAD = "input Q[p, e], K[m, e], V[m, f]\n"
+SOFTMAX = (
+    "S[m, p]  = Q[p, e] * K[m, e]\n"
+    "G[p]     = S[m, p] :: max(m)\n"
+    "N[m, p]  = exp(S[m, p] - G[p])\n"
+    "D[p]     = N[m, p]\n"
+    "O[p, f]  = N[m, p] * V[m, f] / D[p]\n"
+)
+
+
+def parse(text):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        return einattn.parse(text)
+
+
+def test_the_module_doc():
+    assert doctest.testmod(stab_module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
+
+
+@pytest.mark.parametrize(
+    "name, stable",
+    [
+        ("attention_3pass", {"GM"}),
+        ("causal_1pass", {"RM"}),  # a running max: the states rescale with it (induction)
+        ("lse", {"GM"}),  # L = GM + log(SD): the shift cancels in the log too
+        ("variants/05_softmax_sink", {"GM"}),  # max(MK, sink): a max that is not a reduction
+        ("linear", set()),
+        ("sigmoid", set()),
+    ],
+)
+def test_examples(name, stable):
+    prog = parse((EXAMPLES / f"{name}.ein").read_text())
+    assert stabilizers(prog) == stable
+
+
+def test_rewritten_cascades_keep_their_running_max_a_stabilizer():
+    for name in ("causal", "sliding_window", "alibi", "softcap", "gqa"):
+        prog = einattn.compile(EXAMPLES / f"{name}.ein", backend="torch").program
+        assert stabilizers(prog) == {"RM"}, name
+
+
+@pytest.mark.parametrize(
+    "tail, why",
+    [
+        ("output O, G\n", "an output is the max itself"),
+        ("output X\nX[p, f] = O[p, f] + G[p]\n", "an output adds the max"),
+        ("output X\nX[p] = D[p]\n", "the denominator alone scales with exp(-G)"),
+        ("output X\nX[p, f] = O[p, f] * exp(G[p])\n", "a factor exp(G) is left"),
+        ("output X\nT = G[p]\nX[p, f] = O[p, f] + T\n", "a sum over the ranks the max varies along"),
+        ("output X\nX[p, f] = O[p, f] * sigmoid(G[p])\n", "another function of the max"),
+        ("output X\nX[p, f] = O[p, f] * exp(2 * G[p] - G[p])\n", "a scaled max: a factor exp(G) is left"),
+    ],
+)
+def test_what_depends_on_the_max_is_refused(tail, why):
+    prog = parse(HEAD + tail + SOFTMAX + ("output O\n" if "output" not in tail else ""))
+    assert stabilizers(prog) == frozenset(), why
+    assert "_stable(" not in einattn.compile(prog, backend="torch").source  # its gradient is computed
+
+
+def test_what_does_not_depend_on_the_max_is_accepted():
+    prog = parse(HEAD + "output O, L\n" + SOFTMAX + "L[p] = G[p] + log(D[p])\n")
+    assert stabilizers(prog) == {"G"}
+    prog = parse(HEAD + "output O\n" + SOFTMAX.replace("exp(S[m, p] - G[p])", "exp(-(G[p] - S[m, p]))"))
+    assert stabilizers(prog) == {"G"}
+
+
+SPECS = [
+    ("attention_3pass", {}),
+    ("causal", {}),
+    ("lse", {}),
+    ("attention_1pass", {"M0": 2}),
+    ("causal_1pass", {"M0": 2}),
+    ("variants/05_softmax_sink", {}),
+    ("variants/08_agent", {}),
+    ("variants/09_flowformer", {}),
+    ("variants/13_aaren", {}),
+    ("variants/20_softcap_alibi_lse", {}),
+]
+
+
+@pytest.mark.parametrize("name, params", SPECS, ids=[s[0] for s in SPECS])
+def test_no_gradient_through_a_stabilizer_changes_no_gradient(name, params):
+    """The torch backend computes stabilizers with `_stable` (detach): the gradients of every input equal
+    those with the max differentiated (autograd's cancelling terms), in float64."""
+    prog = parse((EXAMPLES / f"{name}.ein").read_text()).with_params(params)
+    kern = einattn.compile(prog, backend="torch", tile=2)
+    assert "_stable(" in kern.source
+    x = inputs(prog, sizes(prog, {"p": 5, "m": 6}), seed=1)
+    grads = []
+    for keep in (False, True):
+        glob = kern.function.__globals__
+        saved = glob["_stable"]
+        if keep:
+            glob["_stable"] = lambda v: v
+        try:
+            xt = to_torch(prog, x, requires_grad=True)
+            outs = kern(**xt)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            weights = torch.Generator().manual_seed(2)
+            total = sum((o * torch.randn(o.shape, generator=weights, dtype=o.dtype)).sum() for o in outs)
+            floats = [v for v in xt.values() if v.is_floating_point()]
+            grads.append(torch.autograd.grad(total, floats, allow_unused=True))
+        finally:
+            glob["_stable"] = saved
+    for a, b in zip(*grads):
+        if a is None or b is None:
+            assert a is None and b is None
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)

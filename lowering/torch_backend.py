@@ -17,9 +17,9 @@ The contract, in short (``docs/backends.md`` has it in full):
 
 Options: ``dtype`` (the compute dtype: ``float32`` or ``float64``; ``float16``/``bfloat16`` mean float32
 accumulation), ``skip_tiles`` (default True), ``row_block`` (rows of a loop computed together; the default
-``"auto"`` takes 256 for a loop that skips tiles, where smaller blocks skip more exactly, and 512 for a dense
-loop, where larger blocks pay the per-step dispatch fewer times; 0: all rows at once, and no tile
-skipping), ``recompute`` (default True: under autograd, the backward pass
+``"auto"`` takes 256 for a sliding window's loop, whose tiles are alive for a band of rows, and 512
+otherwise (dense and causal loops), where larger blocks pay the per-step dispatch fewer times; 0: all rows
+at once, and no tile skipping), ``recompute`` (default True: under autograd, the backward pass
 recomputes each block of rows instead of keeping its tiles), and ``passes``/``tile``: ``passes="auto"``
 compiles the fewest-pass form that :mod:`einattn.rewrite` proves (with that ``tile``; the default),
 ``"as-written"`` the spec's own cascade.

@@ -1079,7 +1079,7 @@ class Generator:
                 exported.add(name)
         rows = row_ranks(prog, step) if self.row_block and not (history or exported) else []
         skip = tile_skip(prog, step) if self.skipping and rows else None
-        self.block_now = self.row_block if self.row_block != "auto" else (256 if skip is not None else 512)
+        self.block_now = self.row_block if self.row_block != "auto" else (256 if _windowed(skip) else 512)
         # block the innermost independent rank (the query rows `p` of attention rather than the batch `b`), so
         # that the blocks bound a step's tile whatever the batch and head counts
         p = skip.row if skip is not None else (rows[-1] if rows else None)
@@ -1260,6 +1260,20 @@ class Generator:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
+
+
+def _windowed(skip: TileSkip | None) -> bool:
+    """A loop whose alive rows are bounded from above by a bound that moves with the step (a sliding
+    window: each tile is alive for a band of rows): ``row_block="auto"`` takes 256 rows there, where a
+    smaller block computes less of each band. A dense loop, or one whose rows stay alive from their first
+    tile on (causal), takes 512: fewer steps, each paying the per-step dispatch once (N = 2048 / 4096,
+    against 256 rows: causal 0.94 / 0.92, the rewritten natural causal spec 0.90 / 0.91; the sliding window
+    1.07 / 1.04)."""
+
+    def moves(atom) -> bool:
+        return atom[0] == "index" or (atom[0] == "prod" and any(moves(a) for a in atom[1:]))
+
+    return skip is not None and any(a < 0 and any(moves(x) for x, _ in low.terms) for low, a in skip.bounds)
 
 
 def named_reduction(e: Einsum) -> bool:

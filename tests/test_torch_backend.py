@@ -902,13 +902,15 @@ def test_masks_all_true_at_run_time_are_left_out():
     assert torch_runtime._dflt(a, m, b).equal(torch.where(m, a, b))
 
 
-def test_row_block_auto_takes_larger_blocks_where_no_tile_is_skipped():
-    """`row_block="auto"` (the default): 512 rows for a dense loop (fewer steps, less dispatch), 256 where
-    tiles are skipped (a smaller block skips more exactly). A number is taken as it is; anything else is
-    an EinError."""
+def test_row_block_auto_takes_smaller_blocks_for_a_sliding_window():
+    """`row_block="auto"` (the default): 256 rows where each tile is alive for a band of rows that moves with
+    the step (a sliding window: a smaller block computes less of each band), else 512 (fewer steps, less
+    dispatch): dense and causal loops. A number is taken as it is; anything else is an EinError."""
     plain = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch").source
     causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch").source
-    assert "for c_p in range(0, s_p, 512):" in plain and "for c_p in range(0, s_p, 256):" in causal
+    window = einattn.compile(EXAMPLES / "sliding_window.ein", backend="torch").source
+    assert "for c_p in range(0, s_p, 512):" in plain and "for c_p in range(0, s_p, 512):" in causal
+    assert "for c_p in range(0, s_p, 256):" in window
     fixed = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch", row_block=64).source
     assert "for c_p in range(0, s_p, 64):" in fixed
     for bad in ("big", -1, True, 1.5):

@@ -254,7 +254,9 @@ class Generator:
             '    """The cascade. Sizes are Python ints; ``_o`` = (compute dtype, device, output dtype)."""',
         ]
         if self.pooling:
-            head.append("    _pool = {} if _inplace else None  # a step's tiles, reused by the next step")
+            head.append(
+                "    _pool = _new_pool(__name__, _o) if _inplace else None  # tiles reused by the next step"
+            )
         return "\n".join(head + dead_masks_removed(self.lines)) + "\n"
 
     # ---- spaces and contexts ------------------------------------------------------------------------------

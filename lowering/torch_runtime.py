@@ -457,33 +457,63 @@ def _covers(a, b) -> bool:
     return all(y in (1, x) for x, y in zip(a[len(a) - len(b) :], b))
 
 
+def _new_pool(scope, o):
+    """The pool of one call (when no gradient is recorded): buffers reused by the next steps, and the scope
+    under which masks are kept across calls (:func:`_memo`): the generated module and the device."""
+    return {"scope": (scope, str(o[1]))}
+
+
+# Masks kept across calls (see _memo): (scope, key) -> (mask, what is derived from it: its -inf fill, its
+# any), the oldest first; and, by the memory of each kept mask (alive while it is kept), its derived values.
+_KEPT: dict[tuple, tuple[torch.Tensor, dict]] = {}
+_KEPT_PTRS: dict[int, dict] = {}
+_KEPT_MAX = 32
+
+
 def _memo(pool, key, make):
-    """``make()``, kept in ``pool`` under ``key`` (a tuple that determines the value: see
-    ``torch_codegen.Generator.mask_key``) for the later steps of the call; no pool (a gradient is recorded,
-    or under ``torch.compile``): computed every time. The value is never written to."""
+    """``make()``, kept under ``key`` (a tuple that determines the value: see
+    ``torch_codegen.Generator.mask_key``) for the later steps of the call and for later calls of the same
+    generated program on the same device (the last few dozen masks made); no pool (a gradient is recorded,
+    or under ``torch.compile``): computed every time. The value is never written to. Otherwise a sliding
+    window's two masks cost 0.2-1 ms each to make at every call."""
     if pool is None or torch.compiler.is_compiling():
         return make()
-    value = pool.get(key)
-    if value is None:
-        value = pool[key] = make()
-        if isinstance(value, torch.Tensor):  # what is made from it may be kept too (see _derived)
-            pool.setdefault("kept masks", set()).add(value.untyped_storage().data_ptr())
-    return value
+    full = (pool.get("scope"), key)
+    kept = _KEPT.get(full)
+    if kept is not None:
+        return kept[0]
+    value = make()
+    return _keep(full, value) if isinstance(value, torch.Tensor) else value
+
+
+def _keep(full, mask):
+    """Keep ``mask`` under ``full`` (or return the one another thread kept first); drop the oldest beyond
+    ``_KEPT_MAX``. A derived value lives in its mask's record, so nothing outlives the mask it came from."""
+    record = _KEPT.setdefault(full, (mask, {}))
+    if record[0] is mask:
+        _KEPT_PTRS[mask.untyped_storage().data_ptr()] = record[1]
+        while len(_KEPT) > _KEPT_MAX:
+            old = _KEPT.pop(next(iter(_KEPT), None), None)
+            if old is None:
+                break
+            ptr = old[0].untyped_storage().data_ptr()
+            if _KEPT_PTRS.get(ptr) is old[1]:
+                _KEPT_PTRS.pop(ptr, None)
+    return record[0]
 
 
 def _derived(pool, m, what, make):
     """``make()`` (a value computed from mask ``m`` alone: its ``-inf`` fill, its ``any`` over some
-    dimensions), kept in ``pool`` when ``m`` is a view of a mask :func:`_memo` keeps (alive for the whole
-    call, so its memory identifies it)."""
+    dimensions), kept with the mask when ``m`` is a view of one :func:`_memo` keeps."""
     if pool is None or m is None or torch.compiler.is_compiling():
         return make()
-    ptr = m.untyped_storage().data_ptr()
-    if ptr not in pool.get("kept masks", ()):
+    store = _KEPT_PTRS.get(m.untyped_storage().data_ptr())
+    if store is None:
         return make()
-    key = ("derived", what, ptr, tuple(m.shape), m.stride(), m.storage_offset())
-    value = pool.get(key)
+    key = (what, tuple(m.shape), m.stride(), m.storage_offset())
+    value = store.get(key)
     if value is None:
-        value = pool[key] = make()
+        value = store.setdefault(key, make())
     return value
 
 

@@ -935,3 +935,38 @@ def test_a_default_with_nothing_absent_keeps_the_other_sides_ranks():
     a, b = torch.randn(2, 1), torch.randn(2, 3)
     assert torch_runtime._dflt(a, m, b).shape == (2, 3) and torch_runtime._dflt(a, None, b).shape == (2, 3)
     assert torch_runtime._dflt(a, None, 0.0) is a
+
+
+def test_masks_are_kept_across_calls_per_program_and_bounded(monkeypatch):
+    """A step's filter mask is made once per program and device, not at every call (a sliding window's two
+    masks cost 0.2-1 ms each to make); two programs whose keys read alike (`m <= p`, `m < p`) keep their own;
+    at most `_KEPT_MAX` masks are kept, and what is derived from a mask goes with it."""
+    causal = (EXAMPLES / "causal_1pass.ein").read_text()
+    strict = causal.replace("where m1 * M0 + m0 <= p", "where m1 * M0 + m0 < p")
+    kernels = [einattn.compile(t, backend="torch", params={"M0": 4}, row_block=8) for t in (causal, strict)]
+    made = []
+    runtime = kernels[0].function.__globals__["_memo"].__globals__
+    monkeypatch.setitem(runtime, "_KEPT", {})
+    monkeypatch.setitem(runtime, "_KEPT_PTRS", {})
+    x = {n: torch.randn(1, 2, 19, 3, dtype=torch.float64) for n in "QKV"}
+    progs = [k.program for k in kernels]
+    want = [einattn.compile(p, backend="numpy")(**{n: v.numpy() for n, v in x.items()}) for p in progs]
+    original = runtime["_keep"]
+
+    def spy(full, mask):
+        made.append(full)
+        return original(full, mask)
+
+    monkeypatch.setitem(runtime, "_keep", spy)
+    with torch.no_grad():
+        for _ in range(3):
+            for kern, w in zip(kernels, want):
+                np.testing.assert_allclose(kern(**x).numpy(), w, rtol=1e-12, atol=1e-12)
+    assert made and len(made) == len(set(made))  # each mask made once, over three calls of each program
+    assert len({scope for scope, _ in made}) == 2  # one scope per program
+    monkeypatch.setitem(runtime, "_KEPT_MAX", 1)
+    for k in range(3):
+        mask = torch.rand(4, 4) > 0.5
+        kept = runtime["_memo"]({"scope": ("test", "cpu")}, ("mask", k), lambda m=mask: m)
+        assert kept is mask and len(runtime["_KEPT"]) == 1
+    assert list(runtime["_KEPT_PTRS"]) == [mask.untyped_storage().data_ptr()]  # the dropped ones' gone too

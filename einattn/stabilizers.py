@@ -45,6 +45,7 @@ from . import syntax as S
 from .ir import Einsum, Program
 
 Exponent = tuple[tuple[str, Fraction], ...]  # sorted (perturbation, coefficient), no zero coefficient
+_MAX_STATES = 4  # running states proved together by induction, at most (else: no stabilizer)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class _Proof:
         self.ct = prog.tensor(candidate)
         self.hyp: dict[str, Form] = {}  # a running state's assumed form at step t (perturbation "t")
         self.memo: dict[str, Form | None] = {}
+        self.deps: dict[str, bool] = {}
 
     def holds(self) -> bool:
         states = [
@@ -112,9 +114,10 @@ class _Proof:
             for t in self.prog.tensors
             if t.iterative is not None and t.name != self.c and self._depends(t.name)
         ]
-        shapes = [INV] + [
-            Form.of(kind, {"t": Fraction(k)}) for kind in ("mul", "add") for k in (-1, 1, -2, 2)
-        ]
+        if len(states) > _MAX_STATES:  # (each guess is a walk of the program: 9 ** states of them)
+            return False
+        shapes = [Form.of(kind, {"t": Fraction(k)}) for kind in ("mul", "add") for k in (-1, 1, -2, 2)]
+        shapes.insert(1, INV)  # the running sums' MUL(-c_t) first, then INV: the usual answers
         for guess in itertools.product(shapes, repeat=len(states)):
             self.hyp, self.memo = dict(zip(states, guess)), {}
             if all(self._consistent(s) for s in states) and all(map(self._invariant, self.prog.outputs)):
@@ -128,9 +131,13 @@ class _Proof:
             return self.hyp.get(output) is INV
         return self.tensor(output) in (INV, ZERO)
 
-    @functools.cache  # noqa: B019 (one proof object per candidate, short-lived)
     def _depends(self, name: str) -> bool:
         """Whether ``name`` reads the candidate, directly or through other tensors."""
+        if name not in self.deps:
+            self.deps[name] = self._reads_candidate(name)
+        return self.deps[name]
+
+    def _reads_candidate(self, name: str) -> bool:
         if name == self.c:
             return True
         seen = {name}

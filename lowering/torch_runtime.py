@@ -786,9 +786,10 @@ def _mine(x, inplace):
 
 
 def _own(x, m, shape):
-    """A state about to be updated in place: its own contiguous memory, mask included."""
+    """A state about to be updated in place: its own contiguous memory, mask included (in its own shape,
+    which :func:`_putm` widens where a step's piece needs it)."""
     x = x.expand(shape).clone(memory_format=torch.contiguous_format)
-    return x, None if m is None else m.expand(shape).clone(memory_format=torch.contiguous_format)
+    return x, None if m is None else m.clone(memory_format=torch.contiguous_format)
 
 
 def _put(full, part, dim, start, inplace):
@@ -810,13 +811,24 @@ def _put(full, part, dim, start, inplace):
 
 
 def _putm(full, part, dim, start, length, shape, inplace):
-    """The mask of :func:`_put`; ``part`` covers ``length`` positions from ``start`` (None: all present)."""
+    """The mask of :func:`_put`; ``part`` covers ``length`` positions from ``start`` (None: all present).
+
+    The mask has the state's extent along ``dim`` (its rows, written piece by piece) and wherever it or a
+    piece varies, and 1 elsewhere: a running state's presence varies along its rows, not along its features
+    (``RNV[b, h, p, f]``'s mask is ``[b, h, p, 1]``), so combining it costs a row's worth, not the state's."""
     if full is None and part is None:
         return None
+    need = [1] * len(shape) if full is None else list(full.shape)
+    need[dim] = shape[dim]
+    if part is not None:
+        for k, n in enumerate(part.shape):
+            if n != 1 and k != dim:
+                need[k] = shape[k]
     if full is None:
-        device = part.device
-        full, inplace = torch.ones(shape, dtype=torch.bool, device=device), True
-    piece_shape = list(full.shape)
+        full, inplace = torch.ones(need, dtype=torch.bool, device=part.device), True
+    elif list(full.shape) != need:
+        full, inplace = full.expand(need).clone(memory_format=torch.contiguous_format), True
+    piece_shape = list(need)
     piece_shape[dim] = length
     piece = (
         torch.ones(piece_shape, dtype=torch.bool, device=full.device)

@@ -970,3 +970,21 @@ def test_masks_are_kept_across_calls_per_program_and_bounded(monkeypatch):
         kept = runtime["_memo"]({"scope": ("test", "cpu")}, ("mask", k), lambda m=mask: m)
         assert kept is mask and len(runtime["_KEPT"]) == 1
     assert list(runtime["_KEPT_PTRS"]) == [mask.untyped_storage().data_ptr()]  # the dropped ones' gone too
+
+
+def test_a_states_mask_keeps_its_own_shape():
+    """`_putm` keeps a running state's mask at the state's rows and wherever a piece varies, 1 elsewhere
+    (`RNV[b, h, 1, p, f]`'s presence is per row: `[b, h, 1, p, 1]`), widening it when a piece does vary."""
+    shape = (1, 2, 1, 6, 4)
+    _, m = torch_runtime._own(torch.zeros(1, 1, 1, 1, 1), torch.zeros(1, 1, 1, 1, 1, dtype=torch.bool), shape)
+    assert m.shape == (1, 1, 1, 1, 1)
+    rows = torch.tensor([True, False, True]).reshape(1, 1, 1, 3, 1)
+    m = torch_runtime._putm(m, rows, 3, 2, 3, shape, True)
+    assert m.shape == (1, 1, 1, 6, 1) and m.flatten().tolist() == [False, False, True, False, True, False]
+    per_feature = torch.tensor([True, False, True, True]).reshape(1, 1, 1, 1, 4)
+    m = torch_runtime._putm(m, per_feature, 3, 0, 2, shape, True)
+    assert m.shape == (1, 1, 1, 6, 4)
+    assert m[0, 0, 0, :, 1].tolist() == [False, False, True, False, True, False]
+    assert m[0, 0, 0, :, 0].tolist() == [True, True, True, False, True, False]
+    whole = torch_runtime._putm(m, None, 3, 0, 6, shape, False)
+    assert whole is None  # every row present: no mask from then on

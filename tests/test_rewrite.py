@@ -21,6 +21,7 @@ from rewrite_cases import (
 
 import einattn
 from einattn.cli import main
+from einattn.format import format_einsum
 from einattn.rewrite import Derivation, RewriteError, auto_rewrite, rewrite
 
 pytestmark = pytest.mark.filterwarnings("ignore::einattn.EinWarning")
@@ -139,6 +140,28 @@ def test_fully_masked_rows_give_zero_not_nan():
     assert (got[:, :, :3] == 0).all() and (got[:, :, 3:] != 0).all()
     assert_same((want,), (got,))
     assert "where 0 != 0" in einattn.format(new)  # states start absent: nothing seen yet
+
+
+def test_a_statement_that_reads_the_max_before_the_spec_defines_it():
+    """Statements are a dataflow graph in any order: a reader of the max written above the softmax reads
+    the final running max too (it was left reading a max the rewrite had removed, and the backends fell back
+    to the spec as written with a warning)."""
+    text = (
+        "input Q[p, e], K[m, e], V[m, f]\noutput X\n"
+        "X[p, f] = O[p, f] * sigmoid(G[p]) + G[p]\n"
+        "S[m, p] = Q[p, e] * K[m, e]\nG[p] = S[m, p] :: max(m)\nN[m, p] = exp(S[m, p] - G[p])\n"
+        "D[p] = N[m, p]\nO[p, f] = N[m, p] * V[m, f] / D[p]\n"
+    )
+    prog = parse(text)
+    new, _ = rewrite(prog, tile=3)
+    (x_def,) = [e for e in new.einsums if e.tensor == "X"]
+    assert format_einsum(x_def) == "X[p, f] = O[p, f] * sigmoid(RG[M1, p]) + RG[M1, p]"
+    x = random_inputs(prog, SIZES, 5)
+    assert_same(run(prog, x), run(new, x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning
+        kern = einattn.compile(prog, backend="torch", tile=3)
+    assert kern.program.name.startswith("<rewrite of")
 
 
 def test_conformance_cascades_rewrite():

@@ -167,8 +167,9 @@ class Draft:
                 warnings.simplefilter("ignore")
                 return parse(text, filename)
         except EinError as e:
+            first = e.message if hasattr(e, "message") else str(e).splitlines()[0]
             raise InternalError(
-                f"a rewrite produced an invalid program:\n{e}\n--- program ---\n{text}"
+                f"a rewrite produced an invalid program ({first})\n{e}\n--- program ---\n{text}"
             ) from None
 
 

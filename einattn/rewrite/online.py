@@ -268,6 +268,9 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
             rest.append(replace_reads(e, read_map))
         elif id(e) in kept:
             rest.append(e)  # dropped below unless something else still reads it
-    draft.einsums = draft.einsums[:first] + t.blocks + inits + new_block + rest
+    # a statement may read the max or a sum before the spec defines them (statements are a dataflow graph,
+    # in any order): it reads the final states too
+    head = [replace_reads(e, read_map) for e in draft.einsums[:first]]
+    draft.einsums = head + t.blocks + inits + new_block + rest
     draft.dce()
     return states

@@ -121,8 +121,9 @@ def assert_same_gradients(kern, prog, x):
         finally:
             glob["_stable"] = saved
     for a, b in zip(*grads):
-        if a is None or b is None:
-            assert a is None and b is None
+        if a is None or b is None:  # an input that reaches the outputs only through stabilizers: its
+            other = b if a is None else a  # gradient is zero, and detached it is None
+            assert other is None or not other.any()
             continue
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
 

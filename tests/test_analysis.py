@@ -475,6 +475,7 @@ def test_json_schema():
         "relations",
         "passes",
         "notes",
+        "stabilizers",
         "barriers",
         "groups",
         "footprint",
@@ -482,6 +483,7 @@ def test_json_schema():
         "intensity",
     ]
     assert data["passes"] == {"e": 1, "p": 1, "m": 1, "f": 1, "m1": 1, "m0": 2}
+    assert data["stabilizers"] == ["RM"]  # the running max: no output depends on its value
     assert data["barriers"] == [
         {
             "rank": "m0",

@@ -70,6 +70,9 @@ def render_report(r: Report, width: int = 100) -> str:
     say(f"  {_sizes_line(r)}")
     for note in r.notes:
         say(f"  note: {note}")
+    if r.stabilizers:
+        names = ", ".join(r.stabilizers)
+        say(f"  stabilizers: {names} (no output depends on their value: their gradient is zero)")
     say("")
 
     passes = _table(

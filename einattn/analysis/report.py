@@ -17,6 +17,8 @@ value, else null.
 ``passes``        rank variable -> number of passes over it (every rank; partition parents included).
 ``notes``         list of strings: caveats, e.g. a fiber that a recurrence re-reads at every step (its passes
                   are then counted per step), or a size given that the spec does not have (ignored).
+``stabilizers``   list of tensor names: the maxes (and mins) that no output depends on the value of, such as
+                  softmax's max (:mod:`einattn.stabilizers`): their derivative is zero.
 ``barriers``      list of ``{rank, pass, reduction, reduction_at, einsum, einsum_at, tensor, read_at}``: the
                   full reduction ``reduction`` must finish before ``einsum`` can re-read ``tensor``, which
                   starts pass ``pass`` over ``rank``; ``*_at`` are ``file:line:col``.
@@ -154,6 +156,14 @@ class Report:
         """The analysed :class:`~einattn.Program` (params applied)."""
         return self.model.prog
 
+    @property
+    def stabilizers(self) -> tuple[str, ...]:
+        """The maxes (and mins) no output depends on the value of (:mod:`einattn.stabilizers`): softmax's max.
+        Their derivative is zero; a backend records no gradient through them."""
+        from ..stabilizers import stabilizers
+
+        return tuple(sorted(stabilizers(self.program)))
+
     # ---- numbers ----------------------------------------------------------------------------------
     def value(self, expr) -> int | float | None:
         """The number of an expression of this report at the given sizes, or None if some size is unknown."""
@@ -208,6 +218,7 @@ class Report:
             "relations": dict(self.relations),
             "passes": dict(self.passes),
             "notes": list(self.notes),
+            "stabilizers": list(self.stabilizers),
             "barriers": [b.to_json() for b in self.barriers],
             "groups": {r: [list(g) for g in gs] for r, gs in self.groups.items()},
             "footprint": {

@@ -820,8 +820,8 @@ def _putm(full, part, dim, start, length, shape, inplace):
         return None
     need = [1] * len(shape) if full is None else list(full.shape)
     need[dim] = shape[dim]
-    if part is not None:
-        for k, n in enumerate(part.shape):
+    if part is not None:  # (its dimensions aligned to the right, as broadcasting does)
+        for k, n in enumerate(part.shape, start=len(shape) - part.dim()):
             if n != 1 and k != dim:
                 need[k] = shape[k]
     if full is None:

@@ -988,3 +988,5 @@ def test_a_states_mask_keeps_its_own_shape():
     assert m[0, 0, 0, :, 0].tolist() == [True, True, True, False, True, False]
     whole = torch_runtime._putm(m, None, 3, 0, 6, shape, False)
     assert whole is None  # every row present: no mask from then on
+    low = torch_runtime._putm(None, torch.tensor([True, False, True, True]), 3, 0, 6, shape, True)
+    assert low.shape == (1, 1, 1, 6, 4)  # a piece of fewer dimensions is aligned to the right

@@ -45,6 +45,7 @@ then rows are independent and a backend can compute a step on the interval of ro
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 from . import syntax as S
@@ -303,8 +304,8 @@ def _dead_update_keeps_init(prog: Program, loop: Loop, tile: str) -> bool:
     """The dead update, evaluated exactly on constant initial states, returns them unchanged; or every
     initial state is absent (the rewritten cascade's ``RM[0] = -inf where 0 != 0``) and the dead update of
     absent states is absent (``max(RM ?? LM, LM ?? RM)`` with ``LM`` absent is ``RM``: still absent)."""
-    inits = [next(x for x in prog.definitions(s) if x.kind == "init") for s in loop_states(prog, loop)]
-    if all(_never(prog, e.filter) for e in inits):
+    inits = {s: next(x for x in prog.definitions(s) if x.kind == "init") for s in loop_states(prog, loop)}
+    if all(never_present(prog, e.filter) for e in inits.values()):
         step = _DeadStep(prog, loop, tile, finite=False, absent_states=True)
         return step.ok and all(step.next[s] is ABSENT for s in step.states)
     step = _DeadStep(prog, loop, tile, finite=False)
@@ -312,7 +313,7 @@ def _dead_update_keeps_init(prog: Program, loop: Loop, tile: str) -> bool:
         return False
     init = {}
     for s in step.states:
-        e = next(x for x in prog.definitions(s) if x.kind == "init")
+        e = inits[s]
         v = constant_value(prog, e.expr, {}) if e.filter is None else None
         if v is None:
             return False
@@ -326,22 +327,25 @@ def _dead_update_keeps_init(prog: Program, loop: Loop, tile: str) -> bool:
 
 
 _COMPARE = {
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 
 
-def _never(prog: Program, f: S.Expr | None) -> bool:
+def never_present(prog: Program, f: S.Expr | None) -> bool:
     """Whether filter ``f`` is false everywhere by its constants alone (``where 0 != 0``)."""
     if isinstance(f, S.Compare):
-        a, b = constant_value(prog, f.a, {}), constant_value(prog, f.b, {})
+        if isinstance(f.a, S.Const) and isinstance(f.b, S.Const):  # (no sympy for the common case)
+            a, b = f.a.value, f.b.value
+        else:
+            a, b = constant_value(prog, f.a, {}), constant_value(prog, f.b, {})
         return a is not None and b is not None and not _COMPARE[f.op](a, b)
     if isinstance(f, S.Logic):
-        never = _never(prog, f.a), _never(prog, f.b)
+        never = never_present(prog, f.a), never_present(prog, f.b)
         return all(never) if f.op == "or" else any(never)
     return False
 

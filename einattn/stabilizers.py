@@ -43,6 +43,7 @@ from fractions import Fraction
 
 from . import syntax as S
 from .ir import Einsum, Program
+from .skip import never_present
 
 Exponent = tuple[tuple[str, Fraction], ...]  # sorted (perturbation, coefficient), no zero coefficient
 _MAX_STATES = 4  # running states proved together by induction, at most (else: no stabilizer)
@@ -158,7 +159,8 @@ class _Proof:
         for e in self.prog.definitions(state):
             got = self.statement(e)
             if e.kind == "init":
-                ok = (got is ZERO and want.kind in ("mul", "inv")) or got == _shift(want, "0") or _never(e)
+                absent = e.filter is not None and never_present(self.prog, e.filter)  # fits any form
+                ok = (got is ZERO and want.kind in ("mul", "inv")) or got == _shift(want, "0") or absent
             else:
                 ok = got == _shift(want, "t+1") or (got is ZERO and want.kind == "mul")
             if not ok:
@@ -179,7 +181,7 @@ class _Proof:
             self._depends(n.tensor) for n in e.filter.walk() if isinstance(n, S.Read)
         ):
             return _UNKNOWN
-        if _never(e):
+        if e.filter is not None and never_present(self.prog, e.filter):
             return ZERO
         f = self.expr(e.expr)
         for r, op in e.reduce:
@@ -267,24 +269,6 @@ class _Proof:
                 return functools.reduce(_same, args)
             return _UNKNOWN
         return _UNKNOWN
-
-
-def _never(e: Einsum) -> bool:
-    """A statement whose filter is false by its constants alone (``where 0 != 0``): never present."""
-    f = e.filter
-    return (
-        isinstance(f, S.Compare)
-        and isinstance(f.a, S.Const)
-        and isinstance(f.b, S.Const)
-        and not {
-            "<": f.a.value < f.b.value,
-            "<=": f.a.value <= f.b.value,
-            ">": f.a.value > f.b.value,
-            ">=": f.a.value >= f.b.value,
-            "==": f.a.value == f.b.value,
-            "!=": f.a.value != f.b.value,
-        }[f.op]
-    )
 
 
 def _shift(f: Form, step: str | None) -> Form | None:

@@ -898,7 +898,8 @@ class Generator:
             k = min(range(len(operands)), key=lambda i: self._weight(operands[i][2], prefer_local=True))
             operands[k][0] = f"{operands[k][0]} * {' * '.join(scalars)}"
         made = [r for r in keep if any(letters[r] in o[1] for o in operands)]
-        last = self.reduced_by_readers(e) if call == "_mm" and not named_reduction(e) else None
+        named = [(r, op) for r, op in e.reduce if op != "+"]  # `::` reductions, after the sum of products
+        last = self.reduced_by_readers(e) if call == "_mm" and not named else None
         if last in made and made[-1] != last:  # the rank its readers reduce innermost (see the method)
             made = [r for r in made if r != last] + [last]
         spec = ",".join(o[1] for o in operands) + "->" + "".join(letters[r] for r in made)
@@ -923,7 +924,6 @@ class Generator:
                     f"{tuple_code(inner) if inner else '()'})"
                 )
         ranks = set().union(*(o[2] for o in operands)) - set(sums)
-        named = [(r, op) for r, op in e.reduce if op != "+"]
         if not named:
             return code, mask, ranks, result_zero
         op = named[0][1]
@@ -1276,11 +1276,6 @@ def _windowed(skip: TileSkip | None) -> bool:
         return atom[0] == "index" or (atom[0] == "prod" and any(moves(a) for a in atom[1:]))
 
     return skip is not None and any(a < 0 and any(moves(x) for x, _ in low.terms) for low, a in skip.bounds)
-
-
-def named_reduction(e: Einsum) -> bool:
-    """A ``::`` reduction (max, min) applies after the sum of products."""
-    return any(op != "+" for _, op in e.reduce)
 
 
 def _factors(expr: S.Expr):

@@ -473,7 +473,7 @@ _KEPT_MAX = 16  # (a 256 x 256 mask and its float32 fill: 0.3 MB)
 def _memo(pool, key, make):
     """``make()``, kept under ``key`` (a tuple that determines the value: see
     ``torch_codegen.Generator.mask_key``) for the later steps of the call and for later calls of the same
-    generated program on the same device (the last 16 masks made); no pool (a gradient is recorded,
+    generated program on the same device (the last ``_KEPT_MAX`` masks made); no pool (a gradient is recorded,
     or under ``torch.compile``): computed every time. The value is never written to. Otherwise a sliding
     window's two masks cost 0.2-1 ms each to make at every call."""
     if pool is None or torch.compiler.is_compiling():

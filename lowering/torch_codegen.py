@@ -955,6 +955,30 @@ class Generator:
                         votes[e.index[k].rank] = votes.get(e.index[k].rank, 0) + 1
         return max(votes, key=votes.__getitem__) if votes else None
 
+    def state_layout(self, s: str) -> str:
+        """Arguments laying state ``s`` out in memory as the output statement that reads its final value
+        wants it (``, order=(...)``, see ``torch_runtime._own``), or "" for its logical order. Attention's
+        running sum ``RNV[b, h, f, m1, p]`` is divided into ``AV[b, h, p, f]``: laid out ``[p, f]``, every
+        step's ``P V`` accumulates into it with no transposed operand (``_mm_into`` follows the layout), and
+        the division writes the output in one contiguous pass instead of a transposing one (on CPU the
+        transpose of ``[f, p]`` to ``[p, f]`` costs as much as a step)."""
+        t = self.prog.tensor(s)
+        for e in self.prog.einsums:
+            if e.tensor not in self.prog.outputs:
+                continue
+            place = {ix.rank: k for k, ix in enumerate(e.index)}
+            for rd in e.reads():
+                if rd.tensor != s or len(rd.indices) != len(t.ranks):
+                    continue
+                dims = [d for d in range(len(t.ranks)) if d != t.iterative]
+                if not all(isinstance(rd.indices[d], S.Coord) and rd.indices[d].rank in place for d in dims):
+                    return ""
+                moved = iter(sorted(dims, key=lambda d: place[rd.indices[d].rank]))
+                # (the step's dimension has one position: it stays where it is)
+                order = tuple(d if d == t.iterative else next(moved) for d in range(len(t.ranks)))
+                return "" if order == tuple(range(len(order))) else f", order={tuple_code(order)}"
+        return ""
+
     def scratch(self, key: str) -> str:
         """Arguments giving a reduction helper a buffer for its masked copy of the tile, reused by the next
         steps (inside a loop, when no gradient is recorded; the copy is dead when the helper returns)."""
@@ -1099,7 +1123,8 @@ class Generator:
         }
         if skip is None:  # (with skipping, the blocks' states are memory of their own already)
             for s in sorted(set(self.updating.values())):
-                self.emit(f"{self.vars[s].value} = _mine({self.vars[s].value}, _inplace)  # updated in place")
+                value, order = self.vars[s].value, self.state_layout(s)
+                self.emit(f"{value} = _mine({value}, _inplace{order})  # updated in place")
         self.emit(f"for i_{r} in range({lin_code(self.size(r))}):")
         self.depth += 1
         self.reads = {}
@@ -1168,7 +1193,7 @@ class Generator:
             origin, length = list(v.origin), list(v.length)
             if s in history:
                 k = t.iterative
-                self.emit(f"{v.value} = torch.cat(h_{s}, {k})")
+                self.emit(f"{v.value} = _cat(h_{s}, {k})")
                 if v.mask is not None:
                     self.emit(f"{v.mask} = _catm(hm_{s}, {k}, h_{s})")
                 origin[k], length[k] = num(0), size + num(1)
@@ -1179,7 +1204,7 @@ class Generator:
         for x in sorted(exported):
             v = self.vars[x]
             k = prog.tensor(x).ranks.index(r)
-            self.emit(f"t_{x} = torch.cat(h_{x}, {k})")
+            self.emit(f"t_{x} = _cat(h_{x}, {k})")
             if v.mask is not None:
                 self.emit(f"m_{x} = _catm(hm_{x}, {k}, h_{x})")
             origin, length = list(v.origin), list(v.length)
@@ -1218,11 +1243,13 @@ class Generator:
             if v.mask is None:
                 self.emit(f"t_{s} = _take(z_{s}, None, {d}, c_{p}, w_{p}, {n})[0]")
                 if skip is not None:  # updated in place, row by row: memory of its own
-                    self.emit(f"t_{s} = _own(t_{s}, None, {shape_code(length)})[0]")
+                    self.emit(f"t_{s} = _own(t_{s}, None, {shape_code(length)}{self.state_layout(s)})[0]")
             else:
                 self.emit(f"t_{s}, m_{s} = _take(z_{s}, zm_{s}, {d}, c_{p}, w_{p}, {n})")
                 if skip is not None:
-                    self.emit(f"t_{s}, m_{s} = _own(t_{s}, m_{s}, {shape_code(length)})")
+                    self.emit(
+                        f"t_{s}, m_{s} = _own(t_{s}, m_{s}, {shape_code(length)}{self.state_layout(s)})"
+                    )
             self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent)
         if skip is not None:
             self.emit("_elo, _ehi = 0, 0")
@@ -1253,7 +1280,7 @@ class Generator:
         for s in states:
             v = self.vars[s]
             d = self.prog.tensor(s).ranks.index(p)
-            self.emit(f"{v.value} = torch.cat(b_{s}, {d})")
+            self.emit(f"{v.value} = _cat(b_{s}, {d})")
             if v.mask is not None:
                 self.emit(f"{v.mask} = _catm(bm_{s}, {d}, b_{s})")
             origin, length = list(v.origin), list(v.length)

@@ -229,18 +229,23 @@ def _fill(m, value, dtype):
 
 
 def _memory_order(x) -> tuple[int, ...]:
-    """``x``'s dimensions from the outermost in memory to the innermost."""
-    return tuple(sorted(range(x.dim()), key=lambda d: (-x.stride(d), d)))
+    """``x``'s dimensions from the outermost in memory to the innermost. A dimension of size 1 has no
+    place in memory: it keeps its logical position (a contiguous tensor's order is the identity, whatever
+    strides its size-1 dimensions have)."""
+    big = iter(sorted((d for d in range(x.dim()) if x.shape[d] != 1), key=lambda d: (-x.stride(d), d)))
+    return tuple(d if x.shape[d] == 1 else next(big) for d in range(x.dim()))
 
 
-def _laid_out(t, order):
+def _laid_out(t, order, copy=False):
     """``t`` with its memory in the dimension order ``order`` (a tile's: see :func:`_memory_order`), so that
     an operation between the two runs along both contiguously (a fill added to a tile laid out ``[rows,
-    keys]`` while its mask is ``[keys, rows]``)."""
+    keys]`` while its mask is ``[keys, rows]``). ``copy``: always in memory of its own (``t`` itself when it
+    is laid out so already, otherwise)."""
     if order == tuple(range(t.dim())):
-        return t
+        return t.clone(memory_format=torch.contiguous_format) if copy else t
     inverse = sorted(range(len(order)), key=order.__getitem__)
-    return t.permute(order).contiguous().permute(inverse)
+    t = t.permute(order)
+    return (t.clone(memory_format=torch.contiguous_format) if copy else t.contiguous()).permute(inverse)
 
 
 def _fill_as(pool, m, value, x):
@@ -645,7 +650,15 @@ def _mm_operands(plan, a, b):
 
 
 def _mm_into(spec, a, b, alpha, acc, inplace):
-    """``acc + alpha * einsum(spec, a, b)``, in ``acc``'s memory where it can be (see :func:`_mm`)."""
+    """``acc + alpha * einsum(spec, a, b)``, in ``acc``'s memory where it can be (see :func:`_mm`). The
+    matmul is planned for ``acc``'s layout: a running sum laid out ``[rows, features]`` behind a ``[features,
+    rows]`` view takes ``P V``, one laid out ``[features, rows]`` takes ``(P V)^T``."""
+    order = _memory_order(acc)
+    if len(order) == len(spec) - spec.index(">") - 1 and order != tuple(range(acc.dim())):
+        ins, out = spec.split("->")
+        inverse = sorted(range(len(order)), key=order.__getitem__)
+        spec = ins + "->" + "".join(out[d] for d in order)
+        return _mm_into(spec, a, b, alpha, acc.permute(order), inplace).permute(inverse)
     plan = _mm_plan(spec)
     ok = plan is not None and inplace and not torch.compiler.is_compiling()
     operands = _mm_operands(plan, a, b) if ok and a.dtype == b.dtype == acc.dtype else None
@@ -779,16 +792,19 @@ def _rows_block(fn, start, length, inplace):
     return torch.utils.checkpoint.checkpoint(fn, start, length, use_reentrant=False)
 
 
-def _mine(x, inplace):
+def _mine(x, inplace, order=None):
     """A state that a step updates in place (when no gradient is recorded): its own memory (the initial
-    state may be a broadcast constant or a view of an input)."""
-    return x.clone(memory_format=torch.contiguous_format) if inplace else x
+    state may be a broadcast constant or a view of an input), laid out in ``order`` (see :func:`_own`)."""
+    return _laid_out(x, order or tuple(range(x.dim())), copy=True) if inplace else x
 
 
-def _own(x, m, shape):
-    """A state about to be updated in place: its own contiguous memory, mask included (in its own shape,
-    which :func:`_putm` widens where a step's piece needs it)."""
-    x = x.expand(shape).clone(memory_format=torch.contiguous_format)
+def _own(x, m, shape, order=None):
+    """A state about to be updated in place: its own memory, mask included (in its own shape, which
+    :func:`_putm` widens where a step's piece needs it). ``order``: the state's dimensions from the outermost
+    in memory to the innermost (``torch_codegen.Generator.state_layout``: the layout its final reader
+    wants, attention's running sum ``RNV[f, p]`` laid out ``[p, f]`` as its output ``AV[p, f]``); None:
+    contiguous."""
+    x = _laid_out(x.expand(shape), order or tuple(range(len(shape))), copy=True)
     return x, None if m is None else m.clone(memory_format=torch.contiguous_format)
 
 
@@ -843,6 +859,20 @@ def _putm(full, part, dim, start, length, shape, inplace):
     # has seen a key: from then on it is None, and the next steps combine no mask for it. The check reads
     # the mask once a step, a fraction of the pass that updated the state itself, whatever its size.
     return None if _all_true(full, limit=None) else full
+
+
+def _cat(parts, dim):
+    """``torch.cat(parts, dim)`` in the parts' memory order: ``torch.cat`` lays its result out in the
+    logical order, so blocks of a state laid out ``[rows, features]`` behind a ``[features, rows]`` view
+    would be transposed by it (and every later use would read across memory). One part is returned as it
+    is."""
+    if len(parts) == 1:
+        return parts[0]
+    order = _memory_order(parts[0])
+    if order == tuple(range(parts[0].dim())) or any(_memory_order(x) != order for x in parts[1:]):
+        return torch.cat(parts, dim)
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    return torch.cat([x.permute(order) for x in parts], inverse[dim]).permute(inverse)
 
 
 def _catm(masks, dim, values):

@@ -673,13 +673,15 @@ def test_states_rescaled_in_place_leave_their_initial_values_alone():
     want = einattn.compile(prog, backend="numpy")(**x)
     for options in ({}, {"row_block": 0}, {"row_block": 4, "skip_tiles": False}):
         kern = einattn.compile(prog, backend="torch", **options)
-        assert "_mine(t_RNV, _inplace)" in kern.source or "_own(t_RNV" in kern.source
+        assert "_mine(t_RNV, _inplace" in kern.source or "_own(t_RNV" in kern.source
         xt = to_torch(prog, x, torch.float64)
-        kept = xt["R0"].clone()
-        with torch.no_grad():
-            got = kern(**xt)
-        assert xt["R0"].equal(kept)
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+        # the state is laid out [p, f] (its reader's layout): an input already laid out so is still copied
+        for r0 in (xt["R0"], xt["R0"].transpose(2, 3).contiguous().transpose(2, 3)):
+            kept = r0.clone()
+            with torch.no_grad():
+                got = kern(**(xt | {"R0": r0}))
+            assert r0.equal(kept)
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
     hist = einattn.parse(text.replace("output AV", "output AV, RNV"), "h.ein").with_params({"M0": 3})
     src = einattn.compile(hist, backend="torch").source  # every step's RNV is an output: never in place
     assert "t_SPNV = (t_RNV * t_PRM[:, :, None])" in src and "t_SPD = _ip_mul(t_RD, t_PRM, _inplace)" in src
@@ -748,6 +750,40 @@ def test_an_output_is_computed_in_the_layout_it_is_returned_in():
     g = a.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(torch_runtime._dense_op(torch_runtime._ip_mul, g, b, False).sum(), (g,))
     assert torch.equal(grad, b.expand_as(g))
+
+
+def test_a_state_is_laid_out_as_the_output_that_reads_it():
+    """`AV[p, f] = RNV[f, M1, p] / RD`: the running sum is laid out [p, f] in memory, with or without blocks
+    of rows (`_mine`, `_own`); `P V` accumulates into it in place with no transposed operand (`_mm_into`
+    plans for the accumulator's layout), the blocks are concatenated in that layout (`_cat`), and the output
+    division reads it contiguously."""
+    for spec, option in (
+        ("attention_1pass.ein", "_mine(t_RNV, _inplace, order="),
+        ("causal_1pass.ein", "_own("),
+    ):
+        src = einattn.compile(EXAMPLES / spec, backend="torch").source
+        line = next(x for x in src.splitlines() if "t_RNV = " + option.split("(")[0] in x)
+        assert option in line and "order=(0, 1, 4, 3, 2)" in line
+    src = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch").source
+    assert "order=" not in next(x for x in src.splitlines() if "t_RD = _own(" in x)  # already [p]
+    # _mm_into: the accumulator [f, p] seen as [p, f] in memory takes P V in place; a contiguous one too
+    p_, v_ = torch.randn(2, 6, 4), torch.randn(2, 4, 3)  # P[b, p, a], V[b, a, f]
+    for acc in (torch.randn(2, 6, 3).transpose(1, 2), torch.randn(2, 3, 6)):  # [b, f, p]
+        want = acc + torch.einsum("bpa,baf->bfp", p_, v_)
+        ptr = acc.data_ptr()
+        got = torch_runtime._mm_into("bpa,baf->bfp", p_, v_, None, acc, True)
+        assert got.data_ptr() == ptr and got.stride() == acc.stride()
+        torch.testing.assert_close(got, want)
+    # _cat: blocks laid out [p, f] behind [f, p] views stay laid out so; one block is not copied
+    parts = [torch.randn(2, n, 3).transpose(1, 2) for n in (4, 5)]
+    cat = torch_runtime._cat(parts, 2)
+    assert torch.equal(cat, torch.cat(parts, 2)) and cat.transpose(1, 2).is_contiguous()
+    assert torch_runtime._cat(parts[:1], 2) is parts[0]
+    mixed = [parts[0], parts[1].contiguous()]  # two layouts: torch.cat's own
+    assert torch.equal(torch_runtime._cat(mixed, 2), torch.cat(mixed, 2))
+    # a size-1 dimension has no place in memory
+    assert torch_runtime._memory_order(torch.randn(2, 1, 3, 1)) == (0, 1, 2, 3)
+    assert torch_runtime._memory_order(torch.randn(1, 3, 2).transpose(1, 2)) == (0, 2, 1)
 
 
 def test_a_matmul_that_reads_a_state_updated_in_place_runs_where_it_is_written():

@@ -165,6 +165,126 @@ class ReadCode:
 # ---- the generator ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Reduced:
+    """A reduction's definition read through :func:`definition`: the statement and its rank mapping."""
+
+    einsum: Einsum
+    mapping: dict
+
+    @property
+    def expr(self) -> S.Expr:
+        return self.einsum.expr
+
+
+def definition(prog: Program, rd: S.Read) -> S.Expr | None:
+    """The expression that ``rd`` reads, its ranks replaced by ``rd``'s indices; None for an input, a
+    reduction other than max (see :func:`dominates`), an initial state, or indices it cannot match."""
+    for e in prog.einsums:
+        if e.tensor != rd.tensor or any(ix.kind == "init" for ix in e.index) or e.filter is not None:
+            continue
+        mapping: dict[str, S.Expr] = {}
+        for ix, got in zip(e.index, rd.indices):
+            if ix.kind == "step":
+                step = isinstance(got, S.Binary) and got.op == "+" and got.b == S.Const(1)
+                if not step:
+                    break
+                got = got.a
+            mapping[ix.rank] = got
+        else:
+            if any(op not in ("+", "max") for _, op in e.reduce):
+                return None
+            return S.subst(e.expr, mapping) if not e.reduce else _Reduced(e, mapping)
+    return None
+
+
+def dominates(prog: Program, b: S.Expr, a: S.Expr, depth: int = 6) -> bool:
+    """Whether ``b >= a`` wherever ``a`` is present: ``b`` reads a max over some ranks of ``a``'s tensor
+    (the other indices equal), or a max one of whose arguments does, or ``x ?? y`` whose ``x`` is such a
+    max (``x`` is absent only where every value of the max, ``a`` among them, is)."""
+    if depth == 0:
+        return False
+    if isinstance(b, S.Default):
+        return _max_of(prog, b.a, a) or (
+            dominates(prog, b.a, a, depth - 1) and dominates(prog, b.b, a, depth - 1)
+        )
+    if _max_of(prog, b, a):
+        return True
+    if isinstance(b, S.Read):
+        d = definition(prog, b)
+        return d is not None and not isinstance(d, _Reduced) and dominates(prog, d, a, depth - 1)
+    if isinstance(b, S.Call) and b.fn == "max":
+        return any(dominates(prog, x, a, depth - 1) for x in b.args)
+    return False
+
+
+def _max_of(prog: Program, b: S.Expr, a: S.Expr) -> bool:
+    """``b`` reads ``X :: max(ranks)`` where ``X`` is ``a`` at the reduced ranks' coordinates."""
+    if not (isinstance(b, S.Read) and isinstance(a, S.Read)):
+        return False
+    d = definition(prog, b)
+    if not isinstance(d, _Reduced) or not isinstance(d.expr, S.Read) or d.expr.tensor != a.tensor:
+        return False
+    reduced = {r for r, op in d.einsum.reduce}
+    if any(op != "max" for _, op in d.einsum.reduce):
+        return False
+    mine = S.subst(d.expr, d.mapping)
+    return all(
+        x == y or (isinstance(x, S.Coord) and x.rank in reduced)
+        for x, y, z in zip(mine.indices, a.indices, d.expr.indices)
+    )
+
+
+def _at_least_one(prog: Program, b: S.Expr) -> bool:
+    """``b`` reads a sum over ranks ``S`` of ``exp(x - y)`` where ``y`` is the max of ``x`` over ranks within
+    ``S`` (a softmax denominator): the term at the argmax is 1 and none is negative."""
+    d = definition(prog, b) if isinstance(b, S.Read) else None
+    if not isinstance(d, _Reduced) or any(op != "+" for _, op in d.einsum.reduce):
+        return False
+    summed = {r for r, _ in d.einsum.reduce}
+    x = d.expr
+    if isinstance(x, S.Read) and x.tensor not in prog.inputs:
+        x = definition(prog, S.subst(x, d.mapping))
+        if x is None or isinstance(x, _Reduced):
+            return False
+    if not (isinstance(x, S.Call) and x.fn == "exp" and isinstance(x.args[0], S.Binary)):
+        return False
+    arg = x.args[0]
+    if arg.op != "-" or not _max_of(prog, arg.b, arg.a):
+        return False
+    m = definition(prog, arg.b)
+    return {r for r, _ in m.einsum.reduce} <= summed
+
+
+def bounded(prog: Program, e: S.Expr, depth: int = 6) -> bool:
+    """Whether ``e`` is finite wherever it is present, given finite inputs: the exponential of ``a - b``
+    where ``b`` dominates ``a`` (:func:`dominates`: softmax's ``exp(QK - GM)``, at most 1) and sums and
+    products of bounded values. Reads follow definitions; an input is finite."""
+    if depth == 0:
+        return False
+    if isinstance(e, (S.Const, S.Param)):
+        return math.isfinite(e.value) if isinstance(e, S.Const) else True
+    if isinstance(e, (S.Coord, S.Size)):
+        return True
+    if isinstance(e, S.Read):
+        if e.tensor in prog.inputs:
+            return True
+        d = definition(prog, e)
+        return d is not None and bounded(prog, d.expr if isinstance(d, _Reduced) else d, depth - 1)
+    if isinstance(e, S.Call) and e.fn == "exp":
+        x = e.args[0]
+        return isinstance(x, S.Binary) and x.op == "-" and dominates(prog, x.b, x.a)
+    if isinstance(e, S.Binary) and e.op in "+-*":
+        return bounded(prog, e.a, depth - 1) and bounded(prog, e.b, depth - 1)
+    if isinstance(e, S.Binary) and e.op == "/":  # softmax's `SN / SD`: SD >= 1 where present
+        return bounded(prog, e.a, depth - 1) and _at_least_one(prog, e.b)
+    if isinstance(e, S.Default):
+        return bounded(prog, e.a, depth - 1) and bounded(prog, e.b, depth - 1)
+    if isinstance(e, S.Unary):
+        return bounded(prog, e.x, depth - 1)
+    return False
+
+
 class Generator:
     def __init__(
         self,
@@ -845,6 +965,7 @@ class Generator:
         scalars, operands, outer, inner = [], [], [], []
         result_zero = True  # 0 where absent: every mask's factor is 0 there (or zero-filled)
         all_finite = True
+        kinds = []  # per operand: (finite, its mask if the sum skips its absent points, its axes, factor)
         for f, inverse in factors:
             absent = self.A.expr(f) != ALWAYS
             plain_read = isinstance(f, S.Read) and f.indices and self.prog.tensor(f.tensor).dtype != "int"
@@ -866,16 +987,19 @@ class Generator:
                 axes = sp.ranks if v.ranks else ()
                 mask = placed = v.mask
                 ranks, zero, finite = set(v.ranks), v.zero and not inverse, v.finite and not inverse
+            skipped = None
             if mask is not None:
                 if self._mask_ranks(f) & set(sums):
                     if not zero:
                         fin = ", finite=True" if finite else ""
                         code = f"_zf({code}, {self.name_mask(mask)}{fin})"
                     inner.append(placed)
+                    skipped = placed
                 else:
                     outer.append(placed)
                     result_zero &= zero
             operands.append([code, "".join(letters[r] for r in axes), ranks])
+            kinds.append((finite, skipped, tuple(axes), f))
             all_finite &= finite
         self.finite_now = all_finite
         self.fresh_now = True  # a matmul's or einsum's result
@@ -885,9 +1009,12 @@ class Generator:
                 subs = "".join(letters[r] for r in sp.ranks)
                 operands.append([f"{fm}.to(_o[0])", subs, set(coords(e.filter))])
                 inner.append(fm)
+                kinds.append((True, fm, tuple(sp.ranks), None))
             else:
                 outer.append(fm)
                 result_zero = False
+        self.prog_filter = e.filter
+        self.unbounded_factors_zeroed(operands, kinds, sp)
         keep = [r for r in sp.ranks if r not in sums]
         operands = self._order(operands, keep)
         call = "_mm" if len(operands) == 2 else "torch.einsum"  # two operands: one batched matmul
@@ -934,6 +1061,37 @@ class Generator:
         fin = (", finite=True" if all_finite else "") + self.scratch(name)
         self.emit(f"{name}, {name}m = {fn}({code}, {mask}, {tuple_code(dims)}, {shape}{fin})")
         return name, f"{name}m", ranks - {r for r, _ in named}, True
+
+    def unbounded_factors_zeroed(self, operands, kinds, sp: Space) -> None:
+        """A factor that may be infinite (``exp(log(lam) * (p - m))`` grows without bound where ``m > p``) is
+        zeroed where another factor is absent: the sum skips those products, but the zero-filled factor
+        times an infinity would put NaN into it (Lightning attention's decay, filtered out by the causal
+        scores it multiplies, overflows float32 beyond 128 positions). Finite factors need nothing: a
+        zero-filled factor times a finite one is 0; nor does a factor bounded where it is present
+        (:func:`bounded`: softmax's ``exp(BQK - RM)``), which its own zero fill covers where it is not.
+
+        The other factors' masks are taken in the factor's own dimensions (``_zf_own``) when their presence
+        varies only along ranks the factor has (the analysis says so); otherwise the factor is widened to
+        the statement's space, which costs memory but stays exact."""
+        for k, (finite, own, axes, f) in enumerate(kinds):
+            others = [(m, g) for m, g in ((x[1], x[3]) for x in kinds) if m is not None and m is not own]
+            if finite or not others or bounded(self.prog, f):
+                continue
+            code = operands[k][0]
+            varying = set().union(
+                *(set(coords(self.prog_filter)) if g is None else self._mask_ranks(g) for _, g in others)
+            )
+            mask = self.and_masks(*(m for m, _ in others))
+            if varying <= set(axes):
+                dims = tuple_code(tuple(sp.axis(r) for r in axes))
+                operands[k][0] = f"_zf_own({code}, {mask}, {dims})"
+                continue
+            if tuple(axes) != tuple(sp.ranks):  # the masks are over the whole space
+                axes_code = tuple_code(tuple(sp.axis(r) for r in axes)) if axes else "()"
+                code = f"_place({code}, {axes_code}, {sp.ndim})"
+                operands[k][1] = "".join(_letters(sp.ranks)[r] for r in sp.ranks)
+                operands[k][2] = set(sp.ranks)
+            operands[k][0] = f"_zf({code}, {mask})"
 
     def reduced_by_readers(self, e: Einsum) -> str | None:
         """The rank of a loop's tile that its readers reduce (attention's keys ``m0`` of ``BQK[m1, m0, p]``,

@@ -218,6 +218,21 @@ def _zf(x, m, finite=False):
     return x * m.to(x.dtype) if finite else torch.where(m, x, 0.0)
 
 
+def _zf_own(x, m, axes):
+    """``x``, whose dimensions are ``axes`` of a statement's space, with 0 where ``m`` (over the whole space)
+    is false; ``m`` is constant along the other dimensions (the generator proved it), so its first slice
+    along them is exact and ``x`` keeps its shape. None: all present."""
+    if m is None:
+        return x
+    other = [d for d in range(m.dim()) if d not in axes]
+    for d in other:
+        m = m.narrow(d, 0, 1)
+    m = m.squeeze(other) if other else m
+    kept = sorted(axes)
+    m = m.permute([kept.index(a) for a in axes])
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def _fill(m, value, dtype):
     """0 where present, ``value`` (an infinity) where absent: added to a finite value, fills absent points.
 

@@ -786,6 +786,51 @@ def test_a_state_is_laid_out_as_the_output_that_reads_it():
     assert torch_runtime._memory_order(torch.randn(1, 3, 2).transpose(1, 2)) == (0, 2, 1)
 
 
+def test_an_unbounded_factor_is_zeroed_where_another_factor_is_absent():
+    """Lightning attention's decay `exp(log(lam) * (p - m))` overflows float32 where `m > p` (beyond about
+    128 positions at lam = 0.5); those products are absent (the causal scores are), so the sum skips them,
+    as NumPy's reference does. Zero-filling only the scores gave `0 * inf = NaN`. The decay is zeroed where
+    the scores are absent, in its own shape (`_zf_own`); softmax's `exp(BQK - RM)` is bounded where
+    present (`torch_codegen.bounded`) and left alone."""
+    prog = load_quietly(EXAMPLES / "variants" / "07_lightning.ein")
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 2, 200, 4)) for _ in range(3))
+    lam = np.array([0.5, 0.9])
+    p, m = np.arange(200)[:, None], np.arange(200)[None, :]
+    with np.errstate(over="ignore"):
+        decay = np.where(m <= p, np.exp(np.log(lam)[:, None, None] * (p - m)), 0.0)
+    want = (np.einsum("bhpe,bhme->bhpm", q, k) * decay) @ v
+    kern = einattn.compile(prog, backend="torch")
+    assert "_zf_own(_exp_fresh(" in kern.source
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+        got = kern(*(torch.tensor(x, dtype=dtype) for x in (q, k, v, lam)))
+        np.testing.assert_allclose(got.double().numpy(), want, rtol=tol, atol=tol)
+    # the SSM dual form: exp(LA[t] - LA[s]) grows where s > t, which the causal CB filters out
+    ssm = load_quietly(EXAMPLES / "variants" / "19_ssm_dual.ein")
+    x, a = rng.standard_normal((1, 1, 300, 3)), rng.uniform(0.3, 0.6, (1, 1, 300))
+    bm, c = rng.standard_normal((1, 1, 300, 2)), rng.standard_normal((1, 1, 300, 2))
+    la = np.cumsum(np.log(a), -1)
+    t, s_ = np.arange(300)[:, None], np.arange(300)[None, :]
+    with np.errstate(over="ignore"):
+        w = np.where(
+            s_ <= t, np.einsum("bhtn,bhsn->bhts", c, bm) * np.exp(la[..., :, None] - la[..., None, :]), 0.0
+        )
+    got = einattn.compile(ssm, backend="torch")(
+        *(torch.tensor(z, dtype=torch.float32) for z in (x, a, bm, c))
+    )
+    np.testing.assert_allclose(got.double().numpy(), w @ x, rtol=2e-4, atol=2e-4)
+    # softmax factors are bounded where present: nothing zeroed (the natural specs, rewritten, stream)
+    for spec in ("causal.ein", "attention_3pass.ein", "sliding_window.ein", "gqa.ein"):
+        src = einattn.compile(load_quietly(EXAMPLES / spec), backend="torch").source
+        assert "_zf_own" not in src and "_zf(_place(t_SLN" not in src
+    # _zf_own: the mask's first slice along the dimensions the factor lacks, in the factor's order
+    xv = torch.arange(6.0).reshape(2, 3)  # dims 2 and 0 of a 3-dim space
+    base = torch.tensor([[True, False], [False, True], [True, True]])  # dims 0 and 2
+    mask = base[:, None, :].expand(3, 4, 2)  # constant along dim 1
+    assert torch.equal(torch_runtime._zf_own(xv, mask, (2, 0)), torch.where(base.T, xv, 0.0))
+    assert torch_runtime._zf_own(xv, None, (2, 0)) is xv
+
+
 def test_a_matmul_that_reads_a_state_updated_in_place_runs_where_it_is_written():
     """`CV = RNV * G` (summed over f) is added to a term by `RD.step`, but `SPNV = RNV * PRM` rescales RNV in
     its memory between the two: CV's matmul cannot wait for its reader (it would read the rescaled state)."""

@@ -223,7 +223,8 @@ class TorchKernel(Kernel):
         if empty not in self._programs:
             self._load(empty=True)
         inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()))
-        return self._programs[empty](*(tensors[n] for n in self.program.inputs), *values, o, inplace)
+        outs = self._programs[empty](*(tensors[n] for n in self.program.inputs), *values, o, inplace)
+        return R._unaliased(outs, inputs.values())
 
 
 def compile_program(program: Program, **options) -> TorchKernel:

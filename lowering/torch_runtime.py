@@ -1096,6 +1096,25 @@ def bind_sizes(decls, ranks, fixed, partitions, tensors):
     return tuple(sizes[r] for r in ranks)
 
 
+def _unaliased(outs, inputs):
+    """``outs`` with any output that shares memory with an input or with an earlier output copied: an
+    output is the caller's own tensor (writing into it must not change an input, and two outputs that are
+    equal are two tensors), whatever the spec (``O[i] = X[i]`` is a copy)."""
+    if torch.compiler.is_compiling():
+        return outs
+    seen = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor) and t.numel()}
+    done = []
+    for x in outs:
+        if x.numel():
+            ptr = x.untyped_storage().data_ptr()
+            if ptr in seen:
+                x = x.clone(memory_format=torch.contiguous_format)
+                ptr = x.untyped_storage().data_ptr()
+            seen.add(ptr)
+        done.append(x)
+    return tuple(done)
+
+
 def call(signature, program, args, kwargs, dtype=None):
     """Bind a standalone module's arguments (positional in declaration order, or by name) and run it."""
     decls, ranks, fixed, partitions = signature
@@ -1115,7 +1134,7 @@ def call(signature, program, args, kwargs, dtype=None):
     if any(n == 0 for n in sizes):
         raise InputError("a rank of size 0: use einattn itself, which compiles that case separately")
     inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()))
-    outs = program(*(tensors[n] for n in names), *sizes, o, inplace)
+    outs = _unaliased(program(*(tensors[n] for n in names), *sizes, o, inplace), values.values())
     return outs[0] if len(outs) == 1 else outs
 
 

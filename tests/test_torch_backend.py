@@ -28,7 +28,7 @@ from torch_helpers import (
 import einattn
 from einattn.functions import FUNCTIONS
 from einattn.testing import compare
-from lowering import torch_codegen, torch_runtime
+from lowering import torch_backend, torch_codegen, torch_runtime
 
 EXAMPLE_FILES = example_files()
 CASES = conformance_cases()
@@ -1071,3 +1071,27 @@ def test_a_states_mask_keeps_its_own_shape():
     assert whole is None  # every row present: no mask from then on
     low = torch_runtime._putm(None, torch.tensor([True, False, True, True]), 3, 0, 6, shape, True)
     assert low.shape == (1, 1, 1, 6, 4)  # a piece of fewer dimensions is aligned to the right
+
+
+def test_outputs_never_alias_inputs_or_each_other():
+    """`O[i] = X[i]` returned the input itself: writing into the output changed the caller's input. Two
+    outputs with the same value were one tensor. Outputs are the caller's own memory, with a gradient
+    (through the copy) when the input takes one; the standalone module's `call` does the same."""
+    kern = einattn.compile("input X[i]\noutput O\nO[i] = X[i]\n", backend="torch")
+    x = torch.ones(3)
+    o = kern(x)
+    o += 1
+    assert torch.equal(x, torch.ones(3)) and torch.equal(o, torch.full((3,), 2.0))
+    xg = torch.ones(3, requires_grad=True)
+    og = kern(xg)
+    assert og is not xg and og.grad_fn is not None
+    (og * torch.arange(3.0)).sum().backward()
+    assert torch.equal(xg.grad, torch.arange(3.0))
+    two = einattn.compile("input X[i]\noutput O, P\nO[i] = X[i] * 2\nP[i] = O[i]\n", backend="torch")
+    a, b = two(torch.ones(3))
+    assert a.data_ptr() != b.data_ptr() and torch.equal(a, b)
+    module = {}
+    source = torch_backend.standalone_source(two.program)
+    exec(compile(source, "standalone", "exec"), module)  # our own generated source
+    a, b = module["forward"](torch.ones(3))
+    assert a.data_ptr() != b.data_ptr() and torch.equal(a, b)

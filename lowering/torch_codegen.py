@@ -256,6 +256,10 @@ def _at_least_one(prog: Program, b: S.Expr) -> bool:
     return {r for r, _ in m.einsum.reduce} <= summed
 
 
+def _unsafe_calls(e: S.Expr) -> bool:
+    return any(isinstance(n, S.Call) and n.fn in UNSAFE for n in e.walk())
+
+
 def bounded(prog: Program, e: S.Expr, depth: int = 6) -> bool:
     """Whether ``e`` is finite wherever it is present, given finite inputs: the exponential of ``a - b``
     where ``b`` dominates ``a`` (:func:`dominates`: softmax's ``exp(QK - GM)``, at most 1) and sums and
@@ -312,6 +316,7 @@ class Generator:
         self.ctx_fixed: dict[str, Lin] = {}
         self.ctx_rows: dict[str, tuple[Lin, Lin]] = {}
         self.filter_now: str | None = None  # the filter mask of the statement being generated
+        self.extra_guard: str | None = None  # where a contraction's other factors are absent (see there)
         self.finite_now = False  # whether the statement's value is finite everywhere
         self.reads: dict[str, tuple[str, str | None]] = {}  # slices taken in the current scope
         self.whole_tiles: set[str] = set()  # tile statements whose filter a step may find all true
@@ -664,6 +669,8 @@ class Generator:
         if e.filter is None:
             return None
         truth, mask = self.condition(e.filter, sp)
+        if all(r in self.ctx_fixed for r in coords(e.filter)):  # (`g[t] > 0` at the loop's step: 0-d)
+            truth = f"_cond({truth}, _o, {sp.ndim})"
         key = self.mask_key(e.filter, sp, e.label) if self.ctx_fixed else None
         if key is not None:  # a step's filter that an earlier step may have computed already
             self.pooling = True
@@ -763,7 +770,9 @@ class Generator:
             self.functions.add(e.fn)
             args = [self.val(a, sp) for a in e.args]
             codes = [self.tensor_code(a) for a in args]
-            guard = self.and_masks(args[0].mask, self.filter_now if args[0].ranks else None)
+            guard = self.and_masks(
+                args[0].mask, *((self.filter_now, self.extra_guard) if args[0].ranks else ())
+            )
             zero = False
             temporary = e.fn == "exp" and isinstance(e.args[0], S.Binary) and not args[0].scalar
             if temporary:
@@ -966,7 +975,22 @@ class Generator:
         result_zero = True  # 0 where absent: every mask's factor is 0 there (or zero-filled)
         all_finite = True
         kinds = []  # per operand: (finite, its mask if the sum skips its absent points, its axes, factor)
+        # A computed factor with a function that may overflow (Lightning's `exp(log(lam) * (p - m))`) is
+        # evaluated last, its function seeing a safe argument wherever another factor is absent (the
+        # double `where` of `_safe`): 0 * inf would be NaN in the sum, and in the gradient
+        late = [
+            (f, inv)
+            for f, inv in factors
+            if not isinstance(f, S.Read)
+            and _unsafe_calls(f)
+            and not bounded(self.prog, f)
+            and len(factors) > 1
+        ]
+        late_ids = {id(f) for f, _ in late}
+        factors = [x for x in factors if id(x[0]) not in late_ids] + late
         for f, inverse in factors:
+            if id(f) in late_ids and self.extra_guard is None:
+                self.extra_guard = self.and_masks(*(m for m in inner))
             absent = self.A.expr(f) != ALWAYS
             plain_read = isinstance(f, S.Read) and f.indices and self.prog.tensor(f.tensor).dtype != "int"
             if plain_read and not inverse:
@@ -999,7 +1023,10 @@ class Generator:
                     outer.append(placed)
                     result_zero &= zero
             operands.append([code, "".join(letters[r] for r in axes), ranks])
-            kinds.append((finite, skipped, tuple(axes), f))
+            # (a late factor is finite wherever the others are absent: its functions saw a safe argument)
+            kinds.append(
+                (finite or (id(f) in late_ids and self.extra_guard is not None), skipped, tuple(axes), f)
+            )
             all_finite &= finite
         self.finite_now = all_finite
         self.fresh_now = True  # a matmul's or einsum's result
@@ -1013,6 +1040,7 @@ class Generator:
             else:
                 outer.append(fm)
                 result_zero = False
+        self.extra_guard = None
         self.prog_filter = e.filter
         self.unbounded_factors_zeroed(operands, kinds, sp)
         keep = [r for r in sp.ranks if r not in sums]

@@ -151,9 +151,10 @@ def _ci(start, length, axis, ndim, o):
 
 
 def _cond(x, o, ndim):
-    """A filter value that is a Python bool, as a bool tensor with ``ndim`` axes of size 1."""
+    """A filter value that is a Python bool, or a tensor with fewer axes than the space (a comparison of
+    values read at a loop's step, which are 0-d), as a bool tensor with ``ndim`` axes."""
     if isinstance(x, torch.Tensor):
-        return x
+        return x if x.dim() >= ndim else x.reshape((1,) * (ndim - x.dim()) + tuple(x.shape))
     return torch.full((1,) * ndim, bool(x), dtype=torch.bool, device=o[1])
 
 

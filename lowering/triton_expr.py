@@ -449,7 +449,9 @@ class Renderer:
             if v.val.code == "0":
                 continue
             c = v.val.code
-            if wide or not v.val.axes:
+            if re.fullmatch(r"\(?-?\d+\)?", c):  # a constant index (`X[2, i]`, a param): a Python int
+                c = f"tl.full((), {c.strip('()')}, tl.int64)"
+            elif wide or not v.val.axes:
                 c = f"{atom(c)}.to(tl.int64)"
             terms.append(Tile(f"{c} * {st}", v.val.axes))
         off: Tile = Tile("0")

@@ -789,9 +789,10 @@ def test_a_state_is_laid_out_as_the_output_that_reads_it():
 def test_an_unbounded_factor_is_zeroed_where_another_factor_is_absent():
     """Lightning attention's decay `exp(log(lam) * (p - m))` overflows float32 where `m > p` (beyond about
     128 positions at lam = 0.5); those products are absent (the causal scores are), so the sum skips them,
-    as NumPy's reference does. Zero-filling only the scores gave `0 * inf = NaN`. The decay is zeroed where
-    the scores are absent, in its own shape (`_zf_own`); softmax's `exp(BQK - RM)` is bounded where
-    present (`torch_codegen.bounded`) and left alone."""
+    as NumPy's reference does. Zero-filling only the scores gave `0 * inf = NaN`, in the value and then in
+    the gradient of `lam`. The decay's functions see a safe argument where the scores are absent (the
+    double `where`); a factor read from memory is zeroed there in its own shape (`_zf_own`); softmax's
+    `exp(BQK - RM)` is bounded where present (`torch_codegen.bounded`) and left alone."""
     prog = load_quietly(EXAMPLES / "variants" / "07_lightning.ein")
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((1, 2, 200, 4)) for _ in range(3))
@@ -801,10 +802,18 @@ def test_an_unbounded_factor_is_zeroed_where_another_factor_is_absent():
         decay = np.where(m <= p, np.exp(np.log(lam)[:, None, None] * (p - m)), 0.0)
     want = (np.einsum("bhpe,bhme->bhpm", q, k) * decay) @ v
     kern = einattn.compile(prog, backend="torch")
-    assert "_zf_own(_exp_fresh(" in kern.source
+    assert "_exp_fresh((fn_log(_safe(t_lam" in kern.source  # the guarded argument: the double `where`
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
         got = kern(*(torch.tensor(x, dtype=dtype) for x in (q, k, v, lam)))
         np.testing.assert_allclose(got.double().numpy(), want, rtol=tol, atol=tol)
+    # the gradient of the decay rate: d/dlam of sum_m<=p QK lam^(p-m) V = (p - m) lam^(p-m-1), finite
+    lam_t = torch.tensor(lam, dtype=torch.float32, requires_grad=True)
+    g = torch.randn(1, 2, 200, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kern(*(torch.tensor(x, dtype=torch.float32) for x in (q, k, v)), lam_t).backward(g.float())
+    with np.errstate(over="ignore", invalid="ignore"):
+        ddecay = np.where(m <= p, (p - m) * np.exp(np.log(lam)[:, None, None] * (p - m - 1)), 0.0)
+    want_grad = np.einsum("bhpf,bhpm,bhmf->h", g.numpy(), np.einsum("bhpe,bhme->bhpm", q, k) * ddecay, v)
+    np.testing.assert_allclose(lam_t.grad.double().numpy(), want_grad, rtol=1e-3, atol=1e-3)
     # the SSM dual form: exp(LA[t] - LA[s]) grows where s > t, which the causal CB filters out
     ssm = load_quietly(EXAMPLES / "variants" / "19_ssm_dual.ein")
     x, a = rng.standard_normal((1, 1, 300, 3)), rng.uniform(0.3, 0.6, (1, 1, 300))
@@ -1095,3 +1104,17 @@ def test_outputs_never_alias_inputs_or_each_other():
     exec(compile(source, "standalone", "exec"), module)  # our own generated source
     a, b = module["forward"](torch.ones(3))
     assert a.data_ptr() != b.data_ptr() and torch.equal(a, b)
+
+
+def test_a_filter_on_the_loop_rank_alone_through_an_int_tensor():
+    """`U[t, f] = X[t, f] where g[t] > 0` inside the loop over t: the filter, read at the step, is a 0-d
+    tensor, which the mask of U (over [t, f]) must still be; the state written `S[f, t]` placed it with
+    two dimensions and crashed."""
+    spec = (
+        "input X[t, f], g[t] : int\noutput FIN\nU[t, f] = X[t, f] where g[t] > 0\nS[f, 0] = 0\n"
+        "S[f, t + 1] = S[f, t] + (U[t, f] ?? 0)\nFIN[f] = S[f, T]\n"
+    )
+    x, g = torch.randn(5, 3, dtype=torch.float64), torch.tensor([1, 0, 0, 1, 1])
+    for options in ({}, {"row_block": 0}):
+        got = einattn.compile(spec, backend="torch", **options)(x, g)
+        torch.testing.assert_close(got, x[g > 0].sum(0))

@@ -357,3 +357,24 @@ def test_empty_key_sequence_gives_the_reference_zeros(name):
         Q=q.double().cpu().numpy(), K=k.double().cpu().numpy(), V=k.double().cpu().numpy()
     )
     assert got.shape == want.shape and torch.equal(got, torch.zeros_like(got)) and not want.any()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "input X[j, i]\noutput Y\nY[i] = X[2, i]\n",
+        "input X[j, i]\nparam C = 2\noutput Y\nY[i] = X[C, i]\n",
+        "input X[j, i]\noutput Y\nY[i] = X[J - 1, i]\n",
+    ],
+)
+def test_a_read_at_a_constant_index(spec):
+    """`X[2, i]` (a literal, or a param) generated `(2).to(tl.int64)`, which neither the interpreter nor the
+    compiler accepts (a Python int has no `.to`): the index is now a 64-bit constant."""
+    x = np.arange(12.0).reshape(3, 4)
+    got = einattn.compile(spec, backend="triton")(torch.tensor(x, dtype=torch.float32, device=DEVICE))
+    np.testing.assert_array_equal(got.cpu().numpy(), x[2])
+    prog = einattn.parse(
+        "input  x\nparam  N = 3\noutput F\nR[0]     = x\nR[n + 1] = R[n] * 2\nF        = R[N]\n"
+    )
+    got = einattn.compile(prog, backend="triton")(torch.tensor(1.5, device=DEVICE))
+    assert float(got) == 12.0  # the language reference's example: x * 2^N

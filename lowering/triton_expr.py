@@ -39,14 +39,14 @@ FUNCTIONS: dict[str, str] = {
     "rsqrt": "tl.rsqrt({0})",
     "tanh": "_tanh({0})",
     "sigmoid": "_sigmoid({0})",
-    "relu": "tl.maximum({0}, 0.0)",
+    "relu": "_max({0}, 0.0)",
     "elu": "_elu({0})",
     "softplus": "_softplus({0})",
     "abs": "tl.abs({0})",
     "square": "({0} * {0})",
-    "max": "tl.maximum({0}, {1})",
-    "min": "tl.minimum({0}, {1})",
-    "clamp": "tl.minimum(tl.maximum({0}, {1}), {2})",
+    "max": "_max({0}, {1})",
+    "min": "_min({0}, {1})",
+    "clamp": "_min(_max({0}, {1}), {2})",
 }
 
 # Integer versions, for index expressions and filters (only functions with ``index_ok``).
@@ -76,6 +76,26 @@ def _floormod(a, b):
 
 
 @triton.jit
+def _max(a, b):  # NaN is a value (IEEE, as NumPy and torch): tl.maximum's default drops it
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _min(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _rmax(x, axis: tl.constexpr):  # tl.max drops NaN too
+    return tl.reduce(x, axis, _max)
+
+
+@triton.jit
+def _rmin(x, axis: tl.constexpr):
+    return tl.reduce(x, axis, _min)
+
+
+@triton.jit
 def _tanh(x):
     a = tl.abs(x)
     big = 1.0 - 2.0 / (tl.exp(2.0 * a) + 1.0)
@@ -91,7 +111,7 @@ def _sigmoid(x):
 
 @triton.jit
 def _elu(x):
-    n = tl.minimum(x, 0.0)
+    n = _min(x, 0.0)
     series = n * (1.0 + n * (0.5 + n * (1.0 / 6.0 + n * (1.0 / 24.0))))
     return tl.where(x > 0, x, tl.where(n > -0.03, series, tl.exp(n) - 1.0))
 

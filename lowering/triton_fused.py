@@ -56,7 +56,7 @@ from .triton_expr import (
 from .triton_tiles import UNKNOWN, _pick, _sum, affine, empty_step_identity, tile_range
 
 IDENTITY = {"+": "0.0", "max": '-float("inf")', "min": 'float("inf")'}
-REDUCE_FN = {"+": "tl.sum", "max": "tl.max", "min": "tl.min"}
+REDUCE_FN = {"+": "tl.sum", "max": "_rmax", "min": "_rmin"}  # (NaN kept: see HELPERS)
 INTERNAL = {"pid", "rest", "lo", "hi", "row_block", "row_lo", "row_hi", "n_row_blocks", "CD", "DOT"}
 
 

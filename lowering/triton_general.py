@@ -29,8 +29,8 @@ from .triton_absent import absent_tensors
 from .triton_expr import Env, Renderer, Tile, Value, drop_unused, fmt_einsum, in_bounds
 
 IDENTITY = {"+": "0.0", "max": '-float("inf")', "min": 'float("inf")'}
-REDUCE_FN = {"+": "tl.sum", "max": "tl.max", "min": "tl.min"}
-COMBINE = {"+": "{acc} + {x}", "max": "tl.maximum({acc}, {x})", "min": "tl.minimum({acc}, {x})"}
+REDUCE_FN = {"+": "tl.sum", "max": "_rmax", "min": "_rmin"}  # (NaN kept: see HELPERS)
+COMBINE = {"+": "{acc} + {x}", "max": "_max({acc}, {x})", "min": "_min({acc}, {x})"}
 
 
 @dataclass(frozen=True)

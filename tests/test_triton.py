@@ -378,3 +378,18 @@ def test_a_read_at_a_constant_index(spec):
     )
     got = einattn.compile(prog, backend="triton")(torch.tensor(1.5, device=DEVICE))
     assert float(got) == 12.0  # the language reference's example: x * 2^N
+
+
+def test_nan_is_kept_by_max_min_and_their_reductions():
+    """`tl.maximum`/`tl.minimum` and `tl.max` drop a NaN by default; NumPy and torch keep it (the language's
+    arithmetic is IEEE). The generated code uses NaN-propagating helpers for `max`, `min`, `clamp`, `relu`
+    and `::` max/min reductions."""
+    spec = (
+        "input X[p, m]\noutput MX, MN, C, R\nMX[p] = X[p, m] :: max(m)\nMN[p] = X[p, m] :: min(m)\n"
+        "C[p, m] = clamp(X[p, m], -1, 1)\nR[p, m] = max(relu(X[p, m]), 0)\n"
+    )
+    x = np.array([[1.0, np.nan, 2.0], [0.5, 3.0, -2.0]])
+    got = einattn.compile(spec, backend="triton")(torch.tensor(x, dtype=torch.float32, device=DEVICE))
+    want = (x.max(1), x.min(1), np.clip(x, -1, 1), np.maximum(np.maximum(x, 0), 0))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.cpu().numpy(), w, rtol=1e-6)  # NaN where NumPy has NaN

@@ -68,6 +68,26 @@ def _floormod(a, b):
 
 
 @triton.jit
+def _max(a, b):  # NaN is a value (IEEE, as NumPy and torch): tl.maximum's default drops it
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _min(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _rmax(x, axis: tl.constexpr):  # tl.max drops NaN too
+    return tl.reduce(x, axis, _max)
+
+
+@triton.jit
+def _rmin(x, axis: tl.constexpr):
+    return tl.reduce(x, axis, _min)
+
+
+@triton.jit
 def _tanh(x):
     a = tl.abs(x)
     big = 1.0 - 2.0 / (tl.exp(2.0 * a) + 1.0)
@@ -83,7 +103,7 @@ def _sigmoid(x):
 
 @triton.jit
 def _elu(x):
-    n = tl.minimum(x, 0.0)
+    n = _min(x, 0.0)
     series = n * (1.0 + n * (0.5 + n * (1.0 / 6.0 + n * (1.0 / 24.0))))
     return tl.where(x > 0, x, tl.where(n > -0.03, series, tl.exp(n) - 1.0))
 
@@ -192,7 +212,7 @@ def GM_kernel(
         QK_1 = tl.load(QK_ptr + QK_1_off)
         QK_1_present = tl.load(QK_present_ptr + QK_1_off) != 0
         ok = (lane_r[None, :] & QK_1_present)
-        acc = tl.maximum(acc, tl.max(tl.where(ok, QK_1.to(CD), -float("inf")), 1))
+        acc = _max(acc, _rmax(tl.where(ok, QK_1.to(CD), -float("inf")), 1))
         seen = seen | (tl.max(ok.to(tl.int32), 1) > 0)
     tl.store(GM_ptr + i_b * GM_stride0 + i_h * GM_stride1 + i_p * GM_stride2, acc.to(GM_ptr.dtype.element_ty), mask=lane_o)
     tl.store(GM_present_ptr + i_b * GM_stride0 + i_h * GM_stride1 + i_p * GM_stride2, seen.to(tl.int8), mask=lane_o)

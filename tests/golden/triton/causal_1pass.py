@@ -166,6 +166,26 @@ def _floormod(a, b):
 
 
 @triton.jit
+def _max(a, b):  # NaN is a value (IEEE, as NumPy and torch): tl.maximum's default drops it
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _min(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _rmax(x, axis: tl.constexpr):  # tl.max drops NaN too
+    return tl.reduce(x, axis, _max)
+
+
+@triton.jit
+def _rmin(x, axis: tl.constexpr):
+    return tl.reduce(x, axis, _min)
+
+
+@triton.jit
 def _tanh(x):
     a = tl.abs(x)
     big = 1.0 - 2.0 / (tl.exp(2.0 * a) + 1.0)
@@ -181,7 +201,7 @@ def _sigmoid(x):
 
 @triton.jit
 def _elu(x):
-    n = tl.minimum(x, 0.0)
+    n = _min(x, 0.0)
     series = n * (1.0 + n * (0.5 + n * (1.0 / 6.0 + n * (1.0 / 24.0))))
     return tl.where(x > 0, x, tl.where(n > -0.03, series, tl.exp(n) - 1.0))
 
@@ -292,10 +312,10 @@ def causal_1pass_kernel(
         BQK = (tl.dot(Q_1, tl.trans(K_2.to(Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
         BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
         # LM[b, h, m1, p] = BQK[b, h, m1, m0, p] :: max(m0)
-        LM = tl.max(tl.where(BQK_ok, BQK, -float("inf")), 1)
+        LM = _rmax(tl.where(BQK_ok, BQK, -float("inf")), 1)
         LM_ok = (tl.max(BQK_ok.to(tl.int32), 1) > 0)
         # RM[b, h, m1 + 1, p] = max(RM[b, h, m1, p], LM[b, h, m1, p] ?? -inf)
-        RM_next = tl.maximum(RM, LM)
+        RM_next = _max(RM, LM)
         # SLN[b, h, m1, m0, p] = exp(BQK[b, h, m1, m0, p] - RM[b, h, m1 + 1, p])
         SLN = tl.exp((BQK - RM_next[:, None]))
         SLN_ok = BQK_ok
@@ -325,9 +345,9 @@ def causal_1pass_kernel(
         K_4 = tl.load(K_ptr + (((i_b.to(tl.int64) * K_stride0 + i_h.to(tl.int64) * K_stride1) + ((m1 * 64) + offs_m0) * K_stride2)[:, None] + (offs_e * K_stride3)[None, :]), mask=lane_e[None, :], other=0)
         BQK = (tl.dot(Q_1, tl.trans(K_4.to(Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
         # LM[b, h, m1, p] = BQK[b, h, m1, m0, p] :: max(m0)
-        LM = tl.max(BQK, 1)
+        LM = _rmax(BQK, 1)
         # RM[b, h, m1 + 1, p] = max(RM[b, h, m1, p], LM[b, h, m1, p] ?? -inf)
-        RM_next = tl.maximum(RM, LM)
+        RM_next = _max(RM, LM)
         # SLN[b, h, m1, m0, p] = exp(BQK[b, h, m1, m0, p] - RM[b, h, m1 + 1, p])
         SLN = tl.exp((BQK - RM_next[:, None]))
         # SLD[b, h, m1, p] = SLN[b, h, m1, m0, p]
@@ -355,10 +375,10 @@ def causal_1pass_kernel(
         BQK = (tl.dot(Q_1, tl.trans(K_2.to(Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
         BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
         # LM[b, h, m1, p] = BQK[b, h, m1, m0, p] :: max(m0)
-        LM = tl.max(tl.where(BQK_ok, BQK, -float("inf")), 1)
+        LM = _rmax(tl.where(BQK_ok, BQK, -float("inf")), 1)
         LM_ok = (tl.max(BQK_ok.to(tl.int32), 1) > 0)
         # RM[b, h, m1 + 1, p] = max(RM[b, h, m1, p], LM[b, h, m1, p] ?? -inf)
-        RM_next = tl.maximum(RM, LM)
+        RM_next = _max(RM, LM)
         # SLN[b, h, m1, m0, p] = exp(BQK[b, h, m1, m0, p] - RM[b, h, m1 + 1, p])
         SLN = tl.exp((BQK - RM_next[:, None]))
         SLN_ok = BQK_ok

@@ -3,12 +3,13 @@ values, in 1 and 2 passes; random splits of the sequence merged give the unsplit
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from rewrite_cases import SIZES, VARIANTS, assert_same, one_pass, parse, random_inputs, run, run_split
 
-from einattn.rewrite import rewrite
+from einattn.rewrite import RewriteError, rewrite
 
 pytestmark = pytest.mark.filterwarnings("ignore::einattn.EinWarning")
 
@@ -112,3 +113,33 @@ def test_random_splits_merged_equal_the_whole(name, cuts, tile, seed):
     prog = parse(VARIANTS[name], name)
     x = random_inputs(prog, SIZES, seed)
     assert_same(run(prog, x), run_split(prog, x, cuts, SIZES["m"], tile), tol=1e-11)
+
+
+def test_split_reads_an_unsliced_tensor_at_global_coordinates():
+    """`seg[m] == seg[p]` with `seg[n]` declared over its own rank: the caller does not slice it (it is read
+    at `p` too), so a part reads it at `m + OFF`. It was read at the part's local `m` (1.9 off)."""
+    prog = parse(
+        "input Q[p, e], K[m, e], V[m, f], seg[n] : int\noutput O\n"
+        "S[m, p]  = Q[p, e] * K[m, e]  where seg[m] == seg[p]\nGM[p] = S[m, p] :: max(m)\n"
+        "SN[m, p] = exp(S[m, p] - GM[p])\nSD[p] = SN[m, p]\nO[p, f] = SN[m, p] * V[m, f] / SD[p]\n",
+        "seg.ein",
+    )
+    x = random_inputs(prog, dict(SIZES, n=SIZES["m"]), 3)
+    x["seg"] = np.arange(SIZES["m"]) % 3
+    for cuts in ([3], [2, 7], [1, 4, 9]):
+        assert_same(run(prog, x), run_split(prog, x, cuts, SIZES["m"], 2), tol=1e-11)
+
+
+@pytest.mark.parametrize("read", ["V[m + 1, f]", "V[max(m - 1, 0), f]"])
+def test_split_refuses_a_read_that_crosses_parts(read):
+    """A tensor read along the split rank at a shifted position needs points of the neighbouring part: the
+    split is refused with a located message instead of merging wrong values."""
+    from einattn.rewrite import split_k
+
+    prog = parse(
+        "input Q[p, e], K[m, e], V[m, f]\noutput O\nS[m, p] = Q[p, e] * K[m, e]\nGM[p] = S[m, p] :: max(m)\n"
+        f"SN[m, p] = exp(S[m, p] - GM[p])\nSD[p] = SN[m, p]\nO[p, f] = SN[m, p] * {read} / SD[p]\n",
+        "shift.ein",
+    )
+    with pytest.raises(RewriteError, match=r"cannot split over m: `V` is read at .* neighbours"):
+        split_k(prog, "m", 2)

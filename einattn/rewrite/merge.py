@@ -21,12 +21,13 @@ from dataclasses import dataclass
 
 from .. import syntax as S
 from ..errors import EinError
+from ..format import format_expr
 from ..ir import Einsum, Program, Tensor
 from .deferral import defer
 from .derivation import Derivation
 from .draft import Draft, make_einsum, plain_index
 from .online import online
-from .rules import coord_tuple, insert, named_reductions, refuse, rewrite_expr
+from .rules import RewriteError, coord_tuple, insert, named_reductions, refuse, rewrite_expr
 
 
 @dataclass(frozen=True)
@@ -47,18 +48,39 @@ class SplitK:
     derivation: Derivation
 
 
-def _with_offset(draft: Draft, rank: str) -> str | None:
-    """Use global coordinates in a part: ``m`` -> ``m + OFF`` except where ``m`` indexes a (sliced) tensor."""
+def _with_offset(draft: Draft, rank: str, prog: Program) -> str | None:
+    """Use global coordinates in a part: ``m`` -> ``m + OFF`` except where ``m`` indexes a dimension of
+    ``rank`` (an input's, which the caller slices to the part, or a tensor computed in the part). A tensor
+    read at ``m`` along a dimension of another rank (``seg[m]`` of ``seg[n]``, read at ``p`` too) is not
+    sliced: it is read at ``m + OFF``. A dimension of ``rank`` read at a shifted position (``V[m + 1, f]``, a
+    convolution's ``K[m + k - 1, e]``) would need a neighbouring part's points: refused."""
     param = draft.fresh("OFF")
     shifted = S.Binary("+", S.Coord(rank), S.Param(param))
+
+    def dims(name: str) -> tuple[str, ...] | None:
+        known = {t.name for t in prog.tensors}
+        return prog.tensor(name).ranks if name in known else None
 
     def visit(n: S.Expr):
         if isinstance(n, S.Coord) and n.rank == rank:
             return shifted
         if isinstance(n, S.Read):
-            return S.Read(
-                n.tensor, tuple(i if i == S.Coord(rank) else rewrite_expr(i, visit) for i in n.indices)
-            )
+            own = dims(n.tensor)
+            indices = []
+            for k, i in enumerate(n.indices):
+                along = own is not None and k < len(own) and own[k] == rank
+                if along and i == S.Coord(rank):
+                    indices.append(i)  # the part's own slice
+                    continue
+                if along and any(isinstance(c, S.Coord) and c.rank == rank for c in i.walk()):
+                    raise RewriteError(
+                        f"cannot split over {rank}: `{n.tensor}` is read at `{format_expr(i)}` along "
+                        f"`{rank}`, so a part would need points of its neighbours",
+                        getattr(n, "span", None),
+                        "split over a rank that every tensor along it reads at the coordinate itself",
+                    )
+                indices.append(rewrite_expr(i, visit))
+            return S.Read(n.tensor, tuple(indices))
         return None
 
     changed = False
@@ -86,7 +108,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         raise EinError(f"rank `{rank}` does not appear in {prog.name}")
     deriv = Derivation(prog.name, f"--split-k --rank {rank} --tile {tile}")
     d = Draft.of(prog)
-    offset = _with_offset(d, rank)
+    offset = _with_offset(d, rank, prog)
     defer(d, rank, deriv)
     states = online(d, rank, tile, deriv)
     if not states:

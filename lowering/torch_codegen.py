@@ -1289,7 +1289,9 @@ class Generator:
                 history.add(name)
             elif name in local:
                 exported.add(name)
-        rows = row_ranks(prog, step) if self.row_block and not (history or exported) else []
+        # (no blocks when a size may be 0: an empty rank of rows would give no block, and no state)
+        blocked = self.row_block and not (history or exported or self.empty)
+        rows = row_ranks(prog, step) if blocked else []
         skip = tile_skip(prog, step) if self.skipping and rows else None
         self.block_now = self.row_block if self.row_block != "auto" else (256 if _windowed(skip) else 512)
         # block the innermost independent rank (the query rows `p` of attention rather than the batch `b`), so

@@ -316,9 +316,14 @@ def _usq(m, dim):
 
 
 def _sq(m, dims):
-    """Drop axes ``dims`` (an int or a tuple; size 1 in ``m``) of a mask."""
+    """Drop axes ``dims`` (an int or a tuple) of a mask that does not vary along them (the analysis says
+    so): size 1, or its first slice where it was built wider (a sum's presence over an empty rank is one
+    value along the others, ``KS[e] = K[m, e]`` with M = 0); an empty axis holds no point, nothing varies."""
     if m is None or dims == ():
         return m
+    for d in (dims,) if isinstance(dims, int) else dims:
+        if m.shape[d] != 1:
+            m = m.narrow(d, 0, 1) if m.shape[d] else m.all(d, keepdim=True)
     return m.squeeze(dims)
 
 
@@ -339,7 +344,8 @@ def _take(x, m, dim, start, length, extent, squeeze=False):
     Positions outside ``0 .. extent - 1`` read 0 and are absent. ``m`` is the presence mask of ``x`` (its
     ``dim`` of size 1 or ``extent``). Returns (value, mask); ``squeeze`` drops the dimension (``length`` 1).
     """
-    lo, hi = max(0, -start), max(min(length, extent - start), max(0, -start))
+    lo = min(max(0, -start), length)  # (an empty rank: length 0, nothing before or after)
+    hi = max(min(length, extent - start), lo)
     inner = x.narrow(dim, start + lo, hi - lo) if hi > lo else x.narrow(dim, 0, 0)
     mm = None
     if m is not None:

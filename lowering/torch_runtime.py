@@ -247,7 +247,10 @@ def _fill(m, value, dtype):
 def _memory_order(x) -> tuple[int, ...]:
     """``x``'s dimensions from the outermost in memory to the innermost. A dimension of size 1 has no
     place in memory: it keeps its logical position (a contiguous tensor's order is the identity, whatever
-    strides its size-1 dimensions have)."""
+    strides its size-1 dimensions have). Under ``torch.compile`` the logical order: the compiler lays memory
+    out itself, and its symbolic strides cannot be sorted."""
+    if torch.compiler.is_compiling():
+        return tuple(range(x.dim()))
     big = iter(sorted((d for d in range(x.dim()) if x.shape[d] != 1), key=lambda d: (-x.stride(d), d)))
     return tuple(d if x.shape[d] == 1 else next(big) for d in range(x.dim()))
 

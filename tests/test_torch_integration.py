@@ -103,6 +103,18 @@ def test_torch_compile_fullgraph():
     assert torch.allclose(compiled(Q=q, K=k, V=v), kern(Q=q, K=k, V=v), atol=1e-6)
 
 
+def test_torch_compile_fullgraph_across_sequence_lengths():
+    """A second length makes Dynamo trace the sizes symbolically; the layout helpers sorted strides
+    (`_memory_order`), which it cannot do with symbols (`Unsupported: sort with non-constant keys`). Under
+    compile they take the logical order."""
+    torch._dynamo.reset()
+    kern = einattn.compile(EXAMPLES / "causal.ein", backend="torch", tile=8, row_block=16)
+    compiled = torch.compile(kern, fullgraph=True, backend="aot_eager")
+    for n in (5, 40):
+        q, k, v = (torch.randn(1, 2, n, 4) for _ in range(3))
+        torch.testing.assert_close(compiled(q, k, v), kern(q, k, v), rtol=1e-5, atol=1e-6)
+
+
 def test_torch_compile_fullgraph_with_gradients():
     """Under autograd each block of rows runs through a checkpoint, which Dynamo traces as a higher-order op:
     nothing in the block may mutate state from outside it."""

@@ -309,6 +309,8 @@ class Evaluator:
                 > 0
             )
             m = np.broadcast_to(m.reshape([sp.length[r] if r in mout else 1 for r in e.lhs_ranks]), shape)
+            if any(sp.length[r] == 0 for r in e.reduced):  # (a summed rank no mask varies along: no point)
+                m = np.zeros(shape, bool)
         elif any(sp.length[r] == 0 for r in e.reduced):
             m = np.zeros(shape, bool)
         return v, m

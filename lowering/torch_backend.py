@@ -78,6 +78,9 @@ def _options(options: dict) -> dict:
     passes = options.get("passes", "auto")
     if passes not in ("as-written", "auto"):
         raise EinError(f"passes must be 'auto' or 'as-written', got {passes!r}")
+    for flag in ("skip_tiles", "recompute"):
+        if not isinstance(options.get(flag, True), bool):
+            raise EinError(f"option {flag} must be True or False, got {options[flag]!r}")
     tile = options.get("tile", 256)  # on CPU, larger tiles pay: fewer, larger matmuls and torch calls
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
         raise EinError(f"option tile must be a positive integer, got {tile!r}")

@@ -1058,9 +1058,14 @@ def prepare(decls, values, dtype=None):
                 raise InputError(
                     f"inputs `{first}` and `{name}` are on different devices: {device} and {x.device}"
                 )
+            if x.layout != torch.strided:
+                raise InputError(f"input `{name}` is a {x.layout} tensor: einattn takes dense (strided) ones")
             if kind == "float":
-                if not x.is_floating_point():
-                    raise InputError(f"input `{name}` must be a floating-point tensor, got {x.dtype}")
+                if x.dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+                    raise InputError(
+                        f"input `{name}` must be a floating-point tensor (float64, float32, float16 or "
+                        f"bfloat16), got {x.dtype}"
+                    )
                 out_dtype = x.dtype if out_dtype is None else torch.promote_types(out_dtype, x.dtype)
             elif x.is_floating_point() or x.is_complex():
                 raise InputError(f"input `{name}` is declared `: int` but was given {x.dtype} values")

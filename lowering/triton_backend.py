@@ -272,15 +272,17 @@ class TritonKernel(Kernel):
         xs, device = [], None
         for name in prog.inputs:
             x = inputs[name]
-            if not isinstance(x, torch.Tensor):
+            given = isinstance(x, torch.Tensor)
+            if not given:
                 x = torch.as_tensor(x)
             t = prog.tensor(name)
             if t.dtype == "int":
                 if x.is_floating_point() or x.is_complex():
                     raise EinError(f"input `{name}` is declared `: int` but was given {x.dtype} values")
             elif not x.is_floating_point():
-                if x.dtype == torch.bool or x.is_complex():
-                    raise EinError(f"input `{name}` must be real numbers, got {x.dtype}")
+                if given or x.dtype == torch.bool or x.is_complex():  # (as the torch backend: a Python
+                    # number is accepted for a float scalar, an integer tensor is not)
+                    raise EinError(f"input `{name}` must be a floating-point tensor, got {x.dtype}")
                 x = x.to(torch.get_default_dtype())
             if device is None:
                 device = x.device

@@ -390,8 +390,12 @@ def test_a_sum_over_a_rank_no_factor_varies_along_counts_every_point():
 
 def test_a_filtered_sum_over_an_empty_rank_is_absent():
     """Rule 6: a reduction over no point is absent, with a filter as without one. The reference's masked
-    path ignored a summed rank that no mask varies along: `S[i, j] = X[i, e] * Y[j, e] where i <= j` with
-    E = 0 was a present 0, and anything built on it (softmax attention with no head dimension) followed."""
-    spec = "input X[i, e], Y[j, e]\noutput C\nS[i, j] = X[i, e] * Y[j, e]  where i <= j\nC[i] = S[i, j] * 0 + 1\n"
+    path ignored a summed rank that no mask varies along: `S[i, j] = X[i, e] * Y[j, e] where i <= j`
+    with E = 0 was a present 0, and anything built on it (softmax attention with no head dimension)
+    followed."""
+    spec = (
+        "input X[i, e], Y[j, e]\noutput C\nS[i, j] = X[i, e] * Y[j, e]  where i <= j\n"
+        "C[i] = S[i, j] * 0 + 1\n"
+    )
     got = einattn.compile(spec)(X=np.ones((3, 0)), Y=np.ones((3, 0)))
     np.testing.assert_array_equal(got, np.zeros(3))  # every S absent: C is a sum of nothing, absent -> 0

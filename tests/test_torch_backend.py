@@ -231,8 +231,12 @@ def test_error_size_mismatch_names_rank_and_both_tensors(causal):
 
 def test_error_dtypes(causal):
     q, k, v = qkv()
-    with pytest.raises(einattn.EinError, match=r"`K` must be a floating-point tensor, got torch\.int64"):
+    with pytest.raises(einattn.EinError, match=r"`K` must be a floating-point tensor .*, got torch\.int64"):
         causal(Q=q, K=k.long(), V=v)
+    with pytest.raises(einattn.EinError, match=r"`Q` must be a floating-point tensor .*float8_e4m3fn"):
+        causal(Q=q.to(torch.float8_e4m3fn), K=k, V=v)
+    with pytest.raises(einattn.EinError, match=r"`V` is a torch\.sparse_coo tensor"):
+        causal(Q=q, K=k, V=v.to_sparse())
     with pytest.raises(einattn.EinError, match="must be a torch tensor"):
         causal(Q=q.numpy(), K=k, V=v)
     doc = einattn.compile(
@@ -256,6 +260,10 @@ def test_error_unknown_options():
         einattn.compile(EXAMPLES / "causal.ein", backend="torch", passes=1)
     with pytest.raises(einattn.EinError, match="unknown dtype"):
         einattn.compile(EXAMPLES / "causal.ein", backend="torch", dtype="int8")
+    with pytest.raises(einattn.EinError, match="option skip_tiles must be True or False, got 'no'"):
+        einattn.compile(EXAMPLES / "causal.ein", backend="torch", skip_tiles="no")
+    with pytest.raises(einattn.EinError, match="option recompute must be True or False"):
+        einattn.compile(EXAMPLES / "causal.ein", backend="torch", recompute=0)
 
 
 def test_dtypes_follow_the_inputs(causal):

@@ -393,3 +393,13 @@ def test_nan_is_kept_by_max_min_and_their_reductions():
     want = (x.max(1), x.min(1), np.clip(x, -1, 1), np.maximum(np.maximum(x, 0), 0))
     for g, w in zip(got, want):
         np.testing.assert_allclose(g.cpu().numpy(), w, rtol=1e-6)  # NaN where NumPy has NaN
+
+
+def test_an_integer_tensor_for_a_float_input_is_an_error():
+    """As with the torch backend: an integer tensor where floats are declared is refused (a Python number
+    for a scalar input is converted)."""
+    kern = einattn.compile("input X[i], c\noutput Y\nY[i] = X[i] * c\n", backend="triton")
+    with pytest.raises(einattn.EinError, match=r"`X` must be a floating-point tensor, got torch\.int64"):
+        kern(torch.arange(3, device=DEVICE), 2)
+    got = kern(torch.arange(3.0, device=DEVICE), 2)
+    np.testing.assert_array_equal(got.cpu().numpy(), [0.0, 2.0, 4.0])

@@ -425,6 +425,12 @@ class _Checker:
             hint = _suggest(n, known) or f"the sizes and params of this spec are: {', '.join(known)}"
         else:
             hint = _suggest(n, scalars + list(self.params) + list(self.size_names) + list(self.ranks))
+            if n.islower() and len(n) <= 3:  # (a rank that only a filter mentions has no size)
+                rank = (
+                    f"a rank variable gets its size from a tensor it indexes (an input's declaration or a "
+                    f"statement's left-hand side); `{n}` indexes none, so it has no size"
+                )
+                hint = f"{hint} Or: {rank}" if hint else rank
         raise EinError(
             f"undefined name `{n}`",
             e.span,

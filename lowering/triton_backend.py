@@ -245,6 +245,17 @@ class TritonKernel(Kernel):
         self._modules: dict[bool, object] = {}
         self.module  # noqa: B018 - load it now: a source that does not import is an error at compile time
 
+    def for_empty(self) -> Kernel:
+        """An empty rank runs the spec as written on the general path: its reductions know that a sum over
+        no point is absent, where the fused kernel's `tl.dot` over padded, all-masked lanes is a present 0
+        (a 1-pass cascade with E = 0 averaged V uniformly instead of giving 0)."""
+        if self.plan.path == "general" and self.written is None:
+            return self
+        if getattr(self, "_empty_kernel", None) is None:
+            opts = {**self.options, "passes": "as-written", "path": "general"}
+            self._empty_kernel = type(self)(self.written or self.original, opts)
+        return self._empty_kernel
+
     @property
     def module(self):
         """The generated module, loaded for the current interpreter mode."""

@@ -403,3 +403,27 @@ def test_an_integer_tensor_for_a_float_input_is_an_error():
         kern(torch.arange(3, device=DEVICE), 2)
     got = kern(torch.arange(3.0, device=DEVICE), 2)
     np.testing.assert_array_equal(got.cpu().numpy(), [0.0, 2.0, 4.0])
+
+
+def test_an_empty_head_dimension_on_the_fused_path():
+    """With E = 0 every score is a sum over no point, absent; FuseMax's Cascade 5 without `??` guards then
+    leaves every state absent and the output 0 (the reference's answer). The fused kernel's `tl.dot` over
+    padded, all-masked lanes made the scores present zeros (a uniform average of V); an empty rank now runs
+    the general path, whose reductions know emptiness."""
+    spec = (
+        "input Q[e, p], K[e, m], V[f, m]\nparam M0 = 3\nrank M = M1 * M0\noutput AV\n"
+        "BK[e, m1, m0] = K[e, m1 * M0 + m0]\nBV[f, m1, m0] = V[f, m1 * M0 + m0]\n"
+        "RM[0, p] = -inf\nRD[0, p] = 0\nRNV[f, 0, p] = 0\nBQK[m1, m0, p] = Q[e, p] * BK[e, m1, m0]\n"
+        "LM[m1, p] = BQK[m1, m0, p] :: max(m0)\nRM[m1 + 1, p] = max(RM[m1, p], LM[m1, p])\n"
+        "SLN[m1, m0, p] = exp(BQK[m1, m0, p] - RM[m1 + 1, p])\nSLD[m1, p] = SLN[m1, m0, p]\n"
+        "SLNV[f, m1, p] = SLN[m1, m0, p] * BV[f, m1, m0]\nPRM[m1, p] = exp(RM[m1, p] - RM[m1 + 1, p])\n"
+        "SPD[m1, p] = RD[m1, p] * PRM[m1, p]\nRD[m1 + 1, p] = SLD[m1, p] + SPD[m1, p]\n"
+        "SPNV[f, m1, p] = RNV[f, m1, p] * PRM[m1, p]\nRNV[f, m1 + 1, p] = SLNV[f, m1, p] + SPNV[f, m1, p]\n"
+        "AV[f, p] = RNV[f, M1, p] / RD[M1, p]\n"
+    )
+    kern = einattn.compile(spec, backend="triton")
+    assert kern.plan.path == "fused"
+    v = torch.randn(2, 7, device=DEVICE)
+    got = kern(torch.ones(0, 4, device=DEVICE), torch.ones(0, 7, device=DEVICE), v)
+    np.testing.assert_array_equal(got.cpu().numpy(), np.zeros((2, 4)))
+    assert kern.for_empty().plan.path == "general"

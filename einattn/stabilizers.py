@@ -83,6 +83,23 @@ def stabilizers(prog: Program) -> frozenset[str]:
     return frozenset(c for c in _candidates(prog) if _Proof(prog, c).holds())
 
 
+def is_max(prog: Program, name: str) -> bool:
+    """``name`` is computed by a max (``:: max`` or ``max(...)``), not a min."""
+    return any(
+        any(op == "max" for _, op in e.reduce) or (isinstance(e.expr, S.Call) and e.expr.fn == "max")
+        for e in prog.definitions(name)
+        if e.kind != "init"
+    )
+
+
+def floored(prog: Program) -> frozenset[str]:
+    """The stabilizers that a backend floors at a finite value in einattn.rewrite's streamed form of a spec:
+    its running maxes. The derivation (``exp(x - a) = exp(x - b) * exp(b - a)``) takes them finite; a max
+    of ``-inf`` scores (a ``-inf`` padding mask over a whole first tile) would make ``exp(-inf - -inf)``
+    NaN where the spec as written is finite. Any value is right for a stabilizer."""
+    return frozenset(s for s in stabilizers(prog) if is_max(prog, s))
+
+
 def _candidates(prog: Program) -> list[str]:
     out = []
     for t in prog.tensors:

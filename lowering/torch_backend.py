@@ -109,8 +109,11 @@ def _header(program: Program, options: dict, empty: bool) -> str:
     return "\n".join(lines)
 
 
-def generate(program: Program, options: dict | None = None, empty: bool = False) -> str:
-    """The PyTorch source of ``program``: a header, imports, the function table and ``program(...)``."""
+def generate(
+    program: Program, options: dict | None = None, empty: bool = False, rewritten: bool = False
+) -> str:
+    """The PyTorch source of ``program``: a header, imports, the function table and ``program(...)``.
+    ``rewritten``: ``program`` is einattn.rewrite's form of a spec (its running maxes are floored)."""
     options = _options(options or {})
     gen = Generator(
         program,
@@ -118,6 +121,7 @@ def generate(program: Program, options: dict | None = None, empty: bool = False)
         skipping=options["skip_tiles"],
         row_block=options["row_block"],
         recompute=options["recompute"],
+        floor_stabilizers=rewritten,
     )
     body = gen.program()
     table = [f'fn_{name} = FUNCTIONS["{name}"]' for name in sorted(gen.functions)]
@@ -154,8 +158,9 @@ def _compiled_form(program: Program, opts: dict) -> Program:
 def standalone_source(program: Program, **options) -> str:
     """A module that needs only torch: the runtime helpers, the program, and ``forward(*inputs)``."""
     opts = _options(options)
-    program = _compiled_form(program, opts)
-    source = generate(program, opts)
+    compiled = _compiled_form(program, opts)
+    source = generate(compiled, opts, rewritten=compiled is not program)
+    program = compiled
     runtime = Path(R.__file__).read_text(encoding="utf-8")
     runtime = runtime.split('"""', 2)[2].lstrip("\n")  # without its docstring: the header says what this is
     source = source.replace(
@@ -196,7 +201,7 @@ class TorchKernel(Kernel):
         self.source = self._load(empty=False)
 
     def _load(self, empty: bool) -> str:
-        gen_source = generate(self.program, self.opts, empty=empty)
+        gen_source = generate(self.program, self.opts, empty=empty, rewritten=self.written is not None)
         digest = hashlib.sha1(gen_source.encode()).hexdigest()[:16]
         name = f"einattn.lowering.generated_{digest}"
         module = sys.modules.get(name)

@@ -49,7 +49,7 @@ from einattn.fusion import fused_schedule, loop_states
 from einattn.graph import Dense, Loop
 from einattn.ir import Einsum, Program, coords
 from einattn.skip import TileSkip, constant_value, row_ranks, tile_skip
-from einattn.stabilizers import stabilizers
+from einattn.stabilizers import floored, stabilizers
 
 UNSAFE = frozenset({"exp", "exp2", "log", "log2", "sqrt", "rsqrt"})  # as torch_runtime.UNSAFE
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -297,7 +297,10 @@ class Generator:
         skipping: bool = True,
         row_block: int | str = "auto",
         recompute: bool = True,
+        floor_stabilizers: bool = False,
     ):
+        """``floor_stabilizers``: ``prog`` is einattn.rewrite's streamed form of a spec, whose derivation
+        takes its running maxes to be finite (see ``torch_runtime._stable``)."""
         self.prog = prog
         self.row_block = row_block
         self.block_now = 256  # the rows of the loop being generated ("auto": by whether it skips tiles)
@@ -324,6 +327,8 @@ class Generator:
         self.pooled = pooled_tiles(prog, self.steps, self.dying)
         self.prefill = prefilled_tiles(prog, self.A)
         self.stable = stabilizers(prog)  # computed without a gradient (`_stable`)
+        # the maxes among them floored at -1e30 in a rewritten program (see `_stable`)
+        self.floored = floored(prog) if floor_stabilizers else frozenset()
         self.state_updates = updated_states(prog, self.steps)
         self.acc_into = accumulated_into(prog, self.steps, self.dying, self.state_updates)
         self.updating: dict[str, str] = {}  # statement label -> the state it updates in place (this loop)
@@ -1244,7 +1249,7 @@ class Generator:
             self.emit(f"# (computed in `{reader}`: its matmul accumulates into the other term)")
         else:
             if e.tensor in self.stable and e.kind != "init":  # no output depends on its value
-                value = f"_stable({value})"
+                value = f"_stable({value}, floor=True)" if e.tensor in self.floored else f"_stable({value})"
             self.emit(f"{vname} = {value}")
         self.last_mm = None
         if has_mask:

@@ -69,10 +69,21 @@ class _Exp2E(torch.autograd.Function):
         return grad * y
 
 
-def _stable(x):
+STABILIZER_FLOOR = -1e30
+
+
+def _stable(x, floor=False):
     """A stabilizer's value (:mod:`einattn.stabilizers`: no output depends on it, as softmax's max): no
-    gradient is recorded through it, so autograd does not differentiate the max into terms that cancel."""
-    return x.detach() if isinstance(x, torch.Tensor) and x.requires_grad else x
+    gradient is recorded through it, so autograd does not differentiate the max into terms that cancel.
+
+    ``floor``: a running max of einattn.rewrite's streamed form, at least :data:`STABILIZER_FLOOR`. Its
+    derivation (``exp(x - a) = exp(x - b) * exp(b - a)``) takes the max finite; a max of ``-inf`` scores (a
+    padding mask of ``-inf`` over a whole first tile) made ``exp(-inf - -inf)`` NaN where the spec as written
+    is finite. Any value is right for a stabilizer; a finite one keeps every ``exp`` defined (FlashAttention
+    substitutes 0 the same way)."""
+    if isinstance(x, torch.Tensor) and x.requires_grad:
+        x = x.detach()
+    return x.clamp_min(STABILIZER_FLOOR) if floor and isinstance(x, torch.Tensor) else x
 
 
 def _exp_fresh(x, inplace, m=None, finite=False):

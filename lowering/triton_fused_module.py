@@ -8,6 +8,7 @@ is its fixed part, :func:`fused_module` assembles the whole module around the ke
 from __future__ import annotations
 
 from einattn.ir import Program
+from einattn.stabilizers import floored
 
 from .triton_fused import (
     FusedKernel,
@@ -155,6 +156,8 @@ def fused_module(prog: Program, options: dict, name: str) -> tuple[str, FusedPla
     if isinstance(plan, Refusal):
         return plan
     plan.skip_tiles = bool(options.get("skip_tiles", True))
+    rewritten = str(options.get("form", "")).startswith("rewritten")
+    plan.floored = floored(prog) & set(plan.states) if rewritten else frozenset()
     try:
         k = generate(plan, f"{name}_kernel")
     except Unsupported as e:

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from einattn import syntax as S
 from einattn.graph import Dense, schedule
 from einattn.ir import LhsIndex, Program, Tensor
+from einattn.stabilizers import floored
 
 from .triton_absent import absent_tensors
 from .triton_expr import Env, Renderer, Tile, Value, drop_unused, fmt_einsum, in_bounds
 
 IDENTITY = {"+": "0.0", "max": '-float("inf")', "min": 'float("inf")'}
 REDUCE_FN = {"+": "tl.sum", "max": "_rmax", "min": "_rmin"}  # (NaN kept: see HELPERS)
+STABILIZER_FLOOR = -1e30  # as torch_runtime's
 COMBINE = {"+": "{acc} + {x}", "max": "_max({acc}, {x})", "min": "_min({acc}, {x})"}
 
 
@@ -210,10 +212,14 @@ class GeneralEnv(Env):
         return r.pointer_load(node, f"{node.tensor}_ptr", strides, extents, ctx, presence_ptr=present)
 
 
-def kernel_source(prog: Program, st: KStmt, absent: frozenset[str]) -> tuple[str, list[str]]:
+def kernel_source(
+    prog: Program, st: KStmt, absent: frozenset[str], floor: bool = False
+) -> tuple[str, list[str]]:
     """The Triton source of one general-path kernel, and the host expressions of its arguments.
 
-    ``prog`` must declare the internal partial buffers (:attr:`GeneralPlan.program`).
+    ``prog`` must declare the internal partial buffers (:attr:`GeneralPlan.program`). ``floor``: the value
+    is a running max of einattn.rewrite's form, stored at least ``STABILIZER_FLOOR``
+    (:func:`einattn.stabilizers.floored`).
     """
     env = GeneralEnv(prog, st, absent)
     r = Renderer(env, prog)
@@ -256,6 +262,8 @@ def kernel_source(prog: Program, st: KStmt, absent: frozenset[str]) -> tuple[str
         from einattn.errors import InternalError
 
         raise InternalError(f"`{st.target}` can hold absent points but carries no presence mask")
+    if floor:
+        value = Tile(f"_max({env.full(value, ('o',), 'CD')}, {STABILIZER_FLOOR})", ("o",))
     off = _offsets(env, st)
     emit(
         f"tl.store({st.target}_ptr + {off}, "
@@ -370,8 +378,10 @@ def general_module(prog: Program, options: dict, name: str) -> tuple[str, Genera
     p = plan(prog)
     full = p.program
     kernels, calls = [], {}
+    rewritten = str(options.get("form", "")).startswith("rewritten")
+    floor = floored(prog) if rewritten else frozenset()
     for st in p.statements:
-        src, host = kernel_source(full, st, p.absent)
+        src, host = kernel_source(full, st, p.absent, st.target in floor)
         kernels.append(src)
         calls[st.name] = host
     out = [

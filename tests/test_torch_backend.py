@@ -1155,3 +1155,33 @@ def test_empty_ranks_as_in_the_reference(spec, shapes):
     want = einattn.compile(prog, backend="numpy")(**x)
     got = einattn.compile(prog, backend="torch")(**to_torch(prog, x, torch.float64))
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+PADDED = """input Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], B[b, m]
+output AV
+QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E) + B[b, m]
+GM[b, h, p]    = QK[b, h, m, p] :: max(m)
+SN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])
+SD[b, h, p]    = SN[b, h, m, p]
+AV[b, h, p, f] = SN[b, h, m, p] * V[b, h, m, f] / SD[b, h, p]
+"""
+
+
+def test_a_minus_inf_padding_mask_over_whole_tiles():
+    """Left padding as an additive `-inf` bias (as Hugging Face models pass it) covering whole first tiles:
+    the streamed form's running max was `-inf` there and `exp(-inf - -inf)` NaN, where the spec as written
+    (and SDPA) is finite. The rewrite's running maxes are stabilizers, floored at -1e30 (any value is right
+    for them), as FlashAttention substitutes 0. A spec written in 1 pass by hand keeps its own arithmetic."""
+    q, k, v = (
+        torch.randn(2, 2, 40, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
+        for s in range(3)
+    )
+    bias = torch.zeros(2, 40, dtype=torch.float64)
+    bias[0, :20] = -math.inf  # 20 padded keys in batch 0: two and a half tiles of 8
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None, None, :])
+    for options in ({"tile": 8}, {"tile": 8, "row_block": 0}, {"tile": 256}):
+        kern = einattn.compile(PADDED, backend="torch", **options)
+        assert "floor=True" in kern.source
+        torch.testing.assert_close(kern(q, k, v, bias), want, rtol=1e-10, atol=1e-12)
+    hand = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
+    assert "floor=True" not in hand.source  # as written: the spec's own -inf arithmetic

@@ -7,6 +7,7 @@ with small grids. float32 within 1e-4, float16 within 1e-2 (relative to max(1, |
 from __future__ import annotations
 
 import importlib.util
+import math
 import warnings
 
 import numpy as np
@@ -427,3 +428,27 @@ def test_an_empty_head_dimension_on_the_fused_path():
     got = kern(torch.ones(0, 4, device=DEVICE), torch.ones(0, 7, device=DEVICE), v)
     np.testing.assert_array_equal(got.cpu().numpy(), np.zeros((2, 4)))
     assert kern.for_empty().plan.path == "general"
+
+
+def test_a_minus_inf_padding_mask_over_whole_tiles():
+    """As in the torch backend: the rewrite's running max is floored at -1e30 on both paths (the fused
+    kernel, when the bias has its own statement; the general path otherwise), so a `-inf` padding bias
+    over whole first tiles gives SDPA's answer instead of NaN."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 40, 16, generator=gen).to(DEVICE) for _ in range(3))
+    bias = torch.zeros(40, device=DEVICE)
+    bias[:20] = -math.inf
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias[None, :])
+    base = (
+        "input Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], B[m]\noutput AV\n{scores}"
+        "GM[b, h, p] = QK[b, h, m, p] :: max(m)\nSN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])\n"
+        "SD[b, h, p] = SN[b, h, m, p]\nAV[b, h, p, f] = SN[b, h, m, p] * V[b, h, m, f] / SD[b, h, p]\n"
+    )
+    fused = (
+        "S[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)\nQK[b, h, m, p] = S[b, h, m, p] + B[m]\n"
+    )
+    general = "QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E) + B[m]\n"
+    for scores, path in ((fused, "fused"), (general, "general")):
+        kern = einattn.compile(base.format(scores=scores), backend="triton", tile=16)
+        assert kern.plan.path == path and "1e+30" in kern.source
+        torch.testing.assert_close(kern(q, k, v, bias), want, rtol=1e-4, atol=1e-5)

@@ -51,6 +51,11 @@ class EinAttention(nn.Module):
                     f"`{name}` is not an input of the spec", hint=f"inputs: {', '.join(prog.inputs)}"
                 )
             value = torch.as_tensor(value)
+            if prog.tensor(name).dtype == "int":  # an index (a group map): it takes no gradient
+                raise EinError(
+                    f"input `{name}` is declared `: int`: it cannot be a weight (a trainable parameter)",
+                    hint="pass it to forward, or keep it as a buffer of your own module",
+                )
             if not value.is_floating_point():
                 value = value.to(torch.get_default_dtype())
             self.weights[name] = nn.Parameter(value)

@@ -142,6 +142,8 @@ def test_nn_module():
         attn(q, k, v, slope=slope)
     with pytest.raises(einattn.EinError, match="not an input"):
         EinAttention(EXAMPLES / "alibi.ein", weights={"bias": slope})
+    with pytest.raises(einattn.EinError, match=r"`grp` is declared `: int`: it cannot be a weight"):
+        EinAttention(EXAMPLES / "variants" / "02_gqa_groupmap.ein", weights={"grp": torch.tensor([0, 0])})
     plain = EinAttention(EXAMPLES / "causal_1pass.ein", params={"M0": 2})
     assert plain(q, k, v).shape == (1, 2, 5, 4)
     assert isinstance(plain, torch.nn.Module) and "causal_1pass" in repr(plain)

@@ -1159,7 +1159,8 @@ def test_empty_ranks_as_in_the_reference(spec, shapes):
 
 PADDED = """input Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], B[b, m]
 output AV
-QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E) + B[b, m]
+S[b, h, m, p]  = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)
+QK[b, h, m, p] = S[b, h, m, p] + B[b, m]
 GM[b, h, p]    = QK[b, h, m, p] :: max(m)
 SN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])
 SD[b, h, p]    = SN[b, h, m, p]

@@ -81,9 +81,11 @@ def _stable(x, floor=False):
     padding mask of ``-inf`` over a whole first tile) made ``exp(-inf - -inf)`` NaN where the spec as written
     is finite. Any value is right for a stabilizer; a finite one keeps every ``exp`` defined (FlashAttention
     substitutes 0 the same way)."""
-    if isinstance(x, torch.Tensor) and x.requires_grad:
+    if not isinstance(x, torch.Tensor):
+        return x
+    if x.requires_grad:
         x = x.detach()
-    return x.clamp_min(STABILIZER_FLOOR) if floor and isinstance(x, torch.Tensor) else x
+    return x.clamp_min(STABILIZER_FLOOR) if floor else x
 
 
 def _exp_fresh(x, inplace, m=None, finite=False):

@@ -256,6 +256,19 @@ def _at_least_one(prog: Program, b: S.Expr) -> bool:
     return {r for r, _ in m.einsum.reduce} <= summed
 
 
+def _guarded(e: S.Expr) -> bool:
+    """Every function of ``e`` that may overflow has an argument over ranks (which the generator guards
+    where other factors are absent: a scalar argument gets no guard)."""
+    return all(
+        any(
+            isinstance(x, (S.Coord, S.Read)) and (not isinstance(x, S.Read) or x.indices)
+            for x in n.args[0].walk()
+        )
+        for n in e.walk()
+        if isinstance(n, S.Call) and n.fn in UNSAFE
+    )
+
+
 def _unsafe_calls(e: S.Expr) -> bool:
     return any(isinstance(n, S.Call) and n.fn in UNSAFE for n in e.walk())
 
@@ -1030,7 +1043,12 @@ class Generator:
             operands.append([code, "".join(letters[r] for r in axes), ranks])
             # (a late factor is finite wherever the others are absent: its functions saw a safe argument)
             kinds.append(
-                (finite or (id(f) in late_ids and self.extra_guard is not None), skipped, tuple(axes), f)
+                (
+                    finite or (id(f) in late_ids and self.extra_guard is not None and _guarded(f)),
+                    skipped,
+                    tuple(axes),
+                    f,
+                )
             )
             all_finite &= finite
         self.finite_now = all_finite

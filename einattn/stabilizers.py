@@ -92,6 +92,9 @@ def is_max(prog: Program, name: str) -> bool:
     )
 
 
+FLOOR = -1e30  # what a backend floors them at (torch_runtime.STABILIZER_FLOOR, which needs only torch, too)
+
+
 def floored(prog: Program) -> frozenset[str]:
     """The stabilizers that a backend floors at a finite value in einattn.rewrite's streamed form of a spec:
     its running maxes. The derivation (``exp(x - a) = exp(x - b) * exp(b - a)``) takes them finite; a max

@@ -230,8 +230,7 @@ def _max_of(prog: Program, b: S.Expr, a: S.Expr) -> bool:
         return False
     mine = S.subst(d.expr, d.mapping)
     return all(
-        x == y or (isinstance(x, S.Coord) and x.rank in reduced)
-        for x, y, z in zip(mine.indices, a.indices, d.expr.indices)
+        x == y or (isinstance(x, S.Coord) and x.rank in reduced) for x, y in zip(mine.indices, a.indices)
     )
 
 
@@ -992,20 +991,21 @@ class Generator:
         scalars, operands, outer, inner = [], [], [], []
         result_zero = True  # 0 where absent: every mask's factor is 0 there (or zero-filled)
         all_finite = True
-        kinds = []  # per operand: (finite, its mask if the sum skips its absent points, its axes, factor)
+        # per operand: (safe: finite wherever another factor is absent; its mask if the sum skips its absent
+        # points; its axes; the ranks along which that mask varies) -- see unbounded_factors_zeroed
+        kinds = []
+        unbounded = {id(f) for f, _ in factors if not bounded(self.prog, f)}
         # A computed factor with a function that may overflow (Lightning's `exp(log(lam) * (p - m))`) is
         # evaluated last, its function seeing a safe argument wherever another factor is absent (the
         # double `where` of `_safe`): 0 * inf would be NaN in the sum, and in the gradient
-        late = [
-            (f, inv)
-            for f, inv in factors
-            if not isinstance(f, S.Read)
-            and _unsafe_calls(f)
-            and not bounded(self.prog, f)
-            and len(factors) > 1
+        late_ids = {
+            id(f)
+            for f, _ in factors
+            if id(f) in unbounded and not isinstance(f, S.Read) and _unsafe_calls(f) and len(factors) > 1
+        }
+        factors = [x for x in factors if id(x[0]) not in late_ids] + [
+            x for x in factors if id(x[0]) in late_ids
         ]
-        late_ids = {id(f) for f, _ in late}
-        factors = [x for x in factors if id(x[0]) not in late_ids] + late
         for f, inverse in factors:
             if id(f) in late_ids and self.extra_guard is None:
                 self.extra_guard = self.and_masks(*(m for m in inner))
@@ -1029,9 +1029,9 @@ class Generator:
                 axes = sp.ranks if v.ranks else ()
                 mask = placed = v.mask
                 ranks, zero, finite = set(v.ranks), v.zero and not inverse, v.finite and not inverse
-            skipped = None
+            skipped, varying = None, self._mask_ranks(f) if mask is not None else set()
             if mask is not None:
-                if self._mask_ranks(f) & set(sums):
+                if varying & set(sums):
                     if not zero:
                         fin = ", finite=True" if finite else ""
                         code = f"_zf({code}, {self.name_mask(mask)}{fin})"
@@ -1042,14 +1042,8 @@ class Generator:
                     result_zero &= zero
             operands.append([code, "".join(letters[r] for r in axes), ranks])
             # (a late factor is finite wherever the others are absent: its functions saw a safe argument)
-            kinds.append(
-                (
-                    finite or (id(f) in late_ids and self.extra_guard is not None and _guarded(f)),
-                    skipped,
-                    tuple(axes),
-                    f,
-                )
-            )
+            late = id(f) in late_ids and self.extra_guard is not None and _guarded(f)
+            kinds.append((finite or id(f) not in unbounded or late, skipped, tuple(axes), varying))
             all_finite &= finite
         self.finite_now = all_finite
         self.fresh_now = True  # a matmul's or einsum's result
@@ -1059,12 +1053,11 @@ class Generator:
                 subs = "".join(letters[r] for r in sp.ranks)
                 operands.append([f"{fm}.to(_o[0])", subs, set(coords(e.filter))])
                 inner.append(fm)
-                kinds.append((True, fm, tuple(sp.ranks), None))
+                kinds.append((True, fm, tuple(sp.ranks), set(coords(e.filter))))
             else:
                 outer.append(fm)
                 result_zero = False
         self.extra_guard = None
-        self.prog_filter = e.filter
         self.unbounded_factors_zeroed(operands, kinds, sp)
         keep = [r for r in sp.ranks if r not in sums]
         operands = self._order(operands, keep)
@@ -1124,14 +1117,12 @@ class Generator:
         The other factors' masks are taken in the factor's own dimensions (``_zf_own``) when their presence
         varies only along ranks the factor has (the analysis says so); otherwise the factor is widened to
         the statement's space, which costs memory but stays exact."""
-        for k, (finite, own, axes, f) in enumerate(kinds):
-            others = [(m, g) for m, g in ((x[1], x[3]) for x in kinds) if m is not None and m is not own]
-            if finite or not others or bounded(self.prog, f):
+        for k, (safe, own, axes, _) in enumerate(kinds):
+            others = [(m, v) for _, m, _, v in kinds if m is not None and m is not own]
+            if safe or not others:
                 continue
             code = operands[k][0]
-            varying = set().union(
-                *(set(coords(self.prog_filter)) if g is None else self._mask_ranks(g) for _, g in others)
-            )
+            varying = set().union(*(v for _, v in others))
             mask = self.and_masks(*(m for m, _ in others))
             if varying <= set(axes):
                 dims = tuple_code(tuple(sp.axis(r) for r in axes))

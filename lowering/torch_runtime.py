@@ -69,7 +69,7 @@ class _Exp2E(torch.autograd.Function):
         return grad * y
 
 
-STABILIZER_FLOOR = -1e30
+STABILIZER_FLOOR = -1e30  # einattn.stabilizers.FLOOR (this module needs only torch)
 
 
 def _stable(x, floor=False):
@@ -238,10 +238,7 @@ def _zf_own(x, m, axes):
     along them is exact and ``x`` keeps its shape. None: all present."""
     if m is None:
         return x
-    other = [d for d in range(m.dim()) if d not in axes]
-    for d in other:
-        m = m.narrow(d, 0, 1)
-    m = m.squeeze(other) if other else m
+    m = _sq(m, tuple(d for d in range(m.dim()) if d not in axes))
     kept = sorted(axes)
     m = m.permute([kept.index(a) for a in axes])
     return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -268,6 +265,11 @@ def _memory_order(x) -> tuple[int, ...]:
     return tuple(d if x.shape[d] == 1 else next(big) for d in range(x.dim()))
 
 
+def _inverse(order):
+    """The permutation that undoes ``permute(order)``."""
+    return sorted(range(len(order)), key=order.__getitem__)
+
+
 def _laid_out(t, order, copy=False):
     """``t`` with its memory in the dimension order ``order`` (a tile's: see :func:`_memory_order`), so that
     an operation between the two runs along both contiguously (a fill added to a tile laid out ``[rows,
@@ -275,7 +277,7 @@ def _laid_out(t, order, copy=False):
     is laid out so already, otherwise)."""
     if order == tuple(range(t.dim())):
         return t.clone(memory_format=torch.contiguous_format) if copy else t
-    inverse = sorted(range(len(order)), key=order.__getitem__)
+    inverse = _inverse(order)
     t = t.permute(order)
     return (t.clone(memory_format=torch.contiguous_format) if copy else t.contiguous()).permute(inverse)
 
@@ -691,12 +693,11 @@ def _mm_into(spec, a, b, alpha, acc, inplace):
     """``acc + alpha * einsum(spec, a, b)``, in ``acc``'s memory where it can be (see :func:`_mm`). The
     matmul is planned for ``acc``'s layout: a running sum laid out ``[rows, features]`` behind a ``[features,
     rows]`` view takes ``P V``, one laid out ``[features, rows]`` takes ``(P V)^T``."""
+    ins, out = spec.split("->")
     order = _memory_order(acc)
-    if len(order) == len(spec) - spec.index(">") - 1 and order != tuple(range(acc.dim())):
-        ins, out = spec.split("->")
-        inverse = sorted(range(len(order)), key=order.__getitem__)
+    if len(out) == acc.dim() and order != tuple(range(acc.dim())):
         spec = ins + "->" + "".join(out[d] for d in order)
-        return _mm_into(spec, a, b, alpha, acc.permute(order), inplace).permute(inverse)
+        return _mm_into(spec, a, b, alpha, acc.permute(order), inplace).permute(_inverse(order))
     plan = _mm_plan(spec)
     ok = plan is not None and inplace and not torch.compiler.is_compiling()
     operands = _mm_operands(plan, a, b) if ok and a.dtype == b.dtype == acc.dtype else None
@@ -909,7 +910,7 @@ def _cat(parts, dim):
     order = _memory_order(parts[0])
     if order == tuple(range(parts[0].dim())) or any(_memory_order(x) != order for x in parts[1:]):
         return torch.cat(parts, dim)
-    inverse = sorted(range(len(order)), key=order.__getitem__)
+    inverse = _inverse(order)
     return torch.cat([x.permute(order) for x in parts], inverse[dim]).permute(inverse)
 
 

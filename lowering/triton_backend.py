@@ -36,6 +36,7 @@ from einattn.errors import EinError
 from einattn.ir import Program
 from einattn.kernel import Kernel
 from einattn.sizes import bind_sizes
+from einattn.stabilizers import floored
 
 from .triton_fused import Refusal
 from .triton_fused_module import fused_module
@@ -88,9 +89,11 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
     shown["form"] = "rewritten by einattn.rewrite" if program is not original else "as written"
     path = options.get("path", "auto")
     passes = "rewritten" if program is not original else "as-written"
+    # the rewrite's running maxes are stored finite (stabilizers.floored); a spec as written keeps its own
+    floor = floored(program) if program is not original else frozenset()
     refusal = None
     if path != "general":
-        res = fused_module(program, shown, name)
+        res = fused_module(program, shown, name, floor)
         if not isinstance(res, Refusal):
             src, fplan = res
             return src, Plan("fused", fplan.describe(), None, passes), program, name
@@ -111,7 +114,7 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
         reason += f" (the rewrite derived no 1-pass form: {why})"
     if reason:
         shown["note"] = f"Not fused: {reason}"
-    src, gplan = general_module(program, shown, name)
+    src, gplan = general_module(program, shown, name, floor)
     detail = f"{len(gplan.statements)} kernels, one per Einsum, intermediates in global memory"
     return src, Plan("general", detail, reason, passes), program, name
 

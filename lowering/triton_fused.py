@@ -39,6 +39,7 @@ from einattn import syntax as S
 from einattn.errors import InternalError, Span
 from einattn.graph import build_graph
 from einattn.ir import Einsum, Program, coords
+from einattn.stabilizers import FLOOR
 
 from .triton_absent import absent_tensors
 from .triton_expr import (
@@ -56,7 +57,6 @@ from .triton_expr import (
 from .triton_tiles import UNKNOWN, _pick, _sum, affine, empty_step_identity, tile_range
 
 IDENTITY = {"+": "0.0", "max": '-float("inf")', "min": 'float("inf")'}
-STABILIZER_FLOOR = -1e30  # as torch_runtime's
 REDUCE_FN = {"+": "tl.sum", "max": "_rmax", "min": "_rmin"}  # (NaN kept: see HELPERS)
 INTERNAL = {"pid", "rest", "lo", "hi", "row_block", "row_lo", "row_hi", "n_row_blocks", "CD", "DOT"}
 
@@ -91,7 +91,7 @@ class FusedPlan:
     narrowed: str = "no filter on the streamed tiles"
     whole: tuple[str, str] | None = None  # (lo, hi) code of the tiles with no masked point
     skip_tiles: bool = True
-    floored: frozenset = frozenset()  # running maxes floored at STABILIZER_FLOOR (stabilizers.floored)
+    floored: frozenset = frozenset()  # running maxes floored at FLOOR (stabilizers.floored)
     loads: dict = field(default_factory=dict)  # read -> (tile axes, loaded per tile?)
     tiles: list[tuple[str, ...]] = field(default_factory=list)  # axes of per-tile register values
     # compile-time flags the launcher computes: an index of program coordinates stays in bounds.
@@ -865,7 +865,7 @@ def _body(env: FusedEnv, scope: str) -> None:
         if e.kind == "step":
             env.next[e.tensor] = _state(env, e, f"{e.tensor}_next")
             if e.tensor in p.floored:  # a running max of the rewrite's form: finite (stabilizers.floored)
-                env.emit(f"{e.tensor}_next = _max({e.tensor}_next, {STABILIZER_FLOOR})")
+                env.emit(f"{e.tensor}_next = _max({e.tensor}_next, {FLOOR})")
         else:
             v = env.statement(e, e.tensor)
             env.values[e.tensor] = v

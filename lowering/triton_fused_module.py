@@ -8,7 +8,6 @@ is its fixed part, :func:`fused_module` assembles the whole module around the ke
 from __future__ import annotations
 
 from einattn.ir import Program
-from einattn.stabilizers import floored
 
 from .triton_fused import (
     FusedKernel,
@@ -148,16 +147,18 @@ def fused_symbols(plan: FusedPlan) -> list[tuple[str, str]]:
     return syms
 
 
-def fused_module(prog: Program, options: dict, name: str) -> tuple[str, FusedPlan] | Refusal:
-    """The whole standalone module of the fused path, or why the program does not fit it."""
+def fused_module(
+    prog: Program, options: dict, name: str, floor: frozenset[str] = frozenset()
+) -> tuple[str, FusedPlan] | Refusal:
+    """The whole standalone module of the fused path, or why the program does not fit it. ``floor``: the
+    running maxes stored at least ``einattn.stabilizers.FLOOR`` (the rewrite's form: ``floored``)."""
     from . import triton_module as M
 
     plan = match(prog)
     if isinstance(plan, Refusal):
         return plan
     plan.skip_tiles = bool(options.get("skip_tiles", True))
-    rewritten = str(options.get("form", "")).startswith("rewritten")
-    plan.floored = floored(prog) & set(plan.states) if rewritten else frozenset()
+    plan.floored = floor & set(plan.states)
     try:
         k = generate(plan, f"{name}_kernel")
     except Unsupported as e:

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from einattn import syntax as S
 from einattn.graph import Dense, schedule
 from einattn.ir import LhsIndex, Program, Tensor
-from einattn.stabilizers import floored
+from einattn.stabilizers import FLOOR
 
 from .triton_absent import absent_tensors
 from .triton_expr import Env, Renderer, Tile, Value, drop_unused, fmt_einsum, in_bounds
 
 IDENTITY = {"+": "0.0", "max": '-float("inf")', "min": 'float("inf")'}
 REDUCE_FN = {"+": "tl.sum", "max": "_rmax", "min": "_rmin"}  # (NaN kept: see HELPERS)
-STABILIZER_FLOOR = -1e30  # as torch_runtime's
 COMBINE = {"+": "{acc} + {x}", "max": "_max({acc}, {x})", "min": "_min({acc}, {x})"}
 
 
@@ -218,7 +217,7 @@ def kernel_source(
     """The Triton source of one general-path kernel, and the host expressions of its arguments.
 
     ``prog`` must declare the internal partial buffers (:attr:`GeneralPlan.program`). ``floor``: the value
-    is a running max of einattn.rewrite's form, stored at least ``STABILIZER_FLOOR``
+    is a running max of einattn.rewrite's form, stored at least ``FLOOR``
     (:func:`einattn.stabilizers.floored`).
     """
     env = GeneralEnv(prog, st, absent)
@@ -263,7 +262,7 @@ def kernel_source(
 
         raise InternalError(f"`{st.target}` can hold absent points but carries no presence mask")
     if floor:
-        value = Tile(f"_max({env.full(value, ('o',), 'CD')}, {STABILIZER_FLOOR})", ("o",))
+        value = Tile(f"_max({env.full(value, ('o',), 'CD')}, {FLOOR})", ("o",))
     off = _offsets(env, st)
     emit(
         f"tl.store({st.target}_ptr + {off}, "
@@ -371,15 +370,15 @@ def general_symbols(prog: Program, p: GeneralPlan) -> list[tuple[str, str]]:
     return syms
 
 
-def general_module(prog: Program, options: dict, name: str) -> tuple[str, GeneralPlan]:
-    """The whole standalone module of the general path, and its plan."""
+def general_module(
+    prog: Program, options: dict, name: str, floor: frozenset[str] = frozenset()
+) -> tuple[str, GeneralPlan]:
+    """The whole standalone module of the general path, and its plan (``floor``: as in ``fused_module``)."""
     from . import triton_module as M
 
     p = plan(prog)
     full = p.program
     kernels, calls = [], {}
-    rewritten = str(options.get("form", "")).startswith("rewritten")
-    floor = floored(prog) if rewritten else frozenset()
     for st in p.statements:
         src, host = kernel_source(full, st, p.absent, st.target in floor)
         kernels.append(src)

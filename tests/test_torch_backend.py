@@ -27,6 +27,7 @@ from torch_helpers import (
 
 import einattn
 from einattn.functions import FUNCTIONS
+from einattn.stabilizers import FLOOR
 from einattn.testing import compare
 from lowering import torch_backend, torch_codegen, torch_runtime
 
@@ -37,6 +38,7 @@ CASES = conformance_cases()
 def test_every_function_has_a_torch_entry():
     assert set(torch_runtime.FUNCTIONS) == set(FUNCTIONS)
     assert torch_codegen.UNSAFE == torch_runtime.UNSAFE  # the generator's copy, kept torch-free
+    assert torch_runtime.STABILIZER_FLOOR == FLOOR  # the runtime's copy (standalone modules need only torch)
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=example_id)

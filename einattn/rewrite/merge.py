@@ -57,15 +57,13 @@ def _with_offset(draft: Draft, rank: str, prog: Program) -> str | None:
     param = draft.fresh("OFF")
     shifted = S.Binary("+", S.Coord(rank), S.Param(param))
 
-    def dims(name: str) -> tuple[str, ...] | None:
-        known = {t.name for t in prog.tensors}
-        return prog.tensor(name).ranks if name in known else None
+    declared = {t.name: t.ranks for t in prog.tensors}
 
     def visit(n: S.Expr):
         if isinstance(n, S.Coord) and n.rank == rank:
             return shifted
         if isinstance(n, S.Read):
-            own = dims(n.tensor)
+            own = declared.get(n.tensor)
             indices = []
             for k, i in enumerate(n.indices):
                 along = own is not None and k < len(own) and own[k] == rank

@@ -337,6 +337,7 @@ class Generator:
         self.whole_tiles: set[str] = set()  # tile statements whose filter a step may find all true
         self.dying = dying_reads(prog, self.steps)
         self.pooled = pooled_tiles(prog, self.steps, self.dying)
+        self.dying_states = dying_states(prog, self.steps)
         self.prefill = prefilled_tiles(prog, self.A)
         self.stable = stabilizers(prog)  # computed without a gradient (`_stable`)
         # the maxes among them floored at -1e30 in a rewritten program (see `_stable`)
@@ -389,7 +390,8 @@ class Generator:
             if v.length != v.extent:
                 raise InternalError(f"output `{name}` is not whole after its loop")
             outs.append(f"_out({v.value}, {v.mask}, _o[2])")
-        self.emit(f"return {tuple_code(outs)}")
+        ret = tuple_code(outs)
+        self.emit(f"return _keep_pool(_pool, {ret})" if self.pooling else f"return {ret}")
         args = [f"t_{n}" for n in prog.inputs] + [f"s_{r}" for r in prog.ranks] + ["_o", "_inplace"]
         head = [
             "def program(" + ", ".join(args) + "):",
@@ -924,7 +926,7 @@ class Generator:
         self.masks = {}
         self.emit(f"# {format_einsum(e)}")
         sp = self.space(e)
-        self.dying_now = self.dying.get(e.label, frozenset())
+        self.dying_now = self.dying.get(e.label, frozenset()) | self.dying_states.get(e.label, frozenset())
         self.label_now = e.label
         top = e.kind == "plain" and not e.reduce and not self.ctx_fixed and e.tensor in self.prog.outputs
         self.output_expr = e.expr if top else None  # an output's elementwise value: born contiguous
@@ -1387,7 +1389,7 @@ class Generator:
         del self.ctx_fixed[r]
         self.ctx_rows = {}
         if p is not None:
-            self.block_close(states, p)
+            self.block_close(states, p, skip)
         size = self.size(r)
         for s in states:
             v = self.vars[s]
@@ -1401,7 +1403,8 @@ class Generator:
                 origin[k], length[k] = num(0), size + num(1)
             else:
                 origin[t.iterative] = size
-            self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent)
+            fresh = v.fresh and s not in history
+            self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent, fresh=fresh)
             del self.next[s]
         for x in sorted(exported):
             v = self.vars[x]
@@ -1428,7 +1431,14 @@ class Generator:
         self.emit(f"# rows of `{p}` are independent: the loop runs for blocks of {self.block_now} rows")
         for s in states:
             v = self.vars[s]
-            if v.mask is None:
+            if v.mask is None and skip is not None:
+                # updated in place row by row: memory of its own, which each block updates through a view
+                self.emit(
+                    "# the whole state, in memory of its own that the blocks update (no gradient recorded)"
+                )
+                own = f"_own({v.value}, None, {shape_code(v.length)}{self.state_layout(s)})[0]"
+                self.emit(f"z_{s}, b_{s} = {own} if _inplace else {v.value}, []")
+            elif v.mask is None:
                 self.emit(
                     f"z_{s}, b_{s} = {v.value}, []  # the whole initial state; the blocks' final states"
                 )
@@ -1445,7 +1455,8 @@ class Generator:
             if v.mask is None:
                 self.emit(f"t_{s} = _take(z_{s}, None, {d}, c_{p}, w_{p}, {n})[0]")
                 if skip is not None:  # updated in place, row by row: memory of its own
-                    self.emit(f"t_{s} = _own(t_{s}, None, {shape_code(length)}{self.state_layout(s)})[0]")
+                    own = f"_own(t_{s}, None, {shape_code(length)}{self.state_layout(s)})[0]"
+                    self.emit(f"t_{s} = t_{s} if _inplace else {own}")
             else:
                 self.emit(f"t_{s}, m_{s} = _take(z_{s}, zm_{s}, {d}, c_{p}, w_{p}, {n})")
                 if skip is not None:
@@ -1456,7 +1467,7 @@ class Generator:
         if skip is not None:
             self.emit("_elo, _ehi = 0, 0")
 
-    def block_close(self, states, p: str) -> None:
+    def block_close(self, states, p: str, skip: TileSkip | None) -> None:
         finals = []
         for s in states:
             v = self.vars[s]
@@ -1482,12 +1493,13 @@ class Generator:
         for s in states:
             v = self.vars[s]
             d = self.prog.tensor(s).ranks.index(p)
-            self.emit(f"{v.value} = _cat(b_{s}, {d})")
+            owned = v.mask is None and skip is not None  # (see block_open)
+            self.emit(f"{v.value} = _cat(b_{s}, {d}{f', z_{s}' if owned else ''})")
             if v.mask is not None:
                 self.emit(f"{v.mask} = _catm(bm_{s}, {d}, b_{s})")
             origin, length = list(v.origin), list(v.length)
             origin[d], length[d] = num(0), v.extent[d]
-            self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent)
+            self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent, fresh=owned)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
@@ -1584,6 +1596,35 @@ def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
     for name in candidates:
         if name in last:
             _, e = last[name]
+            if sum(rd.tensor == name for rd in e.reads()) == 1:
+                out.setdefault(e.label, set()).add(name)
+    return {label: frozenset(names) for label, names in out.items()}
+
+
+def dying_states(prog: Program, steps) -> dict[str, frozenset[str]]:
+    """Statement label -> the loop states whose final value it reads for the last time, once, at the top
+    level after their loop. The generator lets it overwrite one where the loop's blocks of rows updated
+    memory of the program's own (``Var.fresh``, see ``Generator.block_close``): attention's ``AV = RNV / RD``
+    divides in the memory of ``RNV``, which is laid out as ``AV`` (``Generator.state_layout``)."""
+    order: list[tuple[int, Einsum]] = []  # as in dying_reads
+    for k, step in enumerate(steps):
+        order += [(-1, step.einsum)] if isinstance(step, Dense) else [(k, e) for e in step.body]
+    states = {
+        t.name
+        for t in prog.tensors
+        if t.iterative is not None and t.name not in prog.outputs and t.name not in prog.inputs
+    }
+    last: dict[str, tuple[int, Einsum]] = {}
+    for k, e in order:
+        if not e.reduce:
+            states.difference_update(_aliased(e.expr))  # a view of it may live on under another name
+        for rd in e.reads():
+            if rd.tensor in states:
+                last[rd.tensor] = (k, e)
+    out: dict[str, set[str]] = {}
+    for name in states:
+        if name in last and last[name][0] == -1:
+            e = last[name][1]
             if sum(rd.tensor == name for rd in e.reads()) == 1:
                 out.setdefault(e.label, set()).add(name)
     return {label: frozenset(names) for label, names in out.items()}

@@ -32,6 +32,7 @@ ALLOWED_IMPORTS = {
     "os",  # the triton module reads TRITON_INTERPRET
     "torch",
     "torch.utils.checkpoint",  # the torch runtime: blocks of rows under autograd
+    "threading",  # the torch runtime: scratch buffers kept per thread
     "triton",
     "triton.language",
     "__future__",

@@ -353,10 +353,25 @@ class Generator:
         self.fresh_now = False  # whether the current statement's value is memory of its own
         self.label_now = ""  # the label of the statement being generated
         self.output_expr: S.Expr | None = None
+        self.hoisted: dict[str, str] = {}  # loop-invariant code -> its name, computed once before any loop
 
     # ---- output ----------------------------------------------------------------------------------------
     def emit(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
+
+    def hoist(self, code: str) -> str:
+        """``code``, computed once at the start of the program when it is inside a loop and reads nothing but
+        sizes, constants and whole inputs (attention's ``rsqrt(E)``, the matmul's alpha: a tensor made and a
+        function called at every step otherwise); else ``code`` itself."""
+        if not self.ctx_fixed:
+            return code
+        names = re.findall(r"(?<![\w.])([A-Za-z_]\w*)", code)
+        inputs = {f"t_{n}" for n in self.prog.inputs}
+        if not all(n in ("_c", "_o", "math") or n.startswith(("fn_", "s_")) or n in inputs for n in names):
+            return code
+        if code not in self.hoisted:
+            self.hoisted[code] = f"_h{len(self.hoisted) + 1}"
+        return self.hoisted[code]
 
     def temp(self, stem: str = "_r") -> str:
         self.counter += 1
@@ -401,6 +416,8 @@ class Generator:
             head.append(
                 "    _pool = _new_pool(__name__, _o) if _inplace else None  # tiles reused by the next step"
             )
+        for code, name in self.hoisted.items():
+            head.append(f"    {name} = {code}  # the same at every step of a loop")
         return "\n".join(head + dead_masks_removed(self.lines)) + "\n"
 
     # ---- spaces and contexts ------------------------------------------------------------------------------
@@ -1025,7 +1042,7 @@ class Generator:
                 if inverse:
                     code = f"(1.0 / {code if v.mask is None else f'_safe({code}, {self.name_mask(v.mask)})'})"
                 if not v.ranks and v.mask is None:
-                    scalars.append(code)
+                    scalars.append(self.hoist(code))
                     all_finite &= v.finite and not inverse
                     continue
                 axes = sp.ranks if v.ranks else ()

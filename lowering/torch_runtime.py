@@ -683,6 +683,17 @@ def _mm(spec, a, b, pool=None, key=None, alpha=None, acc=None, inplace=False):
     running sum with no tensor of its own."""
     if acc is not None:
         return _mm_into(spec, a, b, alpha, acc, inplace)
+    fast = _views_known(a, b)
+    if fast:
+        gkey = (spec, a.shape, a.stride(), b.shape, b.stride())
+        g = _GEOMETRY.get(gkey)
+        scale = None if not g else 1.0 if alpha is None else _gemm_alpha(alpha, a, b)
+        if scale is not None:
+            a_left, gl, gr, dims, gout = g
+            left, right = (_view(a, gl), _view(b, gr)) if a_left else (_view(b, gl), _view(a, gr))
+            buf = _scratch(pool, key, dims, left)
+            buf = left.new_empty(dims) if buf is None else buf
+            return _view(torch.baddbmm(buf, left, right, beta=0, alpha=scale, out=buf), gout)
     plan = _mm_plan(spec)
     scale = _gemm_alpha(alpha, a, b) if alpha is not None and plan is not None else None
     if alpha is not None and scale is None:
@@ -705,7 +716,47 @@ def _mm(spec, a, b, pool=None, key=None, alpha=None, acc=None, inplace=False):
             r = torch.baddbmm(out, left, right, beta=0, alpha=scale)
         else:
             r = torch.baddbmm(out, left, right, beta=0, alpha=scale, out=out)
-    return r.reshape(made).permute(plan[-1])
+    result = r.reshape(made).permute(plan[-1])
+    if fast and (alpha is None or scale is not None):  # the views of a later step with these layouts
+        lt, rt = (a, b) if plan[0] else (b, a)
+        views = (_geometry(left, lt), _geometry(right, rt), _geometry(result, r))
+        _remember(gkey, None if None in views else (plan[0], views[0], views[1], tuple(r.shape), views[2]))
+    return result
+
+
+# The views of a matmul by (spec, the operands' shapes and strides[, the accumulator's]): the batched operands
+# and the result as (shape, strides, offset from the tensor's own). The permutes and reshapes that
+# _mm_operands takes are functions of those alone, so a later step (or call) with the same layouts takes each
+# view in one `as_strided`: the planning cost 0.1 ms of Python a step, as much as a 64-key tile's matmuls.
+# None: a view needs a copy there (the general path then).
+_GEOMETRY: dict[tuple, tuple | None] = {}
+_GEOMETRY_MAX = 4096
+
+
+def _views_known(a, b) -> bool:
+    """Whether a matmul of ``a`` and ``b`` may take its views from :data:`_GEOMETRY`: float tensors of one
+    dtype, no gradient recorded (the known path writes into its result), outside ``torch.compile``."""
+    if torch.compiler.is_compiling() or a.dtype != b.dtype or not a.is_floating_point():
+        return False
+    return not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+
+
+def _geometry(v, base):
+    """(shape, strides, offset) of ``v`` in the memory of ``base``, or None when ``v`` is a copy."""
+    if v.untyped_storage().data_ptr() != base.untyped_storage().data_ptr():
+        return None
+    return (tuple(v.shape), v.stride(), v.storage_offset() - base.storage_offset())
+
+
+def _view(x, g):
+    """The view :func:`_geometry` described, of ``x`` (a tensor laid out as the one it was taken from)."""
+    return x.as_strided(g[0], g[1], x.storage_offset() + g[2])
+
+
+def _remember(key, value):
+    if len(_GEOMETRY) >= _GEOMETRY_MAX:
+        _GEOMETRY.clear()
+    _GEOMETRY[key] = value
 
 
 def _mm_operands(plan, a, b):
@@ -728,29 +779,49 @@ def _mm_into(spec, a, b, alpha, acc, inplace):
     """``acc + alpha * einsum(spec, a, b)``, in ``acc``'s memory where it can be (see :func:`_mm`). The
     matmul is planned for ``acc``'s layout: a running sum laid out ``[rows, features]`` behind a ``[features,
     rows]`` view takes ``P V``, one laid out ``[features, rows]`` takes ``(P V)^T``."""
+    if inplace and _views_known(a, b) and acc.dtype == a.dtype:
+        gkey = (spec, a.shape, a.stride(), b.shape, b.stride(), acc.shape, acc.stride())
+        g = _GEOMETRY.get(gkey, False)
+        if g is False:
+            g = _into_views(spec, a, b, acc)
+            _remember(gkey, g)
+        scale = None if g is None else 1.0 if alpha is None else _gemm_alpha(alpha, a, b)
+        if scale is not None:
+            a_left, gl, gr, gc, planned = g
+            if gl is None or gr is None:  # an operand is copied into the matmul's layout
+                left, right = _mm_operands(_mm_plan(planned), a, b)[:2]
+            else:
+                left, right = (_view(a, gl), _view(b, gr)) if a_left else (_view(b, gl), _view(a, gr))
+            _view(acc, gc).baddbmm_(left, right, alpha=scale)
+            return acc
+    return acc + _mm(spec, a, b, alpha=alpha)
+
+
+def _into_views(spec, a, b, acc):
+    """The views of :func:`_mm_into` (as :data:`_GEOMETRY` keeps them: the operands' (None: a copy), the
+    accumulator's memory seen as the batched matmul's result, and the spec planned for its memory order), or
+    None when the matmul cannot accumulate in ``acc``."""
     ins, out = spec.split("->")
     order = _memory_order(acc)
-    if len(out) == acc.dim() and order != tuple(range(acc.dim())):
-        spec = ins + "->" + "".join(out[d] for d in order)
-        return _mm_into(spec, a, b, alpha, acc.permute(order), inplace).permute(_inverse(order))
+    mine = acc
+    if len(out) == acc.dim() and order != tuple(range(acc.dim())):  # plan for acc's memory order
+        spec, mine = ins + "->" + "".join(out[d] for d in order), acc.permute(order)
     plan = _mm_plan(spec)
-    ok = plan is not None and inplace and not torch.compiler.is_compiling()
-    operands = _mm_operands(plan, a, b) if ok and a.dtype == b.dtype == acc.dtype else None
-    scale = 1.0 if alpha is None else _gemm_alpha(alpha, a, b)
-    if operands is not None and scale is not None and _writable(acc, acc):
-        left, right, (n, rows, _, cols), made = operands
-        out_perm = plan[-1]
-        inverse = tuple(sorted(range(len(out_perm)), key=out_perm.__getitem__))
-        mine = acc.permute(inverse) if len(inverse) == acc.dim() else None
-        if mine is not None and tuple(mine.shape) == made:
-            try:
-                c = mine.view(n, rows, cols)  # the result's memory seen as the matmul's: no copy
-            except RuntimeError:
-                c = None
-            if c is not None and c.stride(-1) == 1:
-                c.baddbmm_(left, right, alpha=scale)
-                return acc
-    return acc + _mm(spec, a, b, alpha=alpha)
+    operands = None if plan is None else _mm_operands(plan, a, b)
+    if operands is None or not _writable(mine, mine):
+        return None
+    left, right, (n, rows, _, cols), made = operands
+    inverse = tuple(sorted(range(len(plan[-1])), key=plan[-1].__getitem__))
+    if len(inverse) != mine.dim() or tuple(mine.permute(inverse).shape) != made:
+        return None
+    try:
+        c = mine.permute(inverse).view(n, rows, cols)  # the result's memory seen as the matmul's: no copy
+    except RuntimeError:
+        return None
+    if c.stride(-1) != 1:
+        return None
+    lt, rt = (a, b) if plan[0] else (b, a)
+    return plan[0], _geometry(left, lt), _geometry(right, rt), _geometry(c, acc), spec
 
 
 def _gemm_alpha(alpha, a, b):

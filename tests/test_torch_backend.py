@@ -1276,3 +1276,80 @@ def test_scratch_tiles_are_kept_for_the_next_call_on_the_cpu():
     for i in (2, 3):
         np.testing.assert_allclose(results[i].numpy(), wants[i], rtol=0, atol=1e-12)
     assert len(runtime._POOLS) <= runtime._POOLS_MAX
+
+
+def test_a_matmul_with_known_layouts_takes_its_views_in_one_step():
+    """`_mm` and `_mm_into` remember the views a layout needs (`_GEOMETRY`, keyed by the spec and the
+    operands' shapes and strides): a later step takes each in one `as_strided`. The result is the general
+    path's, bit for bit, for layouts that need no copy and for those that do."""
+    from einattn.lowering import torch_runtime as runtime
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 7, 5, generator=g)
+    k = torch.randn(2, 3, 9, 5, generator=g).transpose(2, 3).contiguous().transpose(2, 3)  # e-major
+    v = torch.randn(2, 3, 9, 4, generator=g)
+    cases = [
+        ("bhpe,bhme->bhmp", q, k),
+        ("bhpe,bhme->bhpm", q, k),
+        ("bhpe,bhme->bhpm", q[:, :, ::2], k),  # a strided operand
+        ("bhpe,bhme->bhpm", q.permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3), k),  # batch dims swapped
+    ]
+    with torch.no_grad():
+        for spec, a, b in cases:
+            want = torch.einsum(spec, a, b) * 0.5
+            first = runtime._mm(spec, a, b, alpha=0.5)
+            key = (spec, a.shape, a.stride(), b.shape, b.stride())
+            assert key in runtime._GEOMETRY
+            second = runtime._mm(spec, a.clone(memory_format=torch.preserve_format), b, alpha=0.5)
+            torch.testing.assert_close(first, want, rtol=1e-6, atol=1e-6)
+            assert torch.equal(first, second) and first.stride() == second.stride()
+        for layout in ((0, 1, 2, 3), (0, 1, 3, 2)):  # an accumulator [p, f], and one laid out [f, p]
+            p_ = torch.randn(2, 3, 7, 9, generator=g)
+            acc = torch.randn(2, 3, 7, 4, generator=g).permute(layout).contiguous().permute(layout)
+            want = acc + torch.einsum("bhpm,bhmf->bhpf", p_, v)
+            for _ in range(2):  # the second call takes the remembered views
+                into = acc.clone(memory_format=torch.preserve_format)
+                got = runtime._mm_into("bhpm,bhmf->bhpf", p_, v, None, into, True)
+                assert got is into
+                torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_loop_invariant_scalars_are_computed_once_and_varying_ones_each_step():
+    """The matmul's alpha `rsqrt(E)` is made once before the loops (`_h1 = fn_rsqrt(_c(s_e, _o))`); a
+    per-tile weight `G[m1]` is not loop-invariant and stays in the step."""
+    src = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch").source
+    head, body = src.split("for i_m1", 1)
+    assert "_h1 = fn_rsqrt(_c(s_e, _o))" in head and "alpha=_h1" in body
+    spec = """
+input  Q[p, e], K[m, e], V[m, f], G[m1]
+param  M0 = 3
+rank   M = M1 * M0
+output AV
+BK[m1, m0, e]  = K[m1 * M0 + m0, e]
+BV[m1, m0, f]  = V[m1 * M0 + m0, f]
+RM[0, p]       = -inf
+RD[0, p]       = 0
+RNV[f, 0, p]   = 0
+BQK[m1, m0, p] = Q[p, e] * BK[m1, m0, e] * G[m1] * rsqrt(E)
+LM[m1, p]      = BQK[m1, m0, p] :: max(m0)
+RM[m1 + 1, p]  = max(RM[m1, p], LM[m1, p])
+SLN[m1, m0, p] = exp(BQK[m1, m0, p] - RM[m1 + 1, p])
+SLD[m1, p]     = SLN[m1, m0, p]
+SLNV[f, m1, p] = SLN[m1, m0, p] * BV[m1, m0, f]
+PRM[m1, p]     = exp(RM[m1, p] - RM[m1 + 1, p])
+RD[m1 + 1, p]  = SLD[m1, p] + RD[m1, p] * PRM[m1, p]
+RNV[f, m1 + 1, p] = SLNV[f, m1, p] + RNV[f, m1, p] * PRM[m1, p]
+AV[p, f]       = RNV[f, M1, p] / RD[M1, p]
+"""
+    kern = einattn.compile(spec, backend="torch")
+    head, body = kern.source.split("for i_m1", 1)
+    assert "_h1 = fn_rsqrt(_c(s_e, _o))" in head and "_h2" not in head and "t_G" in body
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((9, 4)) for _ in range(3))
+    gw = rng.uniform(0.5, 2.0, 3)
+    s = (q @ k.T) * np.repeat(gw, 3)[None, :] / 2.0
+    w = np.exp(s - s.max(1, keepdims=True))
+    want = (w / w.sum(1, keepdims=True)) @ v
+    with torch.no_grad():
+        got = kern(Q=torch.tensor(q), K=torch.tensor(k), V=torch.tensor(v), G=torch.tensor(gw))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)

@@ -600,11 +600,12 @@ def _derived(pool, m, what, make):
 def _writable(a, b) -> bool:
     """``a <op>= b`` gives ``a <op> b``: same shape and dtype, and ``a`` is no broadcast view."""
     if isinstance(b, torch.Tensor):
-        if b.dtype != a.dtype or not _covers(a.shape, b.shape):
+        if b.dtype != a.dtype or (b.shape != a.shape and not _covers(a.shape, b.shape)):
             return False
     elif not (a.is_floating_point() and isinstance(b, (int, float))):
         return False
-    return all(st != 0 or n == 1 for st, n in zip(a.stride(), a.shape))
+    strides = a.stride()
+    return 0 not in strides or all(st != 0 or n == 1 for st, n in zip(strides, a.shape))
 
 
 def _in_place(method, op):

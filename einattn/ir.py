@@ -179,6 +179,32 @@ class Program:
         return new
 
 
+def renamed(prog: Program, mapping: dict[str, str]) -> Program:
+    """``prog`` with tensors renamed (``mapping``: old name -> new; the others kept), for a backend that
+    must not use the spec's names as they are in generated source (a tensor named ``torch`` or ``tl``)."""
+
+    def name(n: str) -> str:
+        return mapping.get(n, n)
+
+    def expr(e: S.Expr | None) -> S.Expr | None:
+        def read(x: S.Expr):
+            if isinstance(x, S.Read):
+                return S.Read(name(x.tensor), tuple(expr(i) for i in x.indices))
+            return None
+
+        return None if e is None else S.rewrite_expr(e, read)
+
+    return replace(
+        prog,
+        inputs=tuple(map(name, prog.inputs)),
+        outputs=tuple(map(name, prog.outputs)),
+        tensors=tuple(replace(t, name=name(t.name)) for t in prog.tensors),
+        einsums=tuple(
+            replace(e, tensor=name(e.tensor), expr=expr(e.expr), filter=expr(e.filter)) for e in prog.einsums
+        ),
+    )
+
+
 def program_cache(maxsize: int = 256):
     """``functools.lru_cache`` for functions of a :class:`Program`, keyed on the program *and its source*.
 

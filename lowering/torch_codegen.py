@@ -404,7 +404,9 @@ class Generator:
             v = self.vars[name]
             if v.length != v.extent:
                 raise InternalError(f"output `{name}` is not whole after its loop")
-            outs.append(f"_out({v.value}, {v.mask}, _o[2])")
+            # (a value that may be a view of an input or of another output is copied under torch.compile,
+            # where `_unaliased` cannot compare memory)
+            outs.append(f"_out({v.value}, {v.mask}, _o[2]{'' if v.fresh else ', view=True'})")
         ret = tuple_code(outs)
         self.emit(f"return _keep_pool(_pool, {ret})" if self.pooling else f"return {ret}")
         args = [f"t_{n}" for n in prog.inputs] + [f"s_{r}" for r in prog.ranks] + ["_o", "_inplace"]
@@ -1496,7 +1498,8 @@ class Generator:
         self.depth += 1
         rows = f"c_{p}, min({self.block_now}, {n} - c_{p})"
         if self.recompute:  # under autograd, through a checkpoint
-            self.emit(f"_f = _rows_block(_block_{p}, {rows}, _inplace)")
+            ins = tuple_code(f"t_{n}" for n in self.prog.inputs)
+            self.emit(f"_f = _rows_block(_block_{p}, {rows}, _inplace, {ins})")
         else:
             self.emit(f"_f = _block_{p}({rows})")
         k = 0

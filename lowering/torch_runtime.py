@@ -16,6 +16,7 @@ Conventions:
   (``finite=True``), which is several times faster than ``torch.where`` on CPU; else by ``torch.where``.
 """
 
+import contextlib
 import math
 import threading
 
@@ -928,14 +929,37 @@ def _store_init(x, dim, shape, o):
     return x.expand(shape)
 
 
-def _rows_block(fn, start, length, inplace):
+def _rows_block(fn, start, length, inplace, inputs=()):
     """``fn(start, length)``: the whole loop for one block of independent rows. When a gradient is recorded
     (``inplace`` false), through ``torch.utils.checkpoint``: the backward pass recomputes the block's steps
     instead of keeping every step's tiles, so training keeps the forward pass's bound (memory for one block
-    of rows against all keys, not for every row at once); the price is one more forward pass per block."""
+    of rows against all keys, not for every row at once); the price is one more forward pass per block.
+
+    ``inputs``: the program's inputs, which ``fn`` reads from its closure. The recomputation refuses to run
+    when one was modified in place since the forward pass (autograd's own error: a checkpoint checks only
+    the tensors passed to it, and the gradient would silently be that of the new values)."""
     if inplace:
         return fn(start, length)
-    return torch.utils.checkpoint.checkpoint(fn, start, length, use_reentrant=False)
+    if torch.compiler.is_compiling():  # (Dynamo refuses a checkpoint with side effects; it saves its own)
+        return torch.utils.checkpoint.checkpoint(fn, start, length, use_reentrant=False)
+    tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
+    versions = [x._version for x in tensors]
+    runs = []
+
+    def run(start, length):
+        if runs:
+            for k, x in enumerate(tensors):
+                if x._version != versions[k]:
+                    raise RuntimeError(
+                        "one of the variables needed for gradient computation has been modified by an "
+                        f"inplace operation: input {k} of the einattn kernel is at version {x._version}; "
+                        f"expected version {versions[k]} instead (the backward pass recomputes the forward "
+                        "pass's blocks of rows from the inputs: recompute=False keeps their values instead)"
+                    )
+        runs.append(True)
+        return fn(start, length)
+
+    return torch.utils.checkpoint.checkpoint(run, start, length, use_reentrant=False)
 
 
 def _mine(x, inplace, order=None):
@@ -1058,11 +1082,43 @@ def _dense_op(method, a, b, inplace):
     return op(a, b, out=out)
 
 
-def _out(x, m, dtype):
-    """An output: absent points delivered as 0, in its own memory, in the caller's dtype."""
+def _out(x, m, dtype, view=False):
+    """An output: absent points delivered as 0, in its own memory, in the caller's dtype. ``view``: ``x``
+    may be a view of an input or of another output (``O[i] = X[i]``): under ``torch.compile``, where
+    :func:`_unaliased` cannot compare memory, it is copied."""
     if m is not None:
         x = torch.where(m, x, 0.0)
+    elif view and torch.compiler.is_compiling():
+        return x.to(dtype).clone(memory_format=torch.contiguous_format)
     return x.to(dtype).contiguous()
+
+
+class _Attach(torch.autograd.Function):
+    """An output that depends on no input (a loop over an empty rank left the initial state) joined to
+    the inputs' graph with zero gradients, so that ``out.sum().backward()`` works as it does where the
+    output depends on them."""
+
+    @staticmethod
+    def forward(ctx, out, *inputs):
+        ctx.metas = [(x.shape, x.dtype, x.device) for x in inputs]
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, *(torch.zeros(s, dtype=d, device=v) for s, d, v in ctx.metas))
+
+
+def _attached(outs, inputs):
+    """``outs``, each float output joined to the graph when a gradient is recorded for some input and the
+    output has none (see :class:`_Attach`)."""
+    if not torch.is_grad_enabled():
+        return outs
+    needs = [x for x in inputs if isinstance(x, torch.Tensor) and x.requires_grad]
+    if not needs or all(o.requires_grad or not o.is_floating_point() for o in outs):
+        return outs
+    return tuple(
+        _Attach.apply(o, *needs) if o.is_floating_point() and not o.requires_grad else o for o in outs
+    )
 
 
 # ---- skipping dead tiles (einattn.skip) --------------------------------------------------------------------
@@ -1279,12 +1335,48 @@ def call(signature, program, args, kwargs, dtype=None):
     if missing:
         raise InputError(f"missing inputs {missing}")
     tensors, o = prepare(decls, values, dtype)
+    refused = _transform_refused(tensors.values())
+    if refused:
+        raise InputError(refused)
     sizes = bind_sizes(decls, ranks, fixed, partitions, tensors)
     if any(n == 0 for n in sizes):
         raise InputError("a rank of size 0: use einattn itself, which compiles that case separately")
     inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()))
-    outs = _unaliased(program(*(tensors[n] for n in names), *sizes, o, inplace), values.values())
+    with _own_precision(o):
+        outs = program(*(tensors[n] for n in names), *sizes, o, inplace)
+    outs = _attached(_unaliased(outs, values.values()), tensors.values())
     return outs[0] if len(outs) == 1 else outs
+
+
+def _transform_refused(tensors):
+    """Why the kernel cannot run under the active function transform, or None. ``torch.func`` (grad, vjp,
+    jvp, vmap) and forward-mode AD meet the kernel's in-place and ``out=`` paths, its checkpoints and its
+    memory checks, and failed deep inside with messages about ``baddbmm_out`` or saved tensor hooks."""
+    if torch.compiler.is_compiling():
+        return None  # (Dynamo traces the call; the transforms it runs itself are its own business)
+    if torch._C._are_functorch_transforms_active():
+        return (
+            "torch.func transforms (grad, vjp, jvp, jacrev, vmap...) are not supported by einattn's torch "
+            "kernels: differentiate with torch.autograd (loss.backward(), torch.autograd.grad), and batch "
+            "with a batch rank of the spec"
+        )
+    fwad = torch.autograd.forward_ad
+    if fwad._current_level >= 0 and any(fwad.unpack_dual(x).tangent is not None for x in tensors):
+        return (
+            "forward-mode AD (dual tensors) is not supported by einattn's torch kernels: use torch.autograd"
+        )
+    return None
+
+
+def _own_precision(o):
+    """A context in which the kernel computes in its own dtypes (``o``: compute dtype, device, output
+    dtype): autocast off. Under ``torch.autocast`` the matmuls recorded for a gradient were cast to the
+    autocast dtype and the others (``out=``, which autocast leaves alone) were not: two answers for one
+    kernel and input. The kernel's precision is its inputs' (see the dtype rules)."""
+    device = o[1].type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
 
 
 # What generated code takes from this module (a star import).

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from einattn.errors import EinError
-from einattn.ir import Program
+from einattn.ir import Program, renamed
 from einattn.kernel import Kernel
 from einattn.sizes import bind_sizes
 from einattn.stabilizers import floored
@@ -77,6 +77,9 @@ def _prepare(program: Program, options: dict) -> tuple[Program, list]:
     return program, found
 
 
+SAFE_PREFIX = "t_"  # of the tensors' names in generated code: no name of the kernels' own starts with it
+
+
 def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
     """(module source, plan, compiled program, launcher name) for ``program``."""
     original = program
@@ -91,9 +94,13 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
     passes = "rewritten" if program is not original else "as-written"
     # the rewrite's running maxes are stored finite (stabilizers.floored); a spec as written keeps its own
     floor = floored(program) if program is not original else frozenset()
+    # generated code names tensor X t_X: a spec may name a tensor `torch`, `tl`, `size_p` or a helper's name
+    # (the launcher's parameters keep the spec's names, see triton_module.public_launcher)
+    safe = renamed(program, {t.name: SAFE_PREFIX + t.name for t in program.tensors})
+    floor = frozenset(SAFE_PREFIX + x for x in floor)
     refusal = None
     if path != "general":
-        res = fused_module(program, shown, name, floor)
+        res = fused_module(safe, shown, name, floor, public=program)
         if not isinstance(res, Refusal):
             src, fplan = res
             return src, Plan("fused", fplan.describe(), None, passes), program, name
@@ -114,7 +121,7 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
         reason += f" (the rewrite derived no 1-pass form: {why})"
     if reason:
         shown["note"] = f"Not fused: {reason}"
-    src, gplan = general_module(program, shown, name, floor)
+    src, gplan = general_module(safe, shown, name, floor, public=program)
     detail = f"{len(gplan.statements)} kernels, one per Einsum, intermediates in global memory"
     return src, Plan("general", detail, reason, passes), program, name
 

@@ -138,6 +138,7 @@ def fused_symbols(plan: FusedPlan) -> list[tuple[str, str]]:
         syms.append((", ".join(plan.inlined), "re-indexed inputs: loaded where they are read"))
     syms += [
         ("X_ok", "where X is present (only for values that can hold absent points)"),
+        ("t_X", "tensor X of the spec (only the launcher's parameters are the spec's names)"),
         ("size_x", "the size of rank x: a runtime argument, never part of the source"),
         ("T_ptr, T_stride<k>", "tensor T's base pointer and the stride of its dimension k (any layout)"),
         ("CD, DOT", "compute dtype (float32; float64 for float64 inputs) and tl.dot precision"),
@@ -148,10 +149,17 @@ def fused_symbols(plan: FusedPlan) -> list[tuple[str, str]]:
 
 
 def fused_module(
-    prog: Program, options: dict, name: str, floor: frozenset[str] = frozenset()
+    prog: Program,
+    options: dict,
+    name: str,
+    floor: frozenset[str] = frozenset(),
+    public: Program | None = None,
 ) -> tuple[str, FusedPlan] | Refusal:
     """The whole standalone module of the fused path, or why the program does not fit it. ``floor``: the
-    running maxes stored at least ``einattn.stabilizers.FLOOR`` (the rewrite's form: ``floored``)."""
+    running maxes stored at least ``einattn.stabilizers.FLOOR`` (the rewrite's form: ``floored``).
+    ``public``: ``prog`` with the spec's tensor names (``prog`` names tensor ``X`` ``t_X``, see
+    ``triton_backend.build``): the launcher's parameters, its docstring and the tables use them."""
+    public = public if public is not None else prog
     from . import triton_module as M
 
     plan = match(prog)
@@ -165,22 +173,22 @@ def fused_module(
         return Refusal(str(e))
     R = block_name(plan, plan.row)
     out = [M.header(prog, options, "fused (" + plan.describe() + ")", fused_symbols(plan), name)]
-    out.append(M.tables(prog))
+    out.append(M.tables(public))
     host = FUSED_HOST.replace("{ROW}", plan.row.upper()).replace("{FOOTPRINT}", k.footprint)
     host = host.replace("{{", "{").replace("}}", "}")
     out.append(host)
     out.append("\n" + M.helpers())
     out.append("\n" + k.source)
     out.append("\n" + M.HOST_HELPERS)
-    out.append("\n" + _launcher(prog, plan, k, name, R))
+    out.append("\n" + _launcher(prog, plan, k, name, R, public))
     return "\n".join(out), plan
 
 
-def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str) -> str:
+def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str, public: Program) -> str:
     from . import triton_module as M
 
     ind = "    "
-    inputs = "{" + ", ".join(f"{n!r}: {n}" for n in prog.inputs) + "}"
+    inputs = M.inputs_by_name(prog, public)
     shape = [f"{block_name(plan, plan.col)}=_pad(sizes[{plan.col!r}])"]
     shape += [f"{block_name(plan, f)}=_pad(sizes[{f!r}])" for f in plan.feats]
     shape += [f"{full_name(f)}=_pad(sizes[{f!r}]) == sizes[{f!r}]" for f in plan.feats]
@@ -196,10 +204,8 @@ def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str)
         "",
         "",
     ]
-    lines += [
-        f"def {name}({', '.join(prog.inputs)}):",
-        f'{ind}"""{M.launcher_doc(prog, name).lstrip()}\n{ind}"""',
-    ]
+    wrapper, launch = M.public_launcher(public, name)
+    lines += [*wrapper, f"def {launch}({', '.join(prog.inputs)}):"]
     lines += [ind + ln for ln in M.size_lines(prog, inputs)]
     lines.append(f"{ind}out_dtype = _float_dtype({inputs})")
     lines.append(
@@ -207,9 +213,9 @@ def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str)
     )
     up = ", ".join(f"_up({n})" for n in prog.inputs)
     if len(prog.outputs) == 1:
-        lines.append(f"{ind * 2}return {name}({up}).to(torch.bfloat16)")
+        lines.append(f"{ind * 2}return {launch}({up}).to(torch.bfloat16)")
     else:
-        lines.append(f"{ind * 2}return tuple(o.to(torch.bfloat16) for o in {name}({up}))")
+        lines.append(f"{ind * 2}return tuple(o.to(torch.bfloat16) for o in {launch}({up}))")
     lines.append(f"{ind}CD, _ = _compute(out_dtype)")
     lines.append(f"{ind}device = {prog.inputs[0]}.device")
     for o in prog.outputs:

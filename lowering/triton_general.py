@@ -357,6 +357,7 @@ def general_symbols(prog: Program, p: GeneralPlan) -> list[tuple[str, str]]:
             what += f"; {name}_present: its presence (int8, 1 = present)"
         syms.append((name + (f"[{', '.join(t.ranks)}]" if t.ranks else ""), what))
     syms += [
+        ("t_X", "tensor X of the spec (only the launcher's parameters are the spec's names)"),
         ("size_x", "the size of rank x: a runtime argument, never part of the source"),
         ("T_ptr, T_stride<k>", "tensor T's base pointer and the stride of its dimension k (any layout)"),
         ("i_x", "the coordinate of rank x in a kernel"),
@@ -371,11 +372,17 @@ def general_symbols(prog: Program, p: GeneralPlan) -> list[tuple[str, str]]:
 
 
 def general_module(
-    prog: Program, options: dict, name: str, floor: frozenset[str] = frozenset()
+    prog: Program,
+    options: dict,
+    name: str,
+    floor: frozenset[str] = frozenset(),
+    public: Program | None = None,
 ) -> tuple[str, GeneralPlan]:
-    """The whole standalone module of the general path, and its plan (``floor``: as in ``fused_module``)."""
+    """The whole standalone module of the general path, and its plan (``floor``, ``public``: as in
+    ``fused_module``)."""
     from . import triton_module as M
 
+    public = public if public is not None else prog
     p = plan(prog)
     full = p.program
     kernels, calls = [], {}
@@ -392,26 +399,23 @@ def general_module(
             name,
         )
     ]
-    out.append(M.tables(prog))
+    out.append(M.tables(public))
     out.append(GENERAL_CONFIG)
     out.append("\n" + M.helpers())
     out += ["\n" + k for k in kernels]
     out.append("\n" + M.HOST_HELPERS)
     out.append("\n" + M.GENERAL_LAUNCH)
-    out.append("\n" + _launcher(prog, p, calls, name))
+    out.append("\n" + _launcher(prog, p, calls, name, public))
     return "\n".join(out), p
 
 
-def _launcher(prog: Program, p: GeneralPlan, calls: dict[str, list[str]], name: str) -> str:
+def _launcher(prog: Program, p: GeneralPlan, calls: dict[str, list[str]], name: str, public: Program) -> str:
     from . import triton_module as M
-    from .triton_module import launcher_doc
 
     ind = "    "
-    lines = [
-        f"def {name}({', '.join(prog.inputs)}):",
-        f'{ind}"""{launcher_doc(prog, name).lstrip()}\n{ind}"""',
-    ]
-    inputs = "{" + ", ".join(f"{n!r}: {n}" for n in prog.inputs) + "}"
+    lines, launch = M.public_launcher(public, name)
+    lines.append(f"def {launch}({', '.join(prog.inputs)}):")
+    inputs = M.inputs_by_name(prog, public)
     lines += [ind + ln for ln in M.size_lines(prog, inputs)]
     lines.append(f"{ind}out_dtype = _float_dtype({inputs})")
     lines.append(f"{ind}CD, acc_dtype = _compute(out_dtype)")

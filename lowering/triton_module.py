@@ -148,6 +148,31 @@ def size_lines(prog: Program, inputs_dict: str) -> list[str]:
     return lines
 
 
+def public_launcher(public: Program, name: str) -> tuple[list[str], str]:
+    """The launcher users call, ``def <name>(<inputs as the spec names them>)``, and the name of the function
+    it calls. Generated code names tensor ``X`` ``t_X`` (a spec may name a tensor ``torch``, ``tl`` or
+    ``size_p``): only this wrapper's parameters are the spec's names, and its body reads nothing else but the
+    launching function, whose name is chosen to differ from every input's."""
+    launch = f"{name}_launch"
+    while launch in public.inputs:
+        launch += "_"
+    ind = "    "
+    lines = [
+        f"def {name}({', '.join(public.inputs)}):",
+        f'{ind}"""{launcher_doc(public, name).lstrip()}\n{ind}"""',
+        f"{ind}return {launch}({', '.join(public.inputs)})",
+        "",
+        "",
+    ]
+    return lines, launch
+
+
+def inputs_by_name(prog: Program, public: Program) -> str:
+    """``{'Q': t_Q, ...}``: the launching function's inputs by the spec's names (tables and messages use
+    those)."""
+    return "{" + ", ".join(f"{n!r}: {s}" for n, s in zip(public.inputs, prog.inputs)) + "}"
+
+
 def spec_name(prog: Program) -> str:
     """The spec's file name, without its directory (generated source must not depend on where it lives),
     made safe for a docstring or comment: non-printable characters escaped, no quote or backslash left that

@@ -33,6 +33,7 @@ ALLOWED_IMPORTS = {
     "torch",
     "torch.utils.checkpoint",  # the torch runtime: blocks of rows under autograd
     "threading",  # the torch runtime: scratch buffers kept per thread
+    "contextlib",  # the torch runtime: autocast off around a call
     "triton",
     "triton.language",
     "__future__",

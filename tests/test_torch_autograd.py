@@ -132,3 +132,74 @@ def test_float32_gradients_on_cpu_match_sdpa(name):
     got, want = derivatives(lambda q, k, v: kern(Q=q, K=k, V=v)), derivatives(sdpa)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _causal_inputs(n=10, requires_grad=True):
+    rng = np.random.default_rng(0)
+    return [torch.tensor(rng.standard_normal((1, 2, n, 4)), requires_grad=requires_grad) for _ in range(3)]
+
+
+@pytest.mark.parametrize("spec", ["causal.ein", "causal_1pass.ein"])
+def test_an_input_modified_after_the_forward_pass_is_an_error_in_backward(spec):
+    """The backward pass recomputes each block of rows from the inputs (recompute=True, the default): an
+    input changed in place in between gave the gradient of the new values, silently; it is autograd's usual
+    error."""
+    params = {"M0": 4} if "1pass" in spec else {}
+    kern = einattn.compile(EXAMPLES / spec, backend="torch", params=params)
+    for which in range(3):
+        inputs = _causal_inputs()
+        out = kern(Q=inputs[0], K=inputs[1], V=inputs[2])
+        with torch.no_grad():
+            inputs[which].mul_(2)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+    q, k, v = _causal_inputs()  # unchanged inputs: the gradient flows
+    out = einattn.compile(EXAMPLES / spec, backend="torch")(Q=q, K=k, V=v)
+    out.sum().backward()
+    assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in (q, k, v))
+
+
+def test_an_output_that_depends_on_no_input_still_takes_a_gradient():
+    """With no key (M = 0) the loop has no step and the output is the initial state's quotient: it is
+    joined to the inputs' graph with zero gradients, as the same spec rewritten from its natural form is."""
+    kern = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
+    q, k, v = (torch.randn(1, 2, 0, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out = kern(Q=q, K=k, V=v)
+    assert out.requires_grad and out.shape == (1, 2, 0, 4)
+    out.sum().backward()
+    assert all(x.grad is not None and x.grad.shape == x.shape for x in (q, k, v))
+    q = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(1, 2, 0, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    out = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch")(Q=q, K=k, V=v)
+    assert out.requires_grad
+    (grad,) = torch.autograd.grad(out.nan_to_num().sum(), (q,))
+    assert torch.equal(grad, torch.zeros_like(q))
+
+
+def test_function_transforms_are_refused_with_a_clear_error():
+    """torch.func (grad, vmap, jvp) and forward-mode AD meet the kernel's in-place and out= paths and its
+    checkpoints: an EinError that says what to use instead, not a failure deep inside."""
+    kern = einattn.compile(EXAMPLES / "causal.ein", backend="torch")
+    q, k, v = _causal_inputs(requires_grad=False)
+    with pytest.raises(einattn.EinError, match=r"torch\.func transforms"):
+        torch.func.grad(lambda x: kern(Q=x, K=k, V=v).sum())(q)
+    with pytest.raises(einattn.EinError, match=r"torch\.func transforms"):
+        torch.func.vmap(lambda x: kern(Q=x, K=k, V=v))(q[None])
+    import torch.autograd.forward_ad as fwad
+
+    with fwad.dual_level(), pytest.raises(einattn.EinError, match="forward-mode AD"):
+        kern(Q=fwad.make_dual(q, torch.ones_like(q)), K=k, V=v)
+
+
+def test_autocast_does_not_change_the_kernel_s_precision():
+    """Under torch.autocast the matmuls recorded for a gradient were cast to bfloat16 and the others were
+    not: two answers for one kernel and one input. The kernel computes in its inputs' precision."""
+    kern = einattn.compile(EXAMPLES / "attention_3pass.ein", backend="torch")
+    q, k, v = (x.detach().float() for x in _causal_inputs(n=33))
+    want = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            a = kern(Q=q, K=k, V=v)
+        b = kern(Q=q.clone().requires_grad_(True), K=k, V=v)
+    assert a.dtype == b.dtype == torch.float32
+    assert (a.double() - want).abs().max() < 1e-5 and (b.detach().double() - want).abs().max() < 1e-5

@@ -243,3 +243,17 @@ def test_the_cpu_benchmark_runs_every_variant_against_sdpa(natural, monkeypatch)
         assert r["max_diff"]["einattn"] < 1e-5, r
         assert r["ms"]["einattn"] > 0 and r["ms"]["sdpa"] > 0
     assert "| 96 | window |" in bench.table(rows, flex=False)
+
+
+def test_outputs_are_the_caller_s_own_under_torch_compile():
+    """`O[i] = X[i]` is a copy: under torch.compile, where `_unaliased` cannot compare memory, an output that
+    may be a view of an input or of another output is copied (`_out(..., view=True)`)."""
+    kern = einattn.compile("input X[i]\noutput O, P\nO[i] = X[i]\nP[i] = O[i]\n", backend="torch")
+    assert "view=True" in kern.source
+    x = torch.randn(4)
+    before = x.clone()
+    o, p = torch.compile(lambda x: kern(X=x), fullgraph=True, backend="aot_eager")(x)
+    ptr = lambda t: t.untyped_storage().data_ptr()  # noqa: E731
+    assert len({ptr(o), ptr(p), ptr(x)}) == 3
+    o.add_(100.0)
+    assert torch.equal(x, before) and torch.equal(p, before)

@@ -454,3 +454,28 @@ def test_a_minus_inf_padding_mask_over_whole_tiles():
         kern = einattn.compile(base.format(scores=scores), backend="triton", tile=16)
         assert kern.plan.path == path and "1e+30" in kern.source
         torch.testing.assert_close(kern(q, k, v, bias), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["fused", "general"])
+def test_spec_names_that_are_names_of_the_generated_code(path):
+    """A spec may name its tensors `torch`, `tl`, `size_p`, `_max`, `lo`, `CD` or `step`: generated code
+    names tensor X `t_X`, and only the launcher's parameters are the spec's names (they were the
+    launcher's locals and the kernel's registers, which shadowed the modules and helpers)."""
+    import re
+
+    spec = (EXAMPLES / "causal_1pass.ein").read_text()
+    names = {"Q": "torch", "K": "tl", "V": "size_p", "RM": "_max", "BQK": "lo", "AV": "CD", "RD": "step"}
+    for old, new in names.items():
+        spec = re.sub(rf"\b{old}\b", new, spec)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 2, 9, 4)) for _ in range(3))
+    want = einattn.compile(spec, backend="numpy", params={"M0": 4})(torch=q, tl=k, size_p=v)
+    kern = einattn.compile(spec, backend="triton", params={"M0": 4}, path=path)
+    assert kern.plan.path == path
+    args = [torch.tensor(x, dtype=torch.float32, device=DEVICE) for x in (q, k, v)]
+    got = kern(torch=args[0], tl=args[1], size_p=args[2])
+    np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+    # the launcher keeps the spec's names: positional and keyword calls
+    np.testing.assert_allclose(kern.launcher(*args).cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+    by_name = kern.launcher(size_p=args[2], tl=args[1], torch=args[0])
+    np.testing.assert_allclose(by_name.cpu().numpy(), want, rtol=1e-5, atol=1e-5)

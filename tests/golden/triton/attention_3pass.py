@@ -8,18 +8,19 @@ Params: none
 Options: passes='as-written'
 Needs only torch and triton. Call it as:
 
-    AV = attention_3pass(Q, K, V)
+    t_AV = attention_3pass(t_Q, t_K, t_V)
 
 Symbols:
-    Q[b, h, p, e]       input
-    K[b, h, m, e]       input
-    V[b, h, m, f]       input
-    QK[b, h, m, p]      intermediate in global memory (compute dtype); QK_present: its presence (int8, 1 = present)
-    GM[b, h, p]         intermediate in global memory (compute dtype); GM_present: its presence (int8, 1 = present)
-    SN[b, h, m, p]      intermediate in global memory (compute dtype); SN_present: its presence (int8, 1 = present)
-    SD[b, h, p]         intermediate in global memory (compute dtype); SD_present: its presence (int8, 1 = present)
-    A[b, h, m, p]       intermediate in global memory (compute dtype); A_present: its presence (int8, 1 = present)
-    AV[b, h, p, f]      output; AV_present: its presence (int8, 1 = present)
+    t_Q[b, h, p, e]     input
+    t_K[b, h, m, e]     input
+    t_V[b, h, m, f]     input
+    t_QK[b, h, m, p]    intermediate in global memory (compute dtype); t_QK_present: its presence (int8, 1 = present)
+    t_GM[b, h, p]       intermediate in global memory (compute dtype); t_GM_present: its presence (int8, 1 = present)
+    t_SN[b, h, m, p]    intermediate in global memory (compute dtype); t_SN_present: its presence (int8, 1 = present)
+    t_SD[b, h, p]       intermediate in global memory (compute dtype); t_SD_present: its presence (int8, 1 = present)
+    t_A[b, h, m, p]     intermediate in global memory (compute dtype); t_A_present: its presence (int8, 1 = present)
+    t_AV[b, h, p, f]    output; t_AV_present: its presence (int8, 1 = present)
+    t_X                 tensor X of the spec (only the launcher's parameters are the spec's names)
     size_x              the size of rank x: a runtime argument, never part of the source
     T_ptr, T_stride<k>  tensor T's base pointer and the stride of its dimension k (any layout)
     i_x                 the coordinate of rank x in a kernel
@@ -115,24 +116,24 @@ def _softplus(x):
     return tl.maximum(x, 0.0) + log1p
 
 
-@triton.jit(do_not_specialize=['Q_stride0', 'Q_stride1', 'Q_stride2', 'K_stride0', 'K_stride1', 'K_stride2', 'QK_stride0', 'QK_stride1', 'QK_stride2', 'size_b', 'size_h', 'size_p', 'size_e', 'size_m'])
-def QK_kernel(
-    Q_ptr,
-    Q_stride0,
-    Q_stride1,
-    Q_stride2,
-    Q_stride3,
-    K_ptr,
-    K_stride0,
-    K_stride1,
-    K_stride2,
-    K_stride3,
-    QK_ptr,
-    QK_present_ptr,
-    QK_stride0,
-    QK_stride1,
-    QK_stride2,
-    QK_stride3,
+@triton.jit(do_not_specialize=['t_Q_stride0', 't_Q_stride1', 't_Q_stride2', 't_K_stride0', 't_K_stride1', 't_K_stride2', 't_QK_stride0', 't_QK_stride1', 't_QK_stride2', 'size_b', 'size_h', 'size_p', 'size_e', 'size_m'])
+def t_QK_kernel(
+    t_Q_ptr,
+    t_Q_stride0,
+    t_Q_stride1,
+    t_Q_stride2,
+    t_Q_stride3,
+    t_K_ptr,
+    t_K_stride0,
+    t_K_stride1,
+    t_K_stride2,
+    t_K_stride3,
+    t_QK_ptr,
+    t_QK_present_ptr,
+    t_QK_stride0,
+    t_QK_stride1,
+    t_QK_stride2,
+    t_QK_stride3,
     size_b,
     size_h,
     size_p,
@@ -142,7 +143,7 @@ def QK_kernel(
     BLOCK_O: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    """QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)"""
+    """t_QK[b, h, m, p] = t_Q[b, h, p, e] * t_K[b, h, m, e] * rsqrt(E)"""
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_m * size_p
@@ -161,28 +162,28 @@ def QK_kernel(
         offs_r = red0 + tl.arange(0, BLOCK_R)
         lane_r = offs_r < size_e
         i_e = offs_r % size_e
-        Q_1 = tl.load(Q_ptr + (((i_b.to(tl.int64) * Q_stride0 + i_h.to(tl.int64) * Q_stride1) + i_p.to(tl.int64) * Q_stride2)[:, None] + (i_e.to(tl.int64) * Q_stride3)[None, :]))
-        K_2 = tl.load(K_ptr + (((i_b.to(tl.int64) * K_stride0 + i_h.to(tl.int64) * K_stride1) + i_m.to(tl.int64) * K_stride2)[:, None] + (i_e.to(tl.int64) * K_stride3)[None, :]))
+        t_Q_1 = tl.load(t_Q_ptr + (((i_b.to(tl.int64) * t_Q_stride0 + i_h.to(tl.int64) * t_Q_stride1) + i_p.to(tl.int64) * t_Q_stride2)[:, None] + (i_e.to(tl.int64) * t_Q_stride3)[None, :]))
+        t_K_2 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + i_m.to(tl.int64) * t_K_stride2)[:, None] + (i_e.to(tl.int64) * t_K_stride3)[None, :]))
         ok = tl.broadcast_to(lane_r[None, :], [BLOCK_O, BLOCK_R])
-        acc = acc + tl.sum(tl.where(ok, ((Q_1.to(CD) * K_2.to(CD)) * tl.rsqrt(size_e.to(CD))), 0.0), 1)
+        acc = acc + tl.sum(tl.where(ok, ((t_Q_1.to(CD) * t_K_2.to(CD)) * tl.rsqrt(size_e.to(CD))), 0.0), 1)
         seen = seen | (tl.max(ok.to(tl.int32), 1) > 0)
-    tl.store(QK_ptr + i_b * QK_stride0 + i_h * QK_stride1 + i_m * QK_stride2 + i_p * QK_stride3, acc.to(QK_ptr.dtype.element_ty), mask=lane_o)
-    tl.store(QK_present_ptr + i_b * QK_stride0 + i_h * QK_stride1 + i_m * QK_stride2 + i_p * QK_stride3, seen.to(tl.int8), mask=lane_o)
+    tl.store(t_QK_ptr + i_b * t_QK_stride0 + i_h * t_QK_stride1 + i_m * t_QK_stride2 + i_p * t_QK_stride3, acc.to(t_QK_ptr.dtype.element_ty), mask=lane_o)
+    tl.store(t_QK_present_ptr + i_b * t_QK_stride0 + i_h * t_QK_stride1 + i_m * t_QK_stride2 + i_p * t_QK_stride3, seen.to(tl.int8), mask=lane_o)
 
 
-@triton.jit(do_not_specialize=['QK_stride0', 'QK_stride1', 'QK_stride2', 'GM_stride0', 'GM_stride1', 'size_b', 'size_h', 'size_p', 'size_m'])
-def GM_kernel(
-    QK_ptr,
-    QK_present_ptr,
-    QK_stride0,
-    QK_stride1,
-    QK_stride2,
-    QK_stride3,
-    GM_ptr,
-    GM_present_ptr,
-    GM_stride0,
-    GM_stride1,
-    GM_stride2,
+@triton.jit(do_not_specialize=['t_QK_stride0', 't_QK_stride1', 't_QK_stride2', 't_GM_stride0', 't_GM_stride1', 'size_b', 'size_h', 'size_p', 'size_m'])
+def t_GM_kernel(
+    t_QK_ptr,
+    t_QK_present_ptr,
+    t_QK_stride0,
+    t_QK_stride1,
+    t_QK_stride2,
+    t_QK_stride3,
+    t_GM_ptr,
+    t_GM_present_ptr,
+    t_GM_stride0,
+    t_GM_stride1,
+    t_GM_stride2,
     size_b,
     size_h,
     size_p,
@@ -191,7 +192,7 @@ def GM_kernel(
     BLOCK_O: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    """GM[b, h, p] = QK[b, h, m, p] :: max(m)"""
+    """t_GM[b, h, p] = t_QK[b, h, m, p] :: max(m)"""
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_p
@@ -208,35 +209,35 @@ def GM_kernel(
         offs_r = red0 + tl.arange(0, BLOCK_R)
         lane_r = offs_r < size_m
         i_m = offs_r % size_m
-        QK_1_off = (((i_b.to(tl.int64) * QK_stride0 + i_h.to(tl.int64) * QK_stride1)[:, None] + (i_m.to(tl.int64) * QK_stride2)[None, :]) + (i_p.to(tl.int64) * QK_stride3)[:, None])
-        QK_1 = tl.load(QK_ptr + QK_1_off)
-        QK_1_present = tl.load(QK_present_ptr + QK_1_off) != 0
-        ok = (lane_r[None, :] & QK_1_present)
-        acc = _max(acc, _rmax(tl.where(ok, QK_1.to(CD), -float("inf")), 1))
+        t_QK_1_off = (((i_b.to(tl.int64) * t_QK_stride0 + i_h.to(tl.int64) * t_QK_stride1)[:, None] + (i_m.to(tl.int64) * t_QK_stride2)[None, :]) + (i_p.to(tl.int64) * t_QK_stride3)[:, None])
+        t_QK_1 = tl.load(t_QK_ptr + t_QK_1_off)
+        t_QK_1_present = tl.load(t_QK_present_ptr + t_QK_1_off) != 0
+        ok = (lane_r[None, :] & t_QK_1_present)
+        acc = _max(acc, _rmax(tl.where(ok, t_QK_1.to(CD), -float("inf")), 1))
         seen = seen | (tl.max(ok.to(tl.int32), 1) > 0)
-    tl.store(GM_ptr + i_b * GM_stride0 + i_h * GM_stride1 + i_p * GM_stride2, acc.to(GM_ptr.dtype.element_ty), mask=lane_o)
-    tl.store(GM_present_ptr + i_b * GM_stride0 + i_h * GM_stride1 + i_p * GM_stride2, seen.to(tl.int8), mask=lane_o)
+    tl.store(t_GM_ptr + i_b * t_GM_stride0 + i_h * t_GM_stride1 + i_p * t_GM_stride2, acc.to(t_GM_ptr.dtype.element_ty), mask=lane_o)
+    tl.store(t_GM_present_ptr + i_b * t_GM_stride0 + i_h * t_GM_stride1 + i_p * t_GM_stride2, seen.to(tl.int8), mask=lane_o)
 
 
-@triton.jit(do_not_specialize=['QK_stride0', 'QK_stride1', 'QK_stride2', 'GM_stride0', 'GM_stride1', 'SN_stride0', 'SN_stride1', 'SN_stride2', 'size_b', 'size_h', 'size_p', 'size_m'])
-def SN_kernel(
-    QK_ptr,
-    QK_present_ptr,
-    QK_stride0,
-    QK_stride1,
-    QK_stride2,
-    QK_stride3,
-    GM_ptr,
-    GM_present_ptr,
-    GM_stride0,
-    GM_stride1,
-    GM_stride2,
-    SN_ptr,
-    SN_present_ptr,
-    SN_stride0,
-    SN_stride1,
-    SN_stride2,
-    SN_stride3,
+@triton.jit(do_not_specialize=['t_QK_stride0', 't_QK_stride1', 't_QK_stride2', 't_GM_stride0', 't_GM_stride1', 't_SN_stride0', 't_SN_stride1', 't_SN_stride2', 'size_b', 'size_h', 'size_p', 'size_m'])
+def t_SN_kernel(
+    t_QK_ptr,
+    t_QK_present_ptr,
+    t_QK_stride0,
+    t_QK_stride1,
+    t_QK_stride2,
+    t_QK_stride3,
+    t_GM_ptr,
+    t_GM_present_ptr,
+    t_GM_stride0,
+    t_GM_stride1,
+    t_GM_stride2,
+    t_SN_ptr,
+    t_SN_present_ptr,
+    t_SN_stride0,
+    t_SN_stride1,
+    t_SN_stride2,
+    t_SN_stride3,
     size_b,
     size_h,
     size_p,
@@ -245,7 +246,7 @@ def SN_kernel(
     BLOCK_O: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    """SN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])"""
+    """t_SN[b, h, m, p] = exp(t_QK[b, h, m, p] - t_GM[b, h, p])"""
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_m * size_p
@@ -257,29 +258,29 @@ def SN_kernel(
     i_h = rest_o % size_h
     rest_o = rest_o // size_h
     i_b = rest_o % size_b
-    QK_1_off = (((i_b.to(tl.int64) * QK_stride0 + i_h.to(tl.int64) * QK_stride1) + i_m.to(tl.int64) * QK_stride2) + i_p.to(tl.int64) * QK_stride3)
-    QK_1 = tl.load(QK_ptr + QK_1_off)
-    QK_1_present = tl.load(QK_present_ptr + QK_1_off) != 0
-    GM_2_off = ((i_b.to(tl.int64) * GM_stride0 + i_h.to(tl.int64) * GM_stride1) + i_p.to(tl.int64) * GM_stride2)
-    GM_2 = tl.load(GM_ptr + GM_2_off)
-    GM_2_present = tl.load(GM_present_ptr + GM_2_off) != 0
-    tl.store(SN_ptr + i_b * SN_stride0 + i_h * SN_stride1 + i_m * SN_stride2 + i_p * SN_stride3, tl.exp((QK_1.to(CD) - GM_2.to(CD))).to(SN_ptr.dtype.element_ty), mask=lane_o)
-    tl.store(SN_present_ptr + i_b * SN_stride0 + i_h * SN_stride1 + i_m * SN_stride2 + i_p * SN_stride3, (QK_1_present & GM_2_present).to(tl.int8), mask=lane_o)
+    t_QK_1_off = (((i_b.to(tl.int64) * t_QK_stride0 + i_h.to(tl.int64) * t_QK_stride1) + i_m.to(tl.int64) * t_QK_stride2) + i_p.to(tl.int64) * t_QK_stride3)
+    t_QK_1 = tl.load(t_QK_ptr + t_QK_1_off)
+    t_QK_1_present = tl.load(t_QK_present_ptr + t_QK_1_off) != 0
+    t_GM_2_off = ((i_b.to(tl.int64) * t_GM_stride0 + i_h.to(tl.int64) * t_GM_stride1) + i_p.to(tl.int64) * t_GM_stride2)
+    t_GM_2 = tl.load(t_GM_ptr + t_GM_2_off)
+    t_GM_2_present = tl.load(t_GM_present_ptr + t_GM_2_off) != 0
+    tl.store(t_SN_ptr + i_b * t_SN_stride0 + i_h * t_SN_stride1 + i_m * t_SN_stride2 + i_p * t_SN_stride3, tl.exp((t_QK_1.to(CD) - t_GM_2.to(CD))).to(t_SN_ptr.dtype.element_ty), mask=lane_o)
+    tl.store(t_SN_present_ptr + i_b * t_SN_stride0 + i_h * t_SN_stride1 + i_m * t_SN_stride2 + i_p * t_SN_stride3, (t_QK_1_present & t_GM_2_present).to(tl.int8), mask=lane_o)
 
 
-@triton.jit(do_not_specialize=['SN_stride0', 'SN_stride1', 'SN_stride2', 'SD_stride0', 'SD_stride1', 'size_b', 'size_h', 'size_p', 'size_m'])
-def SD_kernel(
-    SN_ptr,
-    SN_present_ptr,
-    SN_stride0,
-    SN_stride1,
-    SN_stride2,
-    SN_stride3,
-    SD_ptr,
-    SD_present_ptr,
-    SD_stride0,
-    SD_stride1,
-    SD_stride2,
+@triton.jit(do_not_specialize=['t_SN_stride0', 't_SN_stride1', 't_SN_stride2', 't_SD_stride0', 't_SD_stride1', 'size_b', 'size_h', 'size_p', 'size_m'])
+def t_SD_kernel(
+    t_SN_ptr,
+    t_SN_present_ptr,
+    t_SN_stride0,
+    t_SN_stride1,
+    t_SN_stride2,
+    t_SN_stride3,
+    t_SD_ptr,
+    t_SD_present_ptr,
+    t_SD_stride0,
+    t_SD_stride1,
+    t_SD_stride2,
     size_b,
     size_h,
     size_p,
@@ -288,7 +289,7 @@ def SD_kernel(
     BLOCK_O: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    """SD[b, h, p] = SN[b, h, m, p]"""
+    """t_SD[b, h, p] = t_SN[b, h, m, p]"""
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_p
@@ -305,35 +306,35 @@ def SD_kernel(
         offs_r = red0 + tl.arange(0, BLOCK_R)
         lane_r = offs_r < size_m
         i_m = offs_r % size_m
-        SN_1_off = (((i_b.to(tl.int64) * SN_stride0 + i_h.to(tl.int64) * SN_stride1)[:, None] + (i_m.to(tl.int64) * SN_stride2)[None, :]) + (i_p.to(tl.int64) * SN_stride3)[:, None])
-        SN_1 = tl.load(SN_ptr + SN_1_off)
-        SN_1_present = tl.load(SN_present_ptr + SN_1_off) != 0
-        ok = (lane_r[None, :] & SN_1_present)
-        acc = acc + tl.sum(tl.where(ok, SN_1.to(CD), 0.0), 1)
+        t_SN_1_off = (((i_b.to(tl.int64) * t_SN_stride0 + i_h.to(tl.int64) * t_SN_stride1)[:, None] + (i_m.to(tl.int64) * t_SN_stride2)[None, :]) + (i_p.to(tl.int64) * t_SN_stride3)[:, None])
+        t_SN_1 = tl.load(t_SN_ptr + t_SN_1_off)
+        t_SN_1_present = tl.load(t_SN_present_ptr + t_SN_1_off) != 0
+        ok = (lane_r[None, :] & t_SN_1_present)
+        acc = acc + tl.sum(tl.where(ok, t_SN_1.to(CD), 0.0), 1)
         seen = seen | (tl.max(ok.to(tl.int32), 1) > 0)
-    tl.store(SD_ptr + i_b * SD_stride0 + i_h * SD_stride1 + i_p * SD_stride2, acc.to(SD_ptr.dtype.element_ty), mask=lane_o)
-    tl.store(SD_present_ptr + i_b * SD_stride0 + i_h * SD_stride1 + i_p * SD_stride2, seen.to(tl.int8), mask=lane_o)
+    tl.store(t_SD_ptr + i_b * t_SD_stride0 + i_h * t_SD_stride1 + i_p * t_SD_stride2, acc.to(t_SD_ptr.dtype.element_ty), mask=lane_o)
+    tl.store(t_SD_present_ptr + i_b * t_SD_stride0 + i_h * t_SD_stride1 + i_p * t_SD_stride2, seen.to(tl.int8), mask=lane_o)
 
 
-@triton.jit(do_not_specialize=['SN_stride0', 'SN_stride1', 'SN_stride2', 'SD_stride0', 'SD_stride1', 'A_stride0', 'A_stride1', 'A_stride2', 'size_b', 'size_h', 'size_p', 'size_m'])
-def A_kernel(
-    SN_ptr,
-    SN_present_ptr,
-    SN_stride0,
-    SN_stride1,
-    SN_stride2,
-    SN_stride3,
-    SD_ptr,
-    SD_present_ptr,
-    SD_stride0,
-    SD_stride1,
-    SD_stride2,
-    A_ptr,
-    A_present_ptr,
-    A_stride0,
-    A_stride1,
-    A_stride2,
-    A_stride3,
+@triton.jit(do_not_specialize=['t_SN_stride0', 't_SN_stride1', 't_SN_stride2', 't_SD_stride0', 't_SD_stride1', 't_A_stride0', 't_A_stride1', 't_A_stride2', 'size_b', 'size_h', 'size_p', 'size_m'])
+def t_A_kernel(
+    t_SN_ptr,
+    t_SN_present_ptr,
+    t_SN_stride0,
+    t_SN_stride1,
+    t_SN_stride2,
+    t_SN_stride3,
+    t_SD_ptr,
+    t_SD_present_ptr,
+    t_SD_stride0,
+    t_SD_stride1,
+    t_SD_stride2,
+    t_A_ptr,
+    t_A_present_ptr,
+    t_A_stride0,
+    t_A_stride1,
+    t_A_stride2,
+    t_A_stride3,
     size_b,
     size_h,
     size_p,
@@ -342,7 +343,7 @@ def A_kernel(
     BLOCK_O: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    """A[b, h, m, p] = SN[b, h, m, p] / SD[b, h, p]"""
+    """t_A[b, h, m, p] = t_SN[b, h, m, p] / t_SD[b, h, p]"""
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_m * size_p
@@ -354,35 +355,35 @@ def A_kernel(
     i_h = rest_o % size_h
     rest_o = rest_o // size_h
     i_b = rest_o % size_b
-    SN_1_off = (((i_b.to(tl.int64) * SN_stride0 + i_h.to(tl.int64) * SN_stride1) + i_m.to(tl.int64) * SN_stride2) + i_p.to(tl.int64) * SN_stride3)
-    SN_1 = tl.load(SN_ptr + SN_1_off)
-    SN_1_present = tl.load(SN_present_ptr + SN_1_off) != 0
-    SD_2_off = ((i_b.to(tl.int64) * SD_stride0 + i_h.to(tl.int64) * SD_stride1) + i_p.to(tl.int64) * SD_stride2)
-    SD_2 = tl.load(SD_ptr + SD_2_off)
-    SD_2_present = tl.load(SD_present_ptr + SD_2_off) != 0
-    tl.store(A_ptr + i_b * A_stride0 + i_h * A_stride1 + i_m * A_stride2 + i_p * A_stride3, (SN_1.to(CD) / SD_2.to(CD)).to(A_ptr.dtype.element_ty), mask=lane_o)
-    tl.store(A_present_ptr + i_b * A_stride0 + i_h * A_stride1 + i_m * A_stride2 + i_p * A_stride3, (SN_1_present & SD_2_present).to(tl.int8), mask=lane_o)
+    t_SN_1_off = (((i_b.to(tl.int64) * t_SN_stride0 + i_h.to(tl.int64) * t_SN_stride1) + i_m.to(tl.int64) * t_SN_stride2) + i_p.to(tl.int64) * t_SN_stride3)
+    t_SN_1 = tl.load(t_SN_ptr + t_SN_1_off)
+    t_SN_1_present = tl.load(t_SN_present_ptr + t_SN_1_off) != 0
+    t_SD_2_off = ((i_b.to(tl.int64) * t_SD_stride0 + i_h.to(tl.int64) * t_SD_stride1) + i_p.to(tl.int64) * t_SD_stride2)
+    t_SD_2 = tl.load(t_SD_ptr + t_SD_2_off)
+    t_SD_2_present = tl.load(t_SD_present_ptr + t_SD_2_off) != 0
+    tl.store(t_A_ptr + i_b * t_A_stride0 + i_h * t_A_stride1 + i_m * t_A_stride2 + i_p * t_A_stride3, (t_SN_1.to(CD) / t_SD_2.to(CD)).to(t_A_ptr.dtype.element_ty), mask=lane_o)
+    tl.store(t_A_present_ptr + i_b * t_A_stride0 + i_h * t_A_stride1 + i_m * t_A_stride2 + i_p * t_A_stride3, (t_SN_1_present & t_SD_2_present).to(tl.int8), mask=lane_o)
 
 
-@triton.jit(do_not_specialize=['A_stride0', 'A_stride1', 'A_stride2', 'V_stride0', 'V_stride1', 'V_stride2', 'AV_stride0', 'AV_stride1', 'AV_stride2', 'size_b', 'size_h', 'size_p', 'size_m', 'size_f'])
-def AV_kernel(
-    A_ptr,
-    A_present_ptr,
-    A_stride0,
-    A_stride1,
-    A_stride2,
-    A_stride3,
-    V_ptr,
-    V_stride0,
-    V_stride1,
-    V_stride2,
-    V_stride3,
-    AV_ptr,
-    AV_present_ptr,
-    AV_stride0,
-    AV_stride1,
-    AV_stride2,
-    AV_stride3,
+@triton.jit(do_not_specialize=['t_A_stride0', 't_A_stride1', 't_A_stride2', 't_V_stride0', 't_V_stride1', 't_V_stride2', 't_AV_stride0', 't_AV_stride1', 't_AV_stride2', 'size_b', 'size_h', 'size_p', 'size_m', 'size_f'])
+def t_AV_kernel(
+    t_A_ptr,
+    t_A_present_ptr,
+    t_A_stride0,
+    t_A_stride1,
+    t_A_stride2,
+    t_A_stride3,
+    t_V_ptr,
+    t_V_stride0,
+    t_V_stride1,
+    t_V_stride2,
+    t_V_stride3,
+    t_AV_ptr,
+    t_AV_present_ptr,
+    t_AV_stride0,
+    t_AV_stride1,
+    t_AV_stride2,
+    t_AV_stride3,
     size_b,
     size_h,
     size_p,
@@ -392,7 +393,7 @@ def AV_kernel(
     BLOCK_O: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    """AV[b, h, p, f] = A[b, h, m, p] * V[b, h, m, f]"""
+    """t_AV[b, h, p, f] = t_A[b, h, m, p] * t_V[b, h, m, f]"""
     # program -> a block of BLOCK_O points of the flattened output coordinates
     offs_o = tl.program_id(0).to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     lane_o = offs_o < size_b * size_h * size_p * size_f
@@ -411,15 +412,15 @@ def AV_kernel(
         offs_r = red0 + tl.arange(0, BLOCK_R)
         lane_r = offs_r < size_m
         i_m = offs_r % size_m
-        A_1_off = (((i_b.to(tl.int64) * A_stride0 + i_h.to(tl.int64) * A_stride1)[:, None] + (i_m.to(tl.int64) * A_stride2)[None, :]) + (i_p.to(tl.int64) * A_stride3)[:, None])
-        A_1 = tl.load(A_ptr + A_1_off)
-        A_1_present = tl.load(A_present_ptr + A_1_off) != 0
-        V_2 = tl.load(V_ptr + (((i_b.to(tl.int64) * V_stride0 + i_h.to(tl.int64) * V_stride1)[:, None] + (i_m.to(tl.int64) * V_stride2)[None, :]) + (i_f.to(tl.int64) * V_stride3)[:, None]))
-        ok = (lane_r[None, :] & A_1_present)
-        acc = acc + tl.sum(tl.where(ok, (A_1.to(CD) * V_2.to(CD)), 0.0), 1)
+        t_A_1_off = (((i_b.to(tl.int64) * t_A_stride0 + i_h.to(tl.int64) * t_A_stride1)[:, None] + (i_m.to(tl.int64) * t_A_stride2)[None, :]) + (i_p.to(tl.int64) * t_A_stride3)[:, None])
+        t_A_1 = tl.load(t_A_ptr + t_A_1_off)
+        t_A_1_present = tl.load(t_A_present_ptr + t_A_1_off) != 0
+        t_V_2 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1)[:, None] + (i_m.to(tl.int64) * t_V_stride2)[None, :]) + (i_f.to(tl.int64) * t_V_stride3)[:, None]))
+        ok = (lane_r[None, :] & t_A_1_present)
+        acc = acc + tl.sum(tl.where(ok, (t_A_1.to(CD) * t_V_2.to(CD)), 0.0), 1)
         seen = seen | (tl.max(ok.to(tl.int32), 1) > 0)
-    tl.store(AV_ptr + i_b * AV_stride0 + i_h * AV_stride1 + i_p * AV_stride2 + i_f * AV_stride3, acc.to(AV_ptr.dtype.element_ty), mask=lane_o)
-    tl.store(AV_present_ptr + i_b * AV_stride0 + i_h * AV_stride1 + i_p * AV_stride2 + i_f * AV_stride3, seen.to(tl.int8), mask=lane_o)
+    tl.store(t_AV_ptr + i_b * t_AV_stride0 + i_h * t_AV_stride1 + i_p * t_AV_stride2 + i_f * t_AV_stride3, acc.to(t_AV_ptr.dtype.element_ty), mask=lane_o)
+    tl.store(t_AV_present_ptr + i_b * t_AV_stride0 + i_h * t_AV_stride1 + i_p * t_AV_stride2 + i_f * t_AV_stride3, seen.to(tl.int8), mask=lane_o)
 
 
 def _sizes(inputs):
@@ -488,35 +489,39 @@ def attention_3pass(Q, K, V):
     Outputs (the float inputs' dtype; absent points are 0):
         AV: [B, H, P, F]
     """
-    sizes = _sizes({'Q': Q, 'K': K, 'V': V})
+    return attention_3pass_launch(Q, K, V)
+
+
+def attention_3pass_launch(t_Q, t_K, t_V):
+    sizes = _sizes({'Q': t_Q, 'K': t_K, 'V': t_V})
     size_b, size_h, size_p, size_e, size_m, size_f = (sizes['b'], sizes['h'], sizes['p'], sizes['e'], sizes['m'], sizes['f'],)
-    out_dtype = _float_dtype({'Q': Q, 'K': K, 'V': V})
+    out_dtype = _float_dtype({'Q': t_Q, 'K': t_K, 'V': t_V})
     CD, acc_dtype = _compute(out_dtype)
-    device = Q.device
+    device = t_Q.device
     # buffers of the intermediates and outputs (compute dtype), and presence masks
-    QK = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=acc_dtype)
-    QK_present = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=torch.int8)
-    GM = torch.zeros((size_b, size_h, size_p), device=device, dtype=acc_dtype)
-    GM_present = torch.zeros((size_b, size_h, size_p), device=device, dtype=torch.int8)
-    SN = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=acc_dtype)
-    SN_present = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=torch.int8)
-    SD = torch.zeros((size_b, size_h, size_p), device=device, dtype=acc_dtype)
-    SD_present = torch.zeros((size_b, size_h, size_p), device=device, dtype=torch.int8)
-    A = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=acc_dtype)
-    A_present = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=torch.int8)
-    AV = torch.zeros((size_b, size_h, size_p, size_f), device=device, dtype=acc_dtype)
-    AV_present = torch.zeros((size_b, size_h, size_p, size_f), device=device, dtype=torch.int8)
-    # QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)
-    _launch(QK_kernel, size_b * size_h * size_m * size_p, CD, Q, Q.stride(0), Q.stride(1), Q.stride(2), Q.stride(3), K, K.stride(0), K.stride(1), K.stride(2), K.stride(3), QK, QK_present, QK.stride(0), QK.stride(1), QK.stride(2), QK.stride(3), size_b, size_h, size_p, size_e, size_m)
-    # GM[b, h, p] = QK[b, h, m, p] :: max(m)
-    _launch(GM_kernel, size_b * size_h * size_p, CD, QK, QK_present, QK.stride(0), QK.stride(1), QK.stride(2), QK.stride(3), GM, GM_present, GM.stride(0), GM.stride(1), GM.stride(2), size_b, size_h, size_p, size_m)
-    # SN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])
-    _launch(SN_kernel, size_b * size_h * size_m * size_p, CD, QK, QK_present, QK.stride(0), QK.stride(1), QK.stride(2), QK.stride(3), GM, GM_present, GM.stride(0), GM.stride(1), GM.stride(2), SN, SN_present, SN.stride(0), SN.stride(1), SN.stride(2), SN.stride(3), size_b, size_h, size_p, size_m)
-    # SD[b, h, p] = SN[b, h, m, p]
-    _launch(SD_kernel, size_b * size_h * size_p, CD, SN, SN_present, SN.stride(0), SN.stride(1), SN.stride(2), SN.stride(3), SD, SD_present, SD.stride(0), SD.stride(1), SD.stride(2), size_b, size_h, size_p, size_m)
-    # A[b, h, m, p] = SN[b, h, m, p] / SD[b, h, p]
-    _launch(A_kernel, size_b * size_h * size_m * size_p, CD, SN, SN_present, SN.stride(0), SN.stride(1), SN.stride(2), SN.stride(3), SD, SD_present, SD.stride(0), SD.stride(1), SD.stride(2), A, A_present, A.stride(0), A.stride(1), A.stride(2), A.stride(3), size_b, size_h, size_p, size_m)
-    # AV[b, h, p, f] = A[b, h, m, p] * V[b, h, m, f]
-    _launch(AV_kernel, size_b * size_h * size_p * size_f, CD, A, A_present, A.stride(0), A.stride(1), A.stride(2), A.stride(3), V, V.stride(0), V.stride(1), V.stride(2), V.stride(3), AV, AV_present, AV.stride(0), AV.stride(1), AV.stride(2), AV.stride(3), size_b, size_h, size_p, size_m, size_f)
+    t_QK = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=acc_dtype)
+    t_QK_present = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=torch.int8)
+    t_GM = torch.zeros((size_b, size_h, size_p), device=device, dtype=acc_dtype)
+    t_GM_present = torch.zeros((size_b, size_h, size_p), device=device, dtype=torch.int8)
+    t_SN = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=acc_dtype)
+    t_SN_present = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=torch.int8)
+    t_SD = torch.zeros((size_b, size_h, size_p), device=device, dtype=acc_dtype)
+    t_SD_present = torch.zeros((size_b, size_h, size_p), device=device, dtype=torch.int8)
+    t_A = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=acc_dtype)
+    t_A_present = torch.zeros((size_b, size_h, size_m, size_p), device=device, dtype=torch.int8)
+    t_AV = torch.zeros((size_b, size_h, size_p, size_f), device=device, dtype=acc_dtype)
+    t_AV_present = torch.zeros((size_b, size_h, size_p, size_f), device=device, dtype=torch.int8)
+    # t_QK[b, h, m, p] = t_Q[b, h, p, e] * t_K[b, h, m, e] * rsqrt(E)
+    _launch(t_QK_kernel, size_b * size_h * size_m * size_p, CD, t_Q, t_Q.stride(0), t_Q.stride(1), t_Q.stride(2), t_Q.stride(3), t_K, t_K.stride(0), t_K.stride(1), t_K.stride(2), t_K.stride(3), t_QK, t_QK_present, t_QK.stride(0), t_QK.stride(1), t_QK.stride(2), t_QK.stride(3), size_b, size_h, size_p, size_e, size_m)
+    # t_GM[b, h, p] = t_QK[b, h, m, p] :: max(m)
+    _launch(t_GM_kernel, size_b * size_h * size_p, CD, t_QK, t_QK_present, t_QK.stride(0), t_QK.stride(1), t_QK.stride(2), t_QK.stride(3), t_GM, t_GM_present, t_GM.stride(0), t_GM.stride(1), t_GM.stride(2), size_b, size_h, size_p, size_m)
+    # t_SN[b, h, m, p] = exp(t_QK[b, h, m, p] - t_GM[b, h, p])
+    _launch(t_SN_kernel, size_b * size_h * size_m * size_p, CD, t_QK, t_QK_present, t_QK.stride(0), t_QK.stride(1), t_QK.stride(2), t_QK.stride(3), t_GM, t_GM_present, t_GM.stride(0), t_GM.stride(1), t_GM.stride(2), t_SN, t_SN_present, t_SN.stride(0), t_SN.stride(1), t_SN.stride(2), t_SN.stride(3), size_b, size_h, size_p, size_m)
+    # t_SD[b, h, p] = t_SN[b, h, m, p]
+    _launch(t_SD_kernel, size_b * size_h * size_p, CD, t_SN, t_SN_present, t_SN.stride(0), t_SN.stride(1), t_SN.stride(2), t_SN.stride(3), t_SD, t_SD_present, t_SD.stride(0), t_SD.stride(1), t_SD.stride(2), size_b, size_h, size_p, size_m)
+    # t_A[b, h, m, p] = t_SN[b, h, m, p] / t_SD[b, h, p]
+    _launch(t_A_kernel, size_b * size_h * size_m * size_p, CD, t_SN, t_SN_present, t_SN.stride(0), t_SN.stride(1), t_SN.stride(2), t_SN.stride(3), t_SD, t_SD_present, t_SD.stride(0), t_SD.stride(1), t_SD.stride(2), t_A, t_A_present, t_A.stride(0), t_A.stride(1), t_A.stride(2), t_A.stride(3), size_b, size_h, size_p, size_m)
+    # t_AV[b, h, p, f] = t_A[b, h, m, p] * t_V[b, h, m, f]
+    _launch(t_AV_kernel, size_b * size_h * size_p * size_f, CD, t_A, t_A_present, t_A.stride(0), t_A.stride(1), t_A.stride(2), t_A.stride(3), t_V, t_V.stride(0), t_V.stride(1), t_V.stride(2), t_V.stride(3), t_AV, t_AV_present, t_AV.stride(0), t_AV.stride(1), t_AV.stride(2), t_AV.stride(3), size_b, size_h, size_p, size_m, size_f)
     # outputs: absent points are delivered as 0
-    return torch.where(AV_present != 0, AV, 0).to(out_dtype)
+    return torch.where(t_AV_present != 0, t_AV, 0).to(out_dtype)

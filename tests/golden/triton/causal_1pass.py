@@ -2,39 +2,40 @@
 
 Spec: causal_1pass.ein (as written)
 Path: fused (one kernel; programs over (b, h) x blocks of p; loop over tiles m1 of m (tile m0); features e, f;
-    running state RM, RD, RNV; tiles after the filter's range skipped per program (an empty tile provably
-    leaves the running state unchanged))
+    running state t_RM, t_RD, t_RNV; tiles after the filter's range skipped per program (an empty tile
+    provably leaves the running state unchanged))
 Params: M0=64
 Options: none
 Needs only torch and triton. Call it as:
 
-    AV = causal_1pass(Q, K, V)
+    t_AV = causal_1pass(t_Q, t_K, t_V)
 
 Symbols:
-    Q[b, h, p, e]                    input
-    K[b, h, m, e]                    input
-    V[b, h, m, f]                    input
-    AV[b, h, p, f]                   output
+    t_Q[b, h, p, e]                  input
+    t_K[b, h, m, e]                  input
+    t_V[b, h, m, f]                  input
+    t_AV[b, h, p, f]                 output
     i_b, i_h                         this program's parallel coordinates
     offs_p, lane_p                   this program's BLOCK_P rows of `p`, and which exist
     offs_m0, lane_m0                 the lanes of one tile of `m` (BLOCK_M0 >= M0), and which exist
     m1, lo, hi                       the tile being visited, and the range of tiles visited
     offs_e, lane_e                   feature rank `e` padded to PAD_E, and which lanes exist
     offs_f, lane_f                   feature rank `f` padded to PAD_F, and which lanes exist
-    RM, RM_next                      running state (registers) before and after the current tile
-    RD, RD_next                      running state (registers) before and after the current tile
-    RNV, RNV_next                    running state (registers) before and after the current tile
-    BQK                              a per-tile value (registers)
-    LM                               a per-tile value (registers)
-    SLN                              a per-tile value (registers)
-    SLD                              a per-tile value (registers)
-    SLNV                             a per-tile value (registers)
-    PRM                              a per-tile value (registers)
-    SPD                              a per-tile value (registers)
-    SPNV                             a per-tile value (registers)
-    AV                               computed once per program (registers)
-    BK, BV                           re-indexed inputs: loaded where they are read
+    t_RM, t_RM_next                  running state (registers) before and after the current tile
+    t_RD, t_RD_next                  running state (registers) before and after the current tile
+    t_RNV, t_RNV_next                running state (registers) before and after the current tile
+    t_BQK                            a per-tile value (registers)
+    t_LM                             a per-tile value (registers)
+    t_SLN                            a per-tile value (registers)
+    t_SLD                            a per-tile value (registers)
+    t_SLNV                           a per-tile value (registers)
+    t_PRM                            a per-tile value (registers)
+    t_SPD                            a per-tile value (registers)
+    t_SPNV                           a per-tile value (registers)
+    t_AV                             computed once per program (registers)
+    t_BK, t_BV                       re-indexed inputs: loaded where they are read
     X_ok                             where X is present (only for values that can hold absent points)
+    t_X                              tensor X of the spec (only the launcher's parameters are the spec's names)
     size_x                           the size of rank x: a runtime argument, never part of the source
     T_ptr, T_stride<k>               tensor T's base pointer and the stride of its dimension k (any layout)
     CD, DOT                          compute dtype (float32; float64 for float64 inputs) and tl.dot precision
@@ -215,26 +216,26 @@ def _softplus(x):
 
 @triton.jit(do_not_specialize=['size_b', 'size_h', 'size_p', 'size_e', 'size_m', 'size_f', 'size_m1', 'size_m0'])
 def causal_1pass_kernel(
-    Q_ptr,
-    Q_stride0,
-    Q_stride1,
-    Q_stride2,
-    Q_stride3,
-    K_ptr,
-    K_stride0,
-    K_stride1,
-    K_stride2,
-    K_stride3,
-    V_ptr,
-    V_stride0,
-    V_stride1,
-    V_stride2,
-    V_stride3,
-    AV_ptr,
-    AV_stride0,
-    AV_stride1,
-    AV_stride2,
-    AV_stride3,
+    t_Q_ptr,
+    t_Q_stride0,
+    t_Q_stride1,
+    t_Q_stride2,
+    t_Q_stride3,
+    t_K_ptr,
+    t_K_stride0,
+    t_K_stride1,
+    t_K_stride2,
+    t_K_stride3,
+    t_V_ptr,
+    t_V_stride0,
+    t_V_stride1,
+    t_V_stride2,
+    t_V_stride3,
+    t_AV_ptr,
+    t_AV_stride0,
+    t_AV_stride1,
+    t_AV_stride2,
+    t_AV_stride3,
     size_b,
     size_h,
     size_p,
@@ -254,23 +255,23 @@ def causal_1pass_kernel(
 ):
     """One program: rows BLOCK_P of `p` for one (b, h); loops over the tiles `m1`.
 
-    BK[b, h, m1, m0, e] = K[b, h, m1 * M0 + m0, e]
-    BV[b, h, m1, m0, f] = V[b, h, m1 * M0 + m0, f]
-    RM[b, h, 0, p] = -inf
-    RD[b, h, 0, p] = 0
-    RNV[b, h, f, 0, p] = 0
-    BQK[b, h, m1, m0, p] = Q[b, h, p, e] * BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
-    LM[b, h, m1, p] = BQK[b, h, m1, m0, p] :: max(m0)
-    RM[b, h, m1 + 1, p] = max(RM[b, h, m1, p], LM[b, h, m1, p] ?? -inf)
-    SLN[b, h, m1, m0, p] = exp(BQK[b, h, m1, m0, p] - RM[b, h, m1 + 1, p])
-    SLD[b, h, m1, p] = SLN[b, h, m1, m0, p]
-    SLNV[b, h, f, m1, p] = SLN[b, h, m1, m0, p] * BV[b, h, m1, m0, f]
-    PRM[b, h, m1, p] = exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])
-    SPD[b, h, m1, p] = RD[b, h, m1, p] * PRM[b, h, m1, p]
-    RD[b, h, m1 + 1, p] = (SLD[b, h, m1, p] ?? 0) + SPD[b, h, m1, p]
-    SPNV[b, h, f, m1, p] = RNV[b, h, f, m1, p] * PRM[b, h, m1, p]
-    RNV[b, h, f, m1 + 1, p] = (SLNV[b, h, f, m1, p] ?? 0) + SPNV[b, h, f, m1, p]
-    AV[b, h, p, f] = RNV[b, h, f, M1, p] / RD[b, h, M1, p]
+    t_BK[b, h, m1, m0, e] = t_K[b, h, m1 * M0 + m0, e]
+    t_BV[b, h, m1, m0, f] = t_V[b, h, m1 * M0 + m0, f]
+    t_RM[b, h, 0, p] = -inf
+    t_RD[b, h, 0, p] = 0
+    t_RNV[b, h, f, 0, p] = 0
+    t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
+    t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
+    t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
+    t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
+    t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
+    t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
+    t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
+    t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
+    t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
+    t_SPNV[b, h, f, m1, p] = t_RNV[b, h, f, m1, p] * t_PRM[b, h, m1, p]
+    t_RNV[b, h, f, m1 + 1, p] = (t_SLNV[b, h, f, m1, p] ?? 0) + t_SPNV[b, h, f, m1, p]
+    t_AV[b, h, p, f] = t_RNV[b, h, f, M1, p] / t_RD[b, h, M1, p]
     """
     # program -> (b, h, p block)
     pid = tl.program_id(0)
@@ -288,13 +289,13 @@ def causal_1pass_kernel(
     offs_f = tl.arange(0, PAD_F)
     lane_f = (offs_f < size_f) | FULL_F
     # ---- prologue: loop-invariant tiles and the initial running state
-    # RM[b, h, 0, p] = -inf
-    RM = tl.full([BLOCK_P], -float("inf"), CD)
-    # RD[b, h, 0, p] = 0
-    RD = tl.full([BLOCK_P], 0.0, CD)
-    # RNV[b, h, f, 0, p] = 0
-    RNV = tl.full([BLOCK_P, PAD_F], 0.0, CD)
-    Q_1 = tl.load(Q_ptr + (((i_b.to(tl.int64) * Q_stride0 + i_h.to(tl.int64) * Q_stride1) + offs_p * Q_stride2)[:, None] + (offs_e * Q_stride3)[None, :]), mask=(lane_p[:, None] & lane_e[None, :]), other=0)
+    # t_RM[b, h, 0, p] = -inf
+    t_RM = tl.full([BLOCK_P], -float("inf"), CD)
+    # t_RD[b, h, 0, p] = 0
+    t_RD = tl.full([BLOCK_P], 0.0, CD)
+    # t_RNV[b, h, f, 0, p] = 0
+    t_RNV = tl.full([BLOCK_P, PAD_F], 0.0, CD)
+    t_Q_1 = tl.load(t_Q_ptr + (((i_b.to(tl.int64) * t_Q_stride0 + i_h.to(tl.int64) * t_Q_stride1) + offs_p * t_Q_stride2)[:, None] + (offs_e * t_Q_stride3)[None, :]), mask=(lane_p[:, None] & lane_e[None, :]), other=0)
     # ---- the tiles of m1 to visit
     # rows row_lo..row_hi: the filters are checked per tile over them
     row_lo = row_block * BLOCK_P
@@ -307,107 +308,107 @@ def causal_1pass_kernel(
     whole_lo = tl.minimum(lo, hi)
     whole_hi = tl.maximum(whole_lo, tl.minimum(hi, tl.minimum(size_m // size_m0, _floordiv(-(size_m0 - 1) + row_lo, 64) + 1)))
     for m1 in range(lo, whole_lo):
-        # BQK[b, h, m1, m0, p] = Q[b, h, p, e] * BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
-        K_2 = tl.load(K_ptr + (((i_b.to(tl.int64) * K_stride0 + i_h.to(tl.int64) * K_stride1) + ((m1 * 64) + offs_m0) * K_stride2)[:, None] + (offs_e * K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
-        BQK = (tl.dot(Q_1, tl.trans(K_2.to(Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
-        BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
-        # LM[b, h, m1, p] = BQK[b, h, m1, m0, p] :: max(m0)
-        LM = _rmax(tl.where(BQK_ok, BQK, -float("inf")), 1)
-        LM_ok = (tl.max(BQK_ok.to(tl.int32), 1) > 0)
-        # RM[b, h, m1 + 1, p] = max(RM[b, h, m1, p], LM[b, h, m1, p] ?? -inf)
-        RM_next = _max(RM, LM)
-        # SLN[b, h, m1, m0, p] = exp(BQK[b, h, m1, m0, p] - RM[b, h, m1 + 1, p])
-        SLN = tl.exp((BQK - RM_next[:, None]))
-        SLN_ok = BQK_ok
-        # SLD[b, h, m1, p] = SLN[b, h, m1, m0, p]
-        SLD = tl.sum(tl.where(SLN_ok, SLN, 0.0), 1)
-        SLD_ok = (tl.max(SLN_ok.to(tl.int32), 1) > 0)
-        # SLNV[b, h, f, m1, p] = SLN[b, h, m1, m0, p] * BV[b, h, m1, m0, f]
-        V_3 = tl.load(V_ptr + (((i_b.to(tl.int64) * V_stride0 + i_h.to(tl.int64) * V_stride1) + ((m1 * 64) + offs_m0) * V_stride2)[:, None] + (offs_f * V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
-        SLNV = tl.dot(tl.where(SLN_ok, SLN, 0.0).to(V_3.dtype), V_3, input_precision=DOT, out_dtype=CD)
-        SLNV_ok = (tl.max(SLN_ok.to(tl.int32), 1) > 0)
-        # PRM[b, h, m1, p] = exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])
-        PRM = tl.exp((RM - RM_next))
-        # SPD[b, h, m1, p] = RD[b, h, m1, p] * PRM[b, h, m1, p]
-        SPD = (RD * PRM)
-        # RD[b, h, m1 + 1, p] = (SLD[b, h, m1, p] ?? 0) + SPD[b, h, m1, p]
-        RD_next = (SLD + SPD)
-        # SPNV[b, h, f, m1, p] = RNV[b, h, f, m1, p] * PRM[b, h, m1, p]
-        SPNV = (RNV * PRM[:, None])
-        # RNV[b, h, f, m1 + 1, p] = (SLNV[b, h, f, m1, p] ?? 0) + SPNV[b, h, f, m1, p]
-        RNV_next = (SLNV + SPNV)
+        # t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
+        t_K_2 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + ((m1 * 64) + offs_m0) * t_K_stride2)[:, None] + (offs_e * t_K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
+        t_BQK = (tl.dot(t_Q_1, tl.trans(t_K_2.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
+        t_BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
+        # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
+        t_LM = _rmax(tl.where(t_BQK_ok, t_BQK, -float("inf")), 1)
+        t_LM_ok = (tl.max(t_BQK_ok.to(tl.int32), 1) > 0)
+        # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
+        t_RM_next = _max(t_RM, t_LM)
+        # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
+        t_SLN = tl.exp((t_BQK - t_RM_next[:, None]))
+        t_SLN_ok = t_BQK_ok
+        # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
+        t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
+        t_SLD_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
+        # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
+        t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
+        t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
+        t_SLNV_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
+        # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
+        t_PRM = tl.exp((t_RM - t_RM_next))
+        # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
+        t_SPD = (t_RD * t_PRM)
+        # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
+        t_RD_next = (t_SLD + t_SPD)
+        # t_SPNV[b, h, f, m1, p] = t_RNV[b, h, f, m1, p] * t_PRM[b, h, m1, p]
+        t_SPNV = (t_RNV * t_PRM[:, None])
+        # t_RNV[b, h, f, m1 + 1, p] = (t_SLNV[b, h, f, m1, p] ?? 0) + t_SPNV[b, h, f, m1, p]
+        t_RNV_next = (t_SLNV + t_SPNV)
         # the running state moves on to the next tile
-        RM = RM_next
-        RD = RD_next
-        RNV = RNV_next
+        t_RM = t_RM_next
+        t_RD = t_RD_next
+        t_RNV = t_RNV_next
     for m1 in range(whole_lo, whole_hi):  # whole tiles: no masks
-        # BQK[b, h, m1, m0, p] = Q[b, h, p, e] * BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
-        K_4 = tl.load(K_ptr + (((i_b.to(tl.int64) * K_stride0 + i_h.to(tl.int64) * K_stride1) + ((m1 * 64) + offs_m0) * K_stride2)[:, None] + (offs_e * K_stride3)[None, :]), mask=lane_e[None, :], other=0)
-        BQK = (tl.dot(Q_1, tl.trans(K_4.to(Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
-        # LM[b, h, m1, p] = BQK[b, h, m1, m0, p] :: max(m0)
-        LM = _rmax(BQK, 1)
-        # RM[b, h, m1 + 1, p] = max(RM[b, h, m1, p], LM[b, h, m1, p] ?? -inf)
-        RM_next = _max(RM, LM)
-        # SLN[b, h, m1, m0, p] = exp(BQK[b, h, m1, m0, p] - RM[b, h, m1 + 1, p])
-        SLN = tl.exp((BQK - RM_next[:, None]))
-        # SLD[b, h, m1, p] = SLN[b, h, m1, m0, p]
-        SLD = tl.sum(SLN, 1)
-        # SLNV[b, h, f, m1, p] = SLN[b, h, m1, m0, p] * BV[b, h, m1, m0, f]
-        V_5 = tl.load(V_ptr + (((i_b.to(tl.int64) * V_stride0 + i_h.to(tl.int64) * V_stride1) + ((m1 * 64) + offs_m0) * V_stride2)[:, None] + (offs_f * V_stride3)[None, :]), mask=lane_f[None, :], other=0)
-        SLNV = tl.dot(SLN.to(V_5.dtype), V_5, input_precision=DOT, out_dtype=CD)
-        # PRM[b, h, m1, p] = exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])
-        PRM = tl.exp((RM - RM_next))
-        # SPD[b, h, m1, p] = RD[b, h, m1, p] * PRM[b, h, m1, p]
-        SPD = (RD * PRM)
-        # RD[b, h, m1 + 1, p] = (SLD[b, h, m1, p] ?? 0) + SPD[b, h, m1, p]
-        RD_next = (SLD + SPD)
-        # SPNV[b, h, f, m1, p] = RNV[b, h, f, m1, p] * PRM[b, h, m1, p]
-        SPNV = (RNV * PRM[:, None])
-        # RNV[b, h, f, m1 + 1, p] = (SLNV[b, h, f, m1, p] ?? 0) + SPNV[b, h, f, m1, p]
-        RNV_next = (SLNV + SPNV)
+        # t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
+        t_K_4 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + ((m1 * 64) + offs_m0) * t_K_stride2)[:, None] + (offs_e * t_K_stride3)[None, :]), mask=lane_e[None, :], other=0)
+        t_BQK = (tl.dot(t_Q_1, tl.trans(t_K_4.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
+        # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
+        t_LM = _rmax(t_BQK, 1)
+        # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
+        t_RM_next = _max(t_RM, t_LM)
+        # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
+        t_SLN = tl.exp((t_BQK - t_RM_next[:, None]))
+        # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
+        t_SLD = tl.sum(t_SLN, 1)
+        # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
+        t_V_5 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=lane_f[None, :], other=0)
+        t_SLNV = tl.dot(t_SLN.to(t_V_5.dtype), t_V_5, input_precision=DOT, out_dtype=CD)
+        # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
+        t_PRM = tl.exp((t_RM - t_RM_next))
+        # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
+        t_SPD = (t_RD * t_PRM)
+        # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
+        t_RD_next = (t_SLD + t_SPD)
+        # t_SPNV[b, h, f, m1, p] = t_RNV[b, h, f, m1, p] * t_PRM[b, h, m1, p]
+        t_SPNV = (t_RNV * t_PRM[:, None])
+        # t_RNV[b, h, f, m1 + 1, p] = (t_SLNV[b, h, f, m1, p] ?? 0) + t_SPNV[b, h, f, m1, p]
+        t_RNV_next = (t_SLNV + t_SPNV)
         # the running state moves on to the next tile
-        RM = RM_next
-        RD = RD_next
-        RNV = RNV_next
+        t_RM = t_RM_next
+        t_RD = t_RD_next
+        t_RNV = t_RNV_next
     for m1 in range(whole_hi, hi):
-        # BQK[b, h, m1, m0, p] = Q[b, h, p, e] * BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
-        K_2 = tl.load(K_ptr + (((i_b.to(tl.int64) * K_stride0 + i_h.to(tl.int64) * K_stride1) + ((m1 * 64) + offs_m0) * K_stride2)[:, None] + (offs_e * K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
-        BQK = (tl.dot(Q_1, tl.trans(K_2.to(Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
-        BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
-        # LM[b, h, m1, p] = BQK[b, h, m1, m0, p] :: max(m0)
-        LM = _rmax(tl.where(BQK_ok, BQK, -float("inf")), 1)
-        LM_ok = (tl.max(BQK_ok.to(tl.int32), 1) > 0)
-        # RM[b, h, m1 + 1, p] = max(RM[b, h, m1, p], LM[b, h, m1, p] ?? -inf)
-        RM_next = _max(RM, LM)
-        # SLN[b, h, m1, m0, p] = exp(BQK[b, h, m1, m0, p] - RM[b, h, m1 + 1, p])
-        SLN = tl.exp((BQK - RM_next[:, None]))
-        SLN_ok = BQK_ok
-        # SLD[b, h, m1, p] = SLN[b, h, m1, m0, p]
-        SLD = tl.sum(tl.where(SLN_ok, SLN, 0.0), 1)
-        SLD_ok = (tl.max(SLN_ok.to(tl.int32), 1) > 0)
-        # SLNV[b, h, f, m1, p] = SLN[b, h, m1, m0, p] * BV[b, h, m1, m0, f]
-        V_3 = tl.load(V_ptr + (((i_b.to(tl.int64) * V_stride0 + i_h.to(tl.int64) * V_stride1) + ((m1 * 64) + offs_m0) * V_stride2)[:, None] + (offs_f * V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
-        SLNV = tl.dot(tl.where(SLN_ok, SLN, 0.0).to(V_3.dtype), V_3, input_precision=DOT, out_dtype=CD)
-        SLNV_ok = (tl.max(SLN_ok.to(tl.int32), 1) > 0)
-        # PRM[b, h, m1, p] = exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])
-        PRM = tl.exp((RM - RM_next))
-        # SPD[b, h, m1, p] = RD[b, h, m1, p] * PRM[b, h, m1, p]
-        SPD = (RD * PRM)
-        # RD[b, h, m1 + 1, p] = (SLD[b, h, m1, p] ?? 0) + SPD[b, h, m1, p]
-        RD_next = (SLD + SPD)
-        # SPNV[b, h, f, m1, p] = RNV[b, h, f, m1, p] * PRM[b, h, m1, p]
-        SPNV = (RNV * PRM[:, None])
-        # RNV[b, h, f, m1 + 1, p] = (SLNV[b, h, f, m1, p] ?? 0) + SPNV[b, h, f, m1, p]
-        RNV_next = (SLNV + SPNV)
+        # t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
+        t_K_2 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + ((m1 * 64) + offs_m0) * t_K_stride2)[:, None] + (offs_e * t_K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
+        t_BQK = (tl.dot(t_Q_1, tl.trans(t_K_2.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
+        t_BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
+        # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
+        t_LM = _rmax(tl.where(t_BQK_ok, t_BQK, -float("inf")), 1)
+        t_LM_ok = (tl.max(t_BQK_ok.to(tl.int32), 1) > 0)
+        # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
+        t_RM_next = _max(t_RM, t_LM)
+        # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
+        t_SLN = tl.exp((t_BQK - t_RM_next[:, None]))
+        t_SLN_ok = t_BQK_ok
+        # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
+        t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
+        t_SLD_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
+        # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
+        t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
+        t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
+        t_SLNV_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
+        # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
+        t_PRM = tl.exp((t_RM - t_RM_next))
+        # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
+        t_SPD = (t_RD * t_PRM)
+        # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
+        t_RD_next = (t_SLD + t_SPD)
+        # t_SPNV[b, h, f, m1, p] = t_RNV[b, h, f, m1, p] * t_PRM[b, h, m1, p]
+        t_SPNV = (t_RNV * t_PRM[:, None])
+        # t_RNV[b, h, f, m1 + 1, p] = (t_SLNV[b, h, f, m1, p] ?? 0) + t_SPNV[b, h, f, m1, p]
+        t_RNV_next = (t_SLNV + t_SPNV)
         # the running state moves on to the next tile
-        RM = RM_next
-        RD = RD_next
-        RNV = RNV_next
+        t_RM = t_RM_next
+        t_RD = t_RD_next
+        t_RNV = t_RNV_next
     # ---- epilogue: final values from the running state, and the stores
-    # AV[b, h, p, f] = RNV[b, h, f, M1, p] / RD[b, h, M1, p]
-    AV = (RNV / RD[:, None])
-    # AV: absent points are stored as 0
-    tl.store(AV_ptr + (((i_b * AV_stride0 + i_h * AV_stride1) + offs_p * AV_stride2)[:, None] + (offs_f * AV_stride3)[None, :]), AV.to(AV_ptr.dtype.element_ty), mask=(lane_p[:, None] & lane_f[None, :]))
+    # t_AV[b, h, p, f] = t_RNV[b, h, f, M1, p] / t_RD[b, h, M1, p]
+    t_AV = (t_RNV / t_RD[:, None])
+    # t_AV: absent points are stored as 0
+    tl.store(t_AV_ptr + (((i_b * t_AV_stride0 + i_h * t_AV_stride1) + offs_p * t_AV_stride2)[:, None] + (offs_f * t_AV_stride3)[None, :]), t_AV.to(t_AV_ptr.dtype.element_ty), mask=(lane_p[:, None] & lane_f[None, :]))
 
 
 def _sizes(inputs):
@@ -474,16 +475,20 @@ def causal_1pass(Q, K, V):
     Outputs (the float inputs' dtype; absent points are 0):
         AV: [B, H, P, F]
     """
-    sizes = _sizes({'Q': Q, 'K': K, 'V': V})
+    return causal_1pass_launch(Q, K, V)
+
+
+def causal_1pass_launch(t_Q, t_K, t_V):
+    sizes = _sizes({'Q': t_Q, 'K': t_K, 'V': t_V})
     size_b, size_h, size_p, size_e, size_m, size_f, size_m1, size_m0 = (sizes['b'], sizes['h'], sizes['p'], sizes['e'], sizes['m'], sizes['f'], sizes['m1'], sizes['m0'],)
-    out_dtype = _float_dtype({'Q': Q, 'K': K, 'V': V})
+    out_dtype = _float_dtype({'Q': t_Q, 'K': t_K, 'V': t_V})
     if INTERPRET and out_dtype == torch.bfloat16:  # the interpreter has no bfloat16 arithmetic
-        return causal_1pass(_up(Q), _up(K), _up(V)).to(torch.bfloat16)
+        return causal_1pass_launch(_up(t_Q), _up(t_K), _up(t_V)).to(torch.bfloat16)
     CD, _ = _compute(out_dtype)
-    device = Q.device
-    AV = torch.empty((size_b, size_h, size_p, size_f), device=device, dtype=out_dtype)
+    device = t_Q.device
+    t_AV = torch.empty((size_b, size_h, size_p, size_f), device=device, dtype=out_dtype)
     shape = tile_shape(sizes)
-    args = (Q, Q.stride(0), Q.stride(1), Q.stride(2), Q.stride(3), K, K.stride(0), K.stride(1), K.stride(2), K.stride(3), V, V.stride(0), V.stride(1), V.stride(2), V.stride(3), AV, AV.stride(0), AV.stride(1), AV.stride(2), AV.stride(3), size_b, size_h, size_p, size_e, size_m, size_f, size_m1, size_m0,)
+    args = (t_Q, t_Q.stride(0), t_Q.stride(1), t_Q.stride(2), t_Q.stride(3), t_K, t_K.stride(0), t_K.stride(1), t_K.stride(2), t_K.stride(3), t_V, t_V.stride(0), t_V.stride(1), t_V.stride(2), t_V.stride(3), t_AV, t_AV.stride(0), t_AV.stride(1), t_AV.stride(2), t_AV.stride(3), size_b, size_h, size_p, size_e, size_m, size_f, size_m1, size_m0,)
 
     def launch(cfg):
         n = triton.cdiv(size_p, cfg['BLOCK_P']) * size_b * size_h
@@ -491,4 +496,4 @@ def causal_1pass(Q, K, V):
             causal_1pass_kernel[(n,)](*args, CD=CD, DOT=_dot_precision(out_dtype), **shape, **cfg)
 
     launch(_config(launch, (size_p, size_m), shape, out_dtype, device))
-    return AV
+    return t_AV

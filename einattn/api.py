@@ -71,7 +71,7 @@ def compile(
 
     A backend rejects options it does not know; see docs/backends.md for the rest.
     """
-    prog = _program(spec).with_params(params)
+    prog = _program(spec).with_params(_check.normalize_params(params))
     return _compile_cached(prog, backend, tuple(sorted(options.items(), key=lambda kv: kv[0])))
 
 

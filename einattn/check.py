@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import keyword
 import math
+import numbers
 import warnings
+from collections.abc import Mapping
 
 from . import syntax as S
 from .errors import EinError, EinWarning, Span
@@ -23,7 +25,18 @@ MAX_INT = 2**31 - 1
 
 
 def is_rank_name(name: str) -> bool:
-    return name[:1].isalpha() and name == name.lower()
+    """A rank variable is lower case (``m``, ``m1``, ``_o``): it has a letter, and no upper-case one."""
+    return any(c.isalpha() for c in name) and name == name.lower()
+
+
+def _caseless(name: str, span: Span | None) -> EinError:
+    """A name without a letter (``_``, ``_1``) is neither a rank variable nor a size: both spellings agree."""
+    return EinError(
+        f"`{name}` cannot name a rank: it has no letter",
+        span,
+        hint="a rank variable is lower case and its size is its upper-case spelling (`m` and `M`), "
+        "so a rank name needs a letter",
+    )
 
 
 def _suggest(name: str, candidates, loose: bool = True) -> str | None:
@@ -85,6 +98,8 @@ class _Checker:
                             hint=f"first declared at line {self.inputs[d.name].span.line}",
                         )
                     for r, sp in zip(d.shape or (), d.name_spans):
+                        if r == r.upper() == r.lower():
+                            raise _caseless(r, sp)
                         if not is_rank_name(r):
                             raise EinError(
                                 f"`{r}` is a rank size; a declaration names rank variables",
@@ -145,6 +160,8 @@ class _Checker:
                 and ix.b.value == 1
             ):
                 out.append(LhsIndex(ix.a.id, "step"))
+            elif isinstance(ix, S.Name) and ix.id == ix.id.upper() == ix.id.lower():
+                raise _caseless(ix.id, ix.span)
             elif isinstance(ix, S.Name):
                 raise EinError(
                     f"`{ix.id}` is a rank size; the left-hand side takes rank variables",
@@ -258,8 +275,12 @@ class _Checker:
                     if is_rank_name(n.id):
                         check_name(n.id, n.span, "rank")
                         ranks.setdefault(n.id)
+                    elif n.id == n.id.upper() == n.id.lower():
+                        raise _caseless(n.id, n.span)
         for rd in self.rank_decls:
             for name, sp in zip((rd.parent, rd.outer, rd.inner), rd.name_spans):
+                if name == name.upper() == name.lower():
+                    raise _caseless(name, sp)
                 if is_rank_name(name):
                     raise EinError(
                         f"`{name}` is a rank variable; a rank declaration names sizes",
@@ -271,6 +292,8 @@ class _Checker:
                     ranks.setdefault(name.lower())
         for ad in self.alias_decls:
             for name, sp in zip((ad.name, ad.target), ad.name_spans):
+                if name == name.upper() == name.lower():
+                    raise _caseless(name, sp)
                 if is_rank_name(name):
                     raise EinError(
                         f"`{name}` is a rank variable; a rank declaration names sizes",
@@ -409,7 +432,15 @@ class _Checker:
                 )
             return self.resolve_read(S.Read(n, (), span=e.span), ctx)
         if n in self.params:
-            v = self.params[n].value
+            v, literal = self.params[n].value, self.params[n].literal
+            # a param that sizes a rank is reported at its declaration (check_params)
+            sizes_a_rank = n == size_name(n.lower()) and n.lower() in self.ranks
+            if ctx == "index" and _too_large(v, literal) and not sizes_a_rank:
+                raise EinError(
+                    f"param `{n}` = {_shown(v, literal)} is too large for an index",
+                    e.span,
+                    hint=f"a param used in an index is at most {MAX_INT} (2^31 - 1)",
+                )
             if ctx == "index" and not isinstance(v, int):
                 raise EinError(
                     f"param `{n}` = {_fmt_num(v)} is not an integer and cannot be used in an index", e.span
@@ -518,6 +549,15 @@ class _Checker:
                     sp,
                     hint=_suggest(name, self.tensors) or f"add a statement `{name}[...] = ...`",
                 )
+            if name in self.inputs:
+                d = self.inputs[name]
+                ix = f"[{', '.join(d.shape)}]" if d.shape else ""
+                raise EinError(
+                    f"output `{name}` is an input; every output must be defined by a statement",
+                    sp,
+                    hint=f"to return the input unchanged, copy it: `{name}_OUT{ix} = {name}{ix}` "
+                    f"and `output {name}_OUT`",
+                )
         used = {rd.tensor for e in einsums for rd in e.reads()} | {n for n, _ in self.outputs}
         for name, d in self.inputs.items():
             if name not in used:
@@ -543,7 +583,9 @@ class _Checker:
             source=self.source,
             warnings=tuple(self.warnings),
         )
-        check_params(prog, {n: p.span for n, p in self.params.items()})
+        check_params(
+            prog, {n: p.span for n, p in self.params.items()}, {n: p.literal for n, p in self.params.items()}
+        )
         self.check_sizes(prog, einsums)
         return prog
 
@@ -666,18 +708,117 @@ def _fmt_num(v) -> str:
     return repr(v)
 
 
-def check_params(prog: Program, spans: dict[str, Span] | None = None) -> None:
-    """Params that size a rank (tiles) must be positive integers. ``spans`` locate the declarations."""
+def _integer_literal(literal: str | None) -> bool:
+    return literal is not None and literal.lstrip("+-").isdigit()
+
+
+def _shown(v, literal: str | None = None) -> str:
+    """A param's value for a message: as written when known, a huge integer by its size only."""
+    if literal is not None:
+        return literal if len(literal) <= 24 else f"{literal[:24]}..."
+    if isinstance(v, int) and abs(v) >= 10**24:
+        return f"about {'-' * (v < 0)}2^{abs(v).bit_length() - 1}"  # str() of a huge int may fail
+    return _fmt_num(v)
+
+
+def _too_large(v, literal: str | None, limit: int = MAX_INT) -> bool:
+    """Beyond ``limit``; an integer literal that had to be read as a float is always beyond it."""
+    if isinstance(v, int):
+        return abs(v) > limit
+    return _integer_literal(literal) and not math.isnan(v)
+
+
+def _index_params(prog: Program) -> set[str]:
+    """Params that occur inside an index (``X[i + S]``): they must be integers that fit an index."""
+    out: set[str] = set()
+    for e in prog.einsums:
+        for root in (e.expr, e.filter):
+            for node in root.walk() if root is not None else ():
+                if isinstance(node, S.Read):
+                    for ix in node.indices:
+                        out |= {n.name for n in ix.walk() if isinstance(n, S.Param)}
+    return out
+
+
+def check_params(
+    prog: Program, spans: dict[str, Span] | None = None, literals: dict[str, str] | None = None
+) -> None:
+    """Params that size a rank (tiles) must be positive integers; params in an index, integers that fit one;
+    every param, a number of float64's range. ``spans`` locate the declarations and ``literals`` give their
+    numbers as written (an integer literal too long to be exact is read as a float)."""
     values = prog.param_values
     sized = {size_name(r) for r in prog.ranks} | {getattr(p, p.tile).upper() for p in prog.partitions}
+    indexed = _index_params(prog)
     for name, v in values.items():
-        if name in sized and (not isinstance(v, int) or v < 1):
-            raise EinError(
-                f"param `{name}` sizes a rank and must be a positive integer, got {_fmt_num(v)}",
-                (spans or {}).get(name),
-            )
+        where, literal = (spans or {}).get(name), (literals or {}).get(name)
+        shown = _shown(v, literal)
         if isinstance(v, float) and math.isnan(v):
-            raise EinError(f"param `{name}` is NaN", (spans or {}).get(name))
+            raise EinError(f"param `{name}` is NaN", where)
+        if name in sized:
+            if _too_large(v, literal) and v > 0:
+                raise EinError(
+                    f"param `{name}` = {shown} is too large for a rank size",
+                    where,
+                    hint=f"a rank size is at most {MAX_INT} (2^31 - 1)",
+                )
+            if not isinstance(v, int) or v < 1:
+                raise EinError(
+                    f"param `{name}` sizes a rank and must be a positive integer, got {shown}", where
+                )
+        if name in indexed:
+            if _too_large(v, literal):
+                raise EinError(
+                    f"param `{name}` = {shown} is too large for an index",
+                    where,
+                    hint=f"a param used in an index is at most {MAX_INT} (2^31 - 1)",
+                )
+            if not isinstance(v, int):
+                raise EinError(
+                    f"param `{name}` = {shown} is not an integer and cannot be used in an index", where
+                )
+        if isinstance(v, int) or _integer_literal(literal):
+            try:
+                fits = math.isfinite(float(v))
+            except OverflowError:
+                fits = False
+            if not fits:
+                raise EinError(
+                    f"param `{name}` = {shown} is too large",
+                    where,
+                    hint="a param is a float64 value (at most about 1.8e308) wherever it is used as a value",
+                )
+
+
+def normalize_params(params) -> dict[str, int | float] | None:
+    """The ``params=`` of ``compile`` and ``analyze`` as plain Python numbers, or a clear error.
+
+    Any integer (``int``, ``numpy.int64``, ...) becomes an ``int`` and any other real number
+    (``numpy.float32``, ``fractions.Fraction``) a ``float``; ``bool`` is not a number here. Values are
+    checked against the spec by :meth:`Program.with_params`.
+    """
+    if params is None:
+        return None
+    if not isinstance(params, Mapping):
+        raise EinError(
+            f"params must be a dict of param names to numbers, got {type(params).__name__} {params!r:.60}",
+            hint='e.g. params={"M0": 64}',
+        )
+    out: dict[str, int | float] = {}
+    for name, value in params.items():
+        if not isinstance(name, str):
+            raise EinError(f"param names are strings, got {name!r:.60}", hint='e.g. params={"M0": 64}')
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise EinError(f"param `{name}` must be a number, got {value!r:.60}")
+        if isinstance(value, numbers.Integral):
+            out[name] = int(value)
+            continue
+        try:
+            out[name] = float(value)
+        except OverflowError:
+            raise EinError(
+                f"param `{name}` is too large", hint="a param is a float64 value (at most about 1.8e308)"
+            ) from None
+    return out
 
 
 def check(module: S.Module) -> Program:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .cli_core import parse_assignments
+from .cli_core import MAX_SIZE, parse_assignments
 from .errors import EinError, EinWarning
 
 RENDERED = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
@@ -35,6 +35,35 @@ def _load(path: str):
         return load(path)
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Write a file; a missing folder or a denied write is a user error, not a traceback."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise EinError(
+            f"cannot write {path}: {e.strerror or e}",
+            hint="--dot takes a file in a folder that exists" if isinstance(e, FileNotFoundError) else None,
+        ) from None
+
+
+def _check_dot_target(out: Path, several: bool) -> None:
+    """``--dot OUT``: a file in a folder that exists, or with several specs a folder (made here)."""
+    if not several:
+        if not out.parent.is_dir():
+            raise EinError(
+                f"cannot write {out}: there is no folder {out.parent}",
+                hint="--dot takes a file in a folder that exists",
+            )
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EinError(
+            f"cannot create the folder {out}: {e.strerror or e}",
+            hint="with several files, --dot names a folder that gets one NAME.dot per spec",
+        ) from None
+
+
 def _write_dot(report, out: Path) -> str:
     """Write DOT (and render it when ``out`` asks for an image and Graphviz is installed); returns a note."""
     from .analysis.dot import to_dot
@@ -42,10 +71,10 @@ def _write_dot(report, out: Path) -> str:
     text = to_dot(report)
     fmt = RENDERED.get(out.suffix.lower())
     if fmt is None:
-        out.write_text(text, encoding="utf-8")
+        _write_text(out, text)
         return f"wrote {out}"
     dot_path = out.with_suffix(".dot")
-    dot_path.write_text(text, encoding="utf-8")
+    _write_text(dot_path, text)
     exe = shutil.which("dot")
     if exe is None:
         return (
@@ -112,7 +141,14 @@ def _after_rewrite(report, tile: int, buffer, elem_bytes: int) -> dict | None:
     show_default=True,
     help='Also show the class after the rewrite that compile(passes="auto") applies.',
 )
-@click.option("--tile", default=64, show_default=True, metavar="N", help="Tile size of that rewrite.")
+@click.option(
+    "--tile",
+    default=64,
+    show_default=True,
+    metavar="N",
+    type=click.IntRange(1, MAX_SIZE),
+    help="Tile size of that rewrite.",
+)
 @click.option(
     "--compare",
     nargs=2,
@@ -147,6 +183,8 @@ def analyze(files, sizes, params, rank, buffer, elem_bytes, as_json, dot, rewrit
         paths = list(files)
 
     several = len(paths) > 1
+    if dot is not None:  # a bad --dot target fails before any output
+        _check_dot_target(Path(dot), several)
     seen_sizes: set[str] = set()
     seen_params: set[str] = set()
     reports = []
@@ -220,7 +258,6 @@ def analyze(files, sizes, params, rank, buffer, elem_bytes, as_json, dot, rewrit
     if dot is not None:
         out = Path(dot)
         if several:
-            out.mkdir(parents=True, exist_ok=True)
             targets = [(r, out / (Path(p).stem + ".dot")) for p, r in reports]
         else:
             targets = [(reports[0][1], out)]

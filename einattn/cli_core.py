@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from .errors import EinError
 from .ir import Program, size_name
 
+MAX_SIZE = 2**31 - 1
+"""The largest rank size the command line takes (the largest index constant too)."""
+
 
 def parse_assignments(items: tuple[str, ...], what: str, numeric=float) -> dict[str, int | float]:
-    """``("M=128", "P=64")`` -> ``{"M": 128, "P": 64}``; a malformed item is a user error."""
+    """``("M=128", "P=64")`` -> ``{"M": 128, "P": 64}``; a malformed or repeated item is a user error."""
     out: dict[str, int | float] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -17,6 +22,11 @@ def parse_assignments(items: tuple[str, ...], what: str, numeric=float) -> dict[
         if not sep or not name or not value:
             raise EinError(
                 f"bad {what} `{item}`", hint=f"write NAME=VALUE, e.g. {'M=128' if what == 'size' else 'W=4'}"
+            )
+        if name in out:
+            raise EinError(
+                f"{what} `{name}` is given twice (`--{what} {name}=...`)",
+                hint=f"give each {what} once; the values differ or one of them is redundant",
             )
         try:
             out[name] = int(value)
@@ -97,8 +107,40 @@ def input_sizes(prog: Program, given: dict[str, int], default: int) -> dict[str,
             raise EinError(f"unknown size `{k}`", hint=f"the sizes of this spec's inputs are: {known}")
         if v < 0:
             raise EinError(f"size `{k}` must not be negative, got {v}")
+        if v > MAX_SIZE:
+            raise EinError(
+                f"size `{k}` is too large: {v}", hint=f"a rank size is at most {MAX_SIZE} (2^31 - 1)"
+            )
     params = prog.param_values
     return {r: int(given.get(size_name(r), params.get(size_name(r), default))) for r in input_ranks}
+
+
+def compare_outputs(got, want) -> float:
+    """The error of ``got`` against the reference ``want``, measured as ``einattn.testing.compare`` does:
+    the largest ``|got - want| / (1 + |want|)`` over the points where both are finite, and ``inf`` when the
+    NaNs, the ``+inf`` or the ``-inf`` are not at the same places in both (NaN matches NaN, an infinity
+    matches the same infinity)."""
+    import numpy as np
+
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(got) & np.isfinite(want)
+        same = (np.isnan(got) & np.isnan(want)) | (np.isinf(want) & (got == want))
+        if not np.all(finite | same):
+            return float("inf")
+        if not finite.any():
+            return 0.0
+        err = np.abs(got[finite] - want[finite]) / (1 + np.abs(want[finite]))
+    return float(err.max())
+
+
+def _tolerance(ctx, param, value):
+    """``--tol``: a finite number >= 0 (NaN would make every comparison pass or fail)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"a tolerance is a finite number >= 0, got {value}")
+    return value
 
 
 def _stats(x) -> str:
@@ -135,12 +177,26 @@ def _as_numpy(x):
 @click.option(
     "--dtype", default=None, help="Element type of the inputs (float64, float32, float16, bfloat16)."
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--default-size", default=8, show_default=True, help="Size of ranks not given with --size.")
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the random inputs."
+)
+@click.option(
+    "--default-size",
+    default=8,
+    show_default=True,
+    type=click.IntRange(0, MAX_SIZE),
+    help="Size of ranks not given with --size.",
+)
 @click.option(
     "--check", "compare", is_flag=True, help="Compare the result with the NumPy reference (float64)."
 )
-@click.option("--tol", default=None, type=float, help="Relative tolerance of --check (default: by dtype).")
+@click.option(
+    "--tol",
+    default=None,
+    type=float,
+    callback=_tolerance,
+    help="Relative tolerance of --check, a finite number >= 0 (default: by dtype).",
+)
 def run(file, sizes, params, backend, dtype, seed, default_size, compare, tol):
     """Run FILE on random inputs; print each output's shape and statistics.
 
@@ -152,31 +208,40 @@ def run(file, sizes, params, backend, dtype, seed, default_size, compare, tol):
 
     prog = load(file).with_params(parse_assignments(params, "param"))
     rank_sizes = input_sizes(prog, parse_assignments(sizes, "size", int), default_size)
-    inputs = random_inputs(prog, rank_sizes, seed)
     shown = ", ".join(f"{size_name(r)}={n}" for r, n in rank_sizes.items())
-    click.echo(f"{file}: backend {backend}, sizes {shown}, seed {seed}")
-    options = {"dtype": dtype} if dtype else {}
-    kernel = compile_spec(prog, backend=backend, **options)
-    args = _convert(inputs, prog, backend, dtype)
-    outs = kernel(**args)
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    import numpy as np
-
-    refs = None
-    if compare:
-        ref = compile_spec(prog, backend="numpy")(**inputs)
-        refs = ref if isinstance(ref, tuple) else (ref,)
+    elements = sum(math.prod(rank_sizes[r] for r in prog.tensor(n).ranks) for n in prog.inputs)
+    if elements * 8 > 2**48:  # 256 TiB of float64 inputs: no machine holds them
+        raise EinError(
+            f"the inputs of {file} at sizes {shown} would take {elements * 8:.3g} bytes",
+            hint="give smaller sizes with --size or --default-size",
+        )
+    try:
+        inputs = random_inputs(prog, rank_sizes, seed)
+        click.echo(f"{file}: backend {backend}, sizes {shown}, seed {seed}")
+        options = {"dtype": dtype} if dtype else {}
+        kernel = compile_spec(prog, backend=backend, **options)
+        args = _convert(inputs, prog, backend, dtype)
+        outs = kernel(**args)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        refs = None
+        if compare:
+            ref = compile_spec(prog, backend="numpy")(**inputs)
+            refs = ref if isinstance(ref, tuple) else (ref,)
+    except MemoryError:
+        raise EinError(
+            f"not enough memory to run {file} at sizes {shown}",
+            hint="give smaller sizes with --size or --default-size",
+        ) from None
     worst = 0.0
     for k, (name, out) in enumerate(zip(prog.outputs, outs)):
         x = _as_numpy(out)
         line = f"  {name}{list(x.shape)} {getattr(out, 'dtype', x.dtype)}: {_stats(x)}"
         if refs is not None:
-            want = refs[k]
-            err = float(np.max(np.abs(x - want) / (1 + np.abs(want)))) if x.size else 0.0
-            if not np.array_equal(np.isfinite(x), np.isfinite(want)):
-                err = float("inf")
+            err = compare_outputs(x, refs[k])
             worst = max(worst, err)
             line += f"  | vs numpy: max rel err {err:.2e}"
+            if err == float("inf"):
+                line += " (NaN or infinite values at different places)"
         click.echo(line)
     if refs is not None:
         limit = tol if tol is not None else _default_tol(backend, dtype)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .cli_core import MAX_SIZE
+
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -53,7 +55,11 @@ def fmt(files, check, in_place):
     "--rank", default="m", show_default=True, help="The rank to stream over (the key/value sequence)."
 )
 @click.option(
-    "--tile", default=64, show_default=True, type=click.IntRange(min=1), help="Tile size along the rank."
+    "--tile",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, MAX_SIZE),
+    help="Tile size along the rank.",
 )
 @click.option(
     "--split-k",

@@ -160,6 +160,9 @@ class Program:
     # ---- changes ----------------------------------------------------------------------------------
     def with_params(self, overrides: dict[str, int | float] | None) -> Program:
         """A copy with some params given new values (compile-time overrides)."""
+        from .check import normalize_params
+
+        overrides = normalize_params(overrides)  # numpy numbers are numbers; a clear error otherwise
         if not overrides:
             return self
         current = dict(self.params)

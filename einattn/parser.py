@@ -10,7 +10,8 @@ import functools
 import math
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token, v_args
+from lark.visitors import Transformer_NonRecursive
 
 from . import syntax as S
 from .errors import EinError, Source, Span
@@ -70,6 +71,20 @@ def _lark() -> lark.Lark:
     )
 
 
+MAX_DEPTH = 100
+"""How deeply one expression may nest (operations, calls and reads on its longest path; brackets are free).
+
+Every later stage (the checker, the analyses, the backends' generated source) walks expressions recursively,
+and Python limits both its recursion and the brackets of one line of source; 100 leaves a wide margin below
+both. A longer expression is split into several statements."""
+
+_TOO_DEEP = "expression nested too deeply"
+_TOO_DEEP_HINT = (
+    f"an expression nests at most {MAX_DEPTH} operations deep (a sum of about {MAX_DEPTH} terms); "
+    "split it into several statements"
+)
+
+
 def parse(text: str, filename: str = "<string>") -> S.Module:
     """Parse .ein source text into a syntax module (no semantic checks)."""
     source = Source(filename, text)
@@ -77,20 +92,69 @@ def parse(text: str, filename: str = "<string>") -> S.Module:
         tree = _lark().parse(text + "\n")
     except lark.exceptions.UnexpectedInput as e:
         raise _syntax_error(e, source) from None
-    except RecursionError:
-        raise EinError(
-            "expression nested too deeply", Span(source, 1, 1, 1, 2), hint="split it into several statements"
-        ) from None
+    except RecursionError:  # pragma: no cover - the LALR parser does not recurse
+        raise EinError(_TOO_DEEP, _first_line(source), hint=_TOO_DEEP_HINT) from None
     try:
-        return _ToSyntax(source).transform(tree)
+        module = _ToSyntax(source).transform(tree)  # non-recursive: any depth is fine here
     except lark.exceptions.VisitError as e:
         if isinstance(e.orig_exc, EinError):
             raise e.orig_exc from None
         raise
-    except RecursionError:
-        raise EinError(
-            "expression nested too deeply", Span(source, 1, 1, 1, 2), hint="split it into several statements"
-        ) from None
+    except RecursionError:  # pragma: no cover - the transformer does not recurse
+        raise EinError(_TOO_DEEP, _first_line(source), hint=_TOO_DEEP_HINT) from None
+    for item in module.items:
+        if isinstance(item, S.Statement):
+            _check_depth(item)
+    return module
+
+
+def _first_line(source: Source) -> Span:
+    return Span(source, 1, 1, 1, 2)
+
+
+def _depth(e: S.Expr) -> int:
+    """Nodes on the longest path from ``e`` to a leaf, without recursion (``e`` may be very deep)."""
+    deepest, stack = 0, [(e, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in node.children())
+    return deepest
+
+
+def _check_depth(st: S.Statement) -> None:
+    """Reject an expression nested more than :data:`MAX_DEPTH` deep, at that expression."""
+    for root in (*(st.indices or ()), st.expr, st.filter):
+        if root is not None and _depth(root) > MAX_DEPTH:
+            raise EinError(_TOO_DEEP, root.span or st.span, hint=_TOO_DEEP_HINT)
+
+
+# Characters copied from papers and word processors, and what they mean in the language.
+_UNICODE_HINTS = {
+    "×": "a product is `*`",
+    "·": "a product is `*`",
+    "⋅": "a product is `*`",
+    "∗": "a product is `*`",
+    "∙": "a product is `*`",
+    "÷": "a division is `/`",
+    "∕": "a division is `/`",
+    "−": "a minus is `-` (this is the Unicode minus sign)",
+    "–": "a minus is `-` (this is a dash)",
+    "—": "a minus is `-` (this is a dash)",
+    "≤": "less than or equal is written `<=`",
+    "≥": "greater than or equal is written `>=`",
+    "≠": "not equal is written `!=`",
+    "≦": "less than or equal is written `<=`",
+    "≧": "greater than or equal is written `>=`",
+    "∞": "infinity is written `inf`",
+    "√": "a square root is `sqrt(x)`",
+    "∑": "a rank that appears only on the right-hand side is summed: `S[p] = X[p, m]`",
+    "“": "the .ein language has no strings",
+    "”": "the .ein language has no strings",
+    "‘": "the .ein language has no strings",
+    "’": "the .ein language has no strings",
+    "\u00a0": "a non-breaking space: use an ordinary space",
+}
 
 
 def _syntax_error(e: lark.exceptions.UnexpectedInput, source: Source) -> EinError:
@@ -107,6 +171,8 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, source: Source) -> EinErro
             hint = None
         elif ch in "\"'":
             hint = "the .ein language has no strings"
+        elif ch in _UNICODE_HINTS:
+            hint = _UNICODE_HINTS[ch]
         elif not ch.isascii():
             hint = "names are ASCII letters, digits and `_`"
         elif ch == "?":
@@ -179,7 +245,7 @@ def _number(tok: Token) -> int | float:
     return int(text)
 
 
-class _ToSyntax(Transformer):
+class _ToSyntax(Transformer_NonRecursive):
     """Lark tree -> frozen syntax nodes with spans."""
 
     def __init__(self, source: Source):
@@ -230,13 +296,15 @@ class _ToSyntax(Transformer):
 
     @v_args(meta=True)
     def param_decl(self, meta, children):
-        name, value = children
-        return S.ParamDecl(str(name), value, span=self._tspan(name))
+        name, (value, literal) = children
+        return S.ParamDecl(str(name), value, span=self._tspan(name), literal=literal)
 
     def signed_number(self, children):
+        """``(value, literal)``: the number and its source text (``-12``, ``inf``)."""
         sign, tok = children
         value = math.inf if tok.type == "INF" else _number(tok)
-        return -value if sign is not None and str(sign) == "-" else value
+        negative = sign is not None and str(sign) == "-"
+        return (-value if negative else value), ("-" if negative else "") + str(tok)
 
     @v_args(meta=True)
     def rank_decl(self, meta, names):

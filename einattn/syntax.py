@@ -235,6 +235,7 @@ class ParamDecl:
     name: str
     value: int | float
     span: Span | None = _span()
+    literal: str | None = field(default=None, compare=False, hash=False, repr=False)  # the number as written
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from einattn.graph import Dense, schedule
 from einattn.ir import Einsum, Program
 from einattn.kernel import Kernel
 from einattn.sizes import bind_sizes, extents
+from einattn.stabilizers import FLOOR, floored
 
 
 def _sigmoid(x):
@@ -111,8 +112,10 @@ class Space:
 
 
 class Evaluator:
-    def __init__(self, prog: Program, sizes: dict[str, int], dtype):
-        self.prog, self.sizes, self.dtype = prog, sizes, np.dtype(dtype)
+    def __init__(self, prog: Program, sizes: dict[str, int], dtype, floor: frozenset[str] = frozenset()):
+        """``floor``: stabilizers stored at least ``einattn.stabilizers.FLOOR`` (the running maxes of a
+        program the rewrite derived, as every backend stores them: see ``NumpyKernel``)."""
+        self.prog, self.sizes, self.dtype, self.floor = prog, sizes, np.dtype(dtype), floor
         self.params = prog.param_values
         self.buffers: dict[str, Buffer] = {}
 
@@ -328,6 +331,8 @@ class Evaluator:
                 region.append(slice(start, start + sp.length[ix.rank]))
                 shape.append(sp.length[ix.rank])
         v = np.broadcast_to(np.asarray(v, self.dtype).reshape(_lhs_shape(np.shape(v), e, t)), shape)
+        if e.tensor in self.floor and e.kind != "init":
+            v = np.maximum(v, FLOOR)  # (NaN stays NaN)
         region = tuple(region)
         whole = all(s.start == 0 and s.stop == n for s, n in zip(region, buf.v.shape))
         if m is not None:
@@ -400,6 +405,7 @@ class NumpyKernel(Kernel):
                 f"unknown numpy backend option `{unknown[0]}`", hint=f"options: {', '.join(OPTIONS)}"
             )
         written = program
+        self.floor: frozenset[str] = frozenset()
         if options.get("passes", "as-written") != "as-written":
             import warnings
 
@@ -408,6 +414,9 @@ class NumpyKernel(Kernel):
             program, found = for_backend(program, options["passes"], int(options.get("tile", 64)))
             for w in found:
                 warnings.warn(w, stacklevel=5)
+            # the rewrite's running maxes are stored finite, as the torch and triton backends store them:
+            # `exp(-inf - -inf)` was NaN where a -inf mask covers a whole first tile (the spec is finite)
+            self.floor = floored(program) if program is not written else frozenset()
         super().__init__(program, options, written)
         try:
             self.dtype = np.dtype(options.get("dtype") or np.float64)
@@ -431,7 +440,7 @@ class NumpyKernel(Kernel):
                 a = a.astype(self.dtype)
             arrays[name] = a
         sizes = bind_sizes(self.program, {n: a.shape for n, a in arrays.items()})
-        return Evaluator(self.program, sizes, self.dtype).run(arrays)
+        return Evaluator(self.program, sizes, self.dtype, self.floor).run(arrays)
 
 
 def compile_program(program: Program, **options) -> NumpyKernel:

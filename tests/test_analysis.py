@@ -7,9 +7,11 @@ tests/test_analysis_golden.py covers the examples/ files.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import sympy as sp
@@ -473,6 +475,7 @@ def test_json_schema():
         "classification",
         "sizes",
         "relations",
+        "symbols",
         "passes",
         "notes",
         "stabilizers",
@@ -615,3 +618,71 @@ def test_generated_attention_variants():
 
     check()
     never_raises()
+
+
+# ---- reading JSON expressions back (docs/analysis.md section 6) --------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["attention_3pass.ein", "attention_1pass.ein", "variants/08_agent.ein"])
+def test_json_expressions_read_back_with_the_listed_symbols(name):
+    """Sizes named like sympy's own E, I, N, S, Q, O must read back as symbols, not constants or functions."""
+    from einattn.analysis import read_expr
+
+    report = einattn.analyze(ROOT / "examples" / name)
+    data = json.loads(json.dumps(report.to_json()))
+    symbols = data["symbols"]
+    assert set(symbols) >= {"E", "M"} and len(symbols) == len(set(symbols))
+
+    def quantities(node):
+        if isinstance(node, dict):
+            if set(node) >= {"expr", "value"}:
+                yield node
+            for v in node.values():
+                yield from quantities(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from quantities(v)
+
+    found = list(quantities(data))
+    assert len(found) > 10
+    values = {n: 3 for n in symbols}
+    for q in found:
+        x = read_expr(q["expr"], symbols)
+        assert {str(s) for s in x.free_symbols} <= set(symbols), q["expr"]
+        assert not x.has(sp.E, sp.I), q["expr"]
+        v = x.subs({sp.Symbol(n): k for n, k in values.items()})
+        assert v.is_number and v.is_real, q["expr"]
+
+
+def test_json_expression_with_sympy_names_reads_back_right():
+    from einattn.analysis import read_expr
+
+    data = einattn.analyze(ROOT / "examples" / "attention_3pass.ein").to_json()
+    names = {n: sp.Symbol(n) for n in data["symbols"]}
+    madd = sp.sympify(data["ops"]["total"]["madd"]["expr"], locals=names)
+    assert madd.subs({s: 2 for s in names.values()}) == 64
+    assert read_expr(data["ops"]["total"]["madd"]["expr"], data["symbols"]) == madd
+
+
+def test_docs_analysis_sessions(monkeypatch):
+    """The pycon sessions of docs/analysis.md (reading JSON back) are doctests."""
+    import doctest
+
+    text = (ROOT / "docs" / "analysis.md").read_text(encoding="utf-8")
+    sessions = re.findall(r"^```pycon\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    assert sessions
+    monkeypatch.chdir(ROOT)
+    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for k, session in enumerate(sessions):
+        runner.run(parser.get_doctest(session, {}, f"analysis.md:pycon{k}", "docs/analysis.md", 0))
+    assert runner.failures == 0, f"{runner.failures} doctest failures in docs/analysis.md (see stdout)"
+
+
+def test_zero_pass_cascade_is_classified_as_such():
+    r = analyze("input X[i]\noutput Y\nY = 3\n", "const.ein")
+    assert r.passes == {"i": 0}
+    assert r.classification == "0 passes over i: no Einsum traverses it, so nothing is read or held along I"
+    text = r.to_text()
+    assert "Operations: none" in text and "Operat\n" not in text

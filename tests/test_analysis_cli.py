@@ -147,6 +147,10 @@ def test_dot_for_several_files_goes_to_a_folder(capsys, specs, tmp_path):
         ([], "no file to analyse"),
         (["{c4}", "--compare", "{c4}", "{c5}"], "not both"),
         (["{c4}", "{c5}", "--size", "Z=3"], "belongs to none of the files"),
+        (["{c4}", "--size", "M=4", "--size", "M=8"], "size `M` is given twice"),
+        (["{c5}", "--param", "M0=4", "--param", "M0=8"], "param `M0` is given twice"),
+        (["{c4}", "--tile", "99999999999999999999"], "Invalid value for '--tile'"),
+        (["{c4}", "--tile", "0"], "Invalid value for '--tile'"),
     ],
 )
 def test_user_errors_exit_1_without_traceback(capsys, specs, args, message):
@@ -192,3 +196,50 @@ def test_analyze_shows_the_class_before_and_after_the_rewrite(capsys):
     assert main(["analyze", causal, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["passes"]["m"] == 3 and data["after_rewrite"]["passes"]["m"] == 1
+
+
+# ---- regressions: user errors that were tracebacks, and reports of degenerate cascades ---------------------
+
+
+def test_dot_into_a_folder_that_does_not_exist_is_a_user_error(capsys, specs, tmp_path):
+    for target in ("x.dot", "x.svg"):
+        out_file = tmp_path / "no" / "such" / target
+        rc, out, err = run(capsys, specs["c4"], "--dot", out_file)
+        assert rc == 1, err
+        assert f"cannot write {out_file}: there is no folder" in err and "Traceback" not in err
+        assert out == ""  # refused before any report is printed
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    rc, _, err = run(capsys, specs["c4"], specs["c5"], "--dot", blocker / "graphs")
+    assert rc == 1 and "cannot create the folder" in err and "Traceback" not in err
+
+
+SCALAR = "input x\noutput y\ny = x * 2\n"
+TEACHING1 = "input A[k], B[k]\noutput Z\nY = A[k] * B[k]\nZ = Y * A[k]\n"
+
+
+@pytest.mark.parametrize("scalar_first", [True, False])
+def test_compare_a_cascade_of_scalars_with_a_streamed_one(capsys, tmp_path, scalar_first):
+    (tmp_path / "scalar.ein").write_text(SCALAR)
+    (tmp_path / "tc1.ein").write_text(TEACHING1)
+    files = [tmp_path / "scalar.ein", tmp_path / "tc1.ein"]
+    rc, out, err = run(capsys, "--compare", *(files if scalar_first else files[::-1]))
+    assert rc == 0, err
+    assert "no rank to traverse" in out and "2-pass over k" in out
+    assert "at K=1048576" in out and "1048578 elements" in out  # swept over B's rank when A has none
+    rc, out, err = run(capsys, "--compare", files[0], files[0])
+    assert rc == 0, err
+    assert "  at " not in out  # no rank in either: nothing to sweep
+
+
+def test_a_cascade_that_traverses_nothing(capsys, tmp_path):
+    path = tmp_path / "const.ein"
+    path.write_text("input X[i]\noutput Y\nY = 3\n")
+    rc, out, err = run(capsys, path)
+    assert rc == 0, err
+    assert "0 passes over i: no Einsum traverses it" in out
+    assert "more passes than any class" not in out
+    assert "Fusion groups over i: none" in out
+    assert "Operations: none" in out and "Operat\n" not in out
+    rc, out, _ = run(capsys, path, "--json")
+    assert json.loads(out)["classification"].startswith("0 passes over i")

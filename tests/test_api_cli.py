@@ -169,3 +169,165 @@ def test_every_command_reads_a_file_with_a_byte_order_mark(tmp_path, capsys):
     for cmd in (["check"], ["fmt"], ["rewrite"], ["analyze", "--no-rewrite"]):
         assert main([*cmd, str(path)]) == 0, cmd
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ---- params given to compile and analyze -------------------------------------------------------------------
+
+ONE_PASS = Path(__file__).resolve().parent.parent / "examples" / "attention_1pass.ein"
+SCALED = "input X[i]\nparam C = 2.0\nparam S = 1\noutput Y\nY[i] = X[i + S] * C\n"
+
+
+def test_params_accept_numpy_numbers():
+    rng = np.random.default_rng(0)
+    q, k, v = (
+        rng.standard_normal((1, 1, 4, 3)),
+        rng.standard_normal((1, 1, 10, 3)),
+        rng.standard_normal((1, 1, 10, 2)),
+    )
+    want = einattn.compile(ONE_PASS, params={"M0": 4})(q, k, v)
+    for m0 in (np.int64(4), np.int32(4), np.uint8(4), np.float64(4.0)):
+        np.testing.assert_array_equal(einattn.compile(ONE_PASS, params={"M0": m0})(q, k, v), want)
+    y = einattn.compile(SCALED, params={"C": np.float32(0.5), "S": np.int64(0)})(X=np.array([2.0, 4.0]))
+    assert y.tolist() == [1.0, 2.0]
+    assert einattn.analyze(ONE_PASS, params={"M0": np.int64(8)}).sizes["M0"] == 8
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"M0": True}, "param `M0` must be a number, got True"),
+        ({"M0": np.bool_(True)}, "param `M0` must be a number"),
+        ({"M0": "4"}, "param `M0` must be a number"),
+        ({"M0": 2**70}, "param `M0` = 1180591620717411303424 is too large for a rank size"),
+        ({"M0": 2**31}, "too large for a rank size"),
+        ([("M0", 4)], "params must be a dict of param names to numbers, got list"),
+        (4, "params must be a dict of param names to numbers, got int"),
+        ({4: 4}, "param names are strings"),
+    ],
+)
+def test_bad_params_are_ein_errors(params, message):
+    with pytest.raises(einattn.EinError) as e:
+        einattn.compile(ONE_PASS, params=params)
+    assert message in str(e.value)
+    with pytest.raises(einattn.EinError):
+        einattn.analyze(ONE_PASS, params=params)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"C": 2**1100}, "param `C` = about 2^1100 is too large"),
+        ({"C": 10**400}, "is too large"),
+        ({"S": 2**40}, "param `S` = 1099511627776 is too large for an index"),
+        ({"S": 2.5}, "param `S` = 2.5 is not an integer and cannot be used in an index"),
+    ],
+)
+def test_value_and_index_params_out_of_range_are_ein_errors(params, message):
+    with pytest.raises(einattn.EinError) as e:
+        einattn.compile(SCALED, params=params)
+    assert message in str(e.value)
+    assert einattn.compile(SCALED, params={"C": 2**70, "S": 0})(X=np.ones(1)).tolist() == [2.0**70]
+
+
+# ---- the command line: options that were tracebacks ------------------------------------------------------
+
+
+EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "attention_3pass.ein")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["rewrite", EXAMPLE, "--tile", "99999999999999999999"], "Invalid value for '--tile'"),
+        (["run", EXAMPLE, "--default-size", "-1"], "Invalid value for '--default-size'"),
+        (["run", EXAMPLE, "--seed", "-1"], "Invalid value for '--seed'"),
+        (["run", EXAMPLE, "--size", "M=99999999999"], "size `M` is too large"),
+        (["run", EXAMPLE, "--check", "--tol", "nan"], "a tolerance is a finite number >= 0, got nan"),
+        (["run", EXAMPLE, "--check", "--tol", "-1"], "a tolerance is a finite number >= 0"),
+        (["run", EXAMPLE, "--check", "--tol", "inf"], "a tolerance is a finite number >= 0"),
+        (["run", EXAMPLE, "--size", "M=4", "--size", "M=8"], "size `M` is given twice"),
+        (["test", EXAMPLE, "--examples", "0"], "Invalid value for '--examples'"),
+        (["test", EXAMPLE, "--examples", "-1"], "Invalid value for '--examples'"),
+        (["test", EXAMPLE, "--max-size", "0"], "Invalid value for '--max-size'"),
+        (["test", EXAMPLE, "--backends", ""], "no backend to test"),
+        (["test", EXAMPLE, "--backends", " , "], "no backend to test"),
+        (
+            ["test", str(ONE_PASS), "--backends", "numpy", "--param", "M0=4", "--param", "M0=8"],
+            "param `M0` is given twice",
+        ),
+        (["analyze", EXAMPLE, "--dot", "/nonexistent-einattn-dir/x.dot"], "there is no folder"),
+    ],
+)
+def test_cli_option_errors_exit_1_without_traceback(args, message, capsys):
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_run_with_sizes_too_large_for_memory_fails_cleanly(capsys):
+    assert main(["run", EXAMPLE, "--default-size", "100000"]) == 1
+    err = capsys.readouterr().err
+    assert "would take 2.4e+21 bytes" in err and "Traceback" not in err
+
+
+# ---- `einattn run --check` compares like einattn.testing.compare ------------------------------------------
+
+
+def test_compare_outputs_semantics():
+    from einattn.cli_core import compare_outputs
+
+    inf, nan = np.inf, np.nan
+    assert compare_outputs([1.0, inf, nan, -inf], [1.0, inf, nan, -inf]) == 0.0
+    assert compare_outputs([2.0, inf], [1.0, inf]) == 0.5  # a finite disagreement is not hidden by the inf
+    assert compare_outputs([1.0, nan], [1.0, inf]) == inf
+    assert compare_outputs([1.0, -inf], [1.0, inf]) == inf
+    assert compare_outputs([1.0, 5.0], [1.0, inf]) == inf
+    assert compare_outputs([inf, inf], [inf, inf]) == 0.0
+    assert compare_outputs(np.zeros(0), np.zeros(0)) == 0.0
+    assert compare_outputs(np.zeros(2), np.zeros(3)) == inf
+
+
+def test_cli_run_check_sees_a_finite_difference_next_to_an_infinity(tmp_path, monkeypatch, capsys):
+    """A backend that is wrong at a finite point must fail the check even where both have an inf."""
+    spec = tmp_path / "inf.ein"
+    spec.write_text("input X[i]\noutput Y\nY[i] = exp(X[i]) / (i - 1)\n")  # Y[1] is +inf everywhere
+    import warnings
+
+    import einattn.api
+    from einattn.kernel import backend_builder
+
+    class OffByOne:
+        def __init__(self, prog):
+            self.inner = backend_builder("numpy")(prog)
+
+        def __call__(self, **inputs):
+            y = self.inner(**{k: np.asarray(v) for k, v in inputs.items()})
+            return np.where(np.isfinite(y), y + 1.0, y)
+
+    def builder(name):
+        return (lambda prog, **o: OffByOne(prog)) if name == "offbyone" else backend_builder(name)
+
+    monkeypatch.setattr(einattn.api, "backend_builder", builder)
+    einattn.api._compile_cached.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no numpy warning leaks from the comparison
+            assert main(["run", str(spec), "--check"]) == 0
+            assert "check: ok" in capsys.readouterr().out
+            assert main(["run", str(spec), "--backend", "offbyone", "--check", "--tol", "0.1"]) == 1
+    finally:
+        einattn.api._compile_cached.cache_clear()
+    cap = capsys.readouterr()
+    assert "offbyone differs from the NumPy reference" in cap.err
+    assert "Traceback" not in cap.err
+
+
+def test_cli_test_compares_infinities_without_numpy_warnings(tmp_path, capsys):
+    spec = tmp_path / "inf.ein"
+    spec.write_text("input X[i]\noutput Y\nY[i] = exp(X[i]) / (i - 1)\n")  # +inf at i = 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(["test", str(spec), "--backends", "numpy", "--examples", "5"]) == 0
+    assert "ok: numpy == numpy on 5 random examples" in capsys.readouterr().out

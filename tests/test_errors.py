@@ -150,6 +150,9 @@ LOCATIONS = {
     "57_rank_and_tensor_name": (2, 26),
     "58_param_declared_twice": (4, 8),
     "59_recurrence_missing_rank": (19, 1),
+    "60_output_is_input": (3, 11),  # the input's name in `output`
+    "61_param_too_large": (5, 17),  # the use in the index
+    "62_tile_too_large": (3, 8),  # the param's declaration
 }
 
 # What some messages must (not) say, beyond their location: the points a reader needs.
@@ -162,6 +165,10 @@ MUST_SAY = {
     "33_filter_float_tensor": ["`keep`", ": int"],
     "45_recurrence_earlier_step": ["`m1` or `m1 + 1`"],
     "59_recurrence_missing_rank": ["not indexed by `m1`"],
+    "08_non_ascii_operator": ["a product is `*`"],
+    "60_output_is_input": ["is an input", "copy it"],
+    "61_param_too_large": ["too large for an index", "1000000000000000000000"],
+    "62_tile_too_large": ["too large for a rank size"],
 }
 MUST_NOT_SAY = {
     "07_single_equals_in_filter": ["bracket left open"],
@@ -169,6 +176,7 @@ MUST_NOT_SAY = {
     "39_partition_both_params": ["declare the tile size"],
     "44_recurrence_reads_own_step": ["not through an iterative rank"],
     "45_recurrence_earlier_step": ["not through an iterative rank"],
+    "61_param_too_large": ["not an integer"],  # a long integer literal is too large, not a float
 }
 
 
@@ -244,6 +252,9 @@ FIXES = {
     "57_rank_and_tensor_name": ("p[m]", "pos[m]"),
     "58_param_declared_twice": ("param  M0 = 8\n", ""),
     "59_recurrence_missing_rank": ("SPNV[f, m, p]  ", "SPNV[f, m1, p] "),
+    "60_output_is_input": ("output S, Q", "output S"),
+    "61_param_too_large": ("1000000000000000000000", "10"),
+    "62_tile_too_large": ("4294967296", "64"),
 }
 
 
@@ -308,6 +319,20 @@ def test_cli_check_all_error_files_without_a_traceback():
     # Every file is checked, and every message says which file it is about.
     missing = [rel(p) for p in CASES if f"{rel(p)}:" not in run.stderr]
     assert not missing, f"no located message for {missing}"
+
+
+def test_cli_check_too_deep_expressions_are_located_user_errors(tmp_path):
+    """A long comparison chain was a RecursionError (exit 2); a long sum was reported at 1:1."""
+    chain = tmp_path / "chain.ein"
+    chain.write_text("input X[i]\noutput Y\nY[i] = X[i] where 0 < i" + " < i" * 500 + "\n", encoding="utf-8")
+    long_sum = tmp_path / "sum.ein"
+    long_sum.write_text("input X[i]\noutput Y\n\n\nY[i] = X[i]" + "+X[i]" * 500 + "\n", encoding="utf-8")
+    for path, where in ((chain, "3:19"), (long_sum, "5:8")):
+        run = cli("check", str(path))
+        assert run.returncode == 1, run.stderr
+        assert "Traceback" not in run.stderr
+        assert f"{path}:{where}: error: expression nested too deeply" in run.stderr
+        assert "split it into several statements" in run.stderr
 
 
 def test_cli_check_valid_file_exits_0(tmp_path):

@@ -138,3 +138,129 @@ def test_floor_division_and_modulo_are_index_only():
     with pytest.raises(einattn.EinError, match="`%` is for index expressions") as e:
         einattn.parse("input X[p]\noutput Y\nY[p] = X[p] * (p % 3)\n")
     assert (e.value.line, e.value.column) == (3, 16)
+
+
+# ---- names: a rank variable may start with `_` -----------------------------------------------------------
+
+
+def test_rank_names_may_start_with_an_underscore():
+    import numpy as np
+
+    prog = einattn.parse("input X[_o, e]\noutput Y\nY[_o] = X[_o, e] * _O\n")
+    assert prog.ranks == ("_o", "e") and prog.tensor("Y").ranks == ("_o",)
+    x = np.arange(6.0).reshape(3, 2)
+    assert einattn.compile(prog)(X=x).tolist() == [3.0, 15.0, 27.0]  # (x0 + x1) * 3
+    assert einattn.parse(einattn.format(prog)) == prog
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("input X[_1]\noutput Y\nY[i] = X[i]\n", (1, 9)),
+        ("input X[i]\noutput Y\nY[_] = X[i]\n", (3, 3)),
+        ("input X[i]\noutput Y\nY[i] = X[_2]\n", (3, 10)),
+    ],
+)
+def test_a_name_without_a_letter_cannot_name_a_rank(text, where):
+    with pytest.raises(einattn.EinError, match="cannot name a rank: it has no letter") as e:
+        einattn.parse(text)
+    assert (e.value.line, e.value.column) == where
+    assert "rank size" not in str(e.value)
+
+
+def test_an_upper_case_underscore_name_is_a_size_not_a_rank():
+    with pytest.raises(einattn.EinError, match="`_O` is a rank size") as e:
+        einattn.parse("input X[_O]\noutput Y\nY[_o] = X[_o]\n")
+    assert "write `_o`" in str(e.value)
+
+
+# ---- expressions nested too deeply -------------------------------------------------------------------------
+
+
+def test_a_long_comparison_chain_is_a_located_user_error():
+    text = "input X[i]\noutput Y\nY[i] = X[i] where 0 < i" + " < i" * 500 + "\n"
+    with pytest.raises(einattn.EinError, match="expression nested too deeply") as e:
+        einattn.parse(text, "chain.ein")
+    assert (e.value.line, e.value.column) == (3, 19)  # the filter
+    assert "split it into several statements" in str(e.value)
+
+
+@pytest.mark.parametrize("terms", [150, 500, 5000])
+def test_a_too_deep_expression_points_at_its_statement(terms):
+    text = "input X[i]\noutput Y\n\n\nY[i] = X[i]" + "+X[i]" * terms + "\n"
+    with pytest.raises(einattn.EinError, match="expression nested too deeply") as e:
+        einattn.parse(text, "long.ein")
+    assert (e.value.line, e.value.column) == (5, 8)
+
+
+def test_the_depth_limit_leaves_long_sums_and_deep_brackets_alone():
+    import numpy as np
+
+    from einattn.parser import MAX_DEPTH
+
+    n = MAX_DEPTH - 2  # `X[i] + ... + X[i]` with n + 1 terms nests n + 2 deep (the sums, the read, `i`)
+    prog = einattn.parse("input X[i]\noutput Y\nY[i] = X[i]" + " + X[i]" * n + "\n")
+    assert einattn.compile(prog)(X=np.ones(2)).tolist() == [n + 1.0, n + 1.0]
+    deep = "input X[i]\noutput Y\nY[i] = " + "(" * 3000 + "X[i]" + ")" * 3000 + "\n"
+    assert einattn.parse(deep).einsums[0].expr == S.Read("X", (S.Coord("i"),))
+    with pytest.raises(einattn.EinError, match="nested too deeply"):
+        einattn.parse("input X[i]\noutput Y\nY[i] = X[i]" + " + X[i]" * (n + 1) + "\n")
+
+
+# ---- unicode operators copied from papers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "char, hint",
+    [
+        ("×", "a product is `*`"),
+        ("·", "a product is `*`"),
+        ("÷", "a division is `/`"),
+        ("−", "a minus is `-`"),
+        ("≤", "`<=`"),
+        ("≥", "`>=`"),
+        ("≠", "`!=`"),
+    ],
+)
+def test_unicode_operators_get_a_hint_with_the_ascii_operator(char, hint):
+    op = char if char in "×·÷−" else None
+    text = (
+        f"input X[i]\noutput Y\nY[i] = X[i] {char} 2\n"
+        if op
+        else f"input X[i]\noutput Y\nY[i] = X[i] where i {char} 2\n"
+    )
+    with pytest.raises(einattn.EinError) as e:
+        einattn.parse(text)
+    assert f"unexpected character `{char}`" in str(e.value)
+    assert e.value.hint is not None and hint in e.value.hint
+    assert e.value.line == 3
+
+
+# ---- params: huge integer literals -------------------------------------------------------------------------
+
+
+def test_a_huge_integer_param_is_too_large_for_an_index_not_a_float():
+    text = "input X[i]\nparam S = 99999999999999999999999\noutput Y\nY[i] = X[i + S]\n"
+    with pytest.raises(einattn.EinError) as e:
+        einattn.parse(text)
+    msg = str(e.value)
+    assert "param `S` = 99999999999999999999999 is too large for an index" in msg
+    assert "not an integer" not in msg and "1e+23" not in msg
+    assert (e.value.line, e.value.column) == (4, 14)
+
+
+def test_a_huge_integer_param_that_sizes_a_rank_is_too_large():
+    text = "input X[i]\nparam J = 99999999999999999999999\noutput Z\nZ[i, j] = X[i]\n"
+    with pytest.raises(
+        einattn.EinError, match="param `J` = 99999999999999999999999 is too large for a rank size"
+    ):
+        einattn.parse(text)
+
+
+def test_a_huge_integer_param_used_as_a_value_is_a_float_until_it_overflows():
+    import numpy as np
+
+    prog = einattn.parse("input X[i]\nparam C = 99999999999999999999999\noutput Y\nY[i] = X[i] * C\n")
+    assert einattn.compile(prog)(X=np.ones(1)).tolist() == [1e23]
+    with pytest.raises(einattn.EinError, match=r"param `C` = 9{24}\.\.\. is too large"):
+        einattn.parse("input X[i]\nparam C = " + "9" * 400 + "\noutput Y\nY[i] = X[i] * C\n")

@@ -156,3 +156,35 @@ def test_random_cascades_keep_their_gradients(data):
         kern = einattn.compile(prog, backend="torch")
         x = data.draw(inputs_for(prog, data.draw(sizes_for(prog, 1, 6)), kinds=("normal",)))
         assert_same_gradients(kern, prog, x)
+
+
+def test_the_reference_floors_the_rewrite_s_running_max_as_the_backends_do():
+    """A -inf bias over a whole first tile: the spec is finite; the rewritten 1-pass form, as its IR says,
+    computes exp(-inf - -inf). With passes="auto" the NumPy reference stores the running max at least -1e30,
+    as torch and triton do, and equals the spec; as written it stays IEEE (NaN)."""
+    import numpy as np
+
+    from einattn.rewrite import rewrite
+
+    spec = """input  Q[p, e], K[m, e], V[m, f], B[m, p]
+output O
+S[m, p]  = Q[p, e] * K[m, e] * rsqrt(E) + B[m, p]
+GM[p]    = S[m, p] :: max(m)
+EX[m, p] = exp(S[m, p] - GM[p])
+DEN[p]   = EX[m, p]
+O[p, f]  = EX[m, p] * V[m, f] / DEN[p]
+"""
+    rng = np.random.default_rng(0)
+    q, k, v = rng.standard_normal((3, 4)), rng.standard_normal((9, 4)), rng.standard_normal((9, 2))
+    b = np.zeros((9, 3))
+    b[:5] = -np.inf  # keys 0-4: the first tile of 4 and one more
+    s = q @ k.T / 2.0 + b.T
+    w = np.exp(s - s.max(1, keepdims=True))
+    want = (w / w.sum(1, keepdims=True)) @ v
+    got = einattn.compile(spec, backend="numpy", passes="auto", tile=4)(Q=q, K=k, V=v, B=b)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rewritten, _ = rewrite(einattn.parse(spec), passes=1, rank="m", tile=4)
+    as_written = einattn.compile(rewritten, backend="numpy")(Q=q, K=k, V=v, B=b)
+    assert np.isnan(as_written).all()

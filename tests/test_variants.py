@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import triton_cases  # noqa: F401 (sets TRITON_INTERPRET=1 without a GPU, before anything imports triton)
 from references import variants as R
 
 import einattn

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 
-from .report import Report
+from .report import Report, read_expr
 
-__all__ = ["Report", "analyze"]
+__all__ = ["Report", "analyze", "read_expr"]
 
 
 def analyze(

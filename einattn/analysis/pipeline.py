@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from ..check import normalize_params
 from ..errors import EinError
 from ..ir import Program, size_name
 from . import footprint as fp
@@ -53,6 +54,8 @@ def classify(n: int, rank: str | None, grows: bool) -> str:
     if rank is None:
         return "no rank to traverse: a cascade of scalars"
     size = size_name(rank)
+    if n == 0:
+        return f"0 passes over {rank}: no Einsum traverses it, so nothing is read or held along {size}"
     cls = f"the class of {TABLE_I[n]}" if n in TABLE_I else "more passes than any class of FuseMax's Table I"
     buffer = f"live buffer grows with {size}" if grows else f"live buffer is free of {size}"
     return f"{n}-pass over {rank} ({cls}): {buffer}"
@@ -71,7 +74,7 @@ def sort_sizes(prog: Program, sizes: dict | None, params: dict | None, strict: b
     """Sizes as the size model takes them: a rank variable (``m``) stands for its size (``M``); a size that
     is a param (``M0``) overrides the param; a name this spec does not have is an error when ``strict``,
     else ignored (and noted), so one dict of sizes serves many specs."""
-    sizes, params = dict(sizes or {}), dict(params or {})
+    sizes, params = dict(sizes or {}), dict(normalize_params(params) or {})
     if strict:
         return sizes, params, ()
     names = {size_name(r) for r in prog.ranks}

@@ -101,7 +101,10 @@ def render_report(r: Report, width: int = 100) -> str:
         console.print(bt)
         say("")
 
-    if r.rank is not None:
+    if r.rank is not None and not r.groups.get(r.rank):
+        say(f"Fusion groups over {r.rank}: none (no Einsum traverses {r.rank})")
+        say("")
+    elif r.rank is not None:
         gt = _table(f"Fusion groups over {r.rank}", "pass", "Einsums (fusable within a pass, not across)")
         for k, g in enumerate(r.groups.get(r.rank, ()), 1):
             gt.add_row(str(k), ", ".join(g))
@@ -125,13 +128,16 @@ def render_report(r: Report, width: int = 100) -> str:
     say("")
 
     classes = [c for c in CLASSES if c in r.ops]
-    ot = _table("Operations", "Einsum", *classes)
-    for label, counts in r.einsum_ops.items():
-        ot.add_row(label, *(str(counts[c]) if c in counts else "" for c in classes))
-    ot.add_row("total", *(str(r.ops[c]) for c in classes), end_section=True)
-    if any(r.value(r.ops[c]) is not None for c in classes):
-        ot.add_row("value", *(num(r.value(r.ops[c])) for c in classes))
-    console.print(ot)
+    if classes:
+        ot = _table("Operations", "Einsum", *classes)
+        for label, counts in r.einsum_ops.items():
+            ot.add_row(label, *(str(counts[c]) if c in counts else "" for c in classes))
+        ot.add_row("total", *(str(r.ops[c]) for c in classes), end_section=True)
+        if any(r.value(r.ops[c]) is not None for c in classes):
+            ot.add_row("value", *(num(r.value(r.ops[c])) for c in classes))
+        console.print(ot)
+    else:  # a table of no columns would wrap its title to the width of the `Einsum` column
+        say("Operations: none (the Einsums only copy values and set constants)")
     flops, moved, ai = r.value(r.flops), r.value(r.compulsory_bytes), r.value(r.intensity)
     say(f"  flops (madd = 2): {r.flops}" + (f" = {num(flops)}" if flops is not None else ""))
     say(
@@ -179,8 +185,8 @@ def _buffer_line(r: Report) -> str:
 def render_compare(a: Report, b: Report, width: int = 100, sweep: tuple[int, ...] | None = None) -> str:
     """Two cascades side by side: passes, footprint (symbolic, and at each size of the streamed rank), ops."""
     console, buf = _console(width)
-    rank = a.rank
-    size = size_name(rank)
+    rank = a.rank or b.rank  # the streamed rank of A; B's when A is a cascade of scalars
+    size = size_name(rank) if rank is not None else None
     t = _table(f"{a.name}  vs  {b.name}", "", "A", "B")
     t.add_row("file", a.name, b.name)
     t.add_row("class", a.classification, b.classification)
@@ -189,7 +195,7 @@ def render_compare(a: Report, b: Report, width: int = 100, sweep: tuple[int, ...
     t.add_row("footprint per point", f"{a.footprint}  per {_per(a)}", f"{b.footprint}  per {_per(b)}")
     given = {k: v for k, v in a.model.given.items() if k != size}
     points = sweep if sweep is not None else ((a.sizes[size],) if size in a.sizes else SWEEP)
-    for n in points:
+    for n in points if size is not None else ():  # no rank in either cascade: nothing to sweep
         t.add_row(f"  at {size}={num(n)}", _at(a, given, size, n), _at(b, given, size, n))
     for c in CLASSES:
         if c in a.ops or c in b.ops:

@@ -4,9 +4,11 @@ This module imports no sympy at import time (``import einattn`` stays fast); the
 sympy objects created by :func:`einattn.analysis.analyze`.
 
 JSON schema ``einattn.analysis/1`` (:meth:`Report.to_json`); every *quantity* is an object
-``{"expr": str, "value": number | null}``: ``expr`` is a sympy expression in the size symbols (parse it with
-``sympy.sympify``), ``value`` its number when every symbol in it has a size (``--size``/``sizes=``) or a param
-value, else null.
+``{"expr": str, "value": number | null}``: ``expr`` is a sympy expression in the size symbols named by
+``symbols`` (read it back with :func:`read_expr`, or with
+``sympy.sympify(expr, locals={n: sympy.Symbol(n) for n in symbols})``: a bare ``sympy.sympify`` reads ``E``
+as Euler's number and ``I`` as the imaginary unit), ``value`` its number when every symbol in it has a size
+(``--size``/``sizes=``) or a param value, else null.
 
 ``schema``        the string ``"einattn.analysis/1"``.
 ``file``          the spec's name (its path, or ``<string>``).
@@ -14,6 +16,7 @@ value, else null.
 ``classification`` one line: passes over ``rank``, the FuseMax Table I class, whether the buffer grows.
 ``sizes``         the numeric sizes and params used, by name (given, params, and derived ones).
 ``relations``     derived sizes: ``{"M1": "ceiling(M/M0)"}`` for ``rank M = M1 * M0``.
+``symbols``       list of names: every symbol an ``expr`` may hold (each rank's size, then each param).
 ``passes``        rank variable -> number of passes over it (every rank; partition parents included).
 ``notes``         list of strings: caveats, e.g. a fiber that a recurrence re-reads at every step (its passes
                   are then counted per step), or a size given that the spec does not have (ignored).
@@ -77,6 +80,22 @@ def parse_bytes(text: str | int) -> int:
             f"bad buffer size `{text}`", hint="write bytes, or a number with a unit: 16MiB, 512KiB, 1GB"
         )
     return int(float(m.group(1)) * _UNITS[unit])
+
+
+def read_expr(expr: str, symbols):
+    """A report's ``expr`` string as a sympy expression, every name in ``symbols`` a plain ``sympy.Symbol``.
+
+    ``sympy.sympify(expr)`` alone is not enough: sizes such as ``E``, ``I``, ``N``, ``S``, ``Q`` and ``O`` are
+    also sympy's own names (Euler's number, the imaginary unit, functions). ``symbols`` is the JSON's
+    ``"symbols"`` list (or :attr:`Report.symbols`).
+
+    >>> x = read_expr("E*F + I", ["E", "F", "I"])
+    >>> sorted(map(str, x.free_symbols)), x.subs({"E": 2, "F": 3, "I": 4})
+    (['E', 'F', 'I'], 10)
+    """
+    import sympy
+
+    return sympy.sympify(expr, locals={name: sympy.Symbol(name) for name in symbols})
 
 
 def format_bytes(n: int | float | None) -> str:
@@ -164,6 +183,14 @@ class Report:
 
         return tuple(sorted(stabilizers(self.program)))
 
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The names of the symbols the expressions of this report may hold: every rank's size (derived sizes
+        such as ``M1`` included), then every param. Read an ``expr`` back with :func:`read_expr`."""
+        names = [str(s) for s in self.model.sym.values()]
+        names += [str(s) for s in self.model.param_sym.values()]
+        return tuple(dict.fromkeys(names))
+
     # ---- numbers ----------------------------------------------------------------------------------
     def value(self, expr) -> int | float | None:
         """The number of an expression of this report at the given sizes, or None if some size is unknown."""
@@ -216,6 +243,7 @@ class Report:
             "classification": self.classification,
             "sizes": dict(self.sizes),
             "relations": dict(self.relations),
+            "symbols": list(self.symbols),
             "passes": dict(self.passes),
             "notes": list(self.notes),
             "stabilizers": list(self.stabilizers),

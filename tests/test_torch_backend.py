@@ -1002,15 +1002,27 @@ def test_masks_all_true_at_run_time_are_left_out():
     assert torch_runtime._dflt(a, m, b).equal(torch.where(m, a, b))
 
 
-def test_row_block_auto_takes_smaller_blocks_for_a_sliding_window():
-    """`row_block="auto"` (the default): 256 rows where each tile is alive for a band of rows that moves with
-    the step (a sliding window: a smaller block computes less of each band), else 512 (fewer steps, less
-    dispatch): dense and causal loops. A number is taken as it is; anything else is an EinError."""
+def test_row_block_auto_depends_on_the_loop_and_on_whether_a_gradient_is_recorded():
+    """`row_block="auto"` (the default, `torch_codegen.auto_row_block`), without a gradient: 4096 rows where
+    each tile is alive for a band of rows that moves with the step (a sliding window: a band is one step),
+    512 for causal loops (their steps' rows are bounded by the block), 1024 for dense ones; with a gradient
+    (each block a checkpoint holding its steps' tiles): 256 for a window, else 512. A number is taken as it
+    is; anything else is an EinError. The results are the same."""
     plain = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch").source
     causal = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch").source
     window = einattn.compile(EXAMPLES / "sliding_window.ein", backend="torch").source
-    assert "for c_p in range(0, s_p, 512):" in plain and "for c_p in range(0, s_p, 512):" in causal
-    assert "for c_p in range(0, s_p, 256):" in window
+    assert "_rb_p = 1024 if _inplace else 512" in plain and "_rb_p = 512 if _inplace else 512" in causal
+    assert "_rb_p = 4096 if _inplace else 256" in window
+    assert "for c_p in range(0, s_p, _rb_p):" in window
+    kern = einattn.compile(EXAMPLES / "sliding_window.ein", backend="torch", params={"W": 5}, tile=4)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 2, 300, 4)) for _ in range(3))
+    want = ref.softmax_attention(q, k, v, mask=ref.window_mask(300, 300, 5))
+    with torch.no_grad():
+        fast = kern(Q=torch.tensor(q), K=torch.tensor(k), V=torch.tensor(v))
+    recorded = kern(*(torch.tensor(x, requires_grad=True) for x in (q, k, v)))
+    np.testing.assert_allclose(fast.numpy(), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(recorded.detach().numpy(), want, rtol=1e-10, atol=1e-12)
     fixed = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch", row_block=64).source
     assert "for c_p in range(0, s_p, 64):" in fixed
     for bad in ("big", -1, True, 1.5):

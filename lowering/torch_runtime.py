@@ -974,7 +974,16 @@ def _own(x, m, shape, order=None):
     in memory to the innermost (``torch_codegen.Generator.state_layout``: the layout its final reader
     wants, attention's running sum ``RNV[f, p]`` laid out ``[p, f]`` as its output ``AV[p, f]``); None:
     contiguous."""
-    x = _laid_out(x.expand(shape), order or tuple(range(len(shape))), copy=True)
+    x = x.expand(shape)
+    order = order or tuple(range(len(shape)))
+    if x.numel() and 0 not in x.shape and not any(x.stride()) and not torch.compiler.is_compiling():
+        # one value everywhere (an initial state `RNV[.., 0, p] = 0`): a fill, not a copy from a
+        # broadcast view (a strided copy ran at a tenth of the speed: 0.6 ms of a causal call at N = 1024)
+        value = x.as_strided((), (), x.storage_offset())
+        made = torch.empty([shape[d] for d in order], dtype=x.dtype, device=x.device).fill_(value)
+        x = made.permute(_inverse(order)) if order != tuple(range(len(shape))) else made
+    else:
+        x = _laid_out(x, order, copy=True)
     return x, None if m is None else m.clone(memory_format=torch.contiguous_format)
 
 

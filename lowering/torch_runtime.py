@@ -323,6 +323,9 @@ def _dflt(a, m, b, finite=False):
         if isinstance(b, torch.Tensor):
             shape = _bshape(shape, b.shape)
         return a if shape == a.shape else a.expand(shape)
+    if isinstance(b, (int, float)) and _all_true(~m):  # nothing present (a running state at its first
+        # step): the default, broadcast as a view (a `where` wrote a whole tile of it)
+        return torch.full((), b, dtype=a.dtype, device=a.device).expand(_bshape(a.shape, m.shape))
     if finite and isinstance(b, (int, float)):
         if b == 0:
             return _zf(a, m, True)

@@ -1365,3 +1365,16 @@ AV[p, f]       = RNV[f, M1, p] / RD[M1, p]
     with torch.no_grad():
         got = kern(Q=torch.tensor(q), K=torch.tensor(k), V=torch.tensor(v), G=torch.tensor(gw))
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_a_default_where_nothing_is_present_is_the_default_broadcast():
+    """`x ?? 0` where nothing is present (the rewrite's running state at its first step) is 0 broadcast as a
+    view, as `torch.where` gives it, without writing a tile of it."""
+    a = torch.randn(2, 3, 4)
+    for m in (torch.zeros(1, 1, 1, dtype=torch.bool), torch.zeros(2, 1, 4, dtype=torch.bool)):
+        got = torch_runtime._dflt(a, m, 0.0)
+        want = torch.where(m, a, 0.0)
+        assert got.shape == want.shape and got.dtype == want.dtype and torch.equal(got, want)
+        assert got.stride() == (0,) * got.dim()  # a view of one value
+    m = torch.tensor([[[True]], [[False]]])  # some present: torch.where
+    assert torch.equal(torch_runtime._dflt(a, m, -1.0), torch.where(m, a, -1.0))

@@ -415,7 +415,8 @@ def compare(got, want, tol: float) -> float:
     finite = np.isfinite(got) & np.isfinite(want)
     if not np.all(ok | finite):
         return float("inf")
-    err = np.abs(got - want) / (1 + np.abs(want))
+    with np.errstate(invalid="ignore", over="ignore"):  # (inf - inf at the infinities compared above)
+        err = np.abs(got - want) / (1 + np.abs(want))
     return float(np.max(np.where(finite, err, 0.0)))
 
 

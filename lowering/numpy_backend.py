@@ -411,7 +411,7 @@ class NumpyKernel(Kernel):
 
             from einattn.rewrite import for_backend
 
-            program, found = for_backend(program, options["passes"], int(options.get("tile", 64)))
+            program, found = for_backend(program, options["passes"], options.get("tile", 64))
             for w in found:
                 warnings.warn(w, stacklevel=5)
             # the rewrite's running maxes are stored finite, as the torch and triton backends store them:

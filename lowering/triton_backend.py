@@ -73,7 +73,7 @@ def _prepare(program: Program, options: dict) -> tuple[Program, list]:
         raise EinError(f"path must be 'auto', 'fused' or 'general', got {path!r}")
     from einattn.rewrite import for_backend
 
-    program, found = for_backend(program, options.get("passes", "auto"), int(options.get("tile", 64)))
+    program, found = for_backend(program, options.get("passes", "auto"), options.get("tile", 64))
     return program, found
 
 

@@ -468,3 +468,17 @@ def test_rank_aliases_are_carried_and_an_aliased_stream_rank_is_refused():
     ) as info:
         rewrite(self_attention)
     assert info.value.line == 5
+
+
+def test_a_tile_out_of_range_is_an_error_not_a_float():
+    """`tile=10**20` became a float param in the rewrite, which then fell back to the spec as written with
+    a warning about an internal error; it is a clear error, for every backend that rewrites."""
+    import einattn
+
+    for backend in ("numpy", "torch"):
+        for tile in (10**20, 0, "64"):
+            with pytest.raises(einattn.EinError, match="tile"):
+                einattn.compile(EXAMPLES / "causal.ein", backend=backend, passes="auto", tile=tile)
+    import numpy as np
+
+    einattn.compile(EXAMPLES / "causal.ein", backend="numpy", passes="auto", tile=np.int64(4))  # numpy ints

@@ -21,6 +21,8 @@ Einsum concerned. :func:`auto_rewrite` turns that into a warning and keeps the s
 
 from __future__ import annotations
 
+import numbers
+
 from ..errors import EinError, EinWarning, InternalError
 from ..ir import Program
 from .deferral import defer
@@ -137,8 +139,13 @@ def for_backend(prog: Program, passes: str = "auto", tile: int = 64) -> tuple[Pr
         raise EinError(f"passes must be 'auto' or 'as-written', got {passes!r}")
     if passes == "as-written":
         return prog, []
+    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or not 1 <= tile <= 2**31 - 1:
+        raise EinError(
+            f"tile must be a whole number of keys from 1 to 2**31 - 1, got {tile!r}",
+            hint="the rewrite's tile (option `tile`), e.g. 64 or 256",
+        )
     try:
-        return auto_rewrite(prog, tile=tile)
+        return auto_rewrite(prog, tile=int(tile))
     except InternalError as e:
         reason = str(e).splitlines()[0]
         return prog, [EinWarning(f"the rewrite failed ({reason}); compiling the spec as written")]

@@ -525,9 +525,12 @@ def _new_pool(scope, o):
     return pool
 
 
-# The buffers of the last call of a generated program, by (scope, device, thread): the _POOLS_MAX last kept
+# The buffers of the last call of a generated program, by (scope, device, thread): the _POOLS_MAX last kept,
+# at most _POOLS_BYTES in all (a batch of 32 x 32 heads makes a 512 MB score tile: the memory is given back,
+# and the page faults of such a call are a small part of its time)
 _POOLS: dict[tuple, dict] = {}
 _POOLS_MAX = 8
+_POOLS_BYTES = 64 << 20
 
 
 def _keep_pool(pool, outs):
@@ -541,10 +544,17 @@ def _keep_pool(pool, outs):
     owned = {x.untyped_storage().data_ptr() for x in outs if isinstance(x, torch.Tensor)}
     bufs = {s: b for s, b in pool.items() if isinstance(b, torch.Tensor)}
     _POOLS.pop(key, None)
-    _POOLS[key] = {s: b for s, b in bufs.items() if b.untyped_storage().data_ptr() not in owned}
-    while len(_POOLS) > _POOLS_MAX:
+    kept = {s: b for s, b in bufs.items() if b.untyped_storage().data_ptr() not in owned}
+    if sum(b.untyped_storage().nbytes() for b in kept.values()) > _POOLS_BYTES:
+        return outs
+    _POOLS[key] = kept
+    while len(_POOLS) > _POOLS_MAX or _kept_bytes() > _POOLS_BYTES:
         _POOLS.pop(next(iter(_POOLS)))
     return outs
+
+
+def _kept_bytes() -> int:
+    return sum(b.untyped_storage().nbytes() for pool in _POOLS.values() for b in pool.values())
 
 
 # Masks kept across calls (see _memo): (scope, key) -> (mask, what is derived from it: its -inf fill, its

@@ -1378,3 +1378,25 @@ def test_a_default_where_nothing_is_present_is_the_default_broadcast():
         assert got.stride() == (0,) * got.dim()  # a view of one value
     m = torch.tensor([[[True]], [[False]]])  # some present: torch.where
     assert torch.equal(torch_runtime._dflt(a, m, -1.0), torch.where(m, a, -1.0))
+
+
+def test_scratch_kept_across_calls_is_bounded_in_bytes():
+    """A call whose scratch exceeds `_POOLS_BYTES` keeps none of it (a large batch's score tile is given
+    back), and what all programs keep together stays under the bound."""
+    from einattn.lowering import torch_runtime as runtime
+
+    kern = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch", params={"M0": 8}, row_block=16)
+    q, k, v = (torch.randn(1, 2, 40, 4) for _ in range(3))
+    old = runtime._POOLS_BYTES
+    try:
+        runtime._POOLS.clear()
+        runtime._POOLS_BYTES = 64  # bytes: smaller than any tile
+        with torch.no_grad():
+            kern(Q=q, K=k, V=v)
+        assert not runtime._POOLS
+        runtime._POOLS_BYTES = old
+        with torch.no_grad():
+            kern(Q=q, K=k, V=v)
+        assert runtime._POOLS and runtime._kept_bytes() <= runtime._POOLS_BYTES
+    finally:
+        runtime._POOLS_BYTES = old

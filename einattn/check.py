@@ -558,6 +558,8 @@ class _Checker:
                     hint=f"to return the input unchanged, copy it: `{name}_OUT{ix} = {name}{ix}` "
                     f"and `output {name}_OUT`",
                 )
+        for st, e in zip(self.stmts, einsums):
+            self.warn_constant_terms(st, e)
         used = {rd.tensor for e in einsums for rd in e.reads()} | {n for n, _ in self.outputs}
         for name, d in self.inputs.items():
             if name not in used:
@@ -588,6 +590,38 @@ class _Checker:
         )
         self.check_sizes(prog, einsums)
         return prog
+
+    def warn_constant_terms(self, st, e: Einsum) -> None:
+        """A term added to a summed product that does not vary along the summed ranks is added once per
+        point of them (the sum covers the whole right-hand side, section 5 of the language reference):
+        `S[m, p] = Q[p, e] * K[m, e] + B[m]` adds `E * B[m]`. Legal, and almost never meant: a warning."""
+        summed = {r for r, op in e.reduce if op == "+"}
+        if not summed:
+            return
+        terms, stack = [], [e.expr]
+        while stack:
+            x = stack.pop()
+            if isinstance(x, S.Binary) and x.op in "+-":
+                stack += [x.b, x.a]
+            else:
+                terms.append(x)
+        varying = [t for t in terms if summed & set(coords(t))]
+        if len(terms) < 2 or not varying:
+            return
+        for t in terms:
+            if summed & set(coords(t)):
+                continue
+            ranks = ", ".join(f"`{r}`" for r in sorted(summed))
+            sizes = " * ".join(size_name(r) for r in sorted(summed))
+            self.warnings.append(
+                EinWarning(
+                    f"this term does not vary along the summed rank{'s' if len(summed) > 1 else ''} {ranks}: "
+                    f"the sum covers the whole right-hand side, so it is added {sizes} times",
+                    getattr(t, "span", None) or st.lhs_span,
+                    hint=f"sum the product in a statement of its own and add the term in the next one "
+                    f"(`{st.tensor}0[...] = ...` then `{st.tensor}[...] = {st.tensor}0[...] + ...`)",
+                )
+            )
 
     def partitions(self) -> tuple[Partition, ...]:
         out = []

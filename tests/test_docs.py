@@ -192,6 +192,11 @@ def test_example_runs(block: Block):
         warnings.simplefilter("always", einattn.EinWarning)
         prog = einattn.parse(block.text, block.id)
     shown = [str(w.message) for w in caught if issubclass(w.category, einattn.EinWarning)]
+    # an example may show a warning on purpose: a `# warning: <text>` comment names it
+    expected = [ln.split("# warning:", 1)[1].strip() for ln in block.text.splitlines() if "# warning:" in ln]
+    for text in expected:
+        assert any(text in w for w in shown), f"{block.id}: the warning `{text}` was expected: {shown}"
+    shown = [w for w in shown if not any(text in w for text in expected)]
     assert not shown, f"{block.id}: a documented example should not warn: {shown}"
     inputs = random_inputs(prog)
     outs = as_tuple(einattn.compile(prog, backend="numpy")(**inputs))

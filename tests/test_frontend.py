@@ -264,3 +264,28 @@ def test_a_huge_integer_param_used_as_a_value_is_a_float_until_it_overflows():
     assert einattn.compile(prog)(X=np.ones(1)).tolist() == [1e23]
     with pytest.raises(einattn.EinError, match=r"param `C` = 9{24}\.\.\. is too large"):
         einattn.parse("input X[i]\nparam C = " + "9" * 400 + "\noutput Y\nY[i] = X[i] * C\n")
+
+
+def test_a_term_added_to_a_summed_product_warns():
+    """`S[m, p] = Q[p, e] * K[m, e] * rsqrt(E) + B[m]` sums `B[m]` over `e` with the product (E * B[m]):
+    legal and almost never meant. A warning at the term, with the fix; none where every term varies along
+    the summed rank, where nothing is added, or for a max."""
+    import warnings
+
+    def caught(text):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always", einattn.EinWarning)
+            einattn.parse(text, "t.ein")
+        return [str(x.message) for x in w if issubclass(x.category, einattn.EinWarning)]
+
+    got = caught("input Q[p, e], K[m, e], B[m]\noutput S\nS[m, p] = Q[p, e] * K[m, e] * rsqrt(E) + B[m]\n")
+    assert len(got) == 1 and "t.ein:3:42" in got[0] and "added E times" in got[0] and "hint:" in got[0]
+    got = caught("input X[i, j], Y[i, j], A[i]\noutput S\nS[i] = X[i, j] - A[i] * 2 + Y[i, j]\n")
+    assert len(got) == 1 and "added J times" in got[0]
+    for quiet in (
+        "input X[i, j], Y[i, j]\noutput S\nS[i] = X[i, j] + Y[i, j]\n",
+        "input X[i, j], Y[j]\noutput S\nS[i] = X[i, j] * Y[j]\n",
+        "input X[i, j], A[i]\noutput S\nS[i] = X[i, j] + A[i] :: max(j)\n",
+        "input X[i, j], A[i]\noutput S\nS[i, j] = X[i, j] + A[i]\n",
+    ):
+        assert caught(quiet) == [], quiet

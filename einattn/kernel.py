@@ -84,7 +84,7 @@ class Kernel:
         """The kernel that runs a call with an empty rank: the spec as written (see ``__init__``)."""
         return self.as_written()
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, /, *args, **kwargs):  # (`self` positional-only: a spec may name an input `self`)
         inputs = bind_arguments(self.program, args, kwargs)
         empty = any(0 in getattr(x, "shape", ()) for x in inputs.values())
         outs = (self.for_empty() if empty else self).run(inputs)

@@ -44,6 +44,7 @@ from .triton_general import general_module
 from .triton_module import module_name, spec_name
 
 OPTIONS = ("passes", "path", "tile", "skip_tiles", "dtype", "smem_limit", "register_limit")
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,18 @@ def _prepare(program: Program, options: dict) -> tuple[Program, list]:
     path = options.get("path", "auto")
     if path not in ("auto", "fused", "general"):
         raise EinError(f"path must be 'auto', 'fused' or 'general', got {path!r}")
+    if not isinstance(options.get("skip_tiles", True), bool):
+        raise EinError(f"option skip_tiles must be True or False, got {options['skip_tiles']!r}")
+    for limit in ("smem_limit", "register_limit"):
+        value = options.get(limit, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise EinError(f"option {limit} must be a positive integer, got {value!r}")
+    dtype = options.get("dtype")
+    if dtype is not None and str(dtype).removeprefix("torch.") not in FLOAT_DTYPES:
+        raise EinError(
+            f"option dtype must be one of {', '.join(FLOAT_DTYPES)} (or None), got {dtype!r}",
+            hint="the triton backend computes in the inputs' dtype; the option is accepted for the CLI",
+        )
     from einattn.rewrite import for_backend
 
     program, found = for_backend(program, options.get("passes", "auto"), options.get("tile", 64))
@@ -295,6 +308,11 @@ class TritonKernel(Kernel):
             x = inputs[name]
             given = isinstance(x, torch.Tensor)
             if not given:
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or prog.tensor(name).ranks:
+                    raise EinError(
+                        f"input `{name}` must be a torch tensor, got {type(x).__name__}",
+                        hint="a Python number is accepted for a scalar input only",
+                    )
                 x = torch.as_tensor(x)
             t = prog.tensor(name)
             if t.dtype == "int":

@@ -61,6 +61,24 @@ REDUCE_FN = {"+": "tl.sum", "max": "_rmax", "min": "_rmin"}  # (NaN kept: see HE
 INTERNAL = {"pid", "rest", "lo", "hi", "row_block", "row_lo", "row_hi", "n_row_blocks", "CD", "DOT"}
 
 
+def _name_clash(prog: Program) -> str | None:
+    """A name the kernel would define twice, or None. Tensor names are the spec's behind `t_` (see
+    triton_backend.build); a rank ``r`` is itself a loop variable (the tile rank) and gives ``size_r``,
+    ``offs_r``, ``lane_r``, ``i_r``, ``c_r`` and ``BLOCK_R``, ``PAD_R``, ``FULL_R``: a rank named ``offs_p``
+    beside a rank ``p`` would be both."""
+    seen: dict[str, str] = {n: "the skeleton" for n in INTERNAL}
+    for t in prog.tensors:
+        seen.setdefault(t.name, t.name)
+    for r in prog.ranks:
+        for name in (r, *(f"{pre}_{r}" for pre in ("size", "offs", "lane", "i", "c"))):
+            if seen.setdefault(name, r) != r:
+                return name
+        for name in (f"{pre}_{r.upper()}" for pre in ("BLOCK", "PAD", "FULL")):
+            if seen.setdefault(name, r) != r:
+                return name
+    return None
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why the fused path does not apply (the general path is used instead)."""
@@ -235,10 +253,9 @@ def match(prog: Program) -> FusedPlan | Refusal:
                 f"output `{name}` lacks rank{'s' * (len(missing) > 1)} {', '.join(sorted(missing))}; "
                 "the fused kernel writes each output once per program"
             )
-    names = {t.name for t in prog.tensors} | set(prog.ranks)
-    clash = names & INTERNAL
+    clash = _name_clash(prog)
     if clash:
-        return Refusal(f"the name `{sorted(clash)[0]}` is used by the kernel skeleton")
+        return Refusal(f"the name `{clash}` is used by the kernel skeleton")
     statements = [_St(e.tensor, e.expr, e.filter) for e in prologue + inits + per_step + epilogue]
     return FusedPlan(
         prog=prog,

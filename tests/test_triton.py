@@ -479,3 +479,53 @@ def test_spec_names_that_are_names_of_the_generated_code(path):
     np.testing.assert_allclose(kern.launcher(*args).cpu().numpy(), want, rtol=1e-5, atol=1e-5)
     by_name = kern.launcher(size_p=args[2], tl=args[1], torch=args[0])
     np.testing.assert_allclose(by_name.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_rank_named_like_another_rank_s_kernel_name_is_refused_by_the_fused_path():
+    """The tile rank named `offs_p` beside a rank `p` would be two things in the fused kernel (`offs_p` is
+    p's lane offsets): the fused path refuses it and the general path computes it."""
+    import re
+
+    spec = re.sub(
+        r"\bM1\b", "OFFS_P", re.sub(r"\bm1\b", "offs_p", (EXAMPLES / "causal_1pass.ein").read_text())
+    )
+    rng = np.random.default_rng(0)
+    q, k, v = (
+        rng.standard_normal((1, 2, 5, 4)),
+        rng.standard_normal((1, 2, 7, 4)),
+        rng.standard_normal((1, 2, 7, 3)),
+    )
+    want = einattn.compile(spec, backend="numpy", params={"M0": 4})(Q=q, K=k, V=v)
+    kern = einattn.compile(spec, backend="triton", params={"M0": 4})
+    assert kern.plan.path == "general" and "offs_p" in kern.plan.reason
+    got = kern(*(torch.tensor(x, dtype=torch.float32, device=DEVICE) for x in (q, k, v)))
+    np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_call_and_option_mistakes_are_clear_errors():
+    """An input that is not a tensor, options of the wrong type, a tile larger than Triton's largest tensor:
+    EinErrors (they were torch's TypeErrors, silent acceptance, or a crash inside Triton). The standalone
+    module checks its inputs' kinds (ValueError: a float tensor for an `: int` input was truncated)."""
+    kern = einattn.compile(EXAMPLES / "causal.ein", backend="triton")
+    k = torch.randn(1, 1, 4, 2, device=DEVICE)
+    for bad in (None, "abc", object(), np.ones((1, 1, 3, 2))):
+        with pytest.raises(einattn.EinError, match="must be a torch tensor"):
+            kern(Q=bad, K=k, V=k)
+    with pytest.raises(ValueError, match="floating-point tensor"):
+        kern.launcher(torch.ones(1, 1, 3, 2, dtype=torch.int32, device=DEVICE), k, k)
+    for options, what in (
+        (dict(skip_tiles="no"), "skip_tiles"),
+        (dict(dtype="int8"), "dtype"),
+        (dict(register_limit="x"), "register_limit"),
+    ):
+        with pytest.raises(einattn.EinError, match=what):
+            einattn.compile(EXAMPLES / "causal.ein", backend="triton", **options)
+    big = einattn.compile(EXAMPLES / "causal.ein", backend="triton", path="fused", tile=2**17)
+    with pytest.raises(einattn.EinError, match="no launch configuration fits"):
+        big(Q=k[:, :, :3], K=k, V=k)
+
+
+def test_an_input_named_self_can_be_passed_by_name():
+    spec = "input self[i], X[i]\noutput Y\nY[i] = self[i] * X[i]\n"
+    x = np.arange(3.0)
+    assert np.array_equal(einattn.compile(spec, backend="numpy")(self=x, X=x), x * x)

@@ -424,10 +424,17 @@ def t_AV_kernel(
 
 
 def _sizes(inputs):
-    """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError."""
+    """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError, as
+    are a value that is not a tensor and a tensor of the wrong kind (integer for float, or the reverse)."""
     sizes, origin = {}, {}
     for name, ranks in INPUTS.items():
         x = inputs[name]
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"input {name} must be a torch tensor, got {type(x).__name__}")
+        if name in INT_INPUTS and (x.is_floating_point() or x.is_complex()):
+            raise ValueError(f"input {name} is declared `: int` but was given {x.dtype} values")
+        if name not in INT_INPUTS and not x.is_floating_point():
+            raise ValueError(f"input {name} must be a floating-point tensor, got {x.dtype}")
         if x.dim() != len(ranks):
             raise ValueError(
                 f"input {name} is declared [{', '.join(ranks)}] ({len(ranks)} dimensions) "

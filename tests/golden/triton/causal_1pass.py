@@ -104,10 +104,27 @@ def _limits(device):
     return props["max_shared_mem"], 255
 
 
+MAX_NUMEL = 1 << 20  # Triton's largest tensor (TRITON_MAX_TENSOR_NUMEL)
+
+
+def _largest_tile(cfg, shape):
+    """Elements of the largest two-dimensional tile the kernel makes (rows x keys, keys x features...)."""
+    items = list(cfg.items()) + list(shape.items())
+    dims = sorted((v for k, v in items if k.startswith(("BLOCK_", "PAD_"))), reverse=True)
+    return dims[0] * dims[1] if len(dims) > 1 else (dims[0] if dims else 1)
+
+
 def fitting_configs(shape, dtype, device, limits=None):
     """The configurations whose footprint fits the device (or ``limits``: shared memory bytes, registers per
     thread); a ValueError naming the smallest footprint if none does."""
-    configs = INTERPRET_CONFIGS if INTERPRET else CONFIGS
+    every = INTERPRET_CONFIGS if INTERPRET else CONFIGS
+    configs = [c for c in every if _largest_tile(c, shape) <= MAX_NUMEL]
+    if not configs:
+        raise ValueError(
+            f"no launch configuration fits: a tile of {_largest_tile(CONFIGS[0], shape)} elements exceeds "
+            f"Triton's limit of {MAX_NUMEL} per tensor (tiles {shape}): lower the tile param or the head "
+            f"dimension"
+        )
     limits = limits or _limits(device)
     if limits is None:
         return list(configs)
@@ -412,10 +429,17 @@ def causal_1pass_kernel(
 
 
 def _sizes(inputs):
-    """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError."""
+    """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError, as
+    are a value that is not a tensor and a tensor of the wrong kind (integer for float, or the reverse)."""
     sizes, origin = {}, {}
     for name, ranks in INPUTS.items():
         x = inputs[name]
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"input {name} must be a torch tensor, got {type(x).__name__}")
+        if name in INT_INPUTS and (x.is_floating_point() or x.is_complex()):
+            raise ValueError(f"input {name} is declared `: int` but was given {x.dtype} values")
+        if name not in INT_INPUTS and not x.is_floating_point():
+            raise ValueError(f"input {name} must be a floating-point tensor, got {x.dtype}")
         if x.dim() != len(ranks):
             raise ValueError(
                 f"input {name} is declared [{', '.join(ranks)}] ({len(ranks)} dimensions) "

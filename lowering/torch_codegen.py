@@ -1618,9 +1618,7 @@ def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
     defined by one statement, is read in the same scope (top level, or the same loop body) as it is defined,
     is read once by its last reader, and no statement copies it as it is (a plain read, or an operand of a
     ``??``, stored as a view)."""
-    order: list[tuple[int, Einsum]] = []  # (scope: -1 at the top level, else the loop's step number, einsum)
-    for k, step in enumerate(steps):
-        order += [(-1, step.einsum)] if isinstance(step, Dense) else [(k, e) for e in step.body]
+    order = _statement_order(steps)
     defs: dict[str, list[int]] = {}
     for k, e in order:
         defs.setdefault(e.tensor, []).append(k)
@@ -1641,13 +1639,7 @@ def dying_reads(prog: Program, steps) -> dict[str, frozenset[str]]:
                 if k != defs[rd.tensor][0]:
                     candidates.discard(rd.tensor)  # read by another loop, or from inside one
                 last[rd.tensor] = (k, e)
-    out: dict[str, set[str]] = {}
-    for name in candidates:
-        if name in last:
-            _, e = last[name]
-            if sum(rd.tensor == name for rd in e.reads()) == 1:
-                out.setdefault(e.label, set()).add(name)
-    return {label: frozenset(names) for label, names in out.items()}
+    return _read_once_last({name: last[name][1] for name in candidates if name in last})
 
 
 def dying_states(prog: Program, steps) -> dict[str, frozenset[str]]:
@@ -1655,27 +1647,35 @@ def dying_states(prog: Program, steps) -> dict[str, frozenset[str]]:
     level after their loop. The generator lets it overwrite one where the loop's blocks of rows updated
     memory of the program's own (``Var.fresh``, see ``Generator.block_close``): attention's ``AV = RNV / RD``
     divides in the memory of ``RNV``, which is laid out as ``AV`` (``Generator.state_layout``)."""
-    order: list[tuple[int, Einsum]] = []  # as in dying_reads
-    for k, step in enumerate(steps):
-        order += [(-1, step.einsum)] if isinstance(step, Dense) else [(k, e) for e in step.body]
     states = {
         t.name
         for t in prog.tensors
         if t.iterative is not None and t.name not in prog.outputs and t.name not in prog.inputs
     }
     last: dict[str, tuple[int, Einsum]] = {}
-    for k, e in order:
+    for k, e in _statement_order(steps):
         if not e.reduce:
             states.difference_update(_aliased(e.expr))  # a view of it may live on under another name
         for rd in e.reads():
             if rd.tensor in states:
                 last[rd.tensor] = (k, e)
+    return _read_once_last({name: last[name][1] for name in states if name in last and last[name][0] == -1})
+
+
+def _statement_order(steps) -> list[tuple[int, Einsum]]:
+    """(scope: -1 at the top level, else the loop's step number; statement), in program order."""
+    order: list[tuple[int, Einsum]] = []
+    for k, step in enumerate(steps):
+        order += [(-1, step.einsum)] if isinstance(step, Dense) else [(k, e) for e in step.body]
+    return order
+
+
+def _read_once_last(last: dict[str, Einsum]) -> dict[str, frozenset[str]]:
+    """Label -> the tensors (of ``last``: tensor -> its last reader) that their last reader reads once."""
     out: dict[str, set[str]] = {}
-    for name in states:
-        if name in last and last[name][0] == -1:
-            e = last[name][1]
-            if sum(rd.tensor == name for rd in e.reads()) == 1:
-                out.setdefault(e.label, set()).add(name)
+    for name, e in last.items():
+        if sum(rd.tensor == name for rd in e.reads()) == 1:
+            out.setdefault(e.label, set()).add(name)
     return {label: frozenset(names) for label, names in out.items()}
 
 

@@ -521,7 +521,8 @@ def _new_pool(scope, o):
     pool = {"scope": (scope, str(o[1]))}
     if o[1].type == "cpu" and not torch.compiler.is_compiling():
         key = (scope, str(o[1]), threading.get_ident())
-        pool["kept"] = (key, _POOLS.pop(key, None) or {})
+        with _POOLS_LOCK:
+            pool["kept"] = (key, _POOLS.pop(key, None) or {})
     return pool
 
 
@@ -531,6 +532,7 @@ def _new_pool(scope, o):
 _POOLS: dict[tuple, dict] = {}
 _POOLS_MAX = 8
 _POOLS_BYTES = 64 << 20
+_POOLS_LOCK = threading.Lock()  # (threads keep their pools in the one dict)
 
 
 def _keep_pool(pool, outs):
@@ -543,13 +545,14 @@ def _keep_pool(pool, outs):
     key = pool["kept"][0]
     owned = {x.untyped_storage().data_ptr() for x in outs if isinstance(x, torch.Tensor)}
     bufs = {s: b for s, b in pool.items() if isinstance(b, torch.Tensor)}
-    _POOLS.pop(key, None)
     kept = {s: b for s, b in bufs.items() if b.untyped_storage().data_ptr() not in owned}
     if sum(b.untyped_storage().nbytes() for b in kept.values()) > _POOLS_BYTES:
         return outs
-    _POOLS[key] = kept
-    while len(_POOLS) > _POOLS_MAX or _kept_bytes() > _POOLS_BYTES:
-        _POOLS.pop(next(iter(_POOLS)))
+    with _POOLS_LOCK:
+        _POOLS.pop(key, None)
+        _POOLS[key] = kept
+        while len(_POOLS) > _POOLS_MAX or _kept_bytes() > _POOLS_BYTES:
+            _POOLS.pop(next(iter(_POOLS)))
     return outs
 
 

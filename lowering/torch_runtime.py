@@ -586,16 +586,15 @@ def _memo(pool, key, make):
 def _keep(full, mask):
     """Keep ``mask`` under ``full`` (or return the one another thread kept first); drop the oldest beyond
     ``_KEPT_MAX``. A derived value lives in its mask's record, so nothing outlives the mask it came from."""
-    record = _KEPT.setdefault(full, (mask, {}))
-    if record[0] is mask:
-        _KEPT_PTRS[mask.untyped_storage().data_ptr()] = record[1]
-        while len(_KEPT) > _KEPT_MAX:
-            old = _KEPT.pop(next(iter(_KEPT), None), None)
-            if old is None:
-                break
-            ptr = old[0].untyped_storage().data_ptr()
-            if _KEPT_PTRS.get(ptr) is old[1]:
-                _KEPT_PTRS.pop(ptr, None)
+    with _POOLS_LOCK:  # (one lock for what calls keep across calls)
+        record = _KEPT.setdefault(full, (mask, {}))
+        if record[0] is mask:
+            _KEPT_PTRS[mask.untyped_storage().data_ptr()] = record[1]
+            while len(_KEPT) > _KEPT_MAX:
+                old = _KEPT.pop(next(iter(_KEPT)))
+                ptr = old[0].untyped_storage().data_ptr()
+                if _KEPT_PTRS.get(ptr) is old[1]:
+                    _KEPT_PTRS.pop(ptr, None)
     return record[0]
 
 

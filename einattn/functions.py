@@ -58,7 +58,7 @@ FUNCTIONS: dict[str, Function] = {
         Function("relu", 1, "max", "max(x, 0)"),
         Function("elu", 1, "exp", "x if x > 0 else exp(x) - 1"),
         Function("softplus", 1, "exp", "log(1 + exp(x))"),
-        Function("abs", 1, "max", "|x|"),
+        Function("abs", 1, "max", "|x|", index_ok=True),
         Function("square", 1, "mul", "x * x"),
         Function("max", 2, "max", "the larger of a and b", index_ok=True),
         Function("min", 2, "max", "the smaller of a and b", index_ok=True),

@@ -684,7 +684,7 @@ class Generator:
                 return None
             if e.fn == "clamp":
                 return f"_iv('min', _iv('max', {args[0]}, {args[1]}), {args[2]})"
-            return f"_iv('{e.fn}', {args[0]}, {args[1]})"
+            return f"_iv('{e.fn}', {', '.join(args)})"
         return None
 
     def condition(self, f: S.Expr, sp: Space) -> tuple[str, str | None]:

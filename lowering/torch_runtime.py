@@ -443,6 +443,8 @@ def _iv(op, a, b=None):
     a = a if isinstance(a, tuple) else (a, a)
     if op == "neg":
         return (-a[1], -a[0])
+    if op == "abs":
+        return (0 if a[0] <= 0 <= a[1] else min(abs(a[0]), abs(a[1])), max(abs(a[0]), abs(a[1])))
     b = b if isinstance(b, tuple) else (b, b)
     if op == "+":
         return (a[0] + b[0], a[1] + b[1])
@@ -1246,6 +1248,10 @@ def _imin(a, b):
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
     return min(a, b)
+
+
+def _iabs(a):
+    return torch.abs(a) if isinstance(a, torch.Tensor) else abs(a)
 
 
 # ---- calling a program -------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ FUNCTIONS: dict[str, str] = {
 
 # Integer versions, for index expressions and filters (only functions with ``index_ok``).
 INT_FUNCTIONS: dict[str, str] = {
+    "abs": "tl.abs({0})",
     "max": "tl.maximum({0}, {1})",
     "min": "tl.minimum({0}, {1})",
     "clamp": "tl.minimum(tl.maximum({0}, {1}), {2})",

@@ -290,6 +290,9 @@ class Analysis:
         if isinstance(f, S.Not) and isinstance(f.x, S.Compare):
             return self.filter(S.Compare(_NEGATE[f.x.op], f.x.a, f.x.b))
         if isinstance(f, S.Compare):
+            folded = _abs_bound(f)
+            if folded is not None:  # `abs(x) < c` is `-c < x < c`: a conjunction of affine comparisons
+                return self.filter(folded)
             a, b = self.affine(f.a), self.affine(f.b)
             if a is None or b is None:
                 return None
@@ -430,6 +433,18 @@ _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
 
 
 _ANY = object()  # (implication) always present: any read makes it so
+
+
+def _abs_bound(f: S.Compare) -> S.Expr | None:
+    """``abs(x) < c`` (also ``<=``, and ``c > abs(x)``...) as ``-c < x and x < c``; None for anything else
+    (``abs(x) > c`` is a disjunction)."""
+    op, a, b = f.op, f.a, f.b
+    if isinstance(b, S.Call) and b.fn == "abs" and not (isinstance(a, S.Call) and a.fn == "abs"):
+        op, a, b = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op), b, a
+    if not (isinstance(a, S.Call) and a.fn == "abs") or op not in ("<", "<="):
+        return None
+    x = a.args[0]
+    return S.Logic("and", S.Compare(op, S.Unary("-", b), x), S.Compare(op, x, b))
 
 
 def _witnesses_in_range(prog: Program, pattern: S.Read) -> bool:

@@ -299,3 +299,18 @@ def test_row_blocks_and_whole_tiles_give_the_same_gradients():
     for g in grads[1:]:
         for a, b in zip(grads[0], g):
             assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_abs_below_a_bound_is_two_affine_comparisons():
+    """`abs(p - m) < W` is `-W < p - m < W` for the analysis (exact presence: tiles outside are skipped);
+    `abs(p - m) > W` is a disjunction, unknown; `not (abs(p - m) >= W)` is the first again."""
+
+    def presence(cond):
+        prog = einattn.parse(f"input X[p, m]\nparam W = 3\noutput S\nS[m, p] = X[p, m] where {cond}\n")
+        return analyse(prog).statement(prog.einsums[0])
+
+    assert presence("abs(p - m) < W") == presence("0 - W < p - m and p - m < W") is not None
+    assert presence("W > abs(p - m)") == presence("abs(p - m) < W")
+    assert presence("not (abs(p - m) >= W)") == presence("abs(p - m) < W")
+    assert presence("abs(p - m) <= W") == presence("0 - W <= p - m and p - m <= W")
+    assert presence("abs(p - m) > W") is None

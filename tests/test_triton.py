@@ -549,6 +549,8 @@ def test_abs_in_filters_and_indices_on_every_backend():
     want = (w / w.sum(1, keepdims=True)) @ v
     i = np.arange(7)
     want2 = x[np.abs(i - 3)] * 2 + y[np.abs(i - 5) // 2]
+    # `abs(p - m) < W` is read as `-W < p - m < W`: the torch backend skips the tiles outside the window
+    assert "are skipped (einattn.skip)" in einattn.compile(window, backend="torch", tile=4).source
     for backend in ("numpy", "torch", "triton"):
         for passes in ("as-written", "auto"):
             opts = {"passes": passes}

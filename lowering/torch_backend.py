@@ -225,18 +225,12 @@ class TorchKernel(Kernel):
             tensors, o = R.prepare(decls, inputs, self.opts["dtype"])
         except R.InputError as e:
             raise EinError(str(e)) from None
-        refused = R._transform_refused(tensors.values())
-        if refused:
-            raise EinError(refused)
         sizes = bind_sizes(self.program, {n: tuple(t.shape) for n, t in tensors.items()})
         values = tuple(sizes[r] for r in self.program.ranks)
         empty = any(n == 0 for n in values)
         if empty not in self._programs:
             self._load(empty=True)
-        inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()))
-        with R._own_precision(o):
-            outs = self._programs[empty](*(tensors[n] for n in self.program.inputs), *values, o, inplace)
-        return R._attached(R._unaliased(outs, inputs.values()), tensors.values())
+        return R.execute(self._programs[empty], tensors, self.program.inputs, values, o, inputs.values())
 
 
 def compile_program(program: Program, **options) -> TorchKernel:

@@ -202,9 +202,18 @@ def _all_true(m, limit: int | None = _SMALL_MASK) -> bool:
     """Whether ``m`` is a small (at most ``limit`` points; None: any size), non-empty CPU mask with no false
     point (a check costs a few microseconds there; on other devices it would wait for the device, and under
     ``torch.compile`` break the graph)."""
-    if m.device.type != "cpu" or not 0 < m.numel() <= (limit or m.numel()) or torch.compiler.is_compiling():
+    return _checkable(m, limit) and bool(m.all())
+
+
+def _all_false(m, limit: int | None = _SMALL_MASK) -> bool:
+    """Whether ``m`` is a small, non-empty CPU mask with no true point (as :func:`_all_true`)."""
+    return _checkable(m, limit) and not bool(m.any())
+
+
+def _checkable(m, limit) -> bool:
+    if m.device.type != "cpu" or torch.compiler.is_compiling():
         return False
-    return bool(m.all())
+    return 0 < m.numel() <= (limit or m.numel())
 
 
 def _or(a, b):
@@ -323,7 +332,7 @@ def _dflt(a, m, b, finite=False):
         if isinstance(b, torch.Tensor):
             shape = _bshape(shape, b.shape)
         return a if shape == a.shape else a.expand(shape)
-    if isinstance(b, (int, float)) and _all_true(~m):  # nothing present (a running state at its first
+    if isinstance(b, (int, float)) and _all_false(m):  # nothing present (a running state at its first
         # step): the default, broadcast as a view (a `where` wrote a whole tile of it)
         return torch.full((), b, dtype=a.dtype, device=a.device).expand(_bshape(a.shape, m.shape))
     if finite and isinstance(b, (int, float)):
@@ -993,7 +1002,7 @@ def _own(x, m, shape, order=None):
     contiguous."""
     x = x.expand(shape)
     order = order or tuple(range(len(shape)))
-    if x.numel() and 0 not in x.shape and not any(x.stride()) and not torch.compiler.is_compiling():
+    if x.numel() and not any(x.stride()) and not torch.compiler.is_compiling():
         # one value everywhere (an initial state `RNV[.., 0, p] = 0`): a fill, not a copy from a
         # broadcast view (a strided copy ran at a tenth of the speed: 0.6 ms of a causal call at N = 1024)
         value = x.as_strided((), (), x.storage_offset())
@@ -1308,7 +1317,20 @@ def prepare(decls, values, dtype=None):
             tensors[name] = x.to(compute)
         else:
             tensors[name] = torch.full((), float(x), dtype=compute, device=device)
+    refused = _transform_refused(tensors.values())
+    if refused:
+        raise InputError(refused)
     return tensors, (compute, device, out_dtype)
+
+
+def execute(program, tensors, names, sizes, o, given):
+    """Run a generated ``program`` on prepared inputs (:func:`prepare`; ``given``: the caller's values):
+    in place when no gradient is recorded, with autocast off (:func:`_own_precision`); outputs that are the
+    caller's own (:func:`_unaliased`) and in the inputs' graph (:func:`_attached`)."""
+    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()))
+    with _own_precision(o):
+        outs = program(*(tensors[n] for n in names), *sizes, o, inplace)
+    return _attached(_unaliased(outs, given), tensors.values())
 
 
 def bind_sizes(decls, ranks, fixed, partitions, tensors):
@@ -1365,16 +1387,10 @@ def call(signature, program, args, kwargs, dtype=None):
     if missing:
         raise InputError(f"missing inputs {missing}")
     tensors, o = prepare(decls, values, dtype)
-    refused = _transform_refused(tensors.values())
-    if refused:
-        raise InputError(refused)
     sizes = bind_sizes(decls, ranks, fixed, partitions, tensors)
     if any(n == 0 for n in sizes):
         raise InputError("a rank of size 0: use einattn itself, which compiles that case separately")
-    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()))
-    with _own_precision(o):
-        outs = program(*(tensors[n] for n in names), *sizes, o, inplace)
-    outs = _attached(_unaliased(outs, values.values()), tensors.values())
+    outs = execute(program, tensors, names, sizes, o, values.values())
     return outs[0] if len(outs) == 1 else outs
 
 
@@ -1411,4 +1427,4 @@ def _own_precision(o):
 
 # What generated code takes from this module (a star import).
 __all__ = [name for name in dir() if name.startswith("_") and not name.startswith("__")]
-__all__ += ["FUNCTIONS", "InputError", "call", "math", "torch"]
+__all__ += ["FUNCTIONS", "InputError", "call", "execute", "math", "torch"]

@@ -350,6 +350,8 @@ class Generator:
         self.deferred: dict[str, tuple[str, str]] = {}  # tensor -> (spec, operands and alpha) of its matmul
         self.last_mm: tuple[str, str, str] | None = None  # (code, spec, arguments) of the last `_mm` made
         self.fusing: str | None = None  # the deferred tensor being read into its reader's sum
+        self.summing: str | None = None  # Y of the sum of present terms being generated (sum_of_present)
+        self.summed_now = False  # the current statement's value is such a sum (memory of its own)
         self.pooling = False  # whether the program uses the buffer pool `_pool`
         self.dying_now: frozenset[str] = frozenset()  # tensors the current statement reads last
         self.fresh_now = False  # whether the current statement's value is memory of its own
@@ -877,6 +879,9 @@ class Generator:
                 code = f"_dense_op({_IN_PLACE[e.op]}, {left}, {right}, _inplace)"
             return Val(code, mask, scalar, a.ranks | b.ranks, zero, zero_filtered, finite, neg_inf)
         if isinstance(e, S.Default):
+            summed = self.sum_of_present(e, sp)
+            if summed is not None:
+                return summed
             a, b = self.val(e.a, sp), self.val(e.b, sp)
             if a.mask is None:
                 return a
@@ -889,6 +894,29 @@ class Generator:
             code = f"_dflt({self.tensor_code(a)}, {ma}, {b.code}{fin})"
             return Val(code, mask, ranks=a.ranks | b.ranks, finite=finite)
         raise InternalError(f"no PyTorch lowering for {type(e).__name__}")
+
+    def sum_of_present(self, e: S.Default, sp: Space) -> Val | None:
+        """``(X + (Y ?? 0)) ?? Y`` (:func:`present_sum`: the sum of the present terms, the rewrite's running
+        sums) as ``X + (Y ?? 0)``, present where either is, when ``X`` holds 0 at its absent points (or has
+        none): where ``X`` is absent the sum is then ``Y`` already. No ``where`` pass, and a deferred matmul
+        ``X`` accumulates into ``Y``'s memory (:meth:`accumulate`), as in the hand-written ``(X ?? 0) + Y``.
+        None when the form does not apply (the general ``??`` then)."""
+        parts = present_sum(e)
+        if parts is None:
+            return None
+        x, y = parts
+        var = self.vars.get(x.tensor)
+        if var is None or not (var.mask is None or var.zero) or x.tensor in self.next:
+            return None
+        self.summing = y.tensor
+        s = self.val(e.a, sp)
+        self.summing = None
+        b = self.val(y, sp)
+        mask = None
+        if self.A.expr(e) != ALWAYS and s.mask is not None and b.mask is not None:
+            mask = self.name_mask(f"_or({self.name_mask(s.mask)}, {self.name_mask(b.mask)})")
+        self.summed_now = True
+        return Val(s.code, mask, ranks=s.ranks | b.ranks, zero=True, finite=s.finite and b.finite)
 
     def materialize(self, tensor: str) -> None:
         """Compute a deferred matmul after all (its reader could not take it into a sum)."""
@@ -916,6 +944,11 @@ class Generator:
             t = self.val(other, sp)
             spec, args = self.deferred.pop(rd.tensor)
             own = isinstance(other, S.Read) and other.tensor in self.dying_now and self.var_of(other).fresh
+            summed = isinstance(other, S.Default) and isinstance(other.a, S.Read)
+            if summed and other.a.tensor == self.summing:
+                # `Y ?? 0` of a sum of the present terms: Y itself (or a `where` of it), whose value nothing
+                # reads after this sum (its second read in the form is for its presence only)
+                own = other.a.tensor in self.dying_now and self.var_of(other.a).fresh
             tail = ", inplace=_inplace)" if own else ")"
             code = f'_mm("{spec}", {args}, acc={self.tensor_code(t)}{tail}'
             absent = self.A.expr(e) != ALWAYS
@@ -973,7 +1006,8 @@ class Generator:
         code, ranks = self.tensor_code(v), set(v.ranks)
         zero = (v.mask is None or v.zero) and (self.filter_now is None or v.zero_filtered)
         self.finite_now = v.finite
-        computed = not v.scalar and isinstance(e.expr, (S.Binary, S.Unary))
+        computed = not v.scalar and (isinstance(e.expr, (S.Binary, S.Unary)) or self.summed_now)
+        self.summed_now = False
         self.fresh_now = bool(e.reduce) or computed or _fresh_call(e.expr)
         if not e.reduce:
             return code, mask, ranks, zero
@@ -1460,13 +1494,15 @@ class Generator:
             self.emit(f"# rows of `{p}` are independent: the loop runs for blocks of {self.block_now} rows")
         for s in states:
             v = self.vars[s]
-            if v.mask is None and skip is not None:
+            if skip is not None:
                 # updated in place row by row: memory of its own, which each block updates through a view
                 self.emit(
                     "# the whole state, in memory of its own that the blocks update (no gradient recorded)"
                 )
                 own = f"_own({v.value}, None, {shape_code(v.length)}{self.state_layout(s)})[0]"
                 self.emit(f"z_{s}, b_{s} = {own} if _inplace else {v.value}, []")
+                if v.mask is not None:  # (a block's presence is its own: see _own)
+                    self.emit(f"zm_{s}, bm_{s} = {v.mask}, []")
             elif v.mask is None:
                 self.emit(
                     f"z_{s}, b_{s} = {v.value}, []  # the whole initial state; the blocks' final states"
@@ -1488,10 +1524,9 @@ class Generator:
                     self.emit(f"t_{s} = t_{s} if _inplace else {own}")
             else:
                 self.emit(f"t_{s}, m_{s} = _take(z_{s}, zm_{s}, {d}, c_{p}, w_{p}, {n})")
-                if skip is not None:
-                    self.emit(
-                        f"t_{s}, m_{s} = _own(t_{s}, m_{s}, {shape_code(length)}{self.state_layout(s)})"
-                    )
+                if skip is not None:  # (the rows of the whole state's memory when no gradient is recorded)
+                    own = f"{shape_code(length)}{self.state_layout(s)}, view=_inplace"
+                    self.emit(f"t_{s}, m_{s} = _own(t_{s}, m_{s}, {own})")
             self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent)
         if skip is not None:
             self.emit("_elo, _ehi = 0, 0")
@@ -1524,7 +1559,7 @@ class Generator:
         for s in states:
             v = self.vars[s]
             d = self.prog.tensor(s).ranks.index(p)
-            owned = v.mask is None and skip is not None  # (see block_open)
+            owned = skip is not None  # (see block_open)
             self.emit(f"{v.value} = _cat(b_{s}, {d}{f', z_{s}' if owned else ''})")
             if v.mask is not None:
                 self.emit(f"{v.mask} = _catm(bm_{s}, {d}, b_{s})")
@@ -1602,11 +1637,39 @@ def _fresh_call(e: S.Expr) -> bool:
     return isinstance(e, S.Call) and bool(e.args) and any(_reads(a) or coords(a) for a in e.args)
 
 
+def present_sum(e: S.Expr) -> tuple[S.Read, S.Read] | None:
+    """(X, Y) of ``(X + (Y ?? 0)) ?? Y`` (the terms of the sum in either order), the sum of the present
+    terms: the form of einattn.rewrite's running sums, ``RD[m1 + 1] = SLD + (SPD ?? 0) ?? SPD``. None
+    otherwise. The generator computes it as ``X + (Y ?? 0)`` where it can (``Generator.sum_of_present``),
+    reading ``Y``'s value once."""
+    if not (isinstance(e, S.Default) and isinstance(e.b, S.Read)):
+        return None
+    if not (isinstance(e.a, S.Binary) and e.a.op == "+"):
+        return None
+    for x, y in ((e.a.a, e.a.b), (e.a.b, e.a.a)):
+        zero = isinstance(y, S.Default) and isinstance(y.b, S.Const) and y.b.value == 0
+        if zero and y.a == e.b and isinstance(x, S.Read) and x.tensor != e.b.tensor:
+            return x, e.b
+    return None
+
+
+def _read_count(e: S.Expr, name: str) -> int:
+    """Reads of tensor ``name`` in ``e`` whose value is used: ``Y`` of a :func:`present_sum` counts once."""
+    parts = present_sum(e)
+    if parts is not None:
+        return _read_count(e.a, name)
+    own = 1 if isinstance(e, S.Read) and e.tensor == name else 0
+    return own + sum(_read_count(c, name) for c in e.children())
+
+
 def _aliased(e: S.Expr) -> set[str]:
     """Tensors whose memory the value of ``e`` may be: a read is a view, ``a ?? b`` returns ``a`` (or ``b``)
-    where nothing is absent; anything else computes a new tensor."""
+    where nothing is absent; anything else computes a new tensor (a :func:`present_sum` too: its value is
+    the sum, computed in the memory of a term only where that term dies)."""
     if isinstance(e, S.Read):
         return {e.tensor}
+    if present_sum(e) is not None:
+        return set()
     if isinstance(e, S.Default):
         return _aliased(e.a) | _aliased(e.b)
     return set()
@@ -1674,7 +1737,8 @@ def _read_once_last(last: dict[str, Einsum]) -> dict[str, frozenset[str]]:
     """Label -> the tensors (of ``last``: tensor -> its last reader) that their last reader reads once."""
     out: dict[str, set[str]] = {}
     for name, e in last.items():
-        if sum(rd.tensor == name for rd in e.reads()) == 1:
+        used = _read_count(e.expr, name) + (_read_count(e.filter, name) if e.filter is not None else 0)
+        if used == 1:
             out.setdefault(e.label, set()).add(name)
     return {label: frozenset(names) for label, names in out.items()}
 
@@ -1758,7 +1822,7 @@ def accumulated_into(
     for body in scopes:
         where = {e.tensor: i for i, e in enumerate(body) if e.kind == "plain"}
         for j, z in enumerate(body):
-            x = z.expr
+            x = z.expr.a if present_sum(z.expr) is not None else z.expr
             if not (isinstance(x, S.Binary) and x.op == "+"):
                 continue
             for side in (x.a, x.b):
@@ -1851,6 +1915,11 @@ def pooled_tiles(prog: Program, steps, dying: dict[str, frozenset[str]]) -> froz
                 binary = isinstance(top, S.Binary) and top.op in _IN_PLACE and isinstance(top.a, S.Read)
                 if binary and top.a.tensor in dying.get(e.label, ()):
                     inherits[top.a.tensor] = e.tensor
+                if isinstance(top, S.Binary) and top.op == "+":  # a matmul accumulates into the other term
+                    for side in (top.a, top.b):
+                        rd = side.a if isinstance(side, S.Default) else side
+                        if isinstance(rd, S.Read) and rd.tensor in dying.get(e.label, ()):
+                            inherits.setdefault(rd.tensor, e.tensor)
     local = {e.tensor for step in steps if not isinstance(step, Dense) for e in step.body}
     out = set()
     for name in candidates & local:

@@ -994,12 +994,15 @@ def _mine(x, inplace, order=None):
     return _laid_out(x, order or tuple(range(x.dim())), copy=True) if inplace else x
 
 
-def _own(x, m, shape, order=None):
+def _own(x, m, shape, order=None, view=False):
     """A state about to be updated in place: its own memory, mask included (in its own shape, which
     :func:`_putm` widens where a step's piece needs it). ``order``: the state's dimensions from the outermost
     in memory to the innermost (``torch_codegen.Generator.state_layout``: the layout its final reader
     wants, attention's running sum ``RNV[f, p]`` laid out ``[p, f]`` as its output ``AV[p, f]``); None:
-    contiguous."""
+    contiguous. ``view``: ``x`` is memory of the program's own already (a block's rows of the whole state):
+    kept as it is, only the mask is copied."""
+    if view:
+        return x, None if m is None else m.clone(memory_format=torch.contiguous_format)
     x = x.expand(shape)
     order = order or tuple(range(len(shape)))
     if x.numel() and not any(x.stride()) and not torch.compiler.is_compiling():

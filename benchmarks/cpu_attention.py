@@ -254,7 +254,7 @@ def main() -> None:
         "--rows",
         type=lambda v: v if v == "auto" else int(v),
         default="auto",
-        help="einattn's row_block: rows, or 'auto' (the default: 256 for a sliding window's loop, else 512)",
+        help="einattn's row_block: rows, or 'auto' (the default: lowering.torch_codegen.auto_row_block)",
     )
     ap.add_argument(
         "--no-flex", action="store_true", help="leave FlexAttention out (it compiles for minutes)"

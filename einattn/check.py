@@ -358,7 +358,7 @@ class _Checker:
                 raise EinError(
                     f"`{e.fn}` cannot be used in an index or filter; they are integer expressions",
                     e.span,
-                    hint="only min, max and clamp may appear there",
+                    hint="only min, max, clamp and abs may appear there",
                 )
             return S.Call(e.fn, tuple(self.resolve(a, ctx) for a in e.args), span=e.span)
         if isinstance(e, S.Unary):

@@ -112,7 +112,14 @@ def input_sizes(prog: Program, given: dict[str, int], default: int) -> dict[str,
                 f"size `{k}` is too large: {v}", hint=f"a rank size is at most {MAX_SIZE} (2^31 - 1)"
             )
     params = prog.param_values
-    return {r: int(given.get(size_name(r), params.get(size_name(r), default))) for r in input_ranks}
+    out = {r: int(given.get(size_name(r), params.get(size_name(r), default))) for r in input_ranks}
+    for part in prog.partitions:  # a part of a partition that an input reads (landmarks per block): derived
+        derived, fixed = (part.outer, part.inner) if part.tile == "inner" else (part.inner, part.outer)
+        tile = params.get(size_name(fixed))
+        known = part.parent in out and isinstance(tile, int) and tile > 0
+        if known and derived in out and size_name(derived) not in given:
+            out[derived] = -(-out[part.parent] // tile)
+    return out
 
 
 def compare_outputs(got, want) -> float:
@@ -195,7 +202,7 @@ def _as_numpy(x):
     default=None,
     type=float,
     callback=_tolerance,
-    help="Relative tolerance of --check, a finite number >= 0 (default: by dtype).",
+    help="Relative tolerance of --check, a number >= 0 (default: einattn test's, by backend and dtype).",
 )
 def run(file, sizes, params, backend, dtype, seed, default_size, compare, tol):
     """Run FILE on random inputs; print each output's shape and statistics.
@@ -251,11 +258,12 @@ def run(file, sizes, params, backend, dtype, seed, default_size, compare, tol):
 
 
 def _default_tol(backend: str, dtype: str | None) -> float:
-    if dtype in ("float16", "bfloat16"):
-        return 2e-2
-    if dtype == "float32" or backend == "triton":
-        return 1e-4
-    return 1e-9
+    """The tolerance of ``einattn test`` (``einattn.testing.TOLERANCES``) for the backend and the dtype the
+    run computes in, so that the command a failing ``einattn test`` prints reproduces its verdict."""
+    from .testing import TOLERANCES
+
+    d = dtype or ("float32" if backend == "triton" else "float64")
+    return TOLERANCES.get((backend, d), 2e-2 if d in ("float16", "bfloat16") else 1e-4)
 
 
 def _convert(inputs: dict, prog: Program, backend: str, dtype: str | None) -> dict:

@@ -73,8 +73,16 @@ def test_command(file, backends, examples, seed, max_size, params, dtype):
 
     failure: dict = {}
 
+    from rich.console import Console
+
+    console = Console(stderr=True)  # (a progress bar on a terminal only: nothing in a pipe or a log)
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=True,
+        console=console,
+        disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task(f"testing {file}", total=examples)
 
@@ -123,6 +131,7 @@ def test_command(file, backends, examples, seed, max_size, params, dtype):
             )
             param_args = " ".join(f"--param {p}" for p in params)
             cmd = f"einattn run {file} --backend {f['backend']} {size_args} {param_args}"
+            cmd += f" --dtype {dtype}" if dtype else ""
             cmd += f" --seed {f['seed']} --check"
             raise EinError(
                 f"{f['backend']} differs from the NumPy reference on output `{f['output']}`: "

@@ -11,14 +11,16 @@ from .cli_core import MAX_SIZE
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--check", is_flag=True, help="Print nothing; exit 1 if a file is not formatted.")
+@click.option(
+    "--check", is_flag=True, help="Print only the files that would change (on stderr); exit 1 if any."
+)
 @click.option("--in-place", "-i", "in_place", is_flag=True, help="Rewrite the files instead of printing.")
 def fmt(files, check, in_place):
     """Print FILE in canonical .ein layout (comments kept); parsing the result gives the same program.
 
     \b
     einattn fmt examples/causal.ein
-    einattn fmt --check examples/*.ein
+    einattn fmt --check my_variant.ein other.ein
     einattn fmt --in-place my_variant.ein
     """
     from .api import parse, read_spec

@@ -203,7 +203,14 @@ def _custom_op(key: str, kernel: TritonKernel):
 
     @custom_op(f"einattn::{key}", mutates_args=(), schema="(Tensor[] xs) -> Tensor[]")
     def forward(xs):
-        outs = launcher(*xs)
+        if interpreting():  # the interpreter runs masked lanes in NumPy too: exp overflowing there, 0 / 0
+            # where a lane is absent, warn about values that the kernel then discards
+            import numpy as np
+
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+                outs = launcher(*xs)
+        else:
+            outs = launcher(*xs)
         return list(outs) if isinstance(outs, tuple) else [outs]
 
     @forward.register_fake
@@ -303,7 +310,7 @@ class TritonKernel(Kernel):
 
     def _check(self, inputs: dict, torch) -> list:
         prog = self.program
-        xs, device = [], None
+        xs, device, first = [], None, None
         for name in prog.inputs:
             x = inputs[name]
             given = isinstance(x, torch.Tensor)
@@ -321,12 +328,16 @@ class TritonKernel(Kernel):
             elif not x.is_floating_point():
                 if given or x.dtype == torch.bool or x.is_complex():  # (as the torch backend: a Python
                     # number is accepted for a float scalar, an integer tensor is not)
-                    raise EinError(f"input `{name}` must be a floating-point tensor, got {x.dtype}")
+                    raise EinError(
+                        f"input `{name}` must be a floating-point tensor (float64, float32, float16 or "
+                        f"bfloat16), got {x.dtype}"
+                    )
                 x = x.to(torch.get_default_dtype())
             if device is None:
-                device = x.device
+                device, first = x.device, name
             elif x.device != device:
-                raise EinError(f"inputs are on different devices: {device} and {x.device} (`{name}`)")
+                where = f"{device} and {x.device}"
+                raise EinError(f"inputs `{first}` and `{name}` are on different devices: {where}")
             xs.append(x)
         if device is not None and device.type != "cuda" and not self.module.INTERPRET:
             raise EinError(

@@ -101,6 +101,18 @@ def test_cli_run_and_check(spec_file, capsys):
     assert "A[3, 5]" in out and "L[3]" in out and "check: ok" in out
 
 
+def test_cli_run_derives_the_size_of_a_partition_part_an_input_reads(capsys):
+    """12_landmark's L[b, h, m1, e] has one key per block of M0 = 4: with M = 8 (the default), M1 is 2;
+    M = 10 gives 3 (a ragged last block); a size given for M1 is kept (and checked)."""
+    path = str(Path(__file__).resolve().parent.parent / "examples" / "variants" / "12_landmark.ein")
+    assert main(["run", path, "--check"]) == 0
+    assert "M=8" in (out := capsys.readouterr().out) and "M1=2" in out and "check: ok" in out
+    assert main(["run", path, "--size", "M=10", "--check"]) == 0
+    assert "M1=3" in capsys.readouterr().out
+    assert main(["run", path, "--size", "M1=5"]) == 1
+    assert "rank `m1` has size 5" in capsys.readouterr().err
+
+
 def test_cli_user_errors_exit_1(spec_file, capsys):
     assert main(["run", str(spec_file), "--size", "Q=3"]) == 1
     assert "unknown size `Q`" in capsys.readouterr().err
@@ -160,6 +172,22 @@ def test_cli_test_passes_and_reports_a_minimal_reproducible_failure(spec_file, m
     assert "broken differs from the NumPy reference on output `A`" in err
     assert "sizes P=1, M=4" in err
     assert "reproduce with: einattn run" in err and "--size M=4" in err and "--check" in err
+
+
+def test_the_reproduction_einattn_test_prints_fails_as_the_test_did(tmp_path, capsys):
+    """`(X + 1500) - 1500` rounds in float32 by about 3e-5 of 1 + |X|: over torch's float32 tolerance 2e-5.
+    `einattn test --dtype float32` fails, and the command it prints (the same dtype, inputs and tolerance)
+    fails too, where a float64 run or the looser tolerance of old would have passed."""
+    spec = tmp_path / "f32.ein"
+    spec.write_text("input X[i]\noutput Y\nY[i] = (X[i] + 1500) - 1500\n")
+    args = ["test", str(spec), "--backends", "torch", "--dtype", "float32", "--examples", "20"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    cmd = err.split("reproduce with: ")[1].split("\n")[0].split()
+    assert cmd[:2] == ["einattn", "run"] and "--dtype" in cmd and "float32" in cmd
+    assert main(cmd[1:]) == 1
+    assert "differs from the NumPy reference" in capsys.readouterr().err
+    assert main([*cmd[1:], "--tol", "1e-4"]) == 0
 
 
 def test_every_command_reads_a_file_with_a_byte_order_mark(tmp_path, capsys):

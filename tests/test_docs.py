@@ -552,5 +552,21 @@ def test_console_sessions(session):
     assert got == want.rstrip(), f"{block.id}: `{cmd}` printed\n{got}"
 
 
+
+def test_the_sample_analysis_report_is_what_analyze_prints():
+    """docs/analysis.md shows `einattn analyze examples/attention_3pass.ein` in full: its exact output."""
+    text = (ROOT / "docs" / "analysis.md").read_text()
+    start = text.index("```text", text.index("The text report (this is")) + len("```text\n")
+    want = text[start : text.index("```", start)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "einattn", "analyze", "examples/attention_3pass.ein"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == want
+
 if __name__ == "__main__":
     print(function_table())

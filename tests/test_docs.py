@@ -552,7 +552,6 @@ def test_console_sessions(session):
     assert got == want.rstrip(), f"{block.id}: `{cmd}` printed\n{got}"
 
 
-
 def test_the_sample_analysis_report_is_what_analyze_prints():
     """docs/analysis.md shows `einattn analyze examples/attention_3pass.ein` in full: its exact output."""
     text = (ROOT / "docs" / "analysis.md").read_text()
@@ -567,6 +566,7 @@ def test_the_sample_analysis_report_is_what_analyze_prints():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == want
+
 
 if __name__ == "__main__":
     print(function_table())

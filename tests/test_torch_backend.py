@@ -1422,7 +1422,7 @@ def test_a_sum_of_present_terms_is_one_sum():
     prog = einattn.parse(PRESENT_SUM_SPEC, "psum.ein")
     assert torch_codegen.present_sum(prog.einsums[3].expr) is not None
     src = einattn.compile(prog, backend="torch").source
-    assert 'acc=_dflt(t_B, m_B, 0.0, finite=True))' in src  # (B is read again later: not in its memory)
+    assert "acc=_dflt(t_B, m_B, 0.0, finite=True))" in src  # (B is read again later: not in its memory)
     assert "_k4 = _or(m_C, m_B)" in src and "m_O = _k4" in src
     assert "t_Q = _dflt(" in src  # D may hold anything where absent: the general form
     rng = np.random.default_rng(3)

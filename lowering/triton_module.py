@@ -47,6 +47,11 @@ def _sizes(inputs):
             sizes[inner], sizes[outer] = value, -(-sizes[parent] // value)
         else:
             sizes[outer], sizes[inner] = value, -(-sizes[parent] // value)
+    for s, t in ALIASES:
+        if s in sizes and sizes[s] != sizes[t]:
+            where = origin.get(s, "a param or a partition")
+            raise ValueError(f"rank {s} has size {sizes[s]} in {where} but `{s} = {t}` makes it {sizes[t]}")
+        sizes[s] = sizes[t]
     return sizes
 
 
@@ -105,11 +110,20 @@ def tables(prog: Program) -> str:
         for p in prog.partitions
     )
     outputs = {n: (prog.tensor(n).ranks, prog.tensor(n).iterative) for n in prog.outputs}
+    aliases, pending = [], dict(prog.aliases)
+    while pending:  # in an order that resolves chains (`rank U = S`, `rank S = T`): targets first
+        ready = [(a, b) for a, b in pending.items() if b not in pending]
+        if not ready:
+            break
+        aliases += ready
+        for a, _ in ready:
+            del pending[a]
     lines = [
         f"INPUTS = {inputs!r}  # declared ranks of each input, in declaration order",
         f"INT_INPUTS = {ints!r}  # inputs declared `: int`",
         f"RANK_PARAMS = {rank_params!r}  # ranks sized by a param",
         f"PARTITIONS = {parts!r}  # (parent, outer, inner, tiled part, tile size)",
+        f"ALIASES = {tuple(aliases)!r}  # (s, t) of `rank S = T`: s takes t's size",
         f"OUTPUTS = {outputs!r}  # ranks of each output, and its iterative dimension (extent + 1) or None",
     ]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
-"""The reviewer's conformance cases (``tests/conformance_more.py``) on every backend, against their
-independent NumPy oracles: the NumPy reference as written and rewritten (``passes="auto"``, small tiles), the
-torch backend in float64 (default options, and small tiles with blocks of rows), the triton backend under the
-interpreter in float32; and the passes the analysis reports.
+"""The reviewers' conformance cases (``tests/conformance_more.py``, ``tests/conformance_s8.py``) on every
+backend, against their independent NumPy oracles: the NumPy reference as written and rewritten
+(``passes="auto"``, small tiles), the torch backend in float64 (default options, and small tiles with blocks
+of rows), the triton backend under the interpreter in float32; and the passes the analysis reports.
 
 Tolerances: 1e-9 relative for NumPy and torch (float64), 1e-4 for triton (float32). A case marked
 ``nonfinite`` must match NaN and infinities position for position.
@@ -14,11 +14,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conformance_more import CASES
+from conformance_more import CASES as FIRST
+from conformance_s8 import CASES as SECOND
 from triton_cases import DEVICE
 
 import einattn
 
+CASES = FIRST + SECOND
 CONFIGS = {
     "numpy": [{}, {"passes": "auto", "tile": 3}],
     "torch": [{}, {"tile": 3, "row_block": 3}],

@@ -20,7 +20,7 @@ def fmt(files, check, in_place):
 
     \b
     einattn fmt examples/causal.ein
-    einattn fmt --check my_variant.ein other.ein
+    einattn fmt --check examples/*.ein
     einattn fmt --in-place my_variant.ein
     """
     from .api import parse, read_spec

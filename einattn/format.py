@@ -6,7 +6,11 @@ operator. Everything else is layout, chosen to read like the examples:
 
 * declarations first (``input``, ``param``, ``rank`` partitions and aliases, ``output``), then one statement
   per line, in source order;
-* ``=`` aligned within a paragraph (statements not separated by a blank line), two spaces before ``where``;
+* ``=`` aligned within a run of statements (a blank or comment line starts a new one), two spaces before
+  ``where``; trailing comments aligned within a run of statements or of declarations;
+* a statement longer than 110 characters broken over lines, its value in parentheses, as a pretty-printer
+  breaks (:func:`format_einsum_lines`): before the operators of a sum or product, after the commas of indices
+  and arguments, each continuation aligned under the first operand, index or argument;
 * ``:: op(ranks)`` only where the reduction is not the default (``+`` over the right-only ranks in order);
 * comments of the source (when the program has one) are kept: the file header, the comment lines and blank
   lines above each item, and each item's trailing comment.
@@ -47,7 +51,7 @@ def format_number(v: int | float) -> str:
         raise InternalError("NaN has no .ein spelling")
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
-    return repr(v)
+    return repr(v).replace("e+", "e")  # (1e30, not 1e+30)
 
 
 def _prec(e: S.Expr) -> int:
@@ -141,13 +145,126 @@ def reduction_clause(e: Einsum) -> tuple[str, tuple[str, ...]] | None:
 
 def format_einsum(e: Einsum, lhs_width: int = 0) -> str:
     """``LHS = expr [:: op(ranks)] [  where filter]`` on one line, the LHS padded to ``lhs_width``."""
-    text = f"{format_lhs(e).ljust(lhs_width)} = {format_expr(e.expr)}"
+    return f"{format_lhs(e).ljust(lhs_width)} = {format_expr(e.expr)}{_tail(e)}"
+
+
+def _tail(e: Einsum) -> str:
+    text = ""
     clause = reduction_clause(e)
     if clause is not None:
         text += f" :: {clause[0]}({', '.join(clause[1])})"
     if e.filter is not None:
         text += f"  where {format_expr(e.filter)}"
     return text
+
+
+LINE = 110  # the longest line the formatter makes where it can break one (the project's line length)
+
+
+def format_einsum_lines(e: Einsum, lhs_width: int = 0) -> list[str]:
+    """:func:`format_einsum`, broken over lines when longer than :data:`LINE`, as a pretty-printer breaks
+    (Oppen, Wadler): the value goes in parentheses and breaks before the operators of its outermost sum or
+    product, aligned under its first operand; a read's indices or a call's arguments that do not fit break
+    after their commas, aligned under the first; inner sums and products the same way. A part that fits on
+    its line stays whole."""
+    text = format_einsum(e, lhs_width)
+    if len(text) <= LINE:
+        return [text]
+    head = f"{format_lhs(e).ljust(lhs_width)} = ("
+    lines = _render([head, _doc(e.expr), ")" + _tail(e)])
+    return lines if max(map(len, lines)) < len(text) else [text]
+
+
+# A document: a str (text), a list (one after the other), ("line",) (a space, or a line break when its group
+# breaks), ("group", doc) (broken only when it does not fit), ("align", doc) (its line breaks go to the
+# column where it starts).
+
+
+def _doc(e: S.Expr):
+    if isinstance(e, S.Read) and e.indices:
+        return ("group", [e.tensor + "[", ("align", _joined([_doc(i) for i in e.indices])), "]"])
+    if isinstance(e, S.Call):
+        return ("group", [e.fn + "(", ("align", _joined([_doc(a) for a in e.args])), ")"])
+    if isinstance(e, S.Binary):
+        p = _prec(e)
+        chain = _chain(e)
+        parts = []
+        for k, (op, x) in enumerate(chain):
+            inner = _doc(x)
+            if (_prec(x) <= p) if op else (_prec(x) < p):
+                inner = ["(", ("align", inner), ")"]
+            parts += [("line",), op + " ", inner] if k else [inner]
+        return ("group", ("align", parts))
+    return format_expr(e)
+
+
+def _joined(items: list) -> list:
+    out: list = []
+    for k, x in enumerate(items):
+        out += [",", ("line",), x] if k else [x]
+    return out
+
+
+def _chain(e: S.Expr) -> list[tuple[str, S.Expr]]:
+    """The operands of the outermost sum or product, with the operator before each (``""`` first)."""
+    p = _prec(e)
+    out: list[tuple[str, S.Expr]] = []
+    x = e
+    while isinstance(x, S.Binary) and _prec(x) == p:
+        out.append((x.op, x.b))
+        x = x.a
+    out.append(("", x))
+    return out[::-1]
+
+
+def _flat(doc) -> str:
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc, list):
+        return "".join(_flat(d) for d in doc)
+    if doc[0] == "line":
+        return " "
+    return _flat(doc[-1])
+
+
+def _render(doc) -> list[str]:
+    """The lines of ``doc``. A group that fits (with the text that must follow it on its line) is printed
+    flat; in one that does not, each line break is taken only where the next piece would not fit (filling
+    lines, as the hand-written specs do)."""
+    lines = [""]
+    col = 0
+
+    def upto_line(items, start: int, after: int) -> int:  # the flat width from items[start] to a break
+        width = 0
+        for x in items[start:]:
+            if isinstance(x, tuple) and x[0] == "line":
+                return width
+            width += len(_flat(x))
+        return width + after
+
+    def run(d, indent: int, flat: bool, after: int) -> None:
+        nonlocal col
+        if isinstance(d, str):
+            lines[-1] += d
+            col += len(d)
+        elif isinstance(d, list):
+            for k, x in enumerate(d):
+                if isinstance(x, tuple) and x[0] == "line":
+                    if flat or col + 1 + upto_line(d, k + 1, after) <= LINE:
+                        lines[-1] += " "
+                        col += 1
+                    else:
+                        lines.append(" " * indent)
+                        col = indent
+                else:
+                    run(x, indent, flat, upto_line(d, k + 1, after))
+        elif d[0] == "group":
+            run(d[1], indent, flat or col + len(_flat(d[1])) + after <= LINE, after)
+        else:  # align
+            run(d[1], col, flat, after)
+
+    run(doc, 0, False, 0)
+    return lines
 
 
 def format_tensor_decl(t: Tensor) -> str:
@@ -301,11 +418,20 @@ def format_parts(
     notes = notes or {}
     lines: list[str] = []
 
+    run: list[tuple[str, str | None]] = []  # declarations on consecutive lines: their comments align
+
+    def flush() -> None:
+        lines.extend(_commented([code for code, _ in run], [t for _, t in run]))
+        run.clear()
+
     def emit(code: str, key: tuple) -> None:
-        for x in c.above.get(key, ()):
+        above = c.above.get(key, ())
+        if above:
+            flush()
+        for x in above:
             if not (x == "" and (not lines or lines[-1] == "")):
                 lines.append(x)
-        lines.append(code + (f"  {c.trailing[key]}" if key in c.trailing else ""))
+        run.append((code, c.trailing.get(key)))
 
     lines.extend(f"# {comment_text(h)}".rstrip() for h in header)
     lines.extend(c.header)
@@ -320,6 +446,7 @@ def format_parts(
         emit(f"rank   {size_name(name)} = {size_name(target)}", ("alias", name))
     for group in _groups(outputs, c.output_groups):
         emit("output " + ", ".join(group), ("output", group))
+    flush()
 
     # statements: paragraphs (separated by blank lines) align `=` and trailing comments
     paragraphs: list[list[tuple[list[str], Einsum, str | None]]] = [[]]
@@ -337,21 +464,34 @@ def format_parts(
             continue
         if lines and lines[-1] != "":
             lines.append("")
-        width = max(len(format_lhs(e)) for _, e, _ in para)
-        codes = [format_einsum(e, width) for _, e, _ in para]
-        with_comment = [len(code) for code, (_, _, t) in zip(codes, para) if t]
-        col = min(max(with_comment, default=0), 100) + 2
-        for code, (above, _, trail) in zip(codes, para):
-            for x in above:
-                if not (x == "" and (not lines or lines[-1] == "")):
-                    lines.append(x)
-            lines.append((code.ljust(col) if len(code) < col else code + "  ") + trail if trail else code)
+        runs = [[]]  # statements under a comment line start a run of their own: `=` aligns within a run
+        for item in para:
+            if item[0] and runs[-1]:
+                runs.append([])
+            runs[-1].append(item)
+        codes = []
+        for run in runs:
+            width = max(len(format_lhs(e)) for _, e, _ in run)
+            codes += [format_einsum_lines(e, width) for _, e, _ in run]
+        for x, (above, _, _) in zip(_commented([c[-1] for c in codes], [t for _, _, t in para]), para):
+            for y in above:
+                if not (y == "" and (not lines or lines[-1] == "")):
+                    lines.append(y)
+            lines.extend(codes.pop(0)[:-1])
+            lines.append(x)
     if c.footer:
         lines.append("")
         lines.extend(c.footer)
     while lines and lines[-1] == "":
         lines.pop()
     return "\n".join(lines) + "\n"
+
+
+def _commented(codes: list[str], trails: list[str | None]) -> list[str]:
+    """Lines of code with their trailing comments (None: none), the comments aligned two spaces after the
+    longest commented line (up to column 100; a longer line takes its comment two spaces after it)."""
+    col = min(max((len(x) for x, t in zip(codes, trails) if t), default=0), 100) + 2
+    return [(x.ljust(col) if len(x) < col else x + "  ") + t if t else x for x, t in zip(codes, trails)]
 
 
 def format_program(prog: Program, comments: bool = True) -> str:

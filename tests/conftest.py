@@ -50,3 +50,15 @@ class Golden:
 @pytest.fixture
 def golden() -> Golden:
     return Golden()
+
+
+def edit(text: str, old: str, new: str) -> str:
+    """``text`` with the one occurrence of ``old`` replaced by ``new``, where a run of spaces in ``old``
+    matches any run (so that an edit of a spec survives its layout: `einattn fmt` aligns `=`). A test that
+    edits a shipped spec fails here, loudly, if the text it edits is gone."""
+    import re
+
+    pattern = re.sub(r"(\\ )+", " +", re.escape(old))
+    out, n = re.subn(pattern, lambda _: new, text)
+    assert n == 1, f"{old!r} occurs {n} times"
+    return out

@@ -568,5 +568,21 @@ def test_the_sample_analysis_report_is_what_analyze_prints():
     assert proc.stdout == want
 
 
+
+def test_the_documented_sliding_window_rewrite_is_what_rewrite_prints():
+    """docs/rewrite.md shows the program part of `einattn rewrite examples/sliding_window.ein --tile 32`."""
+    text = (ROOT / "docs" / "rewrite.md").read_text()
+    start = text.index("```ein", text.index("examples/sliding_window.ein --tile 32`, program part")) + 7
+    want = text[start : text.index("```", start)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "einattn", "rewrite", "examples/sliding_window.ein", "--tile", "32"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout[proc.stdout.index("input  ") :] == want
+
 if __name__ == "__main__":
     print(function_table())

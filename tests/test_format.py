@@ -53,6 +53,54 @@ def test_conformance_round_trip(name, spec):
     _round_trip(einattn.parse(spec, name))
 
 
+SPECS = sorted(
+    [p for p in (ROOT / "examples").rglob("*.ein") if "errors" not in p.parts]
+    + list((ROOT / "benchmarks").glob("*.ein"))
+)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_specs_are_in_canonical_form(path):
+    """`einattn fmt --check` passes on every shipped spec: what the formatter prints is how specs look."""
+    assert format_program(einattn.load(path)) == path.read_text(encoding="utf-8")
+
+
+IDX = "clamp(m + p // W * W - W // 2, 0, M - 1)"
+LONG = (
+    "input  Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], B[h, p, m], S[h]\n"
+    "param  W = 16  # the window\n"
+    "param  CAP = 30.0  # the softcap\n"
+    "output O\n\n"
+    f"SC0[b, h, p, m] = Q[b, h, p, e] * K[b, h, {IDX}, e] * rsqrt(E) * S[h] * S[h] * S[h] * S[h]\n"
+    f"SC[b, h, p, m] = SC0[b, h, p, m] + B[h, p, {IDX}] + B[h, p, m] * 2 + B[h, p, {IDX}]"
+    "  where m <= p + W and m + W >= p and abs(p - m) < W\n"
+    "T[b, h, p, m] = exp(CAP * tanh(SC[b, h, p, m] / CAP)"
+    f" - max(SC[b, h, p, m], SC[b, h, p, m] * 0.5 + B[h, p, {IDX}]))\n"
+    "O[b, h, p, f] = T[b, h, p, m]"
+    " * V[b, h, clamp(m + p // W * W - W // 2 + p % W - p % W + (p + m) % 3, 0, M - 1), f]\n"
+)
+
+
+def test_long_statements_break_over_lines_and_parse_back():
+    """Statements longer than 110 characters break: before the operators of the outermost sum or product,
+    after the commas of a read's indices or a call's arguments, each continuation aligned under its first
+    operand or index; parsing the result gives the same program, and formatting it again changes nothing.
+    Trailing comments of declarations align."""
+    prog = einattn.parse(LONG, "long.ein")
+    text = _round_trip(prog)
+    lines = text.splitlines()
+    assert max(len(x) for x in lines) <= 110, text
+    assert "param  W = 16      # the window\nparam  CAP = 30.0  # the softcap" in text
+    sc = next(k for k, x in enumerate(lines) if x.startswith("SC["))
+    assert lines[sc].startswith("SC[b, h, p, m]  = (SC0[b, h, p, m] + B[h, p, clamp(")
+    assert lines[sc + 1].startswith(" " * len("SC[b, h, p, m]  = (") + "+ "), text
+    t = next(k for k, x in enumerate(lines) if "- max(SC[b, h, p, m]," in x)
+    column = lines[t].index("max(") + len("max(")  # max's second argument continues under its first
+    assert lines[t + 1].index(lines[t + 1].strip()) == column, text
+    o = next(k for k, x in enumerate(lines) if x.startswith("O["))
+    assert lines[o + 1].strip().startswith("* V[b, h, clamp(") and lines[o + 1].endswith("f])"), text
+
+
 def test_layout_and_minimal_parentheses():
     prog = einattn.parse(
         """

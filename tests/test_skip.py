@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLES
+from conftest import EXAMPLES, edit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,10 +22,14 @@ from lowering import torch_runtime as R
 CAUSAL_1PASS = (EXAMPLES / "causal_1pass.ein").read_text()
 # The same cascade as a sliding window, with a finite initial max: a dead tile then leaves the initial state
 # exactly as it is, so rows not reached yet can be skipped too.
-WINDOW_1PASS = (
-    CAUSAL_1PASS.replace("param  M0 = 64", "param  M0 = 64\nparam  W = 8")
-    .replace("where m1 * M0 + m0 <= p", "where p - W < m1 * M0 + m0 and m1 * M0 + m0 <= p")
-    .replace("RM[b, h, 0, p]         = -inf", "RM[b, h, 0, p]         = -1e30")
+WINDOW_1PASS = edit(
+    edit(
+        edit(CAUSAL_1PASS, "param  M0 = 64", "param  M0 = 64\nparam  W = 8"),
+        "where m1 * M0 + m0 <= p",
+        "where p - W < m1 * M0 + m0 and m1 * M0 + m0 <= p",
+    ),
+    "RM[b, h, 0, p] = -inf",
+    "RM[b, h, 0, p] = -1e30",
 )
 
 
@@ -169,7 +173,7 @@ def test_rewritten_window_with_absent_initial_state_skips_both_sides():
     assert update in text
     assert skip_of(text.replace(update, update.replace("= SLD", "= (SLD") + ") ?? 0")) is None
     # and so does an initial state that is present
-    present = text.replace("RM[b, h, 0, p]          = -inf  where 0 != 0", "RM[b, h, 0, p] = -inf")
+    present = edit(text, "RM[b, h, 0, p] = -inf  where 0 != 0", "RM[b, h, 0, p] = -inf")
     assert present != text and not skip_of(present).leading
 
 

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLES
+from conftest import EXAMPLES, edit
 from references import attention as ref
 from torch_helpers import (
     as_tuple,
@@ -676,8 +676,8 @@ def test_states_rescaled_in_place_leave_their_initial_values_alone():
     assert torch_codegen.Generator(causal.program).state_updates == {"SPD": "RD", "SPNV": "RNV"}
     assert "t_SPNV = _ip_mul(_r15, t_PRM[:, :, None], _inplace)" in causal.source
     text = (EXAMPLES / "causal_1pass.ein").read_text()
-    text = text.replace("input  Q[b, h, p, e]", "input  R0[b, h, f, p], Q[b, h, p, e]")
-    text = text.replace("RNV[b, h, f, 0, p]     = 0", "RNV[b, h, f, 0, p]     = R0[b, h, f, p]")
+    text = edit(text, "input  Q[b, h, p, e]", "input  R0[b, h, f, p], Q[b, h, p, e]")
+    text = edit(text, "RNV[b, h, f, 0, p] = 0", "RNV[b, h, f, 0, p] = R0[b, h, f, p]")
     prog = einattn.parse(text, "init.ein").with_params({"M0": 3})
     x = inputs(prog, sizes(prog, {"p": 10, "m": 10}))
     want = einattn.compile(prog, backend="numpy")(**x)
@@ -854,10 +854,10 @@ def test_a_matmul_that_reads_a_state_updated_in_place_runs_where_it_is_written()
     """`CV = RNV * G` (summed over f) is added to a term by `RD.step`, but `SPNV = RNV * PRM` rescales RNV in
     its memory between the two: CV's matmul cannot wait for its reader (it would read the rescaled state)."""
     text = (EXAMPLES / "causal_1pass.ein").read_text()
-    text = text.replace("input  Q[b, h, p, e]", "input  G[f], Q[b, h, p, e]")
-    text = text.replace("RD[b, h, m1 + 1, p]    = (SLD[b, h, m1, p] ?? 0) + SPD[b, h, m1, p]\n", "")
+    text = edit(text, "input  Q[b, h, p, e]", "input  G[f], Q[b, h, p, e]")
+    text = edit(text, "RD[b, h, m1 + 1, p] = (SLD[b, h, m1, p] ?? 0) + SPD[b, h, m1, p]\n", "")
     cv = "CV[b, h, m1, p] = RNV[b, h, f, m1, p] * G[f]\n"
-    text = text.replace("PRM[b, h, m1, p]       = exp(", cv + "PRM[b, h, m1, p] = exp(")
+    text = edit(text, "PRM[b, h, m1, p] = exp(", cv + "PRM[b, h, m1, p] = exp(")
     text = text.replace(
         "\nAV[b, h, p, f]",
         "RDX[b, h, m1, p] = (SLD[b, h, m1, p] ?? 0) + SPD[b, h, m1, p]\n"

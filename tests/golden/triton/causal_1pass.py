@@ -59,6 +59,7 @@ INPUTS = {'Q': ('b', 'h', 'p', 'e'), 'K': ('b', 'h', 'm', 'e'), 'V': ('b', 'h', 
 INT_INPUTS = ()  # inputs declared `: int`
 RANK_PARAMS = {}  # ranks sized by a param
 PARTITIONS = (('m', 'm1', 'm0', 'inner', 64),)  # (parent, outer, inner, tiled part, tile size)
+ALIASES = ()  # (s, t) of `rank S = T`: s takes t's size
 OUTPUTS = {'AV': (('b', 'h', 'p', 'f'), None)}  # ranks of each output, and its iterative dimension (extent + 1) or None
 
 # Launch configurations of the fused kernel: rows per program (BLOCK_P), warps and pipeline stages. On a
@@ -459,6 +460,11 @@ def _sizes(inputs):
             sizes[inner], sizes[outer] = value, -(-sizes[parent] // value)
         else:
             sizes[outer], sizes[inner] = value, -(-sizes[parent] // value)
+    for s, t in ALIASES:
+        if s in sizes and sizes[s] != sizes[t]:
+            where = origin.get(s, "a param or a partition")
+            raise ValueError(f"rank {s} has size {sizes[s]} in {where} but `{s} = {t}` makes it {sizes[t]}")
+        sizes[s] = sizes[t]
     return sizes
 
 

@@ -568,7 +568,6 @@ def test_the_sample_analysis_report_is_what_analyze_prints():
     assert proc.stdout == want
 
 
-
 def test_the_documented_sliding_window_rewrite_is_what_rewrite_prints():
     """docs/rewrite.md shows the program part of `einattn rewrite examples/sliding_window.ein --tile 32`."""
     text = (ROOT / "docs" / "rewrite.md").read_text()
@@ -583,6 +582,7 @@ def test_the_documented_sliding_window_rewrite_is_what_rewrite_prints():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout[proc.stdout.index("input  ") :] == want
+
 
 if __name__ == "__main__":
     print(function_table())

@@ -352,6 +352,7 @@ class Generator:
         self.fusing: str | None = None  # the deferred tensor being read into its reader's sum
         self.summing: str | None = None  # Y of the sum of present terms being generated (sum_of_present)
         self.summed_now = False  # the current statement's value is such a sum (memory of its own)
+        self.owning = False  # a `??` being generated may write its default into its operand's memory
         self.pooling = False  # whether the program uses the buffer pool `_pool`
         self.dying_now: frozenset[str] = frozenset()  # tensors the current statement reads last
         self.fresh_now = False  # whether the current statement's value is memory of its own
@@ -891,6 +892,8 @@ class Generator:
             if a.zero and b.code == "0.0":  # absent points already hold the default
                 return Val(a.code, mask, ranks=a.ranks, finite=finite)
             fin = ", finite=True" if a.finite else ""
+            if self.owning and b.scalar:  # (see accumulate)
+                fin += ", own=_inplace"
             code = f"_dflt({self.tensor_code(a)}, {ma}, {b.code}{fin})"
             return Val(code, mask, ranks=a.ranks | b.ranks, finite=finite)
         raise InternalError(f"no PyTorch lowering for {type(e).__name__}")
@@ -941,14 +944,17 @@ class Generator:
                 self.reads, self.masks = reads, masks
                 self.materialize(rd.tensor)
                 return None
-            t = self.val(other, sp)
-            spec, args = self.deferred.pop(rd.tensor)
             own = isinstance(other, S.Read) and other.tensor in self.dying_now and self.var_of(other).fresh
             summed = isinstance(other, S.Default) and isinstance(other.a, S.Read)
             if summed and other.a.tensor == self.summing:
                 # `Y ?? 0` of a sum of the present terms: Y itself (or a `where` of it), whose value nothing
-                # reads after this sum (its second read in the form is for its presence only)
+                # reads after this sum (its second read in the form is for its presence only); the 0 is
+                # written into Y's memory where Y is absent, which then stays a term to accumulate into
                 own = other.a.tensor in self.dying_now and self.var_of(other.a).fresh
+                self.owning = own
+            t = self.val(other, sp)
+            self.owning = False
+            spec, args = self.deferred.pop(rd.tensor)
             tail = ", inplace=_inplace)" if own else ")"
             code = f'_mm("{spec}", {args}, acc={self.tensor_code(t)}{tail}'
             absent = self.A.expr(e) != ALWAYS

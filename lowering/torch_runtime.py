@@ -322,16 +322,22 @@ def _above(b):
     return max(b, -torch.finfo(torch.float64).max / 2)
 
 
-def _dflt(a, m, b, finite=False):
+def _dflt(a, m, b, finite=False, own=False):
     """``a ?? b``: ``a`` where present, else ``b`` (``finite``: ``a`` holds no infinity or NaN).
 
     Nothing absent: ``a``, broadcast to the shape ``torch.where(m, a, b)`` would have (the generator counts
-    ``b``'s ranks among the value's: ``exp(T[i]) ?? X[i, j]`` has ``j``)."""
+    ``b``'s ranks among the value's: ``exp(T[i]) ?? X[i, j]`` has ``j``).
+
+    ``own``: ``a`` is a temporary of the generated code's own that nothing reads afterwards (no gradient
+    recorded): a number ``b`` is written into its memory, which stays a tensor a matmul may accumulate into
+    (the rewrite's running sum at its first step, `SPNV ?? 0` with nothing present)."""
     if m is None or _all_true(m):
         shape = a.shape if m is None else _bshape(a.shape, m.shape)
         if isinstance(b, torch.Tensor):
             shape = _bshape(shape, b.shape)
         return a if shape == a.shape else a.expand(shape)
+    if own and isinstance(b, (int, float)) and _covers(a.shape, m.shape) and _writable(a, b):
+        return a.fill_(b) if _all_false(m) else a.masked_fill_(m.logical_not(), b)
     if isinstance(b, (int, float)) and _all_false(m):  # nothing present (a running state at its first
         # step): the default, broadcast as a view (a `where` wrote a whole tile of it)
         return torch.full((), b, dtype=a.dtype, device=a.device).expand(_bshape(a.shape, m.shape))

@@ -1457,7 +1457,7 @@ def test_the_rewritten_natural_specs_accumulate_as_the_hand_written_ones():
     for name, params in (("causal", {}), ("sliding_window", {"W": 3})):
         kern = einattn.compile(EXAMPLES / f"{name}.ein", backend="torch", params=params, tile=4)
         src = kern.source
-        assert "acc=_dflt(t_SPNV, m_SPNV, 0.0), inplace=_inplace)" in src, name
+        assert "acc=_dflt(t_SPNV, m_SPNV, 0.0, own=_inplace), inplace=_inplace)" in src, name
         assert "_ip_mul(_r" in src and "t_SPNV = _ip_mul(" in src, name
         assert "_cat(b_RNV, 3, z_RNV)" in src and "view=_inplace" in src, name
         assert "t_AV = _ip_div(t_RNV" in src, name
@@ -1466,3 +1466,24 @@ def test_the_rewritten_natural_specs_accumulate_as_the_hand_written_ones():
             x = inputs(prog, sizes(prog, {"p": p, "m": m}))
             for rows in ("auto", 4):
                 check_against_numpy(prog, x, passes="auto", tile=4, row_block=rows)
+
+
+def test_a_default_written_into_memory_of_the_programs_own():
+    """`_dflt(a, m, 0.0, own=True)`: the default written into `a` (a temporary nothing reads afterwards),
+    which stays a tensor a matmul may accumulate into; a broadcast `a`, or a mask wider than `a`, gets a
+    new tensor as without `own`. The values are `torch.where(m, a, 0)` in every case."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(2, 5, 3, generator=g)
+    some = torch.tensor([1, 0, 1, 1, 0], dtype=torch.bool)[:, None]
+    for m in (torch.zeros(1, 5, 1, dtype=torch.bool), some):
+        mine = a.clone()
+        out = torch_runtime._dflt(mine, m, 0.0, own=True)
+        assert out.data_ptr() == mine.data_ptr()
+        torch.testing.assert_close(out, torch.where(m, a, 0.0))
+    wide = a[:1].expand(2, 5, 3)
+    out = torch_runtime._dflt(wide, torch.zeros(1, 5, 1, dtype=torch.bool), 0.0, own=True)
+    assert out.data_ptr() != wide.data_ptr() and not out.any()
+    small = a[:, :, :1].clone()  # the mask has more features than `a`: the result is wider than `a`
+    out = torch_runtime._dflt(small, torch.tensor([True, False, True])[None, None, :], 0.0, own=True)
+    assert out.shape == (2, 5, 3)
+    torch.testing.assert_close(out, torch.where(torch.tensor([True, False, True]), small, 0.0))

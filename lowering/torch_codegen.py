@@ -1042,7 +1042,9 @@ class Generator:
                 extra += self.scratch(name)
                 self.emit(f"{name}, {name}m = {fn}({code}, {mask}, {tuple_code(dims)}, {shape}{extra})")
                 code, mask = name, f"{name}m"
-            zero = True  # a reduction leaves 0 where no point was present
+            # a sum leaves 0 where no point was present; a max or min only when its mask is computed, which
+            # dead_masks_removed skips where nothing reads it (`Y ?? 0` then reads it: not taken as 0)
+            zero = op == "+"
             shape = shape_code(sp.length[r] for r in layout if r not in ranks_)
             layout = [r for r in layout if r not in ranks_]
             ranks -= set(ranks_)
@@ -1828,13 +1830,14 @@ def accumulated_into(
     for body in scopes:
         where = {e.tensor: i for i, e in enumerate(body) if e.kind == "plain"}
         for j, z in enumerate(body):
-            x = z.expr.a if present_sum(z.expr) is not None else z.expr
+            parts = present_sum(z.expr)  # (its Y is read again, for its presence: never deferred)
+            x, kept = (z.expr.a, parts[1].tensor) if parts is not None else (z.expr, None)
             if not (isinstance(x, S.Binary) and x.op == "+"):
                 continue
             for side in (x.a, x.b):
                 zero = isinstance(side, S.Default) and isinstance(side.b, S.Const) and side.b.value == 0
                 rd = side.a if zero else side
-                last = isinstance(rd, S.Read) and rd.tensor in dying.get(z.label, ())
+                last = isinstance(rd, S.Read) and rd.tensor in dying.get(z.label, ()) and rd.tensor != kept
                 if not last or rd.tensor not in where:
                     continue
                 i = where[rd.tensor]

@@ -1487,3 +1487,19 @@ def test_a_default_written_into_memory_of_the_programs_own():
     out = torch_runtime._dflt(small, torch.tensor([True, False, True])[None, None, :], 0.0, own=True)
     assert out.shape == (2, 5, 3)
     torch.testing.assert_close(out, torch.where(torch.tensor([True, False, True]), small, 0.0))
+
+
+def test_a_default_of_a_masked_max_reads_its_presence():
+    """`Y ?? 0` of a max over a masked rank: a row with no present point is 0, not the max's -inf filler
+    (the generator took a reduction's absent points to hold 0, which a max whose mask nobody else reads
+    does not: it left row 0 at -inf)."""
+    prog = einattn.parse(
+        "input A[p, m], B[m, f]\noutput O\nC[p, m] = A[p, m]  where m < p\n"
+        "Y[p, f] = C[p, m] + B[m, f] :: max(m)\nO[p, f] = A[p, 0] + (Y[p, f] ?? 0)\n",
+        "maxdefault.ein",
+    )
+    x = {"A": np.array([[0.125, 1.0], [0.5, 2.0]]), "B": np.array([[-0.25], [4.0]])}
+    want = np.array([[0.125], [0.5 + 0.5 - 0.25]])
+    np.testing.assert_allclose(einattn.compile(prog, backend="numpy")(**x), want)
+    got = einattn.compile(prog, backend="torch")(**{n: torch.tensor(v) for n, v in x.items()})
+    np.testing.assert_allclose(got.numpy(), want)

@@ -8,7 +8,8 @@ Variants (B = 1, H = 8, E = F = 64, float32, P = M = N):
   FlexAttention with a window mask_mod (it skips empty blocks).
 
 FlexAttention is ``torch.compile(flex_attention)`` with a ``create_block_mask`` block mask; its first call
-(compilation) is timed apart. Every implementation is timed ``--repeat`` times, interleaved, after a warm-up;
+(compilation) is timed apart. Every implementation is timed ``--repeat`` times, interleaved, after a warm-up,
+each call after 50 ms of idle (``SETTLE``: the OpenMP threads of the call before stop spinning);
 the table gives medians and ratios, and each output's largest difference from SDPA's.
 
 ``--backward`` times training steps instead: forward and backward (the gradients of Q, K and V) of einattn
@@ -52,6 +53,13 @@ SPECS = {
     "window": ROOT / "benchmarks" / "sliding_window_1pass.ein",
 }
 WINDOW = 256
+# Seconds of idle before each timed call. FlexAttention's kernel is C++ that Inductor compiles against the
+# system's OpenMP runtime, while PyTorch's own operators use the libgomp it ships: two thread pools in one
+# process. After a call, a pool's threads spin for a while waiting for more work; on a 2-core machine the
+# spinning threads of the implementation timed just before steal cores from the next one (einattn's causal
+# kernel measured 21 ms right after FlexAttention, 17 ms alone, at N = 1024). Each call starts on a quiet
+# machine instead.
+SETTLE = 0.05
 
 
 def machine() -> str:
@@ -156,6 +164,7 @@ def run_size(
         first[key] = time.perf_counter() - t
     for _ in range(repeat):
         for key, fn in impls.items():
+            time.sleep(SETTLE)  # (the previous implementation's OpenMP threads stop spinning: see SETTLE)
             t = time.perf_counter()
             call(fn)
             times[key].append(time.perf_counter() - t)

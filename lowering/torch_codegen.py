@@ -862,7 +862,9 @@ class Generator:
             mask = self.and_masks(ma, mb) if absent else None
             scalar = a.scalar and b.scalar and e.op not in ("/", "//", "%")
             product = e.op == "*"
-            zero = product and all(x.mask is None or x.zero for x in (a, b))
+            # 0 where absent: 0 (an absent factor's) times a finite value (the other's, present or not:
+            # `S * exp(B * 1000)` with S a masked sum is NaN where S is absent and the exp overflows)
+            zero = product and all((x.mask is None or x.zero) and x.finite for x in (a, b))
             zero_filtered = product and (a.zero_filtered or b.zero_filtered)
             finite = e.op in "+-*" and a.finite and b.finite  # (a division may divide by zero)
             neg_inf = e.op == "-" and a.neg_inf and mb is None and self.filter_now is None

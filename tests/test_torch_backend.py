@@ -1503,3 +1503,18 @@ def test_a_default_of_a_masked_max_reads_its_presence():
     np.testing.assert_allclose(einattn.compile(prog, backend="numpy")(**x), want)
     got = einattn.compile(prog, backend="torch")(**{n: torch.tensor(v) for n, v in x.items()})
     np.testing.assert_allclose(got.numpy(), want)
+
+
+def test_a_product_is_zero_where_absent_only_times_finite_values():
+    """`X = S * exp(B * 1000)` with S a masked sum (0 where absent): where S is absent and the exponential
+    overflows, X holds NaN, not 0, so `X ?? 0` must take its default from X's presence (it gave NaN)."""
+    prog = einattn.parse(
+        "input A[p, m], B[p]\noutput O\nC[p, m] = A[p, m]  where m < p\nS[p] = C[p, m]\n"
+        "X[p] = S[p] * exp(B[p] * 1000)\nO[p] = (X[p] ?? 0) + 1\n",
+        "zeroprod.ein",
+    )
+    x = {"A": np.ones((3, 2)), "B": np.array([1.0, 1.0, -1.0])}
+    want = np.array([1.0, np.inf, 1.0])  # row 0 sums nothing: X absent there
+    np.testing.assert_array_equal(einattn.compile(prog, backend="numpy")(**x), want)
+    got = einattn.compile(prog, backend="torch")(**{n: torch.tensor(v) for n, v in x.items()})
+    np.testing.assert_array_equal(got.numpy(), want)

@@ -160,6 +160,9 @@ class ReadCode:
     zero: bool = False
     finite: bool = False
     neg_inf: bool = False  # -inf at the absent points (a view of a whole variable that holds -inf there)
+    # the ranks the value varies along, where fewer than ``axes`` (a gather has every axis of the space, of
+    # size 1 where its indices do not vary: `A[abs(m - 2), m]` under `[p, m]` is constant along p)
+    ranks: frozenset[str] | None = None
 
 
 # ---- the generator ---------------------------------------------------------------------------------------
@@ -602,7 +605,8 @@ class Generator:
         else:
             self.emit(f"{name} = {text}[0]")
             mask = None
-        return ReadCode(name, mask, sp.ranks, finite=var.finite)
+        varies = frozenset(r for ix in rd.indices for r in coords(ix) if r in sp.ranks)
+        return ReadCode(name, mask, sp.ranks, finite=var.finite, ranks=varies)
 
     def place(self, rc: ReadCode, sp: Space) -> tuple[str, str | None]:
         """Value and mask codes of a read over the whole space."""
@@ -803,7 +807,7 @@ class Generator:
             return Val(
                 value,
                 mask,
-                ranks=frozenset(rc.axes),
+                ranks=rc.ranks if rc.ranks is not None else frozenset(rc.axes),
                 zero=rc.zero,
                 zero_filtered=zero_filtered,
                 finite=rc.finite,

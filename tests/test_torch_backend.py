@@ -1518,3 +1518,15 @@ def test_a_product_is_zero_where_absent_only_times_finite_values():
     np.testing.assert_array_equal(einattn.compile(prog, backend="numpy")(**x), want)
     got = einattn.compile(prog, backend="torch")(**{n: torch.tensor(v) for n, v in x.items()})
     np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_a_gather_constant_along_a_rank_of_the_output_fills_it():
+    """`T[p, m] = abs(A[abs(m - 2), m])` does not vary along p: the value is broadcast over p (the output
+    came back with shape (1, M) instead of (P, M)), also when P or M is 0."""
+    prog = einattn.parse("input A[p, m]\noutput T\nT[p, m] = abs(A[abs(m - 2), m])  where m // 2 <= m - 1\n")
+    for p, m in ((3, 3), (4, 2), (0, 3), (2, 0)):
+        x = {"A": np.arange(p * m, dtype=float).reshape(p, m) - 3}
+        want = einattn.compile(prog, backend="numpy")(**x)
+        got = einattn.compile(prog, backend="torch")(A=torch.tensor(x["A"]))
+        assert tuple(got.shape) == want.shape == (p, m)
+        np.testing.assert_array_equal(got.numpy(), want)

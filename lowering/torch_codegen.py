@@ -840,7 +840,10 @@ class Generator:
             ranks = frozenset().union(*(a.ranks for a in args))
             finite = all(a.finite for a in args) and (e.fn not in UNSAFE or self._finite_scalar(e))
             code = codes[0] if temporary else f"fn_{e.fn}({', '.join(codes)})"
-            return Val(code, mask, ranks=ranks, zero=zero, zero_filtered=zero, finite=finite)
+            # 0 outside the filter too only where the filter guarded the argument (a constant argument is
+            # not guarded by it: `T2 = exp(T1)  where ...` summed over the filter's ranks)
+            filtered = zero and (bool(args[0].ranks) or self.filter_now is None)
+            return Val(code, mask, ranks=ranks, zero=zero, zero_filtered=filtered, finite=finite)
         if isinstance(e, S.Unary):
             a = self.val(e.x, sp)
             return Val(f"(-{a.code})", a.mask, a.scalar, a.ranks, a.zero, a.zero_filtered, a.finite)

@@ -1530,3 +1530,18 @@ def test_a_gather_constant_along_a_rank_of_the_output_fills_it():
         got = einattn.compile(prog, backend="torch")(A=torch.tensor(x["A"]))
         assert tuple(got.shape) == want.shape == (p, m)
         np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_a_sum_of_a_constant_exponential_under_a_filter_counts_present_points():
+    """`T2 = exp(T1)  where ...` sums exp(T1) over the filter's ranks: the exponential of a constant is not
+    0 outside the filter (it was taken to be, and the sum counted the filtered-out point too: 2 e^4)."""
+    prog = einattn.parse(
+        "input D[p, f], I[p] : int\noutput T2\nT1 = square(2) :: max(p)  where abs(f - p) > 0\n"
+        "T2 = exp(T1)  where f == 1 or I[p + 1] >= I[p]\n",
+        "constexp.ein",
+    )
+    # T1 = max over p of the sum over f != p of 4: 4 (F = 1, P = 2); only (p, f) = (0, 0) passes T2's filter
+    x = {"D": np.array([[0.15], [-0.36]]), "I": np.array([-1, 3])}
+    np.testing.assert_allclose(einattn.compile(prog, backend="numpy")(**x), np.exp(4.0))
+    got = einattn.compile(prog, backend="torch")(D=torch.tensor(x["D"]), I=torch.tensor(x["I"]))
+    np.testing.assert_allclose(got.numpy(), np.exp(4.0))

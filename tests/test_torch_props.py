@@ -97,9 +97,12 @@ def test_sums_of_present_terms_equal_numpy(x, y, swap, n, data):
         warnings.simplefilter("ignore")
         prog = einattn.parse(text, "psum.ein")
     shapes = {"P": n, "M": data.draw(st.integers(1, 5)), "F": data.draw(st.integers(1, 3))}
-    xs = data.draw(inputs_for(prog, shapes, kinds=("normal", "ties")))
+    kind = data.draw(st.sampled_from(["normal", "ties"]))
+    xs = data.draw(inputs_for(prog, shapes, kinds=(kind,)))
     xs["I"] = (abs(xs["I"]) % (shapes["P"] + 2)).astype(xs["I"].dtype)  # some out of range: absent
     check_against_numpy(prog, xs, row_block=data.draw(st.sampled_from([0, 1, 512])))
+    if kind == "ties":
+        return  # (a max over ties has no derivative for gradcheck to compare with)
     xt = to_torch(prog, xs, torch.float64, requires_grad=True)
     floats = [xt[k] for k in ("A", "B", "D")]
     torch.autograd.gradcheck(

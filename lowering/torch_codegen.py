@@ -1125,7 +1125,7 @@ class Generator:
         if fm is not None:
             if set(coords(e.filter)) & set(sums):
                 subs = "".join(letters[r] for r in sp.ranks)
-                operands.append([f"{fm}.to(_o[0])", subs, set(coords(e.filter))])
+                operands.append([f"_fmask({fm}, {sp.ndim}, _o)", subs, set(coords(e.filter))])
                 inner.append(fm)
                 kinds.append((True, fm, tuple(sp.ranks), set(coords(e.filter))))
             else:

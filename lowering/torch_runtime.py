@@ -216,6 +216,14 @@ def _checkable(m, limit) -> bool:
     return 0 < m.numel() <= (limit or m.numel())
 
 
+def _fmask(m, ndim, o):
+    """A filter's mask as a factor of a sum of products (1 where present, 0 where absent), over ``ndim`` axes;
+    None (all present: :func:`_and` leaves out masks that are all true at run time) is a broadcast 1."""
+    if m is None:
+        return torch.ones((1,) * ndim, dtype=o[0], device=o[1])
+    return m.to(o[0])
+
+
 def _or(a, b):
     """Present in either (for ``a ?? b``)."""
     return None if a is None or b is None else a | b

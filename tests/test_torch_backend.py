@@ -1545,3 +1545,18 @@ def test_a_sum_of_a_constant_exponential_under_a_filter_counts_present_points():
     np.testing.assert_allclose(einattn.compile(prog, backend="numpy")(**x), np.exp(4.0))
     got = einattn.compile(prog, backend="torch")(D=torch.tensor(x["D"]), I=torch.tensor(x["I"]))
     np.testing.assert_allclose(got.numpy(), np.exp(4.0))
+
+
+def test_a_filter_all_true_at_run_time_is_a_factor_of_one():
+    """A sum whose filter varies along the summed rank multiplies by the filter's mask; when that mask is all
+    true at run time (`_and` leaves it out: None), the factor is 1 (it raised AttributeError on None)."""
+    prog = einattn.parse(
+        "input A[p, m], B[m, f], I[p] : int\noutput T\nS[p, m] = A[p, m] * 0.5  where m == 0 or m // 2 < m\n"
+        "T[p, m] = (B[m, f] - 1) / (0.5 + exp(S[I[p] - 1, m] ?? 3))  where I[p] == I[f] or m == m\n",
+        "filterone.ein",
+    )
+    rng = np.random.default_rng(0)
+    x = {"A": rng.standard_normal((5, 2)), "B": rng.standard_normal((2, 1)), "I": np.arange(5)}
+    want = einattn.compile(prog, backend="numpy")(**x)
+    got = einattn.compile(prog, backend="torch")(**{n: torch.tensor(v) for n, v in x.items()})
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)

@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rewrite_cases import (
     ALREADY_ONE_PASS,
@@ -482,3 +483,21 @@ def test_a_tile_out_of_range_is_an_error_not_a_float():
     import numpy as np
 
     einattn.compile(EXAMPLES / "causal.ein", backend="numpy", passes="auto", tile=np.int64(4))  # numpy ints
+
+
+def test_a_read_past_the_end_along_the_streamed_rank_keeps_absent_states():
+    """`C13[p, f] = E6[p // 2, m] * C2[m, f]` reads C2 (whose first rank is p, of size P) at m: past P the
+    term is absent, so a tile may be absent entirely and the rewrite must start its states absent (it
+    streamed them as always present, and a whole absent tile made the running sum absent)."""
+    text = (
+        "input A[p, m], B[m, f]\noutput Z\nC2[p, f] = A[p, m] * B[m, f]\nS5[p, m] = A[p, m]\n"
+        "G4[p] = S5[p, m] :: max(m)\nE6[p, m] = exp(S5[p, m] - G4[p])\nZ[p, f] = E6[p // 2, m] * C2[m, f]\n"
+    )
+    prog = einattn.parse(text, "pastend.ein")
+    rng = np.random.default_rng(1)
+    for p, m in ((1, 6), (3, 7), (6, 4)):
+        x = {"A": rng.standard_normal((p, m)), "B": rng.standard_normal((m, 3))}
+        want = einattn.compile(prog, backend="numpy")(**x)
+        for tile in (2, 3):
+            got = einattn.compile(prog, backend="numpy", passes="auto", tile=tile)(**x)
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

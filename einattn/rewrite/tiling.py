@@ -181,14 +181,26 @@ def absence_varies(rank: str, stmts: list[Einsum], draft: Draft) -> bool:
         if rank in coords(e.filter):
             return True
         for rd in e.reads():
-            inp = draft.input(rd.tensor)
             for k, ix in enumerate(rd.indices):
                 if ix == S.Coord(rank):
-                    if inp is not None and inp.ranks[k] != rank:
+                    if _declared_rank(draft, rd.tensor, k) != rank:  # (read past its end: absent)
                         return True
                 elif rank in coords(ix):
                     return True
     return False
+
+
+def _declared_rank(draft: Draft, tensor: str, k: int) -> str | None:
+    """The rank of dimension ``k`` of ``tensor`` (an input's declaration, or its statement's left-hand side);
+    None where it is not a plain rank."""
+    inp = draft.input(tensor)
+    if inp is not None:
+        return inp.ranks[k]
+    for d in draft.einsums:
+        if d.tensor == tensor and k < len(d.index):
+            ix = d.index[k]
+            return ix.rank if ix.kind == "rank" else None
+    return None
 
 
 def setup_tiles(draft: Draft, rank: str, tile: int, at: Einsum) -> Tiler:

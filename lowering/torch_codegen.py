@@ -944,6 +944,8 @@ class Generator:
             rd = side.a if isinstance(side, S.Default) else side
             if not (isinstance(rd, S.Read) and rd.tensor in self.deferred):
                 continue
+            if self.acc_into.get(rd.tensor) != self.label_now:
+                continue  # (an earlier reader: the read computes it, for this one and its own reader)
             mark, reads, masks = len(self.lines), dict(self.reads), dict(self.masks)
             self.fusing = rd.tensor
             c = self.val(side, sp)

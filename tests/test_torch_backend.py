@@ -1560,3 +1560,23 @@ def test_a_filter_all_true_at_run_time_is_a_factor_of_one():
     want = einattn.compile(prog, backend="numpy")(**x)
     got = einattn.compile(prog, backend="torch")(**{n: torch.tensor(v) for n, v in x.items()})
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+
+
+def test_a_deferred_matmul_read_by_an_earlier_sum_is_computed_there():
+    """C's matmul is deferred to its last reader `Z = C + W` (it accumulates there); an earlier statement
+    that adds C to something must not take it (it did, and `Z` then read a C never computed: NameError)."""
+    prog = einattn.parse(
+        "input A[p, m], B[m, f], D[p, f]\noutput Y, Z\nC[p, f] = A[p, m] * B[m, f]\n"
+        "Y[p, f] = C[p, f] + (log(1 + D[p, f] * D[p, f]) ?? 0) ?? exp(D[p, f])\n"
+        "W[p, f] = D[p, f] * 2\nZ[p, f] = C[p, f] + W[p, f]\n",
+        "twice.ein",
+    )
+    rng = np.random.default_rng(0)
+    x = {"A": rng.standard_normal((3, 4)), "B": rng.standard_normal((4, 2)), "D": rng.standard_normal((3, 2))}
+    want = einattn.compile(prog, backend="numpy")(**x)
+    for grad in (False, True):
+        got = einattn.compile(prog, backend="torch")(
+            **{n: torch.tensor(v, requires_grad=grad) for n, v in x.items()}
+        )
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.detach().numpy(), w, rtol=1e-12)

@@ -920,6 +920,8 @@ class Generator:
         var = self.vars.get(x.tensor)
         if var is None or not (var.mask is None or var.zero) or x.tensor in self.next:
             return None
+        if any(self._dim_plan(var, d, ix, sp) is None for d, ix in enumerate(x.indices)):
+            return None  # a gather clamps its indices: where it is absent it reads another point, not 0
         self.summing = y.tensor
         s = self.val(e.a, sp)
         self.summing = None
@@ -1054,8 +1056,11 @@ class Generator:
                 self.emit(f"{name}, {name}m = {fn}({code}, {mask}, {tuple_code(dims)}, {shape}{extra})")
                 code, mask = name, f"{name}m"
             # a sum leaves 0 where no point was present; a max or min only when its mask is computed, which
-            # dead_masks_removed skips where nothing reads it (`Y ?? 0` then reads it: not taken as 0)
+            # dead_masks_removed skips where nothing reads it (`Y ?? 0` then reads it: not taken as 0), and
+            # then it leaves -inf or inf there: not finite (`exp(S - G)` of an empty row's G)
             zero = op == "+"
+            if op != "+" and not inline:
+                self.finite_now = False
             shape = shape_code(sp.length[r] for r in layout if r not in ranks_)
             layout = [r for r in layout if r not in ranks_]
             ranks -= set(ranks_)
@@ -1092,7 +1097,9 @@ class Generator:
                 code, axes, mask = rc.value, rc.axes, (rc.mask if absent else None)
                 axes_code = tuple_code(tuple(sp.axis(r) for r in axes)) if axes else "()"
                 placed = None if mask is None else f"_place({mask}, {axes_code}, {sp.ndim})"
-                ranks, zero, finite = set(axes), rc.zero, rc.finite
+                # (a gather has every axis, of size 1 where it does not vary: the result is broadcast there)
+                ranks = set(axes) if rc.ranks is None else set(rc.ranks)
+                zero, finite = rc.zero, rc.finite
             else:
                 v = self.val(f, sp)
                 code = self.tensor_code(v) if inverse else v.code

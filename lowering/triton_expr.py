@@ -554,8 +554,9 @@ def nonnegative(e: S.Expr, params: dict) -> bool:
         return nonnegative(e.args[0], params) or nonnegative(e.args[1], params)
     if isinstance(e, S.Call) and e.fn == "min":
         return nonnegative(e.args[0], params) and nonnegative(e.args[1], params)
-    if isinstance(e, S.Call) and e.fn == "clamp":
-        return nonnegative(e.args[1], params) or nonnegative(e.args[0], params)
+    if isinstance(e, S.Call) and e.fn == "clamp":  # min(max(x, lo), hi): hi = I - 1 is -1 when I = 0
+        low = nonnegative(e.args[1], params) or nonnegative(e.args[0], params)
+        return low and nonnegative(e.args[2], params)
     return False
 
 

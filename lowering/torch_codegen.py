@@ -1215,7 +1215,7 @@ class Generator:
                 axes_code = tuple_code(tuple(sp.axis(r) for r in axes)) if axes else "()"
                 code = f"_place({code}, {axes_code}, {sp.ndim})"
                 operands[k][1] = "".join(_letters(sp.ranks)[r] for r in sp.ranks)
-                operands[k][2] = set(sp.ranks)
+                operands[k][2] = set(axes) | varying  # (size 1 along the others: broadcast at the write)
             operands[k][0] = f"_zf({code}, {mask})"
 
     def reduced_by_readers(self, e: Einsum) -> str | None:

@@ -202,3 +202,15 @@ def test_triton_clamp_into_an_empty_rank_is_absent():
     # the general path's load has no lower-bound check: a segfault under the interpreter. In a subprocess.
     r = subprocess.run([sys.executable, "-c", _CLAMP_EMPTY], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_contraction_with_a_zeroed_factor_is_broadcast_along_a_missing_rank():
+    # found by the fuzzer (bug 10): Y[f] is zeroed where the gathered D[p, I[f]] is absent, widened to the
+    # statement's space but constant along m; T came back [P, 1] instead of [P, M]
+    got, want = _torch_vs_numpy(
+        "input A[p, m], D[p, f], I[p] : int\noutput T\nS = D[p, 0] :: min(p)  where p > 0\nY[f] = S\n"
+        "T[p, m] = Y[f] * D[p, I[f]]\n",
+        {"A": np.ones((2, 3)), "D": np.array([[1.0, 2.0], [3.0, 4.0]]), "I": np.array([0, 1])},
+    )
+    assert tuple(got.shape) == want.shape == (2, 3)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)  # [[9, 9, 9], [21, 21, 21]]

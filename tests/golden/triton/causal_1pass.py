@@ -205,9 +205,16 @@ def _rmin(x, axis: tl.constexpr):
 
 
 @triton.jit
+def _exp(x):  # float32: ex2.approx.ftz, one instruction (tl.exp adds a denormal-range fix-up: 4 more)
+    if x.dtype == tl.float64:
+        return tl.exp(x)
+    return tl.exp2(x * 1.4426950408889634)
+
+
+@triton.jit
 def _tanh(x):
     a = tl.abs(x)
-    big = 1.0 - 2.0 / (tl.exp(2.0 * a) + 1.0)
+    big = 1.0 - 2.0 / (_exp(2.0 * a) + 1.0)
     x2 = x * x
     small = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0 + x2 * (62.0 / 2835.0)))))
     return tl.where(a < 0.3, small, tl.where(x < 0, -big, big))
@@ -215,19 +222,19 @@ def _tanh(x):
 
 @triton.jit
 def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+    return 1.0 / (1.0 + _exp(-x))
 
 
 @triton.jit
 def _elu(x):
     n = _min(x, 0.0)
     series = n * (1.0 + n * (0.5 + n * (1.0 / 6.0 + n * (1.0 / 24.0))))
-    return tl.where(x > 0, x, tl.where(n > -0.03, series, tl.exp(n) - 1.0))
+    return tl.where(x > 0, x, tl.where(n > -0.03, series, _exp(n) - 1.0))
 
 
 @triton.jit
 def _softplus(x):
-    y = tl.exp(-tl.abs(x))
+    y = _exp(-tl.abs(x))
     log1p = tl.where(y < 1e-3, y * (1.0 - y * (0.5 - y / 3.0)), tl.log(1.0 + y))
     return tl.maximum(x, 0.0) + log1p
 
@@ -336,7 +343,7 @@ def causal_1pass_kernel(
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
         t_RM_next = _max(t_RM, t_LM)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
-        t_SLN = tl.exp((t_BQK - t_RM_next[:, None]))
+        t_SLN = _exp((t_BQK - t_RM_next[:, None]))
         t_SLN_ok = t_BQK_ok
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
@@ -346,7 +353,7 @@ def causal_1pass_kernel(
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
         t_SLNV_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
-        t_PRM = tl.exp((t_RM - t_RM_next))
+        t_PRM = _exp((t_RM - t_RM_next))
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
         t_SPD = (t_RD * t_PRM)
         # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
@@ -368,14 +375,14 @@ def causal_1pass_kernel(
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
         t_RM_next = _max(t_RM, t_LM)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
-        t_SLN = tl.exp((t_BQK - t_RM_next[:, None]))
+        t_SLN = _exp((t_BQK - t_RM_next[:, None]))
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(t_SLN, 1)
         # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
         t_V_5 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=lane_f[None, :], other=0)
         t_SLNV = tl.dot(t_SLN.to(t_V_5.dtype), t_V_5, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
-        t_PRM = tl.exp((t_RM - t_RM_next))
+        t_PRM = _exp((t_RM - t_RM_next))
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
         t_SPD = (t_RD * t_PRM)
         # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
@@ -399,7 +406,7 @@ def causal_1pass_kernel(
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
         t_RM_next = _max(t_RM, t_LM)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
-        t_SLN = tl.exp((t_BQK - t_RM_next[:, None]))
+        t_SLN = _exp((t_BQK - t_RM_next[:, None]))
         t_SLN_ok = t_BQK_ok
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
@@ -409,7 +416,7 @@ def causal_1pass_kernel(
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
         t_SLNV_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
-        t_PRM = tl.exp((t_RM - t_RM_next))
+        t_PRM = _exp((t_RM - t_RM_next))
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
         t_SPD = (t_RD * t_PRM)
         # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]

@@ -10,7 +10,8 @@ only names the target, and with every launch turned into a compile; the binaries
     python -m einattn.lowering.triton_aot examples/causal.ein --arch 90 --dtype float16 --dim 64
 
 prints one JSON line per compiled kernel and launch configuration: name, config, registers, spilled
-bytes (stack), shared memory, and the number of asynchronous copies (0: the loads are not pipelined).
+bytes (stack), shared memory, the number of asynchronous copies (0: the loads are not pipelined), and the
+loops of the machine code (instructions, and spill loads and stores among them).
 
 It patches Triton process-wide, so it runs in a process of its own (the command above, or
 :func:`compile_reports` in a subprocess), never next to kernels that are meant to run.
@@ -35,6 +36,39 @@ class Report:
     stack: int | None  # bytes per thread spilled to local memory
     shared: int  # bytes of shared memory
     async_copies: int  # cp.async copies in the final IR: the loads the compiler pipelines
+    # the machine code's loops in address order: (instructions, of which local-memory spill loads and
+    # stores); the mask-free loop over whole tiles is the one that runs the most, and the shortest
+    loops: list[tuple[int, int]] | None = None
+
+
+def _sass(cubin: bytes) -> str | None:
+    import tempfile
+
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+
+
+_INSTRUCTION = re.compile(r"\s*/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)([^;]*);")
+
+
+def loops(sass: str) -> list[tuple[int, int]]:
+    """(instructions, spill loads and stores) of each loop of a SASS listing: the code between a backward
+    branch's target and the branch."""
+    code = [(int(a, 16), op, rest) for a, op, rest in _INSTRUCTION.findall(sass)]
+    found = []
+    for addr, op, rest in code:
+        target = re.search(r"0x([0-9a-f]+)", rest) if op.startswith("BRA") else None
+        if target and int(target.group(1), 16) < addr:
+            body = [o for a, o, _ in code if int(target.group(1), 16) <= a <= addr]
+            found.append((len(body), sum(o.startswith(("LDL", "STL")) for o in body)))
+    return found
 
 
 def _usage(cubin: bytes) -> tuple[int | None, int | None]:
@@ -97,6 +131,7 @@ def compile_reports(
         if current.get("done"):  # the launcher's own launch of a configuration already reported
             return k
         regs, stack = _usage(k.asm["cubin"])
+        sass = _sass(k.asm["cubin"])
         config = {x: kwargs[x] for x in ("num_warps", "num_stages") if x in kwargs} | current
         reports.append(
             Report(
@@ -106,6 +141,7 @@ def compile_reports(
                 stack,
                 int(k.metadata.shared),
                 k.asm["ttgir"].count("async_copy_global_to_local"),
+                None if sass is None else loops(sass),
             )
         )
         return k

@@ -357,7 +357,8 @@ class FusedEnv(Env):
         self.plan = plan
         self.prog = plan.prog
         self.axes = (plan.row, plan.col, *plan.feats)
-        self.lines = {"setup": [], "prologue": [], "bounds": [], "body": [], "body_full": [], "epilogue": []}
+        scopes = ("setup", "prologue", "bounds", "body", "body_full", "body_steady", "epilogue")
+        self.lines: dict[str, list[str]] = {s: [] for s in scopes}
         self.conjunctions = {}
         self.full_tiles = False  # rendering the body for tiles that a filter and the bounds leave whole
         m0 = plan.prog.param_values.get(plan.col.upper())
@@ -365,6 +366,7 @@ class FusedEnv(Env):
         self.scope = "prologue"
         self.values: dict[str, Value] = {}
         self.cur: dict[str, Value] = {}
+        self.steady = False  # a whole tile leaves every state present (see generate)
         self.next: dict[str, Value] = {}
         self.hoisted: dict[tuple, Value] = {}
         self.inputs: list[str] = []
@@ -853,6 +855,11 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
 
     _body(env, "body")  # every tile: filters and bounds as masks
     _body(env, "body_full")  # tiles that the filters and the bounds leave whole: no masks
+    env.steady = all(env.next[s].mask is None for s in p.states) and any(
+        env.cur[s].mask is not None for s in p.states
+    )
+    if env.steady:  # after one whole tile every state is present: the later whole tiles know it
+        _body(env, "body_steady")
 
     env.scope = "epilogue"
     for e in p.epilogue:
@@ -874,8 +881,12 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
 
 def _body(env: FusedEnv, scope: str) -> None:
     p = env.plan
-    env.scope, env.full_tiles = scope, scope == "body_full"
+    env.scope, env.full_tiles = scope, scope in ("body_full", "body_steady")
     env.next = {}
+    carried = dict(env.cur)
+    if scope == "body_steady":
+        for s in p.states:
+            env.cur[s] = Value(env.cur[s].val, None)
     env.conjunctions = {}  # names and `&`s of masks are per scope
     for e in p.body:
         env.emit(f"# {fmt_einsum(e)}")
@@ -896,6 +907,7 @@ def _body(env: FusedEnv, scope: str) -> None:
         if s in p.absent:
             env.emit(f"{s}_ok = {s}_next_ok")
     env.full_tiles = False
+    env.cur = carried
 
 
 def _state(env: FusedEnv, e: Einsum, name: str, carried: bool = False) -> Value:
@@ -1057,10 +1069,23 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
         start = "lo" if p.whole[0] == "lo" else f"tl.maximum(lo, {p.whole[0]})"
         lines.append(f"    whole_lo = tl.minimum({start}, hi)")
         lines.append(f"    whole_hi = tl.maximum(whole_lo, tl.minimum(hi, {p.whole[1]}))")
-        lines.append(f"    for {p.it} in range(lo, whole_lo):")
-        lines += env.lines["body"]
-        lines.append(f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks")
-        lines += env.lines["body_full"]
+        steady = env.steady and env.lines["body_steady"] != env.lines["body_full"]
+        if steady:
+            # the first whole tile runs with the masked tiles (its states may still be absent): a fourth
+            # loop would cost registers (sm_90: 217 -> 255, and spills)
+            lines.append("    steady = tl.minimum(whole_lo + 1, whole_hi)")
+            lines.append(f"    for {p.it} in range(lo, steady):")
+            lines += env.lines["body"]
+            lines.append(
+                f"    for {p.it} in range(steady, whole_hi):  # whole tiles after a whole tile: no masks, "
+                "every state present"
+            )
+            lines += env.lines["body_steady"]
+        else:
+            lines.append(f"    for {p.it} in range(lo, whole_lo):")
+            lines += env.lines["body"]
+            lines.append(f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks")
+            lines += env.lines["body_full"]
         lines.append(f"    for {p.it} in range(whole_hi, hi):")
         lines += env.lines["body"]
     else:

@@ -3,7 +3,7 @@
 The interpreter tests check what the kernels compute; these check that Triton's compiler accepts them (it
 rejects things the interpreter runs, such as a loop-carried variable changing type) and what they cost: the
 fused attention kernels' loads are software-pipelined (asynchronous copies) and their first launch
-configuration spills no registers. Each check runs ``python -m einattn.lowering.triton_aot`` in a process
+configuration spills no registers in the loop over whole tiles (and few around it). Each check runs ``python -m einattn.lowering.triton_aot`` in a process
 of its own (it replaces Triton's driver with one that only names the target).
 """
 
@@ -71,7 +71,11 @@ def test_every_example_compiles_for_sm90():
             (r,) = rs
             assert r["kernel"] == f"{name}_kernel"
             assert r["async_copies"] > 0, f"{name}: the K/V loads are not pipelined"
-            assert r["stack"] == 0, f"{name}: the first launch configuration spills registers"
+            # the loop over whole tiles (the shortest: no masks) runs the most; it must not spill, and the
+            # kernel spills at most a few registers around the loops (a 128-key tile spilled 300-700 bytes)
+            assert r["loops"], f"{name}: no loop in the machine code"
+            assert min(r["loops"])[1] == 0, f"{name}: the mask-free loop spills registers: {r['loops']}"
+            assert r["stack"] <= 64, f"{name}: the first launch configuration spills {r['stack']} bytes"
         else:
             assert all(not r["kernel"].startswith(name) for r in rs), (
                 f"{name} was expected on the general path"

@@ -165,6 +165,10 @@ class Value:
     kind: str = "f"
     raw: str | None = None  # a float load before conversion to the compute dtype (a tl.dot operand)
     lane_zero: bool = False  # 0 on the padding lanes of its axes (a masked load)
+    above: bool = False  # never -inf (a running max floored at stabilizers.FLOOR); NaN only from NaN
+
+
+NEG_INF = '-float("inf")'
 
 
 class Env:
@@ -359,6 +363,10 @@ class Renderer:
         if isinstance(e, S.Read):
             return self.env.read(self, e, ctx)
         if isinstance(e, S.Call):
+            if not integer and e.fn in ("max", "min") and len(e.args) == 2:
+                folded = self._extremum_of_default(e)
+                if folded is not None:
+                    return folded
             args = [self.value(a, ctx) for a in e.args]
             table = INT_FUNCTIONS if integer else FUNCTIONS
             if e.fn not in table:
@@ -369,7 +377,9 @@ class Renderer:
             for a in args:
                 mask = self.mask_and(mask, a.mask)
             kind = "x" if any(a.kind == "x" for a in args) else args[0].kind
-            return Value(Tile(table[e.fn].format(*codes), axes), mask, kind=kind)
+            # exp(-inf) = 0: an argument -inf at absent points gives a value 0 there
+            fill = "0.0" if e.fn == "exp" and not integer and args[0].fill == NEG_INF else None
+            return Value(Tile(table[e.fn].format(*codes), axes), mask, fill=fill, kind=kind)
         if isinstance(e, S.Unary):
             x = self.value(e.x, ctx)
             return Value(Tile(f"(-{x.val.code})", x.val.axes), x.mask, kind=x.kind)
@@ -384,6 +394,22 @@ class Renderer:
             mask = None if b.mask is None else self.mask_or(a.mask, b.mask)
             return Value(self.where(a.mask, a.val, b.val), mask)
         raise InternalError(f"no Triton rendering for {type(e).__name__}")
+
+    def _extremum_of_default(self, e: S.Call) -> Value | None:
+        """``max(X, Y ?? X)`` (either order) where ``X`` is present and ``Y`` holds max's identity (-inf) at
+        its absent points is ``max(X, Y)``: the running max of a rewritten cascade whose state is present,
+        with no select."""
+        identity = NEG_INF if e.fn == "max" else 'float("inf")'
+        for k in (0, 1):
+            d, other = e.args[1 - k], e.args[k]
+            if not isinstance(d, S.Default):
+                continue
+            x, y, z = self.value(other), self.value(d.a), self.value(d.b)
+            if x.mask is None and z.mask is None and z.val.code == x.val.code and y.fill == identity:
+                axes = self.env.order(join(x.val, y.val))
+                codes = [self.env.expand(t, axes) for t in (x.val, y.val)]
+                return Value(Tile(FUNCTIONS[e.fn].format(*codes), axes), None)
+        return None
 
     def _binary(self, e: S.Binary, ctx: str) -> Value:
         a, b = self.value(e.a, ctx), self.value(e.b, ctx)
@@ -404,7 +430,14 @@ class Renderer:
             return Value(Tile(code, axes), mask, kind="i")
         if e.op == "/" and kind == "i":
             raise EinError("`/` in an index expression; indices are integers")
-        return Value(self.binary(e.op, a.val, b.val), mask, kind=kind)
+        fill = None
+        if kind == "f" and e.op == "-" and a.fill == NEG_INF and b.mask is None and b.above:
+            fill = NEG_INF  # -inf - b = -inf for every b but -inf (and NaN)
+        elif kind == "f" and e.op == "+" and a.fill == "0.0" and b.mask is None:
+            fill = b.val.code  # 0 + b where a is absent (and symmetrically)
+        elif kind == "f" and e.op == "+" and b.fill == "0.0" and a.mask is None:
+            fill = a.val.code
+        return Value(self.binary(e.op, a.val, b.val), mask, fill=fill, kind=kind)
 
     # ---- filters --------------------------------------------------------------------------------------
     def condition(self, e: S.Expr) -> tuple[Tile, Tile | None]:

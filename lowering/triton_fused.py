@@ -43,6 +43,7 @@ from einattn.stabilizers import FLOOR
 
 from .triton_absent import absent_tensors
 from .triton_expr import (
+    NEG_INF,
     Env,
     Renderer,
     Tile,
@@ -357,7 +358,7 @@ class FusedEnv(Env):
         self.plan = plan
         self.prog = plan.prog
         self.axes = (plan.row, plan.col, *plan.feats)
-        scopes = ("setup", "prologue", "bounds", "body", "body_full", "body_steady", "epilogue")
+        scopes = ("setup", "prologue", "bounds", "body", "body_full", "body_steady", "body_tail", "epilogue")
         self.lines: dict[str, list[str]] = {s: [] for s in scopes}
         self.conjunctions = {}
         self.full_tiles = False  # rendering the body for tiles that a filter and the bounds leave whole
@@ -367,6 +368,8 @@ class FusedEnv(Env):
         self.values: dict[str, Value] = {}
         self.cur: dict[str, Value] = {}
         self.steady = False  # a whole tile leaves every state present (see generate)
+        self.tail = False  # and so does a masked tile where they were present
+        self.neg_fill: set[str] = set()  # filtered tiles held -inf where absent (the tail scope)
         self.next: dict[str, Value] = {}
         self.hoisted: dict[tuple, Value] = {}
         self.inputs: list[str] = []
@@ -577,6 +580,9 @@ class FusedEnv(Env):
             )
         if not set(val.axes) <= set(axes) or (mask is not None and not set(mask.axes) <= set(axes)):
             raise Unsupported(f"`{e.tensor}` varies along a rank it is not indexed by")
+        if filt is not None and e.tensor in self.neg_fill and self.lane(p.col) is None and fill is None:
+            # -inf where the filter removes a point: its max and its exponential need no select
+            val, fill = r.where(mask, val, Tile(NEG_INF)), NEG_INF
         if not val.axes and is_literal(val.code):
             out = Value(val, None, fill=fill)  # a constant stays a literal (tl.full needs one)
         else:
@@ -653,6 +659,8 @@ class FusedEnv(Env):
         # only the terms of the mask along `red` select what is reduced; the others (per-row presence) make
         # the result absent where they fail, whatever its value, so they are not applied to the tile
         inner, dropped = self._along(r, ok, red)  # dropped: the per-row terms
+        if inner is not None and filt is None and self.lane(red) is None and v.fill == IDENTITY[op]:
+            inner = None  # the value holds the identity where it is absent already (a -inf filled tile)
         vals = self.full(r.where(inner, v.val, Tile(IDENTITY[op])) if inner else v.val, axes, "CD")
         val = Tile(f"{REDUCE_FN[op]}({vals}, {k})", tuple(a for a in axes if a != red))
         mask = None
@@ -858,8 +866,13 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
     env.steady = all(env.next[s].mask is None for s in p.states) and any(
         env.cur[s].mask is not None for s in p.states
     )
-    if env.steady:  # after one whole tile every state is present: the later whole tiles know it
+    if env.steady:  # after one whole tile every state is present: the later tiles know it
         _body(env, "body_steady")
+        env.neg_fill = _max_or_exp_operands(p)
+        _body(env, "body_tail")
+        env.neg_fill = set()
+        # (a masked tile must keep them present, for the next masked tile to know it)
+        env.tail = all(env.next[s].mask is None for s in p.states)
 
     env.scope = "epilogue"
     for e in p.epilogue:
@@ -884,7 +897,7 @@ def _body(env: FusedEnv, scope: str) -> None:
     env.scope, env.full_tiles = scope, scope in ("body_full", "body_steady")
     env.next = {}
     carried = dict(env.cur)
-    if scope == "body_steady":
+    if scope in ("body_steady", "body_tail"):
         for s in p.states:
             env.cur[s] = Value(env.cur[s].val, None)
     env.conjunctions = {}  # names and `&`s of masks are per scope
@@ -894,6 +907,7 @@ def _body(env: FusedEnv, scope: str) -> None:
             env.next[e.tensor] = _state(env, e, f"{e.tensor}_next")
             if e.tensor in p.floored:  # a running max of the rewrite's form: finite (stabilizers.floored)
                 env.emit(f"{e.tensor}_next = _max({e.tensor}_next, {FLOOR})")
+                env.next[e.tensor].above = True
         else:
             v = env.statement(e, e.tensor)
             env.values[e.tensor] = v
@@ -908,6 +922,31 @@ def _body(env: FusedEnv, scope: str) -> None:
             env.emit(f"{s}_ok = {s}_next_ok")
     env.full_tiles = False
     env.cur = carried
+
+
+def _max_or_exp_operands(p: FusedPlan) -> set[str]:
+    """The filtered tiles of the loop that a max reduction or an exponential ``exp(T - X)`` reads: held
+    -inf where a filter removes a point, they need no select there (and the exponential is 0)."""
+    found: set[str] = set()
+
+    def visit(x: S.Expr, in_exp: bool) -> None:
+        if isinstance(x, S.Read) and in_exp:
+            found.add(x.tensor)
+        elif isinstance(x, S.Call):
+            for a in x.args:
+                visit(a, x.fn == "exp" or (in_exp and x.fn in ("max", "min")))
+        elif isinstance(x, S.Binary):
+            visit(x.a, in_exp and x.op in ("-", "+"))
+            visit(x.b, in_exp and x.op == "+")
+        elif isinstance(x, S.Unary | S.Default):
+            for a in (x.x,) if isinstance(x, S.Unary) else (x.a, x.b):
+                visit(a, False)
+
+    for e in p.body:
+        if e.reduce and [op for _, op in e.reduce] == ["max"] and isinstance(e.expr, S.Read):
+            found.add(e.expr.tensor)
+        visit(e.expr, False)
+    return {e.tensor for e in p.body if e.filter is not None and e.tensor in found}
 
 
 def _state(env: FusedEnv, e: Einsum, name: str, carried: bool = False) -> Value:
@@ -1074,6 +1113,7 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
             # the first whole tile runs with the masked tiles (its states may still be absent): a fourth
             # loop would cost registers (sm_90: 217 -> 255, and spills)
             lines.append("    steady = tl.minimum(whole_lo + 1, whole_hi)")
+            first = len(lines)
             lines.append(f"    for {p.it} in range(lo, steady):")
             lines += env.lines["body"]
             lines.append(
@@ -1086,8 +1126,17 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
             lines += env.lines["body"]
             lines.append(f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks")
             lines += env.lines["body_full"]
-        lines.append(f"    for {p.it} in range(whole_hi, hi):")
-        lines += env.lines["body"]
+        if steady and env.tail:
+            # masked tiles after a whole tile: every state is present, and the filtered tiles hold -inf where
+            # absent (no presence reductions, no selects on the state); without a whole tile, the first
+            # loop runs them all
+            lines[first] = f"    for {p.it} in range(lo, tl.where(whole_lo < whole_hi, steady, hi)):"
+            tail = "tl.where(whole_lo < whole_hi, whole_hi, hi)"
+            lines.append(f"    for {p.it} in range({tail}, hi):  # every state present")
+            lines += env.lines["body_tail"]
+        else:
+            lines.append(f"    for {p.it} in range(whole_hi, hi):")
+            lines += env.lines["body"]
     else:
         lines.append(f"    for {p.it} in range(lo, hi):")
         lines += env.lines["body"]

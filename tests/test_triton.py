@@ -150,9 +150,18 @@ def test_whole_tiles_run_without_masks():
     later ones know every state is present (no `??` selects: 27 % fewer instructions per tile at sm_90)."""
     k = check(EXAMPLES / "causal.ein", dict(p=40, m=40, h=1), tile=4)
     assert "steady = tl.minimum(whole_lo + 1, whole_hi)" in k.source
-    assert "for m1 in range(lo, steady):" in k.source
-    whole = k.source.split("every state present")[1].split("for m1 in range(whole_hi, hi):")[0]
+    assert "for m1 in range(lo, tl.where(whole_lo < whole_hi, steady, hi)):" in k.source
+    whole = k.source.split("every state present\n")[1].split("for m1 in range(tl.where(")[0]
     assert "BQK_ok" not in whole and "tl.where(t_" not in whole and "_ok[" not in whole
+    # the masked tiles after them (the diagonal) know it too; with a tile of 16 keys (no padding lanes)
+    # the filtered scores hold -inf where absent: the max, the exponential, the sum and `P V` need no
+    # select and no reduction of a mask (the rows of the first block, with no whole tile, take the first loop)
+    k = check(EXAMPLES / "causal.ein", dict(p=40, m=40, h=1), tile=16)
+    tail = k.source.split("every state present\n")[-1].split("# ---- epilogue")[0]
+    values = [x for x in tail.splitlines() if x.strip().startswith("t_") and "_ok = " not in x]
+    assert sum("tl.where(" in x for x in values) == 1  # the scores' -inf
+    assert "t_LM = _rmax(t_BQK, 1)" in tail and "t_SLD = tl.sum(t_SLN, 1)" in tail
+    assert "t_RNV_next = (t_SLNV + t_SPNV)" in tail
     # a hand-written 1-pass cascade whose state starts present has one mask-free loop for every whole tile
     k = check(EXAMPLES / "causal_1pass.ein", dict(p=40, m=40, h=1), params={"M0": 4})
     assert "for m1 in range(whole_lo, whole_hi):  # whole tiles: no masks" in k.source

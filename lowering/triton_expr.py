@@ -130,6 +130,13 @@ def _softplus(x):
 """
 
 
+def _literal_types(e: S.Expr) -> tuple[type, ...]:
+    """The types of the number literals in ``e``, in order."""
+    if isinstance(e, S.Const):
+        return (type(e.value),)
+    return tuple(t for c in e.children() for t in _literal_types(c))
+
+
 def literal(v) -> str:
     """A Python/Triton literal for a number (inf spelled so that Triton's frontend accepts it)."""
     if isinstance(v, float):
@@ -232,7 +239,7 @@ class Env:
 
 
 # arithmetic on number literals only (`0.5 * 0.5`): a compile-time constant
-_CONSTANT = re.compile(r"[0-9eE.+\-*/() ]+")
+_CONSTANT = re.compile(r'(?:[0-9eE.+\-*/() ]|float\("inf"\))+')
 
 
 def atom(code: str) -> str:
@@ -332,7 +339,7 @@ class Renderer:
     # ---- values ---------------------------------------------------------------------------------------
     def value(self, e: S.Expr, ctx: str = "f") -> Value:
         """``ctx``: ``f`` a float value, ``i`` an integer index, ``c`` a comparison operand in a filter."""
-        key = (e, ctx)
+        key = (e, ctx, _literal_types(e))  # (`2` and `2.0` are equal nodes: `p % 2` needs the integer)
         if key not in self.memo:
             self.memo[key] = self._value(e, ctx)
         return self.memo[key]

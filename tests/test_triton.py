@@ -578,3 +578,29 @@ def test_abs_in_filters_and_indices_on_every_backend():
             got, got2 = (np.asarray(g.cpu() if hasattr(g, "cpu") else g) for g in (got, got2))
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=f"{backend} {passes}")
             np.testing.assert_allclose(got2, want2, rtol=1e-12, err_msg=f"{backend} {passes}")
+
+
+@pytest.mark.parametrize(
+    "rhs, want",
+    [
+        # functions of constants: the exp helper takes a Python number (fuzzer, session 9)
+        ("X[p] + exp(C)", lambda x: x + math.exp(3)),
+        ("X[p] + sigmoid(2)", lambda x: x + 1 / (1 + math.exp(-2))),
+        # arithmetic on inf and another constant is a constant tile (tl.full), not a Python float
+        ("inf + 2", lambda x: np.full_like(x, math.inf)),
+        ("-inf * C", lambda x: np.full_like(x, -math.inf)),
+        ("-inf + C  where p == 2", lambda x: np.where(np.arange(len(x)) == 2, -math.inf, 0.0)),
+        # `2.0` and `2` are equal nodes of the IR: the divisor of `p % 2` stays an integer
+        (
+            "X[p]  where p >= 2.0 and p % 2 == 0",
+            lambda x: np.where((np.arange(len(x)) % 2 == 0) & (np.arange(len(x)) >= 2), x, 0.0),
+        ),
+    ],
+)
+def test_constants_of_every_kind(rhs, want):
+    text = f"input X[p]\nparam C = 3\noutput T\nT[p] = {rhs}\n"
+    x = np.array([1.0, -2.0, 3.0, 0.5, 4.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        got = einattn.compile(text, backend="triton")(X=torch.tensor(x, dtype=torch.float32, device=DEVICE))
+    np.testing.assert_allclose(got.cpu().numpy(), want(x), rtol=1e-6)

@@ -92,14 +92,24 @@ def is_max(prog: Program, name: str) -> bool:
     )
 
 
-FLOOR = -1e30  # what a backend floors them at (torch_runtime.STABILIZER_FLOOR, which needs only torch, too)
+# What a backend floors them at: the lowest finite value of the compute dtype (float32 -3.4e38, float64
+# -1.8e308; torch_runtime._stable and the triton helper `_floor` do the same). Any finite floor keeps
+# exp(-inf - -inf) defined, and the lowest loses nothing: a row whose scores all lie below a higher floor (a
+# padding mask of torch.finfo(dtype).min added to every key of the row) would weigh every key 0, and 0 / 0.
+
+
+def lowest(dtype) -> float:
+    """The floor of a running max in compute dtype ``dtype`` (a NumPy or torch float dtype, or its name)."""
+    import numpy as np
+
+    return float(np.finfo(np.dtype(str(dtype).replace("torch.", ""))).min)
 
 
 def floored(prog: Program) -> frozenset[str]:
-    """The stabilizers that a backend floors at a finite value in einattn.rewrite's streamed form of a spec:
-    its running maxes. The derivation (``exp(x - a) = exp(x - b) * exp(b - a)``) takes them finite; a max
-    of ``-inf`` scores (a ``-inf`` padding mask over a whole first tile) would make ``exp(-inf - -inf)``
-    NaN where the spec as written is finite. Any value is right for a stabilizer."""
+    """The stabilizers that a backend floors at a finite value (:func:`lowest`) in einattn.rewrite's
+    streamed form of a spec: its running maxes. The derivation (``exp(x - a) = exp(x - b) * exp(b - a)``)
+    takes them finite; a max of ``-inf`` scores (a ``-inf`` padding mask over a whole first tile) would
+    make ``exp(-inf - -inf)`` NaN where the spec as written is finite. Any value is right for a stabilizer."""
     return frozenset(s for s in stabilizers(prog) if is_max(prog, s))
 
 

@@ -28,7 +28,7 @@ from einattn.graph import Dense, schedule
 from einattn.ir import Einsum, Program
 from einattn.kernel import Kernel
 from einattn.sizes import bind_sizes, extents
-from einattn.stabilizers import FLOOR, floored
+from einattn.stabilizers import floored
 
 
 def _sigmoid(x):
@@ -113,8 +113,9 @@ class Space:
 
 class Evaluator:
     def __init__(self, prog: Program, sizes: dict[str, int], dtype, floor: frozenset[str] = frozenset()):
-        """``floor``: stabilizers stored at least ``einattn.stabilizers.FLOOR`` (the running maxes of a
-        program the rewrite derived, as every backend stores them: see ``NumpyKernel``)."""
+        """``floor``: stabilizers stored at least the lowest finite value of the dtype
+        (``einattn.stabilizers.lowest``): the running maxes of a program the rewrite derived, as every
+        backend stores them (see ``NumpyKernel``)."""
         self.prog, self.sizes, self.dtype, self.floor = prog, sizes, np.dtype(dtype), floor
         self.params = prog.param_values
         self.buffers: dict[str, Buffer] = {}
@@ -332,7 +333,7 @@ class Evaluator:
                 shape.append(sp.length[ix.rank])
         v = np.broadcast_to(np.asarray(v, self.dtype).reshape(_lhs_shape(np.shape(v), e, t)), shape)
         if e.tensor in self.floor and e.kind != "init":
-            v = np.maximum(v, FLOOR)  # (NaN stays NaN)
+            v = np.maximum(v, np.finfo(v.dtype).min)  # (NaN stays NaN; einattn.stabilizers.lowest)
         region = tuple(region)
         whole = all(s.start == 0 and s.stop == n for s, n in zip(region, buf.v.shape))
         if m is not None:

@@ -345,7 +345,7 @@ class Generator:
         self.dying_states = dying_states(prog, self.steps)
         self.prefill = prefilled_tiles(prog, self.A)
         self.stable = stabilizers(prog)  # computed without a gradient (`_stable`)
-        # the maxes among them floored at -1e30 in a rewritten program (see `_stable`)
+        # the maxes among them floored at the dtype's lowest value in a rewritten program (see `_stable`)
         self.floored = floored(prog) if floor_stabilizers else frozenset()
         self.state_updates = updated_states(prog, self.steps)
         self.acc_into = accumulated_into(prog, self.steps, self.dying, self.state_updates)

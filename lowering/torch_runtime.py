@@ -71,14 +71,12 @@ class _Exp2E(torch.autograd.Function):
         return grad * y
 
 
-STABILIZER_FLOOR = -1e30  # einattn.stabilizers.FLOOR (this module needs only torch)
-
-
 def _stable(x, floor=False):
     """A stabilizer's value (:mod:`einattn.stabilizers`: no output depends on it, as softmax's max): no
     gradient is recorded through it, so autograd does not differentiate the max into terms that cancel.
 
-    ``floor``: a running max of einattn.rewrite's streamed form, at least :data:`STABILIZER_FLOOR`. Its
+    ``floor``: a running max of einattn.rewrite's streamed form, at least the lowest finite value of its
+    dtype (``einattn.stabilizers.lowest``). Its
     derivation (``exp(x - a) = exp(x - b) * exp(b - a)``) takes the max finite; a max of ``-inf`` scores (a
     padding mask of ``-inf`` over a whole first tile) made ``exp(-inf - -inf)`` NaN where the spec as written
     is finite. Any value is right for a stabilizer; a finite one keeps every ``exp`` defined (FlashAttention
@@ -87,7 +85,7 @@ def _stable(x, floor=False):
         return x
     if x.requires_grad:
         x = x.detach()
-    return x.clamp_min(STABILIZER_FLOOR) if floor else x
+    return x.clamp_min(torch.finfo(x.dtype).min) if floor else x
 
 
 def _exp_fresh(x, inplace, m=None, finite=False):

@@ -102,6 +102,13 @@ def _exp(x):  # float32: ex2.approx.ftz, one instruction (tl.exp adds a denormal
 
 
 @triton.jit
+def _floor(x):  # a running max of the rewrite at least the lowest finite value (einattn.stabilizers.lowest)
+    if x.dtype == tl.float64:
+        return _max(x, -1.7976931348623157e308)
+    return _max(x, -3.4028234663852886e38)
+
+
+@triton.jit
 def _tanh(x):
     a = tl.abs(x)
     big = 1.0 - 2.0 / (_exp(2.0 * a) + 1.0)
@@ -172,7 +179,7 @@ class Value:
     kind: str = "f"
     raw: str | None = None  # a float load before conversion to the compute dtype (a tl.dot operand)
     lane_zero: bool = False  # 0 on the padding lanes of its axes (a masked load)
-    above: bool = False  # never -inf (a running max floored at stabilizers.FLOOR); NaN only from NaN
+    above: bool = False  # never -inf (a running max floored: _floor); NaN only from NaN
 
 
 NEG_INF = '-float("inf")'

@@ -39,7 +39,6 @@ from einattn import syntax as S
 from einattn.errors import InternalError, Span
 from einattn.graph import build_graph
 from einattn.ir import Einsum, Program, coords
-from einattn.stabilizers import FLOOR
 
 from .triton_absent import absent_tensors
 from .triton_expr import (
@@ -110,7 +109,7 @@ class FusedPlan:
     narrowed: str = "no filter on the streamed tiles"
     whole: tuple[str, str] | None = None  # (lo, hi) code of the tiles with no masked point
     skip_tiles: bool = True
-    floored: frozenset = frozenset()  # running maxes floored at FLOOR (stabilizers.floored)
+    floored: frozenset = frozenset()  # running maxes floored (stabilizers.floored, lowest)
     loads: dict = field(default_factory=dict)  # read -> (tile axes, loaded per tile?)
     tiles: list[tuple[str, ...]] = field(default_factory=list)  # axes of per-tile register values
     # compile-time flags the launcher computes: an index of program coordinates stays in bounds.
@@ -906,7 +905,7 @@ def _body(env: FusedEnv, scope: str) -> None:
         if e.kind == "step":
             env.next[e.tensor] = _state(env, e, f"{e.tensor}_next")
             if e.tensor in p.floored:  # a running max of the rewrite's form: finite (stabilizers.floored)
-                env.emit(f"{e.tensor}_next = _max({e.tensor}_next, {FLOOR})")
+                env.emit(f"{e.tensor}_next = _floor({e.tensor}_next)")
                 env.next[e.tensor].above = True
         else:
             v = env.statement(e, e.tensor)

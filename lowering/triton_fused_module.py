@@ -173,7 +173,8 @@ def fused_module(
     public: Program | None = None,
 ) -> tuple[str, FusedPlan] | Refusal:
     """The whole standalone module of the fused path, or why the program does not fit it. ``floor``: the
-    running maxes stored at least ``einattn.stabilizers.FLOOR`` (the rewrite's form: ``floored``).
+    running maxes stored at least the dtype's lowest value (``einattn.stabilizers.lowest``; the rewrite's
+    form: ``floored``).
     ``public``: ``prog`` with the spec's tensor names (``prog`` names tensor ``X`` ``t_X``, see
     ``triton_backend.build``): the launcher's parameters, its docstring and the tables use them."""
     public = public if public is not None else prog

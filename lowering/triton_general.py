@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from einattn import syntax as S
 from einattn.graph import Dense, schedule
 from einattn.ir import LhsIndex, Program, Tensor
-from einattn.stabilizers import FLOOR
 
 from .triton_absent import absent_tensors
 from .triton_expr import Env, Renderer, Tile, Value, drop_unused, fmt_einsum, in_bounds
@@ -217,7 +216,7 @@ def kernel_source(
     """The Triton source of one general-path kernel, and the host expressions of its arguments.
 
     ``prog`` must declare the internal partial buffers (:attr:`GeneralPlan.program`). ``floor``: the value
-    is a running max of einattn.rewrite's form, stored at least ``FLOOR``
+    is a running max of einattn.rewrite's form, stored at least the dtype's lowest finite value
     (:func:`einattn.stabilizers.floored`).
     """
     env = GeneralEnv(prog, st, absent)
@@ -262,7 +261,7 @@ def kernel_source(
 
         raise InternalError(f"`{st.target}` can hold absent points but carries no presence mask")
     if floor:
-        value = Tile(f"_max({env.full(value, ('o',), 'CD')}, {FLOOR})", ("o",))
+        value = Tile(f"_floor({env.full(value, ('o',), 'CD')})", ("o",))
     off = _offsets(env, st)
     emit(
         f"tl.store({st.target}_ptr + {off}, "

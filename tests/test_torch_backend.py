@@ -27,7 +27,6 @@ from torch_helpers import (
 
 import einattn
 from einattn.functions import FUNCTIONS
-from einattn.stabilizers import FLOOR
 from einattn.testing import compare
 from lowering import torch_backend, torch_codegen, torch_runtime
 
@@ -38,7 +37,6 @@ CASES = conformance_cases()
 def test_every_function_has_a_torch_entry():
     assert set(torch_runtime.FUNCTIONS) == set(FUNCTIONS)
     assert torch_codegen.UNSAFE == torch_runtime.UNSAFE  # the generator's copy, kept torch-free
-    assert torch_runtime.STABILIZER_FLOOR == FLOOR  # the runtime's copy (standalone modules need only torch)
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=example_id)
@@ -1185,8 +1183,13 @@ AV[b, h, p, f] = SN[b, h, m, p] * V[b, h, m, f] / SD[b, h, p]
 def test_a_minus_inf_padding_mask_over_whole_tiles():
     """Left padding as an additive `-inf` bias (as Hugging Face models pass it) covering whole first tiles:
     the streamed form's running max was `-inf` there and `exp(-inf - -inf)` NaN, where the spec as written
-    (and SDPA) is finite. The rewrite's running maxes are stabilizers, floored at -1e30 (any value is right
-    for them), as FlashAttention substitutes 0. A spec written in 1 pass by hand keeps its own arithmetic."""
+    (and SDPA) is finite. The rewrite's running maxes are stabilizers, floored at the dtype's lowest finite
+    value (any finite value keeps exp defined), as FlashAttention substitutes 0. A spec written in 1 pass by
+    hand keeps its own arithmetic.
+
+    The floor must be the lowest: a row whose keys are all padded with `torch.finfo(dtype).min` (as
+    Hugging Face builds its masks) has every score near -3.4e38, and SDPA weighs them equally; a floor of
+    -1e30 above them weighed every key 0 and divided 0 by 0 (a reviewer's case, session 9)."""
     q, k, v = (
         torch.randn(2, 2, 40, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
         for s in range(3)
@@ -1200,6 +1203,24 @@ def test_a_minus_inf_padding_mask_over_whole_tiles():
         torch.testing.assert_close(kern(q, k, v, bias), want, rtol=1e-10, atol=1e-12)
     hand = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="torch")
     assert "floor=True" not in hand.source  # as written: the spec's own -inf arithmetic
+    for dtype in (torch.float32, torch.float64):
+        low = torch.zeros(2, 40, dtype=dtype)
+        low[1] = torch.finfo(dtype).min  # every key of batch 1 padded
+        x = [t.to(dtype) for t in (q, k, v)]
+        want = torch.nn.functional.scaled_dot_product_attention(*x, attn_mask=low[:, None, None, :])
+        assert want.isfinite().all()
+        for options in ({"tile": 8}, {"tile": 256}):
+            got = einattn.compile(PADDED, backend="torch", **options)(*x, low)
+            torch.testing.assert_close(
+                got, want, **({} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12})
+            )
+        np.testing.assert_allclose(
+            einattn.compile(PADDED, backend="numpy", passes="auto", tile=8)(
+                *(t.numpy() for t in x), low.numpy()
+            ),
+            want.numpy(),
+            **({"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10}),
+        )
 
 
 def test_a_blocked_state_is_updated_in_one_buffer_and_the_output_divides_in_it():

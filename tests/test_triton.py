@@ -449,9 +449,10 @@ def test_an_empty_head_dimension_on_the_fused_path():
 
 
 def test_a_minus_inf_padding_mask_over_whole_tiles():
-    """As in the torch backend: the rewrite's running max is floored at -1e30 on both paths (the fused
-    kernel, when the bias has its own statement; the general path otherwise), so a `-inf` padding bias
-    over whole first tiles gives SDPA's answer instead of NaN."""
+    """As in the torch backend: the rewrite's running max is floored at the dtype's lowest finite value on
+    both paths (the fused kernel, when the bias has its own statement; the general path otherwise), so a
+    `-inf` padding bias over whole first tiles gives SDPA's answer instead of NaN, and a row padded with
+    `torch.finfo(float32).min` everywhere SDPA's uniform weights (a floor of -1e30 gave 0 / 0)."""
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 40, 16, generator=gen).to(DEVICE) for _ in range(3))
     bias = torch.zeros(40, device=DEVICE)
@@ -470,8 +471,12 @@ def test_a_minus_inf_padding_mask_over_whole_tiles():
     general = "QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E) + B[m]\n"
     for scores, path in ((fused, "fused"), (general, "general")):
         kern = einattn.compile(base.format(scores=scores), backend="triton", tile=16)
-        assert kern.plan.path == path and "1e+30" in kern.source
+        assert kern.plan.path == path and "_floor(" in kern.source
         torch.testing.assert_close(kern(q, k, v, bias), want, rtol=1e-4, atol=1e-5)
+        if path == "fused":  # (the general form adds the bias E times: finfo.min * E is -inf)
+            low = torch.full((40,), torch.finfo(torch.float32).min, device=DEVICE)
+            want_low = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=low[None, :])
+            torch.testing.assert_close(kern(q, k, v, low), want_low, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("path", ["fused", "general"])

@@ -210,6 +210,13 @@ def _exp(x):  # float32: ex2.approx.ftz, one instruction (tl.exp adds a denormal
 
 
 @triton.jit
+def _floor(x):  # a running max of the rewrite at least the lowest finite value (einattn.stabilizers.lowest)
+    if x.dtype == tl.float64:
+        return _max(x, -1.7976931348623157e308)
+    return _max(x, -3.4028234663852886e38)
+
+
+@triton.jit
 def _tanh(x):
     a = tl.abs(x)
     big = 1.0 - 2.0 / (_exp(2.0 * a) + 1.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from rewrite_cases import (
     ALREADY_ONE_PASS,
     SIZES,
@@ -501,3 +502,33 @@ def test_a_read_past_the_end_along_the_streamed_rank_keeps_absent_states():
         for tile in (2, 3):
             got = einattn.compile(prog, backend="numpy", passes="auto", tile=tile)(**x)
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+TOTAL_OVER_ROWS = """input  Q[h, p, e], K[h, m, e], V[h, m, f]
+output O, TOT
+S[h, p, m]  = Q[h, p, e] * K[h, m, e] * rsqrt(E)
+MX[h, p]    = S[h, p, m] :: max(m)
+X[h, p, m]  = exp(S[h, p, m] - MX[h, p])
+D[h, p]     = X[h, p, m]
+O[h, p, f]  = X[h, p, m] * V[h, m, f] / D[h, p]
+TOT[h]      = X[h, p, m]
+"""
+
+
+def test_a_sum_over_the_rows_of_a_shift_by_a_per_row_max_is_refused():
+    """`TOT[h]` sums the shifted exponentials over the rows `p` too; the max varies along `p`, so one running
+    sum `RTOT[h]` cannot be rescaled by each row's change of max (it was rescaled by the sum over the rows
+    of the factors: a wrong total, silently; a reviewer's case, session 9). The rewrite refuses, and
+    `passes="auto"` computes the spec as written."""
+    with pytest.raises(RewriteError, match=r"`TOT` sums `X` over p too, along which its max varies"):
+        rewrite(einattn.parse(TOTAL_OVER_ROWS), passes=1, tile=4)
+    rng = np.random.default_rng(0)
+    q, k, v = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 9, 4)), rng.standard_normal((2, 9, 3))
+    s = q @ k.transpose(0, 2, 1) / 2
+    want = np.exp(s - s.max(-1, keepdims=True)).sum((1, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        for backend in ("numpy", "torch"):
+            args = (q, k, v) if backend == "numpy" else tuple(map(torch.tensor, (q, k, v)))
+            _, tot = einattn.compile(TOTAL_OVER_ROWS, backend=backend, passes="auto", tile=4)(*args)
+            np.testing.assert_allclose(np.asarray(tot), want, rtol=1e-12)

@@ -166,7 +166,18 @@ def _sum(draft: Draft, rank: str, dep: set[str], sh: Shift, r: Einsum) -> Sum | 
             return f"`{r.tensor}` multiplies `{sn}` by `{text(f)}`, which depends on the max"
     if tensors_read(r.filter) & dep:
         return f"the filter of `{r.tensor}` depends on the max"
-    return Sum(r, sh, dict(zip(sh.e.lhs_ranks, hits[0][0].indices)))
+    tau = dict(zip(sh.e.lhs_ranks, hits[0][0].indices))
+    # the running sum is rescaled by the max's change at each of its points: the max must not vary along a
+    # rank the sum also reduces (a total over the rows of per-row maxes: one sum, many rescalings)
+    summed = set(r.reduced) - {rank}
+    for q in sorted({x for ix in sh.c.indices for x in coords(ix)} - {rank}):
+        over = sorted(set(coords(tau[q])) & summed) if q in tau else []
+        if over:
+            return (
+                f"`{r.tensor}` sums `{sn}` over {', '.join(over)} too, along which its max varies: one "
+                f"running sum cannot be rescaled by a different max at each point of {', '.join(over)}"
+            )
+    return Sum(r, sh, tau)
 
 
 def analyse(draft: Draft, rank: str, strict: bool) -> list[Group]:

@@ -23,6 +23,7 @@ tile size, default 64), ``skip_tiles`` (default True: narrow the fused loop to t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -274,6 +275,9 @@ class TritonKernel(Kernel):
         self._fits: set = set()
         self._modules: dict[bool, object] = {}
         self.module  # noqa: B018 - load it now: a source that does not import is an error at compile time
+        # the custom op now, not at the first call: a first call inside torch.compile cannot trace
+        # torch.library's registration
+        _custom_op(self.key + ("_interpreted" if interpreting() else ""), self)
 
     def for_empty(self) -> Kernel:
         """An empty rank runs the spec as written on the general path: its reductions know that a sum over
@@ -310,6 +314,16 @@ class TritonKernel(Kernel):
 
     def _check(self, inputs: dict, torch) -> list:
         prog = self.program
+        # a Python number for a float scalar takes the float tensors' dtype and their device (as torch's
+        # promotion treats Python scalars): it never promotes 16-bit inputs to float32
+        given = [inputs[n] for n in prog.inputs if prog.tensor(n).dtype != "int"]
+        tensors = [x for x in given if isinstance(x, torch.Tensor)]
+        number_dtype, number_device = torch.get_default_dtype(), None
+        floats = [x.dtype for x in tensors if x.is_floating_point()]
+        if floats:
+            number_dtype = functools.reduce(torch.promote_types, floats)
+        if tensors:
+            number_device = tensors[0].device
         xs, device, first = [], None, None
         for name in prog.inputs:
             x = inputs[name]
@@ -320,7 +334,9 @@ class TritonKernel(Kernel):
                         f"input `{name}` must be a torch tensor, got {type(x).__name__}",
                         hint="a Python number is accepted for a scalar input only",
                     )
-                x = torch.as_tensor(x)
+                x = torch.as_tensor(x, device=number_device)
+                if prog.tensor(name).dtype != "int":
+                    x = x.to(number_dtype)
             t = prog.tensor(name)
             if t.dtype == "int":
                 if x.is_floating_point() or x.is_complex():

@@ -117,6 +117,12 @@ def _up(x):
     return x.float() if x.dtype == torch.bfloat16 else x
 
 
+def _as(x, dtype):
+    """A float input in the outputs' dtype: tl.dot multiplies operands of one dtype, and a float32 key
+    rounded to a float16 query's dtype (or float64 values to float32) would lose what the output keeps."""
+    return x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x
+
+
 def _dot_precision(dtype):
     """tl.dot's input precision: exact products ("ieee", no TF32) for float32 and float64 inputs; for 16-bit
     inputs the products are exact anyway and Triton's default applies."""
@@ -234,6 +240,8 @@ def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str,
         lines.append(f"{ind * 2}return {launch}({up}).to(torch.bfloat16)")
     else:
         lines.append(f"{ind * 2}return tuple(o.to(torch.bfloat16) for o in {launch}({up}))")
+    names = ", ".join(prog.inputs)
+    lines.append(f"{ind}{names}, = (_as(x, out_dtype) for x in ({names},))  # one float dtype for tl.dot")
     lines.append(f"{ind}CD, _ = _compute(out_dtype)")
     lines.append(f"{ind}device = {prog.inputs[0]}.device")
     for o in prog.outputs:

@@ -3,8 +3,9 @@
 The interpreter tests check what the kernels compute; these check that Triton's compiler accepts them (it
 rejects things the interpreter runs, such as a loop-carried variable changing type) and what they cost: the
 fused attention kernels' loads are software-pipelined (asynchronous copies) and their first launch
-configuration spills no registers in the loop over whole tiles (and few around it). Each check runs ``python -m einattn.lowering.triton_aot`` in a process
-of its own (it replaces Triton's driver with one that only names the target).
+configuration spills no registers in its loops (and few around them). Each check runs ``python -m
+einattn.lowering.triton_aot`` in a process of its own (it replaces Triton's driver with one that only names
+the target).
 """
 
 from __future__ import annotations

@@ -166,6 +166,12 @@ def _up(x):
     return x.float() if x.dtype == torch.bfloat16 else x
 
 
+def _as(x, dtype):
+    """A float input in the outputs' dtype: tl.dot multiplies operands of one dtype, and a float32 key
+    rounded to a float16 query's dtype (or float64 values to float32) would lose what the output keeps."""
+    return x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x
+
+
 def _dot_precision(dtype):
     """tl.dot's input precision: exact products ("ieee", no TF32) for float32 and float64 inputs; for 16-bit
     inputs the products are exact anyway and Triton's default applies."""
@@ -526,6 +532,7 @@ def causal_1pass_launch(t_Q, t_K, t_V):
     out_dtype = _float_dtype({'Q': t_Q, 'K': t_K, 'V': t_V})
     if INTERPRET and out_dtype == torch.bfloat16:  # the interpreter has no bfloat16 arithmetic
         return causal_1pass_launch(_up(t_Q), _up(t_K), _up(t_V)).to(torch.bfloat16)
+    t_Q, t_K, t_V, = (_as(x, out_dtype) for x in (t_Q, t_K, t_V,))  # one float dtype for tl.dot
     CD, _ = _compute(out_dtype)
     device = t_Q.device
     t_AV = torch.empty((size_b, size_h, size_p, size_f), device=device, dtype=out_dtype)

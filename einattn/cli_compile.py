@@ -45,7 +45,21 @@ def standalone_writer(backend: str):
 @click.option("--param", "params", multiple=True, metavar="X=V", help="Override a param (repeat).")
 @click.option("--dtype", default=None, help="Compute dtype, for backends that take one (float32, float64).")
 @click.option("--no-skip-tiles", is_flag=True, help="Compute dead tiles instead of skipping them.")
-def compile_command(file, backend, output, params, dtype, no_skip_tiles):
+@click.option(
+    "--passes",
+    type=click.Choice(["auto", "as-written"]),
+    default=None,
+    help="`auto`: the fewest-pass form einattn.rewrite proves; `as-written`: the spec's own cascade "
+    "[default: the backend's, auto for torch and triton].",
+)
+@click.option(
+    "--tile",
+    type=click.IntRange(1, 1 << 20),
+    default=None,
+    metavar="N",
+    help="Tile size of the rewrite's streamed rank [default: the backend's, 256 torch, 64 triton].",
+)
+def compile_command(file, backend, output, params, dtype, no_skip_tiles, passes, tile):
     """Compile FILE for a backend and write a standalone module that needs only that backend's runtime.
 
     \b
@@ -60,6 +74,10 @@ def compile_command(file, backend, output, params, dtype, no_skip_tiles):
         options["dtype"] = dtype
     if no_skip_tiles:
         options["skip_tiles"] = False
+    if passes:
+        options["passes"] = passes
+    if tile is not None:
+        options["tile"] = tile
     source = standalone_writer(backend)(prog, **options)
     if output is None:
         click.echo(source, nl=False)

@@ -93,6 +93,12 @@ def test_compile_command(tmp_path, capsys):
     assert cli(["compile", str(EXAMPLES / "causal.ein"), "--backend", "numpy"]) == 1
     assert "cannot write a standalone module" in capsys.readouterr().err
     assert cli(["compile", str(tmp_path / "missing.ein")]) == 1
+    # the rewrite's tile and passes, as einattn.compile takes them
+    assert cli(["compile", str(EXAMPLES / "causal.ein"), "--tile", "16", "-o", str(target)]) == 0
+    assert "'tile': 16" in target.read_text() and "M0=16" in target.read_text()
+    assert cli(["compile", str(EXAMPLES / "causal.ein"), "--passes", "as-written", "-o", str(target)]) == 0
+    assert "'passes': 'as-written'" in target.read_text() and "for i_m1" not in target.read_text()
+    assert cli(["compile", str(EXAMPLES / "causal.ein"), "--tile", "0"]) == 1  # a user error
 
 
 def test_torch_compile_fullgraph():

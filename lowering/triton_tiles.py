@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from einattn import syntax as S
+from einattn.absence import _abs_bound
 from einattn.errors import InternalError
 
 if TYPE_CHECKING:
@@ -103,6 +104,12 @@ def tile_range(
     unbounded = UNKNOWN if forall else (None, None)
     if not isinstance(f, S.Compare):
         return unbounded
+    # a window written with abs: `abs(p - m) < W` is `-W < p - m and p - m < W`; `abs(x) >= c` its negation
+    window, flip = _abs_bound(f), False
+    if window is None and f.op in (">", ">="):
+        window, flip = _abs_bound(S.Compare("<=" if f.op == ">" else "<", f.a, f.b)), True
+    if window is not None:
+        return tile_range(plan, window, neg != flip, forall)
     op = f.op
     if neg:
         op = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}[op]

@@ -609,3 +609,17 @@ def test_constants_of_every_kind(rhs, want):
         warnings.simplefilter("ignore", einattn.EinWarning)
         got = einattn.compile(text, backend="triton")(X=torch.tensor(x, dtype=torch.float32, device=DEVICE))
     np.testing.assert_allclose(got.cpu().numpy(), want(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("window", ["abs(p - m) < W", "W > abs(m - p)", "not abs(p - m) >= W"])
+def test_a_window_written_with_abs_skips_tiles(window):
+    """`abs(p - m) < W` is `-W < p - m and p - m < W` (docs/language.md): the fused kernel narrows the tiles
+    it visits as for the two comparisons (it visited every tile; a reviewer's case, session 9)."""
+    spec = (
+        "input Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f]\nparam W = 5\noutput O\n"
+        f"S[b, h, p, m] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)  where {window}\n"
+        "MX[b, h, p] = S[b, h, p, m] :: max(m)\nX[b, h, p, m] = exp(S[b, h, p, m] - MX[b, h, p])\n"
+        "D[b, h, p] = X[b, h, p, m]\nO[b, h, p, f] = X[b, h, p, m] * V[b, h, m, f] / D[b, h, p]\n"
+    )
+    k = check(spec, dict(p=70, m=70, h=1), tile=16)
+    assert k.plan.path == "fused" and "tiles before and after the filter's range skipped" in str(k.plan)

@@ -16,6 +16,21 @@ from einattn.ir import Program
 from .triton_expr import HELPERS
 
 HOST_HELPERS = '''\
+def _numbers(*xs):
+    """The inputs with a Python number for a scalar input made a 0-d tensor: of the float tensors' dtype
+    and device (as torch promotes Python scalars), an integer one for a `: int` input."""
+    tensors = [x for x in xs if isinstance(x, torch.Tensor)]
+    floats = [x.dtype for x in tensors if x.is_floating_point()]
+    dtype = functools.reduce(torch.promote_types, floats) if floats else torch.get_default_dtype()
+    device = tensors[0].device if tensors else None
+    out = []
+    for name, x in zip(INPUTS, xs):
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and not INPUTS[name]:
+            x = torch.tensor(x, device=device, dtype=None if name in INT_INPUTS else dtype)
+        out.append(x)
+    return out
+
+
 def _sizes(inputs):
     """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError, as
     are a value that is not a tensor and a tensor of the wrong kind (integer for float, or the reverse)."""
@@ -181,7 +196,7 @@ def public_launcher(public: Program, name: str) -> tuple[list[str], str]:
     lines = [
         f"def {name}({', '.join(public.inputs)}):",
         f'{ind}"""{launcher_doc(public, name).lstrip()}\n{ind}"""',
-        f"{ind}return {launch}({', '.join(public.inputs)})",
+        f"{ind}return {launch}(*_numbers({', '.join(public.inputs)}))",
         "",
         "",
     ]
@@ -229,7 +244,7 @@ def header(prog: Program, options: dict, path: str, symbols: list[tuple[str, str
         f"    {', '.join(prog.outputs)} = {name}({', '.join(prog.inputs)})\n\n"
         f"Symbols:\n{sym}\n"
         '"""\n\n'
-        "import os\n\n"
+        "import functools\nimport os\n\n"
         "import torch\n"
         "import triton\n"
         "import triton.language as tl\n\n"

@@ -211,6 +211,12 @@ def test_a_python_number_takes_the_tensors_dtype():
         want = einattn.compile(spec, backend="torch")(q, kk, v, 0.25)
         assert got.dtype == want.dtype == dtype
         torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+    # the standalone module's launcher (what `einattn compile` writes) takes the number too
+    kern = einattn.compile(spec, backend="triton", tile=16)
+    q, kk, v = (torch.randn(1, 2, 9, 16, generator=gen).to(DEVICE) for _ in range(3))
+    alone = kern.launcher(q, kk, v, 0.25)
+    assert "_numbers(Q, K, V, scale)" in kern.source
+    torch.testing.assert_close(alone, kern(q, kk, v, torch.tensor(0.25, device=DEVICE)))
 
 
 def test_backward_recomputes_through_the_torch_backend():

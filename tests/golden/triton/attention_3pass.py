@@ -32,6 +32,7 @@ Symbols:
     BLOCK_O, BLOCK_R    points per program and per reduction step (compile-time)
 """
 
+import functools
 import os
 
 import torch
@@ -436,6 +437,21 @@ def t_AV_kernel(
     tl.store(t_AV_present_ptr + i_b * t_AV_stride0 + i_h * t_AV_stride1 + i_p * t_AV_stride2 + i_f * t_AV_stride3, seen.to(tl.int8), mask=lane_o)
 
 
+def _numbers(*xs):
+    """The inputs with a Python number for a scalar input made a 0-d tensor: of the float tensors' dtype
+    and device (as torch promotes Python scalars), an integer one for a `: int` input."""
+    tensors = [x for x in xs if isinstance(x, torch.Tensor)]
+    floats = [x.dtype for x in tensors if x.is_floating_point()]
+    dtype = functools.reduce(torch.promote_types, floats) if floats else torch.get_default_dtype()
+    device = tensors[0].device if tensors else None
+    out = []
+    for name, x in zip(INPUTS, xs):
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and not INPUTS[name]:
+            x = torch.tensor(x, device=device, dtype=None if name in INT_INPUTS else dtype)
+        out.append(x)
+    return out
+
+
 def _sizes(inputs):
     """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError, as
     are a value that is not a tensor and a tensor of the wrong kind (integer for float, or the reverse)."""
@@ -514,7 +530,7 @@ def attention_3pass(Q, K, V):
     Outputs (the float inputs' dtype; absent points are 0):
         AV: [B, H, P, F]
     """
-    return attention_3pass_launch(Q, K, V)
+    return attention_3pass_launch(*_numbers(Q, K, V))
 
 
 def attention_3pass_launch(t_Q, t_K, t_V):

@@ -43,6 +43,7 @@ Symbols:
     FULL_E, FULL_F                   compile time: the feature rank is not padded
 """
 
+import functools
 import os
 
 import torch
@@ -447,6 +448,21 @@ def causal_1pass_kernel(
     tl.store(t_AV_ptr + (((i_b * t_AV_stride0 + i_h * t_AV_stride1) + offs_p * t_AV_stride2)[:, None] + (offs_f * t_AV_stride3)[None, :]), t_AV.to(t_AV_ptr.dtype.element_ty), mask=(lane_p[:, None] & lane_f[None, :]))
 
 
+def _numbers(*xs):
+    """The inputs with a Python number for a scalar input made a 0-d tensor: of the float tensors' dtype
+    and device (as torch promotes Python scalars), an integer one for a `: int` input."""
+    tensors = [x for x in xs if isinstance(x, torch.Tensor)]
+    floats = [x.dtype for x in tensors if x.is_floating_point()]
+    dtype = functools.reduce(torch.promote_types, floats) if floats else torch.get_default_dtype()
+    device = tensors[0].device if tensors else None
+    out = []
+    for name, x in zip(INPUTS, xs):
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and not INPUTS[name]:
+            x = torch.tensor(x, device=device, dtype=None if name in INT_INPUTS else dtype)
+        out.append(x)
+    return out
+
+
 def _sizes(inputs):
     """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError, as
     are a value that is not a tensor and a tensor of the wrong kind (integer for float, or the reverse)."""
@@ -523,7 +539,7 @@ def causal_1pass(Q, K, V):
     Outputs (the float inputs' dtype; absent points are 0):
         AV: [B, H, P, F]
     """
-    return causal_1pass_launch(Q, K, V)
+    return causal_1pass_launch(*_numbers(Q, K, V))
 
 
 def causal_1pass_launch(t_Q, t_K, t_V):

@@ -405,6 +405,9 @@ class NumpyKernel(Kernel):
             raise EinError(
                 f"unknown numpy backend option `{unknown[0]}`", hint=f"options: {', '.join(OPTIONS)}"
             )
+        tile = options.get("tile", 64)
+        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:  # (checked when unused too)
+            raise EinError(f"option tile must be a positive integer, got {tile!r}")
         written = program
         self.floor: frozenset[str] = frozenset()
         if options.get("passes", "as-written") != "as-written":

@@ -359,3 +359,13 @@ def test_cli_test_compares_infinities_without_numpy_warnings(tmp_path, capsys):
         warnings.simplefilter("error", RuntimeWarning)
         assert main(["test", str(spec), "--backends", "numpy", "--examples", "5"]) == 0
     assert "ok: numpy == numpy on 5 random examples" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "triton"])
+@pytest.mark.parametrize("tile", [0, -1, 2.5, "8", True])
+def test_an_invalid_tile_is_a_user_error_on_every_backend(backend, tile):
+    """Also where the option goes unused (numpy as written: it was accepted silently)."""
+    with pytest.raises(einattn.EinError, match="tile"):
+        einattn.compile(
+            Path(__file__).resolve().parent.parent / "examples" / "causal.ein", backend=backend, tile=tile
+        )

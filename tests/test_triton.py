@@ -623,3 +623,24 @@ def test_a_window_written_with_abs_skips_tiles(window):
     )
     k = check(spec, dict(p=70, m=70, h=1), tile=16)
     assert k.plan.path == "fused" and "tiles before and after the filter's range skipped" in str(k.plan)
+
+
+@pytest.mark.parametrize(
+    "fn, ref",
+    [
+        ("tanh", torch.tanh),
+        ("elu", torch.nn.functional.elu),
+        ("softplus", lambda x: torch.clamp_min(x, 0) + torch.log1p(torch.exp(-x.abs()))),
+        ("sigmoid", torch.sigmoid),
+    ],
+)
+def test_written_out_functions_are_accurate_in_float64(fn, ref):
+    """tanh, elu and softplus are written out (the interpreter has no libdevice): series near 0 long enough
+    for float64 (tanh was 1.7e-8 off below 0.3, softcapping in float64 failed a 1e-10 tolerance), log1p by
+    Goldberg's trick (no cancellation in 1 + y, in float32 either)."""
+    x = torch.cat([torch.linspace(-30, 30, 3001, dtype=torch.float64), torch.linspace(-0.5, 0.5, 1001)])
+    x = x.to(torch.float64)
+    k = einattn.compile(f"input X[p]\noutput T\nT[p] = {fn}(X[p])\n", backend="triton")
+    want = ref(x)
+    torch.testing.assert_close(k(X=x.to(DEVICE)).cpu(), want, rtol=1e-11, atol=1e-300)
+    torch.testing.assert_close(k(X=x.float().to(DEVICE)).cpu().double(), want, rtol=5e-6, atol=1e-30)

@@ -20,6 +20,8 @@ whatever the operations gave: ``exp(0 - -709.75)`` times a clamped read), which 
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from einattn import syntax as S
@@ -405,8 +407,8 @@ class NumpyKernel(Kernel):
             raise EinError(
                 f"unknown numpy backend option `{unknown[0]}`", hint=f"options: {', '.join(OPTIONS)}"
             )
-        tile = options.get("tile", 64)
-        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:  # (checked when unused too)
+        tile = options.get("tile", 64)  # (checked where unused too)
+        if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or not 1 <= tile <= 2**31 - 1:
             raise EinError(f"option tile must be a positive integer, got {tile!r}")
         written = program
         self.floor: frozenset[str] = frozenset()

@@ -1,10 +1,13 @@
 """Random programs that make and consume absent points (tests/fuzz_programs.py): every torch configuration
 equals the NumPy reference (float64, 1e-10), forward with and without a gradient recorded, gradients pass
-gradcheck, and triton (float32 under the interpreter without a GPU, 1e-4) on a few examples.
+gradcheck and agree across configurations, float32 within its tolerance, a kernel called again on other
+sizes and non-contiguous inputs gives the same results, and triton (float32 under the interpreter without a
+GPU, 1e-4; float64, 1e-7) on a few examples. Attention-shaped programs with batch and head ranks
+(``head_programs``) run through the same checks.
 
-Each bug the fuzzer found (session 8: nine, all fixed) has a regression test below. Should a new one be
-found before it is fixed, ``fuzz_programs.KNOWN_BUGS`` can name its form so that the property tests leave it
-out meanwhile (it is empty: every form is drawn).
+Each bug the fuzzer found (session 8: nine, all fixed) has a regression test below. A bug found before it
+is fixed is named in ``fuzz_programs.KNOWN_BUGS`` so that the property tests leave its form out meanwhile
+(session 9: three triton bugs, see the comment there).
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ import numpy as np
 import pytest
 import torch
 import triton_cases  # noqa: F401 (sets TRITON_INTERPRET=1 without a GPU, before anything imports triton)
-from fuzz_programs import KNOWN_BUGS, data_for, parse_quietly, programs, run_case
+from fuzz_programs import (
+    KNOWN_BUGS,
+    KNOWN_TORCH_BUGS,
+    MORE_CONFIGS,
+    data_for,
+    head_data,
+    head_programs,
+    parse_quietly,
+    programs,
+    run_case,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +46,7 @@ def _report(prog, d, failures) -> str:
     )
 
 
-@given(programs(avoid=KNOWN_BUGS), st.data())
+@given(programs(avoid=KNOWN_TORCH_BUGS), st.data())
 def test_torch_equals_numpy(spec, data):
     """Default options, row_block=1, skip_tiles=False, as written, rewritten (tiles of 256 and of 2), a
     gradient recorded; numpy's rewritten form; gradcheck on normal data."""
@@ -50,6 +63,70 @@ def test_triton_equals_numpy(spec, data):
     d = data.draw(data_for(spec.program, max_size=4))
     failures = run_case(
         spec.program, d["inputs"], configs={}, numpy_configs={}, grad_mode_forward=False, triton=True
+    )
+    assert not failures, _report(spec.program, d, failures)
+
+
+@settings(max_examples=10)
+@given(programs(avoid=KNOWN_TORCH_BUGS), st.data())
+def test_more_configurations_gradients_and_repeated_calls(spec, data):
+    """Tiles of 1 and 3, blocks of 2 rows, no blocks; the gradients of every configuration equal the
+    as-written ones; one kernel called on non-contiguous inputs (int32 ids), other sizes, then the first
+    again."""
+    d = data.draw(data_for(spec.program))
+    other = data.draw(data_for(spec.program, max_size=4))
+    failures = run_case(
+        spec.program,
+        d["inputs"],
+        configs=MORE_CONFIGS,
+        numpy_configs={},
+        grad_mode_forward=False,
+        grad_compare=d["kind"] == "normal",
+        x_other=other["inputs"],
+    )
+    assert not failures, _report(spec.program, d, failures)
+
+
+@settings(max_examples=12)
+@given(head_programs(avoid=KNOWN_TORCH_BUGS), st.data())
+def test_head_programs_torch_equals_numpy(spec, data):
+    """Attention-shaped programs with batch and head ranks (GQA reads, params in filters, alias ranks,
+    hand-written online softmax over tiles or keys): every torch configuration, float32 at its tolerance and
+    the gradients of every configuration on normal data."""
+    d = data.draw(head_data(spec.program))
+    normal = d["kind"] == "normal"
+    grad = normal and data.draw(st.integers(0, 3)) == 0
+    failures = run_case(spec.program, d["inputs"], grad=grad, float32=normal, grad_compare=normal)
+    assert not failures, _report(spec.program, d, failures)
+
+
+@settings(max_examples=4)
+@given(head_programs(avoid=KNOWN_BUGS, streaming=True), st.data())
+def test_head_programs_triton(spec, data):
+    """Triton on the hand-written online softmax (the fused path where it matches), float32 and float64, and
+    one kernel called on non-contiguous inputs, other sizes, then the first again."""
+    d = data.draw(head_data(spec.program, max_size=4))
+    other = data.draw(head_data(spec.program, max_size=3))
+    failures = run_case(
+        spec.program,
+        d["inputs"],
+        configs={},
+        numpy_configs={},
+        grad_mode_forward=False,
+        triton=True,
+        triton64=True,
+        x_other=other["inputs"],
+    )
+    assert not failures, _report(spec.program, d, failures)
+
+
+@settings(max_examples=4)
+@given(programs(avoid=KNOWN_BUGS, max_statements=4, recurrence=True), st.data())
+def test_triton_recurrences_in_float64(spec, data):
+    """Triton in float64 (tiles of 2, and the general path) on programs with a recurrence."""
+    d = data.draw(data_for(spec.program, max_size=4))
+    failures = run_case(
+        spec.program, d["inputs"], configs={}, numpy_configs={}, grad_mode_forward=False, triton64=True
     )
     assert not failures, _report(spec.program, d, failures)
 

@@ -644,3 +644,12 @@ def test_written_out_functions_are_accurate_in_float64(fn, ref):
     want = ref(x)
     torch.testing.assert_close(k(X=x.to(DEVICE)).cpu(), want, rtol=1e-11, atol=1e-300)
     torch.testing.assert_close(k(X=x.float().to(DEVICE)).cpu().double(), want, rtol=5e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("example", ["causal", "sliding_window", "alibi", "softcap", "gqa", "lse"])
+def test_examples_with_whole_and_masked_tiles(example):
+    """Tiles of 16 keys over 45 queries and keys in row blocks of 16: whole tiles, then masked ones that know
+    every state present (the -inf-filled scores and fill values of the fused kernel's fourth body)."""
+    params = {"W": 20} if example == "sliding_window" else {}
+    k = check(EXAMPLES / f"{example}.ein", dict(p=45, m=45, h=2), tile=16, params=params)
+    assert k.plan.path == "fused"

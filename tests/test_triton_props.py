@@ -37,3 +37,20 @@ def test_random_cascades(data):
         sizes = data.draw(sizes_for(spec.program, 1, 4))
         x = data.draw(inputs_for(spec.program, sizes, kinds=("normal", "ties")))
         assert_equivalent(spec, backends=("triton",), inputs=x)
+
+
+@settings(max_examples=12)
+@given(st.data())
+def test_random_attention_variants_with_whole_and_masked_tiles(data):
+    """Tiles of 16 keys (no padding lanes) over 17-48 queries and keys: programs meet whole tiles, then
+    masked ones knowing every state present, where the filtered scores hold -inf and fill values replace
+    the selects (lowering/triton_fused.py, body_steady and body_tail)."""
+    spec = data.draw(attention_specs())
+    sizes = data.draw(sizes_for(spec.program, 1, 3))
+    for r in ("P", "M"):
+        if r in sizes:
+            sizes[r] = data.draw(st.integers(17, 48), label=r)
+    x = data.draw(inputs_for(spec.program, sizes, kinds=("normal", "ties")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_equivalent(spec, backends=("triton",), inputs=x, passes="auto", tile=16)

@@ -817,6 +817,25 @@ def _const_call(text: str, functions: tuple[str, ...]) -> bool:
 KINDS = ("normal", "normal", "ties", "large", "mixed")
 
 
+def _values(rng, shapes: dict, kind: str, large: float, mixed: float) -> dict:
+    """Float64 data of each shape: ``normal``, ``ties`` (small integers), ``large`` (normal times ``large``),
+    or else half small integers, half normal times ``mixed``."""
+    x = {}
+    for name, shape in shapes.items():
+        if kind == "normal":
+            v = rng.standard_normal(shape)
+        elif kind == "ties":
+            v = rng.integers(-2, 3, size=shape).astype(float)
+        elif kind == "large":
+            v = rng.standard_normal(shape) * large
+        else:
+            v = np.where(
+                rng.random(shape) < 0.5, rng.integers(-1, 2, size=shape), rng.standard_normal(shape) * mixed
+            )
+        x[name] = np.asarray(v, dtype=np.float64)
+    return x
+
+
 @st.composite
 def data_for(draw, prog: Program, max_size: int = 6, zero: bool = True) -> dict:
     """Sizes (0 occasionally, 1 often) and float64 inputs; ``I`` holds values in and out of range."""
@@ -831,19 +850,7 @@ def data_for(draw, prog: Program, max_size: int = 6, zero: bool = True) -> dict:
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     shapes = {"A": (P, M), "B": (M, F), "D": (P, F)}
-    x: dict = {}
-    for name, shape in shapes.items():
-        if kind == "normal":
-            v = rng.standard_normal(shape)
-        elif kind == "ties":
-            v = rng.integers(-2, 3, size=shape).astype(float)
-        elif kind == "large":
-            v = rng.standard_normal(shape) * 30
-        else:
-            v = np.where(
-                rng.random(shape) < 0.5, rng.integers(-1, 2, size=shape), rng.standard_normal(shape) * 4
-            )
-        x[name] = np.asarray(v, dtype=np.float64)
+    x = _values(rng, shapes, kind, large=30, mixed=4)
     ints = draw(st.sampled_from(["range", "sorted", "wide"]))
     if ints == "range":
         x["I"] = rng.integers(0, max(P, 1), size=(P,))
@@ -1450,19 +1457,7 @@ def head_data(draw, prog: Program, max_size: int = 6, kinds=KINDS) -> dict:
     kind = draw(st.sampled_from(kinds))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     shapes = {"Q": (B, H, P, E), "K": (B, G, M, E), "V": (B, G, M, F)}
-    x: dict = {}
-    for name, shape in shapes.items():
-        if kind == "normal":
-            v = rng.standard_normal(shape)
-        elif kind == "ties":
-            v = rng.integers(-2, 3, size=shape).astype(float)
-        elif kind == "large":
-            v = rng.standard_normal(shape) * 8
-        else:
-            v = np.where(
-                rng.random(shape) < 0.5, rng.integers(-1, 2, size=shape), rng.standard_normal(shape) * 3
-            )
-        x[name] = np.asarray(v, dtype=np.float64)
+    x = _values(rng, shapes, kind, large=8, mixed=3)
     ints = draw(st.sampled_from(["sorted", "sorted", "wide"]))
     x["I"] = (
         np.sort(rng.integers(0, 3, size=(M,))) if ints == "sorted" else rng.integers(-1, 4, size=(M,))

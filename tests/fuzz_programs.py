@@ -1019,28 +1019,33 @@ def run_case(
                     failures.append((name, f"raised {type(e).__name__}: {e}"))
                     continue
                 _check(name, prog, got, want, TOLERANCES[("torch", "float32")], failures)
-        if triton:
-            xs = _torch_inputs(x, torch.float32)
+        runs = (  # float64: exact up to tanh, elu and softplus, written out (about 3e-12)
+            (
+                triton,
+                torch.float32,
+                1e-4,
+                (("triton-auto", {"tile": 2}), ("triton-as-written", {"passes": "as-written"})),
+            ),
+            (
+                triton64,
+                torch.float64,
+                1e-7,
+                (("triton64-auto", {"tile": 2}), ("triton64-general", {"path": "general"})),
+            ),
+        )
+        for wanted, dtype, tol, configs in runs:
+            if not wanted:
+                continue
+            xs = _torch_inputs(x, dtype)
             if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
                 xs = {n: v.cuda() for n, v in xs.items()}
-            for name, opts in (("triton-auto", {"tile": 2}), ("triton-as-written", {"passes": "as-written"})):
+            for name, opts in configs:
                 try:
                     got = einattn.compile(prog, backend="triton", **opts)(**xs)
                 except Exception as e:
                     failures.append((name, f"raised {type(e).__name__}: {e}"))
                     continue
-                _check(name, prog, got, want, 1e-4, failures)
-        if triton64:  # float64 (exact up to tanh, elu and softplus, written out: about 1e-8)
-            xs = _torch_inputs(x, torch.float64)
-            if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-                xs = {n: v.cuda() for n, v in xs.items()}
-            for name, opts in (("triton64-auto", {"tile": 2}), ("triton64-general", {"path": "general"})):
-                try:
-                    got = einattn.compile(prog, backend="triton", **opts)(**xs)
-                except Exception as e:
-                    failures.append((name, f"raised {type(e).__name__}: {e}"))
-                    continue
-                _check(name, prog, got, want, 1e-7, failures)
+                _check(name, prog, got, want, tol, failures)
         if x_other is not None:
             failures += reuse_calls(
                 prog, x, x_other, want, backends=("torch", "triton") if triton else ("torch",)

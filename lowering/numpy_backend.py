@@ -30,7 +30,7 @@ from einattn.graph import Dense, schedule
 from einattn.ir import Einsum, Program
 from einattn.kernel import Kernel
 from einattn.sizes import bind_sizes, extents
-from einattn.stabilizers import floored
+from einattn.stabilizers import floored, lowest
 
 
 def _sigmoid(x):
@@ -335,7 +335,7 @@ class Evaluator:
                 shape.append(sp.length[ix.rank])
         v = np.broadcast_to(np.asarray(v, self.dtype).reshape(_lhs_shape(np.shape(v), e, t)), shape)
         if e.tensor in self.floor and e.kind != "init":
-            v = np.maximum(v, np.finfo(v.dtype).min)  # (NaN stays NaN; einattn.stabilizers.lowest)
+            v = np.maximum(v, lowest(v.dtype))  # (NaN stays NaN)
         region = tuple(region)
         whole = all(s.start == 0 and s.stop == n for s, n in zip(region, buf.v.shape))
         if m is not None:

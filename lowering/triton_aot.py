@@ -41,7 +41,8 @@ class Report:
     loops: list[tuple[int, int]] | None = None
 
 
-def _sass(cubin: bytes) -> str | None:
+def _cuobjdump(cubin: bytes, flag: str) -> str | None:
+    """``cuobjdump <flag>`` of a binary, with the cuobjdump that ships with Triton; None without one."""
     import tempfile
 
     import triton
@@ -52,7 +53,16 @@ def _sass(cubin: bytes) -> str | None:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        return subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+        return subprocess.run([tool, flag, f.name], capture_output=True, text=True).stdout
+
+
+def _usage(cubin: bytes) -> tuple[int | None, int | None]:
+    out = _cuobjdump(cubin, "-res-usage")
+    if out is None:
+        return None, None
+    reg = re.search(r"REG:(\d+)", out)
+    stack = re.search(r"STACK:(\d+)", out)
+    return (int(reg.group(1)) if reg else None, int(stack.group(1)) if stack else None)
 
 
 _INSTRUCTION = re.compile(r"\s*/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)([^;]*);")
@@ -69,23 +79,6 @@ def loops(sass: str) -> list[tuple[int, int]]:
             body = [o for a, o, _ in code if int(target.group(1), 16) <= a <= addr]
             found.append((len(body), sum(o.startswith(("LDL", "STL")) for o in body)))
     return found
-
-
-def _usage(cubin: bytes) -> tuple[int | None, int | None]:
-    import tempfile
-
-    import triton
-
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    if not os.path.exists(tool):
-        return None, None
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
-    reg = re.search(r"REG:(\d+)", out)
-    stack = re.search(r"STACK:(\d+)", out)
-    return (int(reg.group(1)) if reg else None, int(stack.group(1)) if stack else None)
 
 
 def compile_reports(
@@ -131,7 +124,7 @@ def compile_reports(
         if current.get("done"):  # the launcher's own launch of a configuration already reported
             return k
         regs, stack = _usage(k.asm["cubin"])
-        sass = _sass(k.asm["cubin"])
+        sass = _cuobjdump(k.asm["cubin"], "-sass")
         config = {x: kwargs[x] for x in ("num_warps", "num_stages") if x in kwargs} | current
         reports.append(
             Report(

@@ -23,7 +23,6 @@ tile size, default 64), ``skip_tiles`` (default True: narrow the fused loop to t
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import os
@@ -314,29 +313,17 @@ class TritonKernel(Kernel):
 
     def _check(self, inputs: dict, torch) -> list:
         prog = self.program
-        # a Python number for a float scalar takes the float tensors' dtype and their device (as torch's
-        # promotion treats Python scalars): it never promotes 16-bit inputs to float32
-        given = [inputs[n] for n in prog.inputs if prog.tensor(n).dtype != "int"]
-        tensors = [x for x in given if isinstance(x, torch.Tensor)]
-        number_dtype, number_device = torch.get_default_dtype(), None
-        floats = [x.dtype for x in tensors if x.is_floating_point()]
-        if floats:
-            number_dtype = functools.reduce(torch.promote_types, floats)
-        if tensors:
-            number_device = tensors[0].device
+        # a Python number for a scalar becomes a tensor of the float tensors' dtype, on their device (as
+        # torch's promotion treats Python scalars), as the launcher of a standalone module makes it
+        converted = self.module._numbers(*(inputs[n] for n in prog.inputs))
         xs, device, first = [], None, None
-        for name in prog.inputs:
-            x = inputs[name]
-            given = isinstance(x, torch.Tensor)
-            if not given:
-                if isinstance(x, bool) or not isinstance(x, (int, float)) or prog.tensor(name).ranks:
-                    raise EinError(
-                        f"input `{name}` must be a torch tensor, got {type(x).__name__}",
-                        hint="a Python number is accepted for a scalar input only",
-                    )
-                x = torch.as_tensor(x, device=number_device)
-                if prog.tensor(name).dtype != "int":
-                    x = x.to(number_dtype)
+        for name, x in zip(prog.inputs, converted):
+            given = isinstance(inputs[name], torch.Tensor)
+            if not isinstance(x, torch.Tensor):
+                raise EinError(
+                    f"input `{name}` must be a torch tensor, got {type(x).__name__}",
+                    hint="a Python number is accepted for a scalar input only",
+                )
             t = prog.tensor(name)
             if t.dtype == "int":
                 if x.is_floating_point() or x.is_complex():

@@ -1108,34 +1108,33 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
         lines.append(f"    whole_lo = tl.minimum({start}, hi)")
         lines.append(f"    whole_hi = tl.maximum(whole_lo, tl.minimum(hi, {p.whole[1]}))")
         steady = env.steady and env.lines["body_steady"] != env.lines["body_full"]
-        if steady:
-            # the first whole tile runs with the masked tiles (its states may still be absent): a fourth
-            # loop would cost registers (sm_90: 217 -> 255, and spills)
+        if not steady:
+            lines.append(f"    for {p.it} in range(lo, whole_lo):")
+            lines += env.lines["body"]
+            lines.append(f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks")
+            lines += env.lines["body_full"]
+            lines.append(f"    for {p.it} in range(whole_hi, hi):")
+            lines += env.lines["body"]
+        else:
+            # the first whole tile runs with the masked tiles before it (its states may still be absent: a
+            # loop of its own cost registers, sm_90: 217 -> 255, and spills); with `tail`, the masked tiles
+            # after the whole ones know every state present too, and without a whole tile the first loop
+            # runs them all
             lines.append("    steady = tl.minimum(whole_lo + 1, whole_hi)")
-            first = len(lines)
-            lines.append(f"    for {p.it} in range(lo, steady):")
+            first_end, tail_start, note = "steady", "whole_hi", ""
+            if env.tail:
+                first_end = "tl.where(whole_lo < whole_hi, steady, hi)"
+                tail_start = "tl.where(whole_lo < whole_hi, whole_hi, hi)"
+                note = "  # every state present"
+            lines.append(f"    for {p.it} in range(lo, {first_end}):")
             lines += env.lines["body"]
             lines.append(
                 f"    for {p.it} in range(steady, whole_hi):  # whole tiles after a whole tile: no masks, "
                 "every state present"
             )
             lines += env.lines["body_steady"]
-        else:
-            lines.append(f"    for {p.it} in range(lo, whole_lo):")
-            lines += env.lines["body"]
-            lines.append(f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks")
-            lines += env.lines["body_full"]
-        if steady and env.tail:
-            # masked tiles after a whole tile: every state is present, and the filtered tiles hold -inf where
-            # absent (no presence reductions, no selects on the state); without a whole tile, the first
-            # loop runs them all
-            lines[first] = f"    for {p.it} in range(lo, tl.where(whole_lo < whole_hi, steady, hi)):"
-            tail = "tl.where(whole_lo < whole_hi, whole_hi, hi)"
-            lines.append(f"    for {p.it} in range({tail}, hi):  # every state present")
-            lines += env.lines["body_tail"]
-        else:
-            lines.append(f"    for {p.it} in range(whole_hi, hi):")
-            lines += env.lines["body"]
+            lines.append(f"    for {p.it} in range({tail_start}, hi):{note}")
+            lines += env.lines["body_tail" if env.tail else "body"]
     else:
         lines.append(f"    for {p.it} in range(lo, hi):")
         lines += env.lines["body"]

@@ -187,6 +187,18 @@ def _read(draw, ctx: _Ctx, space: tuple[str, ...], name: str | None = None) -> t
     return f"{name}[{', '.join(parts)}]", used
 
 
+# binary forms of the value menu (besides + - * and the two below), in the order they are drawn
+_BINARY_FORMS = {
+    "max": "max({a}, {b})",
+    "min": "min({a}, {b})",
+    "??": "({a} ?? {b})",
+    "div": "({a} / (1 + square({b})))",
+    "div2": "({a} / (2 + tanh({b})))",
+    "divpos": "({a} / (0.5 + exp({b})))",
+    "dflt_sum": "(({a} ?? 0) + ({b} ?? 0))",
+}
+
+
 def _plain_read(text: str) -> bool:
     """Whether ``text`` is a read whose indices are distinct ranks, maybe shifted (``X[p + 2, f]``)."""
     m = re.fullmatch(r"[A-Z][A-Z0-9]*\[(.*)\]", text)
@@ -282,46 +294,16 @@ def _value(draw, ctx: _Ctx, space: tuple[str, ...], depth: int) -> tuple[str, se
         return "(" + form.format(a=a, b=b) + ")", ra | rb
     a, ra = draw(_value(ctx, space, depth - 1))
     b, rb = draw(_value(ctx, space, depth - 1))
-    op = draw(
-        st.sampled_from(
-            [
-                "+",
-                "-",
-                "*",
-                "*",
-                "max",
-                "min",
-                "??",
-                "??c",
-                "div",
-                "div2",
-                "divpos",
-                "dflt_sum",
-                "present_sum",
-            ]
-        )
-    )
+    op = draw(st.sampled_from(["+", "-", "*", "*", *_BINARY_FORMS, "??c", "present_sum"]))
     used = ra | rb
-    if op == "max" or op == "min":
-        return f"{op}({a}, {b})", used
-    if op == "??":
-        return f"({a} ?? {b})", used
     if op == "??c":
         return f"({a} ?? {draw(st.sampled_from([*CONSTS, '-inf']))})", ra
-    if op == "div":
-        return f"({a} / (1 + square({b})))", used
-    if op == "div2":
-        return f"({a} / (2 + tanh({b})))", used
-    if op == "divpos":
-        return f"({a} / (0.5 + exp({b})))", used
-    if op == "dflt_sum":
-        return f"(({a} ?? 0) + ({b} ?? 0))", used
     if op == "present_sum":  # the sum of the present terms (the rewrite's running-state update)
-        if "gather_present_sum" in ctx.avoid and not _plain_read(
-            a
-        ):  # (known bug: a gather is not 0 where absent)
+        if "gather_present_sum" in ctx.avoid and not _plain_read(a):  # (known bug: a gather is not 0 there)
             a = f"({a} * 1)"
         return f"({a} + ({b} ?? 0) ?? {b})", used
+    if op in _BINARY_FORMS:
+        return _BINARY_FORMS[op].format(a=a, b=b), used
     return f"({a} {op} {b})", used
 
 
@@ -789,14 +771,19 @@ def programs(
         outputs.reverse()
     decls += [d for d in ctx.decls.values() if d not in decls]
     text = "\n".join([HEADER_INPUTS, *decls, f"output {', '.join(outputs)}", *lines]) + "\n"
-    if "triton_const_exp" in avoid:  # (known bug: triton's `_exp(2.0)` reads the dtype of a Python float)
+    return _program(text, avoid, tuple(notes))
+
+
+def _program(text: str, avoid, notes: tuple[str, ...]) -> FuzzProgram:
+    """The drawn program, parsed (a text the checker rejects is not a program: hypothesis draws again)."""
+    if "triton_const_exp" in avoid:  # (a fixed bug's form: `_exp(2.0)` read a Python float's dtype)
         assume(not _const_call(text, ("exp", "sigmoid")))
     try:
         prog = parse_quietly(text)
     except einattn.EinError:
         assume(False)
         raise
-    return FuzzProgram(text, prog, tuple(notes))
+    return FuzzProgram(text, prog, notes)
 
 
 def _const_call(text: str, functions: tuple[str, ...]) -> bool:
@@ -959,6 +946,18 @@ def _check(name, prog, got, want, tol, failures, want32=None):
             failures.append((name, why))
 
 
+def _attempt(failures, name, prog, backend, opts, inputs, want, tol, want32=None) -> None:
+    """Compile and run one configuration and check it (:func:`_check`); an exception is a failure too."""
+    try:
+        with np.errstate(all="ignore"):
+            got = einattn.compile(prog, backend=backend, **opts)(**inputs)
+        got = tuple(g.detach() if hasattr(g, "detach") else g for g in _tuple(got))
+    except Exception as e:
+        failures.append((name, f"raised {type(e).__name__}: {e}"))
+        return
+    _check(name, prog, got, want, tol, failures, want32)
+
+
 def run_case(
     prog: Program,
     x: dict,
@@ -988,30 +987,13 @@ def run_case(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, opts in numpy_configs.items():
-            try:
-                with np.errstate(all="ignore"):
-                    got = einattn.compile(prog, backend="numpy", **opts)(**x)
-            except Exception as e:
-                failures.append((name, f"raised {type(e).__name__}: {e}"))
-                continue
-            _check(name, prog, got, want, 1e-10, failures)
+            _attempt(failures, name, prog, "numpy", opts, x, want, 1e-10)
         for name, opts in configs.items():
-            try:
-                got = einattn.compile(prog, backend="torch", **opts)(**xt)
-            except Exception as e:
-                failures.append((name, f"raised {type(e).__name__}: {e}"))
-                continue
-            _check(name, prog, got, want, 1e-10, failures)
+            _attempt(failures, name, prog, "torch", opts, xt, want, 1e-10)
         if grad_mode_forward:  # the forward pass with a gradient recorded takes other paths (no in-place)
             xg = _torch_inputs(x, torch.float64, requires_grad=True)
             for name, opts in GRAD_CONFIGS.items():
-                try:
-                    got = einattn.compile(prog, backend="torch", **opts)(**xg)
-                    got = tuple(g.detach() for g in _tuple(got))
-                except Exception as e:
-                    failures.append((name, f"raised {type(e).__name__}: {e}"))
-                    continue
-                _check(name, prog, got, want, 1e-10, failures)
+                _attempt(failures, name, prog, "torch", opts, xg, want, 1e-10)
         if grad and all_finite(prog, x):
             msg = gradcheck(prog, x)
             if msg:
@@ -1023,12 +1005,7 @@ def run_case(
 
             x32 = _torch_inputs(x, torch.float32)
             for name, opts in FLOAT32_CONFIGS.items():
-                try:
-                    got = einattn.compile(prog, backend="torch", **opts)(**x32)
-                except Exception as e:
-                    failures.append((name, f"raised {type(e).__name__}: {e}"))
-                    continue
-                _check(name, prog, got, want, TOLERANCES[("torch", "float32")], failures)
+                _attempt(failures, name, prog, "torch", opts, x32, want, TOLERANCES[("torch", "float32")])
         runs = (  # float64: exact up to tanh, elu and softplus, written out (about 3e-12)
             (
                 triton,
@@ -1059,12 +1036,8 @@ def run_case(
             if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
                 xs = {n: v.cuda() for n, v in xs.items()}
             for name, opts in configs:
-                try:
-                    got = einattn.compile(prog, backend="triton", **opts)(**xs)
-                except Exception as e:
-                    failures.append((name, f"raised {type(e).__name__}: {e}"))
-                    continue
-                _check(name, prog, got, want, tol, failures, want32 if dtype == torch.float32 else None)
+                ref32 = want32 if dtype == torch.float32 else None
+                _attempt(failures, name, prog, "triton", opts, xs, want, tol, ref32)
         if x_other is not None:
             failures += reuse_calls(
                 prog, x, x_other, want, backends=("torch", "triton") if triton else ("torch",)
@@ -1340,14 +1313,7 @@ def head_programs(draw, avoid=frozenset(), streaming: bool | None = None) -> Fuz
         outputs.insert(draw(st.integers(0, len(outputs))), draw(st.sampled_from(extra)))
     outputs = list(dict.fromkeys(outputs))
     text = "\n".join([HEAD_HEADER, *sorted(decls), f"output {', '.join(outputs)}", *lines]) + "\n"
-    if "triton_const_exp" in avoid:  # (known bug: triton's `_exp(2.0)` reads the dtype of a Python float)
-        assume(not _const_call(text, ("exp", "sigmoid")))
-    try:
-        prog = parse_quietly(text)
-    except einattn.EinError:
-        assume(False)
-        raise
-    return FuzzProgram(text, prog, ("heads", style))
+    return _program(text, avoid, ("heads", style))
 
 
 @st.composite

@@ -653,3 +653,18 @@ def test_examples_with_whole_and_masked_tiles(example):
     params = {"W": 20} if example == "sliding_window" else {}
     k = check(EXAMPLES / f"{example}.ein", dict(p=45, m=45, h=2), tile=16, params=params)
     assert k.plan.path == "fused"
+
+
+def test_the_floor_of_a_running_max_is_the_dtypes_lowest_in_every_backend():
+    """The triton helper `_floor` writes the lowest finite values out (the kernel has no finfo); they are
+    einattn.stabilizers.lowest's, which the NumPy backend uses, and torch.finfo's, which torch's does."""
+    import re
+
+    from einattn.lowering.triton_expr import HELPERS
+
+    from einattn.stabilizers import lowest
+
+    floor = HELPERS.split("def _floor(x):")[1].split("@triton.jit")[0]
+    values = sorted(float(v) for v in re.findall(r"_max\(x, (-[0-9.e+]+)\)", floor))
+    assert values == sorted([lowest("float64"), lowest(torch.float32)])
+    assert lowest(torch.float32) == torch.finfo(torch.float32).min == float(np.finfo(np.float32).min)

@@ -19,7 +19,8 @@ pairs attended, so causal counts half), the ratio einattn / SDPA-flash where SDP
 score_mod/mask_mod and a block mask; FlexAttention cannot express sigmoid attention) and the Triton
 tutorial's fused attention where it can be imported
 (``TRITON_TUTORIAL_ATTENTION=/path/to/06-fused-attention.py``). ``err`` is einattn's largest difference
-from a float32 PyTorch reference on the first sequence length. Targets (issue 6): >= 0.9x SDPA-flash on
+from a float32 PyTorch reference on the first sequence length; ``config`` is the launch configuration the
+autotuner chose (rows per program / warps / pipeline stages). Targets (issue 6): >= 0.9x SDPA-flash on
 softmax and causal, >= 1.0x FlexAttention on every masked or modified variant.
 
 A time budget (``--budget``, default 270 s) bounds the run: configurations left when it runs out are listed
@@ -158,6 +159,16 @@ def einattn_fn(v: Variant, kernels: dict, dry: bool):
     k = kernels[key]
     names = k.program.inputs
     return lambda x: k(*(x[n] for n in names)), k
+
+
+def chosen_config(kernel) -> str:
+    """The launch configuration the autotuner chose for the latest size, as rows/warps/stages."""
+    tuned = getattr(kernel.module, "_TUNED", None)
+    if not tuned:
+        return ""
+    cfg = list(tuned.values())[-1]
+    rows = next((v for k, v in cfg.items() if k.startswith("BLOCK_")), "?")
+    return f"{rows}/{cfg.get('num_warps', '?')}w/{cfg.get('num_stages', '?')}s"
 
 
 def sdpa_fn(v: Variant):
@@ -351,6 +362,8 @@ def main(argv=None) -> int:
                             f = None
                         ms = bench(f, x, dry) if f is not None else None
                         row[col] = None if ms is None else work / (ms * 1e-3) / 1e12
+                        if col == "einattn":
+                            row["cfg"] = chosen_config(kernel)
     table = render(rows, device_name, time.time() - start, dry)
     out = args.out or (None if dry else str(ROOT / "benchmarks" / "gpu_attention.md"))
     if out:
@@ -374,14 +387,14 @@ def render(rows: list[dict], device: str, seconds: float, dry: bool) -> str:
         f"{seconds:.0f} s; TFLOP/s of each variant's useful work.",
         "",
         "| variant | dtype | D | S | BxH | einattn | SDPA flash | Flex | tutorial | vs SDPA | vs Flex | path "
-        "| err |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| config | err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "note" in r:
             lines.append(
                 f"| {r['variant']} | {r['dtype']} | {r['dim']} | {r['seq']} | {r['bh']} | {r['note']} "
-                "| | | | | | | |"
+                "| | | | | | | | |"
             )
             continue
         e = r.get("einattn")
@@ -389,7 +402,8 @@ def render(rows: list[dict], device: str, seconds: float, dry: bool) -> str:
         lines.append(
             f"| {r['variant']} | {r['dtype']} | {r['dim']} | {r['seq']} | {r['bh']} | {num(e)} | "
             f"{num(r.get('sdpa'))} | {num(r.get('flex'))} | {num(r.get('tutorial'))} | "
-            f"{ratio(e, r.get('sdpa'))} | {ratio(e, r.get('flex'))} | {r.get('path', '')} | {err} |"
+            f"{ratio(e, r.get('sdpa'))} | {ratio(e, r.get('flex'))} | {r.get('path', '')} | "
+            f"{r.get('cfg', '')} | {err} |"
         )
     return "\n".join(lines) + "\n"
 

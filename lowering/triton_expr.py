@@ -699,10 +699,13 @@ def drop_unused(lines: list[str]) -> list[str]:
         counts: dict[str, int] = {}
         for word in re.findall(r"[A-Za-z_]\w*", text):
             counts[word] = counts.get(word, 0) + 1
-        for k, line in enumerate(lines):
-            m = assign.match(line)
-            if m and counts.get(m.group(1), 0) == 1:
-                del lines[k]
-                changed = True
-                break
+        assigned: dict[str, int] = {}
+        for line in lines:
+            if m := assign.match(line):
+                assigned[m.group(1)] = assigned.get(m.group(1), 0) + 1
+        # a name that occurs only where it is assigned (in one loop or several) is read nowhere
+        unread = {n for n, k in assigned.items() if counts.get(n, 0) == k}
+        if unread:
+            lines = [ln for ln in lines if not ((m := assign.match(ln)) and m.group(1) in unread)]
+            changed = True
     return lines

@@ -31,6 +31,7 @@ returns a :class:`Refusal` naming the reason; the backend then uses the general 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -369,6 +370,8 @@ class FusedEnv(Env):
         self.steady = False  # a whole tile leaves every state present (see generate)
         self.tail = False  # and so does a masked tile where they were present
         self.neg_fill: set[str] = set()  # filtered tiles held -inf where absent (the tail scope)
+        self.seen: Tile | None = None  # the states start present (_identity_start): a row's flag per tile
+        self.seen_max = ""  # the max over a tile whose presence that flag is
         self.next: dict[str, Value] = {}
         self.hoisted: dict[tuple, Value] = {}
         self.inputs: list[str] = []
@@ -872,6 +875,19 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
         env.neg_fill = set()
         # (a masked tile must keep them present, for the next masked tile to know it)
         env.tail = all(env.next[s].mask is None for s in p.states)
+        seen = _identity_start(p) if env.tail else None
+        rows = {
+            tuple(env.order([x for x in prog.tensor(s).ranks if x not in (*p.par, p.it, *p.feats)]))
+            for s in p.states
+        }
+        if seen is not None and rows == {(row,)}:
+            # every state starts present at its identity; one flag per row says where it really is
+            env.seen = env.values[seen].mask or Tile("True", ())
+            env.seen_max = env.values[seen].val.code
+            env.scope = "prologue"
+            env.emit(f"seen = tl.full([{R}], False, tl.int1)  # rows that a tile has reached (every state)")
+            for s in p.states:
+                env.cur[s] = Value(env.cur[s].val, Tile("seen", (row,)))
 
     env.scope = "epilogue"
     for e in p.epilogue:
@@ -946,6 +962,177 @@ def _max_or_exp_operands(p: FusedPlan) -> set[str]:
             found.add(e.expr.tensor)
         visit(e.expr, False)
     return {e.tensor for e in p.body if e.filter is not None and e.tensor in found}
+
+
+def _identity_start(p: FusedPlan) -> str | None:
+    """The online softmax's running state can start *present*, at the identities its ``??`` stand for:
+    returns the tensor ``L`` whose presence decides every state's (a row's state is present once one of its
+    tiles had a present point of ``L``), or None where that is not proved.
+
+    The rewrite's loop is ``M' = max(M ?? L, L ?? M)`` (``M`` floored, starting absent at -inf), and per sum
+    ``S' = A + (B ?? 0) ?? B`` with ``B = S * F``, ``F = exp(M - M')`` (``S`` starting absent at 0) and
+    ``A`` a sum over the tile. Started present at -inf and 0 instead, the same statements without their
+    ``??`` compute the same values wherever the spec's state is present, and the identities where it is
+    absent: ``max(-inf, L) = L``; ``F`` lies in [0, 1] (``M' >= M`` and ``M'`` is finite), so an absent
+    ``S`` gives ``B = 0 * F = 0``, as ``B ?? 0`` does; a row with no present point in the tile sums to ``A =
+    0`` (the kernel's sums skip absent points), so ``A + B = B``; and a row no tile has reached keeps
+    ``-inf``/lowest and 0. Every state is present exactly where some tile had a present point of ``L``:
+    the kernel tracks that one flag per row (``seen``) instead of a mask per state, and no tile needs the
+    general loop body with its selects (whose registers, sm_90, cost a third of the occupancy)."""
+    it = p.it
+    defs = {e.tensor: e for e in p.body}
+    steps = {e.tensor: e for e in p.body if e.kind == "step"}
+    inits = {e.tensor: e for e in p.inits}
+    if set(steps) != set(p.states) or set(inits) != set(p.states) or not set(p.states) <= p.absent:
+        return None
+
+    def ref(x: S.Expr) -> tuple[str, str] | None:
+        """(state, "cur" | "next") for a read of a running state at step m or m + 1."""
+        if not isinstance(x, S.Read) or x.tensor not in p.states:
+            return None
+        at = [i for i in x.indices if it in coords(i)]
+        if at == [S.Coord(it)]:
+            return x.tensor, "cur"
+        if at and at[0] == S.Binary("+", S.Coord(it), S.Const(1)):
+            return x.tensor, "next"
+        return None
+
+    def read_of(x: S.Expr) -> str | None:
+        return x.tensor if isinstance(x, S.Read) and x.tensor not in p.states else None
+
+    def never(e: Einsum) -> bool:  # a filter no point passes: the spec's `where 0 != 0`
+        f = e.filter
+        return (
+            isinstance(f, S.Compare)
+            and isinstance(f.a, S.Const)
+            and isinstance(f.b, S.Const)
+            and not (
+                {
+                    "<": f.a.value < f.b.value,
+                    "<=": f.a.value <= f.b.value,
+                    ">": f.a.value > f.b.value,
+                    ">=": f.a.value >= f.b.value,
+                    "==": f.a.value == f.b.value,
+                    "!=": f.a.value != f.b.value,
+                }[f.op]
+            )
+        )
+
+    # the max state: M' = max(M ?? L, L ?? M), M floored, starting absent at -inf
+    maxes = [s for s in p.states if s in p.floored]
+    if len(maxes) != 1:
+        return None
+    (m,) = maxes
+    e = steps[m]
+    if not (isinstance(e.expr, S.Call) and e.expr.fn == "max" and len(e.expr.args) == 2) or e.filter:
+        return None
+    a, b = e.expr.args
+    if not (isinstance(a, S.Default) and isinstance(b, S.Default)):
+        return None
+    if ref(a.a) == (m, "cur") and read_of(a.b) and a.b == b.a and ref(b.b) == (m, "cur"):
+        lt = a.b.tensor
+    elif ref(b.a) == (m, "cur") and read_of(b.b) and b.b == a.a and ref(a.b) == (m, "cur"):
+        lt = b.b.tensor
+    else:
+        return None
+    init = inits[m]
+    if not (never(init) and init.expr == S.Const(float("-inf"))):
+        return None
+    le = defs.get(lt)  # L: a max over the tile, so -inf in a row with no present point
+    if le is None or le.reduce != ((p.col, "max"),) or le.filter is not None:
+        return None
+    source = read_of(le.expr)
+    if source is None or defs.get(source) is None:
+        return None
+    # the sum states: S' = A + (B ?? 0) ?? B, B = S * F, F = exp(M - M'), A a sum over the tile of
+    # something read from exp(T - M') where T is L's source (absent exactly where it is)
+    factors_ok: set[str] = set()
+    for f, fe in defs.items():
+        x = fe.expr
+        if (
+            not fe.reduce
+            and fe.filter is None
+            and isinstance(x, S.Call)
+            and x.fn == "exp"
+            and isinstance(x.args[0], S.Binary)
+            and x.args[0].op == "-"
+            and ref(x.args[0].a) == (m, "cur")
+            and ref(x.args[0].b) == (m, "next")
+        ):
+            factors_ok.add(f)
+    allowed: dict[str, set[tuple[str, str]]] = {m: {(m, "cur")}}  # statement -> the state reads it may make
+    for f in factors_ok:
+        allowed[f] = {(m, "cur"), (m, "next")}
+    for st in p.states:
+        if st == m:
+            continue
+        e = steps[st]
+        x = e.expr
+        if e.filter is not None or not (never(inits[st]) and inits[st].expr in (S.Const(0), S.Const(0.0))):
+            return None
+        if not (
+            isinstance(x, S.Default)
+            and isinstance(x.a, S.Binary)
+            and x.a.op == "+"
+            and isinstance(x.a.b, S.Default)
+            and x.a.b.b in (S.Const(0), S.Const(0.0))
+            and read_of(x.a.b.a)
+            and x.a.b.a == x.b
+            and read_of(x.a.a)
+        ):
+            return None
+        bt, at = x.b.tensor, x.a.a.tensor
+        be, ae = defs.get(bt), defs.get(at)
+        if be is None or ae is None or be.reduce or be.filter is not None:
+            return None
+        y = be.expr  # B = S * F or F * S
+        if not (isinstance(y, S.Binary) and y.op == "*"):
+            return None
+        pair = [(ref(y.a), y.b), (ref(y.b), y.a)]
+        if not any(r == (st, "cur") and read_of(o) in factors_ok for r, o in pair):
+            return None
+        allowed[bt] = {(st, "cur")}
+        # A: a sum over the tile of Z or Z * X, Z = exp(T - M') with T the source of L
+        if ae.reduce != ((p.col, "+"),) or ae.filter is not None:
+            return None
+        z = ae.expr
+        terms = (
+            [z] if isinstance(z, S.Read) else [z.a, z.b] if isinstance(z, S.Binary) and z.op == "*" else []
+        )
+        zs = [
+            t.tensor
+            for t in terms
+            if read_of(t) and t.tensor in defs and _is_exp_of(defs[t.tensor], source, m, ref)
+        ]
+        others = [t for t in terms if not (read_of(t) and t.tensor in zs)]
+        if len(zs) != 1 or any(read_of(t) is None or t.tensor in defs for t in others):
+            return None  # (another factor: an input's tile, present wherever the tile's lanes are)
+        allowed[zs[0]] = {(m, "next")}
+    for e in p.body:  # the states are read nowhere else
+        reads = {r for x in e.expr.walk() if (r := ref(x))}
+        if e.filter is not None:
+            reads |= {r for x in e.filter.walk() if (r := ref(x))}
+        if e.kind == "step":
+            reads -= {(e.tensor, "cur")}
+        if reads and not reads <= allowed.get(e.tensor, set()):
+            return None
+    return lt
+
+
+def _is_exp_of(e: Einsum, source: str, m: str, ref) -> bool:
+    """``e`` is ``exp(T - M')``: the scores of ``source`` less the new running max."""
+    x = e.expr
+    return (
+        not e.reduce
+        and e.filter is None
+        and isinstance(x, S.Call)
+        and x.fn == "exp"
+        and isinstance(x.args[0], S.Binary)
+        and x.args[0].op == "-"
+        and isinstance(x.args[0].a, S.Read)
+        and x.args[0].a.tensor == source
+        and ref(x.args[0].b) == (m, "next")
+    )
 
 
 def _state(env: FusedEnv, e: Einsum, name: str, carried: bool = False) -> Value:
@@ -1100,7 +1287,35 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
         f"    # ---- the streamed loop: one tile of {block_name(p, p.col)} lanes of {p.parent} per step"
     )
     split = env.lines["body_full"] != env.lines["body"] and p.whole is not None
-    if split:
+    if env.seen is not None:
+        # the states start present (see _identity_start): no tile needs the general body. Masked tiles
+        # run the tail body, which also notes the rows it reaches; whole tiles reach every row
+        first = list(env.lines["body_tail"])
+        # a row is reached where the tile's max is above -inf: a compare, where the mask's own reduction
+        # over the tile costs 60 registers (sm_90). Rows left (all -inf, NaN, or none present) are decided
+        # after the loop by the masks
+        k = first.index("        # the running state moves on to the next tile")
+        first.insert(k, f"        seen = seen | ({env.seen_max} > {NEG_INF})")
+        if p.whole is None:
+            lines.append(f"    for {p.it} in range(lo, hi):")
+            lines += first
+            lines += _recheck(env, first)
+        else:
+            lines.append(
+                "    # tiles lo..whole_lo-1 and whole_hi..hi-1 have masked points; whole_lo..whole_hi-1 none"
+            )
+            start = "lo" if p.whole[0] == "lo" else f"tl.maximum(lo, {p.whole[0]})"
+            lines.append(f"    whole_lo = tl.minimum({start}, hi)")
+            lines.append(f"    whole_hi = tl.maximum(whole_lo, tl.minimum(hi, {p.whole[1]}))")
+            lines.append(f"    for {p.it} in range(lo, whole_lo):")
+            lines += first
+            lines.append(f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks")
+            lines += env.lines["body_steady"]
+            lines.append(f"    for {p.it} in range(whole_hi, hi):")
+            lines += first
+            lines.append("    seen = seen | (whole_lo < whole_hi)")
+        lines += _recheck(env, first)
+    elif split:
         lines.append(
             "    # tiles lo..whole_lo-1 and whole_hi..hi-1 have masked points; whole_lo..whole_hi-1 none"
         )
@@ -1140,8 +1355,42 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
         lines += env.lines["body"]
     lines.append("    # ---- epilogue: final values from the running state, and the stores")
     lines += env.lines["epilogue"]
+    if env.seen is not None:  # no state carries a mask of its own: `seen` is every state's
+        carried = {f"{s}{x}_ok" for s in p.states for x in ("", "_next")}
+        lines = [ln for ln in lines if not (m := re.match(r"^\s*(\w+) = ", ln)) or m.group(1) not in carried]
+        if any(w in carried for ln in lines for w in re.findall(r"\w+", ln)):
+            raise InternalError("a state's mask is read although every state starts present")
     lines = drop_unused(lines)
     return FusedKernel(p, name, "\n".join(lines) + "\n", host, constexprs, _footprint(env))
+
+
+def _recheck(env: FusedEnv, body: list[str]) -> list[str]:
+    """After the loop: rows whose tiles' maxes were all -inf (or NaN), or that no tile reached, are present
+    where a tile had a present point; the masks decide, tile by tile (only the lines that make them)."""
+    p = env.plan
+    lane = f"lane_{p.row}"
+    if not env.seen.axes:  # every visited tile has a present point in every row
+        return ["    seen = seen | (lo < hi)  # rows whose tiles' maxes were -inf (or NaN) are present too"]
+    needed, kept = {env.seen.code}, []
+    for ln in reversed(body):
+        m = re.match(r"^\s*([A-Za-z_]\w*) = (.*)$", ln)
+        if m and m.group(1) in needed:
+            kept.append("    " + ln)
+            needed |= set(re.findall(r"[A-Za-z_]\w*", m.group(2)))
+    # names of their own (the loops' masks stay unread there, and go)
+    names = {re.match(r"^\s*(\w+) = ", ln).group(1) for ln in kept}
+
+    def own(ln: str) -> str:
+        return re.sub(r"\b\w+\b", lambda w: w.group(0) + "_again" if w.group(0) in names else w.group(0), ln)
+
+    return [
+        "    # rows whose tiles' maxes were all -inf (or NaN), or that no tile reached: present where a tile",
+        "    # had a present point (the masks decide, tile by tile; only such rows pay for it)",
+        f"    if tl.max(({lane} & ~seen).to(tl.int32), 0) > 0:",
+        f"        for {p.it} in range(lo, hi):",
+        *(own(ln) for ln in reversed(kept)),
+        f"            seen = seen | {own(env.seen.code)}",
+    ]
 
 
 def _footprint(env: FusedEnv) -> str:

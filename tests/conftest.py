@@ -62,3 +62,12 @@ def edit(text: str, old: str, new: str) -> str:
     out, n = re.subn(pattern, lambda _: new, text)
     assert n == 1, f"{old!r} occurs {n} times"
     return out
+
+
+def pytest_runtest_logreport(report):
+    """With EINATTN_FAILURE_LOG=path, each failure is appended there as it happens (a time-boxed run, such
+    as a lent GPU's, that is cut off before pytest's summary still reports what failed and why)."""
+    path = os.environ.get("EINATTN_FAILURE_LOG")
+    if path and report.failed:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"==== {report.nodeid} ({report.when})\n{report.longreprtext[-4000:]}\n")

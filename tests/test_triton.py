@@ -146,22 +146,24 @@ def test_sliding_window_skips_tiles():
 def test_whole_tiles_run_without_masks():
     """Causal over 40 rows in blocks of 16: the tiles wholly below the diagonal run the mask-free loop, the
     diagonal ones the masked loop, in order; the result is the same. The rewritten running state starts
-    absent, and a whole tile makes it present everywhere: the first whole tile runs in the masked loop, the
-    later ones know every state is present (no `??` selects: 27 % fewer instructions per tile at sm_90)."""
+    present at the identities of its `??` (-inf and 0, lowering.triton_fused._identity_start): no loop
+    selects between states, and one flag per row (`seen`) says where the spec's state is present."""
     k = check(EXAMPLES / "causal.ein", dict(p=40, m=40, h=1), tile=4)
-    assert "steady = tl.minimum(whole_lo + 1, whole_hi)" in k.source
-    assert "for m1 in range(lo, tl.where(whole_lo < whole_hi, steady, hi)):" in k.source
-    whole = k.source.split("every state present\n")[1].split("for m1 in range(tl.where(")[0]
+    src = k.source
+    assert "for m1 in range(lo, whole_lo):" in src and "for m1 in range(whole_hi, hi):" in src
+    whole = src.split("# whole tiles: no masks\n")[1].split("for m1 in range(whole_hi, hi):")[0]
     assert "BQK_ok" not in whole and "tl.where(t_" not in whole and "_ok[" not in whole
-    # the masked tiles after them (the diagonal) know it too; with a tile of 16 keys (no padding lanes)
-    # the filtered scores hold -inf where absent: the max, the exponential, the sum and `P V` need no
-    # select and no reduction of a mask (the rows of the first block, with no whole tile, take the first loop)
+    assert "tl.where(t_RM_ok" not in src and "t_RNV_ok" not in src  # no state carries a mask
+    assert 'seen = seen | (t_LM > -float("inf"))' in src and "t_AV_ok = seen" in src
+    # the masked tiles: with a tile of 16 keys (no padding lanes) the filtered scores hold -inf where
+    # absent: the max, the exponential, the sum and `P V` need no select and no reduction of a mask
     k = check(EXAMPLES / "causal.ein", dict(p=40, m=40, h=1), tile=16)
-    tail = k.source.split("every state present\n")[-1].split("# ---- epilogue")[0]
+    tail = k.source.split("for m1 in range(whole_hi, hi):\n")[-1].split("    seen = seen | (whole_lo")[0]
     values = [x for x in tail.splitlines() if x.strip().startswith("t_") and "_ok = " not in x]
     assert sum("tl.where(" in x for x in values) == 1  # the scores' -inf
     assert "t_LM = _rmax(t_BQK, 1)" in tail and "t_SLD = tl.sum(t_SLN, 1)" in tail
     assert "t_RNV_next = (t_SLNV + t_SPNV)" in tail
+    assert "tl.max(t_BQK_ok" not in tail  # the rows reached: a compare of the max, not a mask's reduction
     # a hand-written 1-pass cascade whose state starts present has one mask-free loop for every whole tile
     k = check(EXAMPLES / "causal_1pass.ein", dict(p=40, m=40, h=1), params={"M0": 4})
     assert "for m1 in range(whole_lo, whole_hi):  # whole tiles: no masks" in k.source
@@ -668,3 +670,29 @@ def test_the_floor_of_a_running_max_is_the_dtypes_lowest_in_every_backend():
     values = sorted(float(v) for v in re.findall(r"_max\(x, (-[0-9.e+]+)\)", floor))
     assert values == sorted([lowest("float64"), lowest(torch.float32)])
     assert lowest(torch.float32) == torch.finfo(torch.float32).min == float(np.finfo(np.float32).min)
+
+
+def test_states_start_present_and_absent_rows_stay_exact():
+    """The rewritten running state starts present at -inf and 0 (`_identity_start`), and a row is known
+    present where a tile's max is above -inf. The rows that test cannot decide go by the masks after the
+    loop: rows the filter removes whole are 0, a row whose present scores are all -inf is NaN (0 / 0, as
+    the spec says), and so is a row with a NaN score; the other rows are the oracle's."""
+    spec = (
+        "input Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], B[p, m]\noutput AV\n"
+        "S[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)\n"
+        "QK[b, h, m, p] = S[b, h, m, p] + B[p, m]  where m <= p and p >= 3\n"
+        "GM[b, h, p] = QK[b, h, m, p] :: max(m)\nSN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])\n"
+        "SD[b, h, p] = SN[b, h, m, p]\nAV[b, h, p, f] = SN[b, h, m, p] * V[b, h, m, f] / SD[b, h, p]\n"
+    )
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 45, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    bias = torch.randn(45, 45, generator=gen, dtype=torch.float64)
+    bias[10, :] = -math.inf  # every present score of row 10 is -inf
+    bias[30, 5] = math.nan  # row 30 has a NaN score
+    bias[40, :35] = -math.inf  # row 40: its first tiles are all -inf, the last ones not
+    kern = einattn.compile(spec, backend="triton", tile=16)
+    assert kern.plan.path == "fused" and "seen = seen | (t_GM" in kern.source.replace("t_LM", "t_GM")
+    want = einattn.compile(spec, backend="numpy")(*(x.numpy() for x in (q, k, v, bias)))
+    got = kern(*(x.to(DEVICE) for x in (q, k, v, bias))).cpu().numpy()
+    assert np.isnan(want[:, :, 10]).all() and np.isnan(want[:, :, 30]).all() and (want[:, :, :3] == 0).all()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)  # NaN where the oracle has NaN

@@ -355,7 +355,6 @@ def causal_1pass_kernel(
         t_BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
         t_LM = _rmax(tl.where(t_BQK_ok, t_BQK, -float("inf")), 1)
-        t_LM_ok = (tl.max(t_BQK_ok.to(tl.int32), 1) > 0)
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
         t_RM_next = _max(t_RM, t_LM)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
@@ -363,11 +362,9 @@ def causal_1pass_kernel(
         t_SLN_ok = t_BQK_ok
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
-        t_SLD_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
         # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
         t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
-        t_SLNV_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
         t_PRM = _exp((t_RM - t_RM_next))
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
@@ -418,7 +415,6 @@ def causal_1pass_kernel(
         t_BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
         t_LM = _rmax(tl.where(t_BQK_ok, t_BQK, -float("inf")), 1)
-        t_LM_ok = (tl.max(t_BQK_ok.to(tl.int32), 1) > 0)
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
         t_RM_next = _max(t_RM, t_LM)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
@@ -426,11 +422,9 @@ def causal_1pass_kernel(
         t_SLN_ok = t_BQK_ok
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
-        t_SLD_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
         # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
         t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
-        t_SLNV_ok = (tl.max(t_SLN_ok.to(tl.int32), 1) > 0)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
         t_PRM = _exp((t_RM - t_RM_next))
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]

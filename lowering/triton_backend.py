@@ -201,6 +201,12 @@ def _custom_op(key: str, kernel: TritonKernel):
     module, launcher = kernel.module, kernel.launcher
     names = kernel.program.inputs
 
+    def launch(xs):
+        try:
+            return launcher(*xs)
+        except ValueError as e:  # no launch configuration fits (checked here inside a compiled graph)
+            raise EinError(f"{kernel.program.name}: {e}") from None
+
     @custom_op(f"einattn::{key}", mutates_args=(), schema="(Tensor[] xs) -> Tensor[]")
     def forward(xs):
         if interpreting():  # the interpreter runs masked lanes in NumPy too: exp overflowing there, 0 / 0
@@ -208,9 +214,9 @@ def _custom_op(key: str, kernel: TritonKernel):
             import numpy as np
 
             with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-                outs = launcher(*xs)
+                outs = launch(xs)
         else:
-            outs = launcher(*xs)
+            outs = launch(xs)
         return list(outs) if isinstance(outs, tuple) else [outs]
 
     @forward.register_fake
@@ -355,6 +361,10 @@ class TritonKernel(Kernel):
         return xs
 
     def _check_resources(self, sizes, xs, device, torch) -> None:
+        if torch.compiler.is_compiling():
+            # Dynamo cannot trace the driver's device query: inside a compiled graph the launch (the custom
+            # op, run untraced) checks the launch configurations itself
+            return
         m = self.module
         inputs = dict(zip(self.program.inputs, xs))
         dtype = m._float_dtype(inputs)

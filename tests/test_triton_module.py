@@ -170,6 +170,24 @@ def test_custom_op_in_torch_compile():
     torch.testing.assert_close(got, 2.0 * k(**x))
 
 
+def test_torch_compile_does_not_trace_the_device_query(monkeypatch):
+    """On a GPU the resource check asks the driver for the device's limits, which Dynamo cannot trace (an
+    H200 run: `fullgraph=True` failed on `get_device_properties`). Inside a compiled graph the check is
+    left to the launch, which runs untraced; a device query that Dynamo refuses stands in for the driver."""
+    k = compile_quietly(EXAMPLES / "causal.ein", tile=4)
+    asked = []
+
+    @torch.compiler.disable
+    def query(device):  # fullgraph=True refuses to trace a call of a disabled function
+        asked.append(device)
+
+    monkeypatch.setattr(k.module, "_limits", query)
+    _, x = _inputs(EXAMPLES / "causal.ein", p=9)
+    fn = torch.compile(lambda q, kk, v: k(q, kk, v) + 1.0, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(fn(x["Q"], x["K"], x["V"]), k(**x) + 1.0)
+    assert asked  # the launch still checked the configurations, outside the graph
+
+
 @pytest.mark.parametrize(
     "dtypes",
     [

@@ -23,6 +23,7 @@ import torch
 
 import einattn
 
+ORIGINAL: dict[int, list[dict]] = {}  # a module's own CONFIGS, by id
 EXTRA = [  # configurations outside the module's list, worth a measurement
     dict(ROWS=128, num_warps=4, num_stages=2),
     dict(ROWS=64, num_warps=4, num_stages=2),
@@ -88,8 +89,11 @@ def main(argv=None) -> int:
                 if not hasattr(mod, "CONFIGS"):
                     lines.append(f"| {name} | {dim} | {tile} | not fused | | | |")
                     continue
-                row = next(key for key in mod.CONFIGS[0] if key.startswith("BLOCK_"))
-                every = [dict(c) for c in mod.CONFIGS]
+                # (compile returns the same module for the same spec at another head dim: its list is
+                # kept aside once and restored after each sweep)
+                listed = ORIGINAL.setdefault(id(mod), [dict(c) for c in mod.CONFIGS])
+                row = next(key for key in listed[0] if key.startswith("BLOCK_"))
+                every = [dict(c) for c in listed]
                 every += [{row if key == "ROWS" else key: val for key, val in c.items()} for c in EXTRA]
                 work = ga.flops(v, batch, heads, seq, dim)
                 names = k.program.inputs
@@ -110,6 +114,8 @@ def main(argv=None) -> int:
                     tf = "failed" if ms is None else f"{work / (ms * 1e-3) / 1e12:.1f}"
                     regs, spills = res if res else ("", "")
                     lines.append(f"| {name} | {dim} | {tile} | {label} | {tf} | {regs} | {spills} |")
+                mod.CONFIGS[:] = listed
+                mod._TUNED.clear()
     device_name = "CPU (interpreter, dry run)" if dry else torch.cuda.get_device_name()
     print(f"\nLaunch configurations, {device_name}, {args.dtype}, S={seq}; {time.time() - start:.0f} s\n")
     print("\n".join(lines))

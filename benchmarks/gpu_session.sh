@@ -23,9 +23,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 
 if [ "$TESTS" != 0 ]; then
-    timeout "$TESTS" $PY -m pytest -q -n 8 -p no:cacheprovider --maxfail=20 \
+    # each failure is written to failures.log as it happens: a run cut off by the timeout still says why
+    EINATTN_FAILURE_LOG="$OUT/failures.log" timeout "$TESTS" $PY -m pytest -q -n 8 -p no:cacheprovider --maxfail=20 \
         tests/test_triton.py tests/test_triton_module.py "tests/test_torch_backend.py::test_cuda_equals_cpu" \
         2>&1 | tee "$OUT/pytest.log" | tail -60
+    [ -s "$OUT/failures.log" ] && head -c 6000 "$OUT/failures.log"
 fi
 timeout $((BUDGET + 90)) $PY benchmarks/gpu_attention.py --budget "$BUDGET" --out "$OUT/gpu_attention.md" "$@" \
     2>&1 | tee "$OUT/bench.log" | grep -v "^  warn" | tail -120

@@ -1046,20 +1046,11 @@ def _identity_start(p: FusedPlan) -> str | None:
         return None
     # the sum states: S' = A + (B ?? 0) ?? B, B = S * F, F = exp(M - M'), A a sum over the tile of
     # something read from exp(T - M') where T is L's source (absent exactly where it is)
-    factors_ok: set[str] = set()
-    for f, fe in defs.items():
-        x = fe.expr
-        if (
-            not fe.reduce
-            and fe.filter is None
-            and isinstance(x, S.Call)
-            and x.fn == "exp"
-            and isinstance(x.args[0], S.Binary)
-            and x.args[0].op == "-"
-            and ref(x.args[0].a) == (m, "cur")
-            and ref(x.args[0].b) == (m, "next")
-        ):
-            factors_ok.add(f)
+    factors_ok = {
+        f
+        for f, fe in defs.items()
+        if (d := _exp_diff(fe)) and (ref(d[0]), ref(d[1])) == ((m, "cur"), (m, "next"))
+    }
     allowed: dict[str, set[tuple[str, str]]] = {m: {(m, "cur")}}  # statement -> the state reads it may make
     for f in factors_ok:
         allowed[f] = {(m, "cur"), (m, "next")}
@@ -1102,8 +1093,13 @@ def _identity_start(p: FusedPlan) -> str | None:
         zs = [
             t.tensor
             for t in terms
-            if read_of(t) and t.tensor in defs and _is_exp_of(defs[t.tensor], source, m, ref)
-        ]
+            if read_of(t)
+            and t.tensor in defs
+            and (d := _exp_diff(defs[t.tensor]))
+            and isinstance(d[0], S.Read)
+            and d[0].tensor == source
+            and ref(d[1]) == (m, "next")
+        ]  # Z = exp(T - M'): the scores of L's source less the new running max
         others = [t for t in terms if not (read_of(t) and t.tensor in zs)]
         if len(zs) != 1 or any(read_of(t) is None or t.tensor in defs for t in others):
             return None  # (another factor: an input's tile, present wherever the tile's lanes are)
@@ -1119,20 +1115,13 @@ def _identity_start(p: FusedPlan) -> str | None:
     return lt
 
 
-def _is_exp_of(e: Einsum, source: str, m: str, ref) -> bool:
-    """``e`` is ``exp(T - M')``: the scores of ``source`` less the new running max."""
+def _exp_diff(e: Einsum) -> tuple[S.Expr, S.Expr] | None:
+    """``(a, b)`` where ``e`` is ``exp(a - b)``, unreduced and unfiltered; else None."""
     x = e.expr
-    return (
-        not e.reduce
-        and e.filter is None
-        and isinstance(x, S.Call)
-        and x.fn == "exp"
-        and isinstance(x.args[0], S.Binary)
-        and x.args[0].op == "-"
-        and isinstance(x.args[0].a, S.Read)
-        and x.args[0].a.tensor == source
-        and ref(x.args[0].b) == (m, "next")
-    )
+    if e.reduce or e.filter is not None or not (isinstance(x, S.Call) and x.fn == "exp"):
+        return None
+    d = x.args[0]
+    return (d.a, d.b) if isinstance(d, S.Binary) and d.op == "-" else None
 
 
 def _state(env: FusedEnv, e: Einsum, name: str, carried: bool = False) -> Value:

@@ -701,3 +701,77 @@ def test_states_start_present_and_absent_rows_stay_exact():
     got = kern(*(x.to(DEVICE) for x in (q, k, v, bias))).cpu().numpy()
     assert np.isnan(want[:, :, 10]).all() and np.isnan(want[:, :, 30]).all() and (want[:, :, :3] == 0).all()
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)  # NaN where the oracle has NaN
+
+
+# the rewrite's 1-pass form of examples/causal.ein (`einattn rewrite examples/causal.ein`)
+CAUSAL_REWRITTEN = """\
+input  Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f]
+param  M0 = 16
+rank   M = M1 * M0
+output AV
+BK[b, h, m1, m0, e]     = K[b, h, m1 * M0 + m0, e]
+BV[b, h, m1, m0, f]     = V[b, h, m1 * M0 + m0, f]
+RM[b, h, 0, p]          = -inf  where 0 != 0
+RD[b, h, 0, p]          = 0  where 0 != 0
+RNV[b, h, 0, p, f]      = 0  where 0 != 0
+BQK[b, h, m1, m0, p]    = Q[b, h, p, e] * BK[b, h, m1, m0, e] * rsqrt(E)  where m1 * M0 + m0 <= p
+LM[b, h, m1, p]         = BQK[b, h, m1, m0, p] :: max(m0)
+RM[b, h, m1 + 1, p]     = max(RM[b, h, m1, p] ?? LM[b, h, m1, p], LM[b, h, m1, p] ?? RM[b, h, m1, p])
+SLN[b, h, m1, m0, p]    = exp(BQK[b, h, m1, m0, p] - RM[b, h, m1 + 1, p])
+SLD[b, h, m1, p]        = SLN[b, h, m1, m0, p]
+SLNV[b, h, m1, p, f]    = SLN[b, h, m1, m0, p] * BV[b, h, m1, m0, f]
+PRM[b, h, m1, p]        = exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])
+SPD[b, h, m1, p]        = RD[b, h, m1, p] * PRM[b, h, m1, p]
+RD[b, h, m1 + 1, p]     = SLD[b, h, m1, p] + (SPD[b, h, m1, p] ?? 0) ?? SPD[b, h, m1, p]
+SPNV[b, h, m1, p, f]    = RNV[b, h, m1, p, f] * PRM[b, h, m1, p]
+RNV[b, h, m1 + 1, p, f] = SLNV[b, h, m1, p, f] + (SPNV[b, h, m1, p, f] ?? 0) ?? SPNV[b, h, m1, p, f]
+AV[b, h, p, f]          = RNV[b, h, M1, p, f] / RD[b, h, M1, p]
+"""
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        (None, "the rewrite's form: proved"),
+        (("RM[b, h, 0, p]          = -inf  where 0 != 0", "RM[b, h, 0, p] = -inf"), "the max starts present"),
+        (
+            ("RD[b, h, 0, p]          = 0  where 0 != 0", "RD[b, h, 0, p] = 1  where 0 != 0"),
+            "a sum starts at 1",
+        ),
+        (("(SPD[b, h, m1, p] ?? 0) ?? SPD", "(SPD[b, h, m1, p] ?? 1) ?? SPD"), "an absent sum counts 1"),
+        (
+            ("exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])", "exp(RM[b, h, m1 + 1, p] - RM[b, h, m1, p])"),
+            "F > 1",
+        ),
+        (
+            (
+                "AV[b, h, p, f]          = RNV",
+                "SLD2[b, h, m1, p] = SLD[b, h, m1, p] * RD[b, h, m1, p]\nAV[b, h, p, f] = RNV",
+            ),
+            "a state read elsewhere",
+        ),
+        (
+            (
+                "SLD[b, h, m1, p]        = SLN[b, h, m1, m0, p]",
+                "SLD[b, h, m1, p] = exp(BQK[b, h, m1, m0, p])",
+            ),
+            "a sum not over exp(T - M')",
+        ),
+    ],
+)
+def test_states_start_present_only_where_proved(change, why):
+    """`_identity_start` accepts the rewrite's loop and refuses each change that would make starting the
+    state present at -inf and 0 compute other values (it is checked on the matched plan, with the running
+    max floored as the backend floors a rewritten program's); a refused loop keeps the general body."""
+    from einattn.lowering.triton_fused import _identity_start
+
+    text = CAUSAL_REWRITTEN if change is None else CAUSAL_REWRITTEN.replace(*change)
+    assert change is None or text != CAUSAL_REWRITTEN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        plan = match(einattn.parse(text))
+    assert not isinstance(plan, Refusal), why
+    plan.floored = frozenset({"RM"})
+    assert (_identity_start(plan) == "LM") == (change is None), why
+    plan.floored = frozenset()  # a spec as written: its running max is not floored
+    assert _identity_start(plan) is None

@@ -372,6 +372,7 @@ class FusedEnv(Env):
         self.neg_fill: set[str] = set()  # filtered tiles held -inf where absent (the tail scope)
         self.seen: Tile | None = None  # the states start present (_identity_start): a row's flag per tile
         self.seen_max = ""  # the max over a tile whose presence that flag is
+        self.seen_exact = False  # that max is -inf wherever it is absent
         self.next: dict[str, Value] = {}
         self.hoisted: dict[tuple, Value] = {}
         self.inputs: list[str] = []
@@ -884,6 +885,7 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
             # every state starts present at its identity; one flag per row says where it really is
             env.seen = env.values[seen].mask or Tile("True", ())
             env.seen_max = env.values[seen].val.code
+            env.seen_exact = env.values[seen].fill == NEG_INF  # -inf wherever it is absent
             env.scope = "prologue"
             env.emit(f"seen = tl.full([{R}], False, tl.int1)  # rows that a tile has reached (every state)")
             for s in p.states:
@@ -990,12 +992,18 @@ def _identity_start(p: FusedPlan) -> str | None:
         """(state, "cur" | "next") for a read of a running state at step m or m + 1."""
         if not isinstance(x, S.Read) or x.tensor not in p.states:
             return None
-        at = [i for i in x.indices if it in coords(i)]
-        if at == [S.Coord(it)]:
-            return x.tensor, "cur"
-        if at and at[0] == S.Binary("+", S.Coord(it), S.Const(1)):
-            return x.tensor, "next"
-        return None
+        ranks = p.prog.tensor(x.tensor).ranks
+        if len(ranks) != len(x.indices):
+            return None
+        step = None
+        for r, i in zip(ranks, x.indices):
+            if r == it and i == S.Coord(it):
+                step = "cur"
+            elif r == it and i == S.Binary("+", S.Coord(it), S.Const(1)):
+                step = "next"
+            elif i != S.Coord(r):  # another row, head or feature than the state's own: not the form
+                return None
+        return None if step is None else (x.tensor, step)
 
     def read_of(x: S.Expr) -> str | None:
         return x.tensor if isinstance(x, S.Read) and x.tensor not in p.states else None
@@ -1096,8 +1104,7 @@ def _identity_start(p: FusedPlan) -> str | None:
             if read_of(t)
             and t.tensor in defs
             and (d := _exp_diff(defs[t.tensor]))
-            and isinstance(d[0], S.Read)
-            and d[0].tensor == source
+            and d[0] == le.expr  # the very scores whose max L is, at the same points
             and ref(d[1]) == (m, "next")
         ]  # Z = exp(T - M'): the scores of L's source less the new running max
         others = [t for t in terms if not (read_of(t) and t.tensor in zs)]
@@ -1281,14 +1288,18 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
         # run the tail body, which also notes the rows it reaches; whole tiles reach every row
         first = list(env.lines["body_tail"])
         # a row is reached where the tile's max is above -inf: a compare, where the mask's own reduction
-        # over the tile costs 60 registers (sm_90). Rows left (all -inf, NaN, or none present) are decided
-        # after the loop by the masks
+        # over the tile costs 60 registers (sm_90). That holds where the max is -inf wherever it is absent
+        # (its fill); where it is not (a per-row term of the filter left out of the reduced values, or
+        # padding lanes), the compare is taken with the mask. Rows left (all -inf, NaN, or none present)
+        # are decided after the loop by the masks
         k = first.index("        # the running state moves on to the next tile")
-        first.insert(k, f"        seen = seen | ({env.seen_max} > {NEG_INF})")
+        reached = f"({env.seen_max} > {NEG_INF})"
+        if not env.seen_exact and env.seen.axes:
+            reached = f"{reached} & {env.seen.code}"
+        first.insert(k, f"        seen = seen | {reached}")
         if p.whole is None:
             lines.append(f"    for {p.it} in range(lo, hi):")
             lines += first
-            lines += _recheck(env, first)
         else:
             lines.append(
                 "    # tiles lo..whole_lo-1 and whole_hi..hi-1 have masked points; whole_lo..whole_hi-1 none"

@@ -677,11 +677,14 @@ def test_the_floor_of_a_running_max_is_the_dtypes_lowest_in_every_backend():
     assert lowest(torch.float32) == torch.finfo(torch.float32).min == float(np.finfo(np.float32).min)
 
 
-def test_states_start_present_and_absent_rows_stay_exact():
+@pytest.mark.parametrize("tile", [4, 16])
+def test_states_start_present_and_absent_rows_stay_exact(tile):
     """The rewritten running state starts present at -inf and 0 (`_identity_start`), and a row is known
     present where a tile's max is above -inf. The rows that test cannot decide go by the masks after the
     loop: rows the filter removes whole are 0, a row whose present scores are all -inf is NaN (0 / 0, as
-    the spec says), and so is a row with a NaN score; the other rows are the oracle's."""
+    the spec says), and so is a row with a NaN score; the other rows are the oracle's. With a tile of 4
+    (padding lanes) the filter's per-row term `p >= 3` is not in the max's values, only in its mask: the
+    compare is taken with the mask (a reviewer's case: rows 0-2 were NaN)."""
     spec = (
         "input Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], B[p, m]\noutput AV\n"
         "S[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)\n"
@@ -695,7 +698,7 @@ def test_states_start_present_and_absent_rows_stay_exact():
     bias[10, :] = -math.inf  # every present score of row 10 is -inf
     bias[30, 5] = math.nan  # row 30 has a NaN score
     bias[40, :35] = -math.inf  # row 40: its first tiles are all -inf, the last ones not
-    kern = einattn.compile(spec, backend="triton", tile=16)
+    kern = einattn.compile(spec, backend="triton", tile=tile)
     assert kern.plan.path == "fused" and "seen = seen | (t_GM" in kern.source.replace("t_LM", "t_GM")
     want = einattn.compile(spec, backend="numpy")(*(x.numpy() for x in (q, k, v, bias)))
     got = kern(*(x.to(DEVICE) for x in (q, k, v, bias))).cpu().numpy()
@@ -775,3 +778,28 @@ def test_states_start_present_only_where_proved(change, why):
     assert (_identity_start(plan) == "LM") == (change is None), why
     plan.floored = frozenset()  # a spec as written: its running max is not floored
     assert _identity_start(plan) is None
+
+
+@pytest.mark.parametrize("tile", [2, 3, 4, 16])
+@pytest.mark.parametrize("filt", ["m <= p and p >= 5", "p >= 4 and m >= 2", "abs(p - m) < 3 and p != 6"])
+def test_rows_a_per_row_filter_removes_are_absent(filt, tile):
+    """A filter with a term on the row alone removes whole rows: they are absent (0, and log-sum-exp 0),
+    not reached, whatever the tile's max holds there (a reviewer found them NaN and -inf at tiles 2-4)."""
+    spec = (
+        "input Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f]\noutput AV, L\n"
+        f"QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)  where {filt}\n"
+        "GM[b, h, p] = QK[b, h, m, p] :: max(m)\nSN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])\n"
+        "SD[b, h, p] = SN[b, h, m, p]\nSNV[b, h, p, f] = SN[b, h, m, p] * V[b, h, m, f]\n"
+        "AV[b, h, p, f] = SNV[b, h, p, f] / SD[b, h, p]\nL[b, h, p] = GM[b, h, p] + log(SD[b, h, p])\n"
+    )
+    rng = np.random.default_rng(3)
+    x = {
+        n: rng.standard_normal(s)
+        for n, s in (("Q", (1, 2, 13, 3)), ("K", (1, 2, 11, 3)), ("V", (1, 2, 11, 2)))
+    }
+    kern = einattn.compile(spec, backend="triton", tile=tile)
+    assert kern.plan.path == "fused" and "seen = seen |" in kern.source
+    want = einattn.compile(spec, backend="numpy")(**x)
+    got = kern(**{n: torch.from_numpy(v).to(DEVICE) for n, v in x.items()})
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g.cpu().numpy(), w, rtol=1e-10, atol=1e-12)

@@ -13,8 +13,9 @@ Strategies:
 
 * :func:`attention_specs` -- attention-shaped programs composed from score transforms (scale, bias
   tensors, ALiBi, softcap, clamped relative bias), filters (causal, windows, document ids, random affine
-  predicates), normalisers (3-pass softmax, deferred division, sigmoid, linear, attention sinks) and head
-  structures (MHA, GQA, MQA), optionally in the 1-pass streaming form with a random tile;
+  predicates, causal with a term on the row alone), normalisers (3-pass softmax, deferred division,
+  sigmoid, linear, attention sinks) and head structures (MHA, GQA, MQA), optionally in the 1-pass
+  streaming form with a random tile;
   :func:`streaming_pairs` gives one softmax variant in both forms;
 * :func:`cascades` -- general cascades that are not attention-shaped: random ranks, contractions,
   ``max``/``min``/``+`` reductions, functions, filters and iterative ranks;
@@ -81,7 +82,7 @@ def _spec(text: str, parts: tuple[str, ...]) -> Spec:
 # ---- attention-shaped programs ----------------------------------------------------------------------
 
 SCORE_TRANSFORMS = ("scale", "bias", "alibi", "softcap", "relative")
-FILTERS = ("none", "causal", "window", "document", "affine")
+FILTERS = ("none", "causal", "window", "document", "affine", "rows")
 NORMALISERS = ("softmax", "deferred", "sigmoid", "linear", "sink", "lse")
 HEADS = ("mha", "gqa", "mqa")
 
@@ -106,6 +107,7 @@ def attention_choices(
         "C": draw(st.sampled_from(["2.0", "5.0", "30.0"])),
         "DMAX": draw(st.integers(1, 3)),
         "M0": draw(st.integers(1, 5)),
+        "rows": (draw(st.sampled_from([">=", "<", "!="])), draw(st.integers(0, 4))),
     }
     return c
 
@@ -130,6 +132,7 @@ def attention_text(c: dict, streaming: bool = False) -> str:
         "window": " where p - W < m and m <= p",
         "document": " where dq[p] == dk[m]",
         "affine": f" where {a} * m {op} p + {off}" if a != 1 else f" where m {op} p + {off}",
+        "rows": f" where m <= p and p {c['rows'][0]} {c['rows'][1]}",  # a term on the row alone
     }[filt]
     if filt == "window":
         params.append(f"param W = {c['W']}")

@@ -706,30 +706,12 @@ def test_states_start_present_and_absent_rows_stay_exact(tile):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)  # NaN where the oracle has NaN
 
 
-# the rewrite's 1-pass form of examples/causal.ein (`einattn rewrite examples/causal.ein`)
-CAUSAL_REWRITTEN = """\
-input  Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f]
-param  M0 = 16
-rank   M = M1 * M0
-output AV
-BK[b, h, m1, m0, e]     = K[b, h, m1 * M0 + m0, e]
-BV[b, h, m1, m0, f]     = V[b, h, m1 * M0 + m0, f]
-RM[b, h, 0, p]          = -inf  where 0 != 0
-RD[b, h, 0, p]          = 0  where 0 != 0
-RNV[b, h, 0, p, f]      = 0  where 0 != 0
-BQK[b, h, m1, m0, p]    = Q[b, h, p, e] * BK[b, h, m1, m0, e] * rsqrt(E)  where m1 * M0 + m0 <= p
-LM[b, h, m1, p]         = BQK[b, h, m1, m0, p] :: max(m0)
-RM[b, h, m1 + 1, p]     = max(RM[b, h, m1, p] ?? LM[b, h, m1, p], LM[b, h, m1, p] ?? RM[b, h, m1, p])
-SLN[b, h, m1, m0, p]    = exp(BQK[b, h, m1, m0, p] - RM[b, h, m1 + 1, p])
-SLD[b, h, m1, p]        = SLN[b, h, m1, m0, p]
-SLNV[b, h, m1, p, f]    = SLN[b, h, m1, m0, p] * BV[b, h, m1, m0, f]
-PRM[b, h, m1, p]        = exp(RM[b, h, m1, p] - RM[b, h, m1 + 1, p])
-SPD[b, h, m1, p]        = RD[b, h, m1, p] * PRM[b, h, m1, p]
-RD[b, h, m1 + 1, p]     = SLD[b, h, m1, p] + (SPD[b, h, m1, p] ?? 0) ?? SPD[b, h, m1, p]
-SPNV[b, h, m1, p, f]    = RNV[b, h, m1, p, f] * PRM[b, h, m1, p]
-RNV[b, h, m1 + 1, p, f] = SLNV[b, h, m1, p, f] + (SPNV[b, h, m1, p, f] ?? 0) ?? SPNV[b, h, m1, p, f]
-AV[b, h, p, f]          = RNV[b, h, M1, p, f] / RD[b, h, M1, p]
-"""
+def _causal_rewritten() -> str:
+    """The rewrite's 1-pass form of examples/causal.ein, as `einattn rewrite --tile 16` prints it."""
+    from einattn.format import format_program
+    from einattn.rewrite import rewrite
+
+    return format_program(rewrite(einattn.load(EXAMPLES / "causal.ein"), tile=16)[0])
 
 
 @pytest.mark.parametrize(
@@ -768,8 +750,9 @@ def test_states_start_present_only_where_proved(change, why):
     max floored as the backend floors a rewritten program's); a refused loop keeps the general body."""
     from einattn.lowering.triton_fused import _identity_start
 
-    text = CAUSAL_REWRITTEN if change is None else CAUSAL_REWRITTEN.replace(*change)
-    assert change is None or text != CAUSAL_REWRITTEN
+    original = _causal_rewritten()
+    text = original if change is None else original.replace(*change)
+    assert change is None or text != original
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", einattn.EinWarning)
         plan = match(einattn.parse(text))

@@ -132,7 +132,7 @@ def attention_text(c: dict, streaming: bool = False) -> str:
         "window": " where p - W < m and m <= p",
         "document": " where dq[p] == dk[m]",
         "affine": f" where {a} * m {op} p + {off}" if a != 1 else f" where m {op} p + {off}",
-        "rows": f" where m <= p and p {c['rows'][0]} {c['rows'][1]}",  # a term on the row alone
+        "rows": " where m <= p and p {} {}".format(*c.get("rows", (">=", 1))),  # a term on the row alone
     }[filt]
     if filt == "window":
         params.append(f"param W = {c['W']}")

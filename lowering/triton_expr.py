@@ -683,14 +683,14 @@ def fmt_einsum(e) -> str:
     return text
 
 
+ASSIGN = re.compile(r"^\s*([A-Za-z_]\w*) = ")  # a line of generated code that assigns a name
+
+
 def drop_unused(lines: list[str]) -> list[str]:
     """Remove assignments whose variable nothing reads (presence masks that no statement needed), repeatedly.
 
     The Triton compiler would drop them too; the interpreter would not, and the source reads better without.
     """
-    import re
-
-    assign = re.compile(r"^\s*([A-Za-z_]\w*) = ")
     lines = list(lines)
     changed = True
     while changed:
@@ -701,11 +701,11 @@ def drop_unused(lines: list[str]) -> list[str]:
             counts[word] = counts.get(word, 0) + 1
         assigned: dict[str, int] = {}
         for line in lines:
-            if m := assign.match(line):
+            if m := ASSIGN.match(line):
                 assigned[m.group(1)] = assigned.get(m.group(1), 0) + 1
         # a name that occurs only where it is assigned (in one loop or several) is read nowhere
         unread = {n for n, k in assigned.items() if counts.get(n, 0) == k}
         if unread:
-            lines = [ln for ln in lines if not ((m := assign.match(ln)) and m.group(1) in unread)]
+            lines = [ln for ln in lines if not ((m := ASSIGN.match(ln)) and m.group(1) in unread)]
             changed = True
     return lines

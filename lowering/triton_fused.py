@@ -40,9 +40,11 @@ from einattn import syntax as S
 from einattn.errors import InternalError, Span
 from einattn.graph import build_graph
 from einattn.ir import Einsum, Program, coords
+from einattn.skip import never_present
 
 from .triton_absent import absent_tensors
 from .triton_expr import (
+    ASSIGN,
     NEG_INF,
     Env,
     Renderer,
@@ -370,9 +372,8 @@ class FusedEnv(Env):
         self.steady = False  # a whole tile leaves every state present (see generate)
         self.tail = False  # and so does a masked tile where they were present
         self.neg_fill: set[str] = set()  # filtered tiles held -inf where absent (the tail scope)
-        self.seen: Tile | None = None  # the states start present (_identity_start): a row's flag per tile
-        self.seen_max = ""  # the max over a tile whose presence that flag is
-        self.seen_exact = False  # that max is -inf wherever it is absent
+        # the states start present (_identity_start): L, the tile max whose presence is every state's
+        self.seen: Value | None = None
         self.next: dict[str, Value] = {}
         self.hoisted: dict[tuple, Value] = {}
         self.inputs: list[str] = []
@@ -883,9 +884,7 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
         }
         if seen is not None and rows == {(row,)}:
             # every state starts present at its identity; one flag per row says where it really is
-            env.seen = env.values[seen].mask or Tile("True", ())
-            env.seen_max = env.values[seen].val.code
-            env.seen_exact = env.values[seen].fill == NEG_INF  # -inf wherever it is absent
+            env.seen = env.values[seen]
             env.scope = "prologue"
             env.emit(f"seen = tl.full([{R}], False, tl.int1)  # rows that a tile has reached (every state)")
             for s in p.states:
@@ -1008,24 +1007,6 @@ def _identity_start(p: FusedPlan) -> str | None:
     def read_of(x: S.Expr) -> str | None:
         return x.tensor if isinstance(x, S.Read) and x.tensor not in p.states else None
 
-    def never(e: Einsum) -> bool:  # a filter no point passes: the spec's `where 0 != 0`
-        f = e.filter
-        return (
-            isinstance(f, S.Compare)
-            and isinstance(f.a, S.Const)
-            and isinstance(f.b, S.Const)
-            and not (
-                {
-                    "<": f.a.value < f.b.value,
-                    "<=": f.a.value <= f.b.value,
-                    ">": f.a.value > f.b.value,
-                    ">=": f.a.value >= f.b.value,
-                    "==": f.a.value == f.b.value,
-                    "!=": f.a.value != f.b.value,
-                }[f.op]
-            )
-        )
-
     # the max state: M' = max(M ?? L, L ?? M), M floored, starting absent at -inf
     maxes = [s for s in p.states if s in p.floored]
     if len(maxes) != 1:
@@ -1044,7 +1025,7 @@ def _identity_start(p: FusedPlan) -> str | None:
     else:
         return None
     init = inits[m]
-    if not (never(init) and init.expr == S.Const(float("-inf"))):
+    if not (never_present(p.prog, init.filter) and init.expr == S.Const(float("-inf"))):
         return None
     le = defs.get(lt)  # L: a max over the tile, so -inf in a row with no present point
     if le is None or le.reduce != ((p.col, "max"),) or le.filter is not None:
@@ -1067,14 +1048,16 @@ def _identity_start(p: FusedPlan) -> str | None:
             continue
         e = steps[st]
         x = e.expr
-        if e.filter is not None or not (never(inits[st]) and inits[st].expr in (S.Const(0), S.Const(0.0))):
+        if e.filter is not None or not (
+            never_present(p.prog, inits[st].filter) and inits[st].expr == S.Const(0)
+        ):
             return None
         if not (
             isinstance(x, S.Default)
             and isinstance(x.a, S.Binary)
             and x.a.op == "+"
             and isinstance(x.a.b, S.Default)
-            and x.a.b.b in (S.Const(0), S.Const(0.0))
+            and x.a.b.b == S.Const(0)
             and read_of(x.a.b.a)
             and x.a.b.a == x.b
             and read_of(x.a.a)
@@ -1293,44 +1276,23 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
         # padding lanes), the compare is taken with the mask. Rows left (all -inf, NaN, or none present)
         # are decided after the loop by the masks
         k = first.index("        # the running state moves on to the next tile")
-        reached = f"({env.seen_max} > {NEG_INF})"
-        if not env.seen_exact and env.seen.axes:
-            reached = f"{reached} & {env.seen.code}"
+        reached = f"({env.seen.val.code} > {NEG_INF})"
+        if env.seen.fill != NEG_INF and env.seen.mask is not None:
+            reached = f"{reached} & {env.seen.mask.code}"
         first.insert(k, f"        seen = seen | {reached}")
         if p.whole is None:
             lines.append(f"    for {p.it} in range(lo, hi):")
             lines += first
         else:
-            lines.append(
-                "    # tiles lo..whole_lo-1 and whole_hi..hi-1 have masked points; whole_lo..whole_hi-1 none"
-            )
-            start = "lo" if p.whole[0] == "lo" else f"tl.maximum(lo, {p.whole[0]})"
-            lines.append(f"    whole_lo = tl.minimum({start}, hi)")
-            lines.append(f"    whole_hi = tl.maximum(whole_lo, tl.minimum(hi, {p.whole[1]}))")
-            lines.append(f"    for {p.it} in range(lo, whole_lo):")
-            lines += first
-            lines.append(f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks")
-            lines += env.lines["body_steady"]
-            lines.append(f"    for {p.it} in range(whole_hi, hi):")
-            lines += first
+            lines += _three_loops(p, first, env.lines["body_steady"])
             lines.append("    seen = seen | (whole_lo < whole_hi)")
         lines += _recheck(env, first)
     elif split:
-        lines.append(
-            "    # tiles lo..whole_lo-1 and whole_hi..hi-1 have masked points; whole_lo..whole_hi-1 none"
-        )
-        start = "lo" if p.whole[0] == "lo" else f"tl.maximum(lo, {p.whole[0]})"
-        lines.append(f"    whole_lo = tl.minimum({start}, hi)")
-        lines.append(f"    whole_hi = tl.maximum(whole_lo, tl.minimum(hi, {p.whole[1]}))")
         steady = env.steady and env.lines["body_steady"] != env.lines["body_full"]
         if not steady:
-            lines.append(f"    for {p.it} in range(lo, whole_lo):")
-            lines += env.lines["body"]
-            lines.append(f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks")
-            lines += env.lines["body_full"]
-            lines.append(f"    for {p.it} in range(whole_hi, hi):")
-            lines += env.lines["body"]
+            lines += _three_loops(p, env.lines["body"], env.lines["body_full"])
         else:
+            lines += _whole_bounds(p)
             # the first whole tile runs with the masked tiles before it (its states may still be absent: a
             # loop of its own cost registers, sm_90: 217 -> 255, and spills); with `tail`, the masked tiles
             # after the whole ones know every state present too, and without a whole tile the first loop
@@ -1357,11 +1319,34 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
     lines += env.lines["epilogue"]
     if env.seen is not None:  # no state carries a mask of its own: `seen` is every state's
         carried = {f"{s}{x}_ok" for s in p.states for x in ("", "_next")}
-        lines = [ln for ln in lines if not (m := re.match(r"^\s*(\w+) = ", ln)) or m.group(1) not in carried]
+        lines = [ln for ln in lines if not (m := ASSIGN.match(ln)) or m.group(1) not in carried]
         if any(w in carried for ln in lines for w in re.findall(r"\w+", ln)):
             raise InternalError("a state's mask is read although every state starts present")
     lines = drop_unused(lines)
     return FusedKernel(p, name, "\n".join(lines) + "\n", host, constexprs, _footprint(env))
+
+
+def _whole_bounds(p: FusedPlan) -> list[str]:
+    """Lines binding ``whole_lo .. whole_hi - 1``: the tiles of this program with no masked point."""
+    start = "lo" if p.whole[0] == "lo" else f"tl.maximum(lo, {p.whole[0]})"
+    return [
+        "    # tiles lo..whole_lo-1 and whole_hi..hi-1 have masked points; whole_lo..whole_hi-1 none",
+        f"    whole_lo = tl.minimum({start}, hi)",
+        f"    whole_hi = tl.maximum(whole_lo, tl.minimum(hi, {p.whole[1]}))",
+    ]
+
+
+def _three_loops(p: FusedPlan, masked: list[str], whole: list[str]) -> list[str]:
+    """The masked tiles before the whole ones, the whole ones, and the masked ones after them."""
+    return [
+        *_whole_bounds(p),
+        f"    for {p.it} in range(lo, whole_lo):",
+        *masked,
+        f"    for {p.it} in range(whole_lo, whole_hi):  # whole tiles: no masks",
+        *whole,
+        f"    for {p.it} in range(whole_hi, hi):",
+        *masked,
+    ]
 
 
 def _recheck(env: FusedEnv, body: list[str]) -> list[str]:
@@ -1369,16 +1354,17 @@ def _recheck(env: FusedEnv, body: list[str]) -> list[str]:
     where a tile had a present point; the masks decide, tile by tile (only the lines that make them)."""
     p = env.plan
     lane = f"lane_{p.row}"
-    if not env.seen.axes:  # every visited tile has a present point in every row
+    mask = env.seen.mask
+    if mask is None:  # every visited tile has a present point in every row
         return ["    seen = seen | (lo < hi)  # rows whose tiles' maxes were -inf (or NaN) are present too"]
-    needed, kept = {env.seen.code}, []
+    needed, kept = {mask.code}, []
     for ln in reversed(body):
-        m = re.match(r"^\s*([A-Za-z_]\w*) = (.*)$", ln)
+        m = ASSIGN.match(ln)
         if m and m.group(1) in needed:
             kept.append("    " + ln)
-            needed |= set(re.findall(r"[A-Za-z_]\w*", m.group(2)))
+            needed |= set(re.findall(r"[A-Za-z_]\w*", ln[m.end() :]))
     # names of their own (the loops' masks stay unread there, and go)
-    names = {re.match(r"^\s*(\w+) = ", ln).group(1) for ln in kept}
+    names = {ASSIGN.match(ln).group(1) for ln in kept}
 
     def own(ln: str) -> str:
         return re.sub(r"\b\w+\b", lambda w: w.group(0) + "_again" if w.group(0) in names else w.group(0), ln)
@@ -1389,7 +1375,7 @@ def _recheck(env: FusedEnv, body: list[str]) -> list[str]:
         f"    if tl.max(({lane} & ~seen).to(tl.int32), 0) > 0:",
         f"        for {p.it} in range(lo, hi):",
         *(own(ln) for ln in reversed(kept)),
-        f"            seen = seen | {own(env.seen.code)}",
+        f"            seen = seen | {own(mask.code)}",
     ]
 
 

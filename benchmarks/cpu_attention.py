@@ -18,6 +18,9 @@ the table gives medians and ratios, and each output's largest difference from SD
 ``--natural`` runs einattn on the same variants written the natural way (``examples/attention_3pass.ein``,
 ``examples/causal.ein``, ``examples/sliding_window.ein``), which ``passes="auto"`` rewrites to 1 pass.
 
+``--decode`` times decoding instead: one query row against N keys, B = 4, plain softmax only (the causal and
+window specs' filters are written for P = M).
+
 ``--memory`` runs the 1-pass causal cascade at B = H = 1, P = M = 32768, E = F = 64 in a fresh process and
 reports its peak resident memory above its inputs (on Linux the high-water mark ``VmHWM``, reset just before
 the call; elsewhere ``resource.getrusage``'s max RSS), which the issue bounds by 512 MB; the 3-pass form
@@ -26,6 +29,7 @@ would need 4 GB for QK alone.
     python benchmarks/cpu_attention.py --sizes 1024 2048 --repeat 5
     python benchmarks/cpu_attention.py --memory --sizes
     python benchmarks/cpu_attention.py --backward --sizes 1024 2048
+    python benchmarks/cpu_attention.py --decode --sizes 1024 4096 16384
 """
 
 from __future__ import annotations
@@ -131,12 +135,15 @@ def run_size(
     flex: bool,
     backward: bool = False,
     natural: bool = False,
+    decode: bool = False,
 ) -> list[dict]:
     torch._dynamo.reset()  # FlexAttention recompiles per size and mask: never fall back to its unfused path
     torch._dynamo.config.recompile_limit = max(64, torch._dynamo.config.recompile_limit)
     torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 8, n, 64, requires_grad=backward) for _ in range(3))
-    grad_out = torch.randn(1, 8, n, 64)
+    batch, queries = (4, 1) if decode else (1, n)  # decoding: one query row of each of 4 sequences
+    q = torch.randn(batch, 8, queries, 64, requires_grad=backward)
+    k, v = (torch.randn(batch, 8, n, 64, requires_grad=backward) for _ in range(2))
+    grad_out = torch.randn(batch, 8, queries, 64)
     impls = {}
     for variant in variants:
         impls[(variant, "einattn")] = einattn_impl(variant, tile, rows, natural)
@@ -279,18 +286,24 @@ def main() -> None:
         action="store_true",
         help="einattn runs the variants as written the natural way (3-pass; rewritten by passes='auto')",
     )
+    ap.add_argument(
+        "--decode", action="store_true", help="one query row against N keys, B = 4 (plain softmax only)"
+    )
     ap.add_argument("--memory", action="store_true", help="peak memory of the 32768 causal streaming case")
     ap.add_argument("--memory-size", type=int, default=32768)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.decode:
+        args.variants = ["plain"]
     print(f"machine: {machine()}")
     print(
         f"einattn {einattn.__version__}, tile M0 = {args.tile}, row_block = {args.rows}, "
         f"repeat {args.repeat}, window W = {WINDOW}"
         + (", forward and backward (max abs diff: outputs and gradients)" if args.backward else "")
         + (", the natural (3-pass) specs rewritten by passes='auto'" if args.natural else "")
+        + (", decoding: B = 4, one query row, N keys" if args.decode else "")
         + "\n"
     )
     rows = []
@@ -299,12 +312,21 @@ def main() -> None:
         args.no_flex = True
     for n in args.sizes:
         rows += run_size(
-            n, args.variants, args.repeat, args.tile, args.rows, not args.no_flex, args.backward, args.natural
+            n,
+            args.variants,
+            args.repeat,
+            args.tile,
+            args.rows,
+            not args.no_flex,
+            args.backward,
+            args.natural,
+            args.decode,
         )
         print(table([r for r in rows if r["n"] == n], not args.no_flex), flush=True)
         print()
     result = {"machine": machine(), "tile": args.tile, "row_block": args.rows, "backward": args.backward}
     result["natural"] = args.natural
+    result["decode"] = args.decode
     result["rows"] = rows
     if args.memory:
         m = memory(args.memory_size, args.tile, args.rows)

@@ -318,6 +318,8 @@ def test_empty_key_sequence_equals_the_reference_with_passes_auto(name):
         ("bhmap,bhmaf->bhfmp", [(1, 2, 1, 6, 5), (1, 2, 1, 6, 3)]),  # a batch rank between the free ones
         ("pe,me->", [(5, 4), (7, 4)]),  # no free rank at all
         ("hpe,e->hp", [(3, 5, 4), (4,)]),  # matrix-vector
+        ("bhmap,bhmaf->bhfmp", [(1, 2, 1, 6, 1), (1, 2, 1, 6, 3)]),  # one column: the operands swap sides
+        ("hpe,hme->hpm", [(3, 5, 4), (3, 1, 4)]),  # one key: the keys' operand goes to the left
         ("ab,bc->ca", [(0, 3), (3, 2)]),  # an empty rank
         ("hpe,hme->hpm", [(1, 5, 4), (3, 7, 4)]),  # a batch rank broadcast: einsum's own plan
         ("ij,ij->", [(3, 2), (3, 1)]),  # a summed rank broadcast: einsum's own plan
@@ -364,6 +366,50 @@ def test_mm_lays_out_the_outputs_innermost_rank_innermost(spec, shapes, inner):
     got = torch_runtime._mm(spec, a, b)
     torch.testing.assert_close(got, torch.einsum(spec, a, b), rtol=1e-12, atol=1e-12)
     assert got.stride(spec.split("->")[1].index(inner)) == 1
+
+
+@pytest.mark.parametrize(
+    "p, order, rows",
+    [
+        (1, (0, 1, 2, 3, 4), 1),  # one query row: the vector on the left, whatever the layout
+        (1, (0, 1, 4, 3, 2), 1),
+        (3, (0, 1, 4, 3, 2), 3),  # a few rows, the state laid out [rows, features]: on the left
+        (3, (0, 1, 2, 3, 4), 8),  # ... laid out [features, rows]: the swapped product cannot write there
+        (16, (0, 1, 2, 3, 4), 8),  # wider than NARROW: the plan of the state's layout
+    ],
+)
+def test_a_narrow_product_accumulates_with_its_narrow_operand_on_the_left(p, order, rows):
+    """Decoding's `P V` with one query row (or a few): MKL's batched product streams V three times slower
+    with the narrow operand on the right ([n, 64, 256] x [n, 256, 1]), so the product accumulated into the
+    running sum puts it on the left where the accumulator's memory allows; the values are the same."""
+    spec = "bhmap,bhmaf->bhfmp"
+    g = torch.Generator().manual_seed(1)
+    sln = torch.randn((2, 3, 1, 6, p), generator=g, dtype=torch.float64)
+    bv = torch.randn((2, 3, 1, 6, 8), generator=g, dtype=torch.float64)
+    logical = (2, 3, 8, 1, p)
+    memory = torch.randn([logical[d] for d in order], generator=g, dtype=torch.float64)
+    acc = memory.permute(torch_runtime._inverse(order))
+    assert acc.shape == logical
+    views = torch_runtime._into_views(spec, sln, bv, acc)
+    assert views is not None and views[1][0][1] == rows  # the batched product's left operand: [n, rows, 6]
+    want = acc + torch.einsum(spec, sln, bv)
+    got = torch_runtime._mm_into(spec, sln, bv, None, acc, inplace=True)
+    assert got.data_ptr() == acc.data_ptr()  # accumulated in the state's own memory
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    half = torch_runtime._mm_into(spec, sln, bv, 0.5, want.clone(), inplace=True)  # the cached views, alpha
+    torch.testing.assert_close(half, want + 0.5 * torch.einsum(spec, sln, bv), rtol=1e-12, atol=1e-12)
+
+
+def test_decoding_one_query_row_equals_the_reference():
+    """The 1-pass cascade with one query row (decoding) and a ragged last tile, against SDPA: the products
+    whose operands swap sides (above) give the same attention."""
+    kern = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch", params={"M0": 16})
+    g = torch.Generator().manual_seed(2)
+    for p in (1, 3):
+        q = torch.randn((2, 3, p, 8), generator=g, dtype=torch.float64)
+        k, v = (torch.randn((2, 3, 41, 8), generator=g, dtype=torch.float64) for _ in range(2))
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        torch.testing.assert_close(kern(Q=q, K=k, V=v), want, rtol=1e-10, atol=1e-12)
 
 
 def test_tiles_are_laid_out_with_the_rank_their_readers_reduce_innermost():

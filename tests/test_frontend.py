@@ -266,6 +266,34 @@ def test_a_huge_integer_param_used_as_a_value_is_a_float_until_it_overflows():
         einattn.parse("input X[i]\nparam C = " + "9" * 400 + "\noutput Y\nY[i] = X[i] * C\n")
 
 
+@pytest.mark.parametrize(
+    "text, message, col",
+    [
+        ("param A = 1e400\noutput Y\nY[i] = X[i] * A\n", "param `A` = 1e400 is too large", 7),
+        ("param A = -2.5E+999\noutput Y\nY[i] = X[i] * A\n", "param `A` = -2.5E+999 is too large", 7),
+        ("output Y\nY[i] = X[i] * 1e400\n", "number `1e400` is too large for a float64", 15),
+        ("output Y\nY[i] = X[i] * " + "1" * 400 + "\n", "number `" + "1" * 24 + "...` is too large", 15),
+        ("output Y\nY[i] = X[i] where i < 3.0e500\n", "number `3.0e500` is too large for a float64", 23),
+    ],
+)
+def test_a_float_literal_beyond_float64_is_too_large_not_infinity(text, message, col):
+    """A literal that overflows float64 is an error wherever it is written, as an integer param's is; it
+    is never read as infinity (which is written `inf`)."""
+    with pytest.raises(einattn.EinError) as e:
+        einattn.parse("input X[i]\n" + text, "t.ein")
+    assert message in str(e.value) and "1.8e308" in str(e.value)
+    assert (e.value.line, e.value.column)[1] == col
+
+
+def test_inf_and_the_largest_float64_literals_are_numbers():
+    import numpy as np
+
+    text = "input X[i]\nparam A = -inf\noutput Y\nY[i] = X[i] * A + 1.7976931348623157e308 - inf\n"
+    assert einattn.compile(einattn.parse(text))(X=np.ones(1)).tolist() == [-np.inf]
+    text = "input X[i]\noutput Y\nY[i] = X[i] * 1e308 * 1e-400\n"  # (underflow to 0 is a number)
+    assert einattn.compile(einattn.parse(text))(X=np.ones(1)).tolist() == [0.0]
+
+
 def test_a_term_added_to_a_summed_product_warns():
     """`S[m, p] = Q[p, e] * K[m, e] * rsqrt(E) + B[m]` sums `B[m]` over `e` with the product (E * B[m]):
     legal and almost never meant. A warning at the term, with the fix; none where every term varies along

@@ -540,10 +540,14 @@ def _new_pool(scope, o):
     On the CPU the pool starts with the buffers that the last call of the same program on this thread used
     (:func:`_keep_pool` keeps them; they are taken out while this call runs, so that a call nested in it gets
     its own). Fresh memory costs a page fault per 4 KB at its first write: a 4 MB score tile of causal
-    attention at N = 1024 cost 20 % of a call when it was allocated anew at every call."""
-    pool = {"scope": (scope, str(o[1]))}
-    if o[1].type == "cpu" and not torch.compiler.is_compiling():
-        key = (scope, str(o[1]), threading.get_ident())
+    attention at N = 1024 cost 20 % of a call when it was allocated anew at every call.
+
+    Tensors made under ``torch.inference_mode`` are inference tensors, which no later call outside it may
+    write to: what a call keeps is kept apart by the mode it ran in."""
+    compiling = torch.compiler.is_compiling()  # (Dynamo cannot trace the mode's query; nothing is kept)
+    pool = {"scope": (scope, str(o[1]), not compiling and torch.is_inference_mode_enabled())}
+    if o[1].type == "cpu" and not compiling:
+        key = (*pool["scope"], threading.get_ident())
         with _POOLS_LOCK:
             pool["kept"] = (key, _POOLS.pop(key, None) or {})
     return pool
@@ -1344,7 +1348,11 @@ def prepare(decls, values, dtype=None):
             elif x.is_floating_point() or x.is_complex():
                 raise InputError(f"input `{name}` is declared `: int` but was given {x.dtype} values")
         elif ranks or isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise InputError(f"input `{name}` must be a torch tensor, got {type(x).__name__}")
+            number = isinstance(x, (int, float)) and not isinstance(x, bool)
+            why = f" (declared [{', '.join(ranks)}]: a Python number is accepted for a scalar input only)"
+            raise InputError(
+                f"input `{name}` must be a torch tensor, got {type(x).__name__}" + (why if number else "")
+            )
         elif kind == "int" and not isinstance(x, int):
             raise InputError(f"input `{name}` is declared `: int` but was given {x!r}")
     device = device if device is not None else torch.device("cpu")

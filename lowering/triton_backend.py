@@ -203,7 +203,8 @@ def _custom_op(key: str, kernel: TritonKernel):
 
     def launch(xs):
         try:
-            return launcher(*xs)
+            with torch.no_grad():  # (the op's own backward recomputes: see below)
+                return launcher(*xs)
         except ValueError as e:  # no launch configuration fits (checked here inside a compiled graph)
             raise EinError(f"{kernel.program.name}: {e}") from None
 

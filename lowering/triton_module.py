@@ -31,6 +31,30 @@ def _numbers(*xs):
     return out
 
 
+class _ForwardOnly(torch.autograd.Function):
+    """A call that records a gradient: the outputs of the forward kernels, whose backward raises. This module
+    has no backward kernels; an error there beats inputs silently left without a gradient."""
+
+    @staticmethod
+    def forward(ctx, launch, *xs):
+        return launch(*xs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"{SPEC}: this standalone module has forward kernels only, no backward. To train, call the "
+            "kernel of einattn.compile(spec, backend='triton') (its backward recomputes with the torch "
+            "backend) or the module that `einattn compile --backend torch` writes"
+        )
+
+
+def _forward(launch, xs):
+    """``launch(*xs)``, the outputs tied to the inputs by _ForwardOnly where a gradient is recorded."""
+    if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in xs):
+        return _ForwardOnly.apply(launch, *xs)
+    return launch(*xs)
+
+
 def _sizes(inputs):
     """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError, as
     are a value that is not a tensor and a tensor of the wrong kind (integer for float, or the reverse)."""
@@ -157,7 +181,17 @@ def launcher_doc(prog: Program, name: str) -> str:
     """The launcher's docstring: the call, each input's shape and dtype, each output's."""
     ins = ", ".join(prog.inputs)
     outs = ", ".join(prog.outputs)
-    lines = [f"{outs} = {name}({ins})", "", "Inputs (torch tensors on one device, any strides):"]
+    lines = [f"{outs} = {name}({ins})", "", *io_doc(prog)]
+    lines.append(
+        "Forward only: where a gradient is recorded, the backward of the outputs raises (no backward"
+    )
+    lines.append("kernels; einattn.compile(..., backend='triton') recomputes the gradient with torch).")
+    return "\n".join("    " + ln if ln else "" for ln in lines)
+
+
+def io_doc(prog: Program) -> list[str]:
+    """Lines of a standalone module's docstring: each input's shape and dtype, each output's shape."""
+    lines = ["Inputs (torch tensors on one device, any strides):"]
     for n in prog.inputs:
         t = prog.tensor(n)
         shape = f"[{', '.join(r.upper() for r in t.ranks)}]" if t.ranks else "a scalar (0-d tensor)"
@@ -170,7 +204,7 @@ def launcher_doc(prog: Program, name: str) -> str:
         for k, r in enumerate(t.ranks):
             dims.append(f"{r.upper()} + 1" if t.iterative == k else r.upper())
         lines.append(f"    {n}: [{', '.join(dims)}]" if dims else f"    {n}: a scalar")
-    return "\n".join("    " + ln if ln else "" for ln in lines)
+    return lines
 
 
 def size_lines(prog: Program, inputs_dict: str) -> list[str]:
@@ -196,7 +230,7 @@ def public_launcher(public: Program, name: str) -> tuple[list[str], str]:
     lines = [
         f"def {name}({', '.join(public.inputs)}):",
         f'{ind}"""{launcher_doc(public, name).lstrip()}\n{ind}"""',
-        f"{ind}return {launch}(*_numbers({', '.join(public.inputs)}))",
+        f"{ind}return _forward({launch}, _numbers({', '.join(public.inputs)}))",
         "",
         "",
     ]

@@ -1328,7 +1328,7 @@ def test_scratch_tiles_are_kept_for_the_next_call_on_the_cpu():
     wants = [ref.softmax_attention(*(x.numpy() for x in d), mask=ref.causal_mask(40, 40)) for d in data]
     with torch.no_grad():
         out0 = kern(Q=data[0][0], K=data[0][1], V=data[0][2])
-        mine = [key for key in runtime._POOLS if key[2] == threading.get_ident()]
+        mine = [key for key in runtime._POOLS if key[-1] == threading.get_ident()]
         kept = runtime._POOLS[mine[-1]]
         ptrs = {slot: b.data_ptr() for slot, b in kept.items()}
         assert ptrs  # the score tiles at least

@@ -155,6 +155,39 @@ def test_nn_module():
     assert isinstance(plain, torch.nn.Module) and "causal_1pass" in repr(plain)
 
 
+@pytest.mark.parametrize("name", ["causal", "attention_1pass", "sliding_window", "lse", "attention_3pass"])
+def test_a_call_after_inference_mode_works(name):
+    """Evaluation under `torch.inference_mode`, then training or `no_grad` again (a reviewer's finding,
+    session 11): the scratch buffers a call keeps for the next one were inference tensors, and the next call
+    outside the mode wrote into them (a raw RuntimeError). A call keeps its buffers apart by its mode."""
+    kern = einattn.compile(EXAMPLES / f"{name}.ein", backend="torch")
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn((1, 2, 64, 16), generator=g) for _ in range(3))
+    with torch.inference_mode():
+        first = as_tuple(kern(q, k, v))
+    for mode in (torch.no_grad, torch.enable_grad, torch.inference_mode, torch.no_grad):
+        with mode():
+            again = as_tuple(kern(q, k, v))
+        for a, b in zip(again, first):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    attn = EinAttention(EXAMPLES / f"{name}.ein")  # eval under inference_mode, then back to training
+    with torch.inference_mode():
+        attn.eval()(q, k, v)
+    qq = q.clone().requires_grad_(True)
+    out = as_tuple(attn.train()(qq, k, v))[0]
+    out.sum().backward()
+    assert qq.grad is not None and torch.isfinite(qq.grad).all()
+
+
+def test_a_python_number_for_a_tensor_input_says_which_inputs_take_one():
+    kern = einattn.compile(EXAMPLES / "alibi.ein", backend="torch")
+    q = torch.randn(1, 2, 5, 4)
+    with pytest.raises(
+        einattn.EinError, match=r"input `slope` must be a torch tensor, got float \(declared \[h\]"
+    ):
+        kern(q, q, q, 0.5)
+
+
 def test_import_einattn_does_not_import_torch():
     out = run_python(
         """

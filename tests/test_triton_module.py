@@ -151,6 +151,33 @@ def test_standalone_docstring():
     assert "slope: [H]" in doc and "Q: [B, H, P, E]" in doc and "AV: [B, H, P, F]" in doc
 
 
+def test_standalone_module_outputs_refuse_a_backward_instead_of_dropping_the_gradient():
+    """The standalone module has forward kernels only (a reviewer's finding, session 11: its outputs had no
+    `grad_fn`, so a model trained through it left Q, K and V without a gradient, silently). Where a gradient
+    is recorded the outputs are tied to the inputs and their backward raises; without one nothing changes;
+    the kernel of einattn.compile still has its gradient (the custom op's backward recomputes)."""
+    src = standalone_source(einattn.load(EXAMPLES / "alibi.ein"))
+    assert "Forward only: where a gradient is recorded" in src.split("def alibi(Q, K, V, slope):")[1]
+    module = triton_backend.load_module(src, "alibi_forward_only")
+    prog, x = _inputs(EXAMPLES / "alibi.ein")
+    q = x["Q"].clone().requires_grad_(True)
+    out = module.alibi(q, x["K"], x["V"], x["slope"])
+    assert out.requires_grad and out.grad_fn is not None
+    with pytest.raises(RuntimeError, match="forward kernels only, no backward"):
+        out.sum().backward()
+    with torch.no_grad():
+        plain = module.alibi(q, x["K"], x["V"], x["slope"])
+    assert plain.grad_fn is None and torch.equal(plain, out.detach())
+    alone = module.alibi(*(x[n] for n in prog.inputs))  # no input takes a gradient
+    assert alone.grad_fn is None and torch.equal(alone, plain)
+    kern = compile_quietly(EXAMPLES / "alibi.ein")
+    (g,) = torch.autograd.grad(kern(q, x["K"], x["V"], x["slope"]).sum(), (q,))
+    (w,) = torch.autograd.grad(
+        einattn.compile(EXAMPLES / "alibi.ein", backend="torch")(q, x["K"], x["V"], x["slope"]).sum(), (q,)
+    )
+    torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+
+
 # ---- PyTorch integration ----------------------------------------------------------------------------------
 
 

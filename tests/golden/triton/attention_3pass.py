@@ -456,6 +456,30 @@ def _numbers(*xs):
     return out
 
 
+class _ForwardOnly(torch.autograd.Function):
+    """A call that records a gradient: the outputs of the forward kernels, whose backward raises. This module
+    has no backward kernels; an error there beats inputs silently left without a gradient."""
+
+    @staticmethod
+    def forward(ctx, launch, *xs):
+        return launch(*xs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"{SPEC}: this standalone module has forward kernels only, no backward. To train, call the "
+            "kernel of einattn.compile(spec, backend='triton') (its backward recomputes with the torch "
+            "backend) or the module that `einattn compile --backend torch` writes"
+        )
+
+
+def _forward(launch, xs):
+    """``launch(*xs)``, the outputs tied to the inputs by _ForwardOnly where a gradient is recorded."""
+    if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in xs):
+        return _ForwardOnly.apply(launch, *xs)
+    return launch(*xs)
+
+
 def _sizes(inputs):
     """Rank sizes from the inputs' shapes, the params and the partitions; a mismatch is a ValueError, as
     are a value that is not a tensor and a tensor of the wrong kind (integer for float, or the reverse)."""
@@ -533,8 +557,10 @@ def attention_3pass(Q, K, V):
         V: [B, H, M, F], float16, bfloat16, float32 or float64
     Outputs (the float inputs' dtype; absent points are 0):
         AV: [B, H, P, F]
+    Forward only: where a gradient is recorded, the backward of the outputs raises (no backward
+    kernels; einattn.compile(..., backend='triton') recomputes the gradient with torch).
     """
-    return attention_3pass_launch(*_numbers(Q, K, V))
+    return _forward(attention_3pass_launch, _numbers(Q, K, V))
 
 
 def attention_3pass_launch(t_Q, t_K, t_V):

@@ -367,6 +367,18 @@ def constant_value(prog: Program, e: S.Expr, states: dict[str, float]) -> float 
             else sp.nsimplify(v)
         )
 
+    def tame(v):
+        """``v``, or the float64 it rounds to where that is infinite or 0: exact values far beyond float64's
+        range would grow without bound (`square(square(...(1e300)))`, `exp2(exp2(exp2(30)))` has 2^(2^30)
+        bits: a fuzzed spec took 24 GB computing it)."""
+        if isinstance(v, sp.Rational) and v != 0:
+            bits = v.p.bit_length() - v.q.bit_length()  # log2 |v|, within 1
+            if bits > _BITS:
+                return sp.oo if v > 0 else -sp.oo
+            if bits < -_BITS:
+                return sp.Integer(0)
+        return v
+
     def ev(x: S.Expr):
         if isinstance(x, S.Const):
             return exact(x.value)
@@ -378,9 +390,12 @@ def constant_value(prog: Program, e: S.Expr, states: dict[str, float]) -> float 
             return -ev(x.x)
         if isinstance(x, S.Binary) and x.op in "+-*/":
             a, b = ev(x.a), ev(x.b)
-            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b != 0 else sp.nan}[x.op]
+            return tame({"+": a + b, "-": a - b, "*": a * b, "/": a / b if b != 0 else sp.nan}[x.op])
         if isinstance(x, S.Call):
-            return sympy_function(x.fn)(*(ev(a) for a in x.args))
+            args = [ev(a) for a in x.args]
+            if x.fn in ("exp", "exp2") and args[0].is_extended_real and abs(args[0]) > _BITS:
+                return sp.oo if args[0] > 0 else sp.Integer(0)  # (2^x, e^x: beyond float64 either way)
+            return tame(sympy_function(x.fn)(*args))
         raise _NotConstant
 
     try:
@@ -388,8 +403,11 @@ def constant_value(prog: Program, e: S.Expr, states: dict[str, float]) -> float 
         if v in (sp.oo, -sp.oo):
             return float(v)
         return float(v) if v.is_real else math.nan
-    except (_NotConstant, TypeError, ValueError):
+    except (_NotConstant, TypeError, ValueError, OverflowError):
         return None
+
+
+_BITS = 1100  # beyond 2^1100 (or below 2^-1100) a value is infinite (or 0) in float64 by far
 
 
 class _NotConstant(Exception):

@@ -330,14 +330,13 @@ class _Checker:
                 raise EinError(f"an index must be an integer, got `{_fmt_num(e.value)}`", e.span)
             if ctx == "index" and abs(e.value) > MAX_INT:
                 raise EinError(f"integer `{e.value}` is too large for an index", e.span)
-            if math.isinf(e.value) and e.span is not None:
-                text = e.span.source.text_of(e.span)
-                if "inf" not in text.lower():  # a literal beyond float64's range, not `inf` itself
-                    raise EinError(
-                        f"number `{text[:24]}{'...' * (len(text) > 24)}` is too large for a float64",
-                        e.span,
-                        hint="a number is at most about 1.8e308; write `inf` for infinity",
-                    )
+            text = e.span.source.text_of(e.span) if e.span is not None else None
+            if _overflowed(e.value, text):
+                raise EinError(
+                    f"number `{text[:24]}{'...' * (len(text) > 24)}` is too large for a float64",
+                    e.span,
+                    hint="a number is at most about 1.8e308; write `inf` for infinity",
+                )
             return e
         if isinstance(e, S.Name):
             return self.resolve_name(e, ctx)
@@ -754,6 +753,16 @@ def _integer_literal(literal: str | None) -> bool:
     return literal is not None and literal.lstrip("+-").isdigit()
 
 
+def _overflowed(value, literal: str | None) -> bool:
+    """Whether a number written ``literal`` read as an infinity without being `inf` (``1e400``)."""
+    return (
+        isinstance(value, float)
+        and math.isinf(value)
+        and literal is not None
+        and "inf" not in literal.lower()
+    )
+
+
 def _shown(v, literal: str | None = None) -> str:
     """A param's value for a message: as written when known, a huge integer by its size only."""
     if literal is not None:
@@ -818,8 +827,7 @@ def check_params(
                 raise EinError(
                     f"param `{name}` = {shown} is not an integer and cannot be used in an index", where
                 )
-        overflowed = isinstance(v, float) and math.isinf(v) and literal is not None  # `1e400`, not `inf`
-        if isinstance(v, int) or _integer_literal(literal) or (overflowed and "inf" not in literal.lower()):
+        if isinstance(v, int) or _integer_literal(literal) or _overflowed(v, literal):
             try:
                 fits = math.isfinite(float(v))
             except OverflowError:

@@ -400,6 +400,26 @@ def test_a_narrow_product_accumulates_with_its_narrow_operand_on_the_left(p, ord
     torch.testing.assert_close(half, want + 0.5 * torch.einsum(spec, sln, bv), rtol=1e-12, atol=1e-12)
 
 
+def test_a_product_accumulated_into_rows_narrowed_within_the_state_runs_as_one_batched_product():
+    """A causal step's rows ``a_p .. e`` of a block's running sum are a view whose batch is not one block of
+    memory; ``baddbmm_`` into it runs one gemm per batch item (``aten::addmm_``), so `_mm_into` computes one
+    batched product and adds it, in the state's own memory, with the same values."""
+    spec = "bhmap,bhmaf->bhfmp"
+    g = torch.Generator().manual_seed(3)
+    sln = torch.randn((2, 3, 1, 6, 5), generator=g)
+    bv = torch.randn((2, 3, 1, 6, 16), generator=g)
+    state = torch.randn((2, 3, 9, 1, 16), generator=g)  # [b, h, p, 1, f] in memory: 9 rows of a block
+    acc = state[:, :, 4:].permute(0, 1, 4, 3, 2)  # rows 4 .. 8 as [b, h, f, 1, p]
+    want = acc + torch.einsum(spec, sln, bv)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        got = torch_runtime._mm_into(spec, sln, bv, None, acc, inplace=True)
+    ops = {e.key for e in prof.key_averages()}
+    assert "aten::bmm" in ops and "aten::addmm_" not in ops
+    assert got.data_ptr() == acc.data_ptr()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state[:, :, 4:].permute(0, 1, 4, 3, 2), want, rtol=1e-5, atol=1e-5)
+
+
 def test_decoding_one_query_row_equals_the_reference():
     """The 1-pass cascade with one query row (decoding) and a ragged last tile, against SDPA: the products
     whose operands swap sides (above) give the same attention."""

@@ -501,20 +501,29 @@ def _scratch(pool, key, shape, like, copy=False):
     """A buffer from ``pool`` (None: no pool, the caller allocates) for a temporary of ``key`` and ``shape``
     (the dtype and device of ``like``) that is dead before the next step of the loop reuses it. ``copy``: the
     buffer receives a copy of ``like``, and is laid out as ``like`` when it has that shape (a permuted tile
-    gives a permuted buffer: the copy runs in memory order); else contiguous."""
+    gives a permuted buffer: the copy runs in memory order); else contiguous.
+
+    Each key has one block of memory, as large as its largest shape so far, and a buffer is a view of its
+    beginning: steps that compute different numbers of rows (a causal step over a block of rows computes
+    those at or below its diagonal) write the same memory, which the previous step left in cache, and a
+    call keeps one tile per temporary, not one per shape (a causal call over blocks of 2048 rows made eight
+    score tiles of up to 16 MB, past what :func:`_keep_pool` keeps, so every call faulted them in anew)."""
     if pool is None or torch.compiler.is_compiling():
         return None
-    same = copy and tuple(like.shape) == tuple(shape)
-    # steps may alternate shapes (the rows they compute) and layouts
-    slot = (key, tuple(shape), like.stride() if same else None, like.dtype, like.device)
-    buf = pool.get(slot)
-    if buf is None:
+    numel = math.prod(shape)
+    slot = (key, like.dtype, like.device)
+    block = pool.get(slot)
+    if block is None or block.numel() < numel:
         kept = pool.get("kept")
-        buf = kept[1].pop(slot, None) if kept else None
-        if buf is None:
-            buf = torch.empty_like(like) if same else torch.empty(shape, dtype=like.dtype, device=like.device)
-        pool[slot] = buf
-    return buf
+        old = kept[1].pop(slot, None) if kept else None
+        if old is None or old.numel() < numel:
+            old = torch.empty(max(numel, 1), dtype=like.dtype, device=like.device)
+        pool[slot] = block = old
+    flat = block[:numel]
+    if copy and tuple(like.shape) == tuple(shape):
+        order = _memory_order(like)
+        return flat.view([shape[d] for d in order]).permute(_inverse(order))
+    return flat.view(shape)
 
 
 def _bshape(a, b):

@@ -1005,13 +1005,14 @@ def test_causal_diagonal_tiles_share_one_mask():
 def test_scratch_buffers_take_the_layout_of_the_tile_they_copy():
     """A masked reduction copies a permuted view of a tile into a pooled buffer: the buffer is laid out as
     the view (a contiguous one would make the copy a transpose: 0.5 ms against 0.05 a step at 8 x 256 x
-    256), and a step whose view is laid out otherwise gets a buffer of its own. A matmul's result buffer
+    256), and a step whose view is laid out otherwise gets a view laid out so. A matmul's result buffer
     stays contiguous whatever its left operand's layout."""
     pool = {}
     tile = torch.randn(2, 5, 7).permute(0, 2, 1)
     buf = torch_runtime._scratch(pool, "k", tile.shape, tile, copy=True)
     assert buf.shape == tile.shape and buf.stride() == tile.stride()
-    assert torch_runtime._scratch(pool, "k", tile.shape, tile, copy=True) is buf
+    again = torch_runtime._scratch(pool, "k", tile.shape, tile, copy=True)
+    assert again.data_ptr() == buf.data_ptr() and again.stride() == buf.stride()
     other = torch.randn(2, 7, 5)
     assert torch_runtime._scratch(pool, "k", other.shape, other, copy=True).stride() == other.stride()
     wide = torch_runtime._scratch(pool, "k", (3, 2, 7, 5), other, copy=True)  # a broadcast shape: contiguous
@@ -1019,6 +1020,29 @@ def test_scratch_buffers_take_the_layout_of_the_tile_they_copy():
     # a matmul's result buffer (no copy of `like`) is contiguous even where `like` has its shape and not
     result = torch_runtime._scratch(pool, "mm", tile.shape, tile)
     assert result.is_contiguous() and result.shape == tile.shape
+
+
+def test_a_temporarys_buffers_of_every_shape_share_one_block_of_memory():
+    """Steps that compute different numbers of rows (a causal step over a block of rows) take views of one
+    block per temporary, as large as the largest so far: the next step writes memory the last one left in
+    cache, and a call keeps one tile per temporary, not one per shape."""
+    pool = {}
+    like = torch.randn(2, 3)
+    big = torch_runtime._scratch(pool, "t", (8, 64, 16), like)
+    small = torch_runtime._scratch(pool, "t", (8, 48, 16), like)
+    assert small.is_contiguous() and small.shape == (8, 48, 16)
+    assert small.data_ptr() == big.data_ptr() and small.untyped_storage().nbytes() == 8 * 64 * 16 * 4
+    grown = torch_runtime._scratch(pool, "t", (8, 80, 16), like)  # larger: a new block
+    assert grown.shape == (8, 80, 16) and grown.untyped_storage().nbytes() == 8 * 80 * 16 * 4
+    assert torch_runtime._scratch(pool, "t", (8, 64, 16), like).data_ptr() == grown.data_ptr()
+    other = torch_runtime._scratch(pool, "u", (8, 64, 16), like)  # another temporary: memory of its own
+    assert other.data_ptr() != grown.data_ptr()
+    assert torch_runtime._scratch(pool, "t", (4,), like.double()).dtype == torch.float64  # by dtype too
+    assert {k for k in pool if isinstance(pool[k], torch.Tensor)} == {
+        ("t", torch.float32, like.device),
+        ("u", torch.float32, like.device),
+        ("t", torch.float64, like.device),
+    }
 
 
 def test_a_pooled_tile_never_becomes_a_state_through_default():

@@ -1,5 +1,5 @@
 """The reviewers' conformance cases (``tests/conformance_more.py``, ``tests/conformance_s8.py``,
-``tests/conformance_s11/``) on every backend, against their independent NumPy oracles: the NumPy reference
+``tests/conformance_s11/``, ``tests/conformance_s12/``) on every backend, against their independent NumPy oracles: the NumPy reference
 as written and rewritten (``passes="auto"``, small tiles), the torch backend in float64 (default options,
 and small tiles with blocks of rows), the triton backend under the interpreter in float32; and the passes
 the analysis reports.
@@ -18,11 +18,12 @@ import torch
 from conformance_more import CASES as FIRST
 from conformance_s8 import CASES as SECOND
 from conformance_s11 import CASES as THIRD
+from conformance_s12 import CASES as FOURTH
 from triton_cases import DEVICE
 
 import einattn
 
-CASES = FIRST + SECOND + THIRD
+CASES = FIRST + SECOND + THIRD + FOURTH
 CONFIGS = {
     "numpy": [{}, {"passes": "auto", "tile": 3}],
     "torch": [{}, {"tile": 3, "row_block": 3}],

@@ -193,6 +193,32 @@ def test_a_fresh_fiber_after_a_reduction_is_not_a_re_read():
     assert r.groups["k"] == (("Y",), ("Z",))
 
 
+@pytest.mark.parametrize(
+    "text, rank, other",
+    [
+        (
+            "input X[p, e]\nrank M = P\noutput Y\nNRM = square(X[m, e])\nY[p, e] = X[p, e] * rsqrt(NRM)\n",
+            "p",
+            "m",
+        ),
+        (
+            "input X[m, e]\nrank P = M\noutput Y\nNRM = square(X[m, e])\nY[p, e] = X[p, e] * rsqrt(NRM)\n",
+            "m",
+            "p",
+        ),
+        ("input A[k]\nrank J = K\noutput Z\nY = A[k]\nZ[j] = Y * A[j]\n", "k", "j"),
+    ],
+)
+def test_a_re_read_through_an_aliased_rank_is_a_second_pass_over_the_declared_rank(text, rank, other):
+    """Teaching cascade 1's shape with the fiber re-read under another coordinate: `Z[j] = Y * A[j]` with `A`
+    declared `A[k]` walks `A`'s `k` fiber again after `Y` reduced it, whichever rank the declaration names
+    (a reviewer found the count depended on it: 1 pass when the input was declared with the reducing rank)."""
+    r = analyze(text)
+    assert r.passes[rank] == 2 and r.passes[other] == 1
+    got = [(b.pass_, b.tensor) for b in r.barriers if b.rank in (rank, other)]
+    assert got == [(2, text.split()[1].split("[")[0])]  # over the declared rank, re-reading the input
+
+
 def test_a_recurrence_that_re_reads_an_input_every_step_is_noted():
     r = analyze(POWER)
     assert r.passes == {"i": 1, "j": 1, "t": 1}

@@ -213,6 +213,23 @@ def _step_invariant(prog: Program, root: str, rank: str) -> bool:
     return not step_ranks & set(prog.tensor(root).ranks)
 
 
+def _walks_through(fam: Family, e: Einsum, reads) -> bool:
+    """Whether ``e`` walks a fiber of ``fam`` under another coordinate of its space: ``Y[p, e] = X[p, e]`` with
+    ``X`` declared ``X[m, e]`` (``rank P = M``) traverses ``X``'s ``m`` fibers as it iterates over ``p``, so a
+    re-read of ``X`` after a full reduction over ``m`` is a new pass over ``m`` whichever of the two ranks the
+    declaration names. (A coordinate of the family itself, as ``LM[m1, p]`` read by an Einsum over ``m1``
+    alone, walks no fiber: ``Family.traverses`` decides those.)"""
+    space = set(e.space)
+    for rd, t, kind, _ in reads:
+        if kind != CARRY:
+            continue
+        for r, ix in zip(t.ranks, rd.indices):
+            cs = set(coords(ix))
+            if r in fam.members and cs & space and not cs & fam.members:
+                return True
+    return False
+
+
 def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of):
     vis_in: dict[str, int] = {}
     done_in: dict[str, tuple[int, str]] = {}
@@ -241,7 +258,7 @@ def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of):
         elif kind != EARLY:
             _merge_done(done_in, {r: (p, completer[t.name]) for r, p in tv.items()})
     full = fam.reduces_fully(e)
-    if fam.traverses(e.space):
+    if fam.traverses(e.space) or _walks_through(fam, e, reads):
         roots = dict(vis_in) or {root_of(e.label): 1}
         visit: dict[str, int] = {}
         raised = []

@@ -280,7 +280,8 @@ def run_split(prog: einattn.Program, inputs: dict, cuts: list[int], m: int, tile
         for name, v in inputs.items():
             ranks = prog.tensor(name).ranks
             sliced[name] = np.take(v, range(a, b), axis=ranks.index("m")) if "m" in ranks else v
-        parts.append(run(sk.partial, sliced, **({sk.offset: a} if sk.offset else {})))
+        params = ({sk.offset: a} if sk.offset else {}) | ({sk.total: m} if sk.total else {})
+        parts.append(run(sk.partial, sliced, **params))
     stacked = {}
     for k, name in enumerate(sk.states):
         arr = np.stack([part[k] for part in parts])
@@ -291,4 +292,5 @@ def run_split(prog: einattn.Program, inputs: dict, cuts: list[int], m: int, tile
         for n, v in zip(sk.states, merged)
     }
     state.update({n: inputs[n] for n in sk.finish.inputs if n in inputs})
-    return run(sk.finish, state)
+    whole = {sk.total: m} if sk.total and sk.total in dict(sk.finish.params) else {}
+    return run(sk.finish, state, **whole)

@@ -130,6 +130,27 @@ def test_split_reads_an_unsliced_tensor_at_global_coordinates():
         assert_same(run(prog, x), run_split(prog, x, cuts, SIZES["m"], 2), tol=1e-11)
 
 
+def test_split_keeps_the_whole_size_of_the_split_rank():
+    """Decoding's mask `m <= p + M - P` (a query row at the end of a KV cache), and `M` in an output after the
+    loop (the deferral moves the factor into the loop): `M` is the whole rank's size, not a part's. A part
+    takes it as `param M_ALL`; it was the part's size, and the merged result 0.6 off, silently."""
+    from einattn.rewrite import split_k
+
+    prog = parse(
+        "input Q[p, e], K[m, e], V[m, f]\noutput O\n"
+        "S[m, p]  = Q[p, e] * K[m, e]  where m <= p + M - P\nGM[p] = S[m, p] :: max(m)\n"
+        "SN[m, p] = exp(S[m, p] - GM[p])\nSD[p] = SN[m, p]\nO[p, f] = SN[m, p] * V[m, f] / SD[p] * M\n",
+        "decode.ein",
+    )
+    sk = split_k(prog, "m", 2)
+    assert sk.total == "M_ALL" and "M_ALL" in dict(sk.partial.params)
+    x = random_inputs(prog, dict(SIZES, p=3), 5)
+    for cuts in ([3], [2, 7], [1, 4, 9]):
+        assert_same(run(prog, x), run_split(prog, x, cuts, SIZES["m"], 2), tol=1e-11)
+    plain = split_k(parse(VARIANTS[SPLITTABLE[0]], "plain"), "m", 2)
+    assert plain.total is None and "M_ALL" not in dict(plain.partial.params)  # only where the spec uses M
+
+
 @pytest.mark.parametrize("read", ["V[m + 1, f]", "V[max(m - 1, 0), f]"])
 def test_split_refuses_a_read_that_crosses_parts(read):
     """A tensor read along the split rank at a shifted position needs points of the neighbouring part: the

@@ -214,11 +214,11 @@ def _step_invariant(prog: Program, root: str, rank: str) -> bool:
 
 
 def _walks_through(fam: Family, e: Einsum, reads) -> bool:
-    """Whether ``e`` walks a fiber of ``fam`` under another coordinate of its space: ``Y[p, e] = X[p, e]`` with
-    ``X`` declared ``X[m, e]`` (``rank P = M``) traverses ``X``'s ``m`` fibers as it iterates over ``p``, so a
-    re-read of ``X`` after a full reduction over ``m`` is a new pass over ``m`` whichever of the two ranks the
-    declaration names. (A coordinate of the family itself, as ``LM[m1, p]`` read by an Einsum over ``m1``
-    alone, walks no fiber: ``Family.traverses`` decides those.)"""
+    """Whether ``e`` walks a fiber of ``fam`` under another coordinate of its space: ``Y[p, e] = X[p, e]``
+    with ``X`` declared ``X[m, e]`` (``rank P = M``) traverses ``X``'s ``m`` fibers as it iterates over
+    ``p``, so a re-read of ``X`` after a full reduction over ``m`` is a new pass over ``m`` whichever of the
+    two ranks the declaration names. (A coordinate of the family itself, as ``LM[m1, p]`` read by an Einsum
+    over ``m1`` alone, walks no fiber: ``Family.traverses`` decides those.)"""
     space = set(e.space)
     for rd, t, kind, _ in reads:
         if kind != CARRY:

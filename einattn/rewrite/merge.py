@@ -36,7 +36,8 @@ class SplitK:
 
     ``states`` names the partial outputs that ``merge`` takes stacked (as ``NAME_s[s, ...]``) and returns, and
     that ``finish`` takes; ``offset`` is the param that shifts a part's coordinates (None if the spec never
-    uses them).
+    uses them); ``total`` the param that holds the whole rank's size, which the spec's ``M`` stands for in
+    every program that uses it (None if none does).
     """
 
     partial: Program
@@ -46,22 +47,31 @@ class SplitK:
     split_rank: str
     offset: str | None
     derivation: Derivation
+    total: str | None = None
 
 
-def _with_offset(draft: Draft, rank: str, prog: Program) -> str | None:
+def _with_offset(draft: Draft, rank: str, prog: Program) -> tuple[str | None, str | None]:
     """Use global coordinates in a part: ``m`` -> ``m + OFF`` except where ``m`` indexes a dimension of
     ``rank`` (an input's, which the caller slices to the part, or a tensor computed in the part). A tensor
     read at ``m`` along a dimension of another rank (``seg[m]`` of ``seg[n]``, read at ``p`` too) is not
     sliced: it is read at ``m + OFF``. A dimension of ``rank`` read at a shifted position (``V[m + 1, f]``, a
-    convolution's ``K[m + k - 1, e]``) would need a neighbouring part's points: refused."""
+    convolution's ``K[m + k - 1, e]``) would need a neighbouring part's points: refused. The size ``M``
+    written in an expression (decoding's ``m <= p + M - P``) is the whole rank's, not the part's: it becomes
+    ``param M_ALL``. Returns the two params (None where the spec has no such use)."""
     param = draft.fresh("OFF")
     shifted = S.Binary("+", S.Coord(rank), S.Param(param))
+    total = draft.fresh(f"{rank.upper()}_ALL")
+    uses: set[str] = set()
 
     declared = {t.name: t.ranks for t in prog.tensors}
 
     def visit(n: S.Expr):
         if isinstance(n, S.Coord) and n.rank == rank:
+            uses.add(param)
             return shifted
+        if isinstance(n, S.Size) and n.rank == rank:
+            uses.add(total)
+            return S.Param(total, n.span)
         if isinstance(n, S.Read):
             own = declared.get(n.tensor)
             indices = []
@@ -81,20 +91,21 @@ def _with_offset(draft: Draft, rank: str, prog: Program) -> str | None:
             return S.Read(n.tensor, tuple(indices))
         return None
 
-    changed = False
     new = []
     for e in draft.einsums:
         expr = rewrite_expr(e.expr, visit)
         filt = rewrite_expr(e.filter, visit) if e.filter is not None else None
         if expr != e.expr or filt != e.filter:
-            changed = True
             e = make_einsum(e.tensor, e.index, expr, filt, named_reductions(e), span=e.span)
         new.append(e)
-    if not changed:
-        return None
     draft.einsums = new
-    draft.params.append((param, 0))
-    return param
+    draft.params.extend((name, 0) for name in (param, total) if name in uses)
+    return (param if param in uses else None), (total if total in uses else None)
+
+
+def _reads_param(e: Einsum, name: str) -> bool:
+    parts = (e.expr,) if e.filter is None else (e.expr, e.filter)
+    return any(isinstance(n, S.Param) and n.name == name for x in parts for n in x.walk())
 
 
 def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
@@ -106,7 +117,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         raise EinError(f"rank `{rank}` does not appear in {prog.name}")
     deriv = Derivation(prog.name, f"--split-k --rank {rank} --tile {tile}")
     d = Draft.of(prog)
-    offset = _with_offset(d, rank, prog)
+    offset, total = _with_offset(d, rank, prog)
     defer(d, rank, deriv)
     states = online(d, rank, tile, deriv)
     if not states:
@@ -216,6 +227,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         f"partial: the loop over {outer} on one part of {rank}; outputs "
         + ", ".join(state_names)
         + (f"; param {offset} is the part's first index along {rank}" if offset else "")
+        + (f"; param {total} is the size of the whole of {rank} (the spec's {rank.upper()})" if total else "")
     )
     partial = part.finish(header=deriv.lines(), filename=f"<partial of {prog.name}>")
 
@@ -242,11 +254,11 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
     ]
     used = {r.tensor for e in body for r in e.reads()}
     originals = [t for t in d.inputs if t.name in used]
-    fd = Draft(
-        prog, finish_inputs + originals, list(prog.outputs), list(prog.params), [], finish_stmts + body, {}
-    )
+    whole = [(total, 0)] if total and any(_reads_param(e, total) for e in body) else []
+    params = [*prog.params, *whole]
+    fd = Draft(prog, finish_inputs + originals, list(prog.outputs), params, [], finish_stmts + body, {})
     finish = fd.finish(
         header=[f"outputs of {prog.name} from a merged state over {rank}"],
         filename=f"<finish of {prog.name}>",
     )
-    return SplitK(partial, merge, finish, tuple(state_names), split, offset, deriv)
+    return SplitK(partial, merge, finish, tuple(state_names), split, offset, deriv, total)

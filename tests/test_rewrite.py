@@ -376,6 +376,41 @@ def test_cli_rewrite_refusal_exit_1(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "weight",
+    ["W[m]", "2.5", "W[m] / T[p]", "W[m] * W[m]", "(W[m] + 1)"],
+)
+def test_a_shift_times_weights_free_of_the_max_streams_in_one_pass(weight):
+    """`SN = exp(S - GM) * W[m]`: the weights move into the readers of SN (`SD = SN * W[m]`), which are then
+    running sums of the shift; the cascade streams in one pass and gives the values of the spec as written."""
+    extra = "".join(f", {n}" for n in ("W[m]", "T[p]") if n[0] in weight)
+    text = (
+        f"input Q[p, e], K[m, e], V[m, f]{extra}\noutput O\nS[m, p] = Q[p, e] * K[m, e]\n"
+        f"GM[p] = S[m, p] :: max(m)\nSN[m, p] = exp(S[m, p] - GM[p]) * {weight}\nSD[p] = SN[m, p]\n"
+        "O[p, f] = SN[m, p] * V[m, f] / SD[p]\n"
+    )
+    prog = parse(text, "weights.ein")
+    new, deriv = rewrite(prog, rank="m", tile=4)
+    assert "weights into readers at `SN`" in str(deriv)
+    assert einattn.analyze(new).passes["m"] == 1
+    rng = np.random.default_rng(4)
+    x = dict(Q=rng.standard_normal((5, 3)), K=rng.standard_normal((11, 3)), V=rng.standard_normal((11, 2)))
+    x.update({n: v for n, v in (("W", rng.random(11) + 0.1), ("T", rng.random(5) + 0.5)) if n in weight})
+    np.testing.assert_allclose(
+        einattn.compile(new)(**x), einattn.compile(prog, passes="as-written")(**x), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_a_weight_that_depends_on_the_max_is_still_refused():
+    text = (
+        "input Q[p, e], K[m, e], V[m, f]\noutput O\nS[m, p] = Q[p, e] * K[m, e]\nGM[p] = S[m, p] :: max(m)\n"
+        "SN[m, p] = exp(S[m, p] - GM[p]) * GM[p]\nSD[p] = SN[m, p]\nO[p, f] = SN[m, p] * V[m, f] / SD[p]\n"
+    )
+    with pytest.raises(RewriteError, match="combines `GM` with values along m") as info:
+        rewrite(parse(text, "bad.ein"), rank="m", tile=4)
+    assert info.value.line == 6  # the statement the deferral derived it from (`SD`)
+
+
 def test_cli_rewrite_split_k(capsys):
     assert main(["rewrite", str(EXAMPLES / "causal.ein"), "--split-k", "--tile", "16"]) == 0
     out = capsys.readouterr().out

@@ -87,8 +87,8 @@ def _hoist_within(draft: Draft, rank: str, full: set[str], deriv: Derivation) ->
             continue
         num = _numerator_name(draft, split.keep, r.tensor + "N")
         lhs = coord_tuple(r.lhs_ranks)
-        n_e = make_einsum(num, r.index, product(split.keep), r.filter, named_reductions(r))
-        r_e = make_einsum(r.tensor, r.index, product([(S.Read(num, lhs), False), *split.moved]))
+        n_e = make_einsum(num, r.index, product(split.keep), r.filter, named_reductions(r), span=r.span)
+        r_e = make_einsum(r.tensor, r.index, product([(S.Read(num, lhs), False), *split.moved]), span=r.span)
         draft.replace(r, [n_e, r_e])
         ops = sorted({"/" if inv else "*" for _, inv in split.moved})
         deriv.step(
@@ -131,9 +131,12 @@ def _defer_elementwise(draft: Draft, rank: str, full: set[str], deriv: Derivatio
             new_fs = fs[:k] + inner + fs[k + 1 :]
             num = _numerator_name(draft, new_fs, r.tensor + "N")
             filt = conj(r.filter, subst(a.filter, rho))
-            n_e = make_einsum(num, r.index, product(new_fs), filt, named_reductions(r))
+            n_e = make_einsum(num, r.index, product(new_fs), filt, named_reductions(r), span=r.span)
             r_e = make_einsum(
-                r.tensor, r.index, product([(S.Read(num, coord_tuple(r.lhs_ranks)), False), *moved])
+                r.tensor,
+                r.index,
+                product([(S.Read(num, coord_tuple(r.lhs_ranks)), False), *moved]),
+                span=r.span,
             )
             draft.replace(r, [n_e, r_e])
             made += [n_e, r_e]

@@ -35,7 +35,7 @@ from .. import syntax as S
 from ..ir import Einsum, LhsIndex, size_name
 from .derivation import Derivation
 from .draft import Draft, make_einsum, plain_index
-from .pattern import analyse
+from .pattern import analyse, weights_into_readers
 from .rules import (
     NEVER,
     RUNNING,
@@ -85,6 +85,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
 
     Returns the running states it created (empty: the rule did not apply).
     """
+    weights_into_readers(draft, rank, deriv)
     groups = analyse(draft, rank, strict=True)
     states: list[RunningMax] = []
     if not groups:

@@ -26,10 +26,14 @@ from dataclasses import dataclass
 
 from .. import syntax as S
 from ..ir import Einsum, coords
-from .draft import Draft, depends_on
+from .derivation import Derivation
+from .draft import Draft, depends_on, make_einsum
 from .rules import (
     factors,
+    named_reductions,
+    product,
     refuse,
+    rewrite_expr,
     shift_multiplicative,
     stmt_text,
     subst,
@@ -77,17 +81,7 @@ def reads_any(e: Einsum, names: set[str]) -> bool:
 def _shift(draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, strict: bool) -> Shift | None:
     """``s`` as a shift of the max, or None (2-pass: tiled as it is); 1-pass refuses what does not fit."""
     e = s.expr
-    shaped = (
-        isinstance(e, S.Call)
-        and len(e.args) == 1
-        and isinstance(e.args[0], S.Binary)
-        and e.args[0].op == "-"
-        and isinstance(e.args[0].b, S.Read)
-        and e.args[0].b.tensor in dep
-        and not tensors_read(e.args[0].a) & dep
-        and rank not in coords(e.args[0].b)
-        and not tensors_read(s.filter) & dep
-    )
+    shaped = _shift_shaped(e, dep, rank) and not tensors_read(s.filter) & dep
     if not shaped:
         if not strict:
             return None
@@ -135,6 +129,75 @@ def _shift(draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, stri
             "shift the scores by the max of the scores",
         )
     return Shift(s, fn, x, c, sigma, direct)
+
+
+def _shift_shaped(e: S.Expr, dep: set[str], rank: str) -> bool:
+    """``f(x - c)`` with ``c`` a read of the max (or of a value computed from it) without ``rank``."""
+    return (
+        isinstance(e, S.Call)
+        and len(e.args) == 1
+        and isinstance(e.args[0], S.Binary)
+        and e.args[0].op == "-"
+        and isinstance(e.args[0].b, S.Read)
+        and e.args[0].b.tensor in dep
+        and not tensors_read(e.args[0].a) & dep
+        and rank not in coords(e.args[0].b)
+    )
+
+
+def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> bool:
+    """``SN[m, p] = f(X[m, p] - GM[p]) * W[m]``: a shift times factors that do not depend on the max (per-key
+    weights, a gate, a constant) becomes the shift alone, and each reader of ``SN`` reads ``SN * W`` in its
+    own frame (``SD[p] = SN[m, p] * W[m]``). The value every reader sees is the same product; the readers are
+    then sums of the shift with max-independent factors, which the running max rescales exactly. Applies to
+    statements that are no output and take no reduction; True if anything changed."""
+    changed = False
+    for mx in [e for e in draft.einsums if (rank, "max") in e.reduce and e.kind == "plain"]:
+        dep = depends_on(draft, {mx.tensor})
+        for s in list(draft.einsums):
+            if s is mx or s.kind != "plain" or s.reduce or s.tensor in draft.outputs:
+                continue
+            if rank not in s.lhs_ranks:
+                continue
+            fs = factors(s.expr)
+            shifts = [k for k, (f, inv) in enumerate(fs) if not inv and _shift_shaped(f, dep, rank)]
+            if len(fs) < 2 or len(shifts) != 1 or tensors_read(s.filter) & dep:
+                continue
+            weights = [fi for k, fi in enumerate(fs) if k != shifts[0]]
+            readers = draft.readers(s.tensor)
+            if not readers or any(tensors_read(f) & dep for f, _ in weights):
+                continue
+            new_s = make_einsum(s.tensor, s.index, fs[shifts[0]][0], s.filter, (), span=s.span)
+            lhs = s.lhs_ranks
+
+            def weighted(n: S.Expr, name=s.tensor, lhs=lhs, weights=weights):
+                if isinstance(n, S.Read) and n.tensor == name:
+                    rho = dict(zip(lhs, n.indices))
+                    return product([(n, False), *((subst(f, rho), inv) for f, inv in weights)])
+                return None
+
+            produced = [stmt_text(new_s)]
+            for r in readers:
+                expr = rewrite_expr(r.expr, weighted)
+                filt = rewrite_expr(r.filter, weighted) if r.filter is not None else None
+                new_r = make_einsum(r.tensor, r.index, expr, filt, named_reductions(r), span=r.span)
+                draft.replace(r, [new_r])
+                produced.append(stmt_text(new_r))
+            draft.replace(s, [new_s])
+            moved = " * ".join(("1 / " if inv else "") + text(f) for f, inv in weights)
+            deriv.step(
+                "weights into readers",
+                s,
+                f"`{moved}` does not depend on `{mx.tensor}`: `{s.tensor}` keeps the shift alone and its "
+                "readers multiply by it",
+                produced,
+                [
+                    f"`{moved}` reads nothing computed from `{mx.tensor}`",
+                    f"`{s.tensor}` is no output and reduces nothing: every reader sees the same product",
+                ],
+            )
+            changed = True
+    return changed
 
 
 def _sum(draft: Draft, rank: str, dep: set[str], sh: Shift, r: Einsum) -> Sum | str:

@@ -432,11 +432,13 @@ class _Checker:
         if n in self.tensors:
             t = self.tensors[n]
             if t.ranks:
-                raise EinError(
-                    f"tensor `{n}` is used without indices",
-                    e.span,
-                    hint=f"write `{n}[{', '.join(t.ranks)}]`",
-                )
+                hint = f"write `{n}[{', '.join(t.ranks)}]`"
+                if n == size_name(n.lower()) and n.lower() in self.ranks:
+                    hint += (
+                        f"; for the size of rank `{n.lower()}`, rename the tensor: the tensor `{n}` hides "
+                        "the size of the same name"
+                    )
+                raise EinError(f"tensor `{n}` is used without indices", e.span, hint=hint)
             return self.resolve_read(S.Read(n, (), span=e.span), ctx)
         if n in self.params:
             v, literal = self.params[n].value, self.params[n].literal

@@ -23,10 +23,13 @@ Fields, in prose:
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field, replace
 
 from . import syntax as S
 from .errors import EinError, InternalError, Source, Span
+
+_PARAM_DECL = re.compile(r"\s*param\s+([A-Za-z_][A-Za-z0-9_]*)\s*=")  # a `param NAME = value` line
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,21 @@ class Program:
         new = replace(self, params=tuple(current.items()))
         from .check import check_params
 
-        check_params(new)
+        check_params(new, self._param_spans(overrides))
         return new
+
+    def _param_spans(self, names) -> dict[str, Span]:
+        """Where each of ``names`` is declared (``param NAME = value``) in the spec's source, so that an
+        overriding value the spec cannot take is reported at the declaration it replaces."""
+        out: dict[str, Span] = {}
+        if self.source is None:
+            return out
+        for number, line in enumerate(self.source.text.splitlines(), 1):
+            found = _PARAM_DECL.match(line)
+            if found and found.group(1) in names:
+                col = found.start(1) + 1
+                out[found.group(1)] = Span(self.source, number, col, number, col + len(found.group(1)))
+        return out
 
 
 def renamed(prog: Program, mapping: dict[str, str]) -> Program:

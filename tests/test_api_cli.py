@@ -254,6 +254,8 @@ def test_value_and_index_params_out_of_range_are_ein_errors(params, message):
     with pytest.raises(einattn.EinError) as e:
         einattn.compile(SCALED, params=params)
     assert message in str(e.value)
+    name = next(iter(params))  # located at the declaration the value overrides
+    assert (e.value.line, e.value.column) == ({"C": 2, "S": 3}[name], 7)
     assert einattn.compile(SCALED, params={"C": 2**70, "S": 0})(X=np.ones(1)).tolist() == [2.0**70]
 
 

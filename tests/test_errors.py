@@ -153,6 +153,7 @@ LOCATIONS = {
     "60_output_is_input": (3, 11),  # the input's name in `output`
     "61_param_too_large": (5, 17),  # the use in the index
     "62_tile_too_large": (3, 8),  # the param's declaration
+    "63_tensor_hides_a_size": (5, 30),  # the bare `S` meant as a size
 }
 
 # What some messages must (not) say, beyond their location: the points a reader needs.
@@ -169,6 +170,7 @@ MUST_SAY = {
     "60_output_is_input": ["is an input", "copy it"],
     "61_param_too_large": ["too large for an index", "1000000000000000000000"],
     "62_tile_too_large": ["too large for a rank size"],
+    "63_tensor_hides_a_size": ["size of rank `s`", "hides the size"],
 }
 MUST_NOT_SAY = {
     "07_single_equals_in_filter": ["bracket left open"],
@@ -255,6 +257,10 @@ FIXES = {
     "60_output_is_input": ("output S, Q", "output S"),
     "61_param_too_large": ("1000000000000000000000", "10"),
     "62_tile_too_large": ("4294967296", "64"),
+    "63_tensor_hides_a_size": (
+        "S[p, s]  = Q[p, e] * K[s, e]\nO[p, e]  = S[p, s]",
+        "SC[p, s] = Q[p, e] * K[s, e]\nO[p, e]  = SC[p, s]",
+    ),
 }
 
 

@@ -18,8 +18,10 @@ class Source:
     text: str = field(repr=False)
 
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 1 <= number <= len(lines) else ""
+        """Line ``number`` (1-based) as the parser counts lines: at ``\n`` only (``str.splitlines`` also
+        breaks at form feeds and Unicode line separators, which a comment may hold)."""
+        lines = self.text.split("\n")
+        return lines[number - 1].rstrip("\r") if 1 <= number <= len(lines) else ""
 
     def text_of(self, span: Span) -> str:
         """The source text a single-line span covers."""

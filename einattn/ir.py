@@ -190,7 +190,7 @@ class Program:
         out: dict[str, Span] = {}
         if self.source is None:
             return out
-        for number, line in enumerate(self.source.text.splitlines(), 1):
+        for number, line in enumerate(self.source.text.split("\n"), 1):  # (lines as the parser counts them)
             found = _PARAM_DECL.match(line)
             if found and found.group(1) in names:
                 col = found.start(1) + 1

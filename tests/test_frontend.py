@@ -317,3 +317,17 @@ def test_a_term_added_to_a_summed_product_warns():
         "input X[i, j], A[i]\noutput S\nS[i, j] = X[i, j] + A[i]\n",
     ):
         assert caught(quiet) == [], quiet
+
+
+def test_error_lines_are_counted_as_the_parser_counts_them():
+    """A form feed or a Unicode line separator in a comment is no line break for the parser: the source line
+    shown under an error (and a param override's declaration) is the one the location names."""
+    text = "# a comment\x0cwith a form feed, and\u2028a line separator\n"
+    text += "input X[m]\nparam W = 2\noutput Y\nY[m] = Z[m]\n"
+    with pytest.raises(einattn.EinError) as info:
+        einattn.parse(text, "ff.ein")
+    assert info.value.line == 5 and "Y[m] = Z[m]" in str(info.value)
+    prog = einattn.parse(text.replace("Z[m]", "X[m // W]"), "ff.ein")
+    with pytest.raises(einattn.EinError) as info:
+        prog.with_params({"W": 0.5})
+    assert (info.value.line, info.value.column) == (3, 7) and "param W = 2" in str(info.value)

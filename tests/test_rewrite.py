@@ -401,6 +401,19 @@ def test_a_shift_times_weights_free_of_the_max_streams_in_one_pass(weight):
     )
 
 
+def test_a_refusal_after_weights_moved_into_readers_says_so():
+    """The reader the refusal quotes took the weights (`SN * W[m] ?? 0`) while the caret shows the line as
+    written: the message names the move."""
+    text = (
+        "input Q[p, e], K[m, e], V[m, f], W[m]\noutput O\nS[m, p] = Q[p, e] * K[m, e]\n"
+        "GM[p] = S[m, p] :: max(m)\nSN[m, p] = exp(S[m, p] - GM[p]) * W[m]\nSD[p] = SN[m, p] ?? 0\n"
+        "O[p, f] = SN[m, p] * V[m, f] / SD[p]\n"
+    )
+    with pytest.raises(RewriteError) as info:
+        rewrite(parse(text, "w.ein"), rank="m", tile=4)
+    assert info.value.line == 6 and "(after `W[m]` moved from `SN` into its readers)" in str(info.value)
+
+
 def test_a_weight_that_depends_on_the_max_is_still_refused():
     text = (
         "input Q[p, e], K[m, e], V[m, f]\noutput O\nS[m, p] = Q[p, e] * K[m, e]\nGM[p] = S[m, p] :: max(m)\n"

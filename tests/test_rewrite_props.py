@@ -151,7 +151,23 @@ def test_split_keeps_the_whole_size_of_the_split_rank():
     assert plain.total is None and "M_ALL" not in dict(plain.partial.params)  # only where the spec uses M
 
 
-@pytest.mark.parametrize("read", ["V[m + 1, f]", "V[max(m - 1, 0), f]"])
+def test_split_refuses_a_rank_sized_only_by_the_split_rank():
+    """`rank P = M` with no input along p (a query per prefix of the keys): a part has only its own keys, so
+    p would have no size there; refused with a located message (it was an internal error)."""
+    from einattn.rewrite import split_k
+
+    prog = parse(
+        "input q[e], K[m, e], V[m, f]\nrank P = M\noutput O\nS[m, p] = q[e] * K[m, e]  where m <= p\n"
+        "GM[p] = S[m, p] :: max(m)\nSN[m, p] = exp(S[m, p] - GM[p])\nSD[p] = SN[m, p]\n"
+        "O[p, f] = SN[m, p] * V[m, f] / SD[p]\n",
+        "prefix.ein",
+    )
+    with pytest.raises(RewriteError, match=r"rank `p` takes its size from `m` \(`rank P = M`\)") as info:
+        split_k(prog, "m", 2)
+    assert info.value.line == 4
+
+
+@pytest.mark.parametrize("read", ["V[m + 1, f]", "V[max(m - 1, 0), f]", "V[0, f]", "V[M - 1, f]"])
 def test_split_refuses_a_read_that_crosses_parts(read):
     """A tensor read along the split rank at a shifted position needs points of the neighbouring part: the
     split is refused with a located message instead of merging wrong values."""

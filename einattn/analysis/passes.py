@@ -214,20 +214,31 @@ def _step_invariant(prog: Program, root: str, rank: str) -> bool:
 
 
 def _walks_through(fam: Family, e: Einsum, reads) -> bool:
-    """Whether ``e`` walks a fiber of ``fam`` under another coordinate of its space: ``Y[p, e] = X[p, e]``
-    with ``X`` declared ``X[m, e]`` (``rank P = M``) traverses ``X``'s ``m`` fibers as it iterates over
-    ``p``, so a re-read of ``X`` after a full reduction over ``m`` is a new pass over ``m`` whichever of the
-    two ranks the declaration names. (A coordinate of the family itself, as ``LM[m1, p]`` read by an Einsum
-    over ``m1`` alone, walks no fiber: ``Family.traverses`` decides those.)"""
+    """Whether ``e`` walks the fibers of ``fam``'s rank under another coordinate of its space after a full
+    reduction that all of them wait for: ``Y[p, e] = X[p, e] * rsqrt(NRM)`` with ``X`` declared ``X[m, e]``
+    (``rank P = M``) and ``NRM`` a sum over all of ``X`` re-reads ``X``'s ``m`` fibers as it iterates over
+    ``p``: a second pass over ``m``, as when ``X`` is declared ``X[p, e]``, whichever of the two ranks the
+    declaration names.
+
+    Not a walk: a dimension of a part (``T[m1]``: one value per tile, as for ``Family.traverses``), and a
+    read combined only with completed values of its own point of the walking coordinate (a residual
+    ``O[p, e] = RNV[e, M1, p] / RD[M1, p] + X[p, e]``: each row re-reads its own element, which no buffer
+    along ``m`` has to keep)."""
     space = set(e.space)
+    walking: set[str] = set()
     for rd, t, kind, _ in reads:
         if kind != CARRY:
             continue
         for r, ix in zip(t.ranks, rd.indices):
             cs = set(coords(ix))
-            if r in fam.members and cs & space and not cs & fam.members:
-                return True
-    return False
+            if r == fam.rank and cs & space and not cs & fam.members:
+                walking |= cs & space
+    if not walking:
+        return False
+    return any(
+        not t.is_input and kind != CARRY and not any(set(coords(ix)) & walking for ix in rd.indices)
+        for rd, t, kind, _ in reads
+    )
 
 
 def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of):

@@ -80,7 +80,7 @@ def _with_offset(draft: Draft, rank: str, prog: Program) -> tuple[str | None, st
                 if along and i == S.Coord(rank):
                     indices.append(i)  # the part's own slice
                     continue
-                if along and any(isinstance(c, S.Coord) and c.rank == rank for c in i.walk()):
+                if along:  # (a shifted position, or a fixed one such as `K[0, e]`, `K[M - 1, e]`)
                     raise RewriteError(
                         f"cannot split over {rank}: `{n.tensor}` is read at `{format_expr(i)}` along "
                         f"`{rank}`, so a part would need points of its neighbours",
@@ -115,6 +115,15 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
     """
     if rank not in prog.ranks:
         raise EinError(f"rank `{rank}` does not appear in {prog.name}")
+    for sized, by in prog.aliases:
+        if by == rank and not any(sized in prog.tensor(n).ranks for n in prog.inputs):
+            user = next((e for e in prog.einsums if sized in e.space), None)
+            raise RewriteError(
+                f"cannot split over {rank}: rank `{sized}` takes its size from `{rank}` "
+                f"(`rank {sized.upper()} = {rank.upper()}`), and a part holds only its own points of {rank}",
+                user.span if user is not None else None,
+                f"give `{sized}` its size from an input (the queries' `[{sized}, ...]`), or do not split",
+            )
     deriv = Derivation(prog.name, f"--split-k --rank {rank} --tile {tile}")
     d = Draft.of(prog)
     offset, total = _with_offset(d, rank, prog)

@@ -39,6 +39,7 @@ from .pattern import analyse, weights_into_readers
 from .rules import (
     NEVER,
     RUNNING,
+    RewriteError,
     coord_tuple,
     insert,
     local_name,
@@ -85,8 +86,14 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
 
     Returns the running states it created (empty: the rule did not apply).
     """
-    weights_into_readers(draft, rank, deriv)
-    groups = analyse(draft, rank, strict=True)
+    moved = weights_into_readers(draft, rank, deriv)
+    try:
+        groups = analyse(draft, rank, strict=True)
+    except RewriteError as e:
+        if not moved:
+            raise
+        # a statement it quotes may be a reader that took the weights: say so (the caret shows the spec's)
+        raise RewriteError(f"{e.message} (after {'; '.join(moved)})", e.span, e.hint) from None
     states: list[RunningMax] = []
     if not groups:
         return states

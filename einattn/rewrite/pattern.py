@@ -145,13 +145,13 @@ def _shift_shaped(e: S.Expr, dep: set[str], rank: str) -> bool:
     )
 
 
-def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> bool:
+def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str]:
     """``SN[m, p] = f(X[m, p] - GM[p]) * W[m]``: a shift times factors that do not depend on the max (per-key
     weights, a gate, a constant) becomes the shift alone, and each reader of ``SN`` reads ``SN * W`` in its
     own frame (``SD[p] = SN[m, p] * W[m]``). The value every reader sees is the same product; the readers are
     then sums of the shift with max-independent factors, which the running max rescales exactly. Applies to
-    statements that are no output and take no reduction; True if anything changed."""
-    changed = False
+    statements that are no output and take no reduction. Returns what moved, one phrase a statement."""
+    changed: list[str] = []
     for mx in [e for e in draft.einsums if (rank, "max") in e.reduce and e.kind == "plain"]:
         dep = depends_on(draft, {mx.tensor})
         for s in list(draft.einsums):
@@ -196,7 +196,7 @@ def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> bool:
                     f"`{s.tensor}` is no output and reduces nothing: every reader sees the same product",
                 ],
             )
-            changed = True
+            changed.append(f"`{moved}` moved from `{s.tensor}` into its readers")
     return changed
 
 

@@ -427,13 +427,17 @@ class _Checker:
             )
         return self.resolve(e, "filter")
 
+    def names_a_size(self, n: str) -> bool:
+        """Whether ``n`` is spelled as the size of one of the spec's ranks (``S`` beside a rank ``s``)."""
+        return n == size_name(n.lower()) and n.lower() in self.ranks
+
     def resolve_name(self, e: S.Name, ctx: str) -> S.Expr:
         n = e.id
         if n in self.tensors:
             t = self.tensors[n]
             if t.ranks:
                 hint = f"write `{n}[{', '.join(t.ranks)}]`"
-                if n == size_name(n.lower()) and n.lower() in self.ranks:
+                if self.names_a_size(n):
                     hint += (
                         f"; for the size of rank `{n.lower()}`, rename the tensor: the tensor `{n}` hides "
                         "the size of the same name"
@@ -443,8 +447,7 @@ class _Checker:
         if n in self.params:
             v, literal = self.params[n].value, self.params[n].literal
             # a param that sizes a rank is reported at its declaration (check_params)
-            sizes_a_rank = n == size_name(n.lower()) and n.lower() in self.ranks
-            if ctx == "index" and _too_large(v, literal) and not sizes_a_rank:
+            if ctx == "index" and _too_large(v, literal) and not self.names_a_size(n):
                 raise EinError(
                     f"param `{n}` = {_shown(v, literal)} is too large for an index",
                     e.span,
@@ -593,10 +596,9 @@ class _Checker:
             aliases=aliases,
             source=self.source,
             warnings=tuple(self.warnings),
+            param_spans=tuple((n, p.span) for n, p in self.params.items() if p.span is not None),
         )
-        check_params(
-            prog, {n: p.span for n, p in self.params.items()}, {n: p.literal for n, p in self.params.items()}
-        )
+        check_params(prog, dict(prog.param_spans), {n: p.literal for n, p in self.params.items()})
         self.check_sizes(prog, einsums)
         return prog
 

@@ -23,13 +23,10 @@ Fields, in prose:
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass, field, replace
 
 from . import syntax as S
 from .errors import EinError, InternalError, Source, Span
-
-_PARAM_DECL = re.compile(r"\s*param\s+([A-Za-z_][A-Za-z0-9_]*)\s*=")  # a `param NAME = value` line
 
 
 @dataclass(frozen=True)
@@ -125,6 +122,8 @@ class Program:
     aliases: tuple[tuple[str, str], ...] = ()  # (rank, rank whose size it takes), from `rank S = T`
     source: Source | None = field(default=None, compare=False, hash=False, repr=False)
     warnings: tuple = field(default=(), compare=False, hash=False, repr=False)
+    # where each param is declared (the checker's spans), to locate an override the spec cannot take
+    param_spans: tuple[tuple[str, Span], ...] = field(default=(), compare=False, hash=False, repr=False)
 
     # ---- lookups --------------------------------------------------------------------------------
     @functools.cached_property
@@ -181,21 +180,8 @@ class Program:
         new = replace(self, params=tuple(current.items()))
         from .check import check_params
 
-        check_params(new, self._param_spans(overrides))
+        check_params(new, dict(self.param_spans))
         return new
-
-    def _param_spans(self, names) -> dict[str, Span]:
-        """Where each of ``names`` is declared (``param NAME = value``) in the spec's source, so that an
-        overriding value the spec cannot take is reported at the declaration it replaces."""
-        out: dict[str, Span] = {}
-        if self.source is None:
-            return out
-        for number, line in enumerate(self.source.text.split("\n"), 1):  # (lines as the parser counts them)
-            found = _PARAM_DECL.match(line)
-            if found and found.group(1) in names:
-                col = found.start(1) + 1
-                out[found.group(1)] = Span(self.source, number, col, number, col + len(found.group(1)))
-        return out
 
 
 def renamed(prog: Program, mapping: dict[str, str]) -> Program:

@@ -157,7 +157,7 @@ def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str
         for s in list(draft.einsums):
             if s is mx or s.kind != "plain" or s.reduce or s.tensor in draft.outputs:
                 continue
-            if rank not in s.lhs_ranks:
+            if rank not in s.lhs_ranks or not any(x is s for x in draft.einsums):  # (replaced as a reader)
                 continue
             fs = factors(s.expr)
             shifts = [k for k, (f, inv) in enumerate(fs) if not inv and _shift_shaped(f, dep, rank)]

@@ -124,6 +124,47 @@ LSE[b, h, p]   = GM[b, h, p] + log(DEN[b, h, p])
         "N2[m, p] = exp(T2[m, p] - G2[p])\nD2[p] = N2[m, p]\nO2[p, f] = N2[m, p] * V[m, f] / D2[p]\n"
         "O[p, f] = O1[p, f] + O2[p, f]\n"
     ),
+    # the shift's function scales the difference: f(d) = exp(d / T) rescales as exp does (sympy proves it)
+    "temperature": _scored(
+        ", TAU[h]",
+        "S[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e]  where m <= p",
+        tail=SOFTMAX.replace(
+            "exp(S[b, h, m, p] - GM[b, h, p])", "exp((S[b, h, m, p] - GM[b, h, p]) / (1 + TAU[h] * TAU[h]))"
+        ),
+    ),
+    "temperature_param": _scored(
+        "",
+        "S[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e]",
+        "param  T = 0.7\n",
+        tail=SOFTMAX.replace("exp(S[b, h, m, p] - GM[b, h, p])", "exp((S[b, h, m, p] - GM[b, h, p]) / T)"),
+    ),
+    "exp2_log2e": _scored(
+        "",
+        "S[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)  where p - 4 < m",
+        tail=SOFTMAX.replace(
+            "exp(S[b, h, m, p] - GM[b, h, p])", "exp2((S[b, h, m, p] - GM[b, h, p]) * 1.4426950408889634)"
+        ),
+    ),
+    # exp(x - max - k): k, constant along m, comes apart as a weight (exp of a sum is the product of the
+    # exps). (k <= 0 here: where exp(k) overflows, the spec's own value at the max is infinite, and a sum of
+    # it may come out NaN rather than inf; docs/rewrite.md.)
+    "exponent_offset": _scored(
+        ", OFFSET[b, p]",
+        "S[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e]  where m <= p",
+        outputs="AV, L",
+        tail=SOFTMAX.replace(
+            "exp(S[b, h, m, p] - GM[b, h, p])",
+            "exp(S[b, h, m, p] - GM[b, h, p] - 0.5 - OFFSET[b, p] * OFFSET[b, p])",
+        )
+        + "L[b, h, p] = GM[b, h, p] + log(SD[b, h, p])\n",
+    ),
+    # the max in a frame of its own ranks (r): a factor read at p in the shift is read at r in the rescaling
+    "renamed_max_frame": (
+        "input  X[p, e], Y[m, e], V[m, f], BETA[p]\nrank   R = P\noutput O\n"
+        "S[m, p] = X[p, e] * Y[m, e]\nGM[r] = S[m, r] :: max(m)\n"
+        "N[m, p] = exp((1 + BETA[p] * BETA[p]) * (S[m, p] - GM[p]))\nD[p] = N[m, p]\n"
+        "O[p, f] = N[m, p] * V[m, f] / D[p]\n"
+    ),
     "documents": (
         "input  Q[p, e], K[m, e], V[m, f], dq[p] : int, dk[m] : int\noutput O\n"
         "S[m, p]  = Q[p, e] * K[m, e]  where dq[p] == dk[m] and m <= p\n"
@@ -286,6 +327,7 @@ def run_split(prog: einattn.Program, inputs: dict, cuts: list[int], m: int, tile
     for k, name in enumerate(sk.states):
         arr = np.stack([part[k] for part in parts])
         stacked[f"{name}_s"] = arr.astype(np.int64) if sk.merge.tensor(f"{name}_s").dtype == "int" else arr
+    stacked.update({n: inputs[n] for n in sk.merge.inputs if n in inputs})  # what a rescaling reads (T)
     merged = run(sk.merge, stacked)
     state = {
         n: (v.astype(np.int64) if sk.finish.tensor(n).dtype == "int" else v)

@@ -254,6 +254,20 @@ REFUSALS = {
         5,
         "`sigmoid(QK[m, p] - GM[p])` is not multiplicative under shifts",
     ),
+    "scale_along_the_rank": (
+        "SN[m, p] = exp((QK[m, p] - GM[p]) * K[m, 0])\nSD[p] = SN[m, p]\n"
+        "AV[p, f] = SN[m, p] * V[m, f] / SD[p]",
+        "",
+        5,
+        "`exp((QK[m, p] - GM[p]) * K[m, 0])` scales the difference by a value along m, which the max `GM` "
+        "does not have",
+    ),
+    "bias_in_the_exponent": (
+        "SN[m, p] = exp(QK[m, p] - GM[p] + V[m, 0])\nSD[p] = SN[m, p]\nAV[p, f] = SN[m, p] * V[m, f] / SD[p]",
+        "",
+        5,
+        "`exp(QK[m, p] - GM[p] + V[m, 0])` is not multiplicative under shifts",
+    ),
     "weights_are_an_output": (
         "SN[m, p] = exp(QK[m, p] - GM[p])\nSD[p] = SN[m, p]\nA[m, p] = SN[m, p] / SD[p]\n"
         "AV[p, f] = A[m, p] * V[m, f]",

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from .. import syntax as S
 from ..errors import EinError
 from ..format import format_expr
-from ..ir import Einsum, Program, Tensor
+from ..ir import Einsum, Program, Tensor, coords
 from .deferral import defer
 from .derivation import Derivation
 from .draft import Draft, make_einsum, plain_index
 from .online import online
-from .rules import RewriteError, coord_tuple, insert, named_reductions, refuse, rewrite_expr
+from .rules import RewriteError, ShiftFn, coord_tuple, insert, named_reductions, refuse, rewrite_expr
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,26 @@ def _reads_param(e: Einsum, name: str) -> bool:
     return any(isinstance(n, S.Param) and n.name == name for x in parts for n in x.walk())
 
 
+def _merge_reads(f: ShiftFn, prog: Program, lhs: tuple[str, ...], rank: str) -> set[str]:
+    """The inputs and params of the spec that the rescaling ``f`` reads: the merge takes them too. A size or
+    a computed tensor it cannot take: refused."""
+    names: set[str] = set()
+    for n in f.reads():
+        if isinstance(n, S.Param) and n.name in dict(prog.params):  # (not OFF or M_ALL: a part's own)
+            names.add(n.name)
+        elif isinstance(n, S.Read) and n.tensor in prog.inputs and set(coords(n)) <= set(lhs):
+            names.add(n.tensor)
+        else:
+            raise RewriteError(
+                f"cannot split over {rank}: the merge rescales the parts' sums by f(d) = {f.key}, which "
+                f"reads `{format_expr(n)}`, and a merge takes only the parts' states, the spec's params "
+                f"and inputs along {', '.join(lhs) or 'no rank'}",
+                getattr(n, "span", None),
+                "scale the scores before their max (`S = QK / T`, `GM = S :: max(m)`, `exp(S - GM)`)",
+            )
+    return names
+
+
 def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
     """Derive the partial, merge and finish programs of ``prog`` split along ``rank``.
 
@@ -152,7 +172,14 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
 
     # ---- partial: the loop, with the final states as outputs -----------------------------------------------
     part = Draft(
-        prog, d.inputs, [], d.params, d.partitions, [e for e in d.einsums if e not in finals], d.notes
+        prog,
+        d.inputs,
+        [],
+        d.params,
+        d.partitions,
+        [e for e in d.einsums if e not in finals],
+        d.notes,
+        aliases=list(d.aliases),
     )
     state_names: list[str] = []
     merge_stmts: list[Einsum] = []
@@ -173,6 +200,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         taken.add(name)
         return name
 
+    merge_needs: set[str] = set()  # the spec's inputs and params that a rescaling reads (f(d) = exp(d / T))
     for st in states:
         lhs = tuple(r for k, r in enumerate(st.ranks) if k != st.pos)
         own = coord_tuple(lhs)
@@ -209,11 +237,12 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         for sm in st.sums:
             lt = tuple(r for k, r in enumerate(sm.ranks) if k != sm.pos)
             here = coord_tuple(lt)
-            if sm.fn not in factors:
-                cf = fresh("C" if not factors else f"C{sm.fn}")
-                factors[sm.fn] = cf
-                shift = S.Call(sm.fn, (S.Binary("-", S.Read(fm_s, stacked), S.Read(fm, own)),))
+            if sm.f.key not in factors:
+                cf = fresh("C" if not factors else f"C{sm.f.name or 'F'}")
+                factors[sm.f.key] = cf
+                shift = sm.f.apply(S.Binary("-", S.Read(fm_s, stacked), S.Read(fm, own)))
                 merge_stmts.append(make_einsum(cf, plain_index((split, *lhs)), shift, present))
+                merge_needs |= _merge_reads(sm.f, prog, lhs, rank)
             ft = fresh("F" + sm.name)
             part.einsums.append(
                 make_einsum(ft, plain_index(lt), S.Read(sm.name, insert(here, sm.pos, final)))
@@ -224,7 +253,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
             summand = S.Binary(
                 "*",
                 S.Read(ft_s, (S.Coord(split), *here)),
-                S.Read(factors[sm.fn], (S.Coord(split), *sm.frame)),
+                S.Read(factors[sm.f.key], (S.Coord(split), *sm.frame)),
             )
             merge_stmts.append(make_einsum(ft, plain_index(lt), summand))
             finish_inputs.append(Tensor(ft, lt, "float", "input"))
@@ -241,7 +270,9 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
     partial = part.finish(header=deriv.lines(), filename=f"<partial of {prog.name}>")
 
     merge_outputs = list(state_names)
-    md = Draft(prog, merge_inputs, merge_outputs, [], [], merge_stmts, {})
+    merge_inputs += [prog.tensor(n) for n in sorted(merge_needs) if n in prog.inputs]
+    merge_params = [(n, v) for n, v in prog.params if n in merge_needs]
+    md = Draft(prog, merge_inputs, merge_outputs, merge_params, [], merge_stmts, {}, aliases=list(d.aliases))
     merge = md.finish(
         header=[
             f"merge of partial states of {prog.name} over disjoint parts of {rank}, stacked along {split}",
@@ -265,7 +296,16 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
     originals = [t for t in d.inputs if t.name in used]
     whole = [(total, 0)] if total and any(_reads_param(e, total) for e in body) else []
     params = [*prog.params, *whole]
-    fd = Draft(prog, finish_inputs + originals, list(prog.outputs), params, [], finish_stmts + body, {})
+    fd = Draft(
+        prog,
+        finish_inputs + originals,
+        list(prog.outputs),
+        params,
+        [],
+        finish_stmts + body,
+        {},
+        aliases=list(d.aliases),
+    )
     finish = fd.finish(
         header=[f"outputs of {prog.name} from a merged state over {rank}"],
         filename=f"<finish of {prog.name}>",

@@ -40,6 +40,7 @@ from .rules import (
     NEVER,
     RUNNING,
     RewriteError,
+    ShiftFn,
     coord_tuple,
     insert,
     local_name,
@@ -59,12 +60,12 @@ from .tiling import absence_varies, replace_reads, setup_tiles, tile_position, u
 @dataclass
 class RunningSum:
     """A running sum created by :func:`online`: ``name`` with the tile rank at ``pos`` of ``ranks``; ``frame``
-    locates the running max in the sum's frame, ``fn`` rescales it."""
+    locates the running max in the sum's frame, ``f`` rescales it (in the max's frame)."""
 
     name: str
     ranks: tuple[str, ...]
     pos: int
-    fn: str
+    f: ShiftFn
     frame: tuple[S.Expr, ...]
 
 
@@ -155,14 +156,14 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
             taken.add(sln)
             t.tiled[sn.tensor] = (sln, sn.lhs_ranks.index(rank))
             sig = tuple(sh.sigma[r] for r in lhs)
-            shifted = S.Call(sh.fn, (S.Binary("-", sh.x, at(rm, sig, nxt)),))
+            shifted = sh.f.apply(S.Binary("-", sh.x, at(rm, sig, nxt)), sh.sigma)
             block.append(t.statement(sln, t.index(sn.index), shifted, sn.filter))
             notes[sln] = "local numerator"
-            if sh.fn not in prms:
-                prm = draft.fresh("P" + rm if not prms else f"P{rm}{sh.fn}", taken)
+            if sh.f.key not in prms:
+                prm = draft.fresh("P" + rm if not prms else f"P{rm}{sh.f.name or 'F'}", taken)
                 taken.add(prm)
-                prms[sh.fn] = prm
-                corr = S.Call(sh.fn, (S.Binary("-", at(rm, own, state), at(rm, own, nxt)),))
+                prms[sh.f.key] = prm
+                corr = sh.f.apply(S.Binary("-", at(rm, own, state), at(rm, own, nxt)))
                 corrections.append(make_einsum(prm, insert(plain_index(lhs), pos, LhsIndex(outer)), corr))
                 notes[prm] = "correction for the previous max"
         for sm in g.sums:
@@ -184,7 +185,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
             frame = tuple(subst(sh.sigma[r], sm.tau) for r in lhs)
             here = coord_tuple(lt)
             scaled = S.Binary(
-                "*", S.Read(rt, insert(here, pt, state)), at(prms[sh.fn], frame, S.Coord(outer))
+                "*", S.Read(rt, insert(here, pt, state)), at(prms[sh.f.key], frame, S.Coord(outer))
             )
             spt_e = make_einsum(spt, insert(tidx, pt, LhsIndex(outer)), scaled)
             a, b = (
@@ -197,14 +198,15 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
                 union_add(a, b) if guarded else S.Binary("+", a, b),
             )
             updates += [spt_e, rt1]
-            states[-1].sums.append(RunningSum(rt, insert(lt, pt, outer), pt, sh.fn, frame))
+            states[-1].sums.append(RunningSum(rt, insert(lt, pt, outer), pt, sh.f, frame))
             notes.update({slt: f"{te.tensor} of this tile", f"{rt}.init": f"running {te.tensor}"})
             if sh.direct:
                 read_map[te.tensor] = lambda rd, rt=rt, pt=pt: S.Read(rt, insert(rd.indices, pt, final))
                 if te.tensor in draft.outputs:
                     finals[id(te)] = [make_einsum(te.tensor, te.index, S.Read(rt, insert(here, pt, final)))]
             else:  # the spec shifts by a value computed from the max: rescale once, at the end
-                fix = S.Call(sh.fn, (S.Binary("-", at(rm, frame, final), subst(sh.c, sm.tau)),))
+                rho = dict(zip(lhs, frame))
+                fix = sh.f.apply(S.Binary("-", at(rm, frame, final), subst(sh.c, sm.tau)), rho)
                 finals[id(te)] = [
                     make_einsum(te.tensor, te.index, S.Binary("*", S.Read(rt, insert(here, pt, final)), fix))
                 ]
@@ -214,7 +216,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
                     te,
                     f"`{te.tensor}` sums `{sh.e.tensor}` over {rank}: each tile adds its local sum to the "
                     "running "
-                    f"sum `{rt}`, rescaled by `{prms[sh.fn]}` when the running max grows",
+                    f"sum `{rt}`, rescaled by `{prms[sh.f.key]}` when the running max grows",
                     [stmt_text(local_sums[-1]), stmt_text(spt_e), stmt_text(rt1)],
                     [
                         RUNNING["+"].format(r=rank),
@@ -248,10 +250,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
             + [stmt_text(e) for e in corrections],
             [
                 RUNNING["max"].format(r=rank),
-                *(
-                    f"`{text(s.e.expr)}`: {s.fn}(a - c) = {s.fn}(a - b) * {s.fn}(b - c) (sympy)"
-                    for s in g.shifts
-                ),
+                *(f"`{text(s.e.expr)}`: {s.f.law()} (sympy)" for s in g.shifts),
                 *(f"`{s.e.tensor}` shifts the very values whose max is `{mx.tensor}`" for s in g.shifts),
                 "every other reader of the max and of the sums is free of " + rank,
             ]

@@ -29,11 +29,14 @@ from ..ir import Einsum, coords
 from .derivation import Derivation
 from .draft import Draft, depends_on, make_einsum
 from .rules import (
+    ShiftFn,
     factors,
+    hole,
     named_reductions,
     product,
     refuse,
     rewrite_expr,
+    shift_at_zero,
     shift_multiplicative,
     stmt_text,
     subst,
@@ -47,10 +50,11 @@ from .rules import (
 
 @dataclass
 class Shift:
-    """``SN = f(X - c)``: ``c`` reads the max (``direct``) or a value computed from it without the rank."""
+    """``SN = f(X - c)``: ``c`` reads the max (``direct``) or a value computed from it without the rank; ``f``
+    is in the frame of the max's ranks (``sigma`` maps them into SN's)."""
 
     e: Einsum
-    fn: str
+    f: ShiftFn
     x: S.Expr
     c: S.Read
     sigma: dict[str, S.Expr]  # the max's output ranks -> expressions in SN's frame
@@ -81,8 +85,8 @@ def reads_any(e: Einsum, names: set[str]) -> bool:
 def _shift(draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, strict: bool) -> Shift | None:
     """``s`` as a shift of the max, or None (2-pass: tiled as it is); 1-pass refuses what does not fit."""
     e = s.expr
-    shaped = _shift_shaped(e, dep, rank) and not tensors_read(s.filter) & dep
-    if not shaped:
+    parts = _shift_parts(e, dep, rank) if not tensors_read(s.filter) & dep else None
+    if parts is None:
         if not strict:
             return None
         why = draft.blocked.get(s.tensor)
@@ -96,15 +100,25 @@ def _shift(draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, stri
             "a division by the softmax denominator must be deferred past the sum over "
             f"{rank} (write the sum over {rank} of the unnormalised values, then divide)",
         )
-    fn, x, c = e.fn, e.args[0].a, e.args[0].b
-    if not shift_multiplicative(fn):
+    body, x, c = parts
+    here = ShiftFn(body)  # (in SN's frame: the proof does not depend on the frame)
+    if not shift_multiplicative(here):
+        if not strict and not _one_call(body):
+            return None  # (2-pass: a value computed from the max, tiled as it is)
+        f0 = here.apply(S.Const(0))
         raise refuse(
             rank,
             f"`{text(e)}` is not multiplicative under shifts",
             s,
             hint="a running max needs f(a - c) = f(a - b) * f(b - c) to rescale earlier tiles; sympy proves "
-            "it "
-            f"for exp and exp2 but not for {fn}",
+            f"it for exp and exp2 of the difference, scaled by a factor free of {rank}, but not for "
+            f"f(d) = {here.key}"
+            + (
+                f" (f(0) = {text(f0)} is not 1: write the part of the exponent that is not the difference "
+                "as a factor of its own, `exp(x - c) * exp(k)`)"
+                if shift_at_zero(here) not in (None, 1)
+                else ""
+            ),
         )
     variables = set(g_mx.lhs_ranks)
     sigma: dict[str, S.Expr] = {}
@@ -128,21 +142,73 @@ def _shift(draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, stri
             hint="a running max bounds a tile's values only when it is the max of those same values; "
             "shift the scores by the max of the scores",
         )
-    return Shift(s, fn, x, c, sigma, direct)
+    # f in the max's frame: the running sums are rescaled by f(old - new) at each point of the max
+    back = {v.rank: S.Coord(r) for r, v in sigma.items() if isinstance(v, S.Coord)}
+    lost = sorted(set(coords(body)) - set(back))
+    if lost:
+        raise refuse(
+            rank,
+            f"`{text(e)}` scales the difference by a value along {', '.join(lost)}, which the max "
+            f"`{g_mx.tensor}` does not have",
+            s,
+            hint=f"the running max rescales earlier tiles by f(old - new) once for each point of "
+            f"`{g_mx.tensor}`: the factor of the difference may vary only along its ranks",
+        )
+    return Shift(s, ShiftFn(subst(body, back)), x, c, sigma, direct)
+
+
+def _one_call(body: S.Expr) -> str | None:
+    """The function's name where ``body`` is one call of the difference (``exp(d)``), else None."""
+    return ShiftFn(body).name
+
+
+def _shift_parts(e: S.Expr, dep: set[str], rank: str) -> tuple[S.Expr, S.Expr, S.Read] | None:
+    """``e`` as ``f(X - c)``: ``(f's body with the difference as the hole, X, c)``, or None. ``c`` is a read
+    of the max (or of a value computed from it) without ``rank``; nothing else in ``e`` reads the max."""
+    found: list[S.Binary] = []
+
+    def visit(n: S.Expr):
+        if (
+            isinstance(n, S.Binary)
+            and n.op == "-"
+            and isinstance(n.b, S.Read)
+            and n.b.tensor in dep
+            and rank not in coords(n.b)
+            and not tensors_read(n.a) & dep
+        ):
+            found.append(n)
+            return hole()
+        return None
+
+    body = rewrite_expr(e, visit)
+    if len(found) != 1 or tensors_read(body) & dep or body == hole():
+        return None
+    return body, found[0].a, found[0].b
+
+
+def _peel(f: S.Expr, dep: set[str], rank: str) -> list[S.Expr]:
+    """``exp(a - k)`` -> ``[exp(a), exp(-k)]`` while ``k`` reads nothing computed from the max and ``a`` does
+    (exp of a sum is the product of the exps, exp2 alike): the shift, and a weight the readers can take.
+
+    Only a ``k`` constant along ``rank``: at the point where ``a`` (``X - max``) is 0 the spec computes
+    ``exp(k)`` itself, so ``exp(k)`` overflows only where the spec does. A ``k`` along the rank (a bias) can
+    be large where ``a`` is very negative; the spec may write that product itself."""
+    if isinstance(f, S.Call) and f.fn in ("exp", "exp2") and len(f.args) == 1:
+        arg = f.args[0]
+        if isinstance(arg, S.Binary) and arg.op in ("+", "-"):
+            a, k = arg.a, arg.b
+            if arg.op == "+" and not tensors_read(a) & dep:
+                a, k = k, a
+            if tensors_read(a) & dep and not tensors_read(k) & dep and rank not in coords(k):
+                if arg.op == "-":
+                    k = S.Const(-k.value) if isinstance(k, S.Const) else S.Unary("-", k)
+                return [*_peel(S.Call(f.fn, (a,)), dep, rank), S.Call(f.fn, (k,))]
+    return [f]
 
 
 def _shift_shaped(e: S.Expr, dep: set[str], rank: str) -> bool:
     """``f(x - c)`` with ``c`` a read of the max (or of a value computed from it) without ``rank``."""
-    return (
-        isinstance(e, S.Call)
-        and len(e.args) == 1
-        and isinstance(e.args[0], S.Binary)
-        and e.args[0].op == "-"
-        and isinstance(e.args[0].b, S.Read)
-        and e.args[0].b.tensor in dep
-        and not tensors_read(e.args[0].a) & dep
-        and rank not in coords(e.args[0].b)
-    )
+    return _shift_parts(e, dep, rank) is not None
 
 
 def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str]:
@@ -159,7 +225,8 @@ def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str
                 continue
             if rank not in s.lhs_ranks or not any(x is s for x in draft.einsums):  # (replaced as a reader)
                 continue
-            fs = factors(s.expr)
+            fs = [(g, inv) for f, inv in factors(s.expr) for g in (_peel(f, dep, rank) if not inv else [f])]
+            peeled = len(fs) > len(factors(s.expr))
             shifts = [k for k, (f, inv) in enumerate(fs) if not inv and _shift_shaped(f, dep, rank)]
             if len(fs) < 2 or len(shifts) != 1 or tensors_read(s.filter) & dep:
                 continue
@@ -192,6 +259,7 @@ def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str
                 "readers multiply by it",
                 produced,
                 [
+                    *(["exp(a + k) = exp(a) * exp(k), exp2 alike"] if peeled else []),
                     f"`{moved}` reads nothing computed from `{mx.tensor}`",
                     f"`{s.tensor}` is no output and reduces nothing: every reader sees the same product",
                 ],

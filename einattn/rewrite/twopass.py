@@ -71,10 +71,12 @@ def two_level(draft: Draft, rank: str, tile: int, deriv: Derivation) -> bool:
             sig = tuple(sh.sigma[r] for r in lhs)
             lm_here = S.Read(lm, insert(sig, pos, S.Coord(outer)))
             local.append(
-                t.statement(sln, t.index(sn.index), S.Call(sh.fn, (S.Binary("-", sh.x, lm_here),)), sn.filter)
+                t.statement(
+                    sln, t.index(sn.index), sh.f.apply(S.Binary("-", sh.x, lm_here), sh.sigma), sn.filter
+                )
             )
             cf_index = tuple(LhsIndex(outer) if ix.rank == rank else ix for ix in sn.index)
-            factors_.append(make_einsum(cf, cf_index, S.Call(sh.fn, (S.Binary("-", lm_here, sh.c),))))
+            factors_.append(make_einsum(cf, cf_index, sh.f.apply(S.Binary("-", lm_here, sh.c), sh.sigma)))
             cf_own = tuple(S.Coord(outer if r == rank else r) for r in sn.lhs_ranks)
             sn_pos = sn.lhs_ranks.index(rank)
             for sm in g.sums:
@@ -139,10 +141,7 @@ def two_level(draft: Draft, rank: str, tile: int, deriv: Derivation) -> bool:
             [stmt_text(e) for e in [lm_e, gm_e, *local, *factors_, *level2]],
             [
                 RUNNING["max"].format(r=rank),
-                *(
-                    f"`{text(s.e.expr)}`: {s.fn}(a - c) = {s.fn}(a - b) * {s.fn}(b - c) (sympy)"
-                    for s in g.shifts
-                ),
+                *(f"`{text(s.e.expr)}`: {s.f.law()} (sympy)" for s in g.shifts),
             ],
         )
     first = min(k for k, e in enumerate(draft.einsums) if id(e) in affected)

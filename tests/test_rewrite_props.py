@@ -32,6 +32,14 @@ FILTERS = {
     "documents": ("dq[p] == dk[m] and m <= p", "dq[p] : int, dk[m] : int"),
 }
 
+SHIFTS = {  # the function of the difference d = S - GM (docs/rewrite.md, "Shift functions")
+    "plain": "{fn}({d})",
+    "temperature": "{fn}(({d}) / C)",
+    "scaled": "{fn}(({d}) * 0.37)",
+    "per_head": "{fn}(({d}) * (1 + square(slope[h])))",
+    "offset": "{fn}({d} - 0.5)",
+}
+
 NORMALISERS = {
     "3pass": "A[b, h, m, p] = SN[b, h, m, p] / SD[b, h, p]\nAV[b, h, p, f] = A[b, h, m, p] * V[b, h, m, f]",
     "deferred": "SNV[b, h, p, f] = SN[b, h, m, p] * V[b, h, m, f]\n"
@@ -42,11 +50,13 @@ NORMALISERS = {
 
 @st.composite
 def softmax_variants(draw):
-    """A natural-form softmax cascade with random score transforms, a random filter and normaliser."""
+    """A natural-form softmax cascade with random score transforms, a random filter, shift function and
+    normaliser."""
     transforms = draw(st.lists(st.sampled_from(sorted(TRANSFORMS)), max_size=3))
     filt = draw(st.one_of(st.none(), st.sampled_from(sorted(FILTERS))))
     on_scores = draw(st.booleans())  # the filter on the raw scores or on the transformed ones
     fn = draw(st.sampled_from(["exp", "exp2"]))
+    shift = draw(st.sampled_from(sorted(SHIFTS)))
     norm = draw(st.sampled_from(sorted(NORMALISERS)))
     lse = draw(st.booleans())
     inputs = ["Q[b, h, p, e]", "K[b, h, m, e]", "V[b, h, m, f]"]
@@ -56,6 +66,8 @@ def softmax_variants(draw):
         expr = pattern.format(x=expr)
         if decl and decl not in inputs:
             inputs.append(decl)
+    if shift == "per_head" and "slope[h]" not in inputs:
+        inputs.append("slope[h]")
     where = ""
     if filt is not None:
         cond, decl = FILTERS[filt]
@@ -70,7 +82,7 @@ def softmax_variants(draw):
         "QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e]" + (where if on_scores else ""),
         f"S[b, h, m, p] = {expr}" + ("" if on_scores else where),
         "GM[b, h, p] = S[b, h, m, p] :: max(m)",
-        f"SN[b, h, m, p] = {fn}(S[b, h, m, p] - GM[b, h, p])",
+        "SN[b, h, m, p] = " + SHIFTS[shift].format(fn=fn, d="S[b, h, m, p] - GM[b, h, p]"),
         "SD[b, h, p] = SN[b, h, m, p]",
         NORMALISERS[norm],
     ]

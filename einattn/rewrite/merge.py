@@ -226,7 +226,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         merge_stmts.append(
             make_einsum(seen, plain_index(lhs), S.Read(seen_s, stacked), None, ((split, "max"),))
         )
-        factors: dict[str, str] = {}
+        factors: dict[ShiftFn, str] = {}
         # finish: the merged max, absent where no part saw a point
         finish_inputs += [Tensor(fm, lhs, "float", "input"), Tensor(seen, lhs, "int", "input")]
         finish_stmts.append(
@@ -237,9 +237,9 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         for sm in st.sums:
             lt = tuple(r for k, r in enumerate(sm.ranks) if k != sm.pos)
             here = coord_tuple(lt)
-            if sm.f.key not in factors:
+            if sm.f not in factors:
                 cf = fresh("C" if not factors else f"C{sm.f.name or 'F'}")
-                factors[sm.f.key] = cf
+                factors[sm.f] = cf
                 shift = sm.f.apply(S.Binary("-", S.Read(fm_s, stacked), S.Read(fm, own)))
                 merge_stmts.append(make_einsum(cf, plain_index((split, *lhs)), shift, present))
                 merge_needs |= _merge_reads(sm.f, prog, lhs, rank)
@@ -253,7 +253,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
             summand = S.Binary(
                 "*",
                 S.Read(ft_s, (S.Coord(split), *here)),
-                S.Read(factors[sm.f.key], (S.Coord(split), *sm.frame)),
+                S.Read(factors[sm.f], (S.Coord(split), *sm.frame)),
             )
             merge_stmts.append(make_einsum(ft, plain_index(lt), summand))
             finish_inputs.append(Tensor(ft, lt, "float", "input"))

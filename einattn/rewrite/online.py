@@ -149,7 +149,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
         states.append(RunningMax(rm, insert(lhs, pos, outer), pos, []))
         block = [*tiled_up, lm_e, rm1]
         local_sums, corrections, updates, sum_steps = [], [], [], []
-        prms: dict[str, str] = {}
+        prms: dict[ShiftFn, str] = {}
         for sh in g.shifts:
             sn = sh.e
             sln = draft.fresh(local_name(sn.tensor), taken)
@@ -159,10 +159,10 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
             shifted = sh.f.apply(S.Binary("-", sh.x, at(rm, sig, nxt)), sh.sigma)
             block.append(t.statement(sln, t.index(sn.index), shifted, sn.filter))
             notes[sln] = "local numerator"
-            if sh.f.key not in prms:
+            if sh.f not in prms:
                 prm = draft.fresh("P" + rm if not prms else f"P{rm}{sh.f.name or 'F'}", taken)
                 taken.add(prm)
-                prms[sh.f.key] = prm
+                prms[sh.f] = prm
                 corr = sh.f.apply(S.Binary("-", at(rm, own, state), at(rm, own, nxt)))
                 corrections.append(make_einsum(prm, insert(plain_index(lhs), pos, LhsIndex(outer)), corr))
                 notes[prm] = "correction for the previous max"
@@ -184,9 +184,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
             )
             frame = tuple(subst(sh.sigma[r], sm.tau) for r in lhs)
             here = coord_tuple(lt)
-            scaled = S.Binary(
-                "*", S.Read(rt, insert(here, pt, state)), at(prms[sh.f.key], frame, S.Coord(outer))
-            )
+            scaled = S.Binary("*", S.Read(rt, insert(here, pt, state)), at(prms[sh.f], frame, S.Coord(outer)))
             spt_e = make_einsum(spt, insert(tidx, pt, LhsIndex(outer)), scaled)
             a, b = (
                 S.Read(slt, insert(here, pt, S.Coord(outer))),
@@ -216,7 +214,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
                     te,
                     f"`{te.tensor}` sums `{sh.e.tensor}` over {rank}: each tile adds its local sum to the "
                     "running "
-                    f"sum `{rt}`, rescaled by `{prms[sh.f.key]}` when the running max grows",
+                    f"sum `{rt}`, rescaled by `{prms[sh.f]}` when the running max grows",
                     [stmt_text(local_sums[-1]), stmt_text(spt_e), stmt_text(rt1)],
                     [
                         RUNNING["+"].format(r=rank),

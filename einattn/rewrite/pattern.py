@@ -29,6 +29,7 @@ from ..ir import Einsum, coords
 from .derivation import Derivation
 from .draft import Draft, depends_on, make_einsum
 from .rules import (
+    RewriteError,
     ShiftFn,
     factors,
     hole,
@@ -83,7 +84,23 @@ def reads_any(e: Einsum, names: set[str]) -> bool:
 
 
 def _shift(draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, strict: bool) -> Shift | None:
-    """``s`` as a shift of the max, or None (2-pass: tiled as it is); 1-pass refuses what does not fit."""
+    """``s`` as a shift of the max, or None (2-pass: tiled as it is); 1-pass refuses what does not fit.
+
+    The 2-pass rule (not ``strict``) refuses only a single function of the difference (``relu(X - GM)``,
+    a shift of other values than the max's); a statement that merely contains one (``exp((X - GM) * W[m])``)
+    it tiles as it is."""
+    try:
+        return _shift_checked(draft, rank, g_mx, dep, s, strict)
+    except RewriteError:
+        parts = _shift_parts(s.expr, dep, rank)
+        if strict or (parts is not None and _one_call(parts[0]) is not None):
+            raise
+        return None
+
+
+def _shift_checked(
+    draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, strict: bool
+) -> Shift | None:
     e = s.expr
     parts = _shift_parts(e, dep, rank) if not tensors_read(s.filter) & dep else None
     if parts is None:
@@ -103,8 +120,6 @@ def _shift(draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, stri
     body, x, c = parts
     here = ShiftFn(body)  # (in SN's frame: the proof does not depend on the frame)
     if not shift_multiplicative(here):
-        if not strict and not _one_call(body):
-            return None  # (2-pass: a value computed from the max, tiled as it is)
         f0 = here.apply(S.Const(0))
         raise refuse(
             rank,

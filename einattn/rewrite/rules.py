@@ -62,6 +62,7 @@ class ShiftFn:
 
     @property
     def key(self) -> str:
+        """``f(d)`` as text (for messages: two functions are the same when their bodies are)."""
         return format_expr(self.apply(S.Coord("d")))
 
     def apply(self, d: S.Expr, rho: dict[str, S.Expr] | None = None) -> S.Expr:

@@ -156,3 +156,40 @@ def test_two_passes_tile_a_difference_scaled_along_the_rank_as_it_is():
     w = np.where(m <= p + 2, 2.0 ** ((s - s.max(-1, keepdims=True)) * x["W"]), 0.0)
     want = np.einsum("hpm,hmf->hpf", w / w.sum(-1, keepdims=True), x["V"])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+NEGATIVE = SPEC.replace("  where m <= p + 2", "").format(inputs=", T", params="", shift=f"exp(({DIFF}) / T)")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "triton"])
+def test_a_negative_temperature_streams_without_nan(backend):
+    """exp(d / T) with T < 0 grows as d -> -inf: the running states start absent, not at -inf and 0, where
+    f(-inf - new) * 0 would be NaN (the reference: a softmax of -S / |T|, which a running max of S still
+    bounds, since the spec's own values are bounded by the same)."""
+    x = inputs(4) | {"T": np.array(-0.8)}
+    s = np.einsum("hpe,hme->hpm", x["Q"], x["K"]) / x["T"]
+    w = np.exp(s - s.max(-1, keepdims=True))
+    want = np.einsum("hpm,hmf->hpf", w / w.sum(-1, keepdims=True), x["V"])
+    k = einattn.compile(NEGATIVE, backend=backend, passes="auto", tile=4)
+    ins = {n: x[n] for n in k.program.inputs}
+    if backend == "numpy":
+        got, tol = k(**ins), 1e-12
+    else:
+        dtype = torch.float64 if backend == "torch" else torch.float32
+        got = k(**{n: torch.tensor(v, dtype=dtype) for n, v in ins.items()}).double().numpy()
+        tol = 1e-12 if backend == "torch" else 1e-5
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+
+
+@pytest.mark.parametrize(
+    ("declared", "absent"),
+    [("input T", True), ("param T = 0.7", False), ("param T = -0.7", True)],
+)
+def test_states_start_present_only_where_the_shift_vanishes_below(declared, absent):
+    """exp(d / T) vanishes as d -> -inf exactly when T > 0: a param's value decides; an input's sign is not
+    known, so its states start absent (the derivation says why)."""
+    text = NEGATIVE if declared == "input T" else NEGATIVE.replace(", T\n", f"\n{declared}\n")
+    new, deriv = rewrite(einattn.parse(text, "t.ein"), passes=1, tile=4)
+    guarded = any(isinstance(n, einattn.syntax.Default) for e in new.einsums for n in e.expr.walk())
+    assert guarded == absent
+    assert ("not proved to vanish as d -> -inf" in "\n".join(deriv.lines())) == absent

@@ -46,6 +46,7 @@ from .rules import (
     local_name,
     running_name,
     scaled_name,
+    shift_vanishes,
     stmt_text,
     subst,
     text,
@@ -115,7 +116,11 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
         stmts = [*up, mx, *(s.e for s in g.shifts), *(s.e for s in g.sums)]
         affected |= {id(e) for e in stmts}
         kept |= {id(e) for e in up}
-        guarded = absence_varies(rank, stmts, draft)
+        # states start absent where a tile can be, and where f(-inf - new) is not provably 0 (exp(d / T))
+        values = tuple(draft.params)
+        growing = [s.f.key for s in g.shifts if not shift_vanishes(s.f, values)]
+        tiles_absent = absence_varies(rank, stmts, draft)
+        guarded = tiles_absent or bool(growing)
         up_new, tiled_up = t.tile_upstream(up, taken)  # another group may have tiled some of them
         pos, lhs = tile_position(mx, rank), mx.lhs_ranks
         own = coord_tuple(lhs)
@@ -257,7 +262,15 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
                     "a tile can be entirely absent (a filter or index along "
                     f"{rank}): states start absent and combine over the union of present points"
                 ]
-                if guarded
+                if tiles_absent
+                else []
+            )
+            + (
+                [
+                    f"f(d) = {growing[0]} is not proved to vanish as d -> -inf (sympy; the sign of its "
+                    "factor is not known): states start absent, not at -inf and 0 (0 * f(-inf) may be NaN)"
+                ]
+                if growing and not tiles_absent
                 else []
             ),
         )

@@ -86,10 +86,11 @@ class ShiftFn:
         return f"f(a - c) = f(a - b) * f(b - c) for f(d) = {self.key}"
 
 
-def _to_sympy(e: S.Expr, d, symbols: dict):
+def _to_sympy(e: S.Expr, d, symbols: dict, values: dict[str, float] | None = None):
     """``e`` as a sympy expression, the difference as ``d`` and every other read, param, size or coordinate a
     symbol of its own (sizes positive, the rest real); None where the language's meaning is not a field
-    operation sympy knows (integer division, comparisons, absent points, infinities)."""
+    operation sympy knows (integer division, comparisons, absent points, infinities). A param in ``values``
+    is its value."""
     import sympy as sp
 
     def sym(key, **assumptions):
@@ -99,13 +100,16 @@ def _to_sympy(e: S.Expr, d, symbols: dict):
 
     if isinstance(e, S.Read):
         return d if e.tensor == HOLE else sym(e, real=True)
+    if isinstance(e, S.Param) and values and e.name in values:
+        v = values[e.name]
+        return sp.Rational(v) if math.isfinite(v) else None
     if isinstance(e, (S.Param, S.Coord)):
         return sym(e, real=True)
     if isinstance(e, S.Size):
         return sym(e, positive=True)
     if isinstance(e, S.Const):
         return sp.Rational(e.value) if math.isfinite(e.value) else None
-    kids = [_to_sympy(c, d, symbols) for c in e.children()]
+    kids = [_to_sympy(c, d, symbols, values) for c in e.children()]
     if any(k is None for k in kids):
         return None
     if isinstance(e, S.Call) and e.fn in FUNCTIONS and FUNCTIONS[e.fn].arity == len(kids):
@@ -116,6 +120,29 @@ def _to_sympy(e: S.Expr, d, symbols: dict):
         x, y = kids
         return {"+": x + y, "-": x - y, "*": x * y, "/": x / y}[e.op]
     return None
+
+
+@functools.cache
+def shift_vanishes(f: ShiftFn, params: tuple[tuple[str, float], ...] = ()) -> bool:
+    """Does ``f(d) -> 0`` as ``d -> -inf`` (sympy, every read a real of unknown sign, sizes positive, the
+    program's ``params`` their values)? Then a running sum that has seen nothing (0, its max at ``-inf`` or
+    the lowest float) is rescaled to 0 by ``f(-inf - new)``; else (``exp(d / T)`` with an input ``T`` that
+    may be negative: ``0 * inf``) the running states must start absent. True for ``exp(d)``, ``exp2(d * k)``
+    with ``k > 0``, ``exp(d * rsqrt(E))``, ``exp(d / T)`` with ``param T = 0.7``."""
+    import sympy as sp
+
+    d = sp.Symbol("d", real=True)
+    g = _to_sympy(f.body, d, {}, dict(params))
+    if g is None:
+        return False
+    g = g.replace(
+        lambda e: e.is_Pow and e.base.is_positive and e.base.is_number,
+        lambda e: sp.exp(e.exp * sp.log(e.base)),
+    )
+    try:
+        return bool(sp.limit(g, d, -sp.oo) == 0)
+    except Exception:  # sympy could not decide (the sign of a factor): not proved
+        return False
 
 
 def shift_at_zero(f: ShiftFn):

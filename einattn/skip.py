@@ -206,7 +206,7 @@ class _DeadStep:
             if e.kind == "step":
                 if e.filter is not None:
                     self.ok = False
-                self.next[e.tensor] = value
+                self.next[e.tensor] = self.reduced(e, value)
                 self.lhs[e.tensor] = tuple(S.Coord(ix.rank) for ix in e.index if ix.kind == "rank")
             elif value is ABSENT:
                 self.local[e.tensor] = ABSENT
@@ -214,6 +214,21 @@ class _DeadStep:
                 inline = not e.reduce and e.filter is None and value is not OPAQUE
                 self.local[e.tensor] = value if inline else OPAQUE
                 self.lhs[e.tensor] = tuple(S.Coord(ix.rank) for ix in e.index)
+
+    @staticmethod
+    def reduced(e: Einsum, value):
+        """A step's value after its own reduction: a ``+`` over ranks adds one copy per point
+        (``R[m1 + 1] = R[m1] + (B[m1, m0] ?? 0)`` summed over ``m0``, with ``B`` absent, is ``M0 * R``), so
+        only an absent or a zero summand is known; ``max``/``min`` keep a summand that does not vary along
+        the reduced ranks."""
+        if not e.reduce or value is ABSENT or value is OPAQUE or _is(value, 0):
+            return value
+        over = {r for r, _ in e.reduce}
+        if all(op in ("max", "min") for _, op in e.reduce) and not over & {
+            n.rank for n in value.walk() if isinstance(n, S.Coord)
+        }:
+            return value
+        return OPAQUE
 
     def previous(self, state: str) -> S.Read:
         e = next(x for x in self.prog.definitions(state) if x.kind == "step")

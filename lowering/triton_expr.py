@@ -157,6 +157,17 @@ def literal(v) -> str:
     return str(int(v))
 
 
+WIDE = 1 << 24
+"""Integer constants from this magnitude on are int64 in kernels: Triton makes a literal that fits int32 an
+int32, and ``m + W`` with ``param W = 2**31 - 1`` (a window disabled) would wrap. Coordinates and sizes are
+int32 (up to 2**31 - 1 points a rank); sums of a few of them and smaller constants stay in range."""
+
+
+def int_literal(v: int) -> str:
+    """An integer constant for index and filter arithmetic: int64 where int32 arithmetic on it could wrap."""
+    return f"tl.full((), {int(v)}, tl.int64)" if abs(int(v)) >= WIDE else str(int(v))
+
+
 def float_literal(v) -> str:
     return literal(float(v))
 
@@ -359,14 +370,14 @@ class Renderer:
         integer = ctx in ("i", "c")
         if isinstance(e, S.Const):
             if integer and isinstance(e.value, int):
-                return Value(Tile(literal(e.value)), kind="i")
+                return Value(Tile(int_literal(e.value)), kind="i")
             if integer:
                 return Value(Tile(float_literal(e.value)), kind="x")
             return Value(Tile(float_literal(e.value)))
         if isinstance(e, S.Param):
             v = self.params[e.name]
             if integer and isinstance(v, int):
-                return Value(Tile(literal(v)), kind="i")
+                return Value(Tile(int_literal(v)), kind="i")
             if ctx == "i":
                 raise EinError(f"param `{e.name}` = {v} is not an integer and cannot be used in an index")
             return Value(Tile(float_literal(v)), kind="x" if integer else "f")

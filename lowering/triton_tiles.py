@@ -61,6 +61,9 @@ def _scale(x, c: int):
 
 
 def _sum(terms: list[tuple[int, str]]) -> str:
+    """Kernel code of a sum of terms; constants as large as ``triton_expr.WIDE`` are int64 (no wrap)."""
+    from .triton_expr import int_literal
+
     out = ""
     for c, code in terms:
         if code == "0":
@@ -68,7 +71,7 @@ def _sum(terms: list[tuple[int, str]]) -> str:
         if code.lstrip("-").isdigit():
             c, code = c * int(code), "1"
         mag = abs(c)
-        piece = str(mag) if code == "1" else (code if mag == 1 else f"{mag} * {code}")
+        piece = int_literal(mag) if code == "1" else (code if mag == 1 else f"{int_literal(mag)} * {code}")
         if not out:
             out = piece if c > 0 else f"-{piece}"
         else:
@@ -237,6 +240,9 @@ def empty_step_identity(plan: FusedPlan, skipped: set[str]) -> tuple[bool, bool]
                     if e.filter is not None:
                         return False  # a filter that does not bound the tiles: nothing can be skipped
                     res = ev(e.expr)
+                    if e.reduce and res[1] and res[0] != 0 and any(op == "+" for _, op in e.reduce):
+                        # a sum over the points of its ranks: one copy per point (M0 * R), not R
+                        res = (res[0] * rng.randint(2, 9), True)
                 if e.kind == "step":
                     nxt[e.tensor] = res
                 else:

@@ -183,6 +183,40 @@ def test_no_skip_without_a_filter_or_without_a_guard():
     assert skip_of(unguarded) is None  # the dead update makes RD absent: the state would change
 
 
+SUM_OVER_THE_TILE = """input  X[m, p]
+param  M0 = 2
+rank   M = M1 * M0
+output F
+B[m1, m0, p] = X[m1 * M0 + m0, p]  where m1 * M0 + m0 <= p
+SB[m1, p]    = B[m1, m0, p]
+R[0, p]      = 0
+R[m1 + 1, p] = R[m1, p] + {summand}
+F[p]         = R[M1, p]
+"""
+
+
+@pytest.mark.filterwarnings("ignore::einattn.EinWarning")  # (`SB` is unused in the first)
+@pytest.mark.parametrize(
+    ("summand", "skips"),
+    [
+        ("(B[m1, m0, p] ?? 0)", False),  # summed over m0: M0 copies of R on a dead tile (a reviewer's case)
+        ("(SB[m1, p] ?? 0)", True),  # the tile's sum, then R: R unchanged on a dead tile
+    ],
+)
+def test_a_step_that_sums_the_state_over_the_tile_is_not_skipped(summand, skips):
+    """A step that reduces over the tile's rank adds one copy of the state per point: its dead update is
+    M0 * R, not R, so dead tiles must be computed (docs/backends.md, "Dead tiles")."""
+    text = SUM_OVER_THE_TILE.format(summand=summand)
+    sk = skip_of(text)
+    assert (sk is not None and sk.trailing) == skips
+    x = np.ones((4, 4))
+    want = einattn.compile(text, backend="numpy")(X=x)
+    got = einattn.compile(text, backend="torch")(X=torch.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, want)
+    if not skips:
+        np.testing.assert_array_equal(want, [2.0, 4.0, 5.0, 6.0])
+
+
 def test_the_generated_streaming_form_skips_rows_not_reached_yet():
     choices = dict(
         head="mha",

@@ -786,3 +786,18 @@ def test_rows_a_per_row_filter_removes_are_absent(filt, tile):
     got = kern(**{n: torch.from_numpy(v).to(DEVICE) for n, v in x.items()})
     for w, g in zip(want, got):
         np.testing.assert_allclose(g.cpu().numpy(), w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["fused", "general"])
+def test_a_window_param_of_the_largest_int32_does_not_wrap(path):
+    """`p < m + W` with `param W = 2**31 - 1` (a window disabled): Triton makes a literal that fits int32 an
+    int32, and `m + W` wrapped (every row empty on the fused path). Large constants are int64 in kernels;
+    the window then never binds, so the answer is causal attention's."""
+    window = einattn.load(EXAMPLES / "sliding_window.ein").with_params({"W": 2**31 - 1})
+    causal = einattn.load(EXAMPLES / "causal.ein")
+    x = make_inputs(causal, dict(SIZES, p=11), seed=3)
+    passes = "auto" if path == "fused" else "as-written"
+    k = einattn.compile(window, backend="triton", passes=passes)
+    assert k.plan.path == path
+    compare(k(**to_torch(causal, x)), reference(causal, x))
+    assert "tl.full((), 2147483647, tl.int64)" in k.source

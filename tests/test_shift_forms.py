@@ -193,3 +193,111 @@ def test_states_start_present_only_where_the_shift_vanishes_below(declared, abse
     guarded = any(isinstance(n, einattn.syntax.Default) for e in new.einsums for n in e.expr.walk())
     assert guarded == absent
     assert ("not proved to vanish as d -> -inf" in "\n".join(deriv.lines())) == absent
+
+
+# ---- a reviewer's cases (session 13) ----------------------------------------------------------------------
+
+SHIFTED_BY_A_COMPUTED_MAX = """input  Q[p, e], K[m, e], V[m, f], C[p]
+output O
+S[m, p] = Q[p, e] * K[m, e]
+GM[p]   = S[m, p] :: max(m)
+G2[p]   = GM[p] + C[p]
+N[m, p] = exp(S[m, p] - G2[p] + C[p])
+D[p]    = N[m, p]{filter}
+O[p, f] = N[m, p] * V[m, f] / D[p]
+"""
+
+
+@pytest.mark.parametrize("filt", ["", "  where m < 5"])
+def test_an_offset_is_not_peeled_where_exp_of_it_overflows_and_the_spec_does_not(filt):
+    """`exp(S - G2 + C)` with `G2 = GM + C` is softmax; peeled into `exp(S - G2) * exp(C)` it made `0 * inf`
+    for C = 750. Only a shift by the max itself, whose readers all sum the argmax, is peeled: here the rewrite
+    refuses, and `passes="auto"` computes the spec as written (finite)."""
+    text = SHIFTED_BY_A_COMPUTED_MAX.format(filter=filt)
+    rng = np.random.default_rng(0)
+    x = dict(Q=rng.standard_normal((2, 3)), K=rng.standard_normal((7, 3)), V=rng.standard_normal((7, 2)))
+    x["C"] = np.array([0.0, 750.0])
+    if filt:  # the readers' filter hides the argmax (keys 5, 6 score 30): a direct shift, offset 680
+        text = text.replace("- G2[p] + C[p])", "- GM[p] + 680)").replace(
+            "V[m, f] / D[p]", f"V[m, f] / D[p]{filt}"
+        )
+        x["Q"], x["K"][5:] = np.ones((2, 3)), 10.0
+    prog = einattn.parse(text, "offset.ein")
+    ins = {n: x[n] for n in prog.inputs}
+    want = einattn.compile(prog, backend="numpy")(**ins)
+    assert np.isfinite(want).all()
+    with pytest.warns(einattn.EinWarning, match="not multiplicative"):
+        got = einattn.compile(prog, backend="numpy", passes="auto", tile=2)(**ins)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.warns(einattn.EinWarning):
+        k = einattn.compile(prog, backend="torch", tile=2)
+    t = k(**{n: torch.tensor(v) for n, v in ins.items()})
+    np.testing.assert_allclose(t.numpy(), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shift", ["exp((S[m, p] - GM[p]) / KN)", "exp(S[m, p] - GM[p] - KN)"])
+def test_a_scale_that_needs_every_key_is_refused(shift):
+    """`KN` sums over m: the loop's rescaling would need it before the loop, so the form is 2-pass; the
+    rewrite said 1 pass (a reviewer's case)."""
+    from einattn.rewrite import RewriteError
+
+    text = (
+        "input  Q[p, e], K[m, e], V[m, f]\noutput O\nKN = K[m, e] * K[m, e] * 0.01\n"
+        f"S[m, p] = Q[p, e] * K[m, e]\nGM[p] = S[m, p] :: max(m)\nN[m, p] = {shift}\nD[p] = N[m, p]\n"
+        "O[p, f] = N[m, p] * V[m, f] / D[p]\n"
+    )
+    with pytest.raises(RewriteError, match="`KN`, which needs every point of m"):
+        rewrite(einattn.parse(text, "kn.ein"), passes=1, tile=4)
+
+
+@pytest.mark.parametrize("scale", ["/ 0.05", "* 20", "* 14.285714", "* 1.4426950408889634 / 0.07"])
+def test_large_scales_are_proved(scale):
+    """exp(d / 0.05) reaches e^90 at the numeric check's points: the comparison is relative."""
+    text = spec("temperature_param").replace("/ T)", f"{scale})").replace("param  T = 0.35\n", "")
+    prog = einattn.parse(text, "scale.ein")
+    new, _ = rewrite(prog, passes=1, tile=4)
+    x = inputs(5)
+    ins = {n: x[n] for n in prog.inputs}
+    np.testing.assert_allclose(
+        einattn.compile(new, backend="numpy")(**ins),
+        einattn.compile(prog, backend="numpy")(**ins),
+        atol=1e-12,
+    )
+
+
+def test_a_spec_input_named_like_a_stacked_state_keeps_the_names_apart():
+    """The merge takes what the rescaling reads (here an input called `FRM_s`) beside the stacked states:
+    a state is named so that both it and `NAME_s` are free."""
+    from einattn.rewrite import split_k
+
+    text = spec("temperature_per_head").replace("TH[h]", "FRM_s[h]")
+    sk = split_k(einattn.parse(text, "names.ein"), "m", 3)
+    assert "FRM_s" in sk.merge.inputs
+    for name in sk.states:
+        assert f"{name}_s" in sk.merge.inputs
+        assert sk.merge.tensor(f"{name}_s").ranks[0] == sk.split_rank
+
+
+def test_a_factor_read_at_an_index_expression_maps_to_the_max_rank():
+    """The max over `g` (`GM[g, p]`), the shift in the frame of `h` reading `GM[h // 2, p]` and
+    `TG[h // 2]`: the factor is `TG[g]` in the max's frame (it was refused as varying along h)."""
+    text = (
+        "input  Q[g, p, e], K[g, m, e], V[g, m, f], TG[g], H[h]\noutput O\n"
+        "S[g, m, p] = Q[g, p, e] * K[g, m, e]\nGM[g, p] = S[g, m, p] :: max(m)\n"
+        "N[h, m, p] = exp((S[h // 2, m, p] - GM[h // 2, p]) / TG[h // 2]) * H[h]\n"
+        "D[h, p] = N[h, m, p]\nO[h, p, f] = N[h, m, p] * V[h // 2, m, f] / D[h, p]\n"
+    )
+    prog = einattn.parse(text, "gqa_temp.ein")
+    new, _ = rewrite(prog, passes=1, tile=4)
+    rng = np.random.default_rng(6)
+    x = dict(
+        Q=rng.standard_normal((2, 5, 3)),
+        K=rng.standard_normal((2, 9, 3)),
+        V=rng.standard_normal((2, 9, 2)),
+        TG=np.array([0.7, 1.9]),
+        H=rng.uniform(0.5, 2.0, 4),
+    )
+    s = np.einsum("gpe,gme->gpm", x["Q"], x["K"]) / x["TG"][:, None, None]
+    w = np.exp(s - s.max(-1, keepdims=True))
+    want = np.einsum("gpm,gmf->gpf", w / w.sum(-1, keepdims=True), x["V"])[[0, 0, 1, 1]]
+    np.testing.assert_allclose(einattn.compile(new, backend="numpy")(**x), want, atol=1e-12)

@@ -192,12 +192,13 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         split += "_"
 
     def fresh(base: str) -> str:
+        """A new name ``X`` for a state, with ``X_s`` (its stacked form, the merge's input) free too."""
         name = base
         k = 2
-        while name in taken:
+        while name in taken or f"{name}_s" in taken:
             name = f"{base}{k}"
             k += 1
-        taken.add(name)
+        taken.update({name, f"{name}_s"})
         return name
 
     merge_needs: set[str] = set()  # the spec's inputs and params that a rescaling reads (f(d) = exp(d / T))
@@ -213,7 +214,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         part.notes[seen] = "1 where the part saw a present point, else 0"
         state_names += [fm, seen]
         # merge: the stacked states of the parts
-        fm_s, seen_s = fresh(fm + "_s"), fresh(seen + "_s")
+        fm_s, seen_s = f"{fm}_s", f"{seen}_s"  # (reserved with the names)
         merge_inputs += [
             Tensor(fm_s, (split, *lhs), "float", "input"),
             Tensor(seen_s, (split, *lhs), "int", "input"),
@@ -248,7 +249,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
                 make_einsum(ft, plain_index(lt), S.Read(sm.name, insert(here, sm.pos, final)))
             )
             state_names.append(ft)
-            ft_s = fresh(ft + "_s")
+            ft_s = f"{ft}_s"  # (reserved with the name)
             merge_inputs.append(Tensor(ft_s, (split, *lt), "float", "input"))
             summand = S.Binary(
                 "*",

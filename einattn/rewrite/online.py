@@ -119,6 +119,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
         # states start absent where a tile can be, and where f(-inf - new) is not provably 0 (exp(d / T))
         values = tuple(draft.params)
         growing = [s.f.key for s in g.shifts if not shift_vanishes(s.f, values)]
+        by_value = [s.f for s in g.shifts if s.f.key not in growing and not shift_vanishes(s.f)]
         tiles_absent = absence_varies(rank, stmts, draft)
         guarded = tiles_absent or bool(growing)
         up_new, tiled_up = t.tile_upstream(up, taken)  # another group may have tiled some of them
@@ -272,7 +273,17 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
                 ]
                 if growing and not tiles_absent
                 else []
-            ),
+            )
+            + [
+                f"f(d) = {f.key} vanishes as d -> -inf for "
+                + ", ".join(
+                    f"{n} = {v}"
+                    for n, v in draft.params
+                    if any(n == r.name for r in f.reads() if isinstance(r, S.Param))
+                )
+                + " (sympy): this form assumes those values (einattn.compile sets params before deriving)"
+                for f in by_value
+            ],
         )
         for args in sum_steps:
             deriv.step(*args)

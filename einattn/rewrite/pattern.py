@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .. import syntax as S
 from ..ir import Einsum, coords
 from .derivation import Derivation
-from .draft import Draft, depends_on, make_einsum
+from .draft import Draft, depends_on, full_reductions, make_einsum
 from .rules import (
     RewriteError,
     ShiftFn,
@@ -119,6 +119,16 @@ def _shift_checked(
         )
     body, x, c = parts
     here = ShiftFn(body)  # (in SN's frame: the proof does not depend on the frame)
+    whole = sorted(tensors_read(body) & full_reductions(draft.einsums, rank))
+    if whole:
+        raise refuse(
+            rank,
+            f"`{text(e)}` scales the difference by `{whole[0]}`, which needs every point of {rank} (a "
+            f"reduction over {rank}): the running rescaling would need it before the loop",
+            s,
+            hint=f"scale by a value computed without a reduction over {rank}, or compute it in a pass of its "
+            "own (the rewrite then streams the rest)",
+        )
     if not shift_multiplicative(here):
         f0 = here.apply(S.Const(0))
         raise refuse(
@@ -157,9 +167,13 @@ def _shift_checked(
             hint="a running max bounds a tile's values only when it is the max of those same values; "
             "shift the scores by the max of the scores",
         )
-    # f in the max's frame: the running sums are rescaled by f(old - new) at each point of the max
-    back = {v.rank: S.Coord(r) for r, v in sigma.items() if isinstance(v, S.Coord)}
-    lost = sorted(set(coords(body)) - set(back))
+    # f in the max's frame: the running sums are rescaled by f(old - new) at each point of the max. Each
+    # index expression that sigma gives a rank of the max (`h`, or `h // 2` for the max's `g`) is that rank.
+    mark = {v: S.Coord(f"<{r}>") for r, v in sigma.items()}
+    marked = rewrite_expr(
+        body, lambda n: mark.get(n) if not isinstance(n, (S.Const, S.Param, S.Size)) else None
+    )
+    lost = sorted(r for r in set(coords(marked)) if not r.startswith("<"))
     if lost:
         raise refuse(
             rank,
@@ -169,7 +183,8 @@ def _shift_checked(
             hint=f"the running max rescales earlier tiles by f(old - new) once for each point of "
             f"`{g_mx.tensor}`: the factor of the difference may vary only along its ranks",
         )
-    return Shift(s, ShiftFn(subst(body, back)), x, c, sigma, direct)
+    back = {f"<{r}>": S.Coord(r) for r in sigma}
+    return Shift(s, ShiftFn(subst(marked, back)), x, c, sigma, direct)
 
 
 def _one_call(body: S.Expr) -> str | None:
@@ -201,23 +216,26 @@ def _shift_parts(e: S.Expr, dep: set[str], rank: str) -> tuple[S.Expr, S.Expr, S
     return body, found[0].a, found[0].b
 
 
-def _peel(f: S.Expr, dep: set[str], rank: str) -> list[S.Expr]:
-    """``exp(a - k)`` -> ``[exp(a), exp(-k)]`` while ``k`` reads nothing computed from the max and ``a`` does
-    (exp of a sum is the product of the exps, exp2 alike): the shift, and a weight the readers can take.
+def _peel(f: S.Expr, mx: set[str], rank: str, whole: set[str]) -> list[S.Expr]:
+    """``exp(a - k)`` -> ``[exp(a), exp(-k)]`` while ``a`` shifts by the max itself (``mx``) and ``k`` reads
+    neither the max nor a value that needs every point of ``rank`` (``whole``), and is constant along
+    ``rank`` (exp of a sum is the product of the exps, exp2 alike): the shift, and a weight the readers take.
 
-    Only a ``k`` constant along ``rank``: at the point where ``a`` (``X - max``) is 0 the spec computes
-    ``exp(k)`` itself, so ``exp(k)`` overflows only where the spec does. A ``k`` along the rank (a bias) can
-    be large where ``a`` is very negative; the spec may write that product itself."""
+    At the row's argmax ``a`` is 0 and the spec computes ``exp(k)`` itself, so ``exp(k)`` overflows only
+    where the spec does, provided every reader sums the argmax (the caller checks that no reader filters).
+    A shift by a value computed from the max (``GM + C``), or a ``k`` along the rank (a bias), can make
+    ``exp(a)`` underflow where ``exp(k)`` overflows; the spec may write that product itself."""
     if isinstance(f, S.Call) and f.fn in ("exp", "exp2") and len(f.args) == 1:
         arg = f.args[0]
         if isinstance(arg, S.Binary) and arg.op in ("+", "-"):
             a, k = arg.a, arg.b
-            if arg.op == "+" and not tensors_read(a) & dep:
+            if arg.op == "+" and not tensors_read(a) & mx:
                 a, k = k, a
-            if tensors_read(a) & dep and not tensors_read(k) & dep and rank not in coords(k):
+            free = not tensors_read(k) & (mx | whole) and rank not in coords(k)
+            if tensors_read(a) & mx and free:
                 if arg.op == "-":
                     k = S.Const(-k.value) if isinstance(k, S.Const) else S.Unary("-", k)
-                return [*_peel(S.Call(f.fn, (a,)), dep, rank), S.Call(f.fn, (k,))]
+                return [*_peel(S.Call(f.fn, (a,)), mx, rank, whole), S.Call(f.fn, (k,))]
     return [f]
 
 
@@ -240,13 +258,19 @@ def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str
                 continue
             if rank not in s.lhs_ranks or not any(x is s for x in draft.einsums):  # (replaced as a reader)
                 continue
-            fs = [(g, inv) for f, inv in factors(s.expr) for g in (_peel(f, dep, rank) if not inv else [f])]
+            readers = draft.readers(s.tensor)
+            peelable = all(r.filter is None for r in readers)  # every reader sums the row's argmax too
+            whole = full_reductions(draft.einsums, rank)
+            fs = [
+                (g, inv)
+                for f, inv in factors(s.expr)
+                for g in (_peel(f, {mx.tensor}, rank, whole) if peelable and not inv else [f])
+            ]
             peeled = len(fs) > len(factors(s.expr))
             shifts = [k for k, (f, inv) in enumerate(fs) if not inv and _shift_shaped(f, dep, rank)]
             if len(fs) < 2 or len(shifts) != 1 or tensors_read(s.filter) & dep:
                 continue
             weights = [fi for k, fi in enumerate(fs) if k != shifts[0]]
-            readers = draft.readers(s.tensor)
             if not readers or any(tensors_read(f) & dep for f, _ in weights):
                 continue
             new_s = make_einsum(s.tensor, s.index, fs[shifts[0]][0], s.filter, (), span=s.span)

@@ -246,8 +246,9 @@ def test_a_scale_that_needs_every_key_is_refused(shift):
         f"S[m, p] = Q[p, e] * K[m, e]\nGM[p] = S[m, p] :: max(m)\nN[m, p] = {shift}\nD[p] = N[m, p]\n"
         "O[p, f] = N[m, p] * V[m, f] / D[p]\n"
     )
-    with pytest.raises(RewriteError, match="`KN`, which needs every point of m"):
+    with pytest.raises(RewriteError, match="reads `KN`, which needs every point of m") as info:
         rewrite(einattn.parse(text, "kn.ein"), passes=1, tile=4)
+    assert info.value.line == 6  # the user's statement, not one the rewrite made
 
 
 @pytest.mark.parametrize("scale", ["/ 0.05", "* 20", "* 14.285714", "* 1.4426950408889634 / 0.07"])

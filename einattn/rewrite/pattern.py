@@ -123,8 +123,8 @@ def _shift_checked(
     if whole:
         raise refuse(
             rank,
-            f"`{text(e)}` scales the difference by `{whole[0]}`, which needs every point of {rank} (a "
-            f"reduction over {rank}): the running rescaling would need it before the loop",
+            f"`{text(e)}` reads `{whole[0]}`, which needs every point of {rank} (a reduction over "
+            f"{rank}): the running rescaling would need it before the loop",
             s,
             hint=f"scale by a value computed without a reduction over {rank}, or compute it in a pass of its "
             "own (the rewrite then streams the rest)",
@@ -271,7 +271,7 @@ def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str
             if len(fs) < 2 or len(shifts) != 1 or tensors_read(s.filter) & dep:
                 continue
             weights = [fi for k, fi in enumerate(fs) if k != shifts[0]]
-            if not readers or any(tensors_read(f) & dep for f, _ in weights):
+            if not readers or any(tensors_read(f) & (dep | whole) for f, _ in weights):
                 continue
             new_s = make_einsum(s.tensor, s.index, fs[shifts[0]][0], s.filter, (), span=s.span)
             lhs = s.lhs_ranks

@@ -133,8 +133,9 @@ def test_a_rescaling_that_reads_a_size_cannot_be_split():
     from einattn.rewrite.rules import RewriteError
 
     text = spec("exp2_log2e").replace(f"* {LOG2E}", "* rsqrt(E)")
-    with pytest.raises(RewriteError, match=r"reads `E`"):
+    with pytest.raises(RewriteError, match=r"reads `E`") as info:
         split_k(einattn.parse(text, "t.ein"), "m", 3)
+    assert info.value.line == 5  # the shift's statement
 
 
 def test_two_passes_tile_a_difference_scaled_along_the_rank_as_it_is():

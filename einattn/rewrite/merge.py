@@ -108,7 +108,7 @@ def _reads_param(e: Einsum, name: str) -> bool:
     return any(isinstance(n, S.Param) and n.name == name for x in parts for n in x.walk())
 
 
-def _merge_reads(f: ShiftFn, prog: Program, lhs: tuple[str, ...], rank: str) -> set[str]:
+def _merge_reads(f: ShiftFn, prog: Program, lhs: tuple[str, ...], rank: str, span=None) -> set[str]:
     """The inputs and params of the spec that the rescaling ``f`` reads: the merge takes them too. A size or
     a computed tensor it cannot take: refused."""
     names: set[str] = set()
@@ -122,7 +122,7 @@ def _merge_reads(f: ShiftFn, prog: Program, lhs: tuple[str, ...], rank: str) -> 
                 f"cannot split over {rank}: the merge rescales the parts' sums by f(d) = {f.key}, which "
                 f"reads `{format_expr(n)}`, and a merge takes only the parts' states, the spec's params "
                 f"and inputs along {', '.join(lhs) or 'no rank'}",
-                getattr(n, "span", None),
+                getattr(n, "span", None) or span,
                 "scale the scores before their max (`S = QK / T`, `GM = S :: max(m)`, `exp(S - GM)`)",
             )
     return names
@@ -243,7 +243,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
                 factors[sm.f] = cf
                 shift = sm.f.apply(S.Binary("-", S.Read(fm_s, stacked), S.Read(fm, own)))
                 merge_stmts.append(make_einsum(cf, plain_index((split, *lhs)), shift, present))
-                merge_needs |= _merge_reads(sm.f, prog, lhs, rank)
+                merge_needs |= _merge_reads(sm.f, prog, lhs, rank, sm.span)
             ft = fresh("F" + sm.name)
             part.einsums.append(
                 make_einsum(ft, plain_index(lt), S.Read(sm.name, insert(here, sm.pos, final)))

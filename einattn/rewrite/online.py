@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 from .. import syntax as S
+from ..errors import Span
 from ..ir import Einsum, LhsIndex, size_name
 from .derivation import Derivation
 from .draft import Draft, make_einsum, plain_index
@@ -68,6 +69,7 @@ class RunningSum:
     pos: int
     f: ShiftFn
     frame: tuple[S.Expr, ...]
+    span: Span | None = None  # the shift's statement in the spec (for a refusal that concerns f)
 
 
 @dataclass
@@ -202,7 +204,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
                 union_add(a, b) if guarded else S.Binary("+", a, b),
             )
             updates += [spt_e, rt1]
-            states[-1].sums.append(RunningSum(rt, insert(lt, pt, outer), pt, sh.f, frame))
+            states[-1].sums.append(RunningSum(rt, insert(lt, pt, outer), pt, sh.f, frame, sh.e.span))
             notes.update({slt: f"{te.tensor} of this tile", f"{rt}.init": f"running {te.tensor}"})
             if sh.direct:
                 read_map[te.tensor] = lambda rd, rt=rt, pt=pt: S.Read(rt, insert(rd.indices, pt, final))

@@ -18,6 +18,7 @@ from rewrite_cases import (
     parse,
     random_inputs,
     run,
+    run_split,
     same_structure,
 )
 
@@ -436,6 +437,61 @@ def test_a_weight_that_depends_on_the_max_is_still_refused():
     with pytest.raises(RewriteError, match="combines `GM` with values along m") as info:
         rewrite(parse(text, "bad.ein"), rank="m", tile=4)
     assert info.value.line == 6  # the statement the deferral derived it from (`SD`)
+
+
+SPLIT_SOFTMAX = """input  S[p, m], V[m, f], X[p]
+output O, T, U
+GM[p]    = S[p, m] :: max(m)
+EX[p, m] = exp(S[p, m] - GM[p])
+SD[p]    = EX[p, m]
+O[p, f]  = EX[p, m] * V[m, f] / SD[p]
+U[p, f]  = O[p, f] * T[p]
+T[p]     = {t}
+"""
+
+
+def _softmax_av(s, v):
+    w = np.exp(s - s.max(-1, keepdims=True))
+    return (w / w.sum(-1, keepdims=True)) @ v
+
+
+def test_split_k_computes_what_is_free_of_the_rank_in_the_finish():
+    """An output or a value the finals read that does not involve m (`T = X * 2`) is computed by the finish
+    from the spec's inputs (it was an internal error: the finish did not define it; a reviewer's case)."""
+    from einattn.rewrite import split_k
+
+    prog = parse(SPLIT_SOFTMAX.format(t="X[p] * 2"), "free.ein")
+    rng = np.random.default_rng(3)
+    x = dict(S=rng.standard_normal((4, 7)), V=rng.standard_normal((7, 2)), X=rng.standard_normal(4))
+    o, t, u = run_split(prog, x, [3], 7, 2)
+    np.testing.assert_allclose(t, 2 * x["X"], atol=1e-15)
+    np.testing.assert_allclose(o, _softmax_av(x["S"], x["V"]), atol=1e-12)
+    np.testing.assert_allclose(u, o * t[:, None], atol=1e-12)
+    assert "X" in split_k(prog, "m", 2).finish.inputs
+
+
+def test_split_k_refuses_a_value_along_the_rank_outside_the_normalised_sums():
+    from einattn.rewrite import split_k
+
+    prog = parse(SPLIT_SOFTMAX.format(t="S[p, m]"), "along.ein")
+    with pytest.raises(RewriteError, match="`T` is computed along m outside the normalised sums") as info:
+        split_k(prog, "m", 2)
+    assert info.value.line == 8
+
+
+def test_split_k_of_a_query_tiled_spec_takes_the_queries_for_their_size():
+    """The finish writes `O[p, f]` from states along `p1, p0`: the size of `p` comes from the queries."""
+    text = (
+        "input  Q[p, e], K[m, e], V[m, f]\nparam  P0 = 3\nrank   P = P1 * P0\noutput O\n"
+        "S[p1, p0, m] = Q[p1 * P0 + p0, e] * K[m, e]\nG[p1, p0] = S[p1, p0, m] :: max(m)\n"
+        "N[p1, p0, m] = exp(S[p1, p0, m] - G[p1, p0])\nD[p1, p0] = N[p1, p0, m]\n"
+        "OT[p1, p0, f] = N[p1, p0, m] * V[m, f] / D[p1, p0]\nO[p, f] = OT[p // P0, p % P0, f]\n"
+    )
+    prog = parse(text, "qtile.ein")
+    rng = np.random.default_rng(4)
+    x = dict(Q=rng.standard_normal((7, 3)), K=rng.standard_normal((5, 3)), V=rng.standard_normal((5, 2)))
+    (o,) = run_split(prog, x, [2], 5, 2)
+    np.testing.assert_allclose(o, _softmax_av(x["Q"] @ x["K"].T, x["V"]), atol=1e-12)
 
 
 def test_cli_rewrite_split_k(capsys):

@@ -128,6 +128,43 @@ def _merge_reads(f: ShiftFn, prog: Program, lhs: tuple[str, ...], rank: str, spa
     return names
 
 
+def _free_of_the_rank(d: Draft, prog: Program, rank: str, names: set[str], states: set[str]) -> list[Einsum]:
+    """What the finish needs besides the merged states: statements free of the split rank (an output
+    `T = X * 2`, a per-row bias the finals read), computed there from the spec's inputs. A value computed
+    along the rank outside the normalised sums (`T[p] = S[p, m]`, a second softmax over other keys) has no
+    merge: refused, located. ``names`` (the finals) grows with what is pulled in."""
+    loop = {rank} | {x for p in d.partitions if p.parent == rank for x in (p.outer, p.inner)}
+    inputs = {t.name for t in d.inputs}
+    pulled: list[Einsum] = []
+
+    def pull(t: str) -> None:
+        if t in names or t in inputs or t in states:
+            return
+        defs = [e for e in d.einsums if e.tensor == t]
+        for e in defs:
+            if e.kind != "plain" or set(e.space) & loop:
+                raise RewriteError(
+                    f"cannot split over {rank}: `{t}` is computed along {rank} outside the normalised sums "
+                    "that a merge combines (a part would give only its own share of it)",
+                    e.span,
+                    f"split a spec whose every use of {rank} is inside its softmax's sums, or compute `{t}` "
+                    "apart",
+                )
+        names.add(t)
+        for e in defs:
+            for r in e.reads():
+                pull(r.tensor)
+        pulled.extend(defs)
+
+    finals = [e for e in d.einsums if e.tensor in names]
+    for o in prog.outputs:
+        pull(o)
+    for e in finals:
+        for r in e.reads():
+            pull(r.tensor)
+    return pulled
+
+
 def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
     """Derive the partial, merge and finish programs of ``prog`` split along ``rank``.
 
@@ -169,6 +206,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
         ):
             finals.append(e)
             names.add(e.tensor)
+    pulled = _free_of_the_rank(d, prog, rank, names, set(iterative))  # (the partial may need them too)
 
     # ---- partial: the loop, with the final states as outputs -----------------------------------------------
     part = Draft(
@@ -289,12 +327,20 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
             return S.Read(n.tensor, tuple(i for k, i in enumerate(n.indices) if k != pos))
         return None
 
-    body = [
+    body = pulled + [
         make_einsum(e.tensor, e.index, rewrite_expr(e.expr, visit), e.filter, named_reductions(e))
         for e in finals
     ]
     used = {r.tensor for e in body for r in e.reads()}
     originals = [t for t in d.inputs if t.name in used]
+    # a rank of the finish that no state or input it reads sizes (`O[p, f]` of a query-tiled spec, whose
+    # states are along p1, p0): the spec's input along it comes too, for its size
+    have = {r for t in finish_inputs + originals for r in t.ranks}
+    for r in sorted({r for e in body for r in e.space} - have):
+        src = next((t for t in d.inputs if r in t.ranks and t not in originals), None)
+        if src is not None:
+            originals.append(src)
+            have |= set(src.ranks)
     whole = [(total, 0)] if total and any(_reads_param(e, total) for e in body) else []
     params = [*prog.params, *whole]
     fd = Draft(

@@ -165,6 +165,24 @@ LSE[b, h, p]   = GM[b, h, p] + log(DEN[b, h, p])
         "N[m, p] = exp((1 + BETA[p] * BETA[p]) * (S[m, p] - GM[p]))\nD[p] = N[m, p]\n"
         "O[p, f] = N[m, p] * V[m, f] / D[p]\n"
     ),
+    # the shift written inline in each sum, not as a statement of its own: the rewrite names it
+    "inline_shift": _scored(
+        "",
+        "S[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)  where m <= p",
+        outputs="AV, L",
+        tail="""
+GM[b, h, p]    = S[b, h, m, p] :: max(m)
+SD[b, h, p]    = exp(S[b, h, m, p] - GM[b, h, p])
+AV[b, h, p, f] = exp(S[b, h, m, p] - GM[b, h, p]) * V[b, h, m, f] / SD[b, h, p]
+L[b, h, p]     = GM[b, h, p] + log(SD[b, h, p])
+""",
+    ),
+    # a weight that needs every key (a sum over m): the deferral moves it past the sums, out of the loop
+    "weight_over_every_key": (
+        "input  Q[p, e], K[m, e], V[m, f]\noutput O\nKN = K[m, e] * K[m, e] * 0.01\n"
+        "S[m, p] = Q[p, e] * K[m, e]\nGM[p] = S[m, p] :: max(m)\nN[m, p] = exp(S[m, p] - GM[p]) / KN\n"
+        "D[p] = N[m, p]\nO[p, f] = N[m, p] * V[m, f] / D[p]\n"
+    ),
     "documents": (
         "input  Q[p, e], K[m, e], V[m, f], dq[p] : int, dk[m] : int\noutput O\n"
         "S[m, p]  = Q[p, e] * K[m, e]  where dq[p] == dk[m] and m <= p\n"

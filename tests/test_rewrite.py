@@ -429,14 +429,21 @@ def test_a_refusal_after_weights_moved_into_readers_says_so():
     assert info.value.line == 6 and "(after `W[m]` moved from `SN` into its readers)" in str(info.value)
 
 
-def test_a_weight_that_depends_on_the_max_is_still_refused():
+def test_a_weight_that_is_the_max_itself_is_deferred_past_the_sums():
+    """`exp(S - GM) * GM`: the deferral moves `GM` (constant along m) out of the sums, writing the shift
+    inline in them; the rewrite names the inline shift and streams (it refused at the deferral's `SDN`
+    before session 13)."""
     text = (
         "input Q[p, e], K[m, e], V[m, f]\noutput O\nS[m, p] = Q[p, e] * K[m, e]\nGM[p] = S[m, p] :: max(m)\n"
         "SN[m, p] = exp(S[m, p] - GM[p]) * GM[p]\nSD[p] = SN[m, p]\nO[p, f] = SN[m, p] * V[m, f] / SD[p]\n"
     )
-    with pytest.raises(RewriteError, match="combines `GM` with values along m") as info:
-        rewrite(parse(text, "bad.ein"), rank="m", tile=4)
-    assert info.value.line == 6  # the statement the deferral derived it from (`SD`)
+    prog = parse(text, "weight.ein")
+    new, deriv = rewrite(prog, rank="m", tile=4)
+    one_pass(new)
+    assert any(step.rule == "name the shift" for step in deriv.steps)
+    for seed, scale in ((0, 1.0), (1, 30.0), (2, 1e3)):
+        x = random_inputs(prog, SIZES, seed, scale)
+        assert_same(run(prog, x), run(new, x))
 
 
 SPLIT_SOFTMAX = """input  S[p, m], V[m, f], X[p]

@@ -112,7 +112,8 @@ def test_random_softmax_variants_stream_to_the_same_values(text, sizes, tile, sc
     assert_same(run(prog, x), run(new, x))
 
 
-SPLITTABLE = sorted(VARIANTS)
+# KN, a sum over every key outside the softmax's sums, has no merge: split-K refuses it (test_rewrite.py)
+SPLITTABLE = sorted(set(VARIANTS) - {"weight_over_every_key"})
 
 
 @given(

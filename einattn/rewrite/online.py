@@ -36,7 +36,7 @@ from ..errors import Span
 from ..ir import Einsum, LhsIndex, size_name
 from .derivation import Derivation
 from .draft import Draft, make_einsum, plain_index
-from .pattern import analyse, weights_into_readers
+from .pattern import analyse, name_inline_shifts, weights_into_readers
 from .rules import (
     NEVER,
     RUNNING,
@@ -90,7 +90,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
 
     Returns the running states it created (empty: the rule did not apply).
     """
-    moved = weights_into_readers(draft, rank, deriv)
+    moved = name_inline_shifts(draft, rank, deriv) + weights_into_readers(draft, rank, deriv)
     try:
         groups = analyse(draft, rank, strict=True)
     except RewriteError as e:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .. import syntax as S
 from ..ir import Einsum, coords
 from .derivation import Derivation
-from .draft import Draft, depends_on, full_reductions, make_einsum
+from .draft import Draft, depends_on, full_reductions, make_einsum, plain_index
 from .rules import (
     RewriteError,
     ShiftFn,
@@ -242,6 +242,68 @@ def _peel(f: S.Expr, mx: set[str], rank: str, whole: set[str]) -> list[S.Expr]:
 def _shift_shaped(e: S.Expr, dep: set[str], rank: str) -> bool:
     """``f(x - c)`` with ``c`` a read of the max (or of a value computed from it) without ``rank``."""
     return _shift_parts(e, dep, rank) is not None
+
+
+def name_inline_shifts(draft: Draft, rank: str, deriv: Derivation) -> list[str]:
+    """``SD[p] = exp(S[m, p] - GM[p])``: a sum over ``rank`` whose summand has a shift of the max as a factor,
+    written inline (by the spec, or by the division deferral), reads it from a statement of its own,
+    ``ESD[m, p] = exp(S[m, p] - GM[p])``; sums with the same shift share it. The pattern then sees a shift
+    and its sums. Returns what was named, one phrase a statement."""
+    changed: list[str] = []
+    for mx in [e for e in draft.einsums if (rank, "max") in e.reduce and e.kind == "plain"]:
+        dep = depends_on(draft, {mx.tensor})
+        named: dict[tuple[S.Expr, S.Expr | None], str] = {}
+        for r in list(draft.einsums):
+            if r.kind != "plain" or rank not in r.reduced or any(op != "+" for _, op in r.reduce):
+                continue
+            if tensors_read(r.filter) & dep:
+                continue
+            fs = factors(r.expr)
+            hits = [k for k, (f, inv) in enumerate(fs) if not inv and tensors_read(f) & dep]
+            if len(hits) != 1 or isinstance(fs[hits[0]][0], S.Read):
+                continue
+            f = fs[hits[0]][0]
+            parts = _shift_parts(f, dep, rank)
+            if parts is None or any(tensors_read(fi) & dep for k, (fi, _) in enumerate(fs) if k != hits[0]):
+                continue
+            whole = full_reductions(draft.einsums, rank)
+            late = [fi for k, (fi, _) in enumerate(fs) if k != hits[0] and tensors_read(fi) & whole]
+            if late:
+                raise refuse(
+                    rank,
+                    f"`{r.tensor}` sums `{text(f)}` times `{text(late[0])}`, which needs every point of "
+                    f"{rank} (a reduction over {rank}): a running sum would need it before the loop",
+                    r,
+                    hint=f"compute `{text(late[0])}` in a pass of its own, or leave it out of the sum over "
+                    f"{rank}",
+                )
+            ranks = [x for x in r.space if x in coords(f)]
+            filt = r.filter if r.filter is not None and set(coords(r.filter)) <= set(ranks) else None
+            key = (f, filt)
+            if key not in named:
+                name = draft.fresh("E" + r.tensor)
+                shift = make_einsum(name, plain_index(ranks), f, filt, span=r.span)
+                draft.einsums.insert(next(k for k, e in enumerate(draft.einsums) if e is r), shift)
+                named[key] = name
+                deriv.step(
+                    "name the shift",
+                    r,
+                    f"the shift `{text(f)}` in the sum `{r.tensor}` is computed by a statement of its own",
+                    [stmt_text(shift)],
+                    ["a value computed once and read is the value computed in place"],
+                )
+                changed.append(f"`{text(f)}` named `{name}`")
+            read = S.Read(named[key], tuple(S.Coord(x) for x in ranks))
+            new_r = make_einsum(
+                r.tensor,
+                r.index,
+                product([(read if k == hits[0] else fi, inv) for k, (fi, inv) in enumerate(fs)]),
+                r.filter,
+                named_reductions(r),
+                span=r.span,
+            )
+            draft.replace(r, [new_r])
+    return changed
 
 
 def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str]:

@@ -303,3 +303,25 @@ def test_a_factor_read_at_an_index_expression_maps_to_the_max_rank():
     w = np.exp(s - s.max(-1, keepdims=True))
     want = np.einsum("gpm,gmf->gpf", w / w.sum(-1, keepdims=True), x["V"])[[0, 0, 1, 1]]
     np.testing.assert_allclose(einattn.compile(new, backend="numpy")(**x), want, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "diff",
+    [
+        "-(GM[h, p] - S[h, m, p])",
+        "S[h, m, p] + -GM[h, p]",
+        "-GM[h, p] + S[h, m, p]",
+        "-GM[h, p] + S[h, m, p] - 0.5",
+    ],
+)
+def test_the_difference_spelled_otherwise_streams(diff):
+    """`exp(-(GM - S))` is `exp(S - GM)`: the shift is found in each spelling (it was refused as needing
+    `GM` at every point)."""
+    text = SPEC.format(inputs="", params="", shift=f"exp({diff})")
+    prog = einattn.parse(text, "spelled.ein")
+    new, _ = rewrite(prog, passes=1, tile=4)
+    x = inputs(7)
+    ins = {n: x[n] for n in prog.inputs}
+    np.testing.assert_allclose(
+        einattn.compile(new, backend="numpy")(**ins), reference(x, np.ones(2)), rtol=0, atol=1e-12
+    )

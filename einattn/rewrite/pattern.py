@@ -194,26 +194,39 @@ def _one_call(body: S.Expr) -> str | None:
 
 def _shift_parts(e: S.Expr, dep: set[str], rank: str) -> tuple[S.Expr, S.Expr, S.Read] | None:
     """``e`` as ``f(X - c)``: ``(f's body with the difference as the hole, X, c)``, or None. ``c`` is a read
-    of the max (or of a value computed from it) without ``rank``; nothing else in ``e`` reads the max."""
-    found: list[S.Binary] = []
+    of the max (or of a value computed from it) without ``rank``; nothing else in ``e`` reads the max. The
+    difference may be spelled ``X - c``, ``-(c - X)``, ``X + -c`` or ``-c + X``."""
+    found: list[tuple[S.Expr, S.Read]] = []
+
+    def the_max(c: S.Expr) -> bool:
+        return isinstance(c, S.Read) and c.tensor in dep and rank not in coords(c)
+
+    def free(x: S.Expr) -> bool:
+        return not tensors_read(x) & dep
+
+    def difference(n: S.Expr) -> tuple[S.Expr, S.Read] | None:
+        if isinstance(n, S.Binary) and n.op == "-" and the_max(n.b) and free(n.a):
+            return n.a, n.b  # X - c
+        negated = isinstance(n, S.Unary) and isinstance(n.x, S.Binary) and n.x.op == "-"
+        if negated and the_max(n.x.a) and free(n.x.b):
+            return n.x.b, n.x.a  # -(c - X)
+        if isinstance(n, S.Binary) and n.op == "+":
+            for x, c in ((n.a, n.b), (n.b, n.a)):
+                if isinstance(c, S.Unary) and the_max(c.x) and free(x):
+                    return x, c.x  # X + -c, -c + X
+        return None
 
     def visit(n: S.Expr):
-        if (
-            isinstance(n, S.Binary)
-            and n.op == "-"
-            and isinstance(n.b, S.Read)
-            and n.b.tensor in dep
-            and rank not in coords(n.b)
-            and not tensors_read(n.a) & dep
-        ):
-            found.append(n)
+        d = difference(n)
+        if d is not None:
+            found.append(d)
             return hole()
         return None
 
     body = rewrite_expr(e, visit)
     if len(found) != 1 or tensors_read(body) & dep or body == hole():
         return None
-    return body, found[0].a, found[0].b
+    return body, found[0][0], found[0][1]
 
 
 def _peel(f: S.Expr, mx: set[str], rank: str, whole: set[str]) -> list[S.Expr]:

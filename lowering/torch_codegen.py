@@ -416,7 +416,11 @@ class Generator:
             # where `_unaliased` cannot compare memory)
             outs.append(f"_out({v.value}, {v.mask}, _o[2]{'' if v.fresh else ', view=True'})")
         ret = tuple_code(outs)
-        self.emit(f"return _keep_pool(_pool, {ret})" if self.pooling else f"return {ret}")
+        ret = f"_keep_pool(_pool, {ret})" if self.pooling else ret
+        cut = gradless_inputs(prog, self.stable)
+        if cut:  # inputs no output depends on but through stabilizers: zero gradients, not none
+            ret = f"_joined({ret}, ({', '.join(f't_{n}' for n in cut)},))"
+        self.emit(f"return {ret}")
         args = [f"t_{n}" for n in prog.inputs] + [f"s_{r}" for r in prog.ranks] + ["_o", "_inplace"]
         head = [
             "def program(" + ", ".join(args) + "):",
@@ -1595,6 +1599,27 @@ class Generator:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
+
+
+def gradless_inputs(prog: Program, stable: frozenset[str]) -> tuple[str, ...]:
+    """The float inputs whose values reach no output but through a stabilizer (computed detached, see
+    ``torch_runtime._stable``) or not at all: autograd would leave them out of the graph, and
+    ``torch.autograd.grad(out, [X])`` would fail where the gradient is exactly 0 (``C = max(GM, FLOOR)``,
+    ``exp(S - C)``: FLOOR only stabilizes). Reads in filters and indices carry no gradient either."""
+    carried: dict[str, set[str]] = {n: {n} for n in prog.inputs if prog.tensor(n).dtype != "int"}
+    changed = True
+    while changed:
+        changed = False
+        for e in prog.einsums:
+            if e.tensor in stable:
+                continue
+            reads = {r.tensor for r in e.expr.walk() if isinstance(r, S.Read)} - {e.tensor}
+            got = set().union(*(carried.get(r, set()) for r in reads)) | carried.get(e.tensor, set())
+            if got != carried.get(e.tensor, set()):
+                carried[e.tensor] = got
+                changed = True
+    reached = set().union(*(carried.get(o, set()) for o in prog.outputs))
+    return tuple(n for n in prog.inputs if prog.tensor(n).dtype != "int" and n not in reached)
 
 
 def auto_row_block(skip: TileSkip | None) -> tuple[int, int]:

@@ -1211,6 +1211,32 @@ class _Attach(torch.autograd.Function):
         return (None, *(torch.zeros(s, dtype=d, device=v) for s, d, v in ctx.metas))
 
 
+class _Join(torch.autograd.Function):
+    """``out`` unchanged, with ``inputs`` joined to its graph with zero gradients: inputs whose values reach
+    the outputs only through stabilizers (see torch_codegen.gradless_inputs)."""
+
+    @staticmethod
+    def forward(ctx, out, *inputs):
+        ctx.metas = [(x.shape, x.dtype, x.device) for x in inputs]
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad, *(torch.zeros(s, dtype=d, device=v) for s, d, v in ctx.metas))
+
+
+def _joined(outs, inputs):
+    """``outs`` with the ``inputs`` that record a gradient joined to the first output that has a graph
+    (:class:`_Join`); an output without one is joined to every input by :func:`_attached`."""
+    if not torch.is_grad_enabled():
+        return outs
+    needs = [x for x in inputs if isinstance(x, torch.Tensor) and x.requires_grad]
+    k = next((i for i, o in enumerate(outs) if o.requires_grad), None)
+    if not needs or k is None:
+        return outs
+    return (*outs[:k], _Join.apply(outs[k], *needs), *outs[k + 1 :])
+
+
 def _attached(outs, inputs):
     """``outs``, each float output joined to the graph when a gradient is recorded for some input and the
     output has none (see :class:`_Attach`)."""

@@ -129,8 +129,7 @@ class ContextParallel:
                 hint='call torch.distributed.init_process_group("gloo" or "nccl") in every process first',
             )
         inputs = _bind(self.program, args, kwargs)
-        local = self._local_size(inputs)
-        sizes = _all_gather_ints(local, self.group)
+        sizes = self._part_sizes(inputs)
         me = dist.get_rank(self.group)
         offset, total = sum(sizes[:me]), sum(sizes)
         sk = self.split
@@ -150,21 +149,40 @@ class ContextParallel:
         state.update({n: inputs[n] for n in sk.finish.inputs if n in inputs and n not in state})
         return self._finish(total)(**{n: state[n] for n in sk.finish.inputs})
 
-    def _local_size(self, inputs: dict) -> int:
-        """This process's number of points of the split rank, the same in every sharded input."""
-        sizes = {}
-        for n in self.sharded:
-            v = inputs[n]
-            k = self.program.tensor(n).ranks.index(self.rank)
-            sizes[n] = int(v.shape[k]) if hasattr(v, "shape") and len(v.shape) > k else None
-        known = {s for s in sizes.values() if s is not None}
-        if len(known) != 1:
-            shown = ", ".join(f"{n}: {s}" for n, s in sizes.items())
-            raise EinError(
-                f"the local parts along `{self.rank}` disagree ({shown})",
-                hint=f"give every input indexed by `{self.rank}` the same part of it",
-            )
-        return known.pop()
+    def _part_sizes(self, inputs: dict) -> list[int]:
+        """Every process's number of points of the split rank, from one all-gather of what each holds (its
+        parts' sizes, the other inputs' shapes), checked the same way on every process: a mistake on one
+        raises the same error on all, rather than failing inside a later collective on the others."""
+        import torch.distributed as dist
+
+        mine = {"part": {}, "whole": {}}
+        for n in self.program.inputs:
+            shape = tuple(int(d) for d in getattr(inputs[n], "shape", ()))
+            if n in self.sharded:
+                k = self.program.tensor(n).ranks.index(self.rank)
+                mine["part"][n] = shape[k] if len(shape) > k else None
+            else:
+                mine["whole"][n] = shape
+        every: list = [None] * dist.get_world_size(self.group)
+        dist.all_gather_object(every, mine, group=self.group)
+        sizes = []
+        for r, held in enumerate(every):
+            known = set(held["part"].values())
+            if len(known) != 1 or None in known:
+                shown = ", ".join(f"{n}: {s}" for n, s in held["part"].items())
+                raise EinError(
+                    f"process {r}'s parts along `{self.rank}` disagree ({shown})",
+                    hint=f"give every input indexed by `{self.rank}` the same part of it on each process",
+                )
+            sizes.append(known.pop())
+            for n, shape in held["whole"].items():
+                if shape != every[0]["whole"][n]:
+                    raise EinError(
+                        f"input `{n}` is not indexed by `{self.rank}`, so every process must hold all of it: "
+                        f"shape {every[0]['whole'][n]} on process 0, {shape} on process {r}",
+                        hint=f"pass the same `{n}` on every process",
+                    )
+        return sizes
 
     def __repr__(self) -> str:
         return (
@@ -201,14 +219,6 @@ def _as_declared(prog, name: str, value):
     import torch
 
     return value.to(torch.int64) if prog.tensor(name).dtype == "int" else value
-
-
-def _all_gather_ints(value: int, group) -> list[int]:
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * dist.get_world_size(group)
-    dist.all_gather_object(out, int(value), group=group)
-    return [int(v) for v in out]
 
 
 def _all_gather(t, group, grad: bool) -> list:

@@ -149,3 +149,33 @@ def test_errors_are_clear():
         ContextParallel(EXAMPLES / "causal.ein", backend="numpy")
     with pytest.raises(einattn.EinError, match="cannot stream over e: there is no max over it"):
         ContextParallel(EXAMPLES / "causal.ein", rank="e")  # (split-K's own refusal)
+
+
+def _mismatch_worker(rank: int, world: int, port: int, which: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        cp = ContextParallel(EXAMPLES / "causal.ein", rank="m", tile=2)
+        q = torch.zeros(1, 1, 3 if (which == "queries" and rank == 1) else 4, 2)
+        k = torch.zeros(1, 1, 3, 2)
+        v = torch.zeros(1, 1, 2 if (which == "parts" and rank == 1) else 3, 2)
+        try:
+            cp(q, k, v)
+            message = "no error"
+        except einattn.EinError as e:
+            message = str(e)
+        (Path(out_dir) / f"rank{rank}.txt").write_text(message)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    ("which", "expected"),
+    [("parts", "process 1's parts along `m` disagree"), ("queries", "every process must hold all of it")],
+)
+def test_a_mistake_on_one_process_is_the_same_error_on_every_process(which, expected, tmp_path):
+    """Checked after one all-gather of what each process holds: the others do not die inside a later
+    collective (gloo aborted the process on a size mismatch, or dropped the connection)."""
+    mp.spawn(_mismatch_worker, args=(2, _free_port(), which, str(tmp_path)), nprocs=2, join=True)
+    for r in range(2):
+        assert expected in (tmp_path / f"rank{r}.txt").read_text()

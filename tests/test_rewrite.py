@@ -486,6 +486,28 @@ def test_split_k_refuses_a_value_along_the_rank_outside_the_normalised_sums():
     assert info.value.line == 8
 
 
+@pytest.mark.parametrize(
+    ("tail", "extra"),
+    [
+        ("L[p] = GM[p] + log(SD[p]) + E\n", ""),  # a size the finish writes: it takes Q for `e`
+        ("C[0] = 0\nC[t + 1] = C[t] + X[t]\nL[p] = GM[p] + log(SD[p]) + C[T]\n", ", X[t]"),  # a recurrence
+    ],
+)
+def test_split_k_finish_sizes_what_it_writes_and_keeps_recurrences_free_of_the_rank(tail, extra):
+    """The finish takes an input for a rank whose size it writes (`+ E`: an internal error before), and
+    computes a recurrence free of the split rank itself (refused before as "computed along m")."""
+    text = (
+        f"input  Q[p, e], K[m, e]{extra}\noutput L\nS[m, p] = Q[p, e] * K[m, e]\n"
+        "GM[p] = S[m, p] :: max(m)\nSN[m, p] = exp(S[m, p] - GM[p])\nSD[p] = SN[m, p]\n" + tail
+    )
+    prog = parse(text, "finish.ein")
+    rng = np.random.default_rng(5)
+    x = dict(Q=rng.standard_normal((3, 2)), K=rng.standard_normal((8, 2)), X=rng.standard_normal(4))
+    x = {n: x[n] for n in prog.inputs}
+    (got,) = run_split(prog, x, [0, 5], 8, 3)
+    np.testing.assert_allclose(got, run(prog, x)[0], atol=1e-12)
+
+
 def test_split_k_of_a_query_tiled_spec_takes_the_queries_for_their_size():
     """The finish writes `O[p, f]` from states along `p1, p0`: the size of `p` comes from the queries."""
     text = (

@@ -325,3 +325,62 @@ def test_the_difference_spelled_otherwise_streams(diff):
     np.testing.assert_allclose(
         einattn.compile(new, backend="numpy")(**ins), reference(x, np.ones(2)), rtol=0, atol=1e-12
     )
+
+
+# ---- a third reviewer's cases (session 13) ----------------------------------------------------------------
+
+
+def test_sums_that_order_an_inline_shift_s_ranks_differently_read_it_right():
+    """`SD[h, p]` and `O[p, h, f]` both write `exp(S - GM)` inline; the shift, named once, is read in its own
+    rank order by both (the second read it transposed: wrong numbers on every 1-pass backend)."""
+    text = (
+        "input Q[h, p, e], K[h, m, e], V[h, m, f]\noutput O\nS[h, m, p] = Q[h, p, e] * K[h, m, e]\n"
+        "GM[h, p] = S[h, m, p] :: max(m)\nSD[h, p] = exp(S[h, m, p] - GM[h, p])\n"
+        "O[p, h, f] = exp(S[h, m, p] - GM[h, p]) * V[h, m, f] / SD[h, p]\n"
+    )
+    prog = einattn.parse(text, "order.ein")
+    x = inputs(8)
+    ins = {n: x[n] for n in ("Q", "K", "V")}
+    s = np.einsum("hpe,hme->hpm", x["Q"], x["K"])
+    w = np.exp(s - s.max(-1, keepdims=True))
+    want = np.einsum("hpm,hmf->phf", w / w.sum(-1, keepdims=True), x["V"])
+    new, _ = rewrite(prog, passes=1, tile=3)
+    np.testing.assert_allclose(einattn.compile(new, backend="numpy")(**ins), want, atol=1e-12)
+    got = einattn.compile(prog, backend="torch", tile=3)(**{n: torch.tensor(v) for n, v in ins.items()})
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
+
+
+def test_an_inline_shift_in_a_filtered_sum_streams():
+    """The sum keeps its filter; the named shift takes the max's (none): it streams as the explicit form
+    does (it was refused as shifting other values than the max's)."""
+    text = (
+        SPEC.replace("  where m <= p + 2", "")
+        .format(inputs="", params="", shift=f"exp({DIFF})")
+        .replace("D[h, p]     = N[h, m, p]", "D[h, p]     = exp(S[h, m, p] - GM[h, p])  where m <= p")
+    )
+    prog = einattn.parse(text, "filtered.ein")
+    new, _ = rewrite(prog, passes=1, tile=4)
+    x = inputs(9)
+    ins = {n: x[n] for n in prog.inputs}
+    np.testing.assert_allclose(
+        einattn.compile(new, backend="numpy")(**ins),
+        einattn.compile(prog, backend="numpy")(**ins),
+        atol=1e-12,
+    )
+
+
+def test_the_gradient_of_a_tensor_the_shift_function_reads_has_no_nan():
+    """`exp((S - GM) / (1 + T[p]^2))` vanishes below, but at the start f(-inf - new)'s derivative in T is
+    0 * inf: states start absent where f reads a tensor (the gradient of T was NaN)."""
+    text = SPEC.replace("  where m <= p + 2", "").format(
+        inputs=", T[p]", params="", shift=f"exp(({DIFF}) / (1 + T[p] * T[p]))"
+    )
+    gen = torch.Generator().manual_seed(1)
+    shapes = {"Q": (2, 4, 3), "K": (2, 7, 3), "V": (2, 7, 2), "T": (4,)}
+    x = {n: torch.randn(s, generator=gen, dtype=torch.float64, requires_grad=True) for n, s in shapes.items()}
+    streamed = einattn.compile(text, backend="torch", tile=3)
+    written = einattn.compile(text, backend="torch", passes="as-written")
+    got = torch.autograd.grad(streamed(**x).sum(), [x["T"]])[0]
+    want = torch.autograd.grad(written(**x).sum(), [x["T"]])[0]
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want)

@@ -142,7 +142,7 @@ def _free_of_the_rank(d: Draft, prog: Program, rank: str, names: set[str], state
             return
         defs = [e for e in d.einsums if e.tensor == t]
         for e in defs:
-            if e.kind != "plain" or set(e.space) & loop:
+            if set(e.space) & loop:
                 raise RewriteError(
                     f"cannot split over {rank}: `{t}` is computed along {rank} outside the normalised sums "
                     "that a merge combines (a part would give only its own share of it)",
@@ -185,7 +185,7 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
     d = Draft.of(prog)
     offset, total = _with_offset(d, rank, prog)
     defer(d, rank, deriv)
-    states = online(d, rank, tile, deriv)
+    states = online(d, rank, tile, deriv, guard=True)  # (a part may be empty)
     if not states:
         raise refuse(rank, "there is no max over it whose normalised sums could be merged")
     outer = next(p.outer for p in d.partitions if p.parent == rank)
@@ -336,7 +336,15 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
     # a rank of the finish that no state or input it reads sizes (`O[p, f]` of a query-tiled spec, whose
     # states are along p1, p0): the spec's input along it comes too, for its size
     have = {r for t in finish_inputs + originals for r in t.ranks}
-    for r in sorted({r for e in body for r in e.space} - have):
+    sized = {
+        n.rank
+        for e in body
+        for x in (e.expr, e.filter)
+        if x is not None
+        for n in x.walk()
+        if isinstance(n, S.Size)
+    }  # (a size written in an expression, `+ E`, `rsqrt(E)`, needs its rank too)
+    for r in sorted(({r for e in body for r in e.space} | sized) - have):
         src = next((t for t in d.inputs if r in t.ranks and t not in originals), None)
         if src is not None:
             originals.append(src)

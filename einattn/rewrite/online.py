@@ -85,10 +85,16 @@ class RunningMax:
 # ---- 1 pass: the running max -------------------------------------------------------------------------------
 
 
-def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[RunningMax]:
+def _reads_tensor(f: ShiftFn) -> bool:
+    return any(isinstance(n, S.Read) for n in f.reads())
+
+
+def online(draft: Draft, rank: str, tile: int, deriv: Derivation, guard: bool = False) -> list[RunningMax]:
     """Rule 2: replace each max over ``rank`` and everything normalised by it with running states.
 
-    Returns the running states it created (empty: the rule did not apply).
+    ``guard``: states start absent even where no tile can be (split-K's parts, which may be empty: their
+    states are then absent, and the presence flag 0, rather than -inf and NaN). Returns the running states it
+    created (empty: the rule did not apply).
     """
     moved = name_inline_shifts(draft, rank, deriv) + weights_into_readers(draft, rank, deriv)
     try:
@@ -122,8 +128,10 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
         values = tuple(draft.params)
         growing = [s.f.key for s in g.shifts if not shift_vanishes(s.f, values)]
         by_value = [s.f for s in g.shifts if s.f.key not in growing and not shift_vanishes(s.f)]
+        # ... and where f reads a tensor: f(-inf - new) is 0, but its derivative in that tensor is 0 * inf
+        learned = [s.f.key for s in g.shifts if s.f.key not in growing and _reads_tensor(s.f)]
         tiles_absent = absence_varies(rank, stmts, draft)
-        guarded = tiles_absent or bool(growing)
+        guarded = guard or tiles_absent or bool(growing) or bool(learned)
         up_new, tiled_up = t.tile_upstream(up, taken)  # another group may have tiled some of them
         pos, lhs = tile_position(mx, rank), mx.lhs_ranks
         own = coord_tuple(lhs)
@@ -274,6 +282,14 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation) -> list[Runnin
                     "factor is not known): states start absent, not at -inf and 0 (0 * f(-inf) may be NaN)"
                 ]
                 if growing and not tiles_absent
+                else []
+            )
+            + (
+                [
+                    f"f(d) = {learned[0]} reads a tensor: states start absent, not at -inf and 0 (the "
+                    "gradient of f(-inf - new) in that tensor would be 0 * inf)"
+                ]
+                if learned and not growing and not tiles_absent
                 else []
             )
             + [

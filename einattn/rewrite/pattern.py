@@ -265,7 +265,7 @@ def name_inline_shifts(draft: Draft, rank: str, deriv: Derivation) -> list[str]:
     changed: list[str] = []
     for mx in [e for e in draft.einsums if (rank, "max") in e.reduce and e.kind == "plain"]:
         dep = depends_on(draft, {mx.tensor})
-        named: dict[tuple[S.Expr, S.Expr | None], str] = {}
+        named: dict[tuple[S.Expr, S.Expr | None], tuple[str, list[str]]] = {}
         for r in list(draft.einsums):
             if r.kind != "plain" or rank not in r.reduced or any(op != "+" for _, op in r.reduce):
                 continue
@@ -290,14 +290,17 @@ def name_inline_shifts(draft: Draft, rank: str, deriv: Derivation) -> list[str]:
                     hint=f"compute `{text(late[0])}` in a pass of its own, or leave it out of the sum over "
                     f"{rank}",
                 )
-            ranks = [x for x in r.space if x in coords(f)]
-            filt = r.filter if r.filter is not None and set(coords(r.filter)) <= set(ranks) else None
+            # the shift's own filter is the max's (the pattern requires it); the sum keeps its filter
+            filt = r.filter if mx.filter is not None and r.filter is not None else None
+            if filt is not None and not set(coords(filt)) <= set(coords(f)):
+                continue
             key = (f, filt)
             if key not in named:
+                ranks = [x for x in r.space if x in coords(f)]
                 name = draft.fresh("E" + r.tensor)
                 shift = make_einsum(name, plain_index(ranks), f, filt, span=r.span)
                 draft.einsums.insert(next(k for k, e in enumerate(draft.einsums) if e is r), shift)
-                named[key] = name
+                named[key] = (name, ranks)
                 deriv.step(
                     "name the shift",
                     r,
@@ -306,7 +309,8 @@ def name_inline_shifts(draft: Draft, rank: str, deriv: Derivation) -> list[str]:
                     ["a value computed once and read is the value computed in place"],
                 )
                 changed.append(f"`{text(f)}` named `{name}`")
-            read = S.Read(named[key], tuple(S.Coord(x) for x in ranks))
+            name, ranks = named[key]  # (f is the same text: its coordinates are the same names here)
+            read = S.Read(name, tuple(S.Coord(x) for x in ranks))
             new_r = make_einsum(
                 r.tensor,
                 r.index,

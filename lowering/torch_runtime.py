@@ -1211,18 +1211,13 @@ class _Attach(torch.autograd.Function):
         return (None, *(torch.zeros(s, dtype=d, device=v) for s, d, v in ctx.metas))
 
 
-class _Join(torch.autograd.Function):
-    """``out`` unchanged, with ``inputs`` joined to its graph with zero gradients: inputs whose values reach
-    the outputs only through stabilizers (see torch_codegen.gradless_inputs)."""
-
-    @staticmethod
-    def forward(ctx, out, *inputs):
-        ctx.metas = [(x.shape, x.dtype, x.device) for x in inputs]
-        return out.clone()
+class _Join(_Attach):
+    """:class:`_Attach` for an output that has a graph: its gradient passes through, and ``inputs`` whose
+    values reach the outputs only through stabilizers (torch_codegen.gradless_inputs) get zeros."""
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad, *(torch.zeros(s, dtype=d, device=v) for s, d, v in ctx.metas))
+        return (grad, *_Attach.backward(ctx, grad)[1:])
 
 
 def _joined(outs, inputs):

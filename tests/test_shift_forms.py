@@ -68,6 +68,16 @@ def reference(x: dict, temps) -> np.ndarray:
     return np.einsum("hpm,hmf->hpf", w / w.sum(-1, keepdims=True), x["V"])
 
 
+def assert_streams_to_the_same_values(text: str, seed: int) -> None:
+    """The 1-pass rewrite of ``text`` gives the spec's values on the NumPy reference (float64)."""
+    prog = einattn.parse(text, "form.ein")
+    new, _ = rewrite(prog, passes=1, tile=4)
+    x = inputs(seed)
+    ins = {n: x[n] for n in prog.inputs}
+    got = einattn.compile(new, backend="numpy")(**ins)
+    np.testing.assert_allclose(got, einattn.compile(prog, backend="numpy")(**ins), atol=1e-12)
+
+
 @pytest.mark.parametrize("name", sorted(FORMS))
 def test_the_rewrite_streams_it(name):
     prog = einattn.parse(spec(name), f"{name}.ein")
@@ -256,15 +266,7 @@ def test_a_scale_that_needs_every_key_is_refused(shift):
 def test_large_scales_are_proved(scale):
     """exp(d / 0.05) reaches e^90 at the numeric check's points: the comparison is relative."""
     text = spec("temperature_param").replace("/ T)", f"{scale})").replace("param  T = 0.35\n", "")
-    prog = einattn.parse(text, "scale.ein")
-    new, _ = rewrite(prog, passes=1, tile=4)
-    x = inputs(5)
-    ins = {n: x[n] for n in prog.inputs}
-    np.testing.assert_allclose(
-        einattn.compile(new, backend="numpy")(**ins),
-        einattn.compile(prog, backend="numpy")(**ins),
-        atol=1e-12,
-    )
+    assert_streams_to_the_same_values(text, seed=5)
 
 
 def test_a_spec_input_named_like_a_stacked_state_keeps_the_names_apart():
@@ -358,15 +360,7 @@ def test_an_inline_shift_in_a_filtered_sum_streams():
         .format(inputs="", params="", shift=f"exp({DIFF})")
         .replace("D[h, p]     = N[h, m, p]", "D[h, p]     = exp(S[h, m, p] - GM[h, p])  where m <= p")
     )
-    prog = einattn.parse(text, "filtered.ein")
-    new, _ = rewrite(prog, passes=1, tile=4)
-    x = inputs(9)
-    ins = {n: x[n] for n in prog.inputs}
-    np.testing.assert_allclose(
-        einattn.compile(new, backend="numpy")(**ins),
-        einattn.compile(prog, backend="numpy")(**ins),
-        atol=1e-12,
-    )
+    assert_streams_to_the_same_values(text, seed=9)
 
 
 def test_the_gradient_of_a_tensor_the_shift_function_reads_has_no_nan():

@@ -378,3 +378,14 @@ def test_the_gradient_of_a_tensor_the_shift_function_reads_has_no_nan():
     want = torch.autograd.grad(written(**x).sum(), [x["T"]])[0]
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, want)
+
+
+def test_a_rescaling_that_reads_the_whole_size_is_refused_by_its_name():
+    """`exp(d / M)`: split-K's parts read `M` as a param of their own (`M_ALL`); the refusal says `M`."""
+    from einattn.rewrite import split_k
+    from einattn.rewrite.rules import RewriteError
+
+    text = spec("exp2_log2e").replace(f"* {LOG2E}", "/ M")
+    with pytest.raises(RewriteError, match=r"reads `M`, the size of the whole of m") as info:
+        split_k(einattn.parse(text, "whole.ein"), "m", 3)
+    assert "M_ALL" not in info.value.message

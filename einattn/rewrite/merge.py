@@ -112,16 +112,27 @@ def _merge_reads(f: ShiftFn, prog: Program, lhs: tuple[str, ...], rank: str, spa
     """The inputs and params of the spec that the rescaling ``f`` reads: the merge takes them too. A size or
     a computed tensor it cannot take: refused."""
     names: set[str] = set()
+    own = dict(prog.params)
     for n in f.reads():
-        if isinstance(n, S.Param) and n.name in dict(prog.params):  # (not OFF or M_ALL: a part's own)
+        if isinstance(n, S.Param) and n.name in own:  # (not OFF or M_ALL: a part's own)
             names.add(n.name)
         elif isinstance(n, S.Read) and n.tensor in prog.inputs and set(coords(n)) <= set(lhs):
             names.add(n.tensor)
         else:
+            what = (  # (the whole size M, which a part reads as a param of its own)
+                f"`{rank.upper()}`, the size of the whole of {rank}"
+                if isinstance(n, S.Param)
+                else f"`{format_expr(n)}`"
+            )
+            spelled = ShiftFn(  # (as the spec writes it: M, not the parts' own param)
+                rewrite_expr(
+                    f.body, lambda x: S.Size(rank) if isinstance(x, S.Param) and x.name not in own else None
+                )
+            ).key
             raise RewriteError(
-                f"cannot split over {rank}: the merge rescales the parts' sums by f(d) = {f.key}, which "
-                f"reads `{format_expr(n)}`, and a merge takes only the parts' states, the spec's params "
-                f"and inputs along {', '.join(lhs) or 'no rank'}",
+                f"cannot split over {rank}: the merge rescales the parts' sums by f(d) = {spelled}, which "
+                f"reads {what}, and a merge takes only the parts' states, the spec's params and inputs "
+                f"along {', '.join(lhs) or 'no rank'}",
                 getattr(n, "span", None) or span,
                 "scale the scores before their max (`S = QK / T`, `GM = S :: max(m)`, `exp(S - GM)`)",
             )

@@ -17,6 +17,8 @@ from einattn import syntax as S
 from einattn.absence import _abs_bound
 from einattn.errors import InternalError
 
+from .triton_expr import int_literal
+
 if TYPE_CHECKING:
     from .triton_fused import FusedPlan
 
@@ -62,8 +64,6 @@ def _scale(x, c: int):
 
 def _sum(terms: list[tuple[int, str]]) -> str:
     """Kernel code of a sum of terms; constants as large as ``triton_expr.WIDE`` are int64 (no wrap)."""
-    from .triton_expr import int_literal
-
     out = ""
     for c, code in terms:
         if code == "0":

@@ -93,7 +93,7 @@ def _shift(draft: Draft, rank: str, g_mx: Einsum, dep: set[str], s: Einsum, stri
         return _shift_checked(draft, rank, g_mx, dep, s, strict)
     except RewriteError:
         parts = _shift_parts(s.expr, dep, rank)
-        if strict or (parts is not None and _one_call(parts[0]) is not None):
+        if strict or (parts is not None and ShiftFn(parts[0]).name is not None):  # (`relu(X - GM)`)
             raise
         return None
 
@@ -187,11 +187,6 @@ def _shift_checked(
     return Shift(s, ShiftFn(subst(marked, back)), x, c, sigma, direct)
 
 
-def _one_call(body: S.Expr) -> str | None:
-    """The function's name where ``body`` is one call of the difference (``exp(d)``), else None."""
-    return ShiftFn(body).name
-
-
 def _shift_parts(e: S.Expr, dep: set[str], rank: str) -> tuple[S.Expr, S.Expr, S.Read] | None:
     """``e`` as ``f(X - c)``: ``(f's body with the difference as the hole, X, c)``, or None. ``c`` is a read
     of the max (or of a value computed from it) without ``rank``; nothing else in ``e`` reads the max. The
@@ -265,6 +260,7 @@ def name_inline_shifts(draft: Draft, rank: str, deriv: Derivation) -> list[str]:
     changed: list[str] = []
     for mx in [e for e in draft.einsums if (rank, "max") in e.reduce and e.kind == "plain"]:
         dep = depends_on(draft, {mx.tensor})
+        whole = full_reductions(draft.einsums, rank)  # (naming a shift adds no reduction)
         named: dict[tuple[S.Expr, S.Expr | None], tuple[str, list[str]]] = {}
         for r in list(draft.einsums):
             if r.kind != "plain" or rank not in r.reduced or any(op != "+" for _, op in r.reduce):
@@ -279,7 +275,6 @@ def name_inline_shifts(draft: Draft, rank: str, deriv: Derivation) -> list[str]:
             parts = _shift_parts(f, dep, rank)
             if parts is None or any(tensors_read(fi) & dep for k, (fi, _) in enumerate(fs) if k != hits[0]):
                 continue
-            whole = full_reductions(draft.einsums, rank)
             late = [fi for k, (fi, _) in enumerate(fs) if k != hits[0] and tensors_read(fi) & whole]
             if late:
                 raise refuse(
@@ -332,6 +327,7 @@ def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str
     changed: list[str] = []
     for mx in [e for e in draft.einsums if (rank, "max") in e.reduce and e.kind == "plain"]:
         dep = depends_on(draft, {mx.tensor})
+        whole = full_reductions(draft.einsums, rank)  # (moving weights changes no reduction over the rank)
         for s in list(draft.einsums):
             if s is mx or s.kind != "plain" or s.reduce or s.tensor in draft.outputs:
                 continue
@@ -339,7 +335,6 @@ def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str
                 continue
             readers = draft.readers(s.tensor)
             peelable = all(r.filter is None for r in readers)  # every reader sums the row's argmax too
-            whole = full_reductions(draft.einsums, rank)
             fs = [
                 (g, inv)
                 for f, inv in factors(s.expr)

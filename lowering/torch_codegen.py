@@ -148,6 +148,9 @@ class Val:
     zero_filtered: bool = False  # also 0 wherever the statement's filter is false
     finite: bool = False  # no infinity or NaN anywhere, given finite inputs
     neg_inf: bool = False  # -inf wherever ``mask`` is false
+    # ``a - b`` computed in the memory of ``a`` (a temporary): the two operands' codes, which ``exp`` of it
+    # takes apart (``_exp_diff``: the subtraction fused with the product by log2 e)
+    diff: tuple[str, str] | None = None
 
 
 @dataclass
@@ -313,10 +316,14 @@ class Generator:
         row_block: int | str = "auto",
         recompute: bool = True,
         floor_stabilizers: bool = False,
+        finite_inputs: bool = True,
     ):
         """``floor_stabilizers``: ``prog`` is einattn.rewrite's streamed form of a spec, whose derivation
-        takes its running maxes to be finite (see ``torch_runtime._stable``)."""
+        takes its running maxes to be finite (see ``torch_runtime._stable``). ``finite_inputs``: the inputs
+        hold no infinity or NaN (the caller checks: ``torch_runtime._all_finite``), so absent points that
+        hold input values may be filled by arithmetic."""
         self.prog = prog
+        self.finite_inputs = finite_inputs
         self.row_block = row_block
         # the rows of a block of the loop being generated: a number, or ("auto") the rows without and with a
         # gradient recorded (auto_row_block)
@@ -400,8 +407,11 @@ class Generator:
         prog = self.prog
         for name in prog.inputs:
             ext = self.extent(name)
-            # inputs are taken to be finite: the contract under which masked sums are exact
-            self.vars[name] = Var(f"t_{name}", None, tuple(num(0) for _ in ext), ext, ext, finite=True)
+            # inputs taken to be finite (the program run when they are: absent points filled by arithmetic),
+            # or not (``program_any``: by torch.where, exact whatever an absent point holds)
+            self.vars[name] = Var(
+                f"t_{name}", None, tuple(num(0) for _ in ext), ext, ext, finite=self.finite_inputs
+            )
         for step in self.steps:
             if isinstance(step, Dense):
                 self.statement(step.einsum)
@@ -831,7 +841,10 @@ class Generator:
                 extra = "" if guard is None else f", {guard}" + (", finite=True" if args[0].finite else "")
                 if args[0].neg_inf and guard == args[0].mask:
                     extra = ""  # -inf there already
-                codes[0] = f"_exp_fresh({codes[0]}, _inplace{extra})"
+                if args[0].diff is not None:
+                    codes[0] = f"_exp_diff({', '.join(args[0].diff)}, _inplace{extra})"
+                else:
+                    codes[0] = f"_exp_fresh({codes[0]}, _inplace{extra})"
                 zero = guard is not None
             elif e.fn in UNSAFE and guard is not None:
                 fin = ", finite=True" if args[0].finite else ""
@@ -884,14 +897,16 @@ class Generator:
             code = f"({left} {e.op} {right})"
             dies = isinstance(e.a, S.Read) and e.a.tensor in self.dying_now and self.var_of(e.a).fresh
             state = isinstance(e.a, S.Read) and self.updating.get(self.label_now) == e.a.tensor
+            diff = None
             if (dies or state) and e.op in _IN_PLACE:
                 # the statement reads `a` last: when no gradient is recorded, compute in its memory
                 code = f"{_IN_PLACE[e.op]}({left}, {right}, _inplace)"
+                diff = (left, right) if e.op == "-" and not (a.scalar or b.scalar) else None
             elif e is self.output_expr and e.op in _IN_PLACE and not (a.scalar and b.scalar):
                 # the output's own memory, laid out as returned: `_out` copies nothing (a transposed
                 # state divided by its denominator is one pass, not a division and then a copy)
                 code = f"_dense_op({_IN_PLACE[e.op]}, {left}, {right}, _inplace)"
-            return Val(code, mask, scalar, a.ranks | b.ranks, zero, zero_filtered, finite, neg_inf)
+            return Val(code, mask, scalar, a.ranks | b.ranks, zero, zero_filtered, finite, neg_inf, diff)
         if isinstance(e, S.Default):
             summed = self.sum_of_present(e, sp)
             if summed is not None:
@@ -1428,7 +1443,7 @@ class Generator:
             conds = tuple_code(lin_code(c) for c in skip.conds) if skip.conds else "()"
             n = lin_code(self.size(p))
             self.emit(f"_lo, _hi = _alive({bounds}, {conds}, {n})")
-            self.emit(f"a_{p}, _e = _rows(_lo, _hi, _elo, _ehi, {n}, {skip.trailing}, {skip.leading})")
+            self.emit(f"a_{p}, _e = _rows(_lo, _hi, _est, {n}, {skip.trailing}, {skip.leading})")
             self.emit(f"a_{p}, _e = max(a_{p}, c_{p}), min(_e, c_{p} + w_{p})  # within this block of rows")
             self.emit(f"if a_{p} >= _e:")
             self.emit("    continue")
@@ -1450,7 +1465,7 @@ class Generator:
             self.emit(f"h_{x}.append({v.value})")
             self.emit(f"hm_{x}.append({v.mask})")
         if skip is not None:
-            self.emit("_elo, _ehi = _grow(_elo, _ehi, _lo, _hi)")
+            self.emit("_est = _grow(_est, _lo, _hi)")
         for s in states:
             v, n = self.vars[s], self.next[s]
             if skip is not None:  # the step computed rows a_p.. of the block: put them in the block's state
@@ -1559,7 +1574,7 @@ class Generator:
                     self.emit(f"t_{s}, m_{s} = _own(t_{s}, m_{s}, {own})")
             self.vars[s] = Var(v.value, v.mask, tuple(origin), tuple(length), v.extent)
         if skip is not None:
-            self.emit("_elo, _ehi = 0, 0")
+            self.emit("_est = ()  # the rows established so far (see _grow)")
 
     def block_close(self, states, p: str, skip: TileSkip | None) -> None:
         finals = []

@@ -101,6 +101,53 @@ def _exp_fresh(x, inplace, m=None, finite=False):
     return x.mul_(LOG2E).exp2_() if _fast_exp2(x) else x.exp_()
 
 
+# `_exp_diff` fuses the shift and the product by log2 e only where the shift is at most this large in
+# magnitude (or infinite: `_shift_fusable`): the exponent's rounding then stays within a few 1e-6 relative
+# (docs/backends.md).
+FUSED_SHIFT_BOUND = 32.0
+
+
+def _shift_fusable(b) -> bool:
+    """Whether every value of the shift ``b`` is at most :data:`FUSED_SHIFT_BOUND` in magnitude or not
+    finite (``-inf - b`` and ``a - inf`` give the same infinity or NaN in either form). A larger finite
+    shift takes the unfused form, exact for ``a`` near ``b``: logits of 1e4, or a running max's ``-1e30``
+    start, where the fused form's ``log2e * a - log2e * b``, one fused multiply-add, keeps the rounding of
+    ``log2e * b`` (1e23 there) instead of cancelling it."""
+    if not b.numel():
+        return True
+    return bool(torch.nan_to_num(b, 0.0, 0.0, 0.0).abs_().amax() <= FUSED_SHIFT_BOUND)
+
+
+def _exp_diff(a, b, inplace, m=None, finite=False):
+    """``exp(a - b)`` of a temporary ``a`` that nothing else reads (a score tile less its running max): as
+    ``_exp_fresh(_ip_sub(a, b, inplace), inplace, m, finite)``.
+
+    On CPU in float32 with no gradient recorded, and a shift ``b`` (a tensor smaller than the tile) of at
+    most :data:`FUSED_SHIFT_BOUND` in magnitude everywhere, the subtraction and the product by ``log2 e``
+    are one pass, ``log2e * a + (-log2e * b)`` (an ``add`` with ``alpha``, in ``a``'s memory), then
+    ``exp2`` in place: two passes over the tile where there were three. Scaling before subtracting rounds
+    ``log2e * a`` and ``log2e * b`` where the subtraction first was exact for ``a`` near ``b``: with
+    ``|b| <= 32`` the weights that matter (``a - b`` in [-20, 0]) keep their exponent to 7e-6, about 5e-6
+    relative (against 2e-6 for the unfused form); a larger finite shift (logits of 1e4) takes the unfused
+    form, exact there (:func:`_shift_fusable`)."""
+    fused = (
+        inplace
+        and isinstance(a, torch.Tensor)
+        and isinstance(b, torch.Tensor)
+        and _fast_exp2(a)
+        and _writable(a, b)
+        and b.numel() < a.numel()
+        and (m is None or _covers(a.shape, m.shape))
+        and not torch.compiler.is_compiling()
+        and _shift_fusable(b)
+    )
+    if not fused:
+        return _exp_fresh(_ip_sub(a, b, inplace), inplace, m, finite)
+    if m is not None:
+        a = a.masked_fill_(~m, -math.inf)
+    return torch.add(b * -LOG2E, a, alpha=LOG2E, out=a).exp2_()
+
+
 # One entry per function of einattn.functions.FUNCTIONS; arguments are tensors.
 FUNCTIONS = {
     "exp": _exp,
@@ -1264,62 +1311,69 @@ def _alive(bounds, conds, n):
 ROW_ALIGN = 32  # rows computed by a step: a multiple of this from a multiple of this, where rows allow
 
 
-def _rows(lo, hi, elo, ehi, n, trailing, leading):
+def _rows(lo, hi, est, n, trailing, leading):
     """The interval of rows a step must compute: the alive rows, plus dead rows that may not be skipped,
     widened to multiples of :data:`ROW_ALIGN` when that adds at most an eighth (computing a dead row is what
     the cascade says: always exact).
     On CPU, reductions and matmuls over a tile whose row count is not a multiple of 32 (a sliding window's
     255 rows) run 1.2-4x slower than over 256 rows.
 
-    ``elo .. ehi - 1``: rows established (alive at an earlier step). Dead established rows may be skipped when
-    ``trailing``, dead rows not established when ``leading``.
+    ``est``: the rows established (alive at an earlier step), disjoint intervals ``(a, b)`` in order (see
+    :func:`_grow`). Dead established rows may be skipped when ``trailing``, dead rows not established when
+    ``leading``.
     """
-    start, stop = _rows_needed(lo, hi, elo, ehi, n, trailing, leading)
+    start, stop = _rows_needed(lo, hi, est, n, trailing, leading)
     wide = start - start % ROW_ALIGN, min(n, stop + (-stop) % ROW_ALIGN)
     if start >= stop or 8 * (wide[1] - wide[0]) > 9 * (stop - start):
         return start, stop  # (widening by more than an eighth costs more than it saves)
     return wide
 
 
-def _rows_needed(lo, hi, elo, ehi, n, trailing, leading):
+def _rows_needed(lo, hi, est, n, trailing, leading):
     if hi <= lo:
         lo = hi = n  # nothing alive: the rows to compute come from the dead-row rules alone
 
     def skippable(a, b):  # may every row of a .. b - 1 (all dead) be skipped?
-        if a >= b:
+        if a >= b or (trailing and leading):
             return True
-        inside = elo <= a and b <= ehi
-        outside = b <= elo or a >= ehi
-        return (trailing and inside) or (leading and outside) or (trailing and leading)
+        if trailing and any(x <= a and b <= y for x, y in est):  # all established
+            return True
+        return leading and all(y <= a or x >= b for x, y in est)  # none established
 
+    ends = {min(max(x, 0), n) for iv in est for x in iv}
     start = lo
     if not skippable(0, lo):
-        start = 0
-        for cut in sorted({0, min(max(elo, 0), lo), min(max(ehi, 0), lo), lo}, reverse=True):
-            if skippable(0, cut):
-                start = cut
-                break
+        cuts = sorted({0, lo} | {c for c in ends if c <= lo}, reverse=True)
+        start = next(c for c in cuts if skippable(0, c))
     stop = hi
     if not skippable(hi, n):
-        stop = n
-        for cut in sorted({hi, min(max(elo, hi), n), min(max(ehi, hi), n), n}):
-            if skippable(cut, n):
-                stop = cut
-                break
+        stop = next(c for c in sorted({hi, n} | {c for c in ends if c >= hi}) if skippable(c, n))
     if lo == hi == n:  # nothing alive
         return (0, 0) if skippable(0, n) else (start, stop)
     return start, stop
 
 
-def _grow(elo, ehi, lo, hi):
-    """Established rows after a step whose alive rows were ``lo .. hi - 1`` (kept an interval)."""
+def _grow(est, lo, hi):
+    """The established rows (disjoint intervals ``(a, b)`` in order) after a step whose alive rows were
+    ``lo .. hi - 1``. An exact set, not one interval: rows alive at one step and then others apart from them
+    (a filter on the tile index, `p >= 2 * m1 - 2 and p + 2 * m1 <= 6`) are all established, and a dead
+    step may skip only those when it changes a fresh row's initial state (``leading`` false)."""
     if hi <= lo:
-        return elo, ehi
-    if ehi <= elo:
-        return lo, hi
-    if lo <= ehi and hi >= elo:
-        return min(elo, lo), max(ehi, hi)
-    return elo, ehi
+        return est
+    out, placed = [], False
+    for a, b in est:  # (in order, without sorting: under torch.compile the bounds may be symbolic)
+        if b < lo:
+            out.append((a, b))
+        elif a > hi:
+            if not placed:
+                out.append((lo, hi))
+                placed = True
+            out.append((a, b))
+        else:  # overlapping or touching: one interval
+            lo, hi = min(a, lo), max(b, hi)
+    if not placed:
+        out.append((lo, hi))
+    return tuple(out)
 
 
 def _nonempty(dims, shape, o):
@@ -1416,14 +1470,34 @@ def prepare(decls, values, dtype=None):
     return tensors, (compute, device, out_dtype)
 
 
-def execute(program, tensors, names, sizes, o, given):
-    """Run a generated ``program`` on prepared inputs (:func:`prepare`; ``given``: the caller's values):
-    in place when no gradient is recorded, with autocast off (:func:`_own_precision`); outputs that are the
-    caller's own (:func:`_unaliased`) and in the inputs' graph (:func:`_attached`)."""
+def execute(programs, tensors, names, sizes, o, given):
+    """Run a generated program on prepared inputs (:func:`prepare`; ``given``: the caller's values):
+    ``programs`` is the pair (for finite inputs, for any inputs or None) of the source's ``PROGRAMS``, the
+    second run when an input holds an infinity or NaN (:func:`_all_finite`); in place when no gradient is
+    recorded, with autocast off (:func:`_own_precision`); outputs that are the caller's own
+    (:func:`_unaliased`) and in the inputs' graph (:func:`_attached`)."""
+    program, other = programs
+    if other is not None and not _all_finite(tensors.values()):
+        program = other
     inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()))
     with _own_precision(o):
         outs = program(*(tensors[n] for n in names), *sizes, o, inplace)
     return _attached(_unaliased(outs, given), tensors.values())
+
+
+def _all_finite(tensors) -> bool:
+    """Whether no float input holds an infinity or NaN: one sum per input (finite only if every term is;
+    a sum that overflows counts as not finite, which costs only the slower program). Under
+    ``torch.compile`` (a value-dependent branch would break the graph) inputs are taken to be finite."""
+    if torch.compiler.is_compiling():
+        return True
+    with torch.no_grad():
+        for t in tensors:
+            if t.is_floating_point() and t.numel():
+                total = t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
+                if not bool(torch.isfinite(total)):
+                    return False
+    return True
 
 
 def bind_sizes(decls, ranks, fixed, partitions, tensors):
@@ -1465,7 +1539,7 @@ def _unaliased(outs, inputs):
     return tuple(done)
 
 
-def call(signature, program, args, kwargs, dtype=None):
+def call(signature, programs, args, kwargs, dtype=None):
     """Bind a standalone module's arguments (positional in declaration order, or by name) and run it."""
     decls, ranks, fixed, partitions = signature
     names = [d[0] for d in decls]
@@ -1483,7 +1557,7 @@ def call(signature, program, args, kwargs, dtype=None):
     sizes = bind_sizes(decls, ranks, fixed, partitions, tensors)
     if any(n == 0 for n in sizes):
         raise InputError("a rank of size 0: use einattn itself, which compiles that case separately")
-    outs = execute(program, tensors, names, sizes, o, values.values())
+    outs = execute(programs, tensors, names, sizes, o, values.values())
     return outs[0] if len(outs) == 1 else outs
 
 

@@ -539,6 +539,10 @@ class Renderer:
             c = v.val.code
             if re.fullmatch(r"\(?-?\d+\)?", c):  # a constant index (`X[2, i]`, a param): a Python int
                 c = f"tl.full((), {c.strip('()')}, tl.int64)"
+            elif not v.val.axes and not re.fullmatch(r"i_\w+", c):
+                # a scalar other than a program's index (`i_h`, a tensor): the tile loop's index, which the
+                # interpreter makes a Python int (no `.to`)
+                c = f"tl.full((), {c}, tl.int64)"
             elif wide or not v.val.axes:
                 c = f"{atom(c)}.to(tl.int64)"
             terms.append(Tile(f"{c} * {st}", v.val.axes))

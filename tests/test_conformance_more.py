@@ -1,7 +1,6 @@
 """The reviewers' conformance cases (``tests/conformance_more.py``, ``tests/conformance_s8.py``,
-``tests/conformance_s11/``, ``tests/conformance_s12/``, ``tests/conformance_s13/``) on every backend, against
-their independent NumPy oracles: the NumPy reference as written and rewritten (``passes="auto"``, small
-tiles), the torch backend in float64 (default options, and small tiles with blocks of rows), the triton
+``tests/conformance_s11/`` to ``tests/conformance_s14/``) on every backend, against their independent NumPy
+oracles: the NumPy reference as written and rewritten (``passes="auto"``, small tiles), the torch backend in float64 (default options, and small tiles with blocks of rows), the triton
 backend under the interpreter in float32; and the passes the analysis reports.
 
 Tolerances: 1e-9 relative for NumPy and torch (float64), 1e-4 for triton (float32). A case marked
@@ -20,11 +19,12 @@ from conformance_s8 import CASES as SECOND
 from conformance_s11 import CASES as THIRD
 from conformance_s12 import CASES as FOURTH
 from conformance_s13 import CASES as FIFTH
+from conformance_s14 import CASES as SIXTH
 from triton_cases import DEVICE
 
 import einattn
 
-CASES = FIRST + SECOND + THIRD + FOURTH + FIFTH
+CASES = FIRST + SECOND + THIRD + FOURTH + FIFTH + SIXTH
 CONFIGS = {
     "numpy": [{}, {"passes": "auto", "tile": 3}],
     "torch": [{}, {"tile": 3, "row_block": 3}],

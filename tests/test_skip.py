@@ -244,22 +244,29 @@ def test_runtime_intervals():
     assert R._alive(((-4 * 2, 1), (4 * 2 + 5, -1)), (), 100) == (8, 14)  # 8 <= p <= 13
     assert R._alive((), (-1,), 10) == (0, 0)
     # alive 8..9 of 10; established 0..7: trailing skips them, leading-only cannot
-    assert R._rows_needed(8, 10, 0, 8, 10, True, False) == (8, 10)
-    assert R._rows_needed(8, 10, 0, 8, 10, False, True) == (0, 10)
-    assert R._rows_needed(8, 10, 0, 4, 10, True, False) == (4, 10)
-    assert R._rows_needed(2, 4, 0, 2, 10, True, True) == (2, 4)
-    assert R._rows_needed(2, 4, 0, 2, 10, True, False) == (2, 10)  # rows 4.. not established: computed
-    assert R._rows_needed(0, 0, 0, 0, 10, False, True) == (0, 0)
+    assert R._rows_needed(8, 10, ((0, 8),), 10, True, False) == (8, 10)
+    assert R._rows_needed(8, 10, ((0, 8),), 10, False, True) == (0, 10)
+    assert R._rows_needed(8, 10, ((0, 4),), 10, True, False) == (4, 10)
+    assert R._rows_needed(2, 4, ((0, 2),), 10, True, True) == (2, 4)
+    assert R._rows_needed(2, 4, ((0, 2),), 10, True, False) == (2, 10)  # rows 4.. not established: computed
+    assert R._rows_needed(0, 0, (), 10, False, True) == (0, 0)
     # the rows computed: widened to multiples of 32 when that adds at most an eighth
     assert R.ROW_ALIGN == 32
-    assert R._rows(257, 512, 0, 257, 1000, True, True) == (256, 512)  # a sliding window's 255 rows
-    assert R._rows(256, 511, 0, 0, 1000, True, True) == (256, 512)
-    assert R._rows(256, 511, 0, 0, 511, True, True) == (256, 511)  # not past the last row
-    assert R._rows(8, 10, 0, 8, 10, True, False) == (8, 10)  # 2 rows: widening would add 30
-    assert R._rows(0, 0, 0, 0, 10, False, True) == (0, 0)
-    assert R._grow(0, 0, 3, 5) == (3, 5)
-    assert R._grow(3, 5, 5, 9) == (3, 9)
-    assert R._grow(3, 5, 7, 9) == (3, 5)
+    assert R._rows(257, 512, ((0, 257),), 1000, True, True) == (256, 512)  # a sliding window's 255 rows
+    assert R._rows(256, 511, (), 1000, True, True) == (256, 512)
+    assert R._rows(256, 511, (), 511, True, True) == (256, 511)  # not past the last row
+    assert R._rows(8, 10, ((0, 8),), 10, True, False) == (8, 10)  # 2 rows: widening would add 30
+    assert R._rows(0, 0, (), 10, False, True) == (0, 0)
+    assert R._grow((), 3, 5) == ((3, 5),)
+    assert R._grow(((3, 5),), 5, 9) == ((3, 9),)
+    assert R._grow(((3, 5),), 7, 9) == ((3, 5), (7, 9))
+    # established rows apart from each other (alive {6}, then {0 .. 4}): both kept, and a dead step that
+    # changes fresh rows only (leading false) computes every established row, skips none of them
+    est = R._grow(R._grow((), 6, 7), 0, 5)
+    assert est == ((0, 5), (6, 7)) and R._grow(est, 4, 7) == ((0, 7),)
+    assert R._rows_needed(2, 3, est, 8, True, False) == (2, 8)  # rows 5 and 7: fresh, computed
+    assert R._rows_needed(2, 3, est, 7, True, False) == (2, 6)  # row 6: established, skipped
+    assert R._rows_needed(2, 3, est, 8, False, True) == (0, 7)  # row 7 alone is fresh: skipped
 
 
 # ---- skipping changes nothing ----------------------------------------------------------------------------

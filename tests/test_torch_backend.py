@@ -488,7 +488,7 @@ def test_dying_reads_of_the_one_pass_cascade():
     assert dying["RNV.step"] == {"SLNV", "SPNV"}
     dead = set().union(*dying.values())
     assert not dead & {"Q", "K", "V", "RM", "RD", "RNV", "AV"}
-    assert "_ip_sub(t_BQK, " in kern.source
+    assert "_exp_diff(t_BQK, " in kern.source  # the exp of the scores less the max, in their memory
     assert "(t_BK" not in kern.source and "(t_BV" not in kern.source  # views of K and V: never overwritten
 
 
@@ -513,7 +513,7 @@ def test_in_place_statements_leave_inputs_aliases_and_outputs_alone():
     prog = einattn.parse(IN_PLACE_SPEC, "inplace.ein")
     src = einattn.compile(prog, backend="torch").source
     assert "_ip_sub(t_S" not in src and "_ip_mul(t_U" not in src and "_ip_div(t_W" not in src
-    assert "_ip_sub(t_T, " in src and "_ip_sub(t_R, " in src
+    assert "_exp_diff(t_T, " in src and "_ip_sub(t_R, " in src
     rng = np.random.default_rng(3)
     x = {"X": rng.standard_normal((5, 7)), "Y": rng.standard_normal(5)}
     xt = {n: torch.tensor(v) for n, v in x.items()}
@@ -600,7 +600,7 @@ def test_prefilled_tiles_are_read_only_by_max_and_exp():
     assert torch_codegen.Generator(causal.program).prefill == {"BQK"}
     src = causal.source
     assert "t_BQK = _neg_fill(t_BQK, m_BQK, _inplace, _pool)" in src and "filled=True" in src
-    assert "_ip_sub(t_BQK, _above(n_RM[" in src
+    assert "_exp_diff(t_BQK, _above(n_RM[" in src
     plain = einattn.compile(EXAMPLES / "attention_1pass.ein", backend="torch")
     assert not torch_codegen.Generator(plain.program).prefill and "_neg_fill" not in plain.source
     prog = einattn.parse(PREFILL_SPEC, "prefill.ein")
@@ -636,7 +636,7 @@ def test_the_natural_causal_spec_fills_its_scores_once(strict):
     kern = einattn.compile(prog, backend="torch", tile=4, row_block=8)
     src = kern.source
     assert "t_BQK = _neg_fill(t_BQK, m_BQK, _inplace, _pool)" in src and "filled=True" in src
-    assert "t_SLN = _exp_fresh(_ip_sub(t_BQK, _above(n_RM[" in src and "m_SLN = m_BQK" in src
+    assert "t_SLN = _exp_diff(t_BQK, _above(n_RM[" in src and "m_SLN = m_BQK" in src
     x = inputs(prog, sizes(prog, {"p": 19, "m": 19}), seed=3)
     x["Q"] = x["Q"] * 40  # logits up to a few hundred: a max that is not the first key's
     want = einattn.compile(prog, backend="numpy")(**x)
@@ -667,6 +667,47 @@ def test_neg_fill_and_above_keep_absent_points_at_zero():
     assert torch_runtime._above(-math.inf) == -torch.finfo(torch.float64).max / 2
     r, rm = torch_runtime._rmax(y, m, (1,), (2, 2), filled=True)
     assert r.tolist() == [1.0, 0.0] and rm.tolist() == [True, False]
+
+
+def test_exp_diff_fuses_the_shift_only_where_it_keeps_float32_precision():
+    """`_exp_diff(a, b)` is `exp(a - b)`: one pass `log2e * a - log2e * b`, then exp2, for a shift of at
+    most 32 in magnitude (the fused form: 5e-6 relative at most); a shift between 32 and 2**32 (logits of
+    1e4) takes the unfused form, exact for `a` near `b`; a huge or infinite shift gives 1, 0 or inf in
+    either form. Against float64 `exp`."""
+    rng = np.random.default_rng(5)
+    fusable = torch_runtime._shift_fusable
+
+    def check(a, b, rtol, mask=None):
+        want = np.exp(a.double().numpy() - b.double().numpy())
+        if mask is not None:
+            want = np.where(mask.numpy(), want, 0.0)
+        got = torch_runtime._exp_diff(a.clone(), b, True, mask)
+        np.testing.assert_allclose(got.double().numpy(), want, rtol=rtol, atol=0)
+
+    a = torch.tensor(rng.standard_normal((4, 64, 32)) * 8, dtype=torch.float32)
+    b = a.amax(-1, keepdim=True)
+    assert fusable(b) and fusable(b - 32) and not fusable(b + 40)
+    check(a, b, 6e-6)
+    check(a - 20, b - 20, 6e-6)
+    big = a + 1e4  # logits of 1e4: exact differences, so exact weights in the unfused form
+    assert not fusable(big.amax(-1, keepdim=True))
+    check(big, big.amax(-1, keepdim=True), 6e-6)
+    mask = torch.tensor(rng.random((1, 64, 32)) < 0.7)
+    check(a, b, 6e-6, mask)
+    edge = torch.tensor([[-1e30, -math.inf, 5.0], [-math.inf, 3.0, math.inf]])
+    shift = torch.tensor([[-1e30], [-math.inf]])  # a -1e30 start: unfused (its rounding would be 1e23)
+    assert not fusable(shift[:1]) and fusable(shift[1:])
+    assert fusable(torch.tensor([math.inf, -math.inf, math.nan, 3.0]))
+    got = torch_runtime._exp_diff(edge.clone(), shift, True)
+    assert got[0].tolist() == [1.0, 0.0, math.inf] and got[1, 1:].tolist() == [math.inf, math.inf]
+    assert got[1, 0].isnan()  # -inf - -inf, as torch.exp gives it
+    got = torch_runtime._exp_diff(edge[1:].clone(), shift[1:], True)  # the fused form
+    assert got[0, 1:].tolist() == [math.inf, math.inf] and got[0, 0].isnan()
+    got = torch_runtime._exp_diff(edge[1:].clone(), torch.tensor([[math.inf]]), True)
+    assert got[0, :2].tolist() == [0.0, 0.0] and got[0, 2].isnan()
+    ga = a.clone().requires_grad_()  # with a gradient: never in place
+    out = torch_runtime._exp_diff(ga, b, False)
+    np.testing.assert_allclose(out.detach().double().numpy(), np.exp((a - b).double().numpy()), rtol=6e-6)
 
 
 def test_any_of_masks_equals_torch_any():
@@ -1691,3 +1732,39 @@ def test_a_deferred_matmul_read_by_an_earlier_sum_is_computed_there():
         )
         for g, w in zip(got, want):
             np.testing.assert_allclose(g.detach().numpy(), w, rtol=1e-12)
+
+
+def test_inputs_holding_infinities_where_a_filter_drops_them_run_the_program_for_any_inputs():
+    """A filtered max, sum and `exp ?? 0` over an input that is infinite or NaN only where the filter drops
+    it: the program for finite inputs fills absent points by arithmetic (`inf + -inf` is NaN); the call
+    checks the inputs and runs `program_any` instead, which gives the reference's values. Finite inputs
+    run `program`."""
+    spec = """
+input  X[p, m]
+output MX, SM, EXD
+MX[p]     = X[p, m] :: max(m)  where m <= p
+SM[p]     = X[p, m]  where m <= p
+EX[p, m]  = exp(X[p, m])  where m <= p
+EXD[p, m] = EX[p, m] ?? 0
+"""
+    kern = einattn.compile(einattn.parse(spec, "dropped.ein"), backend="torch")
+    assert "def program_any(" in kern.source and "PROGRAMS = (program, program_any)" in kern.source
+    ran = []
+    fin, anyp = kern._programs[False]
+    kern._programs[False] = (
+        lambda *a: ran.append("finite") or fin(*a),
+        lambda *a: ran.append("any") or anyp(*a),
+    )
+    inf, nan = math.inf, math.nan
+    x = torch.tensor([[1.0, inf, nan], [2.0, 3.0, -inf], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    mx, sm, exd = kern(X=x)
+    assert ran == ["any"]
+    assert mx.tolist() == [1.0, 3.0, 1.0] and sm.tolist() == [1.0, 5.0, 3.0]
+    want = np.where(np.tril(np.ones((3, 3), bool)), np.exp(np.nan_to_num(x.numpy(), posinf=0.0)), 0.0)
+    np.testing.assert_allclose(exd.numpy(), want, rtol=1e-12)
+    kern(X=torch.ones(3, 3, dtype=torch.float64))
+    assert ran == ["any", "finite"]
+    dense = einattn.compile(
+        einattn.parse("input X[i]\noutput Y\nY[i] = exp(X[i])\n", "d.ein"), backend="torch"
+    )
+    assert "PROGRAMS = (program, None)" in dense.source  # nothing absent: no second program, no check

@@ -344,6 +344,7 @@ def causal_1pass_kernel(
     # the tiles of m1 whose points can pass the filter for these rows: the others are skipped
     lo = 0
     hi = tl.minimum(_floordiv(row_hi, 64) + 1, size_m1)
+    hi = tl.where(hi > 0, hi, size_m1)
     # ---- the streamed loop: one tile of BLOCK_M0 lanes of m per step
     # tiles lo..whole_lo-1 and whole_hi..hi-1 have masked points; whole_lo..whole_hi-1 none
     whole_lo = tl.minimum(lo, hi)

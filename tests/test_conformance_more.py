@@ -1,7 +1,8 @@
 """The reviewers' conformance cases (``tests/conformance_more.py``, ``tests/conformance_s8.py``,
 ``tests/conformance_s11/`` to ``tests/conformance_s14/``) on every backend, against their independent NumPy
-oracles: the NumPy reference as written and rewritten (``passes="auto"``, small tiles), the torch backend in float64 (default options, and small tiles with blocks of rows), the triton
-backend under the interpreter in float32; and the passes the analysis reports.
+oracles: the NumPy reference as written and rewritten (``passes="auto"``, small tiles), the torch backend
+in float64 (default options, and small tiles with blocks of rows), the triton backend under the interpreter
+in float32; and the passes the analysis reports.
 
 Tolerances: 1e-9 relative for NumPy and torch (float64), 1e-4 for triton (float32). A case marked
 ``nonfinite`` must match NaN and infinities position for position.

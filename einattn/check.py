@@ -492,9 +492,9 @@ class _Checker:
                 or "declare it with `input` or define it with a statement",
             )
         if len(e.indices) != len(t.ranks):
-            shown = f"[{', '.join(t.ranks)}]" if t.ranks else "no indices (a scalar)"
+            shown = f" [{', '.join(t.ranks)}]" if t.ranks else " (a scalar, read without indices)"
             raise EinError(
-                f"tensor `{e.tensor}` has {len(t.ranks)} rank{'s' * (len(t.ranks) != 1)} {shown} "
+                f"tensor `{e.tensor}` has {len(t.ranks)} rank{'s' * (len(t.ranks) != 1)}{shown} "
                 f"but is used with {len(e.indices)}",
                 e.span,
             )
@@ -783,7 +783,12 @@ def _too_large(v, literal: str | None, limit: int = MAX_INT) -> bool:
     return _integer_literal(literal) and not math.isnan(v)
 
 
-def _index_params(prog: Program) -> set[str]:
+def sized_params(prog: Program) -> set[str]:
+    """Params that size a rank or a partition's tile: positive integers."""
+    return {size_name(r) for r in prog.ranks} | {getattr(p, p.tile).upper() for p in prog.partitions}
+
+
+def index_params(prog: Program) -> set[str]:
     """Params that occur inside an index (``X[i + S]``): they must be integers that fit an index."""
     out: set[str] = set()
     for e in prog.einsums:
@@ -802,8 +807,8 @@ def check_params(
     every param, a number of float64's range. ``spans`` locate the declarations and ``literals`` give their
     numbers as written (an integer literal too long to be exact is read as a float)."""
     values = prog.param_values
-    sized = {size_name(r) for r in prog.ranks} | {getattr(p, p.tile).upper() for p in prog.partitions}
-    indexed = _index_params(prog)
+    sized = sized_params(prog)
+    indexed = index_params(prog)
     for name, v in values.items():
         where, literal = (spans or {}).get(name), (literals or {}).get(name)
         shown = _shown(v, literal)

@@ -272,7 +272,11 @@ def _convert(inputs: dict, prog: Program, backend: str, dtype: str | None) -> di
     import torch
 
     device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
-    tdtype = getattr(torch, dtype) if dtype else (torch.float32 if backend == "triton" else torch.float64)
+    floats = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16}
+    floats["bfloat16"] = torch.bfloat16
+    if dtype and dtype not in floats:
+        raise EinError(f"unknown dtype `{dtype}`", hint=f"use {', '.join(floats)}")
+    tdtype = floats[dtype] if dtype else (torch.float32 if backend == "triton" else torch.float64)
     out = {}
     for name, a in inputs.items():
         if prog.tensor(name).dtype == "int":

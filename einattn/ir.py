@@ -22,6 +22,7 @@ Fields, in prose:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, field, replace
 
@@ -162,12 +163,13 @@ class Program:
     # ---- changes ----------------------------------------------------------------------------------
     def with_params(self, overrides: dict[str, int | float] | None) -> Program:
         """A copy with some params given new values (compile-time overrides)."""
-        from .check import normalize_params
+        from .check import index_params, normalize_params, sized_params
 
         overrides = normalize_params(overrides)  # numpy numbers are numbers; a clear error otherwise
         if not overrides:
             return self
         current = dict(self.params)
+        exact = sized_params(self) | index_params(self)
         for name, value in overrides.items():
             if name not in current:
                 known = ", ".join(current) or "none"
@@ -176,6 +178,14 @@ class Program:
                 raise EinError(f"param `{name}` must be a number, got {value!r}")
             if isinstance(current[name], int) and isinstance(value, float) and value.is_integer():
                 value = int(value)
+            elif isinstance(value, int) and (
+                isinstance(current[name], float) or (abs(value) >= 10**15 and name not in exact)
+            ):
+                # as the spec's own literals read (einattn.parser._number): a float where the declaration
+                # is one, and for an integer too long to be exact in one (no int64 to wrap in a filter);
+                # a param that sizes a rank or is in an index stays an integer, which check_params bounds
+                with contextlib.suppress(OverflowError):  # (beyond float64: check_params says so below)
+                    value = float(value)
             current[name] = value
         new = replace(self, params=tuple(current.items()))
         from .check import check_params

@@ -50,7 +50,13 @@ class EinAttention(nn.Module):
                 raise EinError(
                     f"`{name}` is not an input of the spec", hint=f"inputs: {', '.join(prog.inputs)}"
                 )
-            value = torch.as_tensor(value)
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise EinError(
+                    f"weight `{name}` must be a tensor or numbers, got {type(value).__name__} {value!r:.40}",
+                    hint=f"torch.as_tensor refused it: {e}",
+                ) from None
             if prog.tensor(name).dtype == "int":  # an index (a group map): it takes no gradient
                 raise EinError(
                     f"input `{name}` is declared `: int`: it cannot be a weight (a trainable parameter)",

@@ -89,7 +89,8 @@ def parse(text: str, filename: str = "<string>") -> S.Module:
     """Parse .ein source text into a syntax module (no semantic checks)."""
     source = Source(filename, text)
     try:
-        tree = _lark().parse(text + "\n")
+        # (a line continued by `\` at the very end of the file is continued by nothing: one more newline)
+        tree = _lark().parse(text + ("\n\n" if text.rstrip(" \t\f").endswith("\\") else "\n"))
     except lark.exceptions.UnexpectedInput as e:
         raise _syntax_error(e, source) from None
     except RecursionError:  # pragma: no cover - the LALR parser does not recurse
@@ -193,7 +194,8 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, source: Source) -> EinErro
     if expected:
         shown = ", ".join(expected[:6]) + (", ..." if len(expected) > 6 else "")
         hint = f"expected {shown}"
-    opened = _open_bracket(source.text, line, col)
+    # at the end of the file every bracket counts (lark places the end at the last token, which may close one)
+    opened = _open_bracket(source.text, *((10**9, 0) if what == "end of file" else (line, col)))
     if opened is not None and (what in ("end of line", "end of file") or opened[1] < line):
         ch, ol, oc = opened
         hint = f"the `{ch}` opened at line {ol}, column {oc} is never closed"

@@ -1449,6 +1449,10 @@ def prepare(decls, values, dtype=None):
             )
         elif kind == "int" and not isinstance(x, int):
             raise InputError(f"input `{name}` is declared `: int` but was given {x!r}")
+        else:
+            problem = _scalar_problem(name, x, kind)
+            if problem:
+                raise InputError(problem)
     device = device if device is not None else torch.device("cpu")
     out_dtype = out_dtype or torch.get_default_dtype()
     if dtype is None:
@@ -1468,6 +1472,20 @@ def prepare(decls, values, dtype=None):
     if refused:
         raise InputError(refused)
     return tensors, (compute, device, out_dtype)
+
+
+def _scalar_problem(name, x, kind) -> str | None:
+    """What is wrong with the Python number ``x`` for scalar input ``name`` (``kind`` "int" or "float"):
+    an integer beyond int64, or a number beyond float64's range; None when it fits."""
+    if kind == "int" or isinstance(x, bool) or not isinstance(x, (int, float)):
+        if isinstance(x, int) and not -(2**63) <= x < 2**63:
+            return f"input `{name}` is {x}, beyond a 64-bit integer's range"
+        return None
+    try:
+        float(x)
+    except OverflowError:
+        return f"input `{name}` is a Python integer beyond float64's range"
+    return None
 
 
 def execute(programs, tensors, names, sizes, o, given):

@@ -322,6 +322,16 @@ class TritonKernel(Kernel):
         prog = self.program
         # a Python number for a scalar becomes a tensor of the float tensors' dtype, on their device (as
         # torch's promotion treats Python scalars), as the launcher of a standalone module makes it
+        from .torch_runtime import _scalar_problem
+
+        floats = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+        for name in prog.inputs:  # what _numbers cannot convert, or converts without a word
+            x, kind = inputs[name], prog.tensor(name).dtype
+            problem = _scalar_problem(name, x, kind) if not isinstance(x, torch.Tensor) else None
+            if isinstance(x, torch.Tensor) and x.layout != torch.strided:
+                problem = f"input `{name}` is a {x.layout} tensor: einattn takes dense (strided) ones"
+            if problem:
+                raise EinError(problem)
         converted = self.module._numbers(*(inputs[n] for n in prog.inputs))
         xs, device, first = [], None, None
         for name, x in zip(prog.inputs, converted):
@@ -335,9 +345,9 @@ class TritonKernel(Kernel):
             if t.dtype == "int":
                 if x.is_floating_point() or x.is_complex():
                     raise EinError(f"input `{name}` is declared `: int` but was given {x.dtype} values")
-            elif not x.is_floating_point():
-                if given or x.dtype == torch.bool or x.is_complex():  # (as the torch backend: a Python
-                    # number is accepted for a float scalar, an integer tensor is not)
+            elif x.dtype not in floats:
+                if given or not x.dtype.is_floating_point or x.is_complex():  # (as the torch backend: a
+                    # Python number is accepted for a float scalar; an integer or float8 tensor is not)
                     raise EinError(
                         f"input `{name}` must be a floating-point tensor (float64, float32, float16 or "
                         f"bfloat16), got {x.dtype}"

@@ -197,7 +197,7 @@ def fused_module(
         return Refusal(str(e))
     R = block_name(plan, plan.row)
     out = [M.header(prog, options, "fused (" + plan.describe() + ")", fused_symbols(plan), name)]
-    out.append(M.tables(public))
+    out.append(M.tables(public, empty_ok=False))
     host = FUSED_HOST.replace("{ROW}", plan.row.upper()).replace("{FOOTPRINT}", k.footprint)
     host = host.replace("{{", "{").replace("}}", "}")
     out.append(host)

@@ -398,7 +398,7 @@ def general_module(
             name,
         )
     ]
-    out.append(M.tables(public))
+    out.append(M.tables(public, empty_ok=options.get("form", "as written") == "as written"))
     out.append(GENERAL_CONFIG)
     out.append("\n" + M.helpers())
     out += ["\n" + k for k in kernels]
@@ -418,7 +418,10 @@ def _launcher(prog: Program, p: GeneralPlan, calls: dict[str, list[str]], name: 
     lines += [ind + ln for ln in M.size_lines(prog, inputs)]
     lines.append(f"{ind}out_dtype = _float_dtype({inputs})")
     lines.append(f"{ind}CD, acc_dtype = _compute(out_dtype)")
-    lines.append(f"{ind}device = {prog.inputs[0]}.device")
+    if prog.inputs:
+        lines.append(f"{ind}device = {prog.inputs[0]}.device")
+    else:  # (nothing to take it from: the interpreter's CPU, else the current GPU)
+        lines.append(f"{ind}device = torch.device('cpu' if INTERPRET else 'cuda')")
     lines.append(f"{ind}# buffers of the intermediates and outputs (compute dtype), and presence masks")
     for bname, t in p.buffers.items():
         dims = [f"size_{r}" + (" + 1" if t.iterative == k else "") for k, r in enumerate(t.ranks)]

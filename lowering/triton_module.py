@@ -91,6 +91,12 @@ def _sizes(inputs):
             where = origin.get(s, "a param or a partition")
             raise ValueError(f"rank {s} has size {sizes[s]} in {where} but `{s} = {t}` makes it {sizes[t]}")
         sizes[s] = sizes[t]
+    if not EMPTY_RANKS and 0 in sizes.values():
+        empty = ", ".join(r for r, n in sizes.items() if n == 0)
+        raise ValueError(
+            f"rank {empty} has size 0: this module's kernels stream over tiles and cannot compute it; "
+            "einattn.compile(spec, backend='triton') runs such a call on the spec as written"
+        )
     return sizes
 
 
@@ -125,19 +131,46 @@ def _launch(kernel, n, cd, *args):
 '''
 
 
+# Names the generated module defines or imports at its top level, besides those beginning with `_` and the
+# kernels' and launchers' (`<name>_kernel`, `t_X_kernel`, `<name>_launch`): a launcher named so would replace
+# one of them (`torch.ein` would define `def torch(...)` in a module that calls `torch.empty`).
+# tests/test_triton_module.py checks the list against generated modules.
+MODULE_GLOBALS = frozenset(
+    {
+        *("ALIASES", "CONFIGS", "EMPTY_RANKS", "GENERAL_CONFIG", "INPUTS", "INTERPRET_CONFIGS", "INT_INPUTS"),
+        *(
+            "MAX_NUMEL",
+            "OUTPUTS",
+            "PARTITIONS",
+            "RANK_PARAMS",
+            "SPEC",
+            "fitting_configs",
+            "functools",
+            "math",
+        ),
+        *("np", "os", "output_shapes", "tile_shape", "tl", "torch", "triton"),
+    }
+)
+
+
 def module_name(prog: Program) -> str:
-    """A Python identifier for the launcher: the spec's file stem (``attention_1pass``)."""
+    """A Python identifier for the launcher: the spec's file stem (``attention_1pass``), prefixed with
+    ``ein_`` where the stem is no identifier of its own or would replace a name of the generated module."""
     import os
 
     stem = os.path.splitext(os.path.basename(prog.name))[0] if prog.source is not None else "attention"
     name = "".join(c if (c.isalnum() or c == "_") else "_" for c in stem) or "attention"
-    if name[0].isdigit() or keyword.iskeyword(name) or name.startswith("_"):
+    taken = name in MODULE_GLOBALS or name.endswith(("_kernel", "_launch")) or keyword.iskeyword(name)
+    if name[0].isdigit() or taken or name.startswith("_"):
         name = "ein_" + name.lstrip("_")
     return name
 
 
-def tables(prog: Program) -> str:
-    """The module-level tables the host helpers read."""
+def tables(prog: Program, empty_ok: bool = True) -> str:
+    """The module-level tables the host helpers read. ``empty_ok``: the kernels compute a rank of size 0
+    as the spec says (the general path of the spec as written, which einattn itself runs for such a call);
+    otherwise (a fused kernel, a rewritten cascade: a sum over no tile would divide 0 by 0) the launcher
+    refuses one."""
     inputs = {n: prog.tensor(n).ranks for n in prog.inputs}
     ints = tuple(n for n in prog.inputs if prog.tensor(n).dtype == "int")
     params = prog.param_values
@@ -164,6 +197,7 @@ def tables(prog: Program) -> str:
         f"PARTITIONS = {parts!r}  # (parent, outer, inner, tiled part, tile size)",
         f"ALIASES = {tuple(aliases)!r}  # (s, t) of `rank S = T`: s takes t's size",
         f"OUTPUTS = {outputs!r}  # ranks of each output, and its iterative dimension (extent + 1) or None",
+        f"EMPTY_RANKS = {empty_ok!r}  # whether a rank of size 0 is computed (else refused)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -226,11 +260,19 @@ def public_launcher(public: Program, name: str) -> tuple[list[str], str]:
     launch = f"{name}_launch"
     while launch in public.inputs:
         launch += "_"
+    lines, called = [], {}
+    for helper in ("_forward", "_numbers"):  # an input may be named so: the body reads an alias then
+        alias = helper
+        while alias in public.inputs or alias == launch:
+            alias += "_"
+        if alias != helper:
+            lines.append(f"{alias} = {helper}  # (an input is named `{helper}`)")
+        called[helper] = alias
     ind = "    "
-    lines = [
+    lines += [
         f"def {name}({', '.join(public.inputs)}):",
         f'{ind}"""{launcher_doc(public, name).lstrip()}\n{ind}"""',
-        f"{ind}return _forward({launch}, _numbers({', '.join(public.inputs)}))",
+        f"{ind}return {called['_forward']}({launch}, {called['_numbers']}({', '.join(public.inputs)}))",
         "",
         "",
     ]

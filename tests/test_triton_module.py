@@ -324,3 +324,28 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
     monkeypatch.setattr(k.module, "INTERPRET", False)
     with pytest.raises(einattn.EinError, match="CUDA tensors"):
         k(**x)
+
+
+def test_module_globals_lists_every_top_level_name_a_launcher_could_replace():
+    """`triton_module.MODULE_GLOBALS` holds the generated modules' top-level names (besides `_` names and the
+    kernels' and launchers'): a spec file stem among them gets the `ein_` prefix (`torch.ein`)."""
+    import ast
+
+    from lowering import triton_module
+
+    names = set()
+    for spec in ("causal", "gqa", "attention_1pass", "sigmoid", "linear_causal", "lse"):
+        source = einattn.compile(EXAMPLES / f"{spec}.ein", backend="triton").source
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    launchers = {"causal", "gqa", "attention_1pass", "sigmoid", "linear_causal", "lse"}
+    own = {n for n in names if n.startswith("_") or n.endswith(("_kernel", "_launch")) or n in launchers}
+    assert names - own <= triton_module.MODULE_GLOBALS, names - own - triton_module.MODULE_GLOBALS
+    for stem in [*sorted(triton_module.MODULE_GLOBALS), "x_kernel", "x_launch", "_x", "1x", "class"]:
+        prog = einattn.parse("input X[i]\noutput Y\nY[i] = X[i]\n", f"{stem}.ein")
+        assert triton_module.module_name(prog).startswith("ein_"), stem

@@ -51,6 +51,7 @@ RANK_PARAMS = {}  # ranks sized by a param
 PARTITIONS = ()  # (parent, outer, inner, tiled part, tile size)
 ALIASES = ()  # (s, t) of `rank S = T`: s takes t's size
 OUTPUTS = {'AV': (('b', 'h', 'p', 'f'), None)}  # ranks of each output, and its iterative dimension (extent + 1) or None
+EMPTY_RANKS = True  # whether a rank of size 0 is computed (else refused)
 
 # Launch configuration of the general path: BLOCK_O output points per program, BLOCK_R reduced points a step.
 GENERAL_CONFIG = (
@@ -516,6 +517,12 @@ def _sizes(inputs):
             where = origin.get(s, "a param or a partition")
             raise ValueError(f"rank {s} has size {sizes[s]} in {where} but `{s} = {t}` makes it {sizes[t]}")
         sizes[s] = sizes[t]
+    if not EMPTY_RANKS and 0 in sizes.values():
+        empty = ", ".join(r for r, n in sizes.items() if n == 0)
+        raise ValueError(
+            f"rank {empty} has size 0: this module's kernels stream over tiles and cannot compute it; "
+            "einattn.compile(spec, backend='triton') runs such a call on the spec as written"
+        )
     return sizes
 
 

@@ -62,6 +62,7 @@ RANK_PARAMS = {}  # ranks sized by a param
 PARTITIONS = (('m', 'm1', 'm0', 'inner', 64),)  # (parent, outer, inner, tiled part, tile size)
 ALIASES = ()  # (s, t) of `rank S = T`: s takes t's size
 OUTPUTS = {'AV': (('b', 'h', 'p', 'f'), None)}  # ranks of each output, and its iterative dimension (extent + 1) or None
+EMPTY_RANKS = False  # whether a rank of size 0 is computed (else refused)
 
 # Launch configurations of the fused kernel: rows per program (BLOCK_P), warps and pipeline stages. On a
 # GPU the ones that fit the device (by _footprint) are timed once per spec, size bucket, dtype and device;
@@ -522,6 +523,12 @@ def _sizes(inputs):
             where = origin.get(s, "a param or a partition")
             raise ValueError(f"rank {s} has size {sizes[s]} in {where} but `{s} = {t}` makes it {sizes[t]}")
         sizes[s] = sizes[t]
+    if not EMPTY_RANKS and 0 in sizes.values():
+        empty = ", ".join(r for r, n in sizes.items() if n == 0)
+        raise ValueError(
+            f"rank {empty} has size 0: this module's kernels stream over tiles and cannot compute it; "
+            "einattn.compile(spec, backend='triton') runs such a call on the spec as written"
+        )
     return sizes
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from . import syntax as S
-from .ir import Einsum, Program
+from .ir import Einsum, Program, size_name
 from .skip import never_present
 
 Exponent = tuple[tuple[str, Fraction], ...]  # sorted (perturbation, coefficient), no zero coefficient
@@ -268,6 +268,7 @@ class _Proof:
             S.Coord(r): "t",
             S.Binary("+", S.Coord(r), S.Const(1)): "t+1",
             S.Size(r): "final",
+            S.Param(size_name(r)): "final",  # (`param M1 = 4` fixes the number of steps: `RM[M1]` is final)
             S.Const(0): "0",
         }.get(ix)
 

@@ -1,11 +1,11 @@
 """The analysis' operation counts equal the operations an instrumented run of the NumPy reference performs.
 
 The reference evaluates each operation on arrays broadcast over exactly the ranks its operands vary over,
-which is the analysis' counting rule (a loop-invariant subexpression costs one op per point of its own ranks;
-constants are folded; a reduction costs one combine per point it reduces). So counting the elements each
-NumPy operation produces, per class, is an independent measurement of what the analysis predicts
-symbolically. A multiply-add (``madd``) is a multiply plus the add of its reduction: the run counts them
-apart, so the comparison is on ``mul + madd`` and ``add + madd``.
+which is the analysis' counting rule (a loop-invariant subexpression costs one op per point of its own
+ranks, one for a rank-free one that reads data; constants are folded; a reduction costs one combine per
+point it reduces). So counting the elements each NumPy operation produces, per class, is an independent
+measurement of what the analysis predicts symbolically. A multiply-add (``madd``) is a multiply plus the
+add of its reduction: the run counts them apart, so the comparison is on ``mul + madd`` and ``add + madd``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ class CountingEvaluator(NB.Evaluator):
         if not integer:
             cls = self._class(e)
             shape = np.broadcast_shapes(*(self.shapes[id(c)] for c in e.children())) if cls else ()
-            if len(shape) > 0:  # operands that vary over no rank are a folded constant
+            if cls and (len(shape) > 0 or any(isinstance(x, S.Read) for x in e.walk())):
+                # (operands that vary over no rank and read no tensor are a folded constant; a scalar's
+                # data, `a * b`, costs one op)
                 # numpy computed on the broadcast of the operands (a `??` select counts like an operation)
                 self.counts[cls] += int(np.prod(shape))
         return v, m

@@ -114,10 +114,19 @@ def test_rewritten_program_round_trips_and_carries_its_derivation():
 # ---- equivalence -------------------------------------------------------------------------------------------
 
 
+# Variants whose shift TileFlow's two-level rule (passes=2) does not take apart: an offset inside the
+# exponent, a shift written inline in the sums, a weight that needs every key. The 1-pass rules derive them.
+TWO_LEVEL_REFUSED = {"exponent_offset", "inline_shift", "weight_over_every_key"}
+
+
 @pytest.mark.parametrize("passes", [1, 2])
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_variant_equals_original(name, passes):
     prog = parse(VARIANTS[name], name)
+    if passes == 2 and name in TWO_LEVEL_REFUSED:  # the result would still be 3-pass: refused, located
+        with pytest.raises(RewriteError, match="the derived cascade is still 3-pass over m, not 2-pass"):
+            rewrite(prog, passes=passes, tile=4)
+        return
     new, _ = rewrite(prog, passes=passes, tile=4)
     if passes == 1:
         one_pass(new)

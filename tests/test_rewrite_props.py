@@ -104,6 +104,12 @@ sizes_st = st.fixed_dictionaries({"p": st.integers(1, 6), "m": st.integers(1, 10
 )
 def test_random_softmax_variants_stream_to_the_same_values(text, sizes, tile, scale, seed, passes):
     prog = parse(text)
+    if passes == 2 and "- 0.5)" in text and "SNV[" not in text:
+        # an offset in the exponent, normalised after the sum: the two-level rule leaves it 3-pass, and the
+        # rewrite refuses rather than return it (the 1-pass rules take the offset apart)
+        with pytest.raises(RewriteError, match="still 3-pass over m, not 2-pass"):
+            rewrite(prog, passes=passes, tile=tile)
+        return
     new, _ = rewrite(prog, passes=passes, tile=tile)
     if passes == 1:
         one_pass(new)

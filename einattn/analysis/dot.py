@@ -41,7 +41,7 @@ def to_dot(report: Report) -> str:
         k = sweep.get(e.label, 1)
         lhs = f"{e.tensor}[{', '.join(str(ix) for ix in e.index)}]" if e.index else e.tensor
         red = f"\nreduces {', '.join(f'{r} ({op})' for r, op in e.reduce)}" if e.reduce else ""
-        label = f"{lhs}{red}\npass {k} over {rank}"
+        label = f"{lhs}{red}" + (f"\npass {k} over {rank}" if rank is not None else "")  # (None: no rank)
         color = PALETTE[(k - 1) % len(PALETTE)]
         lines.append(
             f'  {_q(e.label)} [shape=box, style="rounded,filled", fillcolor={_q(color)}, label={_q(label)}];'

@@ -82,8 +82,8 @@ def einsum_ops(e: Einsum, sizes: SizeModel) -> dict[str, sp.Expr]:
         if cls is None:
             return
         ranks = _varying(node, memo)
-        if not ranks:  # a compile-time constant (rsqrt(E), -inf, C)
-            return
+        if not ranks and not any(isinstance(x, S.Read) for x in node.walk()):
+            return  # a compile-time constant (rsqrt(E), -inf, C); a scalar's data (`a * b`) costs one op
         if top and fused_top:
             return  # counted below as the madd of the reduction
         add(cls, sizes.points(ranks))

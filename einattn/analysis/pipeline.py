@@ -62,11 +62,15 @@ def classify(n: int, rank: str | None, grows: bool) -> str:
 
 
 def compulsory(prog: Program, model: SizeModel) -> sp.Expr:
-    """Elements every implementation must move: each input read once, each output written once."""
+    """Elements every implementation must move: each input read once, each output written once (an
+    iterative output is returned with all its states: R + 1 along its iterative rank)."""
     out = sp.Integer(0)
     for name in (*prog.inputs, *prog.outputs):
         t = prog.tensor(name)
-        out += model.points(r for k, r in enumerate(t.ranks) if k != t.iterative)
+        points = model.points(r for k, r in enumerate(t.ranks) if k != t.iterative)
+        if t.iterative is not None and name in prog.outputs:
+            points *= model.points([t.ranks[t.iterative]]) + 1
+        out += points
     return out
 
 

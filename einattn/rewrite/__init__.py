@@ -125,6 +125,18 @@ def rewrite(prog: Program, passes: int = 1, rank: str = "m", tile: int = 64) -> 
                     f"`{stmt_text(bad)}`",
                     orig,
                 )
+    from einattn.analysis import analyze  # (the analysis imports nothing of the rewrite at module level)
+
+    got = analyze(new).passes.get(rank, 1)
+    if got > passes:  # the result, counted as `einattn analyze` counts it: the promise kept, or refused
+        raise refuse(
+            rank,
+            f"the derived cascade is still {got}-pass over {rank}, not {passes}-pass: `{multipass.tensor}` "
+            f"and what it reads need every point of {rank} before the rules apply (`{stmt_text(multipass)}`)",
+            multipass,
+            hint="the rules stream a max over the rank and sums normalised by it (softmax); a value "
+            f"computed over the whole of {rank} first (a mean, a total) keeps a pass of its own",
+        )
     return new, deriv
 
 
@@ -160,6 +172,7 @@ def auto_rewrite(prog: Program, tile: int = 64) -> tuple[Program, list[EinWarnin
     and it is applied silently when it does.
     """
     found: list[EinWarning] = []
+    user = prog  # refusals found in a rewritten program are located in the user's spec (same tensor)
     parts = {r for p in prog.partitions for r in (p.outer, p.inner)}
     for rank in prog.ranks:
         if rank in parts or _multipass(prog, rank) is None:
@@ -182,8 +195,20 @@ def auto_rewrite(prog: Program, tile: int = 64) -> tuple[Program, list[EinWarnin
                 deferred = True
         if refusal is not None:
             then = "only divisions are deferred" if deferred else "compiling the spec as written"
-            found.append(EinWarning(f"{refusal.message}; {then}", refusal.span, refusal.hint))
+            found.append(EinWarning(f"{refusal.message}; {then}", _in_spec(refusal.span, user), refusal.hint))
     return prog, found
+
+
+def _in_spec(span, user: Program):
+    """``span`` (in a program an earlier rewrite derived) moved to the user's statement that it came from,
+    the one defining the same tensor (the rewrite keeps the names of the statements it does not change);
+    unchanged when it is the user's already or has no counterpart there."""
+    if span is None or span.source is user.source or not span.source.text:
+        return span
+    line = span.source.text.splitlines()[span.line - 1]
+    name = line.split("=", 1)[0].split("[", 1)[0].strip()
+    mine = next((e.span for e in user.einsums if e.tensor == name and e.span is not None), None)
+    return mine or span
 
 
 def split_k(prog: Program, rank: str = "m", tile: int = 64):

@@ -311,6 +311,15 @@ def split_k(prog: Program, rank: str = "m", tile: int = 64) -> SplitK:
             finish_stmts.append(make_einsum(sm.name, plain_index(lt), S.Read(ft, here), seen_here))
     part.outputs = list(state_names)
     part.dce()
+    for e in part.einsums:  # a reduction over the whole rank that the loop reads: a part's own share of it
+        if any(r == rank for r, _ in e.reduce) and e.tensor not in iterative:
+            raise RewriteError(
+                f"cannot split over {rank}: `{e.tensor}` reduces over the whole of {rank} and the "
+                "normalised sums read it (a part would compute only its own share of it)",
+                e.span,
+                f"split a spec whose every use of {rank} is inside its softmax's sums, or compute "
+                f"`{e.tensor}` apart and pass it as an input",
+            )
     deriv.note(
         f"partial: the loop over {outer} on one part of {rank}; outputs "
         + ", ".join(state_names)

@@ -381,6 +381,16 @@ def weights_into_readers(draft: Draft, rank: str, deriv: Derivation) -> list[str
     return changed
 
 
+def _users(draft: Draft, e: Einsum) -> str:
+    """The name the user wrote for ``e``'s tensor: a statement a rule derived (division deferral's `N2`) is
+    named after the spec's statement at its place."""
+    spec = draft.source
+    if e.tensor in {x.tensor for x in spec.einsums} or e.span is None:
+        return e.tensor
+    mine = next((x.tensor for x in spec.einsums if x.span is not None and x.span.line == e.span.line), None)
+    return mine or e.tensor
+
+
 def _sum(draft: Draft, rank: str, dep: set[str], sh: Shift, r: Einsum) -> Sum | str:
     """``r`` as a running sum of ``sh``, or why it is not one."""
     sn = sh.e.tensor
@@ -407,7 +417,7 @@ def _sum(draft: Draft, rank: str, dep: set[str], sh: Shift, r: Einsum) -> Sum | 
         return f"`{r.tensor}` does not use `{sn}` linearly (once, as a factor): `{text(r.expr)}`"
     for f, _ in fs:
         if f is not hits[0][0] and tensors_read(f) & dep:
-            return f"`{r.tensor}` multiplies `{sn}` by `{text(f)}`, which depends on the max"
+            return f"`{_users(draft, r)}` multiplies `{sn}` by `{text(f)}`, which depends on the max"
     if tensors_read(r.filter) & dep:
         return f"the filter of `{r.tensor}` depends on the max"
     tau = dict(zip(sh.e.lhs_ranks, hits[0][0].indices))
@@ -454,11 +464,12 @@ def analyse(draft: Draft, rank: str, strict: bool) -> list[Group]:
         along = {e.tensor for e in draft.einsums if e.tensor in dep and rank in e.space}
         if along & seen_dep:  # two maxes may meet only after their sums over the rank (finals)
             both = sorted(along & seen_dep)[0]
-            raise refuse(
-                rank,
-                f"`{both}` depends on `{mx.tensor}` and on another max over {rank}, along {rank}",
-                draft.definition(both) or mx,
+            what = (
+                f"`{mx.tensor}` takes a max over {rank} of values that depend on another max over {rank}"
+                if both == mx.tensor
+                else f"`{both}` depends on `{mx.tensor}` and on another max over {rank}, along {rank}"
             )
+            raise refuse(rank, what, draft.definition(both) or mx)
         seen_dep |= along
         shifts = []
         for s in draft.einsums:

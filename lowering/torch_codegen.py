@@ -1103,6 +1103,8 @@ class Generator:
             for f, _ in factors
             if id(f) in unbounded and not isinstance(f, S.Read) and _unsafe_calls(f) and len(factors) > 1
         }
+        # a divisor too: `/ (p - m + 1)` is 0 where m = p + 1, which a causal factor makes absent
+        late_ids |= {id(f) for f, inverse in factors if inverse and len(factors) > 1}
         factors = [x for x in factors if id(x[0]) not in late_ids] + [
             x for x in factors if id(x[0]) in late_ids
         ]
@@ -1122,8 +1124,12 @@ class Generator:
             else:
                 v = self.val(f, sp)
                 code = self.tensor_code(v) if inverse else v.code
-                if inverse:
-                    code = f"(1.0 / {code if v.mask is None else f'_safe({code}, {self.name_mask(v.mask)})'})"
+                if inverse:  # (1 where the factor is absent, the statement's filter drops the point, or an
+                    # earlier factor is absent: the sum skips it, and 1 / 0 there would be 0 * inf, NaN, in
+                    # the sum and its gradient)
+                    late = self.extra_guard if id(f) in late_ids else None
+                    guard = self.and_masks(v.mask, self.filter_now if v.ranks else None, late)
+                    code = f"(1.0 / {code if guard is None else f'_safe({code}, {self.name_mask(guard)})'})"
                 if not v.ranks and v.mask is None:
                     scalars.append(self.hoist(code))
                     all_finite &= v.finite and not inverse
@@ -1144,7 +1150,7 @@ class Generator:
                     result_zero &= zero
             operands.append([code, "".join(letters[r] for r in axes), ranks])
             # (a late factor is finite wherever the others are absent: its functions saw a safe argument)
-            late = id(f) in late_ids and self.extra_guard is not None and _guarded(f)
+            late = id(f) in late_ids and self.extra_guard is not None and (_guarded(f) or inverse)
             kinds.append((finite or id(f) not in unbounded or late, skipped, tuple(axes), varying))
             all_finite &= finite
         self.finite_now = all_finite

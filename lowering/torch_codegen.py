@@ -1104,7 +1104,11 @@ class Generator:
             if id(f) in unbounded and not isinstance(f, S.Read) and _unsafe_calls(f) and len(factors) > 1
         }
         # a divisor too: `/ (p - m + 1)` is 0 where m = p + 1, which a causal factor makes absent
-        late_ids |= {id(f) for f, inverse in factors if inverse and len(factors) > 1}
+        late_ids |= {
+            id(f)
+            for f, inverse in factors
+            if inverse and len(factors) > 1 and not any(isinstance(x, S.Read) for x in f.walk())
+        }
         factors = [x for x in factors if id(x[0]) not in late_ids] + [
             x for x in factors if id(x[0]) in late_ids
         ]

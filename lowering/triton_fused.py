@@ -710,6 +710,13 @@ class FusedEnv(Env):
         for v, zs in ((a, za), (b, zb)):
             if not getattr(v, "lane_zero", False):
                 zs.append(self.lane(red))
+        # a computed per-key operand (`V / N`, not a load) is zeroed at the keys the weights' mask removes
+        # for every row (its terms along `red` alone, `m < n`, besides the lanes): 0 * inf there would be
+        # NaN in the dot, where the sum skips those keys (a load keeps the documented finite-inputs
+        # contract: no extra `where` in attention's loops)
+        if getattr(b, "raw", None) is None and a.mask is not None:
+            lanes = self.lane(red).code
+            zb.extend(t for t in self._split(a.mask, red)[0] if set(t.axes) <= {red} and t.code != lanes)
         lane = self.lane(red) if red == self.plan.col else None
 
         dropped = []

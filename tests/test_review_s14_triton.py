@@ -938,9 +938,7 @@ AV[p, f] = RNV[M1, p, f] / RD[M1, p]
 """
 
 
-# (the fused triton path, `("triton", {})`, gives NaN here: docs/backends.md, "Finite inputs on the fused
-# path", documents it as an open limit; the torch backend and triton's general path are exact)
-@pytest.mark.parametrize("backend,options", [("torch", {}), ("triton", dict(path="general"))])
+@pytest.mark.parametrize("backend,options", [("torch", {}), ("triton", {}), ("triton", dict(path="general"))])
 def test_per_tile_values_infinite_only_at_removed_keys(backend, options):
     """Bug (triton, fused path): every row NaN. The inputs are finite; `V / N` is infinite at the padded keys
     7..10, which the filter removes from every row. The fused kernel multiplies the tile's weights (0 there)

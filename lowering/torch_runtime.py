@@ -1409,6 +1409,7 @@ def _iabs(a):
 # ---- calling a program -------------------------------------------------------------------------------------
 
 _HALF = (torch.float16, torch.bfloat16)
+FLOATS = (torch.float64, torch.float32, *_HALF)  # the float dtypes einattn takes (not float8, complex)
 
 
 def prepare(decls, values, dtype=None):
@@ -1433,7 +1434,7 @@ def prepare(decls, values, dtype=None):
             if x.layout != torch.strided:
                 raise InputError(f"input `{name}` is a {x.layout} tensor: einattn takes dense (strided) ones")
             if kind == "float":
-                if x.dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+                if x.dtype not in FLOATS:
                     raise InputError(
                         f"input `{name}` must be a floating-point tensor (float64, float32, float16 or "
                         f"bfloat16), got {x.dtype}"

@@ -320,11 +320,8 @@ class TritonKernel(Kernel):
 
     def _check(self, inputs: dict, torch) -> list:
         prog = self.program
-        # a Python number for a scalar becomes a tensor of the float tensors' dtype, on their device (as
-        # torch's promotion treats Python scalars), as the launcher of a standalone module makes it
-        from .torch_runtime import _scalar_problem
+        from .torch_runtime import FLOATS, _scalar_problem
 
-        floats = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
         for name in prog.inputs:  # what _numbers cannot convert, or converts without a word
             x, kind = inputs[name], prog.tensor(name).dtype
             problem = _scalar_problem(name, x, kind) if not isinstance(x, torch.Tensor) else None
@@ -332,6 +329,8 @@ class TritonKernel(Kernel):
                 problem = f"input `{name}` is a {x.layout} tensor: einattn takes dense (strided) ones"
             if problem:
                 raise EinError(problem)
+        # a Python number for a scalar becomes a tensor of the float tensors' dtype, on their device (as
+        # torch's promotion treats Python scalars), as the launcher of a standalone module makes it
         converted = self.module._numbers(*(inputs[n] for n in prog.inputs))
         xs, device, first = [], None, None
         for name, x in zip(prog.inputs, converted):
@@ -345,7 +344,7 @@ class TritonKernel(Kernel):
             if t.dtype == "int":
                 if x.is_floating_point() or x.is_complex():
                     raise EinError(f"input `{name}` is declared `: int` but was given {x.dtype} values")
-            elif x.dtype not in floats:
+            elif x.dtype not in FLOATS:
                 if given or not x.dtype.is_floating_point or x.is_complex():  # (as the torch backend: a
                     # Python number is accepted for a float scalar; an integer or float8 tensor is not)
                     raise EinError(

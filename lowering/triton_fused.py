@@ -1232,7 +1232,7 @@ def _bounds(env: FusedEnv) -> str | None:
     env.emit(f"# the tiles of {p.it} whose points can pass the filter for these rows: the others are skipped")
     env.emit(f"lo = tl.maximum({lo}, 0)" if lo is not None else "lo = 0")
     env.emit(f"hi = tl.minimum({hi}, {sz})" if hi is not None else f"hi = {sz}")
-    if hi is not None and lo is None and not initial:
+    if hi is not None and not initial:
         # an empty step changes a row's initial state (`RM = -inf` unguarded: exp(-inf - -inf) is NaN), so
         # rows that no tile reaches are not left alone: a block with none reached runs every tile, as the
         # cascade says (rows of a block that others reach run its tiles from the first)

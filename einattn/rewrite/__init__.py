@@ -185,7 +185,7 @@ def auto_rewrite(prog: Program, tile: int = 64) -> tuple[Program, list[EinWarnin
                 prog, _ = rewrite(prog, 1, rank, tile)
                 continue
             except RewriteError as e:
-                refusal = e
+                refusal, where = e, _in_spec(e.span, prog, user)  # (before deferral replaces `prog`)
         deferred = False
         if not tiled:
             deriv = Derivation(prog.name, f"--rank {rank} (deferral only)")
@@ -195,18 +195,18 @@ def auto_rewrite(prog: Program, tile: int = 64) -> tuple[Program, list[EinWarnin
                 deferred = True
         if refusal is not None:
             then = "only divisions are deferred" if deferred else "compiling the spec as written"
-            found.append(EinWarning(f"{refusal.message}; {then}", _in_spec(refusal.span, user), refusal.hint))
+            found.append(EinWarning(f"{refusal.message}; {then}", where, refusal.hint))
     return prog, found
 
 
-def _in_spec(span, user: Program):
-    """``span`` (in a program an earlier rewrite derived) moved to the user's statement that it came from,
-    the one defining the same tensor (the rewrite keeps the names of the statements it does not change);
-    unchanged when it is the user's already or has no counterpart there."""
-    if span is None or span.source is user.source or not span.source.text:
+def _in_spec(span, derived: Program, user: Program):
+    """``span``, a place in ``derived`` (a program an earlier rewrite made of ``user``), moved to the user's
+    statement that defines the same tensor (the rewrite keeps the names of the statements it does not
+    change); unchanged when it is the user's already or has no counterpart there."""
+    if span is None or derived is user:
         return span
-    line = span.source.text.splitlines()[span.line - 1]
-    name = line.split("=", 1)[0].split("[", 1)[0].strip()
+    at = (span.source, span.line)
+    name = next((e.tensor for e in derived.einsums if e.span and (e.span.source, e.span.line) == at), None)
     mine = next((e.span for e in user.einsums if e.tensor == name and e.span is not None), None)
     return mine or span
 

@@ -356,6 +356,54 @@ def test_buffer_fits_or_spills_with_the_extra_traffic_of_the_re_read_fibers():
     assert sp.expand(unknown.extra_traffic - 8 * M * P) == 0
 
 
+WEIGHTED = """input Q[e, p], K[e, m], V[f, m], W[m]
+output AV
+QK[m, p] = Q[e, p] * K[e, m]
+GM[p] = QK[m, p] :: max(m)
+X[m, p] = exp(QK[m, p] - GM[p]) * W[m]
+SD[p] = X[m, p]
+AV[f, p] = X[m, p] * V[f, m] / SD[p]
+"""
+
+
+def test_a_re_read_tensor_is_held_from_the_pass_that_made_it_whatever_its_roots():
+    """`X` is made in pass 2 (after `GM`), although its root `W` is read in pass 1: it is live from pass 2 to
+    3 only, once, and spilled once (session 14's review found `F + 2*M + 2`, `X` counted from pass 1 too)."""
+    r = analyze(WEIGHTED, buffer=1)
+    assert r.passes["m"] == 3
+    assert sp.expand(r.footprint - (F + M + 2)) == 0
+    assert sorted((t.tensor, t.cut) for t in r.footprint_terms if t.kind == "barrier") == [("QK", 1), ("X", 2)]
+    # QK and X rows: each written once and read back once (4 M per query row), P rows, 2 bytes
+    assert sp.expand(r.extra_traffic - 4 * M * P * 2) == 0
+
+
+def test_a_state_read_again_along_its_rank_holds_every_state():
+    """A 2-pass recurrence (`Y[t] = R[t + 1] / R[T]`: prefix sums over their total) keeps all T prefix sums
+    (or the inputs that recompute them) from pass 1 to 2: its buffer grows with T."""
+    text = "input X[t]\noutput Y\nR[0] = 0\nR[t + 1] = R[t] + X[t]\nY[t] = R[t + 1] / R[T]\n"
+    r = analyze(text)
+    T = sym("T")
+    assert r.passes["t"] == 2
+    assert sp.expand(r.footprint - (T + 1)) == 0
+    assert {(t.tensor, t.kind) for t in r.footprint_terms} == {("R", "state"), ("R", "barrier")}
+    assert "grows with T" in r.classification
+
+
+@pytest.mark.parametrize(
+    "line, passes",
+    [
+        ("Y[i] = X[i] - X[I - 1]", 1),
+        ("X2[i] = 2 * X[i]\nY[i] = X[i] - X2[I - 1]", 1),  # one point of an elementwise value: computed first
+        ("X2[i] = 2 * X[i + 1]\nY[i] = X[i] - X2[0]", 1),
+        ("C = X[i]\nX2[i] = X[i] / C\nY[i] = X[i] - X2[I - 1]", 2),  # X2 needs the whole sum
+        ("R[0] = 0\nR[i + 1] = R[i] + X[i]\nX2[i] = 2 * R[i + 1]\nY[i] = X[i] - X2[I - 1]", 2),  # a walk
+    ],
+)
+def test_a_point_of_a_pointwise_value_needs_no_earlier_pass(line, passes):
+    r = analyze(f"input X[i]\noutput Y\n{line}\n")
+    assert r.passes["i"] == passes
+
+
 @pytest.mark.parametrize(
     "text, want",
     [("16MiB", 16 << 20), ("1GB", 10**9), ("4096", 4096), ("512KiB", 512 << 10), ("1.5 MiB", 3 << 19)],

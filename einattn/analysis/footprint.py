@@ -82,14 +82,17 @@ def parallel_ranks(prog: Program, rank: str) -> tuple[str, ...]:
     )
 
 
-def _extent(prog: Program, sizes: SizeModel, tensor: str, skip: set, cut_rank: str | None) -> sp.Expr:
-    """Elements of ``tensor`` per point of the skipped ranks, its iterative dimension held once.
+def _extent(
+    prog: Program, sizes: SizeModel, tensor: str, skip: set, cut_rank: str | None, states: bool = False
+) -> sp.Expr:
+    """Elements of ``tensor`` per point of the skipped ranks, its iterative dimension held once (with
+    ``states``: every state, a fiber of its rank).
 
     ``cut_rank``'s family is counted as a fiber of that rank: a partition parent as M (both parts) or one
     part; a tile part as its tile (the parent counts M0, the sibling part is the current tile: 1).
     """
     t = prog.tensor(tensor)
-    dims = [r for k, r in enumerate(t.ranks) if k != t.iterative and r not in skip]
+    dims = [r for k, r in enumerate(t.ranks) if (states or k != t.iterative) and r not in skip]
     out = sp.Integer(1)
     part = prog.partition_of(cut_rank) if cut_rank is not None else None
     if part is not None and cut_rank == part.parent:
@@ -120,10 +123,12 @@ def _cuts(flows: Flows, sizes: SizeModel, cut_rank: str, per: set, counted: set)
             span[tensor] = (min(lo, a), max(hi, b))
     cuts: dict[int, list[Term]] = {}
     for name in dict.fromkeys([*prog.inputs, *(t.name for t in prog.tensors)]):
-        if name in counted or name not in span:
+        if name not in span:
             continue
+        # a running state read again along its rank in a later pass (``Y[t] = R[t + 1] / R[T]``) holds
+        # every state (or what recomputes them), not the one its own term counts
         a, b = span[name]
-        size = _extent(prog, sizes, name, per, cut_rank)
+        size = _extent(prog, sizes, name, per, cut_rank, states=name in counted)
         for k in range(a, b):
             cuts.setdefault(k, []).append(Term(name, size, "barrier", cut_rank, k))
     return dict(sorted(cuts.items()))

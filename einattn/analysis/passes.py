@@ -182,17 +182,48 @@ class Flows:
             )
             for label, rds in self.reads.items()
         }
+        pointwise = _pointwise(prog, reads)
         result: dict[str, Visit] = {}
         for _round in range(4 * len(einsums) + 8):
             changed = False
             for e in einsums:
-                v, out_vis, out_done = _step(prog, fam, e, reads[e.label], vis, done, completer, root_of)
+                v, out_vis, out_done = _step(
+                    prog, fam, e, reads[e.label], vis, done, completer, root_of, pointwise
+                )
                 result[e.label] = v
                 changed |= _merge_vis(vis[e.tensor], out_vis)
                 changed |= _merge_done(done[e.tensor], out_done)
             if not changed:
                 return result
         raise InternalError(f"pass analysis of `{rank}` in {prog.name} did not reach a fixed point")
+
+
+def _pointwise(prog: Program, reads) -> frozenset:
+    """Computed tensors one of whose points is computed from one point of each fiber they read.
+
+    Reading such a tensor at a point without a coordinate of the rank (``X2[I - 1]`` with
+    ``X2[i] = 2 * X[i]``) needs no traversal before it: a mapping computes that point first, as it reads
+    ``X[I - 1]`` of an input. Not pointwise: an iterative tensor (its states are made by a walk), any
+    reduction (over an alias of the rank too), and anything that reads one of those along the rank.
+    Reductions it reads without the rank (``GM[p]``) still order it, through their own completion.
+    """
+    by_tensor: dict[str, list] = {}
+    for e in prog.einsums:
+        by_tensor.setdefault(e.tensor, []).append(e)
+    out: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, es in by_tensor.items():
+            if name in out or prog.tensor(name).iterative is not None or len(es) != 1:
+                continue
+            e = es[0]
+            if e.reduced:
+                continue
+            if all(t.is_input or kind != CARRY or t.name in out for _, t, kind, _ in reads[e.label]):
+                out.add(name)
+                changed = True
+    return frozenset(out)
 
 
 def carried_rank(prog: Program, rd: S.Read) -> str | None:
@@ -241,7 +272,7 @@ def _walks_through(fam: Family, e: Einsum, reads) -> bool:
     )
 
 
-def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of):
+def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of, pointwise):
     vis_in: dict[str, int] = {}
     done_in: dict[str, tuple[int, str]] = {}
     carrying: list[tuple[S.Read, dict]] = []
@@ -266,7 +297,7 @@ def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of):
         if kind == CARRY:
             carrying.append((rd, tv))
             _merge_vis(vis_in, tv)
-        elif kind != EARLY:
+        elif kind != EARLY and not (kind == FINAL and t.name in pointwise):
             _merge_done(done_in, {r: (p, completer[t.name]) for r, p in tv.items()})
     full = fam.reduces_fully(e)
     if fam.traverses(e.space) or _walks_through(fam, e, reads):
@@ -288,8 +319,16 @@ def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of):
             out_vis, out_done = visit, done_in
         direct = {root_of(t.name) for _, t, kind, _ in reads if t.is_input and kind == CARRY}
         repeats = tuple((r, it) for r, it in previous.items() if r in direct and _step_invariant(prog, r, it))
+        # a computed tensor is made in one pass, its producer's (the latest of its roots), whichever root
+        # raises the pass that reads it again
+        made = {id(tv): max(tv.values(), default=1) for _, tv in carrying}
         rereads = tuple(
-            (rd.tensor, tv[r], visit[r]) for rd, tv in carrying for r in tv if r in visit and tv[r] < visit[r]
+            dict.fromkeys(
+                (rd.tensor, made[id(tv)], visit[r])
+                for rd, tv in carrying
+                for r in tv
+                if r in visit and made[id(tv)] < visit[r]
+            )
         )
         v = Visit(e, True, full, pass_, tuple(visit.items()), tuple(raised), rereads, repeats)
         return v, out_vis, out_done

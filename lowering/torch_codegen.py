@@ -1103,11 +1103,12 @@ class Generator:
             for f, _ in factors
             if id(f) in unbounded and not isinstance(f, S.Read) and _unsafe_calls(f) and len(factors) > 1
         }
-        # a divisor too: `/ (p - m + 1)` is 0 where m = p + 1, which a causal factor makes absent
+        # a divisor too: `/ (p - m + 1)` is 0 where m = p + 1, which a causal factor makes absent, and
+        # `/ (T[m] - T[p])` where m = p, which a factor's `where m < p` makes absent
         late_ids |= {
             id(f)
             for f, inverse in factors
-            if inverse and len(factors) > 1 and not any(isinstance(x, S.Read) for x in f.walk())
+            if inverse and len(factors) > 1
         }
         factors = [x for x in factors if id(x[0]) not in late_ids] + [
             x for x in factors if id(x[0]) in late_ids
@@ -1131,7 +1132,9 @@ class Generator:
                 if inverse:  # (1 where the factor is absent, the statement's filter drops the point, or an
                     # earlier factor is absent: the sum skips it, and 1 / 0 there would be 0 * inf, NaN, in
                     # the sum and its gradient)
-                    late = self.extra_guard if id(f) in late_ids else None
+                    # (a divisor without ranks is one number: 0 everywhere or nowhere, and a mask would
+                    # broadcast it to the mask's shape)
+                    late = self.extra_guard if id(f) in late_ids and v.ranks else None
                     guard = self.and_masks(v.mask, self.filter_now if v.ranks else None, late)
                     code = f"(1.0 / {code if guard is None else f'_safe({code}, {self.name_mask(guard)})'})"
                 if not v.ranks and v.mask is None:

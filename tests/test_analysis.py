@@ -372,7 +372,8 @@ def test_a_re_read_tensor_is_held_from_the_pass_that_made_it_whatever_its_roots(
     r = analyze(WEIGHTED, buffer=1)
     assert r.passes["m"] == 3
     assert sp.expand(r.footprint - (F + M + 2)) == 0
-    assert sorted((t.tensor, t.cut) for t in r.footprint_terms if t.kind == "barrier") == [("QK", 1), ("X", 2)]
+    barriers = sorted((t.tensor, t.cut) for t in r.footprint_terms if t.kind == "barrier")
+    assert barriers == [("QK", 1), ("X", 2)]
     # QK and X rows: each written once and read back once (4 M per query row), P rows, 2 bytes
     assert sp.expand(r.extra_traffic - 4 * M * P * 2) == 0
 

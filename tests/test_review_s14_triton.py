@@ -220,6 +220,37 @@ def test_division_by_an_input_that_is_zero_only_at_filtered_points(backend):
     _check(prog, {"X": X, "Y": Y}, backend, torch.float64, want=(want,))
 
 
+DIV_TENSOR_OTHER = """
+# a divisor reading a tensor, zero only where another factor (not this statement's filter) is absent
+input  X[m, p], V[m], T[m]
+rank   P = M
+output S
+A[m, p] = X[m, p] where m < p
+S[p]    = A[m, p] * V[m] / (T[m] - T[p])
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_division_by_a_tensor_that_is_zero_only_where_another_factor_is_absent(backend):
+    """Session 15 (torch): `T[m] - T[p]` is 0 on the diagonal, which `A`'s filter removes: NaN in every row
+    with a diagonal point (all but the first). The divisor is now guarded by the other factors' masks too,
+    and its gradient is finite."""
+    prog = _prog(DIV_TENSOR_OTHER)
+    rng = np.random.default_rng(15)
+    X, V, T = rng.standard_normal((5, 5)), rng.standard_normal(5), np.arange(5.0) ** 2
+    m, p = np.arange(5)[:, None], np.arange(5)[None, :]
+    dist = np.where(m < p, T[:, None] - T[None, :], 1.0)
+    want = np.where(m < p, X * V[:, None] / dist, 0.0).sum(0)
+    _close(_oracle(prog, {"X": X, "V": V, "T": T}), want, 1e-12, "numpy")
+    _check(prog, {"X": X, "V": V, "T": T}, backend, torch.float64, want=(want,))
+    if backend == "torch":
+        tx = torch.tensor(X, requires_grad=True)
+        tt = torch.tensor(T, requires_grad=True)
+        _compile(prog, "torch")(X=tx, V=torch.tensor(V), T=tt).sum().backward()
+        np.testing.assert_allclose(tx.grad.numpy(), np.where(m < p, V[:, None] / dist, 0.0), rtol=1e-12)
+        assert torch.isfinite(tt.grad).all()
+
+
 DISTANCE_ATTENTION = """
 # softmax attention whose weights are divided by the distance (+1) before the values are summed
 input  Q[p, e], K[m, e], V[m, f]

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from . import syntax as S
-from .ir import Einsum, Program, size_name
+from .ir import Einsum, Program, program_cache, size_name
 from .skip import never_present
 
 Exponent = tuple[tuple[str, Fraction], ...]  # sorted (perturbation, coefficient), no zero coefficient
@@ -77,6 +77,7 @@ def _as_mul(f: Form) -> Form | None:
     return f if f.kind in ("mul", "zero") or f is INV else None
 
 
+@program_cache()
 def stabilizers(prog: Program) -> frozenset[str]:
     """The tensors of ``prog`` that are stabilizers (see the module doc), among those computed by a max or a
     min: a ``::`` reduction, or ``max(...)`` (a running state's update, a max with a sink's logit)."""

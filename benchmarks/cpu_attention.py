@@ -57,6 +57,10 @@ SPECS = {
     "window": ROOT / "benchmarks" / "sliding_window_1pass.ein",
 }
 WINDOW = 256
+# einattn's key tile M0 per variant (``--tile`` sets one for all). The sliding window computes, per key tile,
+# the rows that see one of its keys: W + M0 - 1 of them, so a smaller tile wastes less (2x the window's
+# work at M0 = 256, 1.5x at 128, as FlexAttention's 128-blocks); plain and causal prefer fewer, larger tiles.
+TILES = {"plain": 256, "causal": 256, "window": 128}
 # Seconds of idle before each timed call. FlexAttention's kernel is C++ that Inductor compiles against the
 # system's OpenMP runtime, while PyTorch's own operators use the libgomp it ships: two thread pools in one
 # process. After a call, a pool's threads spin for a while waiting for more work; on a 2-core machine the
@@ -116,7 +120,8 @@ NATURAL = {
 }
 
 
-def einattn_impl(variant: str, tile: int, rows: int | str, natural: bool = False):
+def einattn_impl(variant: str, tile: int | None, rows: int | str, natural: bool = False):
+    tile = tile or TILES[variant]
     if natural:
         params = {"W": WINDOW} if variant == "window" else {}
         kern = einattn.compile(NATURAL[variant], backend="torch", params=params, tile=tile, row_block=rows)
@@ -130,7 +135,7 @@ def run_size(
     n: int,
     variants,
     repeat: int,
-    tile: int,
+    tile: int | None,
     rows: int | str,
     flex: bool,
     backward: bool = False,
@@ -265,7 +270,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096], help="P = M values")
     ap.add_argument("--variants", nargs="+", default=["plain", "causal", "window"], choices=list(SPECS))
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--tile", type=int, default=256, help="einattn's key tile M0 (a param of the specs)")
+    ap.add_argument(
+        "--tile", type=int, default=None, help=f"einattn's key tile M0 for every variant (default: {TILES})"
+    )
     ap.add_argument(
         "--rows",
         type=lambda v: v if v == "auto" else int(v),
@@ -299,7 +306,7 @@ def main() -> None:
         args.variants = ["plain"]
     print(f"machine: {machine()}")
     print(
-        f"einattn {einattn.__version__}, tile M0 = {args.tile}, row_block = {args.rows}, "
+        f"einattn {einattn.__version__}, tile M0 = {args.tile or TILES}, row_block = {args.rows}, "
         f"repeat {args.repeat}, window W = {WINDOW}"
         + (", forward and backward (max abs diff: outputs and gradients)" if args.backward else "")
         + (", the natural (3-pass) specs rewritten by passes='auto'" if args.natural else "")
@@ -324,14 +331,16 @@ def main() -> None:
         )
         print(table([r for r in rows if r["n"] == n], not args.no_flex), flush=True)
         print()
-    result = {"machine": machine(), "tile": args.tile, "row_block": args.rows, "backward": args.backward}
+    tiles = {v: args.tile or TILES[v] for v in args.variants}
+    result = {"machine": machine(), "tile": tiles, "row_block": args.rows, "backward": args.backward}
     result["natural"] = args.natural
     result["decode"] = args.decode
     result["rows"] = rows
     if args.memory:
-        m = memory(args.memory_size, args.tile, args.rows)
+        tile = args.tile or TILES["causal"]
+        m = memory(args.memory_size, tile, args.rows)
         result["memory"] = m
-        m3 = memory(args.memory_size, args.tile, args.rows, NATURAL_CAUSAL)
+        m3 = memory(args.memory_size, tile, args.rows, NATURAL_CAUSAL)
         result["memory_3pass_auto"] = m3
         for what, r in (("1-pass causal spec", m), ('3-pass causal spec, passes="auto"', m3)):
             print(

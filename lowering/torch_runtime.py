@@ -1308,25 +1308,36 @@ def _alive(bounds, conds, n):
     return lo, hi
 
 
-ROW_ALIGN = 32  # rows computed by a step: a multiple of this from a multiple of this, where rows allow
+ROW_ALIGN = 32  # rows computed by a step: a multiple of this many, where rows allow
 
 
 def _rows(lo, hi, est, n, trailing, leading):
     """The interval of rows a step must compute: the alive rows, plus dead rows that may not be skipped,
-    widened to multiples of :data:`ROW_ALIGN` when that adds at most an eighth (computing a dead row is what
-    the cascade says: always exact).
-    On CPU, reductions and matmuls over a tile whose row count is not a multiple of 32 (a sliding window's
-    255 rows) run 1.2-4x slower than over 256 rows.
+    widened to a multiple of :data:`ROW_ALIGN` rows when that adds at most an eighth (computing a dead row is
+    what the cascade says: always exact). On CPU, reductions and matmuls over a tile whose row count is not
+    a multiple of 32 (a sliding window's 255 rows) run 1.2-4x slower than over 256 rows.
+
+    The rows added are established ones where they can be (before the interval, then after it): a row not
+    yet established holds its running state's initial value, and a running max's ``-1e30`` start is a shift
+    too large for ``_exp_diff``'s fused form, which one such row takes away from the whole tile.
 
     ``est``: the rows established (alive at an earlier step), disjoint intervals ``(a, b)`` in order (see
     :func:`_grow`). Dead established rows may be skipped when ``trailing``, dead rows not established when
     ``leading``.
     """
     start, stop = _rows_needed(lo, hi, est, n, trailing, leading)
-    wide = start - start % ROW_ALIGN, min(n, stop + (-stop) % ROW_ALIGN)
-    if start >= stop or 8 * (wide[1] - wide[0]) > 9 * (stop - start):
+    extra = (start - stop) % ROW_ALIGN
+    if start >= stop or not extra or 8 * extra > stop - start:
         return start, stop  # (widening by more than an eighth costs more than it saves)
-    return wide
+
+    def established(a, b):
+        return any(x <= a and b <= y for x, y in est)
+
+    if start >= extra and established(start - extra, start):
+        return start - extra, stop
+    if stop + extra <= n:
+        return start, stop + extra
+    return (start - extra, stop) if start >= extra else (start, stop)
 
 
 def _rows_needed(lo, hi, est, n, trailing, leading):

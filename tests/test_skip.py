@@ -250,11 +250,16 @@ def test_runtime_intervals():
     assert R._rows_needed(2, 4, ((0, 2),), 10, True, True) == (2, 4)
     assert R._rows_needed(2, 4, ((0, 2),), 10, True, False) == (2, 10)  # rows 4.. not established: computed
     assert R._rows_needed(0, 0, (), 10, False, True) == (0, 0)
-    # the rows computed: widened to multiples of 32 when that adds at most an eighth
+    # the rows computed: widened to a multiple of 32 rows when that adds at most an eighth, by established
+    # rows where it can (their running max is not at its start), else after the interval, else before it
     assert R.ROW_ALIGN == 32
     assert R._rows(257, 512, ((0, 257),), 1000, True, True) == (256, 512)  # a sliding window's 255 rows
+    assert R._rows(256, 511, ((0, 256),), 1000, True, True) == (255, 511)
+    assert R._rows(256, 511, ((511, 600),), 1000, True, True) == (256, 512)
     assert R._rows(256, 511, (), 1000, True, True) == (256, 512)
-    assert R._rows(256, 511, (), 511, True, True) == (256, 511)  # not past the last row
+    assert R._rows(256, 511, (), 511, True, True) == (255, 511)  # not past the last row
+    assert R._rows(0, 255, (), 255, True, True) == (0, 255)  # nor before the first
+    assert R._rows(10, 300, (), 1000, True, True) == (10, 330)  # 290 rows: 320
     assert R._rows(8, 10, ((0, 8),), 10, True, False) == (8, 10)  # 2 rows: widening would add 30
     assert R._rows(0, 0, (), 10, False, True) == (0, 0)
     assert R._grow((), 3, 5) == ((3, 5),)

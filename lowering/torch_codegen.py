@@ -1105,11 +1105,7 @@ class Generator:
         }
         # a divisor too: `/ (p - m + 1)` is 0 where m = p + 1, which a causal factor makes absent, and
         # `/ (T[m] - T[p])` where m = p, which a factor's `where m < p` makes absent
-        late_ids |= {
-            id(f)
-            for f, inverse in factors
-            if inverse and len(factors) > 1
-        }
+        late_ids |= {id(f) for f, inverse in factors if inverse and len(factors) > 1}
         factors = [x for x in factors if id(x[0]) not in late_ids] + [
             x for x in factors if id(x[0]) in late_ids
         ]

@@ -1094,7 +1094,9 @@ class Generator:
         # per operand: (safe: finite wherever another factor is absent; its mask if the sum skips its absent
         # points; its axes; the ranks along which that mask varies) -- see unbounded_factors_zeroed
         kinds = []
-        unbounded = {id(f) for f, _ in factors if not bounded(self.prog, f)}
+        # (for inputs that may hold an infinity or NaN, any factor may: `V` past a cache's length, which the
+        # scores' filter removes, is zeroed there, as 0 * NaN would put NaN into the sum)
+        unbounded = {id(f) for f, _ in factors if not (self.finite_inputs and bounded(self.prog, f))}
         # A computed factor with a function that may overflow (Lightning's `exp(log(lam) * (p - m))`) is
         # evaluated last, its function seeing a safe argument wherever another factor is absent (the
         # double `where` of `_safe`): 0 * inf would be NaN in the sum, and in the gradient
@@ -1132,7 +1134,10 @@ class Generator:
                     # broadcast it to the mask's shape)
                     late = self.extra_guard if id(f) in late_ids and v.ranks else None
                     guard = self.and_masks(v.mask, self.filter_now if v.ranks else None, late)
-                    code = f"(1.0 / {code if guard is None else f'_safe({code}, {self.name_mask(guard)})'})"
+                    if guard is not None:  # (a value without ranks stays 0-d: its mask is placed in the
+                        # space, of size 1 along every rank)
+                        code = f"_safe({code}, {self.name_mask(guard)})" + ("" if v.ranks else ".reshape(())")
+                    code = f"(1.0 / {code})"
                 if not v.ranks and v.mask is None:
                     scalars.append(self.hoist(code))
                     all_finite &= v.finite and not inverse

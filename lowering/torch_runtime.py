@@ -1317,9 +1317,9 @@ def _rows(lo, hi, est, n, trailing, leading):
     what the cascade says: always exact). On CPU, reductions and matmuls over a tile whose row count is not
     a multiple of 32 (a sliding window's 255 rows) run 1.2-4x slower than over 256 rows.
 
-    The rows added come before the interval where those are established, else after it (else before): a
-    row not yet established holds its running state's initial value, and a running max's ``-1e30`` start is a shift
-    too large for ``_exp_diff``'s fused form, which one such row takes away from the whole tile.
+    The rows added come before the interval where those are established, else after it (else before):
+    a row not yet established holds its running state's initial value, and a running max's ``-1e30``
+    start is a shift too large for ``_exp_diff``'s fused form, which one such row takes from the whole tile.
 
     ``est``: the rows established (alive at an earlier step), disjoint intervals ``(a, b)`` in order (see
     :func:`_grow`). Dead established rows may be skipped when ``trailing``, dead rows not established when

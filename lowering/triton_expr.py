@@ -195,6 +195,9 @@ class Value:
     raw: str | None = None  # a float load before conversion to the compute dtype (a tl.dot operand)
     lane_zero: bool = False  # 0 on the padding lanes of its axes (a masked load)
     above: bool = False  # never -inf (a running max floored: _floor); NaN only from NaN
+    # the presence a statement folded into ``fill`` (its mask dropped: a -inf filled score tile), kept along
+    # the values whose fill follows from it: their absent points, where they hold ``fill``
+    folded: Tile | None = None
 
 
 NEG_INF = '-float("inf")'
@@ -408,7 +411,8 @@ class Renderer:
             kind = "x" if any(a.kind == "x" for a in args) else args[0].kind
             # exp(-inf) = 0: an argument -inf at absent points gives a value 0 there
             fill = "0.0" if e.fn == "exp" and not integer and args[0].fill == NEG_INF else None
-            return Value(Tile(table[e.fn].format(*codes), axes), mask, fill=fill, kind=kind)
+            folded = args[0].folded if fill else None
+            return Value(Tile(table[e.fn].format(*codes), axes), mask, fill=fill, kind=kind, folded=folded)
         if isinstance(e, S.Unary):
             x = self.value(e.x, ctx)
             return Value(Tile(f"(-{x.val.code})", x.val.axes), x.mask, kind=x.kind)
@@ -459,14 +463,14 @@ class Renderer:
             return Value(Tile(code, axes), mask, kind="i")
         if e.op == "/" and kind == "i":
             raise EinError("`/` in an index expression; indices are integers")
-        fill = None
+        fill = folded = None
         if kind == "f" and e.op == "-" and a.fill == NEG_INF and b.mask is None and b.above:
-            fill = NEG_INF  # -inf - b = -inf for every b but -inf (and NaN)
+            fill, folded = NEG_INF, a.folded  # -inf - b = -inf for every b but -inf (and NaN)
         elif kind == "f" and e.op == "+" and a.fill == "0.0" and b.mask is None:
-            fill = b.val.code  # 0 + b where a is absent (and symmetrically)
+            fill, folded = b.val.code, a.folded  # 0 + b where a is absent (and symmetrically)
         elif kind == "f" and e.op == "+" and b.fill == "0.0" and a.mask is None:
-            fill = a.val.code
-        return Value(self.binary(e.op, a.val, b.val), mask, fill=fill, kind=kind)
+            fill, folded = a.val.code, b.folded
+        return Value(self.binary(e.op, a.val, b.val), mask, fill=fill, kind=kind, folded=folded)
 
     # ---- filters --------------------------------------------------------------------------------------
     def condition(self, e: S.Expr) -> tuple[Tile, Tile | None]:

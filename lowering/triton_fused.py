@@ -363,6 +363,7 @@ class FusedEnv(Env):
         scopes = ("setup", "prologue", "bounds", "body", "body_full", "body_steady", "body_tail", "epilogue")
         self.lines: dict[str, list[str]] = {s: [] for s in scopes}
         self.conjunctions = {}
+        self.filter_terms: set[str] = set()  # the codes of the terms of statements' filters
         self.full_tiles = False  # rendering the body for tiles that a filter and the bounds leave whole
         m0 = plan.prog.param_values.get(plan.col.upper())
         self.col_padded = not (isinstance(m0, int) and m0 >= 16 and m0 & (m0 - 1) == 0)
@@ -565,12 +566,16 @@ class FusedEnv(Env):
         p = self.plan
         axes = self.tile_axes(e)
         filt = None if self.full_tiles else r.filtered(e.filter)
+        if filt is not None:
+            self.filter_terms |= {t.code for t in self._terms(filt)}
         if filt is not None and any(a in p.feats for a in filt.axes):
             raise Unsupported(f"the filter of `{e.tensor}` depends on a feature rank")
+        folded = None
         if not e.reduce:
             v = r.value(e.expr)
             mask = r.mask_and(v.mask, filt)
             val, fill = v.val, (v.fill if mask is v.mask else None)
+            folded = v.folded if fill is not None else None
         elif len(e.reduce) == 1 and e.reduce[0][0] in (p.col, *p.feats):
             ((red, op),) = e.reduce
             done = self._dot(r, e, red, filt) if op == "+" else None
@@ -586,12 +591,12 @@ class FusedEnv(Env):
             raise Unsupported(f"`{e.tensor}` varies along a rank it is not indexed by")
         if filt is not None and e.tensor in self.neg_fill and self.lane(p.col) is None and fill is None:
             # -inf where the filter removes a point: its max and its exponential need no select
-            val, fill = r.where(mask, val, Tile(NEG_INF)), NEG_INF
+            val, fill, folded = r.where(mask, val, Tile(NEG_INF)), NEG_INF, mask
         if not val.axes and is_literal(val.code):
             out = Value(val, None, fill=fill)  # a constant stays a literal (tl.full needs one)
         else:
             self.emit(f"{name} = {val.code}")
-            out = Value(Tile(name, val.axes), None, fill=fill)
+            out = Value(Tile(name, val.axes), None, fill=fill, folded=folded)
         if mask is not None:
             if any(a in p.feats for a in mask.axes):
                 raise Unsupported(f"`{e.tensor}` is absent at points that depend on a feature rank")
@@ -610,6 +615,13 @@ class FusedEnv(Env):
             a, b = self.conjunctions[m.code]
             return self._leaves(a) | (self._leaves(b) if b is not None else set())
         return {m.code}
+
+    def _terms(self, m: Tile) -> list[Tile]:
+        """The innermost terms of conjunction ``m``, through the names bound to masks."""
+        if m.code not in self.conjunctions:
+            return [m]
+        a, b = self.conjunctions[m.code]
+        return self._terms(a) + (self._terms(b) if b is not None else [])
 
     def _split(self, m: Tile, red: str) -> tuple[list[Tile], list[Tile]]:
         """The terms of conjunction ``m`` that span ``red`` and those that do not. A name bound to a mask
@@ -710,13 +722,16 @@ class FusedEnv(Env):
         for v, zs in ((a, za), (b, zb)):
             if not getattr(v, "lane_zero", False):
                 zs.append(self.lane(red))
-        # a computed per-key operand (`V / N`, not a load) is zeroed at the keys the weights' mask removes
-        # for every row (its terms along `red` alone, `m < n`, besides the lanes): 0 * inf there would be
-        # NaN in the dot, where the sum skips those keys (a load keeps the documented finite-inputs
-        # contract: no extra `where` in attention's loops)
-        if getattr(b, "raw", None) is None and a.mask is not None:
-            lanes = self.lane(red).code
-            zb.extend(t for t in self._split(a.mask, red)[0] if set(t.axes) <= {red} and t.code != lanes)
+        # the per-key operand (`V`, or a computed `V / N`) is zeroed at the keys a filter of the weights
+        # removes for every row (its terms along `red` alone, `m < n` past a cache's length):
+        # 0 * inf or 0 * NaN there would be NaN in the dot, where the sum skips those keys. (Attention's
+        # usual masks, `m <= p`, have no such term: its loops get no extra `where`.)
+        # (only a filter's terms: bounds are the loads' own, which are 0 beyond them)
+        weights = a.mask if a.mask is not None else a.folded  # (a -inf filled tile's exp: its fold)
+        if weights is not None:
+            zb.extend(
+                t for t in self._terms(weights) if set(t.axes) <= {red} and t.code in self.filter_terms
+            )
         lane = self.lane(red) if red == self.plan.col else None
 
         dropped = []

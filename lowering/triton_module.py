@@ -287,12 +287,19 @@ def inputs_by_name(prog: Program, public: Program) -> str:
 
 def spec_name(prog: Program) -> str:
     """The spec's file name, without its directory (generated source must not depend on where it lives),
-    made safe for a docstring or comment: non-printable characters escaped, no quote or backslash left that
-    could end the docstring. A file name is text from outside the spec's validated identifiers."""
+    made safe for a docstring or comment (:func:`doc_safe`). A file name is text from outside the spec's
+    validated identifiers."""
     import os
 
     name = os.path.basename(prog.name) if prog.source is not None else prog.name
-    return ascii(name)[1:-1].replace('"', "'")
+    return doc_safe(name)
+
+
+def doc_safe(text: str) -> str:
+    """``text`` made safe for a docstring or comment: non-printable characters escaped, no quote or
+    backslash left that could end the docstring (``ascii`` doubles every backslash). For any text that
+    is not made of validated names and numbers: file names, and messages that quote them."""
+    return ascii(text)[1:-1].replace('"', "'")
 
 
 def header(prog: Program, options: dict, path: str, symbols: list[tuple[str, str]], name: str) -> str:
@@ -313,7 +320,7 @@ def header(prog: Program, options: dict, path: str, symbols: list[tuple[str, str
         f"Spec: {spec} ({form})\n"
         + _wrap(f"Path: {path}")
         + "\n"
-        + (f"{_wrap(note)}\n" if note else "")
+        + (f"{_wrap(doc_safe(note))}\n" if note else "")
         + f"Params: {params}\n"
         f"Options: {opts}\n"
         f"Needs only torch and triton. Call it as:\n\n"

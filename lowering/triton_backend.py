@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -93,6 +94,24 @@ def _prepare(program: Program, options: dict) -> tuple[Program, list]:
 SAFE_PREFIX = "t_"  # of the tensors' names in generated code: no name of the kernels' own starts with it
 
 
+def safe_names(program: Program) -> dict[str, str]:
+    """The name of each tensor in generated code: ``t_X`` for tensor ``X``. The kernels derive names from
+    it by suffixes (``t_X_ok``, ``t_X_next``, ``t_X_ptr``, ``t_X_stride0``, ``t_X_present``, ``t_X_kernel``,
+    ``t_X_3``), so a tensor named ``X_<anything>`` beside ``X`` (``RM_next`` beside ``RM``, or ``SLN_ok``
+    that the rewrite derives from a natural ``SN_ok``) is ``t1_X_...`` instead, ``t2_`` for the next one:
+    no derived name of one tensor is another's name."""
+    names = [t.name for t in program.tensors]
+    out: dict[str, str] = {}
+    k = 0
+    for n in names:
+        if any(n.startswith(o + "_") for o in names if o != n):
+            k += 1
+            out[n] = f"t{k}_{n}"
+        else:
+            out[n] = SAFE_PREFIX + n
+    return out
+
+
 def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
     """(module source, plan, compiled program, launcher name) for ``program``."""
     original = program
@@ -109,14 +128,18 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
     floor = floored(program) if program is not original else frozenset()
     # generated code names tensor X t_X: a spec may name a tensor `torch`, `tl`, `size_p` or a helper's name
     # (the launcher's parameters keep the spec's names, see triton_module.public_launcher)
-    safe = renamed(program, {t.name: SAFE_PREFIX + t.name for t in program.tensors})
-    floor = frozenset(SAFE_PREFIX + x for x in floor)
+    names = safe_names(program)
+    safe = renamed(program, names)
+    floor = frozenset(names[x] for x in floor)
     refusal = None
     if path != "general":
         res = fused_module(safe, shown, name, floor, public=program)
         if not isinstance(res, Refusal):
             src, fplan = res
             return src, Plan("fused", fplan.describe(), None, passes), program, name
+        # the refusal speaks of the spec's tensors, not of their names in generated code
+        spec_names = {v: k for k, v in names.items()}
+        res = Refusal(re.sub(r"\bt\d*_\w+", lambda m: spec_names.get(m[0], m[0]), res.reason), res.span)
         refusal = res
         if path == "fused":
             raise EinError(f"the triton backend cannot fuse {original.name}: {res.reason}", res.span)

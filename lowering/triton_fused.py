@@ -31,6 +31,7 @@ returns a :class:`Refusal` naming the reason; the backend then uses the general 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -42,9 +43,11 @@ from einattn.graph import build_graph
 from einattn.ir import Einsum, Program, coords
 from einattn.skip import never_present
 
+from .torch_codegen import _at_least_one, _Reduced, definition, dominates
 from .triton_absent import absent_tensors
 from .triton_expr import (
     ASSIGN,
+    HELPERS,
     NEG_INF,
     Env,
     Renderer,
@@ -61,18 +64,28 @@ from .triton_tiles import UNKNOWN, _pick, _sum, affine, empty_step_identity, til
 
 IDENTITY = {"+": "0.0", "max": '-float("inf")', "min": 'float("inf")'}
 REDUCE_FN = {"+": "tl.sum", "max": "_rmax", "min": "_rmin"}  # (NaN kept: see HELPERS)
-INTERNAL = {"pid", "rest", "lo", "hi", "row_block", "row_lo", "row_hi", "n_row_blocks", "CD", "DOT"}
+# the kernel's own names: its variables, the globals it reads (the module's jitted helpers, triton's
+# modules, Python builtins the interpreter needs), and the prefixes of its numbered flags
+INTERNAL = {
+    *("pid", "rest", "lo", "hi", "row_block", "row_lo", "row_hi", "n_row_blocks", "CD", "DOT"),
+    *("seen", "whole_lo", "whole_hi", "tl", "triton", "torch", "float", "int", "range", "min", "max"),
+    *re.findall(r"^def (\w+)\(", HELPERS, re.M),
+}
+INTERNAL_PREFIXES = ("INB", "t_", "t1_", "t2_", "t3_", "t4_", "t5_", "t6_", "t7_", "t8_", "t9_")
 
 
 def _name_clash(prog: Program) -> str | None:
-    """A name the kernel would define twice, or None. Tensor names are the spec's behind `t_` (see
-    triton_backend.build); a rank ``r`` is itself a loop variable (the tile rank) and gives ``size_r``,
+    """A name the kernel would define twice, or None. Tensor names are the spec's behind ``t_`` (see
+    triton_backend.safe_names); a rank ``r`` is itself a loop variable (the tile rank) and gives ``size_r``,
     ``offs_r``, ``lane_r``, ``i_r``, ``c_r`` and ``BLOCK_R``, ``PAD_R``, ``FULL_R``: a rank named ``offs_p``
-    beside a rank ``p`` would be both."""
+    beside a rank ``p`` would be both, and a rank named ``whole_hi`` or ``_max`` would hide the kernel's own
+    (the general path, which names no variable after a rank, then computes the spec)."""
     seen: dict[str, str] = {n: "the skeleton" for n in INTERNAL}
     for t in prog.tensors:
         seen.setdefault(t.name, t.name)
     for r in prog.ranks:
+        if r.startswith(INTERNAL_PREFIXES):
+            return r
         for name in (r, *(f"{pre}_{r}" for pre in ("size", "offs", "lane", "i", "c"))):
             if seen.setdefault(name, r) != r:
                 return name
@@ -699,6 +712,15 @@ class FusedEnv(Env):
         xb = [x for x in b.val.axes if x != red]
         if len(xa) != 1 or len(xb) != 1 or xa == xb:
             return None
+        # tl.dot takes one dtype: a computed operand is rounded to the loaded one's (float16: P of softmax)
+        # only where its values are within the inputs' range; else the load is widened to the compute dtype
+        exprs = [f for f, _ in factors(e.expr)]
+        narrow = all(
+            getattr(v, "raw", None) is not None or _within_inputs(self.prog, exprs[k])
+            for v, k in ((a, spans[0]), (b, spans[1]))
+        )
+        if not narrow:
+            a, b = (_widened(v) for v in (a, b))
         out_axes = self.order([xa[0], xb[0]])
         if out_axes[0] != xa[0]:
             a, b, xa, xb = b, a, xb, xa
@@ -729,9 +751,7 @@ class FusedEnv(Env):
         # (only a filter's terms: bounds are the loads' own, which are 0 beyond them)
         weights = a.mask if a.mask is not None else a.folded  # (a -inf filled tile's exp: its fold)
         if weights is not None:
-            zb.extend(
-                t for t in self._terms(weights) if set(t.axes) <= {red} and t.code in self.filter_terms
-            )
+            zb.extend(t for t in self._terms(weights) if set(t.axes) <= {red} and t.code in self.filter_terms)
         lane = self.lane(red) if red == self.plan.col else None
 
         dropped = []
@@ -775,6 +795,51 @@ class FusedEnv(Env):
             mask = r.mask_and(mask, v.mask)
             fill = None
         return val, mask, fill
+
+
+def _widened(v: Value) -> Value:
+    """``v`` without its raw load: its value in the compute dtype is the tl.dot operand."""
+    if getattr(v, "raw", None) is None:
+        return v
+    return dataclasses.replace(v, raw=None)
+
+
+def _within_inputs(prog: Program, e: S.Expr, depth: int = 6) -> bool:
+    """Whether ``e`` stays within the range of the inputs' dtype: an input's value, or a value at most 1 in
+    magnitude (:func:`_unit`) times one. A sum or a product of two inputs may not (float16's largest value
+    is 65504: linear attention's scores of large queries)."""
+    if depth == 0:
+        return False
+    if isinstance(e, S.Read):
+        if e.tensor in prog.inputs:
+            return True
+        d = definition(prog, e)
+        return d is not None and not isinstance(d, _Reduced) and _within_inputs(prog, d, depth - 1)
+    if isinstance(e, S.Binary) and e.op == "*":
+        return (_unit(prog, e.a) and _within_inputs(prog, e.b, depth - 1)) or (
+            _unit(prog, e.b) and _within_inputs(prog, e.a, depth - 1)
+        )
+    return _unit(prog, e)
+
+
+def _unit(prog: Program, e: S.Expr, depth: int = 6) -> bool:
+    """Whether ``|e| <= 1`` wherever it is present: softmax's ``exp(x - max)`` (a running max too), its
+    quotient by a denominator at least 1, and products of such values."""
+    if depth == 0:
+        return False
+    if isinstance(e, S.Const):
+        return abs(e.value) <= 1
+    if isinstance(e, S.Read) and e.tensor not in prog.inputs:
+        d = definition(prog, e)
+        return d is not None and not isinstance(d, _Reduced) and _unit(prog, d, depth - 1)
+    if isinstance(e, S.Call) and e.fn == "exp":
+        x = e.args[0]
+        return isinstance(x, S.Binary) and x.op == "-" and dominates(prog, x.b, x.a)
+    if isinstance(e, S.Binary) and e.op == "*":
+        return _unit(prog, e.a, depth - 1) and _unit(prog, e.b, depth - 1)
+    if isinstance(e, S.Binary) and e.op == "/":
+        return _unit(prog, e.a, depth - 1) and _at_least_one(prog, e.b)
+    return False
 
 
 def _implied_bounds(prog: Program, e: Einsum) -> set[int]:

@@ -196,7 +196,7 @@ def fused_module(
     except Unsupported as e:
         return Refusal(str(e))
     R = block_name(plan, plan.row)
-    out = [M.header(prog, options, "fused (" + plan.describe() + ")", fused_symbols(plan), name)]
+    out = [M.header(prog, options, "fused (" + plan.describe() + ")", fused_symbols(plan), name, public)]
     out.append(M.tables(public, empty_ok=False))
     host = FUSED_HOST.replace("{ROW}", plan.row.upper()).replace("{FOOTPRINT}", k.footprint)
     host = host.replace("{{", "{").replace("}}", "}")

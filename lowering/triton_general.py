@@ -396,6 +396,7 @@ def general_module(
             "general (one kernel per Einsum, intermediates in global memory)",
             general_symbols(prog, p),
             name,
+            public,
         )
     ]
     out.append(M.tables(public, empty_ok=options.get("form", "as written") == "as written"))

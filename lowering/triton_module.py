@@ -302,8 +302,11 @@ def doc_safe(text: str) -> str:
     return ascii(text)[1:-1].replace('"', "'")
 
 
-def header(prog: Program, options: dict, path: str, symbols: list[tuple[str, str]], name: str) -> str:
-    """The module docstring and imports. ``options`` may carry ``spec`` (the name shown) and ``rewritten``."""
+def header(
+    prog: Program, options: dict, path: str, symbols: list[tuple[str, str]], name: str, public: Program
+) -> str:
+    """The module docstring and imports. ``options`` may carry ``spec`` (the name shown) and ``rewritten``.
+    ``public``: ``prog`` with the spec's names (those of the launcher's call)."""
     import einattn
 
     options = dict(options)
@@ -324,7 +327,7 @@ def header(prog: Program, options: dict, path: str, symbols: list[tuple[str, str
         + f"Params: {params}\n"
         f"Options: {opts}\n"
         f"Needs only torch and triton. Call it as:\n\n"
-        f"    {', '.join(prog.outputs)} = {name}({', '.join(prog.inputs)})\n\n"
+        f"    {', '.join(public.outputs)} = {name}({', '.join(public.inputs)})\n\n"
         f"Symbols:\n{sym}\n"
         '"""\n\n'
         "import functools\nimport os\n\n"

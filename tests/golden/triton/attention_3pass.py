@@ -8,7 +8,7 @@ Params: none
 Options: passes='as-written'
 Needs only torch and triton. Call it as:
 
-    t_AV = attention_3pass(t_Q, t_K, t_V)
+    AV = attention_3pass(Q, K, V)
 
 Symbols:
     t_Q[b, h, p, e]     input

@@ -8,7 +8,7 @@ Params: M0=64
 Options: none
 Needs only torch and triton. Call it as:
 
-    t_AV = causal_1pass(t_Q, t_K, t_V)
+    AV = causal_1pass(Q, K, V)
 
 Symbols:
     t_Q[b, h, p, e]                  input

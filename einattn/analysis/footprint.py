@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..ir import Einsum, Program
+from ..ir import Einsum, Program, coords
 from .passes import Family, Flows, family
 from .symbols import SizeModel
 
@@ -112,6 +112,20 @@ def _extent(
     return out
 
 
+def _states_read(prog: Program, name: str) -> bool:
+    """Whether iterative tensor ``name`` is read along its iterative rank outside its own recurrence
+    (``R[t + 1, i]``, not only a final state ``R[T, i]``): a buffer of it then holds every state."""
+    t = prog.tensor(name)
+    if t.iterative is None:
+        return False
+    return any(
+        rd.tensor == name and coords(rd.indices[t.iterative])
+        for e in prog.einsums
+        if e.tensor != name
+        for rd in e.reads()
+    )
+
+
 def _cuts(flows: Flows, sizes: SizeModel, cut_rank: str, per: set, counted: set) -> dict[int, list[Term]]:
     """Tensors re-read across each boundary between passes over ``cut_rank``: a fiber produced (or first
     read) in pass a and read again in pass b is live across the boundaries a|a+1 .. b-1|b."""
@@ -128,7 +142,7 @@ def _cuts(flows: Flows, sizes: SizeModel, cut_rank: str, per: set, counted: set)
         # a running state read again along its rank in a later pass (``Y[t] = R[t + 1] / R[T]``) holds
         # every state (or what recomputes them), not the one its own term counts
         a, b = span[name]
-        size = _extent(prog, sizes, name, per, cut_rank, states=name in counted)
+        size = _extent(prog, sizes, name, per, cut_rank, states=_states_read(prog, name))
         for k in range(a, b):
             cuts.setdefault(k, []).append(Term(name, size, "barrier", cut_rank, k))
     return dict(sorted(cuts.items()))

@@ -74,7 +74,8 @@ def family(prog: Program, rank: str) -> Family:
 
 def read_kind(prog: Program, rd: S.Read, fam: Family) -> str:
     """How a read sees the fibers of ``fam``: ``carry`` (walks them), ``final`` (a completed value, e.g.
-    ``RNV[f, M1, p]``), ``early`` (a constant index such as the initial state ``RM[0, p]``) or ``none``."""
+    ``RNV[f, M1, p]``, or one point of a tensor, ``S[I - 1]``), ``early`` (a constant index of an iterative
+    tensor: the initial state ``RM[0, p]``) or ``none``."""
     t = prog.tensor(rd.tensor)
     fam_dims = []
     for r, ix in zip(t.ranks, rd.indices):
@@ -85,8 +86,8 @@ def read_kind(prog: Program, rd: S.Read, fam: Family) -> str:
             fam_dims.append(ix)
     if not fam_dims:
         return NONE
-    if all(isinstance(ix, S.Const) for ix in fam_dims):
-        return EARLY
+    if t.iterative is not None and all(isinstance(ix, S.Const) for ix in fam_dims):
+        return EARLY  # (a constant point of any other tensor is FINAL: `S[0]` of a sum is complete)
     return FINAL
 
 
@@ -110,7 +111,8 @@ class Visit:
     pass_: int  # the traversal it runs in (traversing) or the earliest one it can be fused into
     visit: tuple[tuple[str, int], ...]  # root -> pass (traversing only)
     raised: tuple[Raise, ...] = ()
-    rereads: tuple[tuple[str, int, int], ...] = ()  # (tensor, pass it was produced in, pass it is re-read in)
+    # (tensor, pass it was produced in, pass it is re-read in); an input's every read (pass, pass)
+    rereads: tuple[tuple[str, int, int], ...] = ()
     repeats: tuple[tuple[str, str], ...] = ()  # (input, iterative rank): a fiber re-read at every step
 
 
@@ -182,7 +184,7 @@ class Flows:
             )
             for label, rds in self.reads.items()
         }
-        pointwise = _pointwise(prog, reads)
+        pointwise = _pointwise(prog, fam, reads)
         result: dict[str, Visit] = {}
         for _round in range(4 * len(einsums) + 8):
             changed = False
@@ -198,30 +200,46 @@ class Flows:
         raise InternalError(f"pass analysis of `{rank}` in {prog.name} did not reach a fixed point")
 
 
-def _pointwise(prog: Program, reads) -> frozenset:
-    """Computed tensors one of whose points is computed from one point of each fiber they read.
+def _pointwise(prog: Program, fam: Family, reads) -> frozenset:
+    """Computed tensors one of whose points is computed from one point of each fiber of ``fam``'s rank that
+    they read.
 
     Reading such a tensor at a point without a coordinate of the rank (``X2[I - 1]`` with
     ``X2[i] = 2 * X[i]``) needs no traversal before it: a mapping computes that point first, as it reads
-    ``X[I - 1]`` of an input. Not pointwise: an iterative tensor (its states are made by a walk), any
-    reduction (over an alias of the rank too), and anything that reads one of those along the rank.
-    Reductions it reads without the rank (``GM[p]``) still order it, through their own completion.
+    ``X[I - 1]`` of an input. Not pointwise: a reduction over the rank (or over a coordinate that reads
+    the rank's fibers, an alias), a walk along the rank (its iterative tensors), and anything that reads
+    one of those along the rank. A reduction over another rank (``S[i] = A[i, k]``) or a recurrence over
+    another rank (``R[t + 1, i]``) keeps its points apart. Reductions it reads without the rank (``GM[p]``)
+    still order it, through their own completion. The largest such set: a recurrence may read itself.
     """
     by_tensor: dict[str, list] = {}
     for e in prog.einsums:
         by_tensor.setdefault(e.tensor, []).append(e)
-    out: set[str] = set()
+
+    def walks(e: Einsum) -> bool:  # reduces the rank, or a coordinate that reads its fibers (an alias)
+        red = set(e.reduced)
+        return bool(red & fam.members) or any(
+            r in fam.members and set(coords(ix)) & red
+            for rd, t, _, _ in reads[e.label]
+            for r, ix in zip(t.ranks, rd.indices)
+        )
+
+    out = {
+        n
+        for n, es in by_tensor.items()
+        if not (prog.tensor(n).iterative is not None and prog.tensor(n).iter_rank in fam.members)
+        and not any(walks(e) for e in es)
+    }
     changed = True
     while changed:
         changed = False
-        for name, es in by_tensor.items():
-            if name in out or prog.tensor(name).iterative is not None or len(es) != 1:
-                continue
-            e = es[0]
-            if e.reduced:
-                continue
-            if all(t.is_input or kind != CARRY or t.name in out for _, t, kind, _ in reads[e.label]):
-                out.add(name)
+        for name in sorted(out):
+            if any(
+                not t.is_input and kind == CARRY and t.name not in out
+                for e in by_tensor[name]
+                for _, t, kind, _ in reads[e.label]
+            ):
+                out.discard(name)
                 changed = True
     return frozenset(out)
 
@@ -312,30 +330,36 @@ def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of, pointwise)
                 raised.append(Raise(r, p, origin, reread))
             visit[r] = p
         pass_ = max(visit.values())
-        if full:
+        if full:  # complete when its pass ends, for every fiber it reduces (FuseMax: 1 + its pass)
             out_vis, out_done = {}, dict(done_in)
-            _merge_done(out_done, {r: (p, e.label) for r, p in visit.items()})
+            _merge_done(out_done, {r: (pass_, e.label) for r in visit})
         else:
             out_vis, out_done = visit, done_in
         direct = {root_of(t.name) for _, t, kind, _ in reads if t.is_input and kind == CARRY}
         repeats = tuple((r, it) for r, it in previous.items() if r in direct and _step_invariant(prog, r, it))
         # a computed tensor is made in one pass, its producer's (the latest of its roots), whichever root
         # raises the pass that reads it again
+        # (an input is held from the pass that first reads it to the last: each read is noted, in the pass
+        # its Einsum runs in, see footprint._cuts)
         made = {id(tv): max(tv.values(), default=1) for _, tv in carrying}
         rereads = tuple(
             dict.fromkeys(
                 (rd.tensor, made[id(tv)], visit[r])
                 for rd, tv in carrying
                 for r in tv
-                if r in visit and made[id(tv)] < visit[r]
+                if r in visit and made[id(tv)] < visit[r] and not prog.tensor(rd.tensor).is_input
             )
+        )
+        rereads += tuple(
+            dict.fromkeys((rd.tensor, pass_, pass_) for rd, tv in carrying if prog.tensor(rd.tensor).is_input)
         )
         v = Visit(e, True, full, pass_, tuple(visit.items()), tuple(raised), rereads, repeats)
         return v, out_vis, out_done
     pass_ = max([1, *vis_in.values(), *(d[0] for d in done_in.values())])
     if full:
         out_vis, out_done = {}, dict(done_in)
-        _merge_done(out_done, {r: (p, e.label) for r, p in vis_in.items()})
+        last = max(vis_in.values(), default=1)
+        _merge_done(out_done, {r: (last, e.label) for r in vis_in})
     else:
         out_vis, out_done = vis_in, done_in
     return Visit(e, False, full, pass_, ()), out_vis, out_done

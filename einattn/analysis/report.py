@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 SCHEMA = "einattn.analysis/1"
@@ -79,7 +80,13 @@ def parse_bytes(text: str | int) -> int:
         raise EinError(
             f"bad buffer size `{text}`", hint="write bytes, or a number with a unit: 16MiB, 512KiB, 1GB"
         )
-    return int(float(m.group(1)) * _UNITS[unit])
+    value = Fraction(m.group(1)) * _UNITS[unit]  # (exact: 1.5MiB is a whole number of bytes, 0.5 is not)
+    if value.denominator != 1:
+        raise EinError(
+            f"bad buffer size `{text}`: {float(value):g} bytes is not a whole number of bytes",
+            hint="write bytes, or a number with a unit: 16MiB, 512KiB, 1GB",
+        )
+    return int(value)
 
 
 def read_expr(expr: str, symbols):

@@ -72,9 +72,16 @@ def compile(
     A backend rejects options it does not know; see docs/backends.md for the rest.
     """
     prog = _program(spec).with_params(_check.normalize_params(params))
-    return _compile_cached(prog, backend, tuple(sorted(options.items(), key=lambda kv: kv[0])))
+    options_key = tuple(sorted(options.items(), key=lambda kv: kv[0]))
+    return _compile_cached(prog, backend, options_key, _exact_key(prog.params, options_key))
+
+
+def _exact_key(params, options) -> tuple:
+    """What equality of programs and options leaves out: the type and sign of each value (``-0.0 == 0.0``,
+    ``4.0 == 4`` and ``1 == True`` would share a compiled kernel, or an option's validation)."""
+    return tuple((k, type(v).__name__, repr(v)) for k, v in (*params, *options))
 
 
 @program_cache(maxsize=128)
-def _compile_cached(prog: Program, backend: str, options: tuple) -> Kernel:
+def _compile_cached(prog: Program, backend: str, options: tuple, _exact: tuple) -> Kernel:
     return backend_builder(backend)(prog, **dict(options))

@@ -78,6 +78,12 @@ class EinAttention(nn.Module):
             if name in bound:
                 raise EinError(f"input `{name}` given both by position and by name")
             bound[name] = value
+        missing = [n for n in self.inputs if n not in bound]
+        if missing:  # (named here: the kernel's own hint would list the weights too)
+            raise EinError(
+                f"missing input{'s' * (len(missing) > 1)} {', '.join(f'`{m}`' for m in missing)}",
+                hint=f"call with {', '.join(f'{n}=...' for n in self.inputs)}; the weights are the module's",
+            )
         bound.update(self.weights.items())
         return self.kernel(**bound)
 

@@ -4,6 +4,7 @@ tiles, fully masked rows, extreme logits, empty ranks; the generated source; cal
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -489,7 +490,8 @@ def test_dying_reads_of_the_one_pass_cascade():
     dead = set().union(*dying.values())
     assert not dead & {"Q", "K", "V", "RM", "RD", "RNV", "AV"}
     assert "_exp_diff(t_BQK, " in kern.source  # the exp of the scores less the max, in their memory
-    assert "(t_BK" not in kern.source and "(t_BV" not in kern.source  # views of K and V: never overwritten
+    # views of K and V: never overwritten (no in-place helper or method takes them)
+    assert not re.search(r"_ip_\w*\(t_B[KV]\b|\bt_B[KV]\.\w+_\(", kern.source)
 
 
 IN_PLACE_SPEC = """
@@ -943,9 +945,11 @@ def test_an_unbounded_factor_is_zeroed_where_another_factor_is_absent():
         *(torch.tensor(z, dtype=torch.float32) for z in (x, a, bm, c))
     )
     np.testing.assert_allclose(got.double().numpy(), w @ x, rtol=2e-4, atol=2e-4)
-    # softmax factors are bounded where present: nothing zeroed (the natural specs, rewritten, stream)
+    # softmax factors are bounded where present: nothing zeroed (the natural specs, rewritten, stream) in
+    # the program for finite inputs (`program_any`, for inputs with an infinity or NaN, zeroes every factor)
     for spec in ("causal.ein", "attention_3pass.ein", "sliding_window.ein", "gqa.ein"):
         src = einattn.compile(load_quietly(EXAMPLES / spec), backend="torch").source
+        src = src.split("def program_any(")[0]
         assert "_zf_own" not in src and "_zf(_place(t_SLN" not in src
     # _zf_own: the mask's first slice along the dimensions the factor lacks, in the factor's order
     xv = torch.arange(6.0).reshape(2, 3)  # dims 2 and 0 of a 3-dim space

@@ -688,3 +688,70 @@ def test_a_sum_over_the_rows_of_a_shift_by_a_per_row_max_is_refused():
             args = (q, k, v) if backend == "numpy" else tuple(map(torch.tensor, (q, k, v)))
             _, tot = einattn.compile(TOTAL_OVER_ROWS, backend=backend, passes="auto", tile=4)(*args)
             np.testing.assert_allclose(np.asarray(tot), want, rtol=1e-12)
+
+
+# ---- rule 3: streamed sums -------------------------------------------------------------------------------
+
+STREAMED = ["sigmoid.ein", "linear_causal.ein", "variants/04_sigmoid_nonorm.ein", "variants/07_lightning.ein"]
+STRICT_CAUSAL_LINEAR = """
+input  Q[p, e], K[m, e], V[m, f]
+output AV
+NUM[p, f] = Q[p, e] * K[m, e] * V[m, f]  where m < p
+AV[p, f]  = NUM[p, f] / 2
+"""
+
+
+@pytest.mark.parametrize("name", STREAMED)
+@pytest.mark.parametrize("tile", [1, 3, 64])
+def test_sums_that_pair_keys_with_queries_are_streamed_over_tiles(name, tile):
+    """`passes="auto"` splits the keys into tiles and makes each sum over them a running sum (rule 3): the
+    result has a partition and running states over m1, is 1-pass with a footprint free of M, and equals the
+    spec as written on ragged tiles (M = 10)."""
+    from einattn.rewrite import for_backend
+
+    prog = _example(name)
+    new, found = for_backend(prog, "auto", tile)
+    assert not found
+    assert [p.parent for p in new.partitions] == ["m"] and new.iterative_ranks
+    report = einattn.analyze(new)
+    assert report.passes["m"] == 1 and not report.model.depends_on(report.footprint, "m")
+    sizes = {"p": 10, "m": 10, "e": 4, "f": 3, "b": 1, "h": 2}
+    for seed in (0, 1):
+        x = random_inputs(prog, sizes, seed)
+        assert_same(run(prog, x), run(new, x), 1e-11)
+
+
+def test_a_row_that_sees_no_key_stays_absent_when_streamed():
+    """`m < p`: query 0 sees no key. The running sum starts absent and adds over present points, so row 0 is
+    absent (0), not a sum of nothing that a later `??` would take as present."""
+    from einattn.rewrite import for_backend
+
+    prog = einattn.parse(STRICT_CAUSAL_LINEAR)
+    new, _ = for_backend(prog, "auto", 3)
+    assert "where 0 != 0" in einattn.format(new)  # the state starts absent
+    x = random_inputs(prog, {"p": 7, "m": 7, "e": 2, "f": 3}, 2)
+    (want,), (got,) = run(prog, x), run(new, x)
+    assert (got[0] == 0).all() and (got[1:] != 0).all()
+    assert_same((want,), (got,))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # linear attention's state pairs nothing new: K[m, e] * V[m, f] holds the points of its inputs
+        "input Q[p, e], K[m, e], V[m, f]\noutput O\n"
+        "KV[e, f] = K[m, e] * V[m, f]\nO[p, f] = Q[p, e] * KV[e, f]\n",
+        # an output along the keys
+        "input Q[p, e], K[m, e], V[m, f]\noutput O, S\n"
+        "S[m, p] = Q[p, e] * K[m, e]\nO[p, f] = S[m, p] * V[m, f]\n",
+        # a max over the keys is rule 2's (here 1-pass: nothing normalises by it)
+        "input Q[p, e], K[m, e]\noutput O\nS[m, p] = Q[p, e] * K[m, e]\nO[p] = S[m, p] :: max(m)\n",
+    ],
+    ids=["linear", "output_along_m", "max"],
+)
+def test_streamed_sums_leave_alone_what_they_cannot_or_need_not_stream(text):
+    from einattn.rewrite import for_backend
+
+    prog = einattn.parse(text)
+    new, _ = for_backend(prog, "auto", 4)
+    assert new is prog

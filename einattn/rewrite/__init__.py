@@ -196,7 +196,29 @@ def auto_rewrite(prog: Program, tile: int = 64) -> tuple[Program, list[EinWarnin
         if refusal is not None:
             then = "only divisions are deferred" if deferred else "compiling the spec as written"
             found.append(EinWarning(f"{refusal.message}; {then}", where, refusal.hint))
-    return prog, found
+    return _streamed(prog, tile), found
+
+
+def _streamed(prog: Program, tile: int) -> Program:
+    """``prog`` with the sums over each 1-pass sequence rank that pair its points with another rank's made
+    running sums over tiles (:mod:`einattn.rewrite.streaming`: sigmoid and causal linear attention hold a
+    tile of their scores, not all of them), or ``prog`` itself where that does not apply."""
+    from einattn.analysis.passes import count
+    from einattn.analysis.pipeline import streamed_rank
+
+    from .streaming import stream_sums
+
+    rank = streamed_rank(prog, count(prog))  # (the keys, as the analysis reports: never a feature rank)
+    if rank is None or _multipass(prog, rank) is not None:
+        return prog
+    deriv = Derivation(prog.name, f"--rank {rank} --tile {tile} (streamed sums)")
+    draft = Draft.of(prog)
+    try:
+        if not stream_sums(draft, rank, tile, deriv):
+            return prog
+    except RewriteError:
+        return prog  # (a read along the rank at a computed position: the spec as written)
+    return draft.finish(header=deriv.lines(), filename=f"<rewrite of {prog.name}>")
 
 
 def _in_spec(span, derived: Program, user: Program):

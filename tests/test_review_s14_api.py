@@ -996,7 +996,7 @@ def test_huge_python_integers_for_scalar_inputs_are_ein_errors(backend):
             "unknown option `bogus`",
         ),
         (lambda: einattn.compile(EXAMPLES / "causal.ein", bogus=1), "unknown numpy backend option `bogus`"),
-        (lambda: einattn.compile(EXAMPLES / "sigmoid.ein", backend="triton", path="fused"), "cannot fuse"),
+        (lambda: einattn.compile(EXAMPLES / "linear.ein", backend="triton", path="fused"), "cannot fuse"),
     ],
 )
 def test_compile_errors_are_ein_errors(call, message):

@@ -157,7 +157,7 @@ TRITON_CASES = [
     ("causal_1pass", {"M0": 2}, {"p": 3, "m": 5}, "fused"),  # the fused path: iterative rank, `??`, skips
     ("gqa_window", {"W": 3}, {"h": 4, "g": 2}, "fused"),  # h // R, a window, two outputs
     ("guarded", {}, {}, "general"),  # `??` over a running max, a history output
-    ("shifts", {}, {}, "general"),
+    ("shifts", {}, {}, "fused"),  # (its sums streamed by passes="auto", rule 3 of docs/rewrite.md)
 ]
 
 

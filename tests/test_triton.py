@@ -36,6 +36,7 @@ FUSED = {
     "causal_1pass.ein",
     "gqa.ein",
     "lse.ein",
+    "sigmoid.ein",  # (its sums streamed by passes="auto": docs/rewrite.md, rule 3)
     "sliding_window.ein",
     "softcap.ein",
 }
@@ -287,8 +288,10 @@ def test_refusals_name_the_reason():
     assert isinstance(match(two), Refusal)
     with pytest.raises(einattn.EinError, match="cannot fuse"):
         einattn.compile(EXAMPLES / "linear.ein", backend="triton", path="fused")
-    k = einattn.compile(EXAMPLES / "sigmoid.ein", backend="triton")
+    k = einattn.compile(EXAMPLES / "sigmoid.ein", backend="triton", passes="as-written")
     assert k.plan.path == "general" and "iterative rank" in k.plan.reason
+    # passes="auto" streams its sums over tiles of m (docs/rewrite.md, rule 3): one fused kernel
+    assert einattn.compile(EXAMPLES / "sigmoid.ein", backend="triton").plan.path == "fused"
 
 
 def test_empty_step_identity():

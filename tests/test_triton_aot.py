@@ -41,6 +41,7 @@ FUSED = {
     "causal_1pass",
     "gqa",
     "lse",
+    "sigmoid",
     "sliding_window",
     "softcap",
 }

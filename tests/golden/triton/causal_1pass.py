@@ -141,7 +141,9 @@ def fitting_configs(shape, dtype, device, limits=None):
         need = min((_footprint(c, shape, elem) for c in configs), key=lambda f: f[0])
         raise ValueError(
             f"no launch configuration fits the device: the smallest needs {need[0]} bytes of shared "
-            f"memory and about {need[1]} registers per thread (limits {limits[0]} and {limits[1]}); "
+            f"memory and about {need[1]} registers per thread "
+            f"(limits {limits[0] if limits[0] < 1 << 30 else 'none'} "
+            f"and {limits[1] if limits[1] < 1 << 30 else 'none'}); "
             f"tiles {shape}, {dtype}: lower the tile param or the head dimension"
         )
     return fits

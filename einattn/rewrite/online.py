@@ -54,7 +54,7 @@ from .rules import (
     union_add,
     union_max,
 )
-from .tiling import absence_varies, replace_reads, setup_tiles, tile_position, upstream
+from .tiling import absence_varies, note_partition, replace_reads, setup_tiles, tile_position, upstream
 
 # ---- the running states it creates ---------------------------------------------------------------------
 
@@ -245,14 +245,7 @@ def online(draft: Draft, rank: str, tile: int, deriv: Derivation, guard: bool = 
             finals[id(mx)] = [make_einsum(mx.tensor, mx.index, at(rm, own, final))]
         new_block += block + local_sums + corrections + updates
         if up_new:
-            deriv.step(
-                "partition",
-                up_new[0],
-                f"the values along {rank} are computed tile by tile: "
-                + ", ".join(f"`{u.tensor}` -> `{t.tiled[u.tensor][0]}`" for u in up_new),
-                [stmt_text(e) for e in tiled_up],
-                ["elementwise along " + rank + ": any order of its points gives the same values"],
-            )
+            note_partition(deriv, rank, t, up_new, tiled_up)
         deriv.step(
             "online max",
             mx,

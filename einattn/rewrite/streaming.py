@@ -37,7 +37,7 @@ from .rules import (
     stmt_text,
     union_add,
 )
-from .tiling import absence_varies, setup_tiles, tile_position, upstream
+from .tiling import absence_varies, note_partition, setup_tiles, tile_position, upstream
 
 
 def _sums(draft: Draft, rank: str) -> list[Einsum] | None:
@@ -125,14 +125,7 @@ def stream_sums(draft: Draft, rank: str, tile: int, deriv: Derivation) -> bool:
             ),
         )
     if tiled_up:
-        deriv.step(
-            "partition",
-            up[0],
-            f"the values along {rank} are computed tile by tile: "
-            + ", ".join(f"`{u.tensor}` -> `{t.tiled[u.tensor][0]}`" for u in up),
-            [stmt_text(e) for e in tiled_up],
-            ["elementwise along " + rank + ": any order of its points gives the same values"],
-        )
+        note_partition(deriv, rank, t, up, tiled_up)
     gone = {id(e) for e in up} | set(finals)
     first = min(k for k, e in enumerate(draft.einsums) if id(e) in gone)
     head = draft.einsums[:first]

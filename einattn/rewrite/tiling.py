@@ -254,3 +254,17 @@ def untile(e: Einsum, tiled: str, t: Tiler) -> Einsum:
         S.Binary("%", S.Coord(t.rank), S.Param(t.param)),
     ]
     return make_einsum(e.tensor, e.index, S.Read(tiled, tuple(idx)))
+
+
+def note_partition(deriv, rank: str, t: Tiler, up: list[Einsum], tiled_up: list[Einsum]) -> None:
+    """The derivation's step for the values along ``rank`` that ``t`` computes tile by tile."""
+    from .rules import stmt_text
+
+    deriv.step(
+        "partition",
+        up[0],
+        f"the values along {rank} are computed tile by tile: "
+        + ", ".join(f"`{u.tensor}` -> `{t.tiled[u.tensor][0]}`" for u in up),
+        [stmt_text(e) for e in tiled_up],
+        ["elementwise along " + rank + ": any order of its points gives the same values"],
+    )

@@ -204,21 +204,24 @@ def _streamed(prog: Program, tile: int) -> Program:
     running sums over tiles (:mod:`einattn.rewrite.streaming`: sigmoid and causal linear attention hold a
     tile of their scores, not all of them), or ``prog`` itself where that does not apply."""
     from einattn.analysis.passes import count
-    from einattn.analysis.pipeline import streamed_rank
+    from einattn.analysis.pipeline import SEQUENCE_NAMES, streamed_rank
 
     from .streaming import stream_sums
 
-    rank = streamed_rank(prog, count(prog))  # (the keys, as the analysis reports: never a feature rank)
-    if rank is None or _multipass(prog, rank) is not None:
-        return prog
-    deriv = Derivation(prog.name, f"--rank {rank} --tile {tile} (streamed sums)")
-    draft = Draft.of(prog)
-    try:
-        if not stream_sums(draft, rank, tile, deriv):
-            return prog
-    except RewriteError:
-        return prog  # (a read along the rank at a computed position: the spec as written)
-    return draft.finish(header=deriv.lines(), filename=f"<rewrite of {prog.name}>")
+    # the keys: a rank named as sequences are (m, k, t, ...), else the one the analysis reports; the first
+    # of them whose sums the rule streams (a feature rank f summed twice must not take the keys' place)
+    ranks = [r for r in SEQUENCE_NAMES if r in prog.ranks] + [streamed_rank(prog, count(prog))]
+    for rank in dict.fromkeys(r for r in ranks if r is not None):
+        if _multipass(prog, rank) is not None:
+            continue
+        deriv = Derivation(prog.name, f"--rank {rank} --tile {tile} (streamed sums)")
+        draft = Draft.of(prog)
+        try:
+            if stream_sums(draft, rank, tile, deriv):
+                return draft.finish(header=deriv.lines(), filename=f"<rewrite of {prog.name}>")
+        except RewriteError:
+            continue  # (a read along the rank at a computed position: as written along it)
+    return prog
 
 
 def _in_spec(span, derived: Program, user: Program):

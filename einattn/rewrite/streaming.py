@@ -41,13 +41,15 @@ from .tiling import absence_varies, note_partition, setup_tiles, tile_position, 
 
 
 def _sums(draft: Draft, rank: str) -> list[Einsum] | None:
-    """The full ``+`` reductions over ``rank``; None where any reduction over it is not a sum."""
+    """The full ``+`` reductions over ``rank``; None where any reduction over it is not a sum, or where a
+    statement that sums over it also reduces another rank by a named max or min (``S[p] = X[p] * V[m, j]
+    :: max(j)`` is the max over j of the sum over m: tile by tile it would be a sum of per-tile maxes)."""
     out = []
     for e in draft.einsums:
         ops = {op for r, op in e.reduce if r == rank}
         if not ops:
             continue
-        if ops != {"+"}:
+        if ops != {"+"} or any(op != "+" for _, op in e.reduce):
             return None
         out.append(e)
     return out
@@ -77,6 +79,8 @@ def stream_sums(draft: Draft, rank: str, tile: int, deriv: Derivation) -> bool:
     if not sums or not pairs_keys_with_queries(draft, rank, sums):
         return False
     up = upstream(draft, rank, sums, set())
+    if any(rank in draft.ranks_of(o) for o in draft.outputs):
+        return False  # an output along the rank keeps its values whole
     along = [e for e in draft.einsums if rank in e.lhs_ranks]
     readers = {id(e) for e in up} | {id(e) for e in sums}
     if any(id(e) not in {id(u) for u in up} for e in along):

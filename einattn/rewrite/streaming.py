@@ -84,7 +84,7 @@ def stream_sums(draft: Draft, rank: str, tile: int, deriv: Derivation) -> bool:
     along = [e for e in draft.einsums if rank in e.lhs_ranks]
     readers = {id(e) for e in up} | {id(e) for e in sums}
     if any(id(e) not in {id(u) for u in up} for e in along):
-        return False  # a value along the rank that no sum reads (an output along it)
+        return False  # a value along the rank that no sum reads
     computed = [(e, rd) for e in draft.einsums for rd in e.reads() if draft.input(rd.tensor) is None]
     if any(id(e) not in readers and rank in draft.ranks_of(rd.tensor) for e, rd in computed):
         return False  # something else reads a value along the rank

@@ -64,7 +64,7 @@ class Plan:
         return text
 
 
-def _prepare(program: Program, options: dict) -> tuple[Program, list]:
+def _prepare(program: Program, options: dict, stream: bool = True) -> tuple[Program, list]:
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise EinError(
@@ -87,8 +87,16 @@ def _prepare(program: Program, options: dict) -> tuple[Program, list]:
         )
     from einattn.rewrite import for_backend
 
-    program, found = for_backend(program, options.get("passes", "auto"), options.get("tile", 64))
+    program, found = for_backend(program, options.get("passes", "auto"), options.get("tile", 64), stream)
     return program, found
+
+
+def _in_code(program: Program, original: Program) -> tuple[dict, Program, frozenset]:
+    """Tensor names in generated code (:func:`safe_names`), the program under them, and the running maxes
+    that are stored finite: the rewrite's (stabilizers.floored); a spec as written keeps its own."""
+    names = safe_names(program)
+    floor = floored(program) if program is not original else frozenset()
+    return names, renamed(program, names), frozenset(names[x] for x in floor)
 
 
 SAFE_PREFIX = "t_"  # of the tensors' names in generated code: no name of the kernels' own starts with it
@@ -124,13 +132,9 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
     shown["form"] = "rewritten by einattn.rewrite" if program is not original else "as written"
     path = options.get("path", "auto")
     passes = "rewritten" if program is not original else "as-written"
-    # the rewrite's running maxes are stored finite (stabilizers.floored); a spec as written keeps its own
-    floor = floored(program) if program is not original else frozenset()
     # generated code names tensor X t_X: a spec may name a tensor `torch`, `tl`, `size_p` or a helper's name
     # (the launcher's parameters keep the spec's names, see triton_module.public_launcher)
-    names = safe_names(program)
-    safe = renamed(program, names)
-    floor = frozenset(names[x] for x in floor)
+    names, safe, floor = _in_code(program, original)
     refusal = None
     if path != "general":
         res = fused_module(safe, shown, name, floor, public=program)
@@ -143,6 +147,22 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
         refusal = res
         if path == "fused":
             raise EinError(f"the triton backend cannot fuse {original.name}: {res.reason}", res.span)
+    if refusal is not None or path == "general":
+        # the general path runs one kernel per Einsum: sums streamed over tiles (rule 3) would be one
+        # launch per tile there, so it computes them whole, as the form without that rule has them
+        plain, _ = _prepare(original, options, stream=False)
+        if plain is not program:
+            program = plain
+            passes = "rewritten" if program is not original else "as-written"
+            shown["form"] = "rewritten by einattn.rewrite" if program is not original else "as written"
+            names, safe, floor = _in_code(program, original)
+            if refusal is not None:  # why this form does not fuse, and why the streamed one did not
+                res = fused_module(safe, shown, name, floor, public=program)
+                streamed = refusal.reason
+                if isinstance(res, Refusal):
+                    spec_names = {v: k for k, v in names.items()}
+                    text = re.sub(r"\bt\d*_\w+", lambda m: spec_names.get(m[0], m[0]), res.reason)
+                    refusal = Refusal(f"{text}; with its sums streamed over tiles: {streamed}", res.span)
     reason = str(refusal) if refusal else None
     if reason and options.get("passes", "auto") == "as-written":
         reason += " (passes='auto' lets the rewrite try to derive the 1-pass form)"

@@ -140,9 +140,12 @@ def rewrite(prog: Program, passes: int = 1, rank: str = "m", tile: int = 64) -> 
     return new, deriv
 
 
-def for_backend(prog: Program, passes: str = "auto", tile: int = 64) -> tuple[Program, list[EinWarning]]:
+def for_backend(
+    prog: Program, passes: str = "auto", tile: int = 64, stream: bool = True
+) -> tuple[Program, list[EinWarning]]:
     """The program a backend compiles: ``passes="auto"`` the fewest-pass form the rewrite proves,
     ``"as-written"`` the spec's own cascade. Shared by every backend that streams (torch, triton).
+    ``stream``: rule 3 too (:mod:`einattn.rewrite.streaming`).
 
     A bug in the rewrite (an :class:`InternalError`) must not stop a spec that runs as written: it becomes a
     warning and the spec is compiled as written.
@@ -157,13 +160,13 @@ def for_backend(prog: Program, passes: str = "auto", tile: int = 64) -> tuple[Pr
             hint="the rewrite's tile (option `tile`), e.g. 64 or 256",
         )
     try:
-        return auto_rewrite(prog, tile=int(tile))
+        return auto_rewrite(prog, tile=int(tile), stream=stream)
     except InternalError as e:
         reason = str(e).splitlines()[0]
         return prog, [EinWarning(f"the rewrite failed ({reason}); compiling the spec as written")]
 
 
-def auto_rewrite(prog: Program, tile: int = 64) -> tuple[Program, list[EinWarning]]:
+def auto_rewrite(prog: Program, tile: int = 64, stream: bool = True) -> tuple[Program, list[EinWarning]]:
     """The fewest-pass form that the rewrite can prove, or ``prog`` itself with warnings saying why not.
 
     For every rank that the cascade re-reads after a full reduction: if it indexes an input and a max is taken
@@ -196,7 +199,7 @@ def auto_rewrite(prog: Program, tile: int = 64) -> tuple[Program, list[EinWarnin
         if refusal is not None:
             then = "only divisions are deferred" if deferred else "compiling the spec as written"
             found.append(EinWarning(f"{refusal.message}; {then}", where, refusal.hint))
-    return _streamed(prog, tile), found
+    return (_streamed(prog, tile) if stream else prog), found
 
 
 def _streamed(prog: Program, tile: int) -> Program:

@@ -292,6 +292,11 @@ def test_refusals_name_the_reason():
     assert k.plan.path == "general" and "iterative rank" in k.plan.reason
     # passes="auto" streams its sums over tiles of m (docs/rewrite.md, rule 3): one fused kernel
     assert einattn.compile(EXAMPLES / "sigmoid.ein", backend="triton").plan.path == "fused"
+    # where the streamed form does not fuse, the general path computes the sums whole (one kernel each,
+    # not one launch per tile), and the reason names both refusals
+    k = einattn.compile(EXAMPLES / "linear_causal.ein", backend="triton")
+    assert k.plan.path == "general" and not k.program.partitions
+    assert "with its sums streamed over tiles: cannot tell the query rank" in k.plan.reason
 
 
 def test_empty_step_identity():

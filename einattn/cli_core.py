@@ -37,6 +37,12 @@ def parse_assignments(items: tuple[str, ...], what: str, numeric=float) -> dict[
                 out[name] = float(value)
             except ValueError:
                 raise EinError(f"{what} `{name}` must be a number, got `{value}`") from None
+            written_inf = value.lstrip("+-").lower() in ("inf", "infinity")  # (infinity, written so)
+            if math.isinf(out[name]) and not written_inf:  # 1e999: an error, as a spec's literal is
+                raise EinError(
+                    f"{what} `{name}` is too large: `{value}` is beyond float64's range (about 1.8e308)",
+                    hint="a number beyond float64 is an error, never read as infinity",
+                ) from None
     return out
 
 

@@ -83,7 +83,7 @@ def rewrite(file, passes, rank, tile, split):
     from .api import parse, read_spec
     from .format import format_program
     from .rewrite import rewrite as derive
-    from .rewrite import split_k
+    from .rewrite import split_k, stream
 
     prog = parse(read_spec(file), file)
     if split:
@@ -93,7 +93,10 @@ def rewrite(file, passes, rank, tile, split):
             click.echo(format_program(p))
         return
     new, derivation = derive(prog, int(passes), rank, tile)
-    if new is prog:  # nothing to rewrite: say so, then print the spec as it is
+    streamed = stream(prog, rank, tile) if new is prog and int(passes) == 1 else None
+    if streamed is not None:  # already 1-pass, with sums that pair keys with queries: rule 3
+        new = streamed
+    elif new is prog:  # nothing to rewrite: say so, then print the spec as it is
         for line in derivation.lines():
             click.echo(f"# {line}")
     click.echo(format_program(new), nl=False)

@@ -175,8 +175,16 @@ def compile_reports(
     return reports
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with einattn's exit codes: a bad argument is a user error (1), not 2 (an internal bug)."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = _Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("spec", nargs="+")
     ap.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 80 or 90")
     ap.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))

@@ -159,7 +159,7 @@ def module_name(prog: Program) -> str:
     import os
 
     stem = os.path.splitext(os.path.basename(prog.name))[0] if prog.source is not None else "attention"
-    name = "".join(c if (c.isalnum() or c == "_") else "_" for c in stem) or "attention"
+    name = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in stem) or "attention"
     taken = name in MODULE_GLOBALS or name.endswith(("_kernel", "_launch")) or keyword.iskeyword(name)
     if name[0].isdigit() or taken or name.startswith("_"):
         name = "ein_" + name.lstrip("_")

@@ -32,7 +32,16 @@ from .online import online
 from .rules import RewriteError, refuse, stmt_text
 from .twopass import two_level
 
-__all__ = ["Derivation", "RewriteError", "Step", "auto_rewrite", "for_backend", "rewrite", "split_k"]
+__all__ = [
+    "Derivation",
+    "RewriteError",
+    "Step",
+    "auto_rewrite",
+    "for_backend",
+    "rewrite",
+    "split_k",
+    "stream",
+]
 
 
 def _check_options(prog: Program, passes, rank: str, tile) -> None:
@@ -209,22 +218,31 @@ def _streamed(prog: Program, tile: int) -> Program:
     from einattn.analysis.passes import count
     from einattn.analysis.pipeline import SEQUENCE_NAMES, streamed_rank
 
-    from .streaming import stream_sums
-
     # the keys: a rank named as sequences are (m, k, t, ...), else the one the analysis reports; the first
     # of them whose sums the rule streams (a feature rank f summed twice must not take the keys' place)
     ranks = [r for r in SEQUENCE_NAMES if r in prog.ranks] + [streamed_rank(prog, count(prog))]
     for rank in dict.fromkeys(r for r in ranks if r is not None):
-        if _multipass(prog, rank) is not None:
-            continue
-        deriv = Derivation(prog.name, f"--rank {rank} --tile {tile} (streamed sums)")
-        draft = Draft.of(prog)
-        try:
-            if stream_sums(draft, rank, tile, deriv):
-                return draft.finish(header=deriv.lines(), filename=f"<rewrite of {prog.name}>")
-        except RewriteError:
-            continue  # (a read along the rank at a computed position: as written along it)
+        new = stream(prog, rank, tile)
+        if new is not None:
+            return new
     return prog
+
+
+def stream(prog: Program, rank: str, tile: int = 64) -> Program | None:
+    """Rule 3 over ``rank`` (:mod:`einattn.rewrite.streaming`): ``prog`` with its sums over ``rank`` made
+    running sums over tiles, its derivation as the header; None where the rule does not apply."""
+    from .streaming import stream_sums
+
+    if rank not in prog.ranks or _multipass(prog, rank) is not None:
+        return None
+    deriv = Derivation(prog.name, f"--rank {rank} --tile {tile} (streamed sums)")
+    draft = Draft.of(prog)
+    try:
+        if stream_sums(draft, rank, tile, deriv):
+            return draft.finish(header=deriv.lines(), filename=f"<rewrite of {prog.name}>")
+    except RewriteError:
+        pass  # (a read along the rank at a computed position: as written along it)
+    return None
 
 
 def _in_spec(span, derived: Program, user: Program):

@@ -142,6 +142,9 @@ def _shift_checked(
                 f" (f(0) = {text(f0)} is not 1: write the part of the exponent that is not the difference "
                 "as a factor of its own, `exp(x - c) * exp(k)`)"
                 if shift_at_zero(here) not in (None, 1)
+                and any(
+                    isinstance(n, S.Call) and n.fn in ("exp", "exp2") for n in here.apply(S.Const(0)).walk()
+                )
                 else ""
             ),
         )

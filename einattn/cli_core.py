@@ -13,6 +13,17 @@ MAX_SIZE = 2**31 - 1
 """The largest rank size the command line takes (the largest index constant too)."""
 
 
+def check_input_bytes(prog: Program, rank_sizes: dict, file, hint: str) -> None:
+    """A user error where the inputs at ``rank_sizes`` would take more than 256 TiB of float64: no machine
+    holds them (allocating would only fail after a long wait)."""
+    elements = sum(math.prod(rank_sizes[r] for r in prog.tensor(n).ranks) for n in prog.inputs)
+    if elements * 8 > 2**48:
+        shown = ", ".join(f"{size_name(r)}={n}" for r, n in rank_sizes.items())
+        raise EinError(
+            f"the inputs of {file} at sizes {shown} would take {elements * 8:.3g} bytes", hint=hint
+        )
+
+
 def parse_assignments(items: tuple[str, ...], what: str, numeric=float) -> dict[str, int | float]:
     """``("M=128", "P=64")`` -> ``{"M": 128, "P": 64}``; a malformed or repeated item is a user error."""
     out: dict[str, int | float] = {}
@@ -222,12 +233,7 @@ def run(file, sizes, params, backend, dtype, seed, default_size, compare, tol):
     prog = load(file).with_params(parse_assignments(params, "param"))
     rank_sizes = input_sizes(prog, parse_assignments(sizes, "size", int), default_size)
     shown = ", ".join(f"{size_name(r)}={n}" for r, n in rank_sizes.items())
-    elements = sum(math.prod(rank_sizes[r] for r in prog.tensor(n).ranks) for n in prog.inputs)
-    if elements * 8 > 2**48:  # 256 TiB of float64 inputs: no machine holds them
-        raise EinError(
-            f"the inputs of {file} at sizes {shown} would take {elements * 8:.3g} bytes",
-            hint="give smaller sizes with --size or --default-size",
-        )
+    check_input_bytes(prog, rank_sizes, file, "give smaller sizes with --size or --default-size")
     try:
         inputs = random_inputs(prog, rank_sizes, seed)
         click.echo(f"{file}: backend {backend}, sizes {shown}, seed {seed}")

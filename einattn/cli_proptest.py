@@ -54,7 +54,7 @@ def test_command(file, backends, examples, seed, max_size, params, dtype):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from . import api
-    from .cli_core import _convert, parse_assignments, random_inputs
+    from .cli_core import _convert, check_input_bytes, parse_assignments, random_inputs
     from .testing import TOLERANCES, NotEquivalent, compare
 
     names = list(dict.fromkeys(b.strip() for b in backends.split(",") if b.strip()))
@@ -70,6 +70,8 @@ def test_command(file, backends, examples, seed, max_size, params, dtype):
     reference = api.compile(prog, backend="numpy")
     ranks = list(dict.fromkeys(r for n in prog.inputs for r in prog.tensor(n).ranks))
     fixed = {r: prog.param_values[size_name(r)] for r in ranks if size_name(r) in prog.param_values}
+    largest = {r: fixed.get(r, max_size) for r in ranks}  # (the examples may draw these)
+    check_input_bytes(prog, largest, file, "give a smaller --max-size")
 
     failure: dict = {}
 

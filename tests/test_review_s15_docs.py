@@ -552,3 +552,11 @@ def test_triton_aot_bad_argument_exit_code():
     assert "invalid int value" in proc.stderr and "Traceback" not in proc.stderr
     # BUG (minor): argparse exits 2, the code einattn reserves for internal errors
     assert proc.returncode == 1
+
+
+def test_property_test_refuses_a_max_size_no_machine_holds(capsys):
+    """Reviewer N: `einattn test FILE --max-size 2147483647` drew inputs no machine holds and did not finish;
+    it is now refused up front as `einattn run` refuses such sizes (errors.md)."""
+    args = ("test", EX / "causal.ein", "--max-size", "2147483647", "--examples", "3")
+    _, err = user_error(capsys, *args, contains="would take")
+    assert "give a smaller --max-size" in err

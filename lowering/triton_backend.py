@@ -91,6 +91,19 @@ def _prepare(program: Program, options: dict, stream: bool = True) -> tuple[Prog
     return program, found
 
 
+def _form(program: Program, original: Program) -> tuple[str, str]:
+    """(the plan's ``passes``, the module header's form) of the program compiled for ``original``."""
+    if program is original:
+        return "as-written", "as written"
+    return "rewritten", "rewritten by einattn.rewrite"
+
+
+def _in_spec_names(refusal: Refusal, names: dict) -> Refusal:
+    """``refusal`` speaking of the spec's tensors, not of their names in generated code (``t_X``)."""
+    spec = {v: k for k, v in names.items()}
+    return Refusal(re.sub(r"\bt\d*_\w+", lambda m: spec.get(m[0], m[0]), refusal.reason), refusal.span)
+
+
 def _in_code(program: Program, original: Program) -> tuple[dict, Program, frozenset]:
     """Tensor names in generated code (:func:`safe_names`), the program under them, and the running maxes
     that are stored finite: the rewrite's (stabilizers.floored); a spec as written keeps its own."""
@@ -129,9 +142,8 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
     name = module_name(original)
     shown = {k: v for k, v in options.items() if k in ("passes", "path", "tile", "skip_tiles")}
     shown["spec"] = spec_name(original)
-    shown["form"] = "rewritten by einattn.rewrite" if program is not original else "as written"
+    passes, shown["form"] = _form(program, original)
     path = options.get("path", "auto")
-    passes = "rewritten" if program is not original else "as-written"
     # generated code names tensor X t_X: a spec may name a tensor `torch`, `tl`, `size_p` or a helper's name
     # (the launcher's parameters keep the spec's names, see triton_module.public_launcher)
     names, safe, floor = _in_code(program, original)
@@ -141,10 +153,7 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
         if not isinstance(res, Refusal):
             src, fplan = res
             return src, Plan("fused", fplan.describe(), None, passes), program, name
-        # the refusal speaks of the spec's tensors, not of their names in generated code
-        spec_names = {v: k for k, v in names.items()}
-        res = Refusal(re.sub(r"\bt\d*_\w+", lambda m: spec_names.get(m[0], m[0]), res.reason), res.span)
-        refusal = res
+        refusal = res = _in_spec_names(res, names)
         if path == "fused":
             raise EinError(f"the triton backend cannot fuse {original.name}: {res.reason}", res.span)
     if refusal is not None or path == "general":
@@ -153,16 +162,15 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
         plain, _ = _prepare(original, options, stream=False)
         if plain is not program:
             program = plain
-            passes = "rewritten" if program is not original else "as-written"
-            shown["form"] = "rewritten by einattn.rewrite" if program is not original else "as written"
+            passes, shown["form"] = _form(program, original)
             names, safe, floor = _in_code(program, original)
             if refusal is not None:  # why this form does not fuse, and why the streamed one did not
                 res = fused_module(safe, shown, name, floor, public=program)
-                streamed = refusal.reason
                 if isinstance(res, Refusal):
-                    spec_names = {v: k for k, v in names.items()}
-                    text = re.sub(r"\bt\d*_\w+", lambda m: spec_names.get(m[0], m[0]), res.reason)
-                    refusal = Refusal(f"{text}; with its sums streamed over tiles: {streamed}", res.span)
+                    res, streamed = _in_spec_names(res, names), refusal.reason
+                    refusal = Refusal(
+                        f"{res.reason}; with its sums streamed over tiles: {streamed}", res.span
+                    )
     reason = str(refusal) if refusal else None
     if reason and options.get("passes", "auto") == "as-written":
         reason += " (passes='auto' lets the rewrite try to derive the 1-pass form)"

@@ -71,7 +71,7 @@ INTERNAL = {
     *("seen", "whole_lo", "whole_hi", "tl", "triton", "torch", "float", "int", "range", "min", "max"),
     *re.findall(r"^def (\w+)\(", HELPERS, re.M),
 }
-INTERNAL_PREFIXES = ("INB", "t_", "t1_", "t2_", "t3_", "t4_", "t5_", "t6_", "t7_", "t8_", "t9_")
+INTERNAL_PREFIX = re.compile(r"INB|t\d*_")  # numbered flags; tensors' names (triton_backend.safe_names)
 
 
 def _name_clash(prog: Program) -> str | None:
@@ -84,7 +84,7 @@ def _name_clash(prog: Program) -> str | None:
     for t in prog.tensors:
         seen.setdefault(t.name, t.name)
     for r in prog.ranks:
-        if r.startswith(INTERNAL_PREFIXES):
+        if INTERNAL_PREFIX.match(r):
             return r
         for name in (r, *(f"{pre}_{r}" for pre in ("size", "offs", "lane", "i", "c"))):
             if seen.setdefault(name, r) != r:
@@ -799,9 +799,7 @@ class FusedEnv(Env):
 
 def _widened(v: Value) -> Value:
     """``v`` without its raw load: its value in the compute dtype is the tl.dot operand."""
-    if getattr(v, "raw", None) is None:
-        return v
-    return dataclasses.replace(v, raw=None)
+    return dataclasses.replace(v, raw=None) if v.raw is not None else v
 
 
 def _within_inputs(prog: Program, e: S.Expr, depth: int = 6) -> bool:

@@ -342,17 +342,16 @@ def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of, pointwise)
         # (an input is held from the pass that first reads it to the last: each read is noted, in the pass
         # its Einsum runs in, see footprint._cuts)
         made = {id(tv): max(tv.values(), default=1) for _, tv in carrying}
+        inputs = dict.fromkeys(rd.tensor for rd, _ in carrying if prog.tensor(rd.tensor).is_input)
         rereads = tuple(
             dict.fromkeys(
                 (rd.tensor, made[id(tv)], visit[r])
                 for rd, tv in carrying
+                if rd.tensor not in inputs
                 for r in tv
-                if r in visit and made[id(tv)] < visit[r] and not prog.tensor(rd.tensor).is_input
+                if r in visit and made[id(tv)] < visit[r]
             )
-        )
-        rereads += tuple(
-            dict.fromkeys((rd.tensor, pass_, pass_) for rd, tv in carrying if prog.tensor(rd.tensor).is_input)
-        )
+        ) + tuple((x, pass_, pass_) for x in inputs)
         v = Visit(e, True, full, pass_, tuple(visit.items()), tuple(raised), rereads, repeats)
         return v, out_vis, out_done
     pass_ = max([1, *vis_in.values(), *(d[0] for d in done_in.values())])

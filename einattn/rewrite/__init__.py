@@ -220,12 +220,14 @@ def _streamed(prog: Program, tile: int) -> Program:
 
     # the keys: a rank named as sequences are (m, k, t, ...), else the one the analysis reports; the first
     # of them whose sums the rule streams (a feature rank f summed twice must not take the keys' place)
-    ranks = [r for r in SEQUENCE_NAMES if r in prog.ranks] + [streamed_rank(prog, count(prog))]
-    for rank in dict.fromkeys(r for r in ranks if r is not None):
+    named = [r for r in SEQUENCE_NAMES if r in prog.ranks]
+    for rank in named:
         new = stream(prog, rank, tile)
         if new is not None:
             return new
-    return prog
+    rank = streamed_rank(prog, count(prog))  # (counted only when no rank is named so)
+    new = stream(prog, rank, tile) if rank is not None and rank not in named else None
+    return prog if new is None else new
 
 
 def stream(prog: Program, rank: str, tile: int = 64) -> Program | None:

@@ -228,6 +228,11 @@ class Env:
     def emit(self, line: str) -> None:
         raise NotImplementedError
 
+    def exp_base2(self, r: Renderer, e: S.Call) -> Value | None:
+        """``exp`` of a difference whose subtracted value the kernel holds in base 2 (the fused kernel's
+        running max: lowering.triton_base2), or None to render ``e`` as written."""
+        return None
+
     def temp(self, stem: str) -> str:
         raise NotImplementedError
 
@@ -395,6 +400,10 @@ class Renderer:
         if isinstance(e, S.Read):
             return self.env.read(self, e, ctx)
         if isinstance(e, S.Call):
+            if not integer and e.fn == "exp":
+                held = self.env.exp_base2(self, e)  # a kernel holding the subtracted max in base 2
+                if held is not None:
+                    return held
             if not integer and e.fn in ("max", "min") and len(e.args) == 2:
                 folded = self._extremum_of_default(e)
                 if folded is not None:
@@ -463,6 +472,15 @@ class Renderer:
             return Value(Tile(code, axes), mask, kind="i")
         if e.op == "/" and kind == "i":
             raise EinError("`/` in an index expression; indices are integers")
+        if kind == "i" and e.op in ("*", "+", "-") and _is_int(a.val.code) and _is_int(b.val.code):
+            # two literals (`W * W`): the value, int64 from 2**24 on (Python's arithmetic, which never wraps)
+            x, y = int(a.val.code), int(b.val.code)
+            value = x * y if e.op == "*" else x + y if e.op == "+" else x - y
+            return Value(Tile(int_literal(value)), mask, kind="i")
+        if kind == "i" and e.op == "*" and ctx == "c" and not self._tile_start(e):
+            # a product in a filter can pass int32's range where the coordinates do not (`m * W * W < p`):
+            # int64 (adding an int64 zero also widens the loop's Python int under the interpreter)
+            a = Value(Tile(f"({a.val.code} + tl.zeros([], tl.int64))", a.val.axes), a.mask, kind="i")
         fill = folded = None
         if kind == "f" and e.op == "-" and a.fill == NEG_INF and b.mask is None and b.above:
             fill, folded = NEG_INF, a.folded  # -inf - b = -inf for every b but -inf (and NaN)
@@ -471,6 +489,15 @@ class Renderer:
         elif kind == "f" and e.op == "+" and b.fill == "0.0" and a.mask is None:
             fill, folded = a.val.code, b.folded
         return Value(self.binary(e.op, a.val, b.val), mask, fill=fill, kind=kind, folded=folded)
+
+    def _tile_start(self, e: S.Binary) -> bool:
+        """``m1 * M0`` of a partition ``rank M = M1 * M0``: below the rank's size plus a tile, int32."""
+        for x, y in ((e.a, e.b), (e.b, e.a)):
+            if isinstance(x, S.Coord) and isinstance(y, S.Param):
+                for part in self.prog.partitions:
+                    if part.outer == x.rank and y.name == part.inner.upper():
+                        return True
+        return False
 
     # ---- filters --------------------------------------------------------------------------------------
     def condition(self, e: S.Expr) -> tuple[Tile, Tile | None]:

@@ -45,6 +45,7 @@ from einattn.skip import never_present
 
 from .torch_codegen import _at_least_one, _Reduced, definition, dominates
 from .triton_absent import absent_tensors
+from .triton_base2 import LOG2E, Base2, exp_operands, plan_base2, scaled_constants
 from .triton_expr import (
     ASSIGN,
     HELPERS,
@@ -54,10 +55,13 @@ from .triton_expr import (
     Tile,
     Unsupported,
     Value,
+    atom,
     drop_unused,
     fmt_einsum,
+    fmt_expr,
     in_bounds,
     is_literal,
+    join,
     nonnegative,
 )
 from .triton_tiles import UNKNOWN, _pick, _sum, affine, empty_step_identity, tile_range
@@ -393,6 +397,8 @@ class FusedEnv(Env):
         self.inputs: list[str] = []
         self.sizes: set[str] = set()
         self.counter = 0
+        self.base2 = Base2()  # running maxes held times log2 e (lowering.triton_base2)
+        self.scaling: dict[str, str] = {}  # while rendering such a max's step: tensor -> its factor's code
 
     # ---- Env interface ----------------------------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -462,7 +468,32 @@ class FusedEnv(Env):
             )
         if node.tensor not in self.values:
             raise Unsupported(f"`{node.tensor}` is not available where it is read")
-        return self.values[node.tensor]
+        v = self.values[node.tensor]
+        if node.tensor in self.scaling:  # a value a base-2 running max takes the max of: times its factor
+            fill = v.fill if v.fill in (NEG_INF, "0.0") else None  # (the factor is positive)
+            code = f"{atom(v.val.code)} * {self.scaling[node.tensor]}"
+            return Value(Tile(code, v.val.axes), v.mask, fill=fill, folded=v.folded if fill else None)
+        return v
+
+    def exp_base2(self, r: Renderer, e: S.Call) -> Value | None:
+        """``exp(a - b)`` where ``b`` reads a running max held in base 2 (lowering.triton_base2):
+        ``exp2(a * log2e - b)``, one multiply-add, where ``a`` is not itself in base 2."""
+        pair = exp_operands(e, self.base2.states)
+        if pair is None:
+            return None
+        a, b = pair
+        d = r.value(e.args[0])  # the presence and the value at absent points, as written
+        av, bv = r.value(a), r.value(b)
+        if isinstance(a, S.Read) and a.tensor in self.base2.states:  # the correction exp(RM - RM')
+            val = r.binary("-", av.val, bv.val)
+        else:  # a score (plan_base2: a tile computed without its factors) times theirs and log2 e, less
+            # the max: rounded once (tl.fma, whatever the compiler's floating-point contraction setting)
+            axes = self.order(join(av.val, bv.val))
+            code = f"tl.fma({self.expand(av.val, axes)}, {a.tensor}_log2, -{atom(self.expand(bv.val, axes))})"
+            val = Tile(code, axes)
+        fill = "0.0" if d.fill == NEG_INF else None  # exp(-inf) = 0
+        folded = d.folded if fill else None
+        return Value(Tile(f"tl.exp2({val.code})", val.axes), d.mask, fill=fill, folded=folded)
 
     # ---- reads ----------------------------------------------------------------------------------------
     def _read_input(self, r: Renderer, node: S.Read, ctx: str) -> Value:
@@ -787,7 +818,9 @@ class FusedEnv(Env):
             if len(allm.axes) > 2:
                 raise Unsupported(f"the presence of `{e.tensor}` spans three tile axes")
             mask = r.mask_and(mask, self.any_over(r, allm, red))
-        fill = None if any(dropped) else "0.0"
+        # 0 at the absent points where the operands are zeroed there; a filter that removes points
+        # without spanning `red` (`m <= p` of a product over `e`) leaves the product's value in them
+        fill = None if any(dropped) or (filt is not None and red not in filt.axes) else "0.0"
         for k, (v, inv) in enumerate(parts):
             if k in spans:
                 continue
@@ -946,8 +979,16 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
     for e in p.prologue:
         env.emit(f"# {fmt_einsum(e)}")
         env.values[e.tensor] = env.statement(e, e.tensor)
+    env.base2 = plan_base2(p)
+    for source, (_, scalar) in sorted(env.base2.folded.items()):
+        env.emit(f"# {source} is computed without the factor {fmt_expr(scalar)}, which joins log2 e here")
+        code = Renderer(env, prog).value(scalar).val.code
+        env.emit(f"{source}_log2 = {atom(code)} * {LOG2E}")
     for e in p.inits:
         env.emit(f"# {fmt_einsum(e)}")
+        if e.tensor in env.base2.states:  # (a constant: plan_base2)
+            env.emit(f"# (held times log2 e, as every {e.tensor} below: exp(x - m) is exp2(x * log2e - m))")
+            e = dataclasses.replace(e, expr=S.Const(e.expr.value * LOG2E))
         env.cur[e.tensor] = _state(env, e, e.tensor, carried=True)
 
     _body(env, "body")  # every tile: filters and bounds as masks
@@ -1005,12 +1046,24 @@ def _body(env: FusedEnv, scope: str) -> None:
     for e in p.body:
         env.emit(f"# {fmt_einsum(e)}")
         if e.kind == "step":
-            env.next[e.tensor] = _state(env, e, f"{e.tensor}_next")
+            if e.tensor in env.base2.states:  # max(RM, LM) in base 2: max(RM, LM * factor)
+                scale = env.base2.scale
+                env.scaling = {
+                    x.tensor: f"{scale[x.tensor]}_log2" if scale[x.tensor] else LOG2E
+                    for x in e.expr.walk()
+                    if isinstance(x, S.Read) and x.tensor in scale
+                }
+                e = dataclasses.replace(e, expr=scaled_constants(e.expr))
+            try:
+                env.next[e.tensor] = _state(env, e, f"{e.tensor}_next")
+            finally:
+                env.scaling = {}
             if e.tensor in p.floored:  # a running max of the rewrite's form: finite (stabilizers.floored)
                 env.emit(f"{e.tensor}_next = _floor({e.tensor}_next)")
                 env.next[e.tensor].above = True
         else:
-            v = env.statement(e, e.tensor)
+            folded = env.base2.folded.get(e.tensor)
+            v = env.statement(folded[0] if folded else e, e.tensor)
             env.values[e.tensor] = v
             p.tiles.append(v.val.axes)
     missing = [s for s in p.states if s not in env.next]

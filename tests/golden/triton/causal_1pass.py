@@ -333,7 +333,10 @@ def causal_1pass_kernel(
     offs_f = tl.arange(0, PAD_F)
     lane_f = (offs_f < size_f) | FULL_F
     # ---- prologue: loop-invariant tiles and the initial running state
+    # t_BQK is computed without the factor rsqrt(E), which joins log2 e here
+    t_BQK_log2 = tl.rsqrt(size_e.to(CD)) * 1.4426950408889634
     # t_RM[b, h, 0, p] = -inf
+    # (held times log2 e, as every t_RM below: exp(x - m) is exp2(x * log2e - m))
     t_RM = tl.full([BLOCK_P], -float("inf"), CD)
     # t_RD[b, h, 0, p] = 0
     t_RD = tl.full([BLOCK_P], 0.0, CD)
@@ -355,14 +358,14 @@ def causal_1pass_kernel(
     for m1 in range(lo, whole_lo):
         # t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
         t_K_2 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + ((m1 * 64) + offs_m0) * t_K_stride2)[:, None] + (offs_e * t_K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
-        t_BQK = (tl.dot(t_Q_1, tl.trans(t_K_2.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
+        t_BQK = tl.dot(t_Q_1, tl.trans(t_K_2.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD)
         t_BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
         t_LM = _rmax(tl.where(t_BQK_ok, t_BQK, -float("inf")), 1)
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
-        t_RM_next = _max(t_RM, t_LM)
+        t_RM_next = _max(t_RM, t_LM * t_BQK_log2)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
-        t_SLN = _exp((t_BQK - t_RM_next[:, None]))
+        t_SLN = tl.exp2(tl.fma(t_BQK, t_BQK_log2, -(t_RM_next[:, None])))
         t_SLN_ok = t_BQK_ok
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
@@ -370,7 +373,7 @@ def causal_1pass_kernel(
         t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
-        t_PRM = _exp((t_RM - t_RM_next))
+        t_PRM = tl.exp2((t_RM - t_RM_next))
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
         t_SPD = (t_RD * t_PRM)
         # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
@@ -386,20 +389,20 @@ def causal_1pass_kernel(
     for m1 in range(whole_lo, whole_hi):  # whole tiles: no masks
         # t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
         t_K_4 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + ((m1 * 64) + offs_m0) * t_K_stride2)[:, None] + (offs_e * t_K_stride3)[None, :]), mask=lane_e[None, :], other=0)
-        t_BQK = (tl.dot(t_Q_1, tl.trans(t_K_4.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
+        t_BQK = tl.dot(t_Q_1, tl.trans(t_K_4.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD)
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
         t_LM = _rmax(t_BQK, 1)
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
-        t_RM_next = _max(t_RM, t_LM)
+        t_RM_next = _max(t_RM, t_LM * t_BQK_log2)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
-        t_SLN = _exp((t_BQK - t_RM_next[:, None]))
+        t_SLN = tl.exp2(tl.fma(t_BQK, t_BQK_log2, -(t_RM_next[:, None])))
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(t_SLN, 1)
         # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
         t_V_5 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=lane_f[None, :], other=0)
         t_SLNV = tl.dot(t_SLN.to(t_V_5.dtype), t_V_5, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
-        t_PRM = _exp((t_RM - t_RM_next))
+        t_PRM = tl.exp2((t_RM - t_RM_next))
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
         t_SPD = (t_RD * t_PRM)
         # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
@@ -415,14 +418,14 @@ def causal_1pass_kernel(
     for m1 in range(whole_hi, hi):
         # t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
         t_K_2 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + ((m1 * 64) + offs_m0) * t_K_stride2)[:, None] + (offs_e * t_K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
-        t_BQK = (tl.dot(t_Q_1, tl.trans(t_K_2.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD) * tl.rsqrt(size_e.to(CD)))
+        t_BQK = tl.dot(t_Q_1, tl.trans(t_K_2.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD)
         t_BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
         t_LM = _rmax(tl.where(t_BQK_ok, t_BQK, -float("inf")), 1)
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
-        t_RM_next = _max(t_RM, t_LM)
+        t_RM_next = _max(t_RM, t_LM * t_BQK_log2)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
-        t_SLN = _exp((t_BQK - t_RM_next[:, None]))
+        t_SLN = tl.exp2(tl.fma(t_BQK, t_BQK_log2, -(t_RM_next[:, None])))
         t_SLN_ok = t_BQK_ok
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
@@ -430,7 +433,7 @@ def causal_1pass_kernel(
         t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
-        t_PRM = _exp((t_RM - t_RM_next))
+        t_PRM = tl.exp2((t_RM - t_RM_next))
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
         t_SPD = (t_RD * t_PRM)
         # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]

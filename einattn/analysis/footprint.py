@@ -1,16 +1,18 @@
 """Minimum live footprint of a cascade over its streamed rank, and the traffic of spilling it.
 
-Counted per point of the *parallel ranks* Π: the output ranks that nothing reduces and that every reduction
-of the streamed rank iterates over (``b, h, p`` for attention: per query row). Three kinds of terms:
+Counted per point of the *parallel ranks* Π: the output ranks that nothing reduces (directly, or through an
+alias coordinate outside the streamed family: :func:`parallel_ranks`) and that every reduction of the
+streamed rank iterates over (``b, h, p`` for attention: per query row). Three kinds of terms:
 
 * **running state**: each iterative tensor over the streamed rank (or one of its parts): one state, over
   its ranks outside Π (``RM``: 1, ``RD``: 1, ``RNV``: F in Cascade 5);
 * **accumulators**: each full reduction of the streamed rank, over its output ranks outside Π (``GM``,
-  ``SD``: 1; ``AV``: F);
+  ``SD``: 1; ``AV``: F; streamed over a parent, ``CS[m0, p]`` summed over the tiles: M0);
 * **re-read across a barrier**: each tensor whose fiber over the rank (or over the tile rank of a partition)
   is read again in a later pass must be held, or spilled and re-read, from the pass that produced (or first
   read) it to the pass that re-reads it: its fiber over the rank, times its other ranks outside Π. At each
-  boundary between passes the live fibers add up; the largest boundary counts.
+  boundary between passes the live fibers add up; the largest boundary counts. A running state re-read
+  along its own rank after a barrier over that rank holds every state whichever rank is streamed.
 
 A fiber over both parts of a partition counts ``M``.
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..ir import Einsum, Program, coords
-from .passes import Family, Flows, family
+from .passes import Family, Flows, alias_reads, family, via_alias
 from .symbols import SizeModel
 
 
@@ -56,22 +58,32 @@ class Footprint:
     points: sp.Expr  # how many points Π has
 
 
-def _is_reducer(fam: Family, e: Einsum) -> bool:
-    if set(e.reduced) & fam.members:
+def _is_reducer(fam: Family, e: Einsum, prog: Program) -> bool:
+    """Whether ``e`` reduces ``fam``'s rank (or a part): over it, over a coordinate that reads its fibers
+    (an alias), or by a step along it."""
+    if set(e.reduced) & fam.members or via_alias(prog, fam, e):
         return True
     return e.kind == "step" and any(ix.kind == "step" and ix.rank in fam.members for ix in e.index)
 
 
 def parallel_ranks(prog: Program, rank: str) -> tuple[str, ...]:
-    """Π: output ranks never reduced, not iterative, present in every reduction of ``rank``'s family."""
+    """Π: output ranks never reduced, not iterative, present in every reduction of ``rank``'s family.
+
+    A rank is reduced when an Einsum reduces it, or reduces a coordinate outside the streamed family that
+    reads a dimension of that rank (an alias): in a power iteration ``X[t + 1, i] = A[i, j] * X[t, j]``
+    (``rank J = I``) each element needs every element of the previous state, so the points of ``i`` are
+    not independent. A read through the streamed rank itself (self-attention's keys ``X[m, e]`` with ``X``
+    declared ``X[p, e]``, summed over ``m``) walks the stream, and leaves each query row its own.
+    """
     fam = family(prog, rank)
     out_ranks: list[str] = []
     for name in prog.outputs:
         t = prog.tensor(name)
         out_ranks += [r for k, r in enumerate(t.ranks) if k != t.iterative and r not in out_ranks]
     reduced = {r for e in prog.einsums for r in e.reduced}
+    reduced |= {r for e in prog.einsums for r, cs in alias_reads(prog, e) if not cs & fam.members}
     iterative = set(prog.iterative_ranks)
-    reducers = [e for e in prog.einsums if _is_reducer(fam, e)]
+    reducers = [e for e in prog.einsums if _is_reducer(fam, e, prog)]
     return tuple(
         r
         for r in out_ranks
@@ -155,16 +167,18 @@ def footprint(flows: Flows, rank: str | None, sizes: SizeModel) -> Footprint:
     fam = family(prog, rank)
     per = parallel_ranks(prog, rank)
     skip = set(per)
-    # state and accumulators are held once per fiber of the rank: without the rank's own ranks, and for a
-    # tile rank without the tile index (the sibling part) and the parent
+    # state and accumulators are held once per fiber of the rank, over their other ranks outside Π: without
+    # the rank itself (and a state without its iterative dimension); for a tile rank also without the tile
+    # index (the sibling part: the current tile) and the parent. Streamed over a partition parent, a part
+    # they keep is held whole: ``CS[m0, p] = BX[m1, m0, p]`` (a sum over the tiles) is M0 accumulators.
     part = prog.partition_of(rank)
-    own = set(fam.members) | ({part.parent, part.outer, part.inner} if part is not None else set())
+    own = {rank} if fam.is_parent or part is None else {part.parent, part.outer, part.inner}
     terms: list[Term] = []
     for t in prog.tensors:
         if t.iterative is not None and t.iter_rank in fam.members:
             terms.append(Term(t.name, _extent(prog, sizes, t.name, skip | own, None), "state", t.iter_rank))
     for e in prog.einsums:
-        if fam.reduces_fully(e) and e.tensor not in {x.tensor for x in terms}:
+        if fam.reduces_fully(e, via_alias(prog, fam, e)) and e.tensor not in {x.tensor for x in terms}:
             extent = _extent(prog, sizes, e.tensor, skip | own, None)
             terms.append(Term(e.tensor, extent, "accumulator", rank))
     counted = {x.tensor for x in terms}
@@ -182,4 +196,32 @@ def footprint(flows: Flows, rank: str | None, sizes: SizeModel) -> Footprint:
             if c == rank:
                 spill += sp.Add(*(x.expr * (1 if x.tensor in prog.inputs else 2) for x in items))
         total += sp.Max(*sums)
+    # a running state read again along its own rank in a later pass over that rank holds every state,
+    # whichever rank is streamed: ``Y[m1] = R[m1 + 1] / R[M1]`` streamed over m (1 pass: Y walks tiles, not
+    # elements) still holds the M1 states between the two passes over m1 (streamed over the state's own
+    # rank, or when the streamed rank's cuts hold the state already, it is counted above)
+    held = {x.tensor for x in terms if x.kind == "barrier"}
+    for it in prog.iterative_ranks:
+        if it in cut_ranks:
+            continue
+        cuts = {
+            k: kept
+            for k, items in _cuts(flows, sizes, it, skip, counted).items()
+            if (
+                kept := [
+                    x
+                    for x in items
+                    if prog.tensor(x.tensor).iter_rank == it
+                    and x.tensor not in held
+                    and _states_read(prog, x.tensor)
+                ]
+            )
+        }
+        if cuts:
+            sums = []
+            for items in cuts.values():
+                terms.extend(items)
+                sums.append(sp.Add(*(x.expr for x in items)))
+                spill += sp.Add(*(2 * x.expr for x in items))
+            total += sp.Max(*sums)
     return Footprint(total, per, tuple(terms), spill, sizes.points(per))

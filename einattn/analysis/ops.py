@@ -4,7 +4,8 @@ Classes (:data:`CLASSES`): ``madd`` (a multiply whose product is accumulated by 
 multiply-add per point), ``mul``, ``add`` (add and subtract, ``+`` reductions), ``max`` (max, min, relu, abs
 and ``max``/``min`` reductions), ``div``, ``exp`` (exp and the other transcendental functions: log, sqrt,
 tanh, sigmoid, ...; the class comes from each function's ``op_class`` in ``einattn.functions``) and ``other``
-(negation, ``??`` selects, ``//``, ``%``).
+(negation, ``??`` selects). ``//`` and ``%`` are index and filter operators (the language rejects them
+in values): addressing, not counted.
 
 Counting rule: each operation node costs one op per point of the ranks its operands vary over (a
 loop-invariant subexpression is hoisted: ``exp(RM[m1, p] - RM[m1 + 1, p])`` costs M1*P, whatever the

@@ -12,10 +12,14 @@ Each value carries two facts, per *root* (an input fiber it derives from, e.g. `
 * ``vis``: the pass in which its elements along R are produced (it still carries R);
 * ``done``: the pass after which a *full R-reduction* it depends on is complete.
 
-A full R-reduction reduces R (for a parent: the parent or its outer part, which enumerates the tiles).
-An iterative update ``RM[m1 + 1] = max(RM[m1], ...)`` keeps its rank: it is not a full reduction. Reading an
-iterative tensor's final state (``RNV[f, M1, p]``), or any R-indexed tensor at an index without an R
-coordinate, reads a completed value: its ``vis`` turns into ``done``.
+A full R-reduction reduces R (for a parent: the parent or its outer part, which enumerates the tiles), or
+reduces a coordinate that reads R's dimension of a tensor without keeping R (an alias reduction,
+:func:`via_alias`: ``T[p] = X[j, p]`` with ``X`` declared ``X[i, p]``). An iterative update
+``RM[m1 + 1] = max(RM[m1], ...)`` keeps its rank: it is not a full reduction. Reading an iterative tensor's
+final state (``RNV[f, M1, p]``), or any R-indexed tensor at an index without an R coordinate, reads a
+completed value: its ``vis`` turns into ``done``. A read of the state before a step (``RM[m1, p]``) by an
+Einsum of the recurrence's own loop is a fiber of its own within the step; outside the loop
+(``Y[t] = R[t] - C``) it is one of the states, like ``R[t + 1]``.
 
 A traversing Einsum visits each root r it reads at pass ``max(vis(r), done(r) + 1)``: reading a fiber together
 with a value that needs a full reduction *of that fiber* starts a new pass (a *barrier*); otherwise it joins
@@ -53,16 +57,47 @@ class Family:
     def is_parent(self) -> bool:
         return self.outer is not None
 
-    def traverses(self, space) -> bool:
-        s = set(space)
+    def traverses(self, space, via=()) -> bool:
+        """Whether an Einsum over ``space`` walks the rank's fibers; ``via``: the members whose fibers it
+        reduces under another coordinate (:func:`via_alias`)."""
+        s = set(space) | set(via)
         return self.rank in s or (self.is_parent and self.outer in s and self.inner in s)
 
     def touches(self, space) -> bool:
         return bool(self.members & set(space))
 
-    def reduces_fully(self, e: Einsum) -> bool:
-        red = set(e.reduced)
+    def reduces_fully(self, e: Einsum, via=()) -> bool:
+        red = set(e.reduced) | set(via)
         return self.rank in red or (self.is_parent and self.outer in red)
+
+
+def alias_reads(prog: Program, e: Einsum):
+    """``(rank, coordinates)`` for each dimension ``e`` reads at coordinates it reduces that are neither
+    the dimension's own rank nor a part of it: with ``X`` declared ``X[i, p]`` and ``rank J = I``,
+    ``T[p] = X[j, p]`` (a sum over j) reduces X's i fibers, as ``T[p] = X[i, p]`` would."""
+    red = set(e.reduced)
+    for rd in e.reads():
+        t = prog.tensor(rd.tensor)
+        for r, ix in zip(t.ranks, rd.indices):
+            cs = frozenset(coords(ix))
+            part = prog.partition_of(r)
+            own = {part.parent, part.outer, part.inner} if part is not None else {r}
+            if cs & red and not cs & own:
+                yield r, cs
+
+
+def via_alias(prog: Program, fam: Family, e: Einsum) -> frozenset:
+    """The members of ``fam`` whose fibers ``e`` reduces under a coordinate outside the family (an alias),
+    and that its own space does not keep: for the counting rule, ``e`` then traverses and reduces them as
+    if it iterated over them (``T[p] = X[j, p]``: a full reduction of X's i fibers). An Einsum that keeps
+    the rank (self-attention's ``O[p, e] = SN[m, p] * X[m, e] / SD[p]`` with ``X`` declared ``X[p, e]``,
+    ``rank M = P``) makes one point per point of it and is no full reduction of it: a residual
+    ``Y[p, e] = O[p, e] + X[p, e]`` re-reads each row's own element after its own reduction, as when ``X``
+    is declared ``X[m, e]``."""
+    space = set(e.space)
+    return frozenset(
+        r for r, cs in alias_reads(prog, e) if r in fam.members and r not in space and not cs & fam.members
+    )
 
 
 def family(prog: Program, rank: str) -> Family:
@@ -129,6 +164,16 @@ def order(prog: Program) -> tuple[Einsum, ...]:
     return tuple(out)
 
 
+def loops(prog: Program) -> dict[str, int]:
+    """Label -> the recurrence loop whose body holds it (Einsums outside every loop are absent): the
+    Einsums that run *within* a step, as ``schedule`` nests them."""
+    out: dict[str, int] = {}
+    for k, st in enumerate(schedule(prog)):
+        if not isinstance(st, Dense):
+            out.update(dict.fromkeys((e.label for e in st.body), k))
+    return out
+
+
 def _merge_vis(into: dict, new: dict) -> bool:
     changed = False
     for r, v in new.items():
@@ -154,6 +199,7 @@ class Flows:
         self.prog = prog
         self.order = order(prog)
         self.reads = {e.label: e.reads() for e in self.order}
+        self.loops = loops(prog)
         self._cache: dict[tuple[str, bool], dict[str, Visit]] = {}
 
     def __call__(self, rank: str, per_root: bool = True) -> dict[str, Visit]:
@@ -178,19 +224,31 @@ class Flows:
         def root_of(name: str) -> str:
             return name if per_root else "*"
 
+        # a read of the state before a step (``RM[m1, p]``) is a fiber of its own only within the step, in
+        # an Einsum of the recurrence's own loop; outside it (``Y[t] = R[t] - C``) it is one of R's states
+        step_loop = {e.tensor: self.loops.get(e.label) for e in einsums if e.kind == "step"}
+
+        def carried(e: Einsum, rd: S.Read) -> str | None:
+            inside = self.loops.get(e.label)
+            if inside is None or step_loop.get(rd.tensor) != inside:
+                return None
+            return carried_rank(prog, rd)
+
         reads = {
-            label: tuple(
-                (rd, prog.tensor(rd.tensor), read_kind(prog, rd, fam), carried_rank(prog, rd)) for rd in rds
+            e.label: tuple(
+                (rd, prog.tensor(rd.tensor), read_kind(prog, rd, fam), carried(e, rd))
+                for rd in self.reads[e.label]
             )
-            for label, rds in self.reads.items()
+            for e in einsums
         }
+        via = {e.label: via_alias(prog, fam, e) for e in einsums}
         pointwise = _pointwise(prog, fam, reads)
         result: dict[str, Visit] = {}
         for _round in range(4 * len(einsums) + 8):
             changed = False
             for e in einsums:
                 v, out_vis, out_done = _step(
-                    prog, fam, e, reads[e.label], vis, done, completer, root_of, pointwise
+                    prog, fam, e, reads[e.label], vis, done, completer, root_of, pointwise, via[e.label]
                 )
                 result[e.label] = v
                 changed |= _merge_vis(vis[e.tensor], out_vis)
@@ -290,7 +348,7 @@ def _walks_through(fam: Family, e: Einsum, reads) -> bool:
     )
 
 
-def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of, pointwise):
+def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of, pointwise, via=frozenset()):
     vis_in: dict[str, int] = {}
     done_in: dict[str, tuple[int, str]] = {}
     carrying: list[tuple[S.Read, dict]] = []
@@ -317,8 +375,8 @@ def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of, pointwise)
             _merge_vis(vis_in, tv)
         elif kind != EARLY and not (kind == FINAL and t.name in pointwise):
             _merge_done(done_in, {r: (p, completer[t.name]) for r, p in tv.items()})
-    full = fam.reduces_fully(e)
-    if fam.traverses(e.space) or _walks_through(fam, e, reads):
+    full = fam.reduces_fully(e, via)
+    if fam.traverses(e.space, via) or _walks_through(fam, e, reads):
         roots = dict(vis_in) or {root_of(e.label): 1}
         visit: dict[str, int] = {}
         raised = []

@@ -34,7 +34,7 @@ def streamed_rank(prog: Program, counts: dict[str, ps.RankPasses]) -> str | None
 
     def reducers(r: str) -> int:
         fam = ps.family(prog, r)
-        return sum(fp._is_reducer(fam, e) for e in prog.einsums)
+        return sum(fp._is_reducer(fam, e, prog) for e in prog.einsums)
 
     cands = [r for r, c in counts.items() if c.analysed and r not in parts and reducers(r)]
     if not cands:

@@ -663,7 +663,7 @@ class _Checker:
                 raise EinError(
                     f"rank `{parent}` of the partition is never used",
                     rd.name_spans[0],
-                    hint="the partitioned rank must index some input",
+                    hint=f"index a tensor by `{parent}` (normally an input, which gives its size)",
                 )
             in_p, out_p = rd.inner in self.params, rd.outer in self.params
             if in_p == out_p:

@@ -352,6 +352,11 @@ class Generator:
         self.dying_states = dying_states(prog, self.steps)
         self.prefill = prefilled_tiles(prog, self.A)
         self.stable = stabilizers(prog)  # computed without a gradient (`_stable`)
+        # the inputs that reach the outputs only through `??` defaults, which a run may skip
+        # (defaulted_inputs), the inputs each tensor carries, and those of defaults left out (no mask)
+        self.defaulted = defaulted_inputs(prog, self.stable)
+        self.carried = _carried(prog, self.stable)
+        self.dropped: set[str] = set()
         # the maxes among them floored at the dtype's lowest value in a rewritten program (see `_stable`)
         self.floored = floored(prog) if floor_stabilizers else frozenset()
         self.state_updates = updated_states(prog, self.steps)
@@ -427,8 +432,9 @@ class Generator:
             outs.append(f"_out({v.value}, {v.mask}, _o[2]{'' if v.fresh else ', view=True'})")
         ret = tuple_code(outs)
         ret = f"_keep_pool(_pool, {ret})" if self.pooling else ret
-        cut = gradless_inputs(prog, self.stable)
-        if cut:  # inputs no output depends on but through stabilizers: zero gradients, not none
+        cut = set(gradless_inputs(prog, self.stable)) | self.dropped
+        cut = tuple(n for n in prog.inputs if n in cut)
+        if cut:  # inputs no output depends on but through stabilizers (or defaults never needed): zeros
             ret = f"_joined({ret}, ({', '.join(f't_{n}' for n in cut)},))"
         self.emit(f"return {ret}")
         args = [f"t_{n}" for n in prog.inputs] + [f"s_{r}" for r in prog.ranks] + ["_o", "_inplace"]
@@ -912,7 +918,9 @@ class Generator:
             if summed is not None:
                 return summed
             a, b = self.val(e.a, sp), self.val(e.b, sp)
-            if a.mask is None:
+            keep = self.defaulted & set().union(*(self.carried.get(t, set()) for t in _value_reads(e.b)))
+            if a.mask is None:  # (never absent: the default's inputs are joined to the outputs instead)
+                self.dropped |= keep
                 return a
             ma = self.name_mask(a.mask)
             mask = None if b.mask is None or not absent else self.name_mask(f"_or({ma}, {b.mask})")
@@ -922,6 +930,8 @@ class Generator:
             fin = ", finite=True" if a.finite else ""
             if self.owning and b.scalar:  # (see accumulate)
                 fin += ", own=_inplace"
+            if keep:  # (a run that needs no default keeps its inputs in the graph, see _dflt)
+                fin += ", keep=True"
             code = f"_dflt({self.tensor_code(a)}, {ma}, {b.code}{fin})"
             return Val(code, mask, ranks=a.ranks | b.ranks, finite=finite)
         raise InternalError(f"no PyTorch lowering for {type(e).__name__}")
@@ -1094,6 +1104,7 @@ class Generator:
         # per operand: (safe: finite wherever another factor is absent; its mask if the sum skips its absent
         # points; its axes; the ranks along which that mask varies) -- see unbounded_factors_zeroed
         kinds = []
+        outer_ranks: set[str] = set()  # the ranks along which the masks in `outer` vary
         # (for inputs that may hold an infinity or NaN, any factor may: `V` past a cache's length, which the
         # scores' filter removes, is zeroed there, as 0 * NaN would put NaN into the sum)
         unbounded = {id(f) for f, _ in factors if not (self.finite_inputs and bounded(self.prog, f))}
@@ -1155,6 +1166,7 @@ class Generator:
                     skipped = placed
                 else:
                     outer.append(placed)
+                    outer_ranks |= varying
                     result_zero &= zero
             operands.append([code, "".join(letters[r] for r in axes), ranks])
             # (a late factor is finite wherever the others are absent: its functions saw a safe argument)
@@ -1172,9 +1184,12 @@ class Generator:
                 kinds.append((True, fm, tuple(sp.ranks), set(coords(e.filter))))
             else:
                 outer.append(fm)
+                outer_ranks |= set(coords(e.filter))
                 result_zero = False
         self.extra_guard = None
         self.unbounded_factors_zeroed(operands, kinds, sp)
+        if not self.finite_inputs:
+            self.unread_operands_zeroed(operands, kinds, outer, outer_ranks, sp)
         keep = [r for r in sp.ranks if r not in sums]
         operands = self._order(operands, keep)
         call = "_mm" if len(operands) == 2 else "torch.einsum"  # two operands: one batched matmul
@@ -1250,6 +1265,28 @@ class Generator:
                 operands[k][1] = "".join(_letters(sp.ranks)[r] for r in sp.ranks)
                 operands[k][2] = set(axes) | varying  # (size 1 along the others: broadcast at the write)
             operands[k][0] = f"_zf({code}, {mask})"
+
+    def unread_operands_zeroed(self, operands, kinds, outer, outer_ranks: set[str], sp: Space) -> None:
+        """For inputs that may hold an infinity or NaN (``program_any``): each operand that may be
+        non-finite is zeroed where the result is absent (the ``outer`` masks: a filter or factors' masks
+        that do not vary along the summed ranks) for every point that reads it, before the product, when a
+        gradient is recorded (``_zero_unread``). The sum at an absent point is masked in the forward pass,
+        but autograd multiplies the other operand by its gradient there, 0, and ``0 * NaN`` is NaN: ``K``
+        NaN past a KV cache's length (``QK[m, p] = Q[p, e] * K[m, e] where m < n``) gave NaN for every row
+        of ``Q``'s gradient, and for ``K``'s padding. Only operands that have a rank the masks vary along
+        (``K``'s ``m``, not ``Q``); a point that some present result reads keeps its value (a key that a
+        causal filter hides from earlier rows only), and so its exception (docs/backends.md)."""
+        if not outer:
+            return
+        mask = self.and_masks(*outer)
+        rank_of = {c: r for r, c in _letters(sp.ranks).items()}
+        for k, (safe, _, _, _) in enumerate(kinds):
+            code, subs, ranks = operands[k]
+            if safe or not ranks & outer_ranks:
+                continue
+            dims = tuple_code(tuple(sp.axis(rank_of[c]) for c in subs))  # (the operand's axes, in order)
+            held = tuple_code(tuple(sp.axis(r) for r in sp.ranks if r in ranks))
+            operands[k][0] = f"_zero_unread({code}, {mask}, {dims}, {held}, _inplace)"
 
     def reduced_by_readers(self, e: Einsum) -> str | None:
         """The rank of a loop's tile that its readers reduce (attention's keys ``m0`` of ``BQK[m1, m0, p]``,
@@ -1635,6 +1672,24 @@ def gradless_inputs(prog: Program, stable: frozenset[str]) -> tuple[str, ...]:
     ``torch_runtime._stable``) or not at all: autograd would leave them out of the graph, and
     ``torch.autograd.grad(out, [X])`` would fail where the gradient is exactly 0 (``C = max(GM, FLOOR)``,
     ``exp(S - C)``: FLOOR only stabilizes). Reads in filters and indices carry no gradient either."""
+    reached = _reached(prog, _carried(prog, stable))
+    return tuple(n for n in prog.inputs if prog.tensor(n).dtype != "int" and n not in reached)
+
+
+def defaulted_inputs(prog: Program, stable: frozenset[str]) -> frozenset[str]:
+    """The float inputs that reach the outputs, but only through the defaults of ``??`` (``X`` of ``O = S
+    ?? X``): when no point needs a default (every row saw a key), the generated code skips it (no mask at
+    run time: ``torch_runtime._dflt``; none at all: the generator returns ``S``), and such an input would
+    be left out of the graph. Those defaults keep it in the graph with a zero gradient when one is recorded
+    (``_dflt(..., keep=True)``, or joined to the outputs where the generator dropped the default)."""
+    every = _reached(prog, _carried(prog, stable))
+    sure = _reached(prog, _carried(prog, stable, defaults=False))
+    return frozenset(every - sure)
+
+
+def _carried(prog: Program, stable: frozenset[str], defaults: bool = True) -> dict[str, set[str]]:
+    """Per tensor, the float inputs its value depends on with a gradient (not through a stabilizer);
+    ``defaults=False``: not counting what is read only as the default of a ``??``."""
     carried: dict[str, set[str]] = {n: {n} for n in prog.inputs if prog.tensor(n).dtype != "int"}
     changed = True
     while changed:
@@ -1642,13 +1697,27 @@ def gradless_inputs(prog: Program, stable: frozenset[str]) -> tuple[str, ...]:
         for e in prog.einsums:
             if e.tensor in stable:
                 continue
-            reads = {r.tensor for r in e.expr.walk() if isinstance(r, S.Read)} - {e.tensor}
+            reads = _value_reads(e.expr, defaults) - {e.tensor}
             got = set().union(*(carried.get(r, set()) for r in reads)) | carried.get(e.tensor, set())
             if got != carried.get(e.tensor, set()):
                 carried[e.tensor] = got
                 changed = True
-    reached = set().union(*(carried.get(o, set()) for o in prog.outputs))
-    return tuple(n for n in prog.inputs if prog.tensor(n).dtype != "int" and n not in reached)
+    return carried
+
+
+def _reached(prog: Program, carried: dict[str, set[str]]) -> set[str]:
+    return set().union(*(carried.get(o, set()) for o in prog.outputs))
+
+
+def _value_reads(e: S.Expr, defaults: bool = True) -> set[str]:
+    """The tensors ``e`` reads (in indices too); ``defaults=False``: not in the default ``b`` of ``a ??
+    b``."""
+    if not defaults and isinstance(e, S.Default):
+        return _value_reads(e.a, defaults)
+    out = {e.tensor} if isinstance(e, S.Read) else set()
+    for c in e.children():
+        out |= _value_reads(c, defaults)
+    return out
 
 
 def auto_row_block(skip: TileSkip | None) -> tuple[int, int]:

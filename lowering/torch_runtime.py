@@ -311,6 +311,29 @@ def _zf_own(x, m, axes):
     return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+def _zero_unread(x, m, axes, own, inplace):
+    """``x``, an operand of a sum of products over ``axes`` of the statement's space (varying along
+    ``own`` of them), with 0 wherever the result's presence ``m`` (over the whole space) is false at every
+    point that reads it: a key past a KV cache's length (``where m < n``) for every query. Only in
+    ``program_any`` (inputs that hold an infinity or NaN) and when a gradient is recorded (``inplace``
+    false): the forward pass masks those products' sums, but the gradient of a product's operand is the
+    other operand times the result's gradient, 0 there, and ``0 * NaN`` is NaN (``Q``'s gradient read
+    ``K``'s NaN padding). Zeroed before the product, the value is never multiplied: its gradient is 0."""
+    if inplace or m is None:
+        return x
+    wide = tuple(d for d in range(m.dim()) if d not in own and m.shape[d] != 1)
+    if wide:
+        m = m.any(dim=wide, keepdim=True)
+    if _all_true(m):  # (every point read: a causal query sees key 0)
+        return x
+    drop = tuple(d for d in range(m.dim()) if d not in axes)
+    if drop:
+        m = m.squeeze(drop)
+    kept = sorted(axes)
+    m = m.permute([kept.index(a) for a in axes])
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def _fill(m, value, dtype):
     """0 where present, ``value`` (an infinity) where absent: added to a finite value, fills absent points.
 
@@ -378,11 +401,14 @@ def _above(b):
     return max(b, -torch.finfo(torch.float64).max / 2)
 
 
-def _dflt(a, m, b, finite=False, own=False):
+def _dflt(a, m, b, finite=False, own=False, keep=False):
     """``a ?? b``: ``a`` where present, else ``b`` (``finite``: ``a`` holds no infinity or NaN).
 
     Nothing absent: ``a``, broadcast to the shape ``torch.where(m, a, b)`` would have (the generator counts
-    ``b``'s ranks among the value's: ``exp(T[i]) ?? X[i, j]`` has ``j``).
+    ``b``'s ranks among the value's: ``exp(T[i]) ?? X[i, j]`` has ``j``). ``keep``: ``b`` carries an input
+    that may reach the outputs through such defaults only (torch_codegen.defaulted_inputs): when a gradient
+    is recorded for ``b``, it stays in the graph with a zero gradient (:func:`_kept`), as through the
+    ``torch.where`` it skips, instead of leaving the input out ("not used in the graph").
 
     ``own``: ``a`` is a temporary of the generated code's own that nothing reads afterwards (no gradient
     recorded): a number ``b`` is written into its memory, which stays a tensor a matmul may accumulate into
@@ -391,6 +417,8 @@ def _dflt(a, m, b, finite=False, own=False):
         shape = a.shape if m is None else _bshape(a.shape, m.shape)
         if isinstance(b, torch.Tensor):
             shape = _bshape(shape, b.shape)
+            if keep:
+                a = _kept(a, b)
         return a if shape == a.shape else a.expand(shape)
     if own and isinstance(b, (int, float)) and _covers(a.shape, m.shape) and _writable(a, b):
         return a.fill_(b) if _all_false(m) else a.masked_fill_(m.logical_not(), b)
@@ -1260,7 +1288,8 @@ class _Attach(torch.autograd.Function):
 
 class _Join(_Attach):
     """:class:`_Attach` for an output that has a graph: its gradient passes through, and ``inputs`` whose
-    values reach the outputs only through stabilizers (torch_codegen.gradless_inputs) get zeros."""
+    values reach the outputs only through stabilizers (torch_codegen.gradless_inputs) or through a ``??``
+    default that no point needed (torch_codegen.defaulted_inputs, :func:`_kept`) get zeros."""
 
     @staticmethod
     def backward(ctx, grad):
@@ -1277,6 +1306,15 @@ def _joined(outs, inputs):
     if not needs or k is None:
         return outs
     return (*outs[:k], _Join.apply(outs[k], *needs), *outs[k + 1 :])
+
+
+def _kept(a, b):
+    """``a``, with ``b`` joined to its graph with a zero gradient (:class:`_Join`: a copy of ``a``) when a
+    gradient is recorded for ``b``; else ``a`` itself (no cost). A default that no point needed at run time
+    (``S ?? X`` where every row saw a key): its inputs keep a gradient, the zeros of ``torch.where``."""
+    if torch.is_grad_enabled() and b.requires_grad:
+        return _Join.apply(a, b)
+    return a
 
 
 def _attached(outs, inputs):

@@ -228,9 +228,9 @@ class Env:
     def emit(self, line: str) -> None:
         raise NotImplementedError
 
-    def exp_base2(self, r: Renderer, e: S.Call) -> Value | None:
-        """``exp`` of a difference whose subtracted value the kernel holds in base 2 (the fused kernel's
-        running max: lowering.triton_base2), or None to render ``e`` as written."""
+    def exp_raw_max(self, r: Renderer, e: S.Call) -> Value | None:
+        """``exp`` of a difference whose subtracted value the kernel holds in other units (the fused
+        kernel's running max: lowering.triton_raw_max), or None to render ``e`` as written."""
         return None
 
     def temp(self, stem: str) -> str:
@@ -401,7 +401,7 @@ class Renderer:
             return self.env.read(self, e, ctx)
         if isinstance(e, S.Call):
             if not integer and e.fn == "exp":
-                held = self.env.exp_base2(self, e)  # a kernel holding the subtracted max in base 2
+                held = self.env.exp_raw_max(self, e)  # a kernel holding the subtracted max in other units
                 if held is not None:
                     return held
             if not integer and e.fn in ("max", "min") and len(e.args) == 2:
@@ -476,10 +476,12 @@ class Renderer:
             # two literals (`W * W`): the value, int64 from 2**24 on (Python's arithmetic, which never wraps)
             x, y = int(a.val.code), int(b.val.code)
             value = x * y if e.op == "*" else x + y if e.op == "+" else x - y
+            value = (value + 2**63) % 2**64 - 2**63  # (int64 arithmetic, as the other backends')
             return Value(Tile(int_literal(value)), mask, kind="i")
-        if kind == "i" and e.op == "*" and ctx == "c" and not self._tile_start(e):
-            # a product in a filter can pass int32's range where the coordinates do not (`m * W * W < p`):
-            # int64 (adding an int64 zero also widens the loop's Python int under the interpreter)
+        if kind == "i" and e.op == "*" and not self._tile_start(e):
+            # a product in a filter or an index can pass int32's range where the coordinates do not
+            # (`m * W * W < p`, `K[(m * W * W) // (W * W), e]`): int64 (adding an int64 zero also widens
+            # the loop's Python int under the interpreter)
             a = Value(Tile(f"({a.val.code} + tl.zeros([], tl.int64))", a.val.axes), a.mask, kind="i")
         fill = folded = None
         if kind == "f" and e.op == "-" and a.fill == NEG_INF and b.mask is None and b.above:

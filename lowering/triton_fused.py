@@ -45,7 +45,6 @@ from einattn.skip import never_present
 
 from .torch_codegen import _at_least_one, _Reduced, definition, dominates
 from .triton_absent import absent_tensors
-from .triton_base2 import LOG2E, Base2, exp_operands, plan_base2, scaled_constants
 from .triton_expr import (
     ASSIGN,
     HELPERS,
@@ -61,9 +60,9 @@ from .triton_expr import (
     fmt_expr,
     in_bounds,
     is_literal,
-    join,
     nonnegative,
 )
+from .triton_raw_max import LOG2E, RawMax, exp_operands, plan_raw_max, raw_constants
 from .triton_tiles import UNKNOWN, _pick, _sum, affine, empty_step_identity, tile_range
 
 IDENTITY = {"+": "0.0", "max": '-float("inf")', "min": 'float("inf")'}
@@ -238,7 +237,11 @@ def match(prog: Program) -> FusedPlan | Refusal:
     kside = {
         e.tensor for e in core if all(prog.tensor(rd.tensor).is_input for rd in _tile_reads(prog, inlined, e))
     }
-    kside &= {e.tensor for e in core if not any(rd.tensor in step_tensors for rd in e.reads())}
+    kside &= {
+        e.tensor
+        for e in core
+        if not any(rd.tensor in step_tensors and rd.tensor not in inlined for rd in e.reads())
+    }  # (a feature map of the K tile, `elu(BK) + 1`, reads only the inlined re-indexing of K)
     for group in (core, [e for e in core if e.tensor not in kside]):  # K-side tiles computed per step aside
         if not group:
             continue
@@ -397,8 +400,7 @@ class FusedEnv(Env):
         self.inputs: list[str] = []
         self.sizes: set[str] = set()
         self.counter = 0
-        self.base2 = Base2()  # running maxes held times log2 e (lowering.triton_base2)
-        self.scaling: dict[str, str] = {}  # while rendering such a max's step: tensor -> its factor's code
+        self.raw = RawMax()  # running maxes held in the raw scores' units (lowering.triton_raw_max)
 
     # ---- Env interface ----------------------------------------------------------------------------------
     def emit(self, line: str) -> None:
@@ -468,32 +470,21 @@ class FusedEnv(Env):
             )
         if node.tensor not in self.values:
             raise Unsupported(f"`{node.tensor}` is not available where it is read")
-        v = self.values[node.tensor]
-        if node.tensor in self.scaling:  # a value a base-2 running max takes the max of: times its factor
-            fill = v.fill if v.fill in (NEG_INF, "0.0") else None  # (the factor is positive)
-            code = f"{atom(v.val.code)} * {self.scaling[node.tensor]}"
-            return Value(Tile(code, v.val.axes), v.mask, fill=fill, folded=v.folded if fill else None)
-        return v
+        return self.values[node.tensor]
 
-    def exp_base2(self, r: Renderer, e: S.Call) -> Value | None:
-        """``exp(a - b)`` where ``b`` reads a running max held in base 2 (lowering.triton_base2):
-        ``exp2(a * log2e - b)``, one multiply-add, where ``a`` is not itself in base 2."""
-        pair = exp_operands(e, self.base2.states)
+    def exp_raw_max(self, r: Renderer, e: S.Call) -> Value | None:
+        """``exp(a - b)`` where ``b`` reads a running max held in the raw scores' units
+        (lowering.triton_raw_max): ``exp2((a - b) * c)``, ``c`` the scale times log2 e, where ``a`` is such
+        a max too (the correction ``exp(RM - RM')``) or a score tile computed without its scale."""
+        pair = exp_operands(e, self.raw.states)
         if pair is None:
             return None
-        a, b = pair
-        d = r.value(e.args[0])  # the presence and the value at absent points, as written
-        av, bv = r.value(a), r.value(b)
-        if isinstance(a, S.Read) and a.tensor in self.base2.states:  # the correction exp(RM - RM')
-            val = r.binary("-", av.val, bv.val)
-        else:  # a score (plan_base2: a tile computed without its factors) times theirs and log2 e, less
-            # the max: rounded once (tl.fma, whatever the compiler's floating-point contraction setting)
-            axes = self.order(join(av.val, bv.val))
-            code = f"tl.fma({self.expand(av.val, axes)}, {a.tensor}_log2, -{atom(self.expand(bv.val, axes))})"
-            val = Tile(code, axes)
+        _, b = pair
+        d = r.value(e.args[0])  # the difference: its presence and its value at absent points, as written
+        factor = f"{self.raw.scale[b.tensor][0]}_log2"
+        val = Tile(f"tl.exp2({atom(d.val.code)} * {factor})", d.val.axes)
         fill = "0.0" if d.fill == NEG_INF else None  # exp(-inf) = 0
-        folded = d.folded if fill else None
-        return Value(Tile(f"tl.exp2({val.code})", val.axes), d.mask, fill=fill, folded=folded)
+        return Value(val, d.mask, fill=fill, folded=d.folded if fill else None)
 
     # ---- reads ----------------------------------------------------------------------------------------
     def _read_input(self, r: Renderer, node: S.Read, ctx: str) -> Value:
@@ -979,16 +970,18 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
     for e in p.prologue:
         env.emit(f"# {fmt_einsum(e)}")
         env.values[e.tensor] = env.statement(e, e.tensor)
-    env.base2 = plan_base2(p)
-    for source, (_, scalar) in sorted(env.base2.folded.items()):
+    env.raw = plan_raw_max(p)
+    for source, (_, scalar) in sorted(env.raw.folded.items()):
         env.emit(f"# {source} is computed without the factor {fmt_expr(scalar)}, which joins log2 e here")
         code = Renderer(env, prog).value(scalar).val.code
         env.emit(f"{source}_log2 = {atom(code)} * {LOG2E}")
     for e in p.inits:
         env.emit(f"# {fmt_einsum(e)}")
-        if e.tensor in env.base2.states:  # (a constant: plan_base2)
-            env.emit(f"# (held times log2 e, as every {e.tensor} below: exp(x - m) is exp2(x * log2e - m))")
-            e = dataclasses.replace(e, expr=S.Const(e.expr.value * LOG2E))
+        if e.tensor in env.raw.states:  # (in the raw scores' units: divided by their scale)
+            source, scalar = env.raw.scale[e.tensor]
+            units = f"as every {e.tensor} below: in raw {source}'s units"
+            env.emit(f"# (held divided by {fmt_expr(scalar)}, {units})")
+            e = dataclasses.replace(e, expr=raw_constants(e.expr, scalar))
         env.cur[e.tensor] = _state(env, e, e.tensor, carried=True)
 
     _body(env, "body")  # every tile: filters and bounds as masks
@@ -1046,23 +1039,14 @@ def _body(env: FusedEnv, scope: str) -> None:
     for e in p.body:
         env.emit(f"# {fmt_einsum(e)}")
         if e.kind == "step":
-            if e.tensor in env.base2.states:  # max(RM, LM) in base 2: max(RM, LM * factor)
-                scale = env.base2.scale
-                env.scaling = {
-                    x.tensor: f"{scale[x.tensor]}_log2" if scale[x.tensor] else LOG2E
-                    for x in e.expr.walk()
-                    if isinstance(x, S.Read) and x.tensor in scale
-                }
-                e = dataclasses.replace(e, expr=scaled_constants(e.expr))
-            try:
-                env.next[e.tensor] = _state(env, e, f"{e.tensor}_next")
-            finally:
-                env.scaling = {}
+            if e.tensor in env.raw.states:  # max(RM, LM ?? k): LM raw, k divided by the scale
+                e = dataclasses.replace(e, expr=raw_constants(e.expr, env.raw.scale[e.tensor][1]))
+            env.next[e.tensor] = _state(env, e, f"{e.tensor}_next")
             if e.tensor in p.floored:  # a running max of the rewrite's form: finite (stabilizers.floored)
                 env.emit(f"{e.tensor}_next = _floor({e.tensor}_next)")
                 env.next[e.tensor].above = True
         else:
-            folded = env.base2.folded.get(e.tensor)
+            folded = env.raw.folded.get(e.tensor)
             v = env.statement(folded[0] if folded else e, e.tensor)
             env.values[e.tensor] = v
             p.tiles.append(v.val.axes)

@@ -127,7 +127,8 @@ def _launch(kernel, n, cd, *args):
     if n == 0:
         return
     cfg = GENERAL_CONFIG
-    kernel[(triton.cdiv(n, cfg["BLOCK_O"]),)](*args, CD=cd, **cfg)
+    # (fused multiply-adds asked for: Triton 3.9 warns that its default will be off from 3.10)
+    kernel[(triton.cdiv(n, cfg["BLOCK_O"]),)](*args, CD=cd, **cfg, enable_fp_fusion=True)
 '''
 
 

@@ -35,6 +35,7 @@ FUSED = {
     "causal.ein",
     "causal_1pass.ein",
     "gqa.ein",
+    "linear_causal.ein",  # (streamed, its sums split one tl.dot a statement: lowering/triton_split.py)
     "lse.ein",
     "sigmoid.ein",  # (its sums streamed by passes="auto": docs/rewrite.md, rule 3)
     "sliding_window.ein",
@@ -294,9 +295,16 @@ def test_refusals_name_the_reason():
     assert einattn.compile(EXAMPLES / "sigmoid.ein", backend="triton").plan.path == "fused"
     # where the streamed form does not fuse, the general path computes the sums whole (one kernel each,
     # not one launch per tile), and the reason names both refusals
-    k = einattn.compile(EXAMPLES / "linear_causal.ein", backend="triton")
+    # (a filter along the keys that reads the feature rank `f`: its weights span three tile axes)
+    spec = (
+        "input Q[p, e], K[m, e], V[m, f]\noutput O\nS[m, p] = Q[p, e] * K[m, e]\n"
+        "O[p, f] = sigmoid(S[m, p]) * V[m, f]  where m <= p + f\n"
+    )
+    k = einattn.compile(spec, backend="triton")
     assert k.plan.path == "general" and not k.program.partitions
-    assert "with its sums streamed over tiles: cannot tell the query rank" in k.plan.reason
+    assert "with its sums streamed over tiles: a value spans three tile axes" in k.plan.reason
+    # causal linear attention's streamed sums fuse since they are split one tl.dot a statement
+    assert einattn.compile(EXAMPLES / "linear_causal.ein", backend="triton").plan.path == "fused"
 
 
 def test_empty_step_identity():

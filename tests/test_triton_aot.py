@@ -40,6 +40,7 @@ FUSED = {
     "causal",
     "causal_1pass",
     "gqa",
+    "linear_causal",
     "lse",
     "sigmoid",
     "sliding_window",

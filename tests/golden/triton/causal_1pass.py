@@ -336,7 +336,7 @@ def causal_1pass_kernel(
     # t_BQK is computed without the factor rsqrt(E), which joins log2 e here
     t_BQK_log2 = tl.rsqrt(size_e.to(CD)) * 1.4426950408889634
     # t_RM[b, h, 0, p] = -inf
-    # (held times log2 e, as every t_RM below: exp(x - m) is exp2(x * log2e - m))
+    # (held divided by rsqrt(E), as every t_RM below: in raw t_BQK's units)
     t_RM = tl.full([BLOCK_P], -float("inf"), CD)
     # t_RD[b, h, 0, p] = 0
     t_RD = tl.full([BLOCK_P], 0.0, CD)
@@ -363,9 +363,9 @@ def causal_1pass_kernel(
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
         t_LM = _rmax(tl.where(t_BQK_ok, t_BQK, -float("inf")), 1)
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
-        t_RM_next = _max(t_RM, t_LM * t_BQK_log2)
+        t_RM_next = _max(t_RM, t_LM)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
-        t_SLN = tl.exp2(tl.fma(t_BQK, t_BQK_log2, -(t_RM_next[:, None])))
+        t_SLN = tl.exp2((t_BQK - t_RM_next[:, None]) * t_BQK_log2)
         t_SLN_ok = t_BQK_ok
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
@@ -373,7 +373,7 @@ def causal_1pass_kernel(
         t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
-        t_PRM = tl.exp2((t_RM - t_RM_next))
+        t_PRM = tl.exp2((t_RM - t_RM_next) * t_BQK_log2)
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
         t_SPD = (t_RD * t_PRM)
         # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
@@ -393,16 +393,16 @@ def causal_1pass_kernel(
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
         t_LM = _rmax(t_BQK, 1)
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
-        t_RM_next = _max(t_RM, t_LM * t_BQK_log2)
+        t_RM_next = _max(t_RM, t_LM)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
-        t_SLN = tl.exp2(tl.fma(t_BQK, t_BQK_log2, -(t_RM_next[:, None])))
+        t_SLN = tl.exp2((t_BQK - t_RM_next[:, None]) * t_BQK_log2)
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(t_SLN, 1)
         # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
         t_V_5 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=lane_f[None, :], other=0)
         t_SLNV = tl.dot(t_SLN.to(t_V_5.dtype), t_V_5, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
-        t_PRM = tl.exp2((t_RM - t_RM_next))
+        t_PRM = tl.exp2((t_RM - t_RM_next) * t_BQK_log2)
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
         t_SPD = (t_RD * t_PRM)
         # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
@@ -423,9 +423,9 @@ def causal_1pass_kernel(
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
         t_LM = _rmax(tl.where(t_BQK_ok, t_BQK, -float("inf")), 1)
         # t_RM[b, h, m1 + 1, p] = max(t_RM[b, h, m1, p], t_LM[b, h, m1, p] ?? -inf)
-        t_RM_next = _max(t_RM, t_LM * t_BQK_log2)
+        t_RM_next = _max(t_RM, t_LM)
         # t_SLN[b, h, m1, m0, p] = exp(t_BQK[b, h, m1, m0, p] - t_RM[b, h, m1 + 1, p])
-        t_SLN = tl.exp2(tl.fma(t_BQK, t_BQK_log2, -(t_RM_next[:, None])))
+        t_SLN = tl.exp2((t_BQK - t_RM_next[:, None]) * t_BQK_log2)
         t_SLN_ok = t_BQK_ok
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
@@ -433,7 +433,7 @@ def causal_1pass_kernel(
         t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
-        t_PRM = tl.exp2((t_RM - t_RM_next))
+        t_PRM = tl.exp2((t_RM - t_RM_next) * t_BQK_log2)
         # t_SPD[b, h, m1, p] = t_RD[b, h, m1, p] * t_PRM[b, h, m1, p]
         t_SPD = (t_RD * t_PRM)
         # t_RD[b, h, m1 + 1, p] = (t_SLD[b, h, m1, p] ?? 0) + t_SPD[b, h, m1, p]
@@ -595,7 +595,7 @@ def causal_1pass_launch(t_Q, t_K, t_V):
     def launch(cfg):
         n = triton.cdiv(size_p, cfg['BLOCK_P']) * size_b * size_h
         if n > 0:
-            causal_1pass_kernel[(n,)](*args, CD=CD, DOT=_dot_precision(out_dtype), **shape, **cfg)
+            causal_1pass_kernel[(n,)](*args, CD=CD, DOT=_dot_precision(out_dtype), **shape, **cfg, enable_fp_fusion=True)
 
     launch(_config(launch, (size_p, size_m), shape, out_dtype, device))
     return t_AV

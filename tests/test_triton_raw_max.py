@@ -1,5 +1,5 @@
-"""The fused kernel's running max held in base 2 (``lowering/triton_base2.py``): which cascades take it,
-what the kernel computes with it, and a filtered product's value at its removed points.
+"""The fused kernel's running max held in the raw scores' units (``lowering/triton_raw_max.py``): which
+cascades take it, what the kernel computes with it, and a filtered product's value at its removed points.
 
 The kernels run under the interpreter (``tests/triton_cases.py``) against the NumPy reference and, for the
 precision checks, against softmax attention written in float64 by hand."""
@@ -31,8 +31,10 @@ def spec(scores: str, extra: str = "") -> str:
 
 
 def held(kernel) -> bool:
-    """Whether the kernel holds its running max in base 2 (the factor's variable and exp2 of the tile)."""
-    return "_log2 = " in kernel.source and "tl.exp2(tl.fma(t_BQK, t_BQK_log2, " in kernel.source
+    """Whether the kernel holds its running max in the raw units (the factor's variable, exp2 of the tile)."""
+    return (
+        "_log2 = " in kernel.source and "tl.exp2((t_BQK - t_RM_next[:, None]) * t_BQK_log2)" in kernel.source
+    )
 
 
 @pytest.mark.parametrize(
@@ -44,8 +46,7 @@ def held(kernel) -> bool:
         ("causal_1pass", True),
         ("gqa", True),
         ("sliding_window", True),
-        # scores that are not a product with a scalar factor: times log2 e they could overflow where they
-        # do not as written (a padding bias of float32's lowest value), so the max stays as written
+        # scores that are not a product with a scalar factor (a bias added): nothing to fold
         ("alibi", False),
         # softcapping: C * tanh(S / C) with C = 20 a positive param, folded: tanh's values times C log2 e
         ("softcap", True),
@@ -53,7 +54,7 @@ def held(kernel) -> bool:
         ("lse", False),
     ],
 )
-def test_which_examples_hold_the_max_in_base_2(name, expected):
+def test_which_examples_hold_the_max_in_raw_units(name, expected):
     kernel = einattn.compile(EXAMPLES / f"{name}.ein", backend="triton")
     assert kernel.plan.path == "fused"
     assert ("_log2 = " in kernel.source) == expected
@@ -87,9 +88,9 @@ def test_a_scale_read_from_an_input_is_not_folded():
     assert not held(kern)
 
 
-def test_masked_rows_and_tiles_with_the_max_in_base_2():
-    """Causal and windowed scores in base 2: rows with no key give 0, tiles before the window are skipped,
-    and the -inf filled scores stay -inf times the factor."""
+def test_masked_rows_and_tiles_with_the_max_in_raw_units():
+    """Causal and windowed scores in raw units: rows with no key give 0, tiles before the window are
+    skipped, and the -inf filled scores stay -inf."""
     window = spec("Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)  where p - 3 < m - 2 <= p")
     for sizes in (dict(p=13, m=13), dict(p=5, m=17), dict(p=17, m=4)):
         kern = check(window, sizes=sizes, tile=4)
@@ -103,9 +104,9 @@ def reference_attention(q, k, v, scale):
 
 
 def test_large_logits_keep_their_precision():
-    """Logits near 1e3 that differ by a few units: every tile's exponentials and every correction read
-    the same rounded max in base 2, so the rounding of ``max * log2e`` cancels in the normalisation.
-    The kernel's float32 result is compared with float64 softmax written by hand."""
+    """Logits near 1e3 that differ by a few units: the subtraction of the raw max is exact near the max,
+    then one product by the scale and log2 e. The kernel's float32 result is compared with float64 softmax
+    written by hand."""
     spec2 = """
 input  Q[p, e], K[m, e], V[m, f]
 output AV

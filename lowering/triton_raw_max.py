@@ -1,29 +1,28 @@
-"""The fused kernel's running max held in base 2: ``exp(x - m)`` as one fused multiply-add and ``exp2``.
+"""The fused kernel's running max held in the units of the raw scores: the scale and ``log2 e`` one product.
 
 The rewrite's online softmax computes, per tile, ``SLN = exp(BQK - RM')`` and ``PRM = exp(RM - RM')`` with
 ``RM' = max(RM, LM)``, ``LM`` the tile's max of ``BQK`` and ``BQK = (Q . K) * rsqrt(E)``. As written, each
 score costs a product by the scale, a subtraction, a product by ``log2 e`` (``exp`` is ``exp2`` on a GPU)
-and the ``exp2``. Where every tile whose max the running max takes is a product with scalar factors that
-are provably positive, the kernel instead computes the tile without them (the raw ``Q . K``), takes its max
-(a positive factor commutes with max), holds ``RM`` times ``log2 e`` (the variable ``t_RM`` is
-``RM * log2e``), and with ``c`` = the factors times ``log2 e`` (``t_BQK_log2``, once per program) computes
+and the ``exp2``. Where every tile whose max the running max takes is a product with the same scalar
+factors ``s``, provably positive, the kernel computes the tile without them (the raw ``Q . K``), takes its
+max (a positive factor commutes with max), holds ``RM / s`` (the variable ``t_RM`` is in the raw scores'
+units) and, with ``c = s * log2 e`` (``t_BQK_log2``, once per program), computes
 
-* ``RM' * log2e = max(RM * log2e, LM * c)``: a product per row, not per score;
-* ``SLN = exp2(fma(BQK, c, -RM' * log2e))``: one fused multiply-add per score, then ``exp2``;
-* ``PRM = exp2(RM * log2e - RM' * log2e)``,
+* ``RM' / s = max(RM / s, LM_raw)``: no product at all;
+* ``SLN = exp2((BQK_raw - RM' / s) * c)``: a subtraction and one product per score, then ``exp2``;
+* ``PRM = exp2((RM / s - RM' / s) * c)``.
 
-as FlashAttention-2 and Triton's fused attention tutorial do. Machine code of the loop over whole tiles
-(sm_90, float16, head dim 64, 64 rows, 4 warps, ``python -m einattn.lowering.triton_aot``): 372
-instructions before, 308 after; the tutorial's loop has 291.
+Machine code of the loop over whole tiles (sm_90, float16, head dim 64, 64 rows, 4 warps, ``python -m
+einattn.lowering.triton_aot``): 372 instructions before, 340 after; Triton's fused-attention tutorial has
+291, with ``exp2(fma(qk, c, -m * c))``, which this form does not use: ``m * c`` is rounded, and at scores of
+1e9 its rounding (hundreds, in the exponent) makes ``exp2`` overflow where the scores as written give a
+finite answer (a reviewer's case, ``tests/test_review_s16_triton.py``).
 
-Exactness: only values in base 2 meet in each subtraction, and every exponential of a row and every
-correction read the same per-row value ``RM' * log2e`` (a max of products rounded once, never recomputed):
-the rounding of that product is one constant in every exponent of a row, which the normalisation cancels.
-A score's exponent is rounded once, in ``tl.fma`` (as the product by the scale was before). A score that is
-not such a product (a bias added) keeps the form as written: times ``log2 e``, a score near the dtype's
-lowest value (a padding bias of ``torch.finfo(float32).min``) would overflow where as written it does not.
-It applies only where every read of the running max is one of these forms (not read after the loop, as a
-log-sum-exp output reads it)."""
+Exactness: the subtraction is exact where the score is near the max (the max's own exponent is 0, at any
+magnitude), and scores and maxes stay in their own units, so nothing overflows that did not (a padding
+bias of ``torch.finfo(float32).min`` inside the product gives equal scores, as written). It applies only
+where every read of the running max is one of these forms (not read after the loop, as a log-sum-exp
+output reads it) and the tile maxes are read by its step alone."""
 
 from __future__ import annotations
 
@@ -37,13 +36,13 @@ LOG2E = 1.4426950408889634
 
 
 @dataclass
-class Base2:
-    """Which running maxes the kernel holds in base 2, and how the values they take the max of scale."""
+class RawMax:
+    """Which running maxes the kernel holds in the raw scores' units (divided by their scale ``s``)."""
 
     states: frozenset[str] = frozenset()
-    # the tensors a base-2 state's step takes the max of -> the tile whose max it is, where that tile is
-    # computed without its scalar factors (``folded``), which then multiply log2 e; else None (log2 e alone)
-    scale: dict[str, str | None] = field(default_factory=dict)
+    # such a state -> (a tile computed without ``s``, whose ``<tile>_log2`` variable holds s * log2 e;
+    # the scalar s)
+    scale: dict[str, tuple[str, S.Expr]] = field(default_factory=dict)
     # a tile computed without its scalar factors -> (its statement without them, the scalar)
     folded: dict[str, tuple[Einsum, S.Expr]] = field(default_factory=dict)
 
@@ -53,17 +52,23 @@ def _plain(rd: S.Expr, prog) -> bool:
     return isinstance(rd, S.Read) and rd.indices == tuple(S.Coord(r) for r in prog.tensor(rd.tensor).ranks)
 
 
+# literal factors folded: within float32's range with room for a few products (a factor 1e-46 is 0 in
+# float32, and a masked score's (-inf - m) * 0 would be NaN)
+BOUNDS = (1e-12, 1e12)
+
+
 def _scalar(x: S.Expr) -> bool:
     return not any(isinstance(n, (S.Coord, S.Read)) for n in x.walk())
 
 
 def _positive_scalar(x: S.Expr, params: dict) -> bool:
     """``x`` is the same at every point and in (0, +inf]: so ``max(v * x) = max(v) * x`` and ``-inf * x``
-    is ``-inf``. Positive literals and params, ``rsqrt`` of a value in [0, +inf) (``rsqrt(E)``), ``sqrt`` of
-    one in (0, +inf], products of such values, and quotients by a value in [0, +inf) (``/ sqrt(E)``)."""
+    is ``-inf``. Literals and params in :data:`BOUNDS`, ``rsqrt`` of a value in [0, +inf) (``rsqrt(E)``),
+    ``sqrt`` of one in (0, +inf], products of such values, and quotients by a value in [0, +inf)
+    (``/ sqrt(E)``)."""
     if isinstance(x, S.Const | S.Param):
         v = x.value if isinstance(x, S.Const) else params.get(x.name)
-        return isinstance(v, (int, float)) and v > 0
+        return isinstance(v, (int, float)) and BOUNDS[0] <= v <= BOUNDS[1]
     if isinstance(x, S.Call) and len(x.args) == 1 and _scalar(x.args[0]):
         if x.fn == "rsqrt":
             return _finite_nonnegative(x.args[0], params)
@@ -82,7 +87,7 @@ def _finite_nonnegative(x: S.Expr, params: dict) -> bool:
         return True
     if isinstance(x, S.Const | S.Param):
         v = x.value if isinstance(x, S.Const) else params.get(x.name)
-        return isinstance(v, (int, float)) and 0 <= v < float("inf")
+        return isinstance(v, (int, float)) and (v == 0 or BOUNDS[0] <= v <= BOUNDS[1])
     if isinstance(x, S.Call) and x.fn == "sqrt" and len(x.args) == 1:
         return _finite_nonnegative(x.args[0], params)
     return False
@@ -93,7 +98,7 @@ def _max_like(e: S.Expr, state: str) -> list[S.Read] | None:
     the step is anything else."""
     if isinstance(e, S.Read):
         return [] if e.tensor == state else [e]
-    if isinstance(e, S.Const):  # (``LM ?? -inf``: held times log2 e too, see scaled_constants)
+    if isinstance(e, S.Const):  # (``LM ?? -inf``: in the raw units too, see raw_constants)
         return []
     if isinstance(e, S.Default) or (isinstance(e, S.Call) and e.fn == "max" and len(e.args) == 2):
         parts = (e.a, e.b) if isinstance(e, S.Default) else e.args
@@ -107,15 +112,15 @@ def _max_like(e: S.Expr, state: str) -> list[S.Read] | None:
     return None
 
 
-def scaled_constants(e: S.Expr) -> S.Expr:
-    """A base-2 running max's step with its constants times log2 e (``max(RM, LM ?? -1e30)``: the max of
-    values held times log2 e is the max times log2 e)."""
+def raw_constants(e: S.Expr, scalar: S.Expr) -> S.Expr:
+    """A running max's init or step with its constants in the raw scores' units: divided by the scale
+    (``max(RM, LM ?? -1e30)``); 0 and the infinities are their own quotients."""
     if isinstance(e, S.Const):
-        return S.Const(e.value * LOG2E)
+        return e if e.value == 0 or abs(e.value) == float("inf") else S.Binary("/", e, scalar)
     if isinstance(e, S.Default):
-        return S.Default(scaled_constants(e.a), scaled_constants(e.b))
+        return S.Default(raw_constants(e.a, scalar), raw_constants(e.b, scalar))
     if isinstance(e, S.Call):
-        return S.Call(e.fn, tuple(scaled_constants(a) for a in e.args))
+        return S.Call(e.fn, tuple(raw_constants(a, scalar) for a in e.args))
     return e
 
 
@@ -155,14 +160,15 @@ def _uses(e: S.Expr | None, tensor: str) -> list[S.Read]:
     return [] if e is None else [n for n in e.walk() if isinstance(n, S.Read) and n.tensor == tensor]
 
 
-def plan_base2(p) -> Base2:
-    """The running maxes of fused plan ``p`` that the kernel can hold in base 2 (see the module)."""
+def plan_raw_max(p) -> RawMax:
+    """The running maxes of fused plan ``p`` that the kernel can hold in the raw scores' units (see the
+    module)."""
     prog = p.prog
     statements = [*p.prologue, *p.inits, *p.body, *p.epilogue]
     defs = {e.tensor: e for e in p.body if e.kind != "step"}
     steps = {e.tensor: e for e in p.body if e.kind == "step"}
     inits = {e.tensor: e for e in p.inits}
-    out = Base2()
+    out = RawMax()
     chosen: set[str] = set()
     for m in sorted(p.states):
         step, init = steps.get(m), inits.get(m)
@@ -174,16 +180,18 @@ def plan_base2(p) -> Base2:
         others = [e for e in statements if e is not step and e is not init]
         if any(e in p.epilogue and _uses(e.expr, m) for e in others):
             continue  # the final max read as a value (a log-sum-exp): as written
+        if any(_uses(e.expr, x.tensor) or _uses(e.filter, x.tensor) for e in others for x in maxed):
+            continue  # a tile max read by another statement: it must keep its value
         folds = [_fold(p, statements, defs, x.tensor, m) for x in maxed]
-        if any(f is None for f in folds):
-            continue  # (see the module: a score times log2 e could overflow where as written it does not)
+        if any(f is None for f in folds) or len({f[2] for f in folds}) != 1:
+            continue  # (one scale: the state's units are those of every tile it takes the max of)
         sources = {f[0] for f in folds}
         if not all(_reads_ok(e.expr, m, sources, prog) and not _uses(e.filter, m) for e in others):
             continue
         chosen.add(m)
-        for x, (source, einsum, scalar) in zip(maxed, folds):
+        out.scale[m] = (folds[0][0], folds[0][2])
+        for source, einsum, scalar in folds:
             out.folded[source] = (einsum, scalar)
-            out.scale[x.tensor] = source
     out.states = frozenset(chosen)
     return out
 

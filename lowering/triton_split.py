@@ -74,10 +74,25 @@ def split_contractions(prog: Program) -> Program:
     tensors = list(prog.tensors)
     names = {t.name for t in prog.tensors}
     made: dict[tuple, str] = {}
+
+    def part(e: Einsum, stem: str, group, ranks: tuple[str, ...], summed: str | None) -> tuple[S.Read, bool]:
+        """A read of the statement computing the product of ``group`` over ``ranks`` (summed over
+        ``summed``), made once per product, filter and ranks; and whether ``e``'s filter moved into it."""
+        moved = e.filter is not None and set(coords(e.filter)) <= set(ranks)
+        key = (tuple(group), e.filter if moved else None, ranks, summed)
+        if key not in made:
+            made[key] = name = _fresh(f"{e.tensor}_{stem}", names)
+            tensors.append(Tensor(name, ranks))
+            reduce, space = (((summed, "+"),), (*ranks, summed)) if summed else ((), ranks)
+            index = tuple(LhsIndex(x) for x in ranks)
+            filt = e.filter if moved else None
+            einsums.append(Einsum(name, index, product(group), reduce, filt, space, e.span))
+        return S.Read(made[key], tuple(S.Coord(x) for x in ranks)), moved
+
     changed = False
     for e in prog.einsums:
         groups = _operand_groups(e) if e.kind == "plain" else None
-        if groups is not None:
+        if groups is not None:  # a tl.dot's operands, each made of one factor
             (r,) = [x for x, _ in e.reduce]
             reads: list[tuple[S.Expr, bool]] = [x for x in factors(e.expr) if r not in coords(x[0])]
             for group in groups:
@@ -85,17 +100,7 @@ def split_contractions(prog: Program) -> Program:
                     reads += group
                     continue
                 ranks = tuple(x for x in e.space if any(x in coords(f) for f, _ in group))
-                moved = e.filter is not None and set(coords(e.filter)) <= set(ranks)
-                key = (tuple(group), e.filter if moved else None, ranks)
-                name = made.get(key)
-                if name is None:
-                    name = _fresh(f"{e.tensor}_W", names)
-                    made[key] = name
-                    tensors.append(Tensor(name, ranks))
-                    filt = e.filter if moved else None
-                    index = tuple(LhsIndex(x) for x in ranks)
-                    einsums.append(Einsum(name, index, product(group), (), filt, ranks, e.span))
-                reads.append((S.Read(name, tuple(S.Coord(x) for x in ranks)), False))
+                reads.append((part(e, "W", group, ranks, None)[0], False))
             einsums.append(dataclasses.replace(e, expr=product(reads)))
             changed = True
             continue
@@ -111,19 +116,7 @@ def split_contractions(prog: Program) -> Program:
         if other not in ranks:
             einsums.append(e)
             continue
-        moved = e.filter is not None and set(coords(e.filter)) <= set(ranks)
-        key = (tuple(inner), e.filter if moved else None, ranks)
-        name = made.get(key)
-        if name is None:
-            name = _fresh(f"{e.tensor}_S", names)
-            made[key] = name
-            tensors.append(Tensor(name, ranks))
-            space = (*ranks, r)
-            index = tuple(LhsIndex(x) for x in ranks)
-            einsums.append(
-                Einsum(name, index, product(inner), ((r, "+"),), e.filter if moved else None, space, e.span)
-            )
-        read = S.Read(name, tuple(S.Coord(x) for x in ranks))
+        read, moved = part(e, "S", inner, ranks, r)  # the sum over `r` first
         expr = product([(read, False), *outer])
         space = tuple(x for x in e.space if x != r)
         filt = None if moved else e.filter

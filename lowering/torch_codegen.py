@@ -1412,6 +1412,8 @@ class Generator:
         else:
             if e.tensor in self.stable and e.kind != "init":  # no output depends on its value
                 value = f"_stable({value}, floor=True)" if e.tensor in self.floored else f"_stable({value})"
+            elif e.tensor in self.floored and e.kind != "init":  # a shift only (einattn.rewrite.exact)
+                value = f"_floored({value})"
             self.emit(f"{vname} = {value}")
         self.last_mm = None
         if has_mask:

@@ -91,6 +91,15 @@ def _stable(x, floor=False):
     return x.clamp_min(torch.finfo(x.dtype).min) if floor else x
 
 
+def _floored(x):
+    """A running max of the rewrite that is not a stabilizer but is read only as the shift of exponentials
+    (an output reads its value from an exact copy: einattn.rewrite.exact): floored as ``_stable(x,
+    floor=True)``, its gradient kept (a denominator that an output reads depends on it)."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    return x.clamp_min(torch.finfo(x.dtype).min)
+
+
 def _exp_fresh(x, inplace, m=None, finite=False):
     """``exp`` of a temporary that nothing else reads (``-inf`` where ``m`` says absent, as ``_safe``),
     computed in the temporary's memory when no gradient is recorded."""

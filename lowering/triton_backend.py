@@ -101,7 +101,15 @@ def _form(program: Program, original: Program) -> tuple[str, str]:
 def _in_spec_names(refusal: Refusal, names: dict) -> Refusal:
     """``refusal`` speaking of the spec's tensors, not of their names in generated code (``t_X``)."""
     spec = {v: k for k, v in names.items()}
-    return Refusal(re.sub(r"\bt\d*_\w+", lambda m: spec.get(m[0], m[0]), refusal.reason), refusal.span)
+
+    def name(code: str) -> str:
+        if code in spec:
+            return spec[code]
+        # a statement the fused path made (lowering.triton_split's `t_LDEN_S`): its tensor's name, extended
+        cut = max((k for k in range(len(code)) if code[k] == "_" and code[:k] in spec), default=None)
+        return code if cut is None else spec[code[:cut]] + code[cut:]
+
+    return Refusal(re.sub(r"\bt\d*_\w+", lambda m: name(m[0]), refusal.reason), refusal.span)
 
 
 def _in_code(program: Program, original: Program) -> tuple[dict, Program, frozenset]:

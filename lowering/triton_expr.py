@@ -414,6 +414,10 @@ class Renderer:
                 raise InternalError(f"`{e.fn}` has no Triton {'integer ' if integer else ''}form")
             axes = self.env.order(join(*(a.val for a in args)))
             codes = [self.env.expand(a.val, axes) for a in args]
+            if not integer and not axes and all(is_literal(c) or _CONSTANT.fullmatch(c) for c in codes):
+                # a function of constants (`log(G)`, `rsqrt(E)` with `param E`): in the compute dtype (a
+                # Python float is a float32 constant to Triton: float64 kernels lost 1e-8 there)
+                codes = [f"tl.full((), {c}, {self.compute})" for c in codes]
             mask = None
             for a in args:
                 mask = self.mask_and(mask, a.mask)

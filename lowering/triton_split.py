@@ -28,13 +28,15 @@ from einattn.ir import Einsum, LhsIndex, Program, Tensor, coords
 from einattn.rewrite.rules import factors, product
 
 
-def _inner(e: Einsum) -> str | None:
-    """The rank to sum first: one of exactly two ``+`` reductions, not read by the filter, the other being
-    a partition's part (the streamed tile) where both qualify; None if there is none."""
+def _inner(e: Einsum, parts: set[str]) -> str | None:
+    """The rank to sum first: one of exactly two ``+`` reductions, not read by the filter, and where both
+    qualify the one that is not a partition's part (the other, the streamed tile, is summed by the outer
+    statement); None if there is none."""
     if len(e.reduce) != 2 or any(op != "+" for _, op in e.reduce):
         return None
     free = [r for r, _ in e.reduce if r not in coords(e.filter)]
-    return free[-1] if free else None
+    free.sort(key=lambda r: r in parts)  # (stable: a feature rank first)
+    return free[0] if free else None
 
 
 def _operand_groups(e: Einsum) -> list[list[tuple[S.Expr, bool]]] | None:
@@ -68,8 +70,19 @@ def _fresh(stem: str, names: set[str]) -> str:
 
 
 def split_contractions(prog: Program) -> Program:
-    """``prog`` with each two-rank sum of a product split as in the module docstring (shared inner sums);
-    the program itself where no statement has that form."""
+    """``prog`` with each two-rank sum of a product split as in the module docstring (shared inner sums),
+    and the statements that makes split again while they can be (``Q * K * K * V`` summed over ``e`` and
+    ``m0``: the inner sum is a three-factor product); the program itself where no statement has that form."""
+    for _ in range(8):  # (each round takes a factor or a reduction out of a statement: a few at most)
+        split = _split_once(prog)
+        if split is prog:
+            break
+        prog = split
+    return prog
+
+
+def _split_once(prog: Program) -> Program:
+    parts = {r for p in prog.partitions for r in (p.outer, p.inner)}
     einsums: list[Einsum] = []
     tensors = list(prog.tensors)
     names = {t.name for t in prog.tensors}
@@ -104,7 +117,7 @@ def split_contractions(prog: Program) -> Program:
             einsums.append(dataclasses.replace(e, expr=product(reads)))
             changed = True
             continue
-        r = _inner(e) if e.kind == "plain" else None
+        r = _inner(e, parts) if e.kind == "plain" else None
         fs = factors(e.expr) if r is not None else []
         inner = [(f, inv) for f, inv in fs if r in coords(f)]
         outer = [(f, inv) for f, inv in fs if r not in coords(f)]

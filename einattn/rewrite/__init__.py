@@ -28,6 +28,7 @@ from ..ir import Program
 from .deferral import defer
 from .derivation import Derivation, Step
 from .draft import Draft, first_multipass
+from .exact import exact_maxes
 from .online import online
 from .rules import RewriteError, refuse, stmt_text
 from .twopass import two_level
@@ -208,6 +209,10 @@ def auto_rewrite(prog: Program, tile: int = 64, stream: bool = True) -> tuple[Pr
         if refusal is not None:
             then = "only divisions are deferred" if deferred else "compiling the spec as written"
             found.append(EinWarning(f"{refusal.message}; {then}", where, refusal.hint))
+    if prog is not user:  # a running max whose value an output reads: an exact copy (rewrite.exact)
+        from ..stabilizers import floored
+
+        prog = exact_maxes(prog, floored(prog))
     return (_streamed(prog, tile) if stream else prog), found
 
 

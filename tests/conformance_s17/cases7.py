@@ -4,7 +4,8 @@
 * ``passes="auto"`` floors the rewrite's running max only when the max is a stabiliser; when an output
   depends on its value (the max itself, or the denominator alone), a first tile whose scores are all ``-inf`` values (an additive ``-inf`` mask) gives
   ``exp(-inf - -inf)`` = NaN in rows where the spec as written is finite (docs/rewrite.md, Limits, says
-  the backends give the spec's finite answer; now a documented limit, a strict expected failure);
+  the backends give the spec's finite answer; fixed: einattn.rewrite.exact gives the output an exact copy
+  of the running max, which is then floored);
 * the triton backend evaluates filter arithmetic on coordinates in int32: ``m * W * W`` with ``W = 2^20``
   wraps (silently wrong masks, on the fused and the general path), and a product of two params that leaves
   int32 (``W * W``) is an error under the interpreter;
@@ -50,11 +51,6 @@ O[p, f]  = EX[m, p] * V[m, f] / SD[p]
     dict(Q=rn(3, 2), K=rn(7, 2), V=rn(7, 2), B=_B),
     gm_out_ref,
     passes={"m": 3},
-    limits={
-        b: "the running max is floored only where it is a stabilizer: an output reading the max keeps it "
-        "exact, and a first tile of -inf scores gives exp(-inf - -inf) (docs/rewrite.md, Limits)"
-        for b in ("numpy", "torch")
-    },
 )
 
 

@@ -111,17 +111,13 @@ def floored(prog: Program) -> frozenset[str]:
     streamed form of a spec: its running maxes. The derivation (``exp(x - a) = exp(x - b) * exp(b - a)``)
     takes them finite; a max of ``-inf`` scores (a ``-inf`` padding mask over a whole first tile) would
     make ``exp(-inf - -inf)`` NaN where the spec as written is finite. Any value is right for a stabilizer."""
-    from .rewrite.exact import shift_only
+    from .rewrite.exact import exact_copies
 
-    maxes = {s for s in stabilizers(prog) if is_max(prog, s)}
-    # a running max read only as the shift of its exponentials, whose value an output reads from an exact
-    # copy (einattn.rewrite.exact): the floor changes no output but where the max is not finite, which the
-    # copy marks
-    maxes |= {
-        t.name
-        for t in prog.tensors
-        if t.iterative is not None and is_max(prog, t.name) and shift_only(prog, t.name)
-    }
+    copies = exact_copies(prog)
+    # a running max whose value an output reads from an exact copy (einattn.rewrite.exact): read only as
+    # the shift of its exponentials, the floor changes no output but where the max is not finite, which
+    # the copy marks; the copy itself keeps the exact value
+    maxes = ({s for s in stabilizers(prog) if is_max(prog, s)} - set(copies)) | set(copies.values())
     return frozenset(maxes)
 
 

@@ -210,9 +210,10 @@ def auto_rewrite(prog: Program, tile: int = 64, stream: bool = True) -> tuple[Pr
             then = "only divisions are deferred" if deferred else "compiling the spec as written"
             found.append(EinWarning(f"{refusal.message}; {then}", where, refusal.hint))
     if prog is not user:  # a running max whose value an output reads: an exact copy (rewrite.exact)
-        from ..stabilizers import floored
+        from ..stabilizers import stabilizers
 
-        prog = exact_maxes(prog, floored(prog))
+        written = {t.name for t in user.tensors if t.iterative is not None}
+        prog = exact_maxes(prog, stabilizers(prog), written)
     return (_streamed(prog, tile) if stream else prog), found
 
 

@@ -14,7 +14,7 @@ rewritten program, makes the floor exact there too:
   ``exp(-inf - -inf)`` is.
 
 The running max is then read only as the shift of its exponentials (``exp(X - RM')``, ``exp(RM - RM')``),
-which ``stabilizers.floored`` floors (``shift_only``)."""
+and ``stabilizers.floored`` floors it (:func:`exact_copies` finds the pair)."""
 
 from __future__ import annotations
 
@@ -60,44 +60,72 @@ def shift_only(prog: Program, m: str) -> bool:
     return True
 
 
+def exact_copies(prog: Program) -> dict[str, str]:
+    """The running maxes that are another's exact copy (:func:`exact_maxes`), each with the running max it
+    copies: the same statements but for the name, the other read only as a shift. The copies are never
+    floored (their value is an output's, and their ``-inf`` is what marks a row's sums NaN: ``XRM - XRM``,
+    which a stabilizer proof sees as free of ``XRM``); the running maxes they copy always are."""
+    states = [t.name for t in prog.tensors if t.iterative is not None and _is_running_max(prog, t.name)]
+    out = {}
+    for x in states:
+        for m in states:
+            if m != x and shift_only(prog, m) and not shift_only(prog, x):
+                mine = [_rename_state(e, x, m) for e in prog.einsums if e.tensor == x]
+                if mine == [e for e in prog.einsums if e.tensor == m]:
+                    out[x] = m
+    return out
+
+
 def _final(rd: S.Read, prog: Program) -> bool:
     t = prog.tensor(rd.tensor)
     return t.iterative is not None and rd.indices[t.iterative] == S.Size(t.iter_rank)
 
 
-def exact_maxes(prog: Program, floored) -> Program:
-    """``prog`` (a rewritten program) with an exact copy of each running max that is not floored (not a
-    stabilizer) and whose other reads are final values, as the module says; ``prog`` where there is none."""
-    changed = False
-    draft = Draft.of(prog)
-    names = {t.name for t in prog.tensors}
-    for t in prog.tensors:
-        m = t.name
-        if t.iterative is None or m in floored or not _is_running_max(prog, m):
-            continue
-        others = [
-            r for e in prog.einsums if e.tensor != m for r in _other_reads(e.expr, m) + _filter_reads(e, m)
+def exact_maxes(prog: Program, stable, written=frozenset()) -> Program:
+    """``prog`` (a rewritten program) with an exact copy of each running max that is not a stabilizer
+    (``stable``: those that are) and whose other reads are final values, as the module says; ``prog`` where
+    there is none. One running max at a time, each on the program the previous one made. ``written``: the
+    spec's own running states (a hand-written 1-pass loop beside a rewritten softmax), left as written."""
+    done: set[str] = set(written)
+    while True:
+        todo = [
+            t.name
+            for t in prog.tensors
+            if t.iterative is not None
+            and t.name not in stable
+            and t.name not in done
+            and _is_running_max(prog, t.name)
         ]
-        if any(not _final(r, prog) or r in _filter_reads_all(prog, m) for r in others):
-            continue
-        sums = _sums_against(prog, m)
-        if not others and not sums:
-            continue
-        xm = _fresh("X" + m, names)
-        copies = [e for e in prog.einsums if e.tensor == m]
-        renamed = [_rename_state(e, m, xm) for e in copies]
-        out = []
-        for e in draft.einsums:
-            if e.tensor != m:
-                e = _replace_finals(e, prog, m, xm, sums)
-            out.append(e)
-            if e is copies[-1]:
-                out.extend(renamed)
-        draft.einsums = out
-        changed = True
-    if not changed:
-        return prog
-    return draft.finish(filename=f"<rewrite of {prog.name}>")
+        if not todo:
+            return prog
+        m = todo[0]
+        done.add(m)
+        copied = _copy(prog, m)
+        if copied is not None:
+            done.add(copied[1])
+            prog = copied[0]
+
+
+def _copy(prog: Program, m: str) -> tuple[Program, str] | None:
+    """``prog`` with running max ``m``'s exact copy (and its name), or None where ``m`` needs none."""
+    others = [r for e in prog.einsums if e.tensor != m for r in _other_reads(e.expr, m) + _filter_reads(e, m)]
+    if any(not _final(r, prog) or r in _filter_reads_all(prog, m) for r in others):
+        return None
+    sums = _sums_against(prog, m)
+    if not others and not sums:
+        return None
+    xm = _fresh("X" + m, {t.name for t in prog.tensors})
+    copies = [e for e in prog.einsums if e.tensor == m]
+    draft = Draft.of(prog)
+    out = []
+    for e in draft.einsums:
+        if e.tensor != m:
+            e = _replace_finals(e, prog, m, xm, sums)
+        out.append(e)
+        if e is copies[-1]:
+            out.extend(_rename_state(c, m, xm) for c in copies)
+    draft.einsums = out
+    return draft.finish(filename=f"<rewrite of {prog.name}>"), xm
 
 
 def _filter_reads(e, m: str) -> list[S.Read]:

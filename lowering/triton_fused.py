@@ -481,7 +481,7 @@ class FusedEnv(Env):
             return None
         _, b = pair
         d = r.value(e.args[0])  # the difference: its presence and its value at absent points, as written
-        factor = f"{self.raw.scale[b.tensor][0]}_log2"
+        factor = f"{self.raw.scale[b.tensor]}_log2"
         val = Tile(f"tl.exp2({atom(d.val.code)} * {factor})", d.val.axes)
         fill = "0.0" if d.fill == NEG_INF else None  # exp(-inf) = 0
         return Value(val, d.mask, fill=fill, folded=d.folded if fill else None)
@@ -978,7 +978,8 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
     for e in p.inits:
         env.emit(f"# {fmt_einsum(e)}")
         if e.tensor in env.raw.states:  # (in the raw scores' units: divided by their scale)
-            source, scalar = env.raw.scale[e.tensor]
+            source = env.raw.scale[e.tensor]
+            scalar = env.raw.folded[source][1]
             units = f"as every {e.tensor} below: in raw {source}'s units"
             env.emit(f"# (held divided by {fmt_expr(scalar)}, {units})")
             e = dataclasses.replace(e, expr=raw_constants(e.expr, scalar))
@@ -1040,7 +1041,8 @@ def _body(env: FusedEnv, scope: str) -> None:
         env.emit(f"# {fmt_einsum(e)}")
         if e.kind == "step":
             if e.tensor in env.raw.states:  # max(RM, LM ?? k): LM raw, k divided by the scale
-                e = dataclasses.replace(e, expr=raw_constants(e.expr, env.raw.scale[e.tensor][1]))
+                scalar = env.raw.folded[env.raw.scale[e.tensor]][1]
+                e = dataclasses.replace(e, expr=raw_constants(e.expr, scalar))
             env.next[e.tensor] = _state(env, e, f"{e.tensor}_next")
             if e.tensor in p.floored:  # a running max of the rewrite's form: finite (stabilizers.floored)
                 env.emit(f"{e.tensor}_next = _floor({e.tensor}_next)")

@@ -26,11 +26,13 @@ output reads it) and the tile maxes are read by its step alone."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 from einattn import syntax as S
 from einattn.ir import Einsum
-from einattn.rewrite.rules import factors, product
+from einattn.rewrite.exact import shift_operands as exp_operands
+from einattn.rewrite.rules import factors, product, tensors_read
 
 LOG2E = 1.4426950408889634
 
@@ -40,9 +42,8 @@ class RawMax:
     """Which running maxes the kernel holds in the raw scores' units (divided by their scale ``s``)."""
 
     states: frozenset[str] = frozenset()
-    # such a state -> (a tile computed without ``s``, whose ``<tile>_log2`` variable holds s * log2 e;
-    # the scalar s)
-    scale: dict[str, tuple[str, S.Expr]] = field(default_factory=dict)
+    # such a state -> a tile computed without ``s``, whose ``<tile>_log2`` variable holds s * log2 e
+    scale: dict[str, str] = field(default_factory=dict)
     # a tile computed without its scalar factors -> (its statement without them, the scalar)
     folded: dict[str, tuple[Einsum, S.Expr]] = field(default_factory=dict)
 
@@ -124,40 +125,21 @@ def raw_constants(e: S.Expr, scalar: S.Expr) -> S.Expr:
     return e
 
 
-def exp_operands(e: S.Expr, states) -> tuple[S.Expr, S.Read] | None:
-    """``(a, b)`` where ``e`` is ``exp(a - b)`` and ``b`` reads a state in ``states``."""
-    if not (isinstance(e, S.Call) and e.fn == "exp" and len(e.args) == 1):
-        return None
-    d = e.args[0]
-    if isinstance(d, S.Binary) and d.op == "-" and isinstance(d.b, S.Read) and d.b.tensor in states:
-        return d.a, d.b
-    return None
+def _shifted(a: S.Expr, prog, state: str, sources: set[str]) -> bool:
+    """``a`` of ``exp(a - RM')`` reads the running max ``state`` itself (the correction ``exp(RM - RM')``)
+    or a tile of ``sources`` at its own coordinates."""
+    return isinstance(a, S.Read) and (a.tensor == state or (a.tensor in sources and _plain(a, prog)))
 
 
-def _reads_ok(e: S.Expr, state: str, sources: set[str], prog) -> bool:
-    """Every read of ``state`` in ``e`` is ``exp(a - state)`` where ``a`` reads the state too (the
-    correction ``exp(RM - RM')``) or one of the tiles in ``sources`` at its own coordinates."""
-    pair = exp_operands(e, {state})
-    if pair is not None:
-        a, _ = pair
-        return isinstance(a, S.Read) and (a.tensor == state or (a.tensor in sources and _plain(a, prog)))
-    if isinstance(e, S.Read):
-        return e.tensor != state and all(_reads_ok(i, state, sources, prog) for i in e.indices)
-    return all(_reads_ok(c, state, sources, prog) for c in _children(e))
-
-
-def _children(e: S.Expr) -> tuple[S.Expr, ...]:
-    if isinstance(e, S.Call):
-        return tuple(e.args)
-    if isinstance(e, S.Binary | S.Default):
-        return (e.a, e.b)
-    if isinstance(e, S.Unary):
-        return (e.x,)
-    return ()
-
-
-def _uses(e: S.Expr | None, tensor: str) -> list[S.Read]:
-    return [] if e is None else [n for n in e.walk() if isinstance(n, S.Read) and n.tensor == tensor]
+def _confined(e: S.Expr, tensor: str, m: str, ok) -> bool:
+    """Every read of ``tensor`` in ``e`` lies in an ``exp(a - m)`` that reads it (as ``a`` or as ``m``) and
+    whose ``a`` satisfies ``ok``."""
+    pair = exp_operands(e, {m})
+    if pair is not None and tensor in (pair[1].tensor, getattr(pair[0], "tensor", None)):
+        return ok(pair[0])
+    if isinstance(e, S.Read) and e.tensor == tensor:
+        return False
+    return all(_confined(c, tensor, m, ok) for c in e.children())
 
 
 def plan_raw_max(p) -> RawMax:
@@ -178,18 +160,21 @@ def plan_raw_max(p) -> RawMax:
         if not maxed or any(not _plain(x, prog) or x.tensor not in defs for x in maxed):
             continue
         others = [e for e in statements if e is not step and e is not init]
-        if any(e in p.epilogue and _uses(e.expr, m) for e in others):
+        if any(e in p.epilogue and m in tensors_read(e.expr) for e in others):
             continue  # the final max read as a value (a log-sum-exp): as written
-        if any(_uses(e.expr, x.tensor) or _uses(e.filter, x.tensor) for e in others for x in maxed):
+        if any({x.tensor for x in maxed} & (tensors_read(e.expr) | tensors_read(e.filter)) for e in others):
             continue  # a tile max read by another statement: it must keep its value
         folds = [_fold(p, statements, defs, x.tensor, m) for x in maxed]
         if any(f is None for f in folds) or len({f[2] for f in folds}) != 1:
             continue  # (one scale: the state's units are those of every tile it takes the max of)
         sources = {f[0] for f in folds}
-        if not all(_reads_ok(e.expr, m, sources, prog) and not _uses(e.filter, m) for e in others):
+
+        # (the shifts: exp(RM - RM'), or exp(T - RM') of a folded tile T)
+        shift = partial(_shifted, prog=prog, state=m, sources=sources)
+        if not all(_confined(e.expr, m, m, shift) and m not in tensors_read(e.filter) for e in others):
             continue
         chosen.add(m)
-        out.scale[m] = (folds[0][0], folds[0][2])
+        out.scale[m] = folds[0][0]
         for source, einsum, scalar in folds:
             out.folded[source] = (einsum, scalar)
     out.states = frozenset(chosen)
@@ -210,7 +195,7 @@ def _fold(p, statements, defs, local: str, m: str) -> tuple[str, Einsum, S.Expr]
     for e in statements:
         if e is le or e is te:
             continue
-        if _uses(e.filter, source) or not _only_in_exp(e.expr, source, m, prog):
+        if source in tensors_read(e.filter) or not _confined(e.expr, source, m, lambda a: _plain(a, prog)):
             return None
     fs = factors(te.expr)
     scalars = [(f, inv) for f, inv in fs if _scalar(f)]
@@ -220,16 +205,4 @@ def _fold(p, statements, defs, local: str, m: str) -> tuple[str, Einsum, S.Expr]
     scalar = product(scalars)
     if not _positive_scalar(scalar, prog.param_values):
         return None
-    from dataclasses import replace
-
     return source, replace(te, expr=product(rest)), scalar
-
-
-def _only_in_exp(e: S.Expr, source: str, m: str, prog) -> bool:
-    """Every read of ``source`` in ``e`` is ``exp(source - m)`` at ``source``'s own coordinates."""
-    pair = exp_operands(e, {m})
-    if pair is not None and isinstance(pair[0], S.Read) and pair[0].tensor == source:
-        return _plain(pair[0], prog)
-    if isinstance(e, S.Read):
-        return e.tensor != source and all(_only_in_exp(i, source, m, prog) for i in e.indices)
-    return all(_only_in_exp(c, source, m, prog) for c in _children(e))

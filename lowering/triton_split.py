@@ -61,6 +61,7 @@ def _operand_groups(e: Einsum) -> list[list[tuple[S.Expr, bool]]] | None:
 
 
 def _fresh(stem: str, names: set[str]) -> str:
+    """``stem``, or ``stem1``, ``stem2``, ...: a tensor name ``prog`` does not use (then taken)."""
     name, k = stem, 0
     while name in names:
         k += 1

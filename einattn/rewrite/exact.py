@@ -18,46 +18,49 @@ and ``stabilizers.floored`` floors it (:func:`exact_copies` finds the pair)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .. import syntax as S
-from ..ir import Program
-from .draft import Draft
+from ..ir import Einsum, Program
+from .draft import Draft, depends_on
+from .rules import tensors_read
+from .tiling import replace_reads
+
+
+def shift_operands(e: S.Expr, tensors) -> tuple[S.Expr, S.Read] | None:
+    """``(a, b)`` where ``e`` is ``exp(a - b)`` and ``b`` reads a tensor in ``tensors``; else None."""
+    if not (isinstance(e, S.Call) and e.fn == "exp" and len(e.args) == 1):
+        return None
+    d = e.args[0]
+    if isinstance(d, S.Binary) and d.op == "-" and isinstance(d.b, S.Read) and d.b.tensor in tensors:
+        return d.a, d.b
+    return None
 
 
 def _is_shift(e: S.Expr, m: str) -> bool:
-    """``exp(a - b)`` with ``b`` a read of ``m`` (and ``a`` a read of ``m`` or free of it)."""
-    if not (isinstance(e, S.Call) and e.fn == "exp" and isinstance(e.args[0], S.Binary)):
+    """``exp(a - m)`` with ``a`` a read of ``m`` (the correction) or free of it."""
+    pair = shift_operands(e, {m})
+    if pair is None:
         return False
-    d = e.args[0]
-    if d.op != "-" or not (isinstance(d.b, S.Read) and d.b.tensor == m):
-        return False
-    return (isinstance(d.a, S.Read) and d.a.tensor == m) or not _reads(d.a, m)
-
-
-def _reads(e: S.Expr | None, m: str) -> bool:
-    return e is not None and any(isinstance(n, S.Read) and n.tensor == m for n in e.walk())
+    a = pair[0]
+    return (isinstance(a, S.Read) and a.tensor == m) or m not in tensors_read(a)
 
 
 def _other_reads(e: S.Expr, m: str) -> list[S.Read]:
     """The reads of ``m`` in ``e`` outside shifts."""
     if _is_shift(e, m):
         return []
-    if isinstance(e, S.Read):
-        own = [e] if e.tensor == m else []
-        return own + [r for i in e.indices for r in _other_reads(i, m)]
-    return [r for c in e.children() for r in _other_reads(c, m)]
+    own = [e] if isinstance(e, S.Read) and e.tensor == m else []
+    return own + [r for c in e.children() for r in _other_reads(c, m)]
 
 
 def shift_only(prog: Program, m: str) -> bool:
     """``m`` is a running state read only by its own updates and as the shift of exponentials."""
-    t = prog.tensor(m)
-    if t.iterative is None:
+    if prog.tensor(m).iterative is None:
         return False
-    for e in prog.einsums:
-        if e.tensor == m:
-            continue
-        if _reads(e.filter, m) or _other_reads(e.expr, m):
-            return False
-    return True
+    return not any(
+        m in tensors_read(e.filter) or _other_reads(e.expr, m) for e in prog.einsums if e.tensor != m
+    )
 
 
 def exact_copies(prog: Program) -> dict[str, str]:
@@ -108,32 +111,30 @@ def exact_maxes(prog: Program, stable, written=frozenset()) -> Program:
 
 def _copy(prog: Program, m: str) -> tuple[Program, str] | None:
     """``prog`` with running max ``m``'s exact copy (and its name), or None where ``m`` needs none."""
-    others = [r for e in prog.einsums if e.tensor != m for r in _other_reads(e.expr, m) + _filter_reads(e, m)]
-    if any(not _final(r, prog) or r in _filter_reads_all(prog, m) for r in others):
+    others = [e for e in prog.einsums if e.tensor != m]
+    if any(m in tensors_read(e.filter) for e in others):
         return None
-    sums = _sums_against(prog, m)
-    if not others and not sums:
+    finals = [r for e in others for r in _other_reads(e.expr, m)]
+    if not all(_final(r, prog) for r in finals):
         return None
-    xm = _fresh("X" + m, {t.name for t in prog.tensors})
-    copies = [e for e in prog.einsums if e.tensor == m]
     draft = Draft.of(prog)
+    loop = prog.tensor(m).iter_rank
+    sums = {  # the running states of m's loop computed against m
+        t
+        for t in depends_on(draft, {m}) - {m}
+        if prog.tensor(t).iterative is not None and prog.tensor(t).iter_rank == loop
+    }
+    if not finals and not sums:
+        return None
+    xm = draft.fresh("X" + m)
+    mine = [e for e in prog.einsums if e.tensor == m]
     out = []
     for e in draft.einsums:
-        if e.tensor != m:
-            e = _replace_finals(e, prog, m, xm, sums)
-        out.append(e)
-        if e is copies[-1]:
-            out.extend(_rename_state(c, m, xm) for c in copies)
+        out.append(e if e.tensor == m else _replace_finals(e, prog, m, xm, sums))
+        if e is mine[-1]:
+            out.extend(_rename_state(c, m, xm) for c in mine)
     draft.einsums = out
     return draft.finish(filename=f"<rewrite of {prog.name}>"), xm
-
-
-def _filter_reads(e, m: str) -> list[S.Read]:
-    return [] if e.filter is None else [n for n in e.filter.walk() if isinstance(n, S.Read) and n.tensor == m]
-
-
-def _filter_reads_all(prog: Program, m: str) -> list[S.Read]:
-    return [r for e in prog.einsums for r in _filter_reads(e, m)]
 
 
 def _is_running_max(prog: Program, m: str) -> bool:
@@ -141,73 +142,24 @@ def _is_running_max(prog: Program, m: str) -> bool:
     return len(steps) == 1 and isinstance(steps[0].expr, S.Call) and steps[0].expr.fn == "max"
 
 
-def _sums_against(prog: Program, m: str) -> set[str]:
-    """The running states (other than ``m``) of ``m``'s loop whose updates depend on ``m``."""
-    deps: dict[str, set[str]] = {}
-    for e in prog.einsums:
-        deps.setdefault(e.tensor, set()).update(r.tensor for r in e.reads())
-    out = set()
-    loop = prog.tensor(m).iter_rank
-    for t in prog.tensors:
-        if t.iterative is None or t.name == m or t.iter_rank != loop:
-            continue
-        seen, todo = set(), [t.name]
-        while todo:
-            x = todo.pop()
-            for y in deps.get(x, ()):
-                if y not in seen:
-                    seen.add(y)
-                    todo.append(y)
-        if m in seen:
-            out.add(t.name)
-    return out
-
-
-def _fresh(name: str, names: set[str]) -> str:
-    k, base = 0, name
-    while name in names:
-        k += 1
-        name = f"{base}{k}"
-    names.add(name)
-    return name
-
-
-def _rename_state(e, m: str, xm: str):
+def _rename_state(e: Einsum, m: str, xm: str) -> Einsum:
     """``m``'s statement ``e`` as the copy's: ``m`` read and written as ``xm``."""
-    from dataclasses import replace
-
-    def visit(x: S.Expr):
-        if isinstance(x, S.Read) and x.tensor == m:
-            return S.Read(xm, tuple(S.rewrite_expr(i, visit) for i in x.indices))
-        return None
-
-    filt = None if e.filter is None else S.rewrite_expr(e.filter, visit)
-    return replace(e, tensor=xm, expr=S.rewrite_expr(e.expr, visit), filter=filt)
+    return replace(replace_reads(e, {m: lambda rd: S.Read(xm, rd.indices)}), tensor=xm)
 
 
-def _replace_finals(e, prog: Program, m: str, xm: str, sums: set[str]):
+def _replace_finals(e: Einsum, prog: Program, m: str, xm: str, sums: set[str]) -> Einsum:
     """``e`` reading the copy's final value for ``m``'s, and each final sum against ``m`` plus
     ``XM - XM`` at the same point (0, or NaN where the max is not finite)."""
-    from dataclasses import replace
+    mt = prog.tensor(m)
 
-    def visit(x: S.Expr):
-        if isinstance(x, S.Read) and _final(x, prog):
-            t = prog.tensor(x.tensor)
-            if x.tensor == m:
-                return S.Read(xm, x.indices)
-            if x.tensor in sums:
-                mt = prog.tensor(m)
-                at = dict(zip(t.ranks, x.indices))
-                if any(r not in at for k, r in enumerate(mt.ranks) if k != mt.iterative):
-                    return x  # (the max has a rank the sum has not: left as it is)
-                idx = tuple(
-                    S.Size(mt.iter_rank) if k == mt.iterative else at[r] for k, r in enumerate(mt.ranks)
-                )
-                xr = S.Read(xm, idx)
-                return S.Binary("+", x, S.Binary("-", xr, xr))
-            return x
-        return None
+    def final_max(rd: S.Read) -> S.Expr:
+        return S.Read(xm, rd.indices) if _final(rd, prog) else rd
 
-    if not any(_final(r, prog) and (r.tensor == m or r.tensor in sums) for r in e.reads()):
-        return e
-    return replace(e, expr=S.rewrite_expr(e.expr, visit))
+    def final_sum(rd: S.Read) -> S.Expr:
+        at = dict(zip(prog.tensor(rd.tensor).ranks, rd.indices))
+        if not _final(rd, prog) or any(r not in at for k, r in enumerate(mt.ranks) if k != mt.iterative):
+            return rd  # (the max has a rank the sum has not: left as it is)
+        xr = S.Read(xm, tuple(S.Size(r) if k == mt.iterative else at[r] for k, r in enumerate(mt.ranks)))
+        return S.Binary("+", rd, S.Binary("-", xr, xr))
+
+    return replace_reads(e, {m: final_max} | dict.fromkeys(sums, final_sum))

@@ -12,7 +12,9 @@ streamed rank iterates over (``b, h, p`` for attention: per query row). Three ki
   is read again in a later pass must be held, or spilled and re-read, from the pass that produced (or first
   read) it to the pass that re-reads it: its fiber over the rank, times its other ranks outside Π. At each
   boundary between passes the live fibers add up; the largest boundary counts. A running state re-read
-  along its own rank after a barrier over that rank holds every state whichever rank is streamed.
+  along its own rank after a barrier over that rank holds every state whichever rank is streamed; streamed
+  over a partition parent read in one pass, a per-tile value merged after it (split-K's ``LN[m1, f]``) is
+  held for every tile.
 
 A fiber over both parts of a partition counts ``M``.
 
@@ -185,10 +187,12 @@ def footprint(flows: Flows, rank: str | None, sizes: SizeModel) -> Footprint:
     total = sp.Add(*(x.expr for x in terms))
     spill = sp.Integer(0)
     cut_ranks = [rank] + ([fam.inner] if fam.is_parent else [])
+    parent_cut = False
     for c in cut_ranks:
         cuts = _cuts(flows, sizes, c, skip, counted)
         if not cuts:
             continue
+        parent_cut |= c == rank
         sums = []
         for items in cuts.values():
             terms.extend(items)
@@ -196,11 +200,41 @@ def footprint(flows: Flows, rank: str | None, sizes: SizeModel) -> Footprint:
             if c == rank:
                 spill += sp.Add(*(x.expr * (1 if x.tensor in prog.inputs else 2) for x in items))
         total += sp.Max(*sums)
+    held = {x.tensor for x in terms if x.kind == "barrier"}
+    # per-tile values merged after a cascade's only pass over a partition parent (split-K: a max, a
+    # denominator and a numerator per chunk, re-read by the merge after the max over the chunks) are live at
+    # the end of that pass, for every tile: streamed over m (1 pass: the merge walks tiles, not elements), a
+    # tensor over the outer part and not the tile, re-read across a pass over the outer part, is held whole
+    # (M1 values, times its other ranks outside Π). Where the parent has passes of its own, what the later
+    # passes need of such values crosses the parent's boundaries and is counted there (`CF` of the 2-pass
+    # form); running states are counted below.
+    if fam.is_parent and not parent_cut:
+        tile = {fam.rank, fam.inner}
+        cuts = {
+            k: kept
+            for k, items in _cuts(flows, sizes, fam.outer, skip, counted).items()
+            if (
+                kept := [
+                    x
+                    for x in items
+                    if x.tensor not in counted
+                    and prog.tensor(x.tensor).iterative is None
+                    and not tile & set(prog.tensor(x.tensor).ranks)
+                ]
+            )
+        }
+        if cuts:
+            sums = []
+            for items in cuts.values():
+                terms.extend(items)
+                sums.append(sp.Add(*(x.expr for x in items)))
+                spill += sp.Add(*(x.expr * (1 if x.tensor in prog.inputs else 2) for x in items))
+            total += sp.Max(*sums)
+            held |= {x.tensor for items in cuts.values() for x in items}
     # a running state read again along its own rank in a later pass over that rank holds every state,
     # whichever rank is streamed: ``Y[m1] = R[m1 + 1] / R[M1]`` streamed over m (1 pass: Y walks tiles, not
     # elements) still holds the M1 states between the two passes over m1 (streamed over the state's own
     # rank, or when the streamed rank's cuts hold the state already, it is counted above)
-    held = {x.tensor for x in terms if x.kind == "barrier"}
     for it in prog.iterative_ranks:
         if it in cut_ranks:
             continue

@@ -2,10 +2,16 @@
 
 Variants (B = 1, H = 8, E = F = 64, float32, P = M = N):
 
-* plain: ``examples/attention_1pass.ein`` vs ``scaled_dot_product_attention`` vs FlexAttention (no mods);
-* causal: ``examples/causal_1pass.ein`` vs SDPA ``is_causal=True`` vs FlexAttention with a causal mask_mod;
-* window: ``benchmarks/sliding_window_1pass.ein`` (W = 256) vs SDPA with a dense boolean mask vs
-  FlexAttention with a window mask_mod (it skips empty blocks).
+* plain: ``examples/attention_3pass.ein`` vs ``scaled_dot_product_attention`` vs FlexAttention (no mods);
+* causal: ``examples/causal.ein`` vs SDPA ``is_causal=True`` vs FlexAttention with a causal mask_mod;
+* window: ``examples/sliding_window.ein`` (W = 256) vs SDPA with a dense boolean mask vs FlexAttention with
+  a window mask_mod (it skips empty blocks).
+
+einattn runs twice. "einattn" is what a user gets from the natural spec with the default options: the torch
+backend's library kernels (``lowering/torch_library.py``) run these specs as SDPA calls (the window as
+blocks of 128 query rows against the keys of their window). "generated" is einattn's own generated code:
+the hand-written 1-pass specs (``examples/attention_1pass.ein``, ``examples/causal_1pass.ein``,
+``benchmarks/sliding_window_1pass.ein``), to which no library kernel applies.
 
 FlexAttention is ``torch.compile(flex_attention)`` with a ``create_block_mask`` block mask; its first call
 (compilation) is timed apart. Every implementation is timed ``--repeat`` times, interleaved, after a warm-up,
@@ -15,14 +21,15 @@ the table gives medians and ratios, and each output's largest difference from SD
 ``--backward`` times training steps instead: forward and backward (the gradients of Q, K and V) of einattn
 (recomputing each block of rows, the default) and SDPA; FlexAttention has no backward on CPU.
 
-``--natural`` runs einattn on the same variants written the natural way (``examples/attention_3pass.ein``,
-``examples/causal.ein``, ``examples/sliding_window.ein``), which ``passes="auto"`` rewrites to 1 pass.
+``--natural`` runs "generated" on the natural specs with ``library=False``, which ``passes="auto"`` rewrites
+to 1 pass.
 
 ``--decode`` times decoding instead: one query row against N keys, B = 4, plain softmax only (the causal and
 window specs' filters are written for P = M).
 
-``--memory`` runs the 1-pass causal cascade at B = H = 1, P = M = 32768, E = F = 64 in a fresh process and
-reports its peak resident memory above its inputs (on Linux the high-water mark ``VmHWM``, reset just before
+``--memory`` runs causal attention at B = H = 1, P = M = 32768, E = F = 64 in a fresh process (the 1-pass
+spec; the natural spec rewritten by passes="auto"; and the natural spec by the library) and reports each
+one's peak resident memory above its inputs (on Linux the high-water mark ``VmHWM``, reset just before
 the call; elsewhere ``resource.getrusage``'s max RSS), which the issue bounds by 512 MB; the 3-pass form
 would need 4 GB for QK alone.
 
@@ -120,11 +127,21 @@ NATURAL = {
 }
 
 
-def einattn_impl(variant: str, tile: int | None, rows: int | str, natural: bool = False):
+def einattn_impl(
+    variant: str, tile: int | None, rows: int | str, natural: bool = False, library: bool = False
+):
+    """einattn as a user runs it (``library``: the natural spec, default options, so SDPA where the
+    library matches it), or its generated code (the 1-pass spec, or with ``natural`` the natural spec with
+    ``library=False``, which passes="auto" rewrites to 1 pass)."""
     tile = tile or TILES[variant]
-    if natural:
+    if library:
         params = {"W": WINDOW} if variant == "window" else {}
-        kern = einattn.compile(NATURAL[variant], backend="torch", params=params, tile=tile, row_block=rows)
+        kern = einattn.compile(NATURAL[variant], backend="torch", params=params)
+    elif natural:
+        params = {"W": WINDOW} if variant == "window" else {}
+        kern = einattn.compile(
+            NATURAL[variant], backend="torch", params=params, tile=tile, row_block=rows, library=False
+        )
     else:
         params = {"M0": tile} | ({"W": WINDOW} if variant == "window" else {})
         kern = einattn.compile(SPECS[variant], backend="torch", params=params, row_block=rows)
@@ -151,7 +168,8 @@ def run_size(
     grad_out = torch.randn(batch, 8, queries, 64)
     impls = {}
     for variant in variants:
-        impls[(variant, "einattn")] = einattn_impl(variant, tile, rows, natural)
+        impls[(variant, "einattn")] = einattn_impl(variant, tile, rows, library=True)
+        impls[(variant, "generated")] = einattn_impl(variant, tile, rows, natural)
         impls[(variant, "sdpa")] = sdpa_impl(variant, n)
         if flex:
             impls[(variant, "flex")] = flex_impl(variant, n)
@@ -201,25 +219,33 @@ def run_size(
 
 
 def table(rows: list[dict], flex: bool) -> str:
-    head = "| N | variant | einattn ms | SDPA ms | einattn / SDPA |"
-    sep = "|---|---|---|---|---|"
+    """Medians and ratios: einattn as a user runs it (library kernels where they apply) and its generated
+    code, against SDPA and FlexAttention, and each against its own plain softmax."""
+    head = "| N | variant | einattn ms | generated ms | SDPA ms | einattn / SDPA | generated / SDPA |"
+    sep = "|---|---|---|---|---|---|---|"
     if flex:
-        head += " Flex ms | einattn / Flex | Flex compile s |"
-        sep += "---|---|---|"
-    head += " einattn / own plain | max abs diff vs SDPA |"
-    sep += "---|---|"
+        head += " Flex ms | einattn / Flex | generated / Flex | Flex compile s |"
+        sep += "---|---|---|---|"
+    head += " einattn / own plain | generated / own plain | max abs diff vs SDPA |"
+    sep += "---|---|---|"
     lines = [head, sep]
-    plain = {r["n"]: r["ms"]["einattn"] for r in rows if r["variant"] == "plain"}
+    plain = {r["n"]: r["ms"] for r in rows if r["variant"] == "plain"}
     for r in rows:
         ms = r["ms"]
-        line = f"| {r['n']} | {r['variant']} | {ms['einattn']:.1f} | {ms['sdpa']:.1f} |"
-        line += f" {ms['einattn'] / ms['sdpa']:.2f} |"
+        line = (
+            f"| {r['n']} | {r['variant']} | {ms['einattn']:.1f} | {ms['generated']:.1f} | {ms['sdpa']:.1f} |"
+        )
+        line += f" {ms['einattn'] / ms['sdpa']:.2f} | {ms['generated'] / ms['sdpa']:.2f} |"
         if flex:
             line += (
-                f" {ms['flex']:.1f} | {ms['einattn'] / ms['flex']:.2f} | {r['first_ms']['flex'] / 1000:.1f} |"
+                f" {ms['flex']:.1f} | {ms['einattn'] / ms['flex']:.2f} | {ms['generated'] / ms['flex']:.2f} |"
             )
-        own = ms["einattn"] / plain[r["n"]] if r["n"] in plain else float("nan")
-        line += f" {own:.2f} | {r['max_diff']['einattn']:.1e} |"
+            line += f" {r['first_ms']['flex'] / 1000:.1f} |"
+        own = {
+            i: ms[i] / plain[r["n"]][i] if r["n"] in plain else float("nan") for i in ("einattn", "generated")
+        }
+        diff = max(r["max_diff"]["einattn"], r["max_diff"]["generated"])
+        line += f" {own['einattn']:.2f} | {own['generated']:.2f} | {diff:.1e} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -255,9 +281,12 @@ print(json.dumps(dict(peak_mb=after - before, inputs_mb=3 * q.numel() * 4 / 2**2
 NATURAL_CAUSAL = ROOT / "examples" / "causal.ein"  # the 3-pass spec: streamed only by passes="auto"
 
 
-def memory(n: int, tile: int, rows: int | str, spec: Path | None = None) -> dict:
-    """Peak memory in a fresh process: the 1-pass causal spec, or ``spec`` rewritten with passes="auto"."""
-    options = {"params": {"M0": tile}} if spec is None else {"passes": "auto", "tile": tile}
+def memory(n: int, tile: int, rows: int | str, spec: Path | None = None, library: bool = False) -> dict:
+    """Peak memory in a fresh process: the 1-pass causal spec, or ``spec`` rewritten with passes="auto"
+    (``library``: with the library kernels, else without)."""
+    options = (
+        {"params": {"M0": tile}} if spec is None else {"passes": "auto", "tile": tile, "library": library}
+    )
     code = MEMORY_CHILD.format(spec=str(spec or SPECS["causal"]), tile=tile, n=n, rows=rows, options=options)
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
     if done.returncode:
@@ -342,7 +371,13 @@ def main() -> None:
         result["memory"] = m
         m3 = memory(args.memory_size, tile, args.rows, NATURAL_CAUSAL)
         result["memory_3pass_auto"] = m3
-        for what, r in (("1-pass causal spec", m), ('3-pass causal spec, passes="auto"', m3)):
+        ml = memory(args.memory_size, tile, args.rows, NATURAL_CAUSAL, library=True)
+        result["memory_3pass_library"] = ml
+        for what, r in (
+            ("1-pass causal spec", m),
+            ('3-pass causal spec, passes="auto", library=False', m3),
+            ("3-pass causal spec, library kernel (SDPA)", ml),
+        ):
             print(
                 f"memory: {what}, B = H = 1, P = M = {args.memory_size}, E = F = 64, float32: peak "
                 f"{r['peak_mb']:.0f} MB above the inputs ({r['inputs_mb']:.0f} MB), {r['seconds']:.1f} s, "

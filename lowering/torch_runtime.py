@@ -1676,6 +1676,84 @@ def _own_precision(o):
     return contextlib.nullcontext()
 
 
+# ---- library kernels (einattn.lowering.torch_library): softmax attention by SDPA ---------------------------
+
+
+def _sdpa_operand(t, batch, sizes, seq, feat):
+    """An input of SDPA as ``[B, H, L, D]``: ``batch`` gives, per batch rank of the output (the heads
+    last), the input's axis ``(axis,)``, a grouped read ``h // R`` of an axis ``(axis, R)``, or None (the
+    input is the same for every point of that rank: broadcast); ``sizes`` the batch ranks' sizes; ``seq``
+    and ``feat`` the axes of the sequence and the feature. A view wherever a view can be. On the heads,
+    a key/value input read as ``h // R`` with exactly ``H / R`` groups, or shared by every head, keeps its
+    own count of heads: SDPA's grouped-query attention (:func:`_sdpa`) maps query head ``h`` to ``h // R``."""
+    present = [b[0] for b in batch if b is not None]
+    x = t.permute(*present, seq, feat)
+    last = len(batch) - 1
+    for j, (b, n) in enumerate(zip(batch, sizes)):
+        if b is None:
+            x = x.unsqueeze(j)
+            if j != last:
+                x = x.expand(*x.shape[:j], n, *x.shape[j + 1 :])
+        elif len(b) == 2 and not (j == last and x.shape[j] * b[1] == n):
+            x = x.index_select(j, torch.arange(n, device=x.device) // b[1])
+    lead = x.shape[:-2]
+    if len(lead) == 0:
+        return x[None, None]
+    if len(lead) == 1:
+        return x[None]
+    return x.reshape(-1, lead[-1], *x.shape[-2:])
+
+
+def _sdpa(q, k, v, scale, causal, mask=None):
+    """``scaled_dot_product_attention``, exact for any scale: a scale <= 0 is applied to ``q`` first (the
+    CPU kernel's causal path returns NaN for one). Keys and values with fewer heads than the queries are
+    grouped-query attention (``enable_gqa``), with as many heads in ``k`` as in ``v``."""
+    if scale <= 0:
+        q, scale = q * scale, 1.0
+    hq, hk, hv = q.shape[1], k.shape[1], v.shape[1]
+    gqa = hk == hv and 1 < hk < hq  # query head h reads group h // (hq / hk) (_sdpa_operand checked)
+    if not gqa:
+        k, v = _sdpa_heads(k, hq), _sdpa_heads(v, hq)
+    return torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=gqa
+    )
+
+
+def _sdpa_heads(x, n):
+    """``x`` with ``n`` heads: as it is, broadcast from one, or each of its groups repeated."""
+    if x.shape[1] == n:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, n, -1, -1)
+    return x.repeat_interleave(n // x.shape[1], dim=1)
+
+
+def _sdpa_blocks(q, k, v, scale, rows, keys, mask, shifts=False):
+    """SDPA over blocks of ``rows`` query rows, each against the keys ``keys(c, w)`` that rows ``c .. c + w
+    - 1`` may see, with the filter ``mask(c, w, lo, hi, device)`` (None: every point passes). A row that no
+    key passes gives 0 (the spec's value), whatever the device's kernel gives there. ``shifts``: the filter
+    depends on ``p - m`` alone (a window), so blocks placed alike against their keys share one mask."""
+    n, outs, masks = q.shape[2], [], {}
+    for c in range(0, n, rows):
+        w = min(rows, n - c)
+        lo, hi = keys(c, w)
+        lo, hi = max(lo, 0), min(hi, k.shape[2])
+        if hi <= lo:
+            outs.append(q.new_zeros(*q.shape[:2], w, v.shape[-1]))
+            continue
+        at = (c - lo, w, hi - lo) if shifts else None
+        if at is None or at not in masks:
+            m = mask(c, w, lo, hi, q.device)
+            empty = None if m is None else ~m.any(-1, keepdim=True)
+            if empty is not None and not torch.compiler.is_compiling() and not bool(empty.any()):
+                empty = None  # (every row keeps a key: nothing to zero)
+            masks[at] = (m, empty)
+        m, empty = masks[at]
+        y = _sdpa(q[:, :, c : c + w], k[:, :, lo:hi], v[:, :, lo:hi], scale, False, m)
+        outs.append(y if empty is None else y.masked_fill(empty, 0.0))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 2)
+
+
 # What generated code takes from this module (a star import).
 __all__ = [name for name in dir() if name.startswith("_") and not name.startswith("__")]
 __all__ += ["FUNCTIONS", "InputError", "call", "execute", "math", "torch"]

@@ -509,7 +509,10 @@ def library_source(att: Attention, ranks: tuple[str, ...], inputs: tuple[str, ..
     ]
     lines += [f"    # {format_einsum(e)}" for e in att.statements]
     lines.append(f"    _s = {att.scale}  # the scores' scale")
-    guards = ["math.isfinite(_s)"]
+    guards = [
+        "math.isfinite(_s)",
+        f"_sdpa_bounded(t_{att.q.name}, t_{att.k.name}, _s, t_{att.q.name}.shape[{att.q.feat}])",
+    ]
     for op in (att.q, att.k, att.v):
         for b, size in zip(op.batch, att.batch):
             if b is not None and b[0] == "group":  # `h // R` must stay within K's axis
@@ -534,7 +537,9 @@ def library_source(att: Attention, ranks: tuple[str, ...], inputs: tuple[str, ..
         lines.append("            return None")
         lines.append("        _p = torch.arange(_c, _c + _w, device=_dev)[:, None]")
         lines.append("        _m = torch.arange(_lo, _hi, device=_dev)[None, :]")
-        lines.append(f"        return torch.broadcast_to({mask}, (_w, _hi - _lo))")
+        lines.append(
+            f"        return torch.broadcast_to(torch.as_tensor({mask}, device=_dev), (_w, _hi - _lo))"
+        )
         call = f"_sdpa_blocks(_q, _k, _v, _s, {rb}, _keys, _mask, shifts={_shifts(att)})"
     shape = ", ".join(f"s_{r}" for r in (*att.batch, att.p, att.f))
     order = (*att.batch, att.p, att.f)

@@ -1719,6 +1719,17 @@ def _sdpa(q, k, v, scale, causal, mask=None):
     )
 
 
+def _sdpa_bounded(q, k, scale, n):
+    """Whether no score ``scale * sum of n products`` of ``q`` and ``k`` can overflow. Where one could, a
+    row's scores could all be ``-inf``: SDPA treats such a row as masked (0) where the spec gives NaN, so
+    the generated cascade runs instead. Under ``torch.compile`` inputs are taken to be finite and bounded."""
+    if torch.compiler.is_compiling() or not q.numel() or not k.numel():
+        return True
+    with torch.no_grad():
+        top = float(q.abs().amax()) * float(k.abs().amax())
+    return abs(scale) * n * top < torch.finfo(q.dtype).max / 16
+
+
 def _sdpa_heads(x, n):
     """``x`` with ``n`` heads: as it is, broadcast from one, or each of its groups repeated."""
     if x.shape[1] == n:

@@ -67,6 +67,10 @@ FILTERS = {  # filter text -> allowed(p, m) on index grids (P, M, W)
     "2 * m <= p": lambda p, m, W: 2 * m <= p,
     "p <= 3 * m - 2": lambda p, m, W: p <= 3 * m - 2,
     "m >= W": lambda p, m, W: m >= W,  # the first keys only; rows all alike
+    "1 < 0": lambda p, m, W: np.zeros_like(p + m, dtype=bool),  # no key at all: 0 everywhere
+    "W > 2 and m == p": lambda p, m, W: (W > 2) & (m == p),  # a condition on a param
+    "not (m > p) and p != 3": lambda p, m, W: (m <= p) & (p != 3),  # a row with no key
+    "m != p": lambda p, m, W: m != p,
 }
 
 
@@ -380,3 +384,17 @@ def test_keys_and_values_grouped_differently(k_head, v_head):
 
     want = reference(q.numpy(), per_head(k, k_head), per_head(v, v_head), 0.5, allowed("", 5, 7, 0))
     np.testing.assert_allclose(kern(Q=q, K=k, V=v).numpy(), want, rtol=1e-10)
+
+
+def test_scores_that_could_overflow_run_the_cascade():
+    """Finite inputs whose scores overflow to -inf on a whole row: the spec gives NaN there (exp(-inf -
+    -inf)), SDPA would give 0 (a masked row). The library checks the bound |scale| E max|Q| max|K| first."""
+    q, k, v = qkv(b=1, h=1, p=3, m=4, e=2, f=2)
+    q[0, 0, 1] = 1e200
+    k[:] = -1e200
+    text = spec("m <= p")
+    a = compiled(text)(Q=q, K=k, V=v)
+    b = einattn.compile(einattn.parse(text), backend="numpy")(Q=q.numpy(), K=k.numpy(), V=v.numpy())
+    np.testing.assert_array_equal(np.isnan(a.numpy()), np.isnan(b))
+    assert np.isnan(b).any()
+    np.testing.assert_allclose(np.nan_to_num(a.numpy()), np.nan_to_num(b), rtol=1e-12)

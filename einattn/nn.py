@@ -24,13 +24,17 @@ from .api import compile as compile_spec
 from .errors import EinError
 from .ir import Program
 
+_FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)  # (the torch backend's float inputs)
+
 
 class EinAttention(nn.Module):
     """An ``nn.Module`` computing a ``.ein`` spec with the torch backend.
 
     ``spec``: a :class:`~einattn.Program`, a path to a ``.ein`` file or ``.ein`` text. ``params`` override the
     spec's ``param`` values (tile sizes, window widths). ``weights`` maps input names to initial tensors that
-    become ``nn.Parameter`` s of the module. Backend ``options`` (``dtype``, ``skip_tiles``) pass through.
+    become ``nn.Parameter`` s of the module (an ``nn.Parameter`` given is registered as it is: shared with
+    its owner, and frozen if ``requires_grad`` is False). Backend ``options`` (``dtype``, ``skip_tiles``)
+    pass through.
     """
 
     def __init__(
@@ -50,6 +54,16 @@ class EinAttention(nn.Module):
                 raise EinError(
                     f"`{name}` is not an input of the spec", hint=f"inputs: {', '.join(prog.inputs)}"
                 )
+            if prog.tensor(name).dtype == "int":  # an index (a group map): it takes no gradient
+                raise EinError(
+                    f"input `{name}` is declared `: int`: it cannot be a weight (a trainable parameter)",
+                    hint="pass it to forward, or keep it as a buffer of your own module",
+                )
+            if isinstance(value, nn.Parameter) and value.dtype in _FLOATS:
+                # the caller's own parameter, registered as it is: tied to the module it comes from, and
+                # frozen (requires_grad=False) if it is (a new Parameter around it took neither)
+                self.weights[name] = value
+                continue
             try:
                 value = torch.as_tensor(value)
             except (TypeError, ValueError, RuntimeError) as e:
@@ -57,10 +71,10 @@ class EinAttention(nn.Module):
                     f"weight `{name}` must be a tensor or numbers, got {type(value).__name__} {value!r:.40}",
                     hint=f"torch.as_tensor refused it: {e}",
                 ) from None
-            if prog.tensor(name).dtype == "int":  # an index (a group map): it takes no gradient
+            if value.is_complex() or (value.is_floating_point() and value.dtype not in _FLOATS):
                 raise EinError(
-                    f"input `{name}` is declared `: int`: it cannot be a weight (a trainable parameter)",
-                    hint="pass it to forward, or keep it as a buffer of your own module",
+                    f"weight `{name}` must hold real numbers (float64, float32, float16 or bfloat16), "
+                    f"got {value.dtype}"
                 )
             if not value.is_floating_point():
                 value = value.to(torch.get_default_dtype())

@@ -1489,8 +1489,9 @@ def prepare(decls, values, dtype=None):
                 raise InputError(
                     f"inputs `{first}` and `{name}` are on different devices: {device} and {x.device}"
                 )
-            if x.layout != torch.strided:
-                raise InputError(f"input `{name}` is a {x.layout} tensor: einattn takes dense (strided) ones")
+            if x.layout != torch.strided or x.is_nested:
+                kind_ = "nested" if x.is_nested else str(x.layout)
+                raise InputError(f"input `{name}` is a {kind_} tensor: einattn takes dense (strided) ones")
             if kind == "float":
                 if x.dtype not in FLOATS:
                     raise InputError(
@@ -1572,12 +1573,13 @@ def execute(programs, tensors, names, sizes, o, given):
 def _all_finite(tensors) -> bool:
     """Whether no float input holds an infinity or NaN: one sum per input (finite only if every term is;
     a sum that overflows counts as not finite, which costs only the slower program). Under
-    ``torch.compile`` (a value-dependent branch would break the graph) inputs are taken to be finite."""
+    ``torch.compile`` (a value-dependent branch would break the graph) inputs are taken to be finite, and so
+    are tensors on the ``meta`` device, which have shapes but no values."""
     if torch.compiler.is_compiling():
         return True
     with torch.no_grad():
         for t in tensors:
-            if t.is_floating_point() and t.numel():
+            if t.is_floating_point() and t.numel() and t.device.type != "meta":
                 total = t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
                 if not bool(torch.isfinite(total)):
                     return False

@@ -1,0 +1,133 @@
+"""Session 17 review of the torch backend, from the outside, as a user would call it.
+
+The forward values and gradients of the examples and of user-written variants (ALiBi, sinks, softcap with a
+log-sum-exp, GQA with a padding bias, bottom-right causal cross attention with per-batch lengths and a
+scalar temperature, relative-position biases, reversed and shifted query reads) were compared with SDPA and
+hand-written torch formulas over `tile` / `row_block` / `skip_tiles` / `recompute` / `passes`, in float64,
+float32, float16 and bfloat16, at logits of +-1e4, with size-1 and empty ranks, strided and expanded inputs,
+under `torch.compile(fullgraph=True)` and in standalone modules: no difference was found there. The tests
+below are the bugs found (each marked `# BUG:`, failing on the code as reviewed) and the checks around them.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from einattn.lowering.torch_backend import standalone_source
+
+import einattn
+from einattn.nn import EinAttention
+
+EX = Path(__file__).resolve().parent.parent / "examples"
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::einattn.EinWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+
+def compile_torch(spec, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return einattn.compile(spec, backend="torch", **kw)
+
+
+def alibi_reference(q, k, v, slope):
+    """Causal softmax attention with ALiBi biases, by hand (examples/alibi.ein)."""
+    p = torch.arange(q.shape[2])[:, None]
+    m = torch.arange(k.shape[2])[None, :]
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + slope[:, None, None] * (m - p)
+    return torch.softmax(s.masked_fill(m > p, -math.inf), -1) @ v
+
+
+# ---- einattn.nn.EinAttention's weights -----------------------------------------------------------------
+
+
+# BUG: a weight given as an `nn.Parameter` was wrapped in a new Parameter (`nn.Parameter(value)`): the
+# module's parameter was another object, so a parameter shared with another module (weight tying) got its
+# gradient on a copy the caller never sees, and a frozen one (`requires_grad=False`, fixed ALiBi slopes) was
+# made trainable. The Parameter given is now registered as it is (einattn/nn.py).
+def test_a_parameter_given_as_a_weight_is_the_module_s_own_and_keeps_requires_grad():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 3, 6, 4) for _ in range(3))
+    slope = torch.nn.Parameter(torch.tensor([0.5, 0.25, 0.125]))
+    module = EinAttention(EX / "alibi.ein", weights={"slope": slope})
+    assert module.weights["slope"] is slope
+    out = module(q, k, v)
+    torch.testing.assert_close(out, alibi_reference(q, k, v, slope.detach()), rtol=1e-5, atol=1e-6)
+    out.square().sum().backward()
+    want = torch.autograd.grad(alibi_reference(q, k, v, slope).square().sum(), slope)[0]
+    assert slope.grad is not None
+    torch.testing.assert_close(slope.grad, want, rtol=1e-4, atol=1e-6)
+
+    frozen = torch.nn.Parameter(torch.tensor([0.5, 0.25, 0.125]), requires_grad=False)
+    fixed = EinAttention(EX / "alibi.ein", weights={"slope": frozen})
+    assert not fixed.weights["slope"].requires_grad
+    assert not fixed(q, k, v).requires_grad
+    assert [n for n, p in fixed.named_parameters() if p.requires_grad] == []
+
+
+def test_a_tensor_weight_is_still_copied_into_a_trainable_parameter():
+    init = torch.tensor([0.5, 0.25, 0.125])  # (a plain tensor: the module's own parameter, trainable)
+    module = EinAttention(EX / "alibi.ein", weights={"slope": init})
+    assert module.weights["slope"] is not init and module.weights["slope"].requires_grad
+
+
+# BUG: a complex tensor given as a weight was cast to float32 with only torch's warning ("discards the
+# imaginary part"); it is an EinError, as a complex input to the kernel is.
+def test_a_complex_weight_is_an_ein_error():
+    with pytest.raises(einattn.EinError, match="real numbers"):
+        EinAttention(EX / "alibi.ein", weights={"slope": torch.ones(3, dtype=torch.complex64)})
+    with pytest.raises(einattn.EinError, match="declared `: int`"):  # (a Parameter for an int input too)
+        EinAttention(
+            EX / "variants" / "02_gqa_groupmap.ein", weights={"grp": torch.nn.Parameter(torch.zeros(2))}
+        )
+
+
+# ---- inputs ------------------------------------------------------------------------------------------
+
+
+# BUG: tensors on the `meta` device (shapes without values, as models built with `torch.device("meta")`
+# run) failed with "Tensor.item() cannot be called on meta tensors": the call's check that the inputs are
+# finite (torch_runtime._all_finite) read their values. They now run, forward and backward, with the shapes
+# a real call gives.
+@pytest.mark.parametrize("options", [{}, {"tile": 3, "row_block": 2}, {"passes": "as-written"}])
+def test_meta_tensors_give_the_shapes_of_a_real_call(options):
+    kernel = compile_torch(EX / "alibi.ein", **options)
+    q = torch.randn(2, 3, 7, 4, device="meta", requires_grad=True)
+    k = torch.randn(2, 3, 9, 4, device="meta", requires_grad=True)
+    v = torch.randn(2, 3, 9, 5, device="meta", requires_grad=True)
+    slope = torch.randn(3, device="meta", requires_grad=True)
+    out = kernel(Q=q, K=k, V=v, slope=slope)
+    assert out.device.type == "meta" and out.shape == (2, 3, 7, 5)
+    grads = torch.autograd.grad(out.sum(), (q, k, v, slope))
+    assert [g.shape for g in grads] == [q.shape, k.shape, v.shape, slope.shape]
+    real = compile_torch(EX / "alibi.ein", **options)(
+        Q=torch.randn(2, 3, 7, 4), K=torch.randn(2, 3, 9, 4), V=torch.randn(2, 3, 9, 5), slope=torch.randn(3)
+    )
+    assert real.shape == out.shape and real.dtype == out.dtype
+
+
+def _standalone(spec):
+    module = types.ModuleType("einattn_s17_standalone")
+    exec(compile(standalone_source(einattn.load(spec)), "<standalone>", "exec"), module.__dict__)
+    return module
+
+
+# BUG: a nested tensor (strided layout, `torch.nested.nested_tensor([...])`) passed the layout check and
+# failed inside torch ("NestedTensorImpl doesn't support sizes"); the standalone module's call now refuses it
+# by name, as it does sparse tensors.
+def test_a_nested_tensor_is_refused_by_name_in_a_standalone_module():
+    module = _standalone(EX / "alibi.ein")
+    q = torch.randn(1, 2, 5, 4)
+    nested = torch.nested.nested_tensor([q[0, 0], q[0, 0]])
+    with pytest.raises(ValueError, match="input `Q` is a nested tensor"):
+        module.forward(nested, q, q, torch.ones(2))
+    torch.testing.assert_close(
+        module.forward(q, q, q, torch.ones(2)), alibi_reference(q, q, q, torch.ones(2))
+    )

@@ -1724,8 +1724,9 @@ def _sdpa(q, k, v, scale, causal, mask=None):
 def _sdpa_bounded(q, k, scale, n):
     """Whether no score ``scale * sum of n products`` of ``q`` and ``k`` can overflow. Where one could, a
     row's scores could all be ``-inf``: SDPA treats such a row as masked (0) where the spec gives NaN, so
-    the generated cascade runs instead. Under ``torch.compile`` inputs are taken to be finite and bounded."""
-    if torch.compiler.is_compiling() or not q.numel() or not k.numel():
+    the generated cascade runs instead. Under ``torch.compile`` inputs are taken to be finite and bounded, as
+    are tensors on the ``meta`` device (no values)."""
+    if torch.compiler.is_compiling() or not q.numel() or not k.numel() or q.device.type == "meta":
         return True
     with torch.no_grad():
         top = float(q.abs().amax()) * float(k.abs().amax())
@@ -1758,7 +1759,8 @@ def _sdpa_blocks(q, k, v, scale, rows, keys, mask, shifts=False):
         if at is None or at not in masks:
             m = mask(c, w, lo, hi, q.device)
             empty = None if m is None else ~m.any(-1, keepdim=True)
-            if empty is not None and not torch.compiler.is_compiling() and not bool(empty.any()):
+            valueless = torch.compiler.is_compiling() or q.device.type == "meta"
+            if empty is not None and not valueless and not bool(empty.any()):
                 empty = None  # (every row keeps a key: nothing to zero)
             masks[at] = (m, empty)
         m, empty = masks[at]

@@ -94,22 +94,29 @@ def test_a_complex_weight_is_an_ein_error():
 
 # BUG: tensors on the `meta` device (shapes without values, as models built with `torch.device("meta")`
 # run) failed with "Tensor.item() cannot be called on meta tensors": the call's check that the inputs are
-# finite (torch_runtime._all_finite) read their values. They now run, forward and backward, with the shapes
-# a real call gives.
-@pytest.mark.parametrize("options", [{}, {"tile": 3, "row_block": 2}, {"passes": "as-written"}])
-def test_meta_tensors_give_the_shapes_of_a_real_call(options):
-    kernel = compile_torch(EX / "alibi.ein", **options)
-    q = torch.randn(2, 3, 7, 4, device="meta", requires_grad=True)
-    k = torch.randn(2, 3, 9, 4, device="meta", requires_grad=True)
-    v = torch.randn(2, 3, 9, 5, device="meta", requires_grad=True)
-    slope = torch.randn(3, device="meta", requires_grad=True)
-    out = kernel(Q=q, K=k, V=v, slope=slope)
+# finite (torch_runtime._all_finite), and the library kernels' checks of the scores' range
+# (_sdpa_bounded) and of rows without keys (_sdpa_blocks), read their values. They now run, forward and
+# backward, with the shapes and dtypes a real call gives.
+@pytest.mark.parametrize(
+    ("spec", "options"),
+    [
+        ("alibi.ein", {}),
+        ("alibi.ein", {"tile": 3, "row_block": 2}),
+        ("alibi.ein", {"passes": "as-written"}),
+        ("causal.ein", {}),  # (SDPA's causal kernel)
+        ("sliding_window.ein", {}),  # (SDPA over blocks of rows with a mask)
+    ],
+)
+def test_meta_tensors_give_the_shapes_of_a_real_call(spec, options):
+    kernel = compile_torch(EX / spec, **options)
+    shapes = {"Q": (2, 3, 7, 4), "K": (2, 3, 9, 4), "V": (2, 3, 9, 5), "slope": (3,)}
+    names = kernel.program.inputs
+    meta = {n: torch.randn(shapes[n], device="meta", requires_grad=True) for n in names}
+    out = kernel(**meta)
     assert out.device.type == "meta" and out.shape == (2, 3, 7, 5)
-    grads = torch.autograd.grad(out.sum(), (q, k, v, slope))
-    assert [g.shape for g in grads] == [q.shape, k.shape, v.shape, slope.shape]
-    real = compile_torch(EX / "alibi.ein", **options)(
-        Q=torch.randn(2, 3, 7, 4), K=torch.randn(2, 3, 9, 4), V=torch.randn(2, 3, 9, 5), slope=torch.randn(3)
-    )
+    grads = torch.autograd.grad(out.sum(), list(meta.values()))
+    assert [g.shape for g in grads] == [meta[n].shape for n in names]
+    real = kernel(**{n: torch.randn(shapes[n]) for n in names})
     assert real.shape == out.shape and real.dtype == out.dtype
 
 

@@ -443,7 +443,8 @@ def _operand_code(op: Operand, att: Attention) -> str:
 
     batch = items(["None" if b is None else items([str(x) for x in b[1:]]) for b in op.batch])
     sizes = items([f"s_{b}" for b in att.batch])
-    return f"_sdpa_operand(t_{op.name}, {batch}, {sizes}, {op.seq}, {op.feat})"
+    keys = ", keys=True" if op is not att.q else ""
+    return f"_sdpa_operand(t_{op.name}, {batch}, {sizes}, {op.seq}, {op.feat}{keys})"
 
 
 def _affine_code(a: int, x: str, k: str) -> str:

@@ -1681,22 +1681,23 @@ def _own_precision(o):
 # ---- library kernels (einattn.lowering.torch_library): softmax attention by SDPA ---------------------------
 
 
-def _sdpa_operand(t, batch, sizes, seq, feat):
+def _sdpa_operand(t, batch, sizes, seq, feat, keys=False):
     """An input of SDPA as ``[B, H, L, D]``: ``batch`` gives, per batch rank of the output (the heads
     last), the input's axis ``(axis,)``, a grouped read ``h // R`` of an axis ``(axis, R)``, or None (the
     input is the same for every point of that rank: broadcast); ``sizes`` the batch ranks' sizes; ``seq``
     and ``feat`` the axes of the sequence and the feature. A view wherever a view can be. On the heads,
-    a key/value input read as ``h // R`` with exactly ``H / R`` groups, or shared by every head, keeps its
-    own count of heads: SDPA's grouped-query attention (:func:`_sdpa`) maps query head ``h`` to ``h // R``."""
+    a key/value input (``keys``) read as ``h // R`` with exactly ``H / R`` groups, or shared by every head,
+    keeps its own count of heads: SDPA's grouped-query attention (:func:`_sdpa`) maps query head ``h`` to
+    ``h // R``. The queries always have every head (a view where they are shared)."""
     present = [b[0] for b in batch if b is not None]
     x = t.permute(*present, seq, feat)
     last = len(batch) - 1
     for j, (b, n) in enumerate(zip(batch, sizes)):
         if b is None:
             x = x.unsqueeze(j)
-            if j != last:
+            if j != last or not keys:
                 x = x.expand(*x.shape[:j], n, *x.shape[j + 1 :])
-        elif len(b) == 2 and not (j == last and x.shape[j] * b[1] == n):
+        elif len(b) == 2 and not (keys and j == last and x.shape[j] * b[1] == n):
             x = x.index_select(j, torch.arange(n, device=x.device) // b[1])
     lead = x.shape[:-2]
     if len(lead) == 0:

@@ -398,3 +398,26 @@ def test_scores_that_could_overflow_run_the_cascade():
     np.testing.assert_array_equal(np.isnan(a.numpy()), np.isnan(b))
     assert np.isnan(b).any()
     np.testing.assert_allclose(np.nan_to_num(a.numpy()), np.nan_to_num(b), rtol=1e-12)
+
+
+@pytest.mark.parametrize("k_head", ["h", "h // 2", ""])
+def test_a_query_shared_by_every_head(k_head):
+    """Q without the head rank: every head's output uses the same queries against its own keys."""
+    k_decl = {"h": "K[b, h, m, e]", "h // 2": "K[b, g, m, e]", "": "K[b, m, e]"}[k_head]
+    k_read = f"K[b, {k_head + ', ' if k_head else ''}m, e]"
+    text = f"input Q[b, p, e], {k_decl}, V[b, h, m, f]\noutput O\n" + NATURAL.format(where="").replace(
+        "Q[b, h, p, e]", "Q[b, p, e]"
+    ).replace("K[b, h, m, e]", k_read)
+    kern = compiled(text)
+    assert uses_library(kern)
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    k = torch.randn(
+        *{"h": (2, 4, 6, 4), "h // 2": (2, 2, 6, 4), "": (2, 6, 4)}[k_head], generator=g, dtype=torch.float64
+    )
+    v = torch.randn(2, 4, 6, 3, generator=g, dtype=torch.float64)
+    kk = {"h": k.numpy(), "h // 2": np.repeat(k.numpy(), 2, 1), "": np.repeat(k.numpy()[:, None], 4, 1)}[
+        k_head
+    ]
+    want = reference(np.repeat(q.numpy()[:, None], 4, 1), kk, v.numpy(), 0.5, allowed("", 5, 6, 0))
+    np.testing.assert_allclose(kern(Q=q, K=k, V=v).numpy(), want, rtol=1e-10)

@@ -33,7 +33,7 @@ import einattn
 CASES = FIRST + SECOND + THIRD + FOURTH + FIFTH + SIXTH + SEVENTH + EIGHTH + NINTH + TENTH
 CONFIGS = {
     "numpy": [{}, {"passes": "auto", "tile": 3}],
-    "torch": [{}, {"tile": 3, "row_block": 3}],
+    "torch": [{}, {"tile": 3, "row_block": 3, "library": False}],
     "triton": [{}],
 }
 TOL = {"numpy": 1e-9, "torch": 1e-9, "triton": 1e-4}

@@ -29,7 +29,7 @@ from torch_helpers import (
 import einattn
 from einattn.functions import FUNCTIONS
 from einattn.testing import compare
-from lowering import torch_backend, torch_codegen, torch_runtime
+from lowering import torch_backend, torch_codegen, torch_library, torch_runtime
 
 EXAMPLE_FILES = example_files()
 CASES = conformance_cases()
@@ -48,6 +48,24 @@ def test_examples_equal_numpy(path, dtype):
     check_against_numpy(prog, x, dtype)
 
 
+LIBRARY_EXAMPLES = [p for p in EXAMPLE_FILES if torch_library.match(load_quietly(p)) is not None]
+
+
+@pytest.mark.parametrize("path", LIBRARY_EXAMPLES, ids=example_id)
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_examples_of_the_library_as_generated_code_equal_numpy(path, dtype):
+    """The examples that run as SDPA by default (lowering/torch_library.py), as generated code."""
+    prog = load_quietly(path)
+    x = inputs(prog, sizes(prog), seed=len(path.name))
+    check_against_numpy(prog, x, dtype, library=False)
+
+
+def test_the_library_matches_the_natural_attention_examples():
+    names = {example_id(p) for p in LIBRARY_EXAMPLES}
+    assert {"attention_3pass", "causal", "sliding_window", "gqa", "attention_deferred"} <= names, names
+    assert not names & {"alibi", "softcap", "sigmoid", "attention_1pass", "causal_1pass", "linear"}, names
+
+
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=example_id)
 def test_examples_rewritten_to_fewer_passes_equal_numpy(path):
     """``passes="auto"``: the torch backend compiles what einattn.rewrite derives (1-pass where it can)."""
@@ -55,7 +73,7 @@ def test_examples_rewritten_to_fewer_passes_equal_numpy(path):
     x = inputs(prog, sizes(prog, {"p": 9, "m": 11}), seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", einattn.EinWarning)
-        check_against_numpy(prog, x, passes="auto", tile=4)
+        check_against_numpy(prog, x, passes="auto", tile=4, library=False)
 
 
 @pytest.mark.skipif(not CASES, reason="../shared/conformance is not beside the checkout")
@@ -106,7 +124,8 @@ def test_fully_masked_rows_give_zero():
 def test_extreme_logits(name, dtype):
     prog = einattn.load(EXAMPLES / f"{name}.ein").with_params({"M0": 3} if "1pass" in name else {})
     x = offset_qkv(np.random.default_rng(3), B=1, H=2, P=8, M=8, F=3)
-    check_against_numpy(prog, x, dtype)
+    check_against_numpy(prog, x, dtype)  # (library kernels where they apply)
+    check_against_numpy(prog, x, dtype, library=False)  # the generated cascade
     assert finite(einattn.compile(prog, backend="torch")(**to_torch(prog, x, getattr(torch, dtype))))
 
 
@@ -1625,7 +1644,7 @@ def test_the_rewritten_natural_specs_accumulate_as_the_hand_written_ones():
         for p, m in ((13, 11), (5, 16)):
             x = inputs(prog, sizes(prog, {"p": p, "m": m}))
             for rows in ("auto", 4):
-                check_against_numpy(prog, x, passes="auto", tile=4, row_block=rows)
+                check_against_numpy(prog, x, passes="auto", tile=4, row_block=rows, library=False)
 
 
 def test_a_default_written_into_memory_of_the_programs_own():

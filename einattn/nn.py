@@ -15,13 +15,14 @@ the other inputs, in declaration order or by name.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from torch import nn
 
 from .api import _program
 from .api import compile as compile_spec
-from .errors import EinError
+from .errors import EinError, EinWarning
 from .ir import Program
 
 _FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)  # (the torch backend's float inputs)
@@ -48,6 +49,7 @@ class EinAttention(nn.Module):
         prog = _program(spec).with_params(params)
         self.kernel = compile_spec(prog, backend="torch", **options)
         self.program = prog
+        self.options = dict(options)
         self.weights = nn.ParameterDict()
         for name, value in (weights or {}).items():
             if name not in prog.inputs:
@@ -100,6 +102,21 @@ class EinAttention(nn.Module):
             )
         bound.update(self.weights.items())
         return self.kernel(**bound)
+
+    def __getstate__(self):
+        """The module without its kernel, whose generated code lives in a module of this process only
+        (``einattn.lowering.generated_<digest>``): ``torch.save(module)`` loaded in another process failed
+        with ModuleNotFoundError. :meth:`__setstate__` compiles the program again."""
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state.pop("kernel", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        with warnings.catch_warnings():  # (shown when the module was built)
+            warnings.simplefilter("ignore", EinWarning)
+            self.kernel = compile_spec(self.program, backend="torch", **self.options)
 
     def extra_repr(self) -> str:
         return f"spec={self.program.name!r}, inputs={self.inputs}, weights={tuple(self.weights)}"

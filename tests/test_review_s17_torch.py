@@ -11,7 +11,11 @@ below are the bugs found (each marked `# BUG:`, failing on the code as reviewed)
 
 from __future__ import annotations
 
+import copy
 import math
+import subprocess
+import sys
+import textwrap
 import types
 import warnings
 from pathlib import Path
@@ -138,3 +142,32 @@ def test_a_nested_tensor_is_refused_by_name_in_a_standalone_module():
     torch.testing.assert_close(
         module.forward(q, q, q, torch.ones(2)), alibi_reference(q, q, q, torch.ones(2))
     )
+
+
+# BUG: `torch.save(module)` of an EinAttention could not be loaded in another process: the kernel's
+# generated functions live in a module made at compile time (`einattn.lowering.generated_<digest>`), which
+# pickle names and a fresh process does not have ("No module named 'einattn.lowering.generated_...'"). The
+# module now pickles without its kernel and compiles the program again when loaded (einattn/nn.py).
+def test_a_saved_module_loads_in_a_fresh_process(tmp_path):
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 3, 9, 4) for _ in range(3))
+    module = EinAttention(EX / "alibi.ein", weights={"slope": torch.tensor([0.5, 0.25, 0.125])}, tile=4)
+    out = module(q, k, v)
+    torch.save({"module": module, "inputs": (q, k, v), "out": out.detach()}, tmp_path / "m.pt")
+    script = textwrap.dedent(
+        f"""
+        import torch
+        saved = torch.load({str(tmp_path / "m.pt")!r}, weights_only=False)
+        module = saved["module"]
+        out = module(*saved["inputs"])
+        assert torch.equal(out, saved["out"]), (out - saved["out"]).abs().max()
+        out.sum().backward()
+        assert module.weights["slope"].grad is not None and module.options == {{"tile": 4}}
+        print("loaded")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and "loaded" in done.stdout, done.stderr[-2000:]
+    twin = copy.deepcopy(module)  # (a copy compiles the program again, or takes the cached kernel)
+    assert torch.equal(twin(q, k, v), out)
+    torch.testing.assert_close(out, alibi_reference(q, k, v, module.weights["slope"].detach()))

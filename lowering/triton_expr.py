@@ -102,6 +102,11 @@ def _exp(x):  # float32: ex2.approx.ftz, one instruction (tl.exp adds a denormal
 
 
 @triton.jit
+def _wide(x, WIDE: tl.constexpr):  # tile coordinates in an offset: int64 where a tensor spans 2**31 elements
+    return x.to(tl.int64) if WIDE else x
+
+
+@triton.jit
 def _floor(x):  # a running max of the rewrite at least the lowest finite value (einattn.stabilizers.lowest)
     if x.dtype == tl.float64:
         return _max(x, -1.7976931348623157e308)
@@ -546,13 +551,15 @@ class Renderer:
         stem: str | None = None,
         dtype_cast: bool = True,
         proved: list[str | None] | None = None,
+        widen: str | None = None,
     ) -> Value:
         """A masked load of ``ptr[index...]``.
 
         ``extents[k]`` is the code of dimension k's extent, or None where the index is known to be in bounds;
         ``proved[k]`` a compile-time flag that, when true, says so (the check folds away).
         ``lanes`` masks padding lanes of the tile (not absent points, only memory safety). ``wide`` computes
-        offsets in int64 (else only scalar parts are widened).
+        offsets in int64 (else only scalar parts are widened, and the tile parts where the compile-time flag
+        ``widen`` is true: ``_wide(offs_p, WIDE)``).
         """
         idx = self.index_values(node)
         mask: Tile | None = None
@@ -582,6 +589,8 @@ class Renderer:
                 c = f"tl.full((), {c}, tl.int64)"
             elif wide or not v.val.axes:
                 c = f"{atom(c)}.to(tl.int64)"
+            elif widen:
+                c = f"_wide({c}, {widen})"
             terms.append(Tile(f"{c} * {st}", v.val.axes))
         off: Tile = Tile("0")
         for t in terms:

@@ -65,12 +65,15 @@ from .triton_expr import (
 from .triton_raw_max import LOG2E, RawMax, exp_operands, plan_raw_max, raw_constants
 from .triton_tiles import UNKNOWN, _pick, _sum, affine, empty_step_identity, tile_range
 
+# the compile-time flag of int64 offsets: some tensor's largest offset is 2**31 elements or more (the launcher
+# computes it from the shapes and strides; int32 tile offsets cost fewer instructions, and wrapped past it)
+WIDE = "WIDE"
 IDENTITY = {"+": "0.0", "max": '-float("inf")', "min": 'float("inf")'}
 REDUCE_FN = {"+": "tl.sum", "max": "_rmax", "min": "_rmin"}  # (NaN kept: see HELPERS)
 # the kernel's own names: its variables, the globals it reads (the module's jitted helpers, triton's
 # modules, Python builtins the interpreter needs), and the prefixes of its numbered flags
 INTERNAL = {
-    *("pid", "rest", "lo", "hi", "row_block", "row_lo", "row_hi", "n_row_blocks", "CD", "DOT"),
+    *("pid", "rest", "lo", "hi", "row_block", "row_lo", "row_hi", "n_row_blocks", "CD", "DOT", WIDE),
     *("seen", "whole_lo", "whole_hi", "tl", "triton", "torch", "float", "int", "range", "min", "max"),
     *re.findall(r"^def (\w+)\(", HELPERS, re.M),
 }
@@ -529,7 +532,15 @@ class FusedEnv(Env):
             self.scope = "prologue"
         try:
             v = r.pointer_load(
-                node, f"{node.tensor}_ptr", strides, extents, ctx, lanes=lanes, wide=False, proved=proved
+                node,
+                f"{node.tensor}_ptr",
+                strides,
+                extents,
+                ctx,
+                lanes=lanes,
+                wide=False,  # (int32 tile offsets, int64 where a tensor spans 2**31 elements: WIDE)
+                proved=proved,
+                widen=WIDE,
             )
         finally:
             self.scope = scope
@@ -1280,7 +1291,7 @@ def _store(env: FusedEnv, o: str) -> None:
     r = Renderer(env, prog)
     terms: Tile = Tile("0")
     for k, x in enumerate(t.ranks):
-        c = f"i_{x}" if x in p.par else f"offs_{x}"
+        c = f"i_{x}" if x in p.par else f"_wide(offs_{x}, {WIDE})"
         term = Tile(f"{c} * {o}_stride{k}", () if x in p.par else (x,))
         terms = term if terms.code == "0" else r.binary("+", terms, term)
     lanes = None
@@ -1372,7 +1383,7 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
         params.append(f"size_{x}")
         host.append(f"size_{x}")
         nospec.append(f"size_{x}")
-    constexprs = ["CD", "DOT", block_name(p, p.row), block_name(p, p.col)]
+    constexprs = ["CD", "DOT", WIDE, block_name(p, p.row), block_name(p, p.col)]
     constexprs += [block_name(p, f) for f in p.feats] + [full_name(f) for f in p.feats] + list(p.proved)
     params += [f"{c}: tl.constexpr" for c in constexprs]
     doc = "\n".join(f"    {fmt_einsum(e)}" for e in prog.einsums)

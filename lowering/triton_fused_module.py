@@ -10,6 +10,7 @@ from __future__ import annotations
 from einattn.ir import Program
 
 from .triton_fused import (
+    WIDE,
     FusedKernel,
     FusedPlan,
     Refusal,
@@ -99,6 +100,12 @@ def fitting_configs(shape, dtype, device, limits=None):
     return fits
 
 
+def _wide_offsets(*xs):
+    """Whether some tensor's largest offset is 2**31 elements or more: then the kernel's tile offsets are
+    int64 (the compile-time flag WIDE), which int32 products of a coordinate and a stride would wrap."""
+    return any(sum((n - 1) * abs(s) for n, s in zip(x.shape, x.stride())) >= 2**31 for x in xs if x.numel())
+
+
 def _bucket(n):
     return triton.next_power_of_2(max(int(n), 1))
 
@@ -168,6 +175,7 @@ def fused_symbols(plan: FusedPlan) -> list[tuple[str, str]]:
         ("size_x", "the size of rank x: a runtime argument, never part of the source"),
         ("T_ptr, T_stride<k>", "tensor T's base pointer and the stride of its dimension k (any layout)"),
         ("CD, DOT", "compute dtype (float32; float64 for float64 inputs) and tl.dot precision"),
+        (WIDE, "compile time: some tensor spans 2**31 elements or more (int64 offsets: _wide)"),
         (f"{R}, {C}, " + ", ".join(f"PAD_{f.upper()}" for f in plan.feats), "compile-time tile extents"),
         (", ".join(full_name(f) for f in plan.feats) or "-", "compile time: the feature rank is not padded"),
     ]
@@ -252,7 +260,8 @@ def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str,
         t = prog.tensor(o)
         dims = ", ".join(f"size_{r}" for r in t.ranks) + ("," if len(t.ranks) == 1 else "")
         lines.append(f"{ind}{o} = torch.empty(({dims}), device=device, dtype=out_dtype)")
-    lines.append(f"{ind}shape = tile_shape(sizes)")
+    tensors = ", ".join([*prog.inputs, *prog.outputs])
+    lines.append(f"{ind}shape = dict(tile_shape(sizes), {WIDE}=_wide_offsets({tensors}))")
     lines.append(f"{ind}args = ({', '.join(k.params)},)")
     n_par = " * ".join(f"size_{x}" for x in plan.par) or "1"
     lines.append("")

@@ -97,6 +97,11 @@ def _exp(x):  # float32: ex2.approx.ftz, one instruction (tl.exp adds a denormal
 
 
 @triton.jit
+def _wide(x, WIDE: tl.constexpr):  # tile coordinates in an offset: int64 where a tensor spans 2**31 elements
+    return x.to(tl.int64) if WIDE else x
+
+
+@triton.jit
 def _floor(x):  # a running max of the rewrite at least the lowest finite value (einattn.stabilizers.lowest)
     if x.dtype == tl.float64:
         return _max(x, -1.7976931348623157e308)

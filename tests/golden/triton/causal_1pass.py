@@ -39,6 +39,7 @@ Symbols:
     size_x                           the size of rank x: a runtime argument, never part of the source
     T_ptr, T_stride<k>               tensor T's base pointer and the stride of its dimension k (any layout)
     CD, DOT                          compute dtype (float32; float64 for float64 inputs) and tl.dot precision
+    WIDE                             compile time: some tensor spans 2**31 elements or more (int64 offsets: _wide)
     BLOCK_P, BLOCK_M0, PAD_E, PAD_F  compile-time tile extents
     FULL_E, FULL_F                   compile time: the feature rank is not padded
 """
@@ -149,6 +150,12 @@ def fitting_configs(shape, dtype, device, limits=None):
     return fits
 
 
+def _wide_offsets(*xs):
+    """Whether some tensor's largest offset is 2**31 elements or more: then the kernel's tile offsets are
+    int64 (the compile-time flag WIDE), which int32 products of a coordinate and a stride would wrap."""
+    return any(sum((n - 1) * abs(s) for n, s in zip(x.shape, x.stride())) >= 2**31 for x in xs if x.numel())
+
+
 def _bucket(n):
     return triton.next_power_of_2(max(int(n), 1))
 
@@ -217,6 +224,11 @@ def _rmin(x, axis: tl.constexpr):
 @triton.jit
 def _exp(x):  # float32: ex2.approx.ftz, one instruction (tl.exp adds a denormal-range fix-up: 4 more)
     return tl.exp2(x * 1.4426950408889634)
+
+
+@triton.jit
+def _wide(x, WIDE: tl.constexpr):  # tile coordinates in an offset: int64 where a tensor spans 2**31 elements
+    return x.to(tl.int64) if WIDE else x
 
 
 @triton.jit
@@ -290,6 +302,7 @@ def causal_1pass_kernel(
     size_m0,
     CD: tl.constexpr,
     DOT: tl.constexpr,
+    WIDE: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_M0: tl.constexpr,
     PAD_E: tl.constexpr,
@@ -342,7 +355,7 @@ def causal_1pass_kernel(
     t_RD = tl.full([BLOCK_P], 0.0, CD)
     # t_RNV[b, h, f, 0, p] = 0
     t_RNV = tl.full([BLOCK_P, PAD_F], 0.0, CD)
-    t_Q_1 = tl.load(t_Q_ptr + (((i_b.to(tl.int64) * t_Q_stride0 + i_h.to(tl.int64) * t_Q_stride1) + offs_p * t_Q_stride2)[:, None] + (offs_e * t_Q_stride3)[None, :]), mask=(lane_p[:, None] & lane_e[None, :]), other=0)
+    t_Q_1 = tl.load(t_Q_ptr + (((i_b.to(tl.int64) * t_Q_stride0 + i_h.to(tl.int64) * t_Q_stride1) + _wide(offs_p, WIDE) * t_Q_stride2)[:, None] + (_wide(offs_e, WIDE) * t_Q_stride3)[None, :]), mask=(lane_p[:, None] & lane_e[None, :]), other=0)
     # ---- the tiles of m1 to visit
     # rows row_lo..row_hi: the filters are checked per tile over them
     row_lo = row_block * BLOCK_P
@@ -357,7 +370,7 @@ def causal_1pass_kernel(
     whole_hi = tl.maximum(whole_lo, tl.minimum(hi, tl.minimum(size_m // size_m0, _floordiv(-(size_m0 - 1) + row_lo, 64) + 1)))
     for m1 in range(lo, whole_lo):
         # t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
-        t_K_2 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + ((m1 * 64) + offs_m0) * t_K_stride2)[:, None] + (offs_e * t_K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
+        t_K_2 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + _wide(((m1 * 64) + offs_m0), WIDE) * t_K_stride2)[:, None] + (_wide(offs_e, WIDE) * t_K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
         t_BQK = tl.dot(t_Q_1, tl.trans(t_K_2.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD)
         t_BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
@@ -370,7 +383,7 @@ def causal_1pass_kernel(
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
         # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
-        t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
+        t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + _wide(((m1 * 64) + offs_m0), WIDE) * t_V_stride2)[:, None] + (_wide(offs_f, WIDE) * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
         t_PRM = tl.exp2((t_RM - t_RM_next) * t_BQK_log2)
@@ -388,7 +401,7 @@ def causal_1pass_kernel(
         t_RNV = t_RNV_next
     for m1 in range(whole_lo, whole_hi):  # whole tiles: no masks
         # t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
-        t_K_4 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + ((m1 * 64) + offs_m0) * t_K_stride2)[:, None] + (offs_e * t_K_stride3)[None, :]), mask=lane_e[None, :], other=0)
+        t_K_4 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + _wide(((m1 * 64) + offs_m0), WIDE) * t_K_stride2)[:, None] + (_wide(offs_e, WIDE) * t_K_stride3)[None, :]), mask=lane_e[None, :], other=0)
         t_BQK = tl.dot(t_Q_1, tl.trans(t_K_4.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD)
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
         t_LM = _rmax(t_BQK, 1)
@@ -399,7 +412,7 @@ def causal_1pass_kernel(
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(t_SLN, 1)
         # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
-        t_V_5 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=lane_f[None, :], other=0)
+        t_V_5 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + _wide(((m1 * 64) + offs_m0), WIDE) * t_V_stride2)[:, None] + (_wide(offs_f, WIDE) * t_V_stride3)[None, :]), mask=lane_f[None, :], other=0)
         t_SLNV = tl.dot(t_SLN.to(t_V_5.dtype), t_V_5, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
         t_PRM = tl.exp2((t_RM - t_RM_next) * t_BQK_log2)
@@ -417,7 +430,7 @@ def causal_1pass_kernel(
         t_RNV = t_RNV_next
     for m1 in range(whole_hi, hi):
         # t_BQK[b, h, m1, m0, p] = t_Q[b, h, p, e] * t_BK[b, h, m1, m0, e] * rsqrt(E) where m1 * M0 + m0 <= p
-        t_K_2 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + ((m1 * 64) + offs_m0) * t_K_stride2)[:, None] + (offs_e * t_K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
+        t_K_2 = tl.load(t_K_ptr + (((i_b.to(tl.int64) * t_K_stride0 + i_h.to(tl.int64) * t_K_stride1) + _wide(((m1 * 64) + offs_m0), WIDE) * t_K_stride2)[:, None] + (_wide(offs_e, WIDE) * t_K_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_e[None, :]), other=0)
         t_BQK = tl.dot(t_Q_1, tl.trans(t_K_2.to(t_Q_1.dtype)), input_precision=DOT, out_dtype=CD)
         t_BQK_ok = ((((m1 * 64) + offs_m0) < size_m)[None, :] & (((m1 * 64) + offs_m0)[None, :] <= offs_p[:, None]))
         # t_LM[b, h, m1, p] = t_BQK[b, h, m1, m0, p] :: max(m0)
@@ -430,7 +443,7 @@ def causal_1pass_kernel(
         # t_SLD[b, h, m1, p] = t_SLN[b, h, m1, m0, p]
         t_SLD = tl.sum(tl.where(t_SLN_ok, t_SLN, 0.0), 1)
         # t_SLNV[b, h, f, m1, p] = t_SLN[b, h, m1, m0, p] * t_BV[b, h, m1, m0, f]
-        t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + ((m1 * 64) + offs_m0) * t_V_stride2)[:, None] + (offs_f * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
+        t_V_3 = tl.load(t_V_ptr + (((i_b.to(tl.int64) * t_V_stride0 + i_h.to(tl.int64) * t_V_stride1) + _wide(((m1 * 64) + offs_m0), WIDE) * t_V_stride2)[:, None] + (_wide(offs_f, WIDE) * t_V_stride3)[None, :]), mask=((((m1 * 64) + offs_m0) < size_m)[:, None] & lane_f[None, :]), other=0)
         t_SLNV = tl.dot(tl.where(t_SLN_ok, t_SLN, 0.0).to(t_V_3.dtype), t_V_3, input_precision=DOT, out_dtype=CD)
         # t_PRM[b, h, m1, p] = exp(t_RM[b, h, m1, p] - t_RM[b, h, m1 + 1, p])
         t_PRM = tl.exp2((t_RM - t_RM_next) * t_BQK_log2)
@@ -450,7 +463,7 @@ def causal_1pass_kernel(
     # t_AV[b, h, p, f] = t_RNV[b, h, f, M1, p] / t_RD[b, h, M1, p]
     t_AV = (t_RNV / t_RD[:, None])
     # t_AV: absent points are stored as 0
-    tl.store(t_AV_ptr + (((i_b * t_AV_stride0 + i_h * t_AV_stride1) + offs_p * t_AV_stride2)[:, None] + (offs_f * t_AV_stride3)[None, :]), t_AV.to(t_AV_ptr.dtype.element_ty), mask=(lane_p[:, None] & lane_f[None, :]))
+    tl.store(t_AV_ptr + (((i_b * t_AV_stride0 + i_h * t_AV_stride1) + _wide(offs_p, WIDE) * t_AV_stride2)[:, None] + (_wide(offs_f, WIDE) * t_AV_stride3)[None, :]), t_AV.to(t_AV_ptr.dtype.element_ty), mask=(lane_p[:, None] & lane_f[None, :]))
 
 
 def _numbers(*xs):
@@ -589,7 +602,7 @@ def causal_1pass_launch(t_Q, t_K, t_V):
     CD, _ = _compute(out_dtype)
     device = t_Q.device
     t_AV = torch.empty((size_b, size_h, size_p, size_f), device=device, dtype=out_dtype)
-    shape = tile_shape(sizes)
+    shape = dict(tile_shape(sizes), WIDE=_wide_offsets(t_Q, t_K, t_V, t_AV))
     args = (t_Q, t_Q.stride(0), t_Q.stride(1), t_Q.stride(2), t_Q.stride(3), t_K, t_K.stride(0), t_K.stride(1), t_K.stride(2), t_K.stride(3), t_V, t_V.stride(0), t_V.stride(1), t_V.stride(2), t_V.stride(3), t_AV, t_AV.stride(0), t_AV.stride(1), t_AV.stride(2), t_AV.stride(3), size_b, size_h, size_p, size_e, size_m, size_f, size_m1, size_m0,)
 
     def launch(cfg):

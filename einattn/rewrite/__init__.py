@@ -76,11 +76,15 @@ def _multipass(prog: Program, rank: str):
     return None
 
 
-def rewrite(prog: Program, passes: int = 1, rank: str = "m", tile: int = 64) -> tuple[Program, Derivation]:
+def rewrite(
+    prog: Program, passes: int = 1, rank: str = "m", tile: int = 64, *, fewer_than: int | None = None
+) -> tuple[Program, Derivation]:
     """The ``passes``-pass form of ``prog`` over ``rank`` (tiles of ``tile``), and how it was derived.
 
     A spec that is already in that form comes back unchanged, with a note in the derivation. Raises
-    :class:`RewriteError` (located at the offending Einsum) when a side condition fails.
+    :class:`RewriteError` (located at the offending Einsum) when a side condition fails. ``fewer_than``
+    (``passes="auto"``): the rules' result is kept when it has fewer passes over ``rank`` than that, though
+    more than ``passes`` (a value computed over the whole rank first keeps a pass of its own).
     """
     _check_options(prog, passes, rank, tile)
     deriv = Derivation(prog.name, f"--passes {passes} --rank {rank} --tile {tile}")
@@ -138,7 +142,7 @@ def rewrite(prog: Program, passes: int = 1, rank: str = "m", tile: int = 64) -> 
     from einattn.analysis import analyze  # (the analysis imports nothing of the rewrite at module level)
 
     got = analyze(new).passes.get(rank, 1)
-    if got > passes:  # the result, counted as `einattn analyze` counts it: the promise kept, or refused
+    if got > passes and (fewer_than is None or got >= fewer_than):  # counted as `einattn analyze` counts
         raise refuse(
             rank,
             f"the derived cascade is still {got}-pass over {rank}, not {passes}-pass: `{multipass.tensor}` "
@@ -199,6 +203,7 @@ def auto_rewrite(prog: Program, tile: int = 64, stream: bool = True) -> tuple[Pr
                 continue
             except RewriteError as e:
                 refusal, where = e, _in_spec(e.span, prog, user)  # (before deferral replaces `prog`)
+        before = prog
         deferred = False
         if not tiled:
             deriv = Derivation(prog.name, f"--rank {rank} (deferral only)")
@@ -206,6 +211,19 @@ def auto_rewrite(prog: Program, tile: int = 64, stream: bool = True) -> tuple[Pr
             if defer(draft, rank, deriv):
                 prog = draft.finish(header=deriv.lines(), filename=f"<rewrite of {prog.name}>")
                 deferred = True
+        if refusal is not None and not tiled:
+            # the rules' form with a pass left before them (a total over the rank that the softmax's scores
+            # need first) still beats deferral alone: keep it when it has fewer passes
+            from einattn.analysis import analyze
+
+            try:
+                prog, _ = rewrite(before, 1, rank, tile, fewer_than=analyze(prog).passes.get(rank, 1))
+                found.append(
+                    EinWarning(f"{refusal.message}; the rules stream what follows it", where, refusal.hint)
+                )
+                continue
+            except RewriteError:
+                pass
         if refusal is not None:
             then = "only divisions are deferred" if deferred else "compiling the spec as written"
             found.append(EinWarning(f"{refusal.message}; {then}", where, refusal.hint))

@@ -1,6 +1,8 @@
 """Cases that exposed bugs in session 18, and their neighbours: softmax attention whose query is shared by
 every head (the torch backend's SDPA library path kept one query head against several key heads: a shape
-error, or 0 heads), causal and in a window; a value shared by the heads beside per-head keys."""
+error, or 0 heads), causal and in a window; a value shared by the heads beside per-head keys; keys centred
+by their mean before the softmax (``passes="auto"`` fell back to deferral alone, 3 passes where the online
+softmax in the second pass gives 2)."""
 
 import numpy as np
 
@@ -84,4 +86,30 @@ O[b, h, p, f]  = EX[b, h, m, p] * V[b, m, f] / SD[b, h, p]
     dict(Q=rn(2, 2, 4, 3), K=rn(2, 2, 5, 3), V=rn(2, 5, 2)),
     shared_v_ref,
     passes={"m": 3},
+)
+
+
+# --- keys centred by their mean over every key before the softmax: 4 passes as written, 3 deferred; with
+# the online softmax in the second pass, 2 (passes="auto" fell back to deferral alone: 3)
+def centred_ref(Q, K, V):
+    return softmax(Q @ (K - K.mean(0)).T) @ V
+
+
+case(
+    "s18_bug_auto_streams_softmax_after_a_total_pass",
+    """
+# the scores read keys minus their mean, a total over every key that the softmax needs first
+input  Q[p, e], K[m, e], V[m, f]
+output O
+KM[e]    = K[m, e] / M
+KC[m, e] = K[m, e] - KM[e]
+S[m, p]  = Q[p, e] * KC[m, e]
+GM[p]    = S[m, p] :: max(m)
+EX[m, p] = exp(S[m, p] - GM[p])
+SD[p]    = EX[m, p]
+O[p, f]  = EX[m, p] * V[m, f] / SD[p]
+""",
+    dict(Q=rn(5, 3), K=rn(8, 3), V=rn(8, 2)),
+    centred_ref,
+    passes={"m": 4},
 )

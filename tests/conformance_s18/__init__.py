@@ -9,6 +9,6 @@ cases named ``s18_bug_*`` exposed bugs.
 
 from conformance_sets import collect
 
-from . import cases1, cases2, cases3, cases4, cases5, cases6, cases7
+from . import cases1, cases2, cases3, cases4, cases5, cases6, cases7, cases8
 
-CASES = collect((cases1, cases2, cases3, cases4, cases5, cases6, cases7))
+CASES = collect((cases1, cases2, cases3, cases4, cases5, cases6, cases7, cases8))

@@ -1713,8 +1713,6 @@ def _sdpa(q, k, v, scale, causal, mask=None):
     grouped-query attention (``enable_gqa``), with as many heads in ``k`` as in ``v``."""
     if scale <= 0:
         q, scale = q * scale, 1.0
-    if q.shape[1] == 1 and max(k.shape[1], v.shape[1]) > 1:  # a query shared by every head: broadcast
-        q = _sdpa_heads(q, max(k.shape[1], v.shape[1]))
     hq, hk, hv = q.shape[1], k.shape[1], v.shape[1]
     gqa = hk == hv and 1 < hk < hq  # query head h reads group h // (hq / hk) (_sdpa_operand checked)
     if not gqa:

@@ -1714,7 +1714,11 @@ def _sdpa(q, k, v, scale, causal, mask=None):
     if scale <= 0:
         q, scale = q * scale, 1.0
     hq, hk, hv = q.shape[1], k.shape[1], v.shape[1]
-    gqa = hk == hv and 1 < hk < hq  # query head h reads group h // (hq / hk) (_sdpa_operand checked)
+    # query head h reads group h // (hq / hk) (_sdpa_operand checked); a Python bool, by a branch (SDPA takes
+    # no SymBool, which the head counts give under torch.compile(dynamic=True); the branch specialises)
+    gqa = False
+    if hk == hv and 1 < hk < hq:
+        gqa = True
     if not gqa:
         k, v = _sdpa_heads(k, hq), _sdpa_heads(v, hq)
     return torch.nn.functional.scaled_dot_product_attention(

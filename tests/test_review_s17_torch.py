@@ -171,3 +171,51 @@ def test_a_saved_module_loads_in_a_fresh_process(tmp_path):
     twin = copy.deepcopy(module)  # (a copy compiles the program again, or takes the cached kernel)
     assert torch.equal(twin(q, k, v), out)
     torch.testing.assert_close(out, alibi_reference(q, k, v, module.weights["slope"].detach()))
+
+
+# BUG (left to lowering/torch_library.py, the lead's file): under `torch.compile(dynamic=True)` every size
+# is symbolic, so the library kernel's scale `rsqrt(E)` is a SymFloat, and its guard
+# `math.isfinite(_s)` (torch_library.library_source) is a torch op returning a bool that Dynamo cannot
+# trace: "Unsupported torch.* op returned non-Tensor ... target: isfinite" with fullgraph=True (a graph
+# break without). The generated cascade (library=False, or a spec the library does not match) traces.
+# Fix: `torch.compiler.is_compiling() or math.isfinite(_s)` in the guard (checked by patching the source).
+@pytest.mark.xfail(strict=True, reason="torch_library's scale guard under dynamic shapes (see the comment)")
+def test_library_kernel_under_torch_compile_with_dynamic_shapes():
+    torch._dynamo.reset()
+    kernel = compile_torch(EX / "causal.ein")
+    compiled = torch.compile(lambda q, k, v: kernel(q, k, v), backend="eager", fullgraph=True, dynamic=True)
+    q, k, v = (torch.randn(1, 2, 6, 4) for _ in range(3))
+    p = torch.arange(6)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=p[None, :] <= p[:, None])
+    torch.testing.assert_close(compiled(q, k, v), want)
+
+
+GQA_HALF = """
+input  Q[b, h, p, e], K[b, g, m, e], V[b, g, m, f]
+param  R = 2
+output O
+QK[b, h, m, p] = Q[b, h, p, e] * K[b, h // R, m, e] * 0.5
+GM[b, h, p]    = QK[b, h, m, p] :: max(m)
+SN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])
+SD[b, h, p]    = SN[b, h, m, p]
+O[b, h, p, f]  = SN[b, h, m, p] * V[b, h // R, m, f] / SD[b, h, p]
+"""
+
+
+# BUG: under `torch.compile(dynamic=True)` the head counts are symbolic, and the library kernel's
+# `enable_gqa` (torch_runtime._sdpa: `hk == hv and 1 < hk < hq`) was a SymBool, which SDPA refuses
+# ("argument 'enable_gqa' must be bool, not SymBool"). It is now decided by a branch, which specialises.
+# (A constant scale here: a scale of sizes, rsqrt(E), meets the guard of the xfail test above first.)
+def test_grouped_query_library_kernel_under_torch_compile_with_dynamic_shapes():
+    torch._dynamo.reset()
+    kernel = compile_torch(GQA_HALF)
+    compiled = torch.compile(lambda q, k, v: kernel(q, k, v), backend="eager", fullgraph=True, dynamic=True)
+    for n in (5, 7):
+        q = torch.randn(1, 4, n, 3, requires_grad=True)
+        k, v = torch.randn(1, 2, n, 3, requires_grad=True), torch.randn(1, 2, n, 2, requires_grad=True)
+        got = compiled(q, k, v)
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.5, enable_gqa=True)
+        torch.testing.assert_close(got, want)
+        g = torch.randn_like(want)
+        for a, b in zip(torch.autograd.grad(got, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g)):
+            torch.testing.assert_close(a, b)

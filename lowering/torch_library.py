@@ -524,9 +524,9 @@ def library_source(att: Attention, ranks: tuple[str, ...], inputs: tuple[str, ..
     lines.append(f"    _k = {_operand_code(att.k, att)}")
     lines.append(f"    _v = {_operand_code(att.v, att)}")
     if not att.filters:
-        call = "_sdpa(_q, _k, _v, _s, False)"
+        call = "_sdpa_graded(lambda q, k, v: _sdpa(q, k, v, _s, False), _q, _k, _v)"
     elif _causal(att):
-        call = "_sdpa(_q, _k, _v, _s, True)"
+        call = "_sdpa_graded(lambda q, k, v: _sdpa(q, k, v, _s, True), _q, _k, _v)"
     else:
         lo, hi, whole = _bounds_code(att)
         mask = " & ".join(_filter_code(fl, att) for fl in att.filters)
@@ -541,7 +541,8 @@ def library_source(att: Attention, ranks: tuple[str, ...], inputs: tuple[str, ..
         lines.append(
             f"        return torch.broadcast_to(torch.as_tensor({mask}, device=_dev), (_w, _hi - _lo))"
         )
-        call = f"_sdpa_blocks(_q, _k, _v, _s, {rb}, _keys, _mask, shifts={_shifts(att)})"
+        blocks = f"_sdpa_blocks(q, k, v, _s, {rb}, _keys, _mask, shifts={_shifts(att)})"
+        call = f"_sdpa_graded(lambda q, k, v: {blocks}, _q, _k, _v)"
     shape = ", ".join(f"s_{r}" for r in (*att.batch, att.p, att.f))
     order = (*att.batch, att.p, att.f)
     perm = tuple(order.index(r) for r in att.dims)

@@ -1726,6 +1726,49 @@ def _sdpa(q, k, v, scale, causal, mask=None):
     )
 
 
+class _SDPAGraph(torch.autograd.Function):
+    """SDPA (``run(q, k, v)``) whose gradient can be differentiated again. PyTorch's FlashAttention kernel
+    for the CPU has no derivative of its backward: here the first backward is the kernel's own (its graph,
+    recorded in ``forward`` on detached copies of the inputs), and a backward that records a graph
+    (``create_graph=True``: double backward, ``gradgradcheck``) recomputes with SDPA's math kernel, which
+    is twice differentiable (it holds one block's scores: ``row_block x M``, or P x M without blocks)."""
+
+    @staticmethod
+    def forward(ctx, run, q, k, v):
+        leaves = tuple(x.detach().requires_grad_(x.requires_grad) for x in (q, k, v))
+        with torch.enable_grad():
+            y = run(*leaves)
+        ctx.run, ctx.leaves, ctx.y = run, leaves, y
+        ctx.save_for_backward(q, k, v)
+        return y.detach()
+
+    @staticmethod
+    def backward(ctx, g):
+        if torch.is_grad_enabled():  # a graph of the gradient is asked for: the math kernel, recomputed
+            inputs = ctx.saved_tensors
+            with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
+                y = ctx.run(*inputs)
+            create = True
+        else:
+            inputs, y, create = ctx.leaves, ctx.y, False
+        wanted = [x for x in inputs if x.requires_grad]
+        # (the recorded graph is kept for another backward through the caller's retained graph; it goes
+        # when the caller's graph does)
+        grads = torch.autograd.grad(y, wanted, g, create_graph=create, retain_graph=True, allow_unused=True)
+        got = iter(grads)
+        return (None, *(next(got) if x.requires_grad else None for x in inputs))
+
+
+def _sdpa_graded(run, q, k, v):
+    """``run(q, k, v)`` (an SDPA call, or blocks of them) with gradients of any order (:class:`_SDPAGraph`)
+    where one is recorded; as it is otherwise, and under ``torch.compile``."""
+    if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+        return run(q, k, v)
+    if not (q.requires_grad or k.requires_grad or v.requires_grad):
+        return run(q, k, v)
+    return _SDPAGraph.apply(run, q, k, v)
+
+
 def _sdpa_bounded(q, k, scale, n):
     """Whether no score ``scale * sum of n products`` of ``q`` and ``k`` can overflow. Where one could, a
     row's scores could all be ``-inf``: SDPA treats such a row as masked (0) where the spec gives NaN, so

@@ -421,3 +421,21 @@ def test_a_query_shared_by_every_head(k_head):
     ]
     want = reference(np.repeat(q.numpy()[:, None], 4, 1), kk, v.numpy(), 0.5, allowed("", 5, 6, 0))
     np.testing.assert_allclose(kern(Q=q, K=k, V=v).numpy(), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("where", ["", "m <= p", "p - W < m and m <= p"])
+def test_double_backward_and_retained_graphs(where):
+    """The CPU FlashAttention kernel's backward has no derivative: a graph of the gradient recomputes with
+    the math kernel (gradgradcheck); a retained graph can be differentiated twice, giving the same."""
+    kern = compiled(spec(where, "param W = 3\n"), row_block=3)
+    leaves = tuple(x.requires_grad_() for x in qkv(b=1, h=1, p=5, m=5, e=3, f=2, seed=7))
+    assert torch.autograd.gradgradcheck(lambda *a: kern(*a), leaves, atol=1e-6)
+    out = kern(*leaves)
+    w = torch.randn_like(out)
+    first = torch.autograd.grad((out * w).sum(), leaves, retain_graph=True)
+    second = torch.autograd.grad((out * w).sum(), leaves)
+    gen = compiled(spec(where, "param W = 3\n"), library=False)
+    want = torch.autograd.grad((gen(*leaves) * w).sum(), leaves)
+    for a, b, c in zip(first, second, want):
+        assert torch.equal(a, b)
+        np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-9, atol=1e-12)

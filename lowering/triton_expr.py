@@ -277,6 +277,16 @@ class Env:
 _CONSTANT = re.compile(r'(?:[0-9eE.+\-*/() ]|float\("inf"\))+')
 
 
+def in_dtype(code: str, dtype: str) -> str:
+    """A scalar float's ``code`` to assign to a variable: a compile-time constant (number literals and
+    arithmetic on them, ``(0.1 * 3.0)``) made a value of ``dtype``. Assigned as it is, a Python float is a
+    float32 constant to Triton (its code generator and its interpreter alike), where written inline it takes
+    the other operand's dtype: float64 kernels lost 1e-8 there."""
+    if is_literal(code) or _CONSTANT.fullmatch(code):
+        return f"tl.full((), {code}, {dtype})"
+    return code
+
+
 def atom(code: str) -> str:
     """``code`` made safe to index or call a method on: parenthesised unless it already is one unit."""
     if code.isidentifier():

@@ -59,6 +59,7 @@ from .triton_expr import (
     fmt_einsum,
     fmt_expr,
     in_bounds,
+    in_dtype,
     is_literal,
     nonnegative,
 )
@@ -616,9 +617,10 @@ class FusedEnv(Env):
             self.filter_terms |= {t.code for t in self._terms(filt)}
         if filt is not None and any(a in p.feats for a in filt.axes):
             raise Unsupported(f"the filter of `{e.tensor}` depends on a feature rank")
-        folded = None
+        folded, kind = None, "f"
         if not e.reduce:
             v = r.value(e.expr)
+            kind = v.kind
             mask = r.mask_and(v.mask, filt)
             val, fill = v.val, (v.fill if mask is v.mask else None)
             folded = v.folded if fill is not None else None
@@ -641,7 +643,10 @@ class FusedEnv(Env):
         if not val.axes and is_literal(val.code):
             out = Value(val, None, fill=fill)  # a constant stays a literal (tl.full needs one)
         else:
-            self.emit(f"{name} = {val.code}")
+            # (a scalar of constants, `T * 3.0` of params, in the compute dtype: see triton_expr.in_dtype)
+            self.emit(
+                f"{name} = {in_dtype(val.code, r.compute) if not val.axes and kind == 'f' else val.code}"
+            )
             out = Value(Tile(name, val.axes), None, fill=fill, folded=folded)
         if mask is not None:
             if any(a in p.feats for a in mask.axes):
@@ -985,7 +990,7 @@ def generate(plan: FusedPlan, name: str) -> FusedKernel:
     for source, (_, scalar) in sorted(env.raw.folded.items()):
         env.emit(f"# {source} is computed without the factor {fmt_expr(scalar)}, which joins log2 e here")
         code = Renderer(env, prog).value(scalar).val.code
-        env.emit(f"{source}_log2 = {atom(code)} * {LOG2E}")
+        env.emit(f"{source}_log2 = {atom(in_dtype(code, 'CD'))} * {LOG2E}")  # (`(0.7) * log2 e` was float32)
     for e in p.inits:
         env.emit(f"# {fmt_einsum(e)}")
         if e.tensor in env.raw.states:  # (in the raw scores' units: divided by their scale)

@@ -20,6 +20,10 @@ Bugs found (the tests marked ``# Fixed:`` failed before the fix):
   passed 2**31 elements, so a tensor spanning 2**31 elements or more (a seq-first ``[m, b, h, d]`` KV cache
   at 64k tokens, a paged KV pool of 4 GiB) read the wrong memory (segfaults under the interpreter, garbage
   or an illegal address on a GPU), where docs/backends.md says offsets are int64 (the general path's are).
+* float64 on the fused path: a number the kernel assigns to a variable is a float32 constant to Triton (the
+  real compiler and the interpreter alike): the raw-max factor ``<tile>_log2 = (C) * log2 e`` of a param or
+  literal scale (softcapping, ``/ T``, ``* 0.3``) and a scalar statement of params (``SC = T * 3.0``) cost
+  float64 results 1e-9..3e-8 (documented: float64 throughout, "functions of constants too"; 1e-10).
 """
 
 from __future__ import annotations
@@ -167,3 +171,88 @@ def test_paged_cache_with_an_int32_table_past_int32(storage, path):
     assert kern.plan.path == ("fused" if path == "auto" else "general")
     got = kern(t["Q"], t["KC"], t["VC"], torch.as_tensor(page, dtype=torch.int32))
     close(got, want, 1e-2)
+
+
+# ---- 2. float64: constants of the fused kernel in the compute dtype ---------------------------------------
+
+"""docs/backends.md: float64 inputs compute in float64, "functions of constants too". A Python float that
+the kernel assigns to a variable is a float32 constant to Triton (its code generator and its interpreter
+alike make the assigned number a float32 tensor), where the same number written inline takes the other
+operand's dtype. The fused kernel assigned two such numbers: the raw-max factor ``<tile>_log2 = (C) *
+log2 e`` where the folded scale is a param or literal (softcapping's ``C``, ``/ T``, ``* 0.3``), and a
+scalar statement of params (``SC = T * 3.0``); float64 results were off by 1e-9..3e-8 (the general path and
+the torch backend: 2e-16)."""
+
+FLOAT64_SPECS = {
+    "softcap C = 0.7": (
+        """
+        input  Q[p, e], K[m, e], V[m, f]
+        param  C = 0.7
+        output AV
+        QK[m, p] = Q[p, e] * K[m, e] * rsqrt(E)
+        S[m, p]  = C * tanh(QK[m, p] / C)
+        GM[p]    = S[m, p] :: max(m)
+        SN[m, p] = exp(S[m, p] - GM[p])
+        SD[p]    = SN[m, p]
+        AV[p, f] = SN[m, p] * V[m, f] / SD[p]
+        """,
+        lambda S, p, m: 0.7 * np.tanh(S / 0.7),
+    ),
+    "temperature / T": (
+        """
+        input  Q[p, e], K[m, e], V[m, f]
+        param  T = 0.3
+        output AV
+        QK[m, p] = Q[p, e] * K[m, e] / T
+        GM[p]    = QK[m, p] :: max(m)
+        SN[m, p] = exp(QK[m, p] - GM[p])
+        SD[p]    = SN[m, p]
+        AV[p, f] = SN[m, p] * V[m, f] / SD[p]
+        """,
+        lambda S, p, m: S * 2 / 0.3,  # (S is Q K^T / 2: rsqrt(E), E = 4)
+    ),
+    "literal scale * 0.3": (
+        """
+        input  Q[p, e], K[m, e], V[m, f]
+        output AV
+        QK[m, p] = Q[p, e] * K[m, e] * 0.3
+        GM[p]    = QK[m, p] :: max(m)
+        SN[m, p] = exp(QK[m, p] - GM[p])
+        SD[p]    = SN[m, p]
+        AV[p, f] = SN[m, p] * V[m, f] / SD[p]
+        """,
+        lambda S, p, m: S * 2 * 0.3,
+    ),
+    "scalar statement SC = T * 3.0": (
+        """
+        input  Q[p, e], K[m, e], V[m, f]
+        param  T = 0.1
+        output AV
+        SC        = T * 3.0
+        QK0[m, p] = Q[p, e] * K[m, e] * rsqrt(E)
+        QK[m, p]  = QK0[m, p] + SC * (m - p)
+        GM[p]     = QK[m, p] :: max(m)
+        SN[m, p]  = exp(QK[m, p] - GM[p])
+        SD[p]     = SN[m, p]
+        AV[p, f]  = SN[m, p] * V[m, f] / SD[p]
+        """,
+        lambda S, p, m: S + 0.1 * 3.0 * (m - p),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT64_SPECS))
+def test_float64_constants_of_the_fused_kernel(name):
+    """float64 within 1e-10 of the formula (docs/backends.md's float64 tolerance), the fused path taken.
+    # Fixed: 2e-9..3e-8."""
+    src, scores = FLOAT64_SPECS[name]
+    rng = np.random.default_rng(2)
+    P, M, E, F = 5, 7, 4, 3
+    q, k, v = rng.standard_normal((P, E)) * 3, rng.standard_normal((M, E)), rng.standard_normal((M, F))
+    p, m = np.arange(P)[:, None], np.arange(M)[None, :]
+    want = softmax_attention(scores(q @ k.T / 2, p, m), np.ones((P, M), bool), v)
+    kern = tri(src, tile=4)
+    assert kern.plan.path == "fused"
+    got = kern(*(torch.as_tensor(a, dtype=torch.float64) for a in (q, k, v)))
+    assert got.dtype == torch.float64
+    close(got, want, 1e-10)

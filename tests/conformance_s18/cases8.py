@@ -1,7 +1,8 @@
 """A mixture of two temperatures blended by a gate per head, block-local softmaxes over a user partition
 of the keys blended by a weight per block (the last block ragged), a stabiliser over every key under sums
 over the causal keys only (rows whose kept scores all sit 1e4 below the global max underflow to 0 / 0:
-NaN), and a softmax whose scores are read through reversed, strided queries."""
+NaN), a softmax whose scores are read through reversed, strided queries, a spec with CRLF line endings,
+scalar outputs of empty reductions, and one decode step with GQA, a sink and a window at a cache position."""
 
 import numpy as np
 
@@ -137,5 +138,86 @@ O[p, f]  = EX[m, p] * V[m, f] / SD[p]
 """,
     dict(Q=rn(6, 3), K=rn(5, 3), V=rn(5, 2)),
     strided_q_ref,
+    passes={"m": 3},
+)
+
+
+# --- a spec with CRLF line endings, a backslash continuation before CRLF, tabs and a comment-only line
+def crlf_ref(X, w):
+    return np.maximum(X @ w, 0), (X @ w).max()
+
+
+case(
+    "s18_lang_crlf_line_endings_continuation_tabs",
+    "# CRLF line endings throughout\r\n"
+    "input\tX[i, j], w[j]\r\n"
+    "output Y, MX\r\n"
+    "#\r\n"
+    "XW[i] = X[i, j] * \\\r\n"
+    "        w[j]\r\n"
+    "Y[i]  = relu(XW[i])\t# a tab before the comment\r\n"
+    "MX    = XW[i] :: max(i)\r\n",
+    dict(X=rn(4, 3), w=rn(3)),
+    crlf_ref,
+)
+
+
+# --- scalar outputs over empty reductions: absent, so the caller gets 0; ?? turns one into -1
+case(
+    "s18_lang_scalar_outputs_of_empty_reductions",
+    """
+# no i satisfies i > I (nor i < 0): the max, the min and the sum are absent (0 to the caller); D defaults A
+input  X[i]
+output A, B, C, D
+A = X[i] :: max(i)  where i > I
+B = X[i] :: min(i)  where i < 0
+C = X[i]  where i > I
+D = A ?? -1
+""",
+    dict(X=rn(5)),
+    lambda X: (np.array(0.0), np.array(0.0), np.array(0.0), np.array(-1.0)),
+)
+
+
+# --- one decode step (P = 1) per batch at cache position pos[b]: GQA (3 query heads per KV head), a sink
+# per head, a window of W = 4 keys ending at the query, keys past the position absent
+def decode_ref(q, K, V, sink, pos, R=3, W=4):
+    B, H, E = q.shape
+    M = K.shape[2]
+    O = np.zeros((B, H, V.shape[3]))
+    for b in range(B):
+        keep = (np.arange(M) <= pos[b]) & (pos[b] - np.arange(M) < W)
+        for h in range(H):
+            s = K[b, h // R][keep] @ q[b, h] / np.sqrt(E)
+            gm = max(s.max(), sink[h]) if keep.any() else sink[h]
+            ex = np.exp(s - gm)
+            O[b, h] = ex @ V[b, h // R][keep] / (ex.sum() + np.exp(sink[h] - gm))
+    return O
+
+
+case(
+    "s18_att_decode_step_gqa_sink_window_cache_position",
+    """
+# decoding: one query per batch at position pos[b], GQA, a sink per head, a window of W keys
+input  q[b, h, e], K[b, g, m, e], V[b, g, m, f], sink[h], pos[b] : int
+param  R = 3
+param  W = 4
+output O
+S[b, h, m]  = q[b, h, e] * K[b, h // R, m, e] * rsqrt(E)  where 0 <= pos[b] - m < W
+MX[b, h]    = S[b, h, m] :: max(m)
+GM[b, h]    = max(MX[b, h] ?? sink[h], sink[h])
+EX[b, h, m] = exp(S[b, h, m] - GM[b, h])
+SD[b, h]    = EX[b, h, m]
+DEN[b, h]   = (SD[b, h] ?? 0) + exp(sink[h] - GM[b, h])
+O[b, h, f]  = EX[b, h, m] * V[b, h // R, m, f] / DEN[b, h]
+""",
+    dict(
+        q=rn(3, 6, 4),
+        K=rn(3, 2, 9, 4),
+        V=rn(3, 2, 9, 2),
+        sink=rn(6),
+        pos=np.array([8, 2, -1]),
+    ),
+    decode_ref,
     passes={"m": 3},
 )

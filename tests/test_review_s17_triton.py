@@ -24,6 +24,9 @@ Bugs found (the tests marked ``# Fixed:`` failed before the fix):
   real compiler and the interpreter alike): the raw-max factor ``<tile>_log2 = (C) * log2 e`` of a param or
   literal scale (softcapping, ``/ T``, ``* 0.3``) and a scalar statement of params (``SC = T * 3.0``) cost
   float64 results 1e-9..3e-8 (documented: float64 throughout, "functions of constants too"; 1e-10).
+* ``: int`` inputs of int8, uint8, int16 (documented: any integer dtype): both paths computed gathers and
+  filters in the loaded dtype, so ``idx[m] + 100`` of an int8 table wrapped (wrong keys), ``+ 150`` was an
+  error, a uint8 or int16 sum past its range wrapped; the launcher now widens them to int64.
 """
 
 from __future__ import annotations
@@ -256,3 +259,40 @@ def test_float64_constants_of_the_fused_kernel(name):
     got = kern(*(torch.as_tensor(a, dtype=torch.float64) for a in (q, k, v)))
     assert got.dtype == torch.float64
     close(got, want, 1e-10)
+
+
+# ---- 3. `: int` inputs of narrow integer dtypes ---------------------------------------------------------
+
+"""docs/backends.md: "`: int` inputs any integer dtype". The kernels loaded an int8, uint8 or int16 table and
+did the index and filter arithmetic in that dtype: ``idx[m] + 100`` of an int8 table wrapped to negative
+(absent keys), ``+ 150`` was an interpreter error (out of range for int8), and a uint8 ``pos[m] - 200``
+wrapped to large positive values, on both paths; NumPy and the torch backend compute in int64."""
+
+# (a dtype, the offset that takes its largest index past the dtype's range)
+NARROW = [(torch.int8, 100), (torch.uint8, 200), (torch.int16, 32700), (torch.bool, 100)]
+
+
+@pytest.mark.parametrize("path", ["auto", "general"])
+@pytest.mark.parametrize("dtype, off", NARROW, ids=lambda x: str(x))
+def test_narrow_integer_tables_in_gathers_and_filters(dtype, off, path):
+    """Keys gathered at ``idx[m] + off`` (a pool of ``off + 121`` keys) and kept where ``pos[m] + off <= p +
+    off``; # Fixed: the sums passed the dtype's range (wrong keys, a filter wrapped, or an error)."""
+    rng = np.random.default_rng(3)
+    P, E, F, N = 6, 4, 3, off + 121
+    q, kc, vc = rng.standard_normal((P, E)), rng.standard_normal((N, E)), rng.standard_normal((N, F))
+    idx = np.array([0, 1, 0, 1, 1]) if dtype == torch.bool else np.array([0, 100, 120, 27, 99])
+    pos = np.array([0, 1, 1, 0, 1]) if dtype == torch.bool else np.array([0, 3, 1, 5, 2])
+    src = f"""
+    input  Q[p, e], KC[n, e], VC[n, f], idx[m] : int, pos[m] : int
+    output AV
+    QK[m, p] = Q[p, e] * KC[idx[m] + {off}, e] * rsqrt(E)  where pos[m] + {off} <= p + {off}
+    GM[p]    = QK[m, p] :: max(m)
+    SN[m, p] = exp(QK[m, p] - GM[p])
+    SD[p]    = SN[m, p]
+    AV[p, f] = SN[m, p] * VC[idx[m] + {off}, f] / SD[p]
+    """
+    want = softmax_attention(q @ kc[idx + off].T / 2, pos[None, :] <= np.arange(P)[:, None], vc[idx + off])
+    kern = tri(src, tile=4, path=path)
+    assert kern.plan.path == ("fused" if path == "auto" else "general")
+    ints = (torch.as_tensor(a).to(dtype) for a in (idx, pos))
+    close(kern(*(torch.as_tensor(a, dtype=torch.float32) for a in (q, kc, vc)), *ints), want, 1e-4)

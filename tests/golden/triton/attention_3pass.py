@@ -449,7 +449,9 @@ def t_AV_kernel(
 
 def _numbers(*xs):
     """The inputs with a Python number for a scalar input made a 0-d tensor: of the float tensors' dtype
-    and device (as torch promotes Python scalars), an integer one for a `: int` input."""
+    and device (as torch promotes Python scalars), an integer one for a `: int` input; and a `: int` tensor
+    of another integer dtype than int32 and int64 (int8, uint8, int16, bool...) widened to int64: the kernels
+    compute indices and filters in the loaded dtype, where `idx[m] + 100` of an int8 table wrapped."""
     tensors = [x for x in xs if isinstance(x, torch.Tensor)]
     floats = [x.dtype for x in tensors if x.is_floating_point()]
     dtype = functools.reduce(torch.promote_types, floats) if floats else torch.get_default_dtype()
@@ -458,6 +460,9 @@ def _numbers(*xs):
     for name, x in zip(INPUTS, xs):
         if isinstance(x, (int, float)) and not isinstance(x, bool) and not INPUTS[name]:
             x = torch.tensor(x, device=device, dtype=None if name in INT_INPUTS else dtype)
+        narrow = isinstance(x, torch.Tensor) and x.dtype not in (torch.int32, torch.int64)
+        if name in INT_INPUTS and narrow and not (x.is_floating_point() or x.is_complex()):
+            x = x.to(torch.int64)
         out.append(x)
     return out
 

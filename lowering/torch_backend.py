@@ -34,6 +34,7 @@ torch.Size([1, 2, 5, 8])
 from __future__ import annotations
 
 import hashlib
+import numbers
 import sys
 import types
 import warnings
@@ -74,9 +75,10 @@ def _options(options: dict) -> dict:
     if dtype is not None and dtype not in _DTYPES.values():
         raise EinError(f"the torch backend computes in float32 or float64, not {dtype}")
     row_block = options.get("row_block", "auto")
-    fixed = isinstance(row_block, int) and not isinstance(row_block, bool) and row_block >= 0
+    fixed = isinstance(row_block, numbers.Integral) and not isinstance(row_block, bool) and row_block >= 0
     if row_block != "auto" and not fixed:
         raise EinError(f"option row_block must be a non-negative integer or 'auto', got {row_block!r}")
+    row_block = row_block if row_block == "auto" else int(row_block)
     passes = options.get("passes", "auto")
     if passes not in ("as-written", "auto"):
         raise EinError(f"passes must be 'auto' or 'as-written', got {passes!r}")
@@ -84,8 +86,9 @@ def _options(options: dict) -> dict:
         if not isinstance(options.get(flag, True), bool):
             raise EinError(f"option {flag} must be True or False, got {options[flag]!r}")
     tile = options.get("tile", 256)  # on CPU, larger tiles pay: fewer, larger matmuls and torch calls
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1:
         raise EinError(f"option tile must be a positive integer, got {tile!r}")
+    tile = int(tile)
     return {
         "dtype": dtype,
         "skip_tiles": bool(options.get("skip_tiles", True)),
@@ -257,6 +260,11 @@ class TorchKernel(Kernel):
             sys.modules[name] = module
         self._programs[empty] = module.PROGRAMS
         return gen_source
+
+    def __reduce__(self):
+        """Pickled as its spec and options: the generated code lives in a module of this process only
+        (``einattn.lowering.generated_<digest>``), so a kernel loaded in another process compiles again."""
+        return (TorchKernel, (self.written if self.written is not None else self.program, self.options))
 
     @property
     def function(self):

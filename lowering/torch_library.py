@@ -511,7 +511,7 @@ def library_source(att: Attention, ranks: tuple[str, ...], inputs: tuple[str, ..
     lines += [f"    # {format_einsum(e)}" for e in att.statements]
     lines.append(f"    _s = {att.scale}  # the scores' scale")
     guards = [
-        "math.isfinite(_s)",
+        "(torch.compiler.is_compiling() or math.isfinite(_s))",  # (a SymFloat under dynamic shapes)
         f"_sdpa_bounded(t_{att.q.name}, t_{att.k.name}, _s, t_{att.q.name}.shape[{att.q.feat}])",
     ]
     for op in (att.q, att.k, att.v):

@@ -173,13 +173,10 @@ def test_a_saved_module_loads_in_a_fresh_process(tmp_path):
     torch.testing.assert_close(out, alibi_reference(q, k, v, module.weights["slope"].detach()))
 
 
-# BUG (left to lowering/torch_library.py, the lead's file): under `torch.compile(dynamic=True)` every size
-# is symbolic, so the library kernel's scale `rsqrt(E)` is a SymFloat, and its guard
-# `math.isfinite(_s)` (torch_library.library_source) is a torch op returning a bool that Dynamo cannot
-# trace: "Unsupported torch.* op returned non-Tensor ... target: isfinite" with fullgraph=True (a graph
-# break without). The generated cascade (library=False, or a spec the library does not match) traces.
-# Fix: `torch.compiler.is_compiling() or math.isfinite(_s)` in the guard (checked by patching the source).
-@pytest.mark.xfail(strict=True, reason="torch_library's scale guard under dynamic shapes (see the comment)")
+# BUG: under `torch.compile(dynamic=True)` every size is symbolic, so the library kernel's scale `rsqrt(E)`
+# is a SymFloat, and its guard `math.isfinite(_s)` (torch_library.library_source) is a torch op returning a
+# bool that Dynamo cannot trace: "Unsupported torch.* op returned non-Tensor ... target: isfinite" with
+# fullgraph=True (a graph break without). The guard is skipped under compile (inputs taken to be finite).
 def test_library_kernel_under_torch_compile_with_dynamic_shapes():
     torch._dynamo.reset()
     kernel = compile_torch(EX / "causal.ein")

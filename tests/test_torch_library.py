@@ -439,3 +439,25 @@ def test_double_backward_and_retained_graphs(where):
     for a, b, c in zip(first, second, want):
         assert torch.equal(a, b)
         np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_a_kernel_pickles_and_loads_in_another_process():
+    """The generated code lives in a module of this process only: a pickled kernel compiles again when
+    loaded (numpy integers are accepted as option values)."""
+    import pickle
+    import subprocess
+    import sys
+
+    kern = compiled(spec("p - W < m and m <= p", "param W = 3\n"), row_block=np.int64(4), tile=np.int64(8))
+    code = (
+        "import pickle, sys, torch\n"
+        "k = pickle.loads(sys.stdin.buffer.read())\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "q, kk, v = (torch.randn(1, 2, 9, 3, generator=g, dtype=torch.float64) for _ in range(3))\n"
+        "print(repr(float(k(q, kk, v).sum())))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(kern), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 9, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    assert float(done.stdout) == float(kern(q, k, v).sum())

@@ -156,8 +156,8 @@ def generate(
         parts.append(_ANY_NOTE + other.replace("def program(", "def program_any(", 1))
     att = match(written if written is not None else program) if options["library"] and not empty else None
     if att is not None:
-        parts.append(library_source(att, program.ranks, program.inputs, options["row_block"]))
         slow = "program_any" if other != body else "program"
+        parts.append(library_source(att, program.ranks, program.inputs, options["row_block"], slow))
         parts.append(f"PROGRAMS = (program_library, {slow})  # (inputs with an infinity or NaN: the cascade)")
     elif other != body:
         parts.append("PROGRAMS = (program, program_any)")

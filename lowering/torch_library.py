@@ -496,9 +496,14 @@ def _shifts(att: Attention) -> bool:
     return att.bounds is not None and all(c.coef(att.p) == -c.coef(att.m) for c in att.bounds)
 
 
-def library_source(att: Attention, ranks: tuple[str, ...], inputs: tuple[str, ...], row_block) -> str:
+def library_source(
+    att: Attention, ranks: tuple[str, ...], inputs: tuple[str, ...], row_block, slow: str = "program"
+) -> str:
     """``program_library(...)``: the same signature as the generated ``program``, which it calls where the
-    library's preconditions fail."""
+    library's preconditions fail (``slow``, the program for inputs with an infinity or NaN, where those
+    hold one). It checks its inputs itself (``checks_inputs``): the range check of Q and K fails on an
+    infinity or NaN, and one in V makes the output not finite, which the runtime computes again with
+    ``slow`` (torch_runtime.execute)."""
     from einattn.format import format_einsum
 
     args = ", ".join([*(f"t_{n}" for n in inputs), *(f"s_{r}" for r in ranks), "_o", "_inplace"])
@@ -519,7 +524,12 @@ def library_source(att: Attention, ranks: tuple[str, ...], inputs: tuple[str, ..
             if b is not None and b[0] == "group":  # `h // R` must stay within K's axis
                 guards.append(f"(s_{size} - 1) // {b[2]} < t_{op.name}.shape[{b[1]}]")
     lines.append(f"    if not ({' and '.join(guards)}):")
-    lines.append(f"        return program({args})")
+    if slow == "program":
+        lines.append(f"        return program({args})")
+    else:  # (the guards fail on an input holding an infinity or NaN, too)
+        names = ", ".join(f"t_{n}" for n in inputs) + ("," if len(inputs) == 1 else "")
+        lines.append(f"        _p = program if _all_finite(({names})) else {slow}")
+        lines.append(f"        return _p({args})")
     lines.append(f"    _q = {_operand_code(att.q, att)}")
     lines.append(f"    _k = {_operand_code(att.k, att)}")
     lines.append(f"    _v = {_operand_code(att.v, att)}")
@@ -548,6 +558,9 @@ def library_source(att: Attention, ranks: tuple[str, ...], inputs: tuple[str, ..
     perm = tuple(order.index(r) for r in att.dims)
     lines.append(f"    _y = {call}.reshape(({shape}{',' if len(order) == 1 else ''}))")
     lines.append(f"    return (_out(_y.permute{perm}, None, _o[2]),)")
+    lines.append("")
+    lines.append("")
+    lines.append("program_library.checks_inputs = True  # (the runtime does not scan the inputs first)")
     return "\n".join(lines) + "\n"
 
 

@@ -1556,7 +1556,8 @@ def execute(programs, tensors, names, sizes, o, given):
     recorded, with autocast off (:func:`_own_precision`); outputs that are the caller's own
     (:func:`_unaliased`) and in the inputs' graph (:func:`_attached`)."""
     program, other = programs
-    if other is not None and not _all_finite(tensors.values()):
+    scans = not getattr(program, "checks_inputs", False)  # (torch_library's program checks its own)
+    if other is not None and scans and not _all_finite(tensors.values()):
         program, other = other, None
     inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors.values()))
     args = (*(tensors[n] for n in names), *sizes, o, inplace)
@@ -1777,7 +1778,10 @@ def _sdpa_bounded(q, k, scale, n):
     if torch.compiler.is_compiling() or not q.numel() or not k.numel() or q.device.type == "meta":
         return True
     with torch.no_grad():
-        top = float(q.abs().amax()) * float(k.abs().amax())
+        top = 1.0
+        for x in (q, k):  # (the largest magnitude in one pass, no temporary; NaN propagates: not bounded)
+            low, high = torch.aminmax(x)
+            top *= max(-float(low), float(high))
     return abs(scale) * n * top < torch.finfo(q.dtype).max / 16
 
 

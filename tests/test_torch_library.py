@@ -461,3 +461,25 @@ def test_a_kernel_pickles_and_loads_in_another_process():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 9, 3, generator=g, dtype=torch.float64) for _ in range(3))
     assert float(done.stdout) == float(kern(q, k, v).sum())
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_a_value_past_the_filter_or_in_the_queries_is_the_specs(value):
+    """The library program scans Q and K itself (their range), not V: an infinity or NaN in V at a key the
+    filter removes makes SDPA's output NaN (0 * inf), and the runtime computes the call again with the
+    cascade for any inputs, which skips the key as the spec does. One in Q runs the cascade at once."""
+    text = spec("m <= p")
+    q, k, v = qkv(p=5, m=5)
+    v[0, 0, 4, 1] = value  # key 4: seen by query 4 only
+    got = compiled(text)(Q=q, K=k, V=v)
+    want = einattn.compile(einattn.parse(text), backend="numpy")(Q=q.numpy(), K=k.numpy(), V=v.numpy())
+    np.testing.assert_array_equal(np.isfinite(got.numpy()), np.isfinite(want))
+    assert np.isfinite(want[0, 0, :4]).all()
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(got.numpy()[ok], want[ok], rtol=1e-12)
+    q[0, 1, 2, 0] = value
+    got = compiled(text)(Q=q, K=k, V=v)
+    want = einattn.compile(einattn.parse(text), backend="numpy")(Q=q.numpy(), K=k.numpy(), V=v.numpy())
+    np.testing.assert_array_equal(np.isnan(got.numpy()), np.isnan(want))
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(got.numpy()[ok], want[ok], rtol=1e-12)

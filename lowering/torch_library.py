@@ -36,7 +36,8 @@ and ``abs``. Anything else is not matched, and the spec runs as generated code.
 to ``Q`` first where it is not positive (SDPA's causal kernel on the CPU returns NaN for a scale <= 0).
 Inputs holding an infinity or NaN run the generated program (the torch backend's ``program_any``), since
 SDPA treats a row of ``-inf`` scores as masked where the spec gives NaN; so does an output that is not
-finite, a scale that is not finite, and a grouped read ``h // R`` that would go past the end of ``K``.
+finite, a scale that is not finite (or that Python cannot compute: ``/ T`` at T = 0), and a grouped read
+``h // R`` that would go past the end of ``K``.
 
 **How.** ``m <= p`` is SDPA's ``is_causal`` (its top-left alignment, for any P and M); no filter is plain
 SDPA; any other filter runs blocks of ``row_block`` query rows (128 by default), each against the keys that
@@ -419,12 +420,13 @@ def _filter_code(e: S.Expr, att: Attention) -> str:
         return f"(-{_filter_code(e.x, att)})"
     if isinstance(e, (S.Binary, S.Compare)):
         return f"({_filter_code(e.a, att)} {e.op} {_filter_code(e.b, att)})"
-    if isinstance(e, S.Call):
-        return f"torch.abs({_filter_code(e.args[0], att)})"
+    if isinstance(e, S.Call):  # (Python's abs: its argument may be a plain int, `abs(W - 10)`)
+        return f"abs({_filter_code(e.args[0], att)})"
     if isinstance(e, S.Logic):
         return f"({_filter_code(e.a, att)} {'&' if e.op == 'and' else '|'} {_filter_code(e.b, att)})"
-    if isinstance(e, S.Not):
-        return f"(~{_filter_code(e.x, att)})"
+    if isinstance(e, S.Not):  # (`~` of a Python bool, `not (W > 5)`, is an int: -1 or -2)
+        coords = any(isinstance(n, S.Coord) for n in e.x.walk())
+        return f"(~{_filter_code(e.x, att)})" if coords else f"(not {_filter_code(e.x, att)})"
     raise InternalError(f"no library code for a filter's {type(e).__name__}")
 
 
@@ -514,7 +516,8 @@ def library_source(
         "    # Softmax attention, matched in these statements of the spec:",
     ]
     lines += [f"    # {format_einsum(e)}" for e in att.statements]
-    lines.append(f"    _s = {att.scale}  # the scores' scale")
+    # (a scale Python cannot compute, `/ T` at T = 0 or `exp(1000)`, is NaN: the guard runs `program`)
+    lines.append(f"    _s = _sdpa_scale(lambda: {att.scale})  # the scores' scale")
     guards = [
         "(torch.compiler.is_compiling() or math.isfinite(_s))",  # (a SymFloat under dynamic shapes)
         f"_sdpa_bounded(t_{att.q.name}, t_{att.k.name}, _s, t_{att.q.name}.shape[{att.q.feat}])",

@@ -1708,6 +1708,19 @@ def _sdpa_operand(t, batch, sizes, seq, feat, keys=False):
     return x.reshape(-1, lead[-1], *x.shape[-2:])
 
 
+def _sdpa_scale(scale):
+    """The scores' scale, ``scale()``, or NaN where Python's float arithmetic raises rather than giving an
+    infinity or NaN as the spec's does (``1.0 / 0.0``, ``math.exp(1000.0)``, ``math.log(-1.0)``): the
+    library's guard then runs the generated cascade, which computes the spec's value. Under
+    ``torch.compile`` (sizes may be symbolic) as it is."""
+    if torch.compiler.is_compiling():
+        return scale()
+    try:
+        return scale()
+    except (ArithmeticError, ValueError):
+        return math.nan
+
+
 def _sdpa(q, k, v, scale, causal, mask=None):
     """``scaled_dot_product_attention``, exact for any scale: a scale <= 0 is applied to ``q`` first (the
     CPU kernel's causal path returns NaN for one). Keys and values with fewer heads than the queries are
@@ -1753,6 +1766,8 @@ class _SDPAGraph(torch.autograd.Function):
         else:
             inputs, y, create = ctx.leaves, ctx.y, False
         wanted = [x for x in inputs if x.requires_grad]
+        if not y.requires_grad:  # no query row saw a key (every block was zeros): every gradient is 0
+            return (None, *(torch.zeros_like(x) if x.requires_grad else None for x in inputs))
         # (the recorded graph is kept for another backward through the caller's retained graph; it goes
         # when the caller's graph does)
         grads = torch.autograd.grad(y, wanted, g, create_graph=create, retain_graph=True, allow_unused=True)

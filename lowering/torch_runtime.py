@@ -1711,10 +1711,8 @@ def _sdpa_operand(t, batch, sizes, seq, feat, keys=False):
 def _sdpa_scale(scale):
     """The scores' scale, ``scale()``, or NaN where Python's float arithmetic raises rather than giving an
     infinity or NaN as the spec's does (``1.0 / 0.0``, ``math.exp(1000.0)``, ``math.log(-1.0)``): the
-    library's guard then runs the generated cascade, which computes the spec's value. Under
-    ``torch.compile`` (sizes may be symbolic) as it is."""
-    if torch.compiler.is_compiling():
-        return scale()
+    library's guard then runs the generated cascade, which computes the spec's value (under
+    ``torch.compile``, which traces the ``try``, SDPA gets the NaN: NaN rows, as the spec's)."""
     try:
         return scale()
     except (ArithmeticError, ValueError):

@@ -102,3 +102,15 @@ def test_gradients_where_no_query_sees_any_key(where):
         assert not a.any()
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert torch.autograd.gradcheck(lambda *a: lib(*a), (q, k, v))
+
+
+def test_a_scale_python_cannot_compute_under_torch_compile():
+    """The same under ``torch.compile(fullgraph=True, dynamic=True)``: the exception was traced as an
+    unsupported one; the ``try`` is traced, and SDPA gets a NaN scale (rows with no key stay 0)."""
+    text = spec("m < p", "param T = 0.0\n", "/ T")
+    lib, _ = both(text, row_block=3)
+    q, k, v = qkv()
+    torch._dynamo.reset()
+    fn = torch.compile(lambda a, b, c: lib(Q=a, K=b, V=c), fullgraph=True, dynamic=True, backend="aot_eager")
+    assert_spec(fn(q, k, v), oracle(text, q, k, v))
+    torch._dynamo.reset()

@@ -1786,16 +1786,19 @@ def _sdpa_graded(run, q, k, v):
 def _sdpa_bounded(q, k, scale, n):
     """Whether no score ``scale * sum of n products`` of ``q`` and ``k`` can overflow. Where one could, a
     row's scores could all be ``-inf``: SDPA treats such a row as masked (0) where the spec gives NaN, so
-    the generated cascade runs instead. Under ``torch.compile`` inputs are taken to be finite and bounded, as
+    the generated cascade runs instead. Nor may the scaled operands overflow: ``q * scale`` (a scale <= 0,
+    :func:`_sdpa`) and ``q`` and ``k`` times ``sqrt(scale)`` (SDPA's math kernel, which a backward that
+    records a graph recomputes with). Under ``torch.compile`` inputs are taken to be finite and bounded, as
     are tensors on the ``meta`` device (no values)."""
     if torch.compiler.is_compiling() or not q.numel() or not k.numel() or q.device.type == "meta":
         return True
     with torch.no_grad():
-        top = 1.0
+        tops = []
         for x in (q, k):  # (the largest magnitude in one pass, no temporary; NaN propagates: not bounded)
             low, high = torch.aminmax(x)
-            top *= max(-float(low), float(high))
-    return abs(scale) * n * top < torch.finfo(q.dtype).max / 16
+            tops.append(max(-float(low), float(high)))
+    c, limit = abs(scale), torch.finfo(q.dtype).max / 16
+    return c * n * tops[0] * tops[1] < limit and c * tops[0] < limit and math.sqrt(c) * max(tops) < limit
 
 
 def _sdpa_heads(x, n):

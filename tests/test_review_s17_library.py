@@ -114,3 +114,25 @@ def test_a_scale_python_cannot_compute_under_torch_compile():
     fn = torch.compile(lambda a, b, c: lib(Q=a, K=b, V=c), fullgraph=True, dynamic=True, backend="aot_eager")
     assert_spec(fn(q, k, v), oracle(text, q, k, v))
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("where", ["", "m <= p", "m != p"])
+def test_operands_that_overflow_once_scaled_run_the_cascade(where):
+    """Scores of moderate size from a huge Q, a tiny K and a large scale: the bound on the scores held, but
+    SDPA's math kernel (recomputed by a backward that records a graph) scales Q by sqrt(scale) first, which
+    overflowed (1e304 * 1e5): NaN gradients where the cascade's are finite. Such operands now run the
+    cascade (the gradient of K, about T * Q, overflows in both: the comparison is of the finite ones)."""
+    text = spec(where, "param T = 1e10\n", "* T")
+    lib, gen = both(text, row_block=2)
+    q, k, v = qkv(b=1, h=1, p=4, m=5, e=2, f=2, seed=3)
+    q, k, v = (x.requires_grad_() for x in (q * 1e304, k * 1e-314, v))
+    w = torch.randn(1, 1, 4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out = lib(Q=q, K=k, V=v)
+    assert_spec(out, oracle(text, q, k, v))
+    got = torch.autograd.grad((out * w).sum(), (q, k, v), create_graph=True)
+    want = torch.autograd.grad((gen(Q=q, K=k, V=v) * w).sum(), (q, k, v), create_graph=True)
+    for a, b in zip(got, want):
+        a, b = a.detach().numpy(), b.detach().numpy()
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        assert not np.isnan(a[0]).all()
+        np.testing.assert_allclose(np.nan_to_num(a), np.nan_to_num(b), rtol=1e-9, atol=0)

@@ -1002,15 +1002,18 @@ def _into_views(spec, a, b, acc):
 
 
 def _gemm_alpha(alpha, a, b):
-    """``alpha`` as a Python number when it may be a matmul's ``alpha``: a constant (a number, or a 0-dim CPU
-    tensor that takes no gradient) and float operands, outside ``torch.compile``. None otherwise."""
+    """``alpha`` as a Python number when it may be a matmul's ``alpha``: a finite constant (a number, or a
+    0-dim CPU tensor that takes no gradient) and float operands, outside ``torch.compile``. None otherwise."""
     if torch.compiler.is_compiling() or not (a.is_floating_point() and b.is_floating_point()):
         return None
     if isinstance(alpha, torch.Tensor):
         if alpha.dim() or alpha.device.type != "cpu" or alpha.requires_grad:
             return None
-        return alpha.item()
-    return float(alpha)
+        alpha = alpha.item()
+    alpha = float(alpha)
+    # an alpha that is not finite scales an operand instead: the CPU's baddbmm with a transposed operand
+    # and alpha = NaN returns finite values (the spec's scores are NaN there)
+    return alpha if math.isfinite(alpha) else None
 
 
 # ---- reductions ----------------------------------------------------------------------------------------

@@ -483,3 +483,20 @@ def test_a_value_past_the_filter_or_in_the_queries_is_the_specs(value):
     np.testing.assert_array_equal(np.isnan(got.numpy()), np.isnan(want))
     ok = np.isfinite(want)
     np.testing.assert_allclose(got.numpy()[ok], want[ok], rtol=1e-12)
+
+
+@pytest.mark.parametrize("value", [-1.0, 0.0])  # log(-1) = NaN; 1 / log(1 + 0) = inf
+@pytest.mark.parametrize("library", [True, False])
+def test_a_scale_that_is_not_finite_is_the_specs(value, library):
+    """A scale of NaN or inf: the spec's scores are NaN or +-inf, and so is its output. The generated
+    cascade's score matmul took the scale as the CPU matmul's alpha, and baddbmm with a transposed operand
+    and alpha = NaN returns finite values; such a scale now scales an operand (torch_runtime._gemm_alpha)."""
+    factor = "* log(T)" if value < 0 else "/ log(1 + T)"
+    text = spec(params=f"param T = {value}\n", body=NATURAL.replace("* rsqrt(E)", factor))
+    q, k, v = qkv(b=1, h=1, p=7, m=9, e=3, f=2)
+    got = compiled(text, library=library)(Q=q, K=k, V=v).numpy()
+    want = einattn.compile(einattn.parse(text), backend="numpy")(Q=q.numpy(), K=k.numpy(), V=v.numpy())
+    assert not np.isfinite(want).all()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-12)

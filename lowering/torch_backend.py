@@ -119,19 +119,20 @@ def generate(
     program: Program,
     options: dict | None = None,
     empty: bool = False,
-    rewritten: bool = False,
     written: Program | None = None,
 ) -> str:
     """The PyTorch source of ``program``: a header, imports, the function table, ``program(...)`` (for
     inputs that hold no infinity or NaN) and, where that assumption changes the code, ``program_any(...)``
     (for any inputs); ``PROGRAMS`` names both (None for the second where there is none).
-    ``rewritten``: ``program`` is einattn.rewrite's form of a spec (its running maxes are floored).
+    ``written``: the spec as written, where ``program`` is einattn.rewrite's form of it (its running maxes
+    are floored).
 
     With option ``library`` (the default), where the spec as written (``written``, else ``program``) is
     softmax attention (:func:`einattn.lowering.torch_library.match`), ``program_library(...)`` computes it by
     torch's ``scaled_dot_product_attention`` and runs first for finite inputs; ``program`` (or
     ``program_any``) is its fallback."""
     options = _options(options or {})
+    rewritten = written is not None and written is not program
     gens = [
         Generator(
             program,
@@ -198,7 +199,7 @@ def standalone_source(program: Program, **options) -> str:
     """A module that needs only torch: the runtime helpers, the program, and ``forward(*inputs)``."""
     opts = _options(options)
     compiled = _compiled_form(program, opts)
-    source = generate(compiled, opts, rewritten=compiled is not program, written=program)
+    source = generate(compiled, opts, written=program)
     written, program = program, compiled
     runtime = Path(R.__file__).read_text(encoding="utf-8")
     runtime = runtime.split('"""', 2)[2].lstrip("\n")  # without its docstring: the header says what this is
@@ -246,9 +247,7 @@ class TorchKernel(Kernel):
         self.source = self._load(empty=False)
 
     def _load(self, empty: bool) -> str:
-        gen_source = generate(
-            self.program, self.opts, empty=empty, rewritten=self.written is not None, written=self.written
-        )
+        gen_source = generate(self.program, self.opts, empty=empty, written=self.written)
         digest = hashlib.sha1(gen_source.encode()).hexdigest()[:16]
         name = f"einattn.lowering.generated_{digest}"
         module = sys.modules.get(name)

@@ -85,8 +85,8 @@ class _NoMatch(Exception):
 @dataclass(frozen=True)
 class Operand:
     """How one input of SDPA is read: per batch rank of the output, the input's axis (``("axis", i)``),
-    a grouped read ``h // R`` of it (``("group", i, R)``, ``R`` Python code), or None (broadcast); then the
-    axes of the sequence and the feature rank."""
+    a grouped read ``h // R`` of it (``("group", i, R)``, ``R`` a positive int), or None (broadcast); then
+    the axes of the sequence and the feature rank."""
 
     name: str
     batch: tuple
@@ -133,6 +133,7 @@ class _Matcher:
         _require(all(t.iterative is None for t in prog.tensors))
         self.written = prog
         self.params = prog.param_values
+        self.key: str | None = None  # the key rank's name: the first sum's (the numerator's) reduced rank
         self.root = {r: r for r in prog.ranks}  # ranks of one size (`rank S = T`) share a root
         for a, b in prog.aliases:
             self.root[self._find(a)] = self._find(b)
@@ -198,8 +199,9 @@ class _Matcher:
             scale = f"({scale}) * math.log(2.0)"
         _require({out.tensor, nv.tensor, sd.tensor, sn.tensor, gm.tensor, *chain} == set(defs))
 
-        q_read, k_read = (r2, r1) if KEY in _plain(self.roles(r1, env_qk)) else (r1, r2)
-        q_roles, k_roles = self.roles(q_read, env_qk), self.roles(k_read, env_qk)
+        (q_read, q_roles), (k_read, k_roles) = sorted(  # the input with the keys is K
+            ((r, self.roles(r, env_qk)) for r in (r1, r2)), key=lambda rr: KEY in _plain(rr[1])
+        )
         v_roles = self.roles(v_read, env_nv)
         _require(FEATURE in _plain(q_roles) and FEATURE in _plain(k_roles) and KEY in _plain(k_roles))
         _require(KEY not in _all(q_roles) and KEY in _plain(v_roles) and f in _plain(v_roles))
@@ -255,7 +257,7 @@ class _Matcher:
         _require(rd.tensor in self.defs)
         e = self.defs[rd.tensor]
         _require(len(e.reduce) == 1 and e.reduce[0][1] == op and e.filter is None)
-        if not hasattr(self, "key"):
+        if self.key is None:
             self.key = e.reduce[0][0]
         return e, self.bind(e, rd, outer, {e.reduce[0][0]: KEY})
 
@@ -469,21 +471,14 @@ def _bounds_code(att: Attention) -> tuple[str, str, str]:
         a, b = c.coef(att.p), c.coef(att.m)
         k = lin_code(c.const)
         k = k if k.lstrip("-").isdigit() else f"({k})"
-        ends = (
-            _affine_code(a, "_c", k),
-            _affine_code(a, "_c + _w - 1" if a in (1, -1) else "(_c + _w - 1)", k),
-        )
-        if a == -1:
-            ends = (_affine_code(-1, "(_c + _w - 1)", k), _affine_code(-1, "_c", k))
+        # a p + k at the block's first and last rows (one value where it does not depend on the row)
+        ends = (_affine_code(a, "_c", k), _affine_code(a, "(_c + _w - 1)", k)) if a else (k,)
         if b > 0:  # b m + (a p + k) >= 0: m >= ceil(-(a p + k) / b), the smaller of the block's two ends
-            lows.append(
-                f"min({', '.join(f'-(({e}) // {b})' if b != 1 else f'-({e})' for e in ends)})"
-                if a
-                else (f"-(({ends[0]}) // {b})" if b != 1 else f"-({ends[0]})")
-            )
+            parts = [f"-({e})" if b == 1 else f"-(({e}) // {b})" for e in ends]
+            lows.append(parts[0] if len(parts) == 1 else f"min({', '.join(parts)})")
         elif b < 0:  # m <= floor((a p + k) / -b), the larger of the two ends
-            ends_hi = tuple(e if b == -1 else f"({e}) // {-b}" for e in ends)
-            highs.append(f"max({', '.join(ends_hi)}) + 1" if a else f"{ends_hi[0]} + 1")
+            parts = [e if b == -1 else f"({e}) // {-b}" for e in ends]
+            highs.append(f"{parts[0]} + 1" if len(parts) == 1 else f"max({', '.join(parts)}) + 1")
         # the smallest value of a p + b m + k on the block: at a corner
         pa = f"min({_affine_code(a, '_c', '0')}, {_affine_code(a, '(_c + _w - 1)', '0')})" if a else "0"
         pb = f"min({_affine_code(b, '_lo', '0')}, {_affine_code(b, '(_hi - 1)', '0')})" if b else "0"

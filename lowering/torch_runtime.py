@@ -1574,16 +1574,22 @@ def execute(programs, tensors, names, sizes, o, given):
     return _attached(_unaliased(outs, given), tensors.values())
 
 
+def _valueless(t) -> bool:
+    """Whether ``t``'s values cannot be read here: under ``torch.compile`` (a value-dependent branch would
+    break the graph) or on the ``meta`` device (shapes, no values). Checks of values then take them to be
+    finite and bounded."""
+    return torch.compiler.is_compiling() or t.device.type == "meta"
+
+
 def _all_finite(tensors) -> bool:
     """Whether no float input holds an infinity or NaN: one sum per input (finite only if every term is;
-    a sum that overflows counts as not finite, which costs only the slower program). Under
-    ``torch.compile`` (a value-dependent branch would break the graph) inputs are taken to be finite, and so
-    are tensors on the ``meta`` device, which have shapes but no values."""
+    a sum that overflows counts as not finite, which costs only the slower program). Inputs whose values
+    cannot be read (:func:`_valueless`) are taken to be finite."""
     if torch.compiler.is_compiling():
         return True
     with torch.no_grad():
         for t in tensors:
-            if t.is_floating_point() and t.numel() and t.device.type != "meta":
+            if t.is_floating_point() and t.numel() and not _valueless(t):
                 total = t.sum(dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
                 if not bool(torch.isfinite(total)):
                     return False
@@ -1779,9 +1785,8 @@ class _SDPAGraph(torch.autograd.Function):
 def _sdpa_graded(run, q, k, v):
     """``run(q, k, v)`` (an SDPA call, or blocks of them) with gradients of any order (:class:`_SDPAGraph`)
     where one is recorded; as it is otherwise, and under ``torch.compile``."""
-    if torch.compiler.is_compiling() or not torch.is_grad_enabled():
-        return run(q, k, v)
-    if not (q.requires_grad or k.requires_grad or v.requires_grad):
+    graded = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if torch.compiler.is_compiling() or not graded:
         return run(q, k, v)
     return _SDPAGraph.apply(run, q, k, v)
 
@@ -1791,9 +1796,9 @@ def _sdpa_bounded(q, k, scale, n):
     row's scores could all be ``-inf``: SDPA treats such a row as masked (0) where the spec gives NaN, so
     the generated cascade runs instead. Nor may the scaled operands overflow: ``q * scale`` (a scale <= 0,
     :func:`_sdpa`) and ``q`` and ``k`` times ``sqrt(scale)`` (SDPA's math kernel, which a backward that
-    records a graph recomputes with). Under ``torch.compile`` inputs are taken to be finite and bounded, as
-    are tensors on the ``meta`` device (no values)."""
-    if torch.compiler.is_compiling() or not q.numel() or not k.numel() or q.device.type == "meta":
+    records a graph recomputes with). Inputs whose values cannot be read (:func:`_valueless`) are taken to
+    be bounded."""
+    if _valueless(q) or not q.numel() or not k.numel():
         return True
     with torch.no_grad():
         tops = []
@@ -1830,8 +1835,7 @@ def _sdpa_blocks(q, k, v, scale, rows, keys, mask, shifts=False):
         if at is None or at not in masks:
             m = mask(c, w, lo, hi, q.device)
             empty = None if m is None else ~m.any(-1, keepdim=True)
-            valueless = torch.compiler.is_compiling() or q.device.type == "meta"
-            if empty is not None and not valueless and not bool(empty.any()):
+            if empty is not None and not _valueless(q) and not bool(empty.any()):
                 empty = None  # (every row keeps a key: nothing to zero)
             masks[at] = (m, empty)
         m, empty = masks[at]

@@ -578,6 +578,22 @@ class FusedEnv(Env):
         m0 = self.prog.param_values.get(p.col.upper())
         return d is not None and d[0] == {p.it: m0, p.col: 1} and _sum(d[1]) == "0"
 
+    def program_constant(self, node: S.Read) -> str | None:
+        """Kernel code of ``node`` where it is a ``: int`` input read in bounds at the program's parallel
+        coordinates only (``klen[b]``): one value per program, loaded in the prologue, which the tile bounds
+        can use (a padding mask skips the tiles past each sequence's end). None otherwise."""
+        t = self.prog.tensor(node.tensor)
+        if not t.is_input or t.dtype != "int" or not set(coords(node)) <= set(self.plan.par):
+            return None
+        if not all(in_bounds(self.prog, node.tensor, k, ix) for k, ix in enumerate(node.indices)):
+            return None
+        scope = self.scope
+        try:
+            v = self._read_input(Renderer(self, self.prog), node, "c")
+        finally:
+            self.scope = scope
+        return v.val.code if v.mask is None and v.kind == "i" else None
+
     def _read_inlined(self, r: Renderer, node: S.Read, ctx: str) -> Value:
         e = self.plan.inlined[node.tensor]
         t = self.prog.tensor(node.tensor)
@@ -1321,7 +1337,7 @@ def _bounds(env: FusedEnv) -> str | None:
     if filtered and not p.skip_tiles:
         p.narrowed = "no tile skipping (skip_tiles=False)"
     elif filtered:
-        ranges = [tile_range(p, e.filter) for e in filtered]
+        ranges = [tile_range(p, e.filter, runtime=env.program_constant) for e in filtered]
         finite, initial = empty_step_identity(p, {e.tensor for e in filtered})
         if finite and all(h is not None for _, h in ranges):
             for _, h in ranges:
@@ -1346,7 +1362,7 @@ def _bounds(env: FusedEnv) -> str | None:
     # whole tiles: every filter holds at every point, and the tile lies inside the streamed rank
     whole_lo, whole_hi = None, f"{env.size(p.parent)} // {env.size(p.col)}"
     for e in filtered:
-        rng = tile_range(p, e.filter, forall=True)
+        rng = tile_range(p, e.filter, forall=True, runtime=env.program_constant)
         if rng == UNKNOWN:
             whole_hi = None
             break

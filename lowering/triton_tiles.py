@@ -9,6 +9,7 @@ decides whether skipping is exact: a step over an entirely absent tile must leav
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,8 +24,16 @@ if TYPE_CHECKING:
     from .triton_fused import FusedPlan
 
 
-def affine(e: S.Expr, params: dict) -> tuple[dict[str, int], list[tuple[int, str]]] | None:
-    """``e`` as integer coefficients of coordinates plus constant terms ``(coefficient, code)``, or None."""
+def affine(
+    e: S.Expr, params: dict, runtime: Callable[[S.Read], str | None] | None = None
+) -> tuple[dict[str, int], list[tuple[int, str]]] | None:
+    """``e`` as integer coefficients of coordinates plus constant terms ``(coefficient, code)``, or None.
+
+    ``runtime`` gives the kernel code of a read that is constant for the program (a ``: int`` input read at
+    the program's parallel coordinates, ``klen[b]``), or None: such a read is a constant term too."""
+    if isinstance(e, S.Read) and runtime is not None:
+        code = runtime(e)
+        return None if code is None else ({}, [(1, code)])
     if isinstance(e, S.Const):
         return ({}, [(1, str(e.value))]) if isinstance(e.value, int) else None
     if isinstance(e, S.Param):
@@ -35,10 +44,10 @@ def affine(e: S.Expr, params: dict) -> tuple[dict[str, int], list[tuple[int, str
     if isinstance(e, S.Coord):
         return {e.rank: 1}, []
     if isinstance(e, S.Unary):
-        x = affine(e.x, params)
+        x = affine(e.x, params, runtime)
         return None if x is None else _scale(x, -1)
     if isinstance(e, S.Binary) and e.op in ("+", "-"):
-        a, b = affine(e.a, params), affine(e.b, params)
+        a, b = affine(e.a, params, runtime), affine(e.b, params, runtime)
         if a is None or b is None:
             return None
         if e.op == "-":
@@ -48,7 +57,7 @@ def affine(e: S.Expr, params: dict) -> tuple[dict[str, int], list[tuple[int, str
             cs[k] = cs.get(k, 0) + v
         return {k: v for k, v in cs.items() if v}, a[1] + b[1]
     if isinstance(e, S.Binary) and e.op == "*":
-        a, b = affine(e.a, params), affine(e.b, params)
+        a, b = affine(e.a, params, runtime), affine(e.b, params, runtime)
         if a is None or b is None:
             return None
         for x, y in ((a, b), (b, a)):
@@ -83,19 +92,24 @@ UNKNOWN = "unknown"  # full_range: nothing proved
 
 
 def tile_range(
-    plan: FusedPlan, f: S.Expr | None, neg: bool = False, forall: bool = False
+    plan: FusedPlan,
+    f: S.Expr | None,
+    neg: bool = False,
+    forall: bool = False,
+    runtime: Callable[[S.Read], str | None] | None = None,
 ) -> tuple[str | None, str | None] | str:
     """(lo, hi) code bounding the tiles of ``it`` where filter ``f`` holds for this program's rows.
 
     ``forall=False``: where it *can* hold at some point of the tile (None: no bound). ``forall=True``: where
     it holds at *every* point of the tile (rows ``row_lo..row_hi``, lanes ``0..M0-1``), or :data:`UNKNOWN`.
+    ``runtime``: as for :func:`affine` (per-batch sequence lengths bound the loop: ``m < klen[b]``).
     """
     if f is None:
         return None, None
     if isinstance(f, S.Not):
-        return tile_range(plan, f.x, not neg, forall)
+        return tile_range(plan, f.x, not neg, forall, runtime)
     if isinstance(f, S.Logic):
-        a, b = tile_range(plan, f.a, neg, forall), tile_range(plan, f.b, neg, forall)
+        a, b = tile_range(plan, f.a, neg, forall, runtime), tile_range(plan, f.b, neg, forall, runtime)
         conj = (f.op == "and") != neg
         if forall and (not conj or UNKNOWN in (a, b)):
             return UNKNOWN
@@ -112,11 +126,11 @@ def tile_range(
     if window is None and f.op in (">", ">="):
         window, flip = _abs_bound(S.Compare("<=" if f.op == ">" else "<", f.a, f.b)), True
     if window is not None:
-        return tile_range(plan, window, neg != flip, forall)
+        return tile_range(plan, window, neg != flip, forall, runtime)
     op = f.op
     if neg:
         op = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}[op]
-    d = affine(S.Binary("-", f.a, f.b), plan.prog.param_values)
+    d = affine(S.Binary("-", f.a, f.b), plan.prog.param_values, runtime)
     if d is None or (forall and op in ("==", "!=")):
         return unbounded
     forms = {"<": [(d, 1)], "<=": [(d, 0)], ">": [(_scale(d, -1), 1)], ">=": [(_scale(d, -1), 0)]}

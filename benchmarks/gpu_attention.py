@@ -6,11 +6,12 @@ tutorial.
     python benchmarks/gpu_attention.py --dry-run         # CPU, TRITON_INTERPRET=1, tiny sizes: checks only
 
 Variants: plain softmax, causal, sliding window (W = 1024), ALiBi (causal), softcap (C = 30), GQA (8 query
-heads per K/V head) and sigmoid attention; float16 and bfloat16; head dim 64 and 128; sequence length 1k, 4k
-and 16k, with batch x heads chosen so that every run has 2^19 query rows of work (batch = 16k / S, 32 heads
-at head dim 64, 16 at 128). Each einattn kernel is compiled from the spec a user would write (the 3-pass
-cascades of ``examples/``; the pass-reduction rewrite derives the 1-pass form and the backend fuses it into
-one kernel), except sigmoid attention, whose 1-pass loop is written by hand in
+heads per K/V head), sigmoid attention and a padded batch (sequence b keeps its first ``klen[b]`` keys, from
+S/2 for the first to S for the last: ``benchmarks/gpu_specs/padded.ein``); float16 and bfloat16; head dim 64
+and 128; sequence length 1k, 4k and 16k, with batch x heads chosen so that every run has 2^19 query rows of
+work (batch = 16k / S, 32 heads at head dim 64, 16 at 128). Each einattn kernel is compiled from the spec a
+user would write (the 3-pass cascades of ``examples/``; the pass-reduction rewrite derives the 1-pass form and
+the backend fuses it into one kernel), except sigmoid attention, whose 1-pass loop is written by hand in
 ``benchmarks/gpu_specs/sigmoid_1pass.ein``.
 
 Columns: forward TFLOP/s (FLOPs of the variant's useful work: 4 * B * H * D * the number of (query, key)
@@ -69,6 +70,7 @@ class Variant:
     group: int = 1
     sigmoid: bool = False
     sdpa: bool = False  # SDPA's flash backend computes this variant
+    padded: bool = False  # per-sequence key lengths klen[b]
 
 
 VARIANTS = [
@@ -81,6 +83,7 @@ VARIANTS = [
     Variant("softcap", ROOT / "examples/softcap.ein", {"C": SOFTCAP}, softcap=SOFTCAP),
     Variant("gqa", ROOT / "examples/gqa.ein", {"R": GROUP}, group=GROUP, sdpa=True),
     Variant("sigmoid", ROOT / "benchmarks/gpu_specs/sigmoid_1pass.ein", sigmoid=True),
+    Variant("padded", ROOT / "benchmarks/gpu_specs/padded.ein", padded=True),
 ]
 
 
@@ -91,6 +94,11 @@ def shapes(seq: int, dim: int, dry: bool) -> tuple[int, int]:
     if dry:
         return 1, 8
     return max(1, 16384 // seq), 32 if dim == 64 else 16
+
+
+def lengths(batch: int, seq: int) -> list[int]:
+    """The key lengths of a padded batch: from seq / 2 (the first sequence) to seq (the last)."""
+    return [seq // 2 + (seq - seq // 2) * b // max(batch - 1, 1) for b in range(batch)]
 
 
 def make_inputs(v: Variant, batch: int, heads: int, seq: int, dim: int, dtype, device) -> dict:
@@ -105,6 +113,8 @@ def make_inputs(v: Variant, batch: int, heads: int, seq: int, dim: int, dtype, d
         x["slope"] = (2.0 ** (-8.0 * torch.arange(1, heads + 1, device=device) / heads)).to(dtype)
     if v.sigmoid:
         x["bias"] = torch.tensor(-math.log(seq), device=device, dtype=dtype)
+    if v.padded:
+        x["klen"] = torch.tensor(lengths(batch, seq), device=device, dtype=torch.int32)
     return x
 
 
@@ -127,6 +137,8 @@ def reference(v: Variant, x: dict) -> torch.Tensor:
         mask &= m_idx <= p_idx
     if v.window:
         mask &= m_idx > p_idx - v.window
+    if v.padded:
+        mask &= m_idx < x["klen"][:, None, None, None]
     w = torch.softmax(s.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0)
     return w @ val
 
@@ -136,6 +148,8 @@ def flops(v: Variant, batch: int, heads: int, seq: int, dim: int) -> float:
         pairs = sum(min(p + 1, v.window) for p in range(seq))
     elif v.causal:
         pairs = seq * (seq + 1) // 2
+    elif v.padded:
+        return 4.0 * heads * dim * seq * sum(lengths(batch, seq))
     else:
         pairs = seq * seq
     return 4.0 * batch * heads * dim * pairs
@@ -188,7 +202,7 @@ def sdpa_fn(v: Variant):
 _FLEX = {}
 
 
-def flex_fn(v: Variant, seq: int, device):
+def flex_fn(v: Variant, seq: int, device, x: dict):
     if v.sigmoid:
         return None  # FlexAttention's normaliser is always softmax
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -210,10 +224,15 @@ def flex_fn(v: Variant, seq: int, device):
     def window(b, h, q, kv):
         return (kv <= q) & (kv > q - v.window)
 
-    mask_mod = window if v.window else (causal if v.causal else None)
+    def padded(b, h, q, kv):
+        return kv < klen[b]
+
+    klen = x.get("klen")
+    mask_mod = padded if v.padded else window if v.window else (causal if v.causal else None)
     block = None
     if mask_mod is not None:
-        block = create_block_mask(mask_mod, None, None, seq, seq, device=device)
+        batch = x["Q"].shape[0] if v.padded else None
+        block = create_block_mask(mask_mod, batch, None, seq, seq, device=device)
 
     def run(x):
         score_mod = None
@@ -350,7 +369,7 @@ def main(argv=None) -> int:
                     for col, make in (
                         ("einattn", lambda f=fn: f),
                         ("sdpa", lambda v=v: sdpa_fn(v)),
-                        ("flex", lambda v=v, seq=seq: flex_fn(v, seq, device)),
+                        ("flex", lambda v=v, seq=seq, x=x: flex_fn(v, seq, device, x)),
                         ("tutorial", lambda v=v, dim=dim: tutorial_fn(v, dim)),
                     ):
                         if dry and col != "einattn":

@@ -95,6 +95,19 @@ class Operand:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """A ``: int`` input that a filter reads at plain coordinates (``klen[b]``, ``doc[b, m]``): per batch
+    rank of the output, the input's axis (``("axis", i)``) or None (broadcast); the axes read at the
+    query and at the key coordinate, or None. ``read`` is the read as the filter writes it (roles)."""
+
+    name: str
+    read: S.Read
+    batch: tuple
+    rows: int | None
+    keys: int | None
+
+
+@dataclass(frozen=True)
 class Attention:
     """Softmax attention found in a program: ``output[dims] = softmax(scale * Q K) V`` (see the module)."""
 
@@ -108,8 +121,10 @@ class Attention:
     k: Operand
     v: Operand
     scale: str  # Python code of the scale (sizes as s_<rank>)
-    filters: tuple[S.Expr, ...]  # over the coordinates p and m (renamed so), params and sizes
-    bounds: tuple[Affine, ...] | None  # the filters' affine constraints over p and m, or None (unknown)
+    filters: tuple[S.Expr, ...]  # over the coordinates p and m (renamed so), params, sizes and int reads
+    bounds: tuple[Affine, ...] | None  # the affine constraints over p and m of the filters' conjuncts that
+    # read no tensor (the keys a block of rows may see), or None (unknown)
+    reads: tuple[Lookup, ...]  # the `: int` inputs the filters read (padding lengths, document ids)
     params: tuple[tuple[str, int | float], ...]
     statements: tuple[Einsum, ...]  # the statements of the spec it replaces (for the source's comments)
 
@@ -153,8 +168,8 @@ class _Matcher:
         prog = self.prog = _deferred(prog, maxes[0].reduce[0][0])
         defs = self.defs = {e.tensor: e for e in prog.einsums}
         _require(len(defs) == len(prog.einsums))
-        inputs = self.inputs = set(prog.inputs)
-        _require(all(prog.tensor(n).dtype == "float" for n in inputs))
+        self.inputs = set(prog.inputs)
+        inputs = self.floats = {n for n in prog.inputs if prog.tensor(n).dtype == "float"}
 
         out = defs[prog.outputs[0]]
         _require(not out.reduce and out.filter is None and _plain_lhs(out))
@@ -207,7 +222,7 @@ class _Matcher:
         _require(KEY not in _all(q_roles) and KEY in _plain(v_roles) and f in _plain(v_roles))
         _require(not any(isinstance(r, tuple) for r in q_roles))
         # the query rank: in Q, not in K or V; of several such (K shared across heads), the filter's
-        in_filters = {c.rank for fl in filters for c in fl.walk() if isinstance(c, S.Coord)} - {KEY}
+        in_filters = {c for fl in filters for c in _coords_outside_reads(fl)} - {KEY}
         kv = _all(k_roles) | _all(v_roles)
         candidates = [r for r in out.lhs_ranks if r in rows and r in q_roles and r not in kv]
         _require(bool(candidates) and in_filters <= set(candidates) and len(in_filters) <= 1)
@@ -217,8 +232,11 @@ class _Matcher:
         _require(_all(q_roles) <= set(batch) | {p, FEATURE})
         _require(_all(k_roles) <= set(batch) | {KEY, FEATURE} and _all(v_roles) <= set(batch) | {KEY, f})
 
-        names = {p: p, KEY: self.key}
+        names = {**{b: b for b in batch}, p: p, KEY: self.key}
+        _require(all(r in names for fl in filters for r in _ranks(fl)))
         filters = tuple(_rename(fl, names) for fl in filters)
+        reads = _lookups(filters, self.prog, batch, p, self.key)
+        static = [c for fl in filters for c in _conjuncts(fl) if not _reads_in(c)]
         return Attention(
             output=out.tensor,
             dims=out.lhs_ranks,
@@ -231,7 +249,8 @@ class _Matcher:
             v=_operand(v_read, v_roles, batch, KEY, f),
             scale=scale,
             filters=filters,
-            bounds=_bounds(prog, filters),
+            bounds=_bounds(prog, static),
+            reads=reads,
             params=tuple(sorted(self.params.items())),
             statements=tuple(self.written.einsums),
         )
@@ -279,7 +298,7 @@ class _Matcher:
                     scale = f"{scale} {'/' if inv else '*'} {self.scalar(x)}"
             if e.reduce:
                 _require(len(e.reduce) == 1 and e.reduce[0][1] == "+" and env[e.reduce[0][0]] == FEATURE)
-                _require(len(reads) == 2 and all(x.tensor in self.inputs for x in reads))
+                _require(len(reads) == 2 and all(x.tensor in self.floats for x in reads))
                 return scale, filters, reads, env, chain
             _require(len(reads) == 1 and reads[0].tensor in self.defs)
             nxt = self.defs[reads[0].tensor]
@@ -315,6 +334,13 @@ class _Matcher:
                 _require(isinstance(n.value, int) or math.isfinite(n.value))
             elif isinstance(n, S.Param):
                 _require(isinstance(self.params.get(n.name), int))
+            elif isinstance(
+                n, S.Read
+            ):  # a `: int` input at plain coordinates (checked in bounds at run time)
+                t = self.prog.tensor(n.tensor)
+                _require(n.tensor in self.inputs and t.dtype == "int")
+                _require(all(isinstance(ix, S.Coord) for ix in n.indices))
+                _require(len({ix.rank for ix in n.indices}) == len(n.indices))
             else:
                 _require(isinstance(n, (S.Compare, S.Logic, S.Not, S.Unary, S.Size)))
         return _rename(f, env)
@@ -375,6 +401,48 @@ def _rename(e: S.Expr, names: dict[str, str]) -> S.Expr:
     return S.rewrite_expr(e, lambda n: S.Coord(names[n.rank]) if isinstance(n, S.Coord) else None)
 
 
+def _ranks(e: S.Expr) -> set[str]:
+    return {n.rank for n in e.walk() if isinstance(n, S.Coord)}
+
+
+def _coords_outside_reads(e: S.Expr):
+    """The ranks of the coordinates of ``e`` that are not an index of a read."""
+    if isinstance(e, S.Coord):
+        yield e.rank
+    elif not isinstance(e, S.Read):
+        for c in e.children():
+            yield from _coords_outside_reads(c)
+
+
+def _reads_in(e: S.Expr) -> list[S.Read]:
+    return [n for n in e.walk() if isinstance(n, S.Read)]
+
+
+def _conjuncts(e: S.Expr) -> list[S.Expr]:
+    if isinstance(e, S.Logic) and e.op == "and":
+        return _conjuncts(e.a) + _conjuncts(e.b)
+    return [e]
+
+
+def _lookups(filters, prog: Program, batch, p: str, m: str) -> tuple[Lookup, ...]:
+    """The ``: int`` reads of the filters (each read once), indexed by batch ranks, ``p`` and ``m`` only."""
+    out: dict[S.Read, Lookup] = {}
+    for fl in filters:
+        for rd in _reads_in(fl):
+            if rd in out:
+                continue
+            axis = {ix.rank: i for i, ix in enumerate(rd.indices)}
+            _require(set(axis) <= {*batch, p, m})
+            out[rd] = Lookup(
+                rd.tensor,
+                rd,
+                tuple(("axis", axis[b]) if b in axis else None for b in batch),
+                axis.get(p),
+                axis.get(m),
+            )
+    return tuple(out.values())
+
+
 def _plain(roles) -> set:
     return {r for r in roles if not isinstance(r, tuple)}
 
@@ -412,6 +480,11 @@ def _filter_code(e: S.Expr, att: Attention) -> str:
     """Torch code of a filter over the aranges ``_p`` (a column) and ``_m`` (a row)."""
     if isinstance(e, S.Coord):
         return {att.p: "_p", att.m: "_m"}[e.rank]
+    if isinstance(e, S.Read):  # [B, H, rows, keys], an axis of 1 where it does not vary (_sdpa_index)
+        k = next(i for i, lk in enumerate(att.reads) if lk.read == e)
+        rows = "_c : _c + _w" if att.reads[k].rows is not None else ":"
+        keys = "_lo : _hi" if att.reads[k].keys is not None else ":"
+        return f"_r{k}" if rows == keys == ":" else f"_r{k}[:, :, {rows}, {keys}]"
     if isinstance(e, S.Const):
         return number_code(e.value)
     if isinstance(e, S.Param):
@@ -435,20 +508,34 @@ def _filter_code(e: S.Expr, att: Attention) -> str:
 def _causal(att: Attention) -> bool:
     """The filter is ``m <= p`` exactly: SDPA's ``is_causal`` (top-left aligned: query i sees keys j <= i,
     for any P and M)."""
-    if att.bounds is None or len(att.bounds) != 1:
+    if att.bounds is None or len(att.bounds) != 1 or att.reads:
         return False
     c = att.bounds[0]
     return dict(c.coefs) == {att.p: 1, att.m: -1} and c.const == num(0)
 
 
-def _operand_code(op: Operand, att: Attention) -> str:
-    def items(xs) -> str:
-        return f"({xs[0]},)" if len(xs) == 1 else f"({', '.join(xs)})"
+def _items(xs) -> str:
+    return f"({xs[0]},)" if len(xs) == 1 else f"({', '.join(xs)})"
 
-    batch = items(["None" if b is None else items([str(x) for x in b[1:]]) for b in op.batch])
-    sizes = items([f"s_{b}" for b in att.batch])
+
+def _batch_code(batch, att: Attention) -> tuple[str, str]:
+    """Code of a batch layout (per batch rank: None, ``(axis,)`` or ``(axis, R)``) and of the sizes."""
+    layout = _items(["None" if b is None else _items([str(x) for x in b[1:]]) for b in batch])
+    return layout, _items([f"s_{b}" for b in att.batch])
+
+
+def _operand_code(op: Operand, att: Attention) -> str:
+    batch, sizes = _batch_code(op.batch, att)
     keys = ", keys=True" if op is not att.q else ""
     return f"_sdpa_operand(t_{op.name}, {batch}, {sizes}, {op.seq}, {op.feat}{keys})"
+
+
+def _rows_in_filters(att: Attention) -> bool:
+    """Whether the filters depend on the query row (else one block holds every row)."""
+    for fl in att.filters:
+        if att.p in _coords_outside_reads(fl):
+            return True
+    return any(lk.rows is not None for lk in att.reads)
 
 
 def _affine_code(a: int, x: str, k: str) -> str:
@@ -483,6 +570,8 @@ def _bounds_code(att: Attention) -> tuple[str, str, str]:
         pa = f"min({_affine_code(a, '_c', '0')}, {_affine_code(a, '(_c + _w - 1)', '0')})" if a else "0"
         pb = f"min({_affine_code(b, '_lo', '0')}, {_affine_code(b, '(_hi - 1)', '0')})" if b else "0"
         whole.append(f"{pa} + {pb} + {k} >= 0")
+    if att.reads:  # (where a lookup passes is known only from its values: the mask is always built)
+        whole = ["False"]
     lo = lows[0] if len(lows) == 1 else f"max({', '.join(lows)})"
     hi = highs[0] if len(highs) == 1 else f"min({', '.join(highs)})"
     return lo, hi, " and ".join(whole) or "True"
@@ -490,6 +579,8 @@ def _bounds_code(att: Attention) -> tuple[str, str, str]:
 
 def _shifts(att: Attention) -> bool:
     """Whether the filter depends on ``p - m`` alone (each constraint's coefficients opposite)."""
+    if att.reads:  # (a padding length or a document id is not a function of p - m)
+        return False
     return att.bounds is not None and all(c.coef(att.p) == -c.coef(att.m) for c in att.bounds)
 
 
@@ -521,6 +612,9 @@ def library_source(
         for b, size in zip(op.batch, att.batch):
             if b is not None and b[0] == "group":  # `h // R` must stay within K's axis
                 guards.append(f"(s_{size} - 1) // {b[2]} < t_{op.name}.shape[{b[1]}]")
+    for lk in att.reads:  # a lookup read past its end is absent there (`doc[b, p]` of `doc[b, m]`, P > M)
+        for k, ix in enumerate(lk.read.indices):
+            guards.append(f"s_{ix.rank} <= t_{lk.name}.shape[{k}]")
     lines.append(f"    if not ({' and '.join(guards)}):")
     if slow == "program":
         lines.append(f"        return program({args})")
@@ -538,7 +632,12 @@ def library_source(
     else:
         lo, hi, whole = _bounds_code(att)
         mask = " & ".join(_filter_code(fl, att) for fl in att.filters)
+        if row_block == "auto" and not _rows_in_filters(att):
+            row_block = 0  # (a filter on the keys alone, `m < klen[b]`: one mask of [B, H, 1, keys])
         rb = {"auto": "128", 0: f"max(s_{att.p}, 1)"}.get(row_block, str(row_block))
+        for k, lk in enumerate(att.reads):
+            batch, sizes = _batch_code(lk.batch, att)
+            lines.append(f"    _r{k} = _sdpa_index(t_{lk.name}, {batch}, {sizes}, {lk.rows}, {lk.keys})")
         lines.append("    def _keys(_c, _w):  # the keys that rows _c .. _c + _w - 1 may see")
         lines.append(f"        return {lo}, {hi}")
         lines.append("    def _mask(_c, _w, _lo, _hi, _dev):  # the filter on that block, or None: all true")
@@ -546,9 +645,7 @@ def library_source(
         lines.append("            return None")
         lines.append("        _p = torch.arange(_c, _c + _w, device=_dev)[:, None]")
         lines.append("        _m = torch.arange(_lo, _hi, device=_dev)[None, :]")
-        lines.append(
-            f"        return torch.broadcast_to(torch.as_tensor({mask}, device=_dev), (_w, _hi - _lo))"
-        )
+        lines.append(f"        return _sdpa_mask({mask}, _w, _hi - _lo, _dev)")
         blocks = f"_sdpa_blocks(q, k, v, _s, {rb}, _keys, _mask, shifts={_shifts(att)})"
         call = f"_sdpa_graded(lambda q, k, v: {blocks}, _q, _k, _v)"
     shape = ", ".join(f"s_{r}" for r in (*att.batch, att.p, att.f))

@@ -1717,6 +1717,37 @@ def _sdpa_operand(t, batch, sizes, seq, feat, keys=False):
     return x.reshape(-1, lead[-1], *x.shape[-2:])
 
 
+def _sdpa_index(t, batch, sizes, rows, keys):
+    """A ``: int`` input that the filter reads (``klen[b]``, ``doc[b, m]``) as ``[B, H, P, M]`` for SDPA's
+    mask, laid out as :func:`_sdpa_operand` lays out Q: ``batch`` gives the input's axis per batch rank of
+    the output, or None; ``rows`` and ``keys`` its axes read at the query and the key coordinate, or None.
+    An axis it does not vary along has size 1 (the mask broadcasts there); the leading batch ranks are
+    expanded only where one of them varies (they are flattened into one)."""
+    present = [b[0] for b in batch if b is not None]
+    x = t.permute(*present, *(a for a in (rows, keys) if a is not None))
+    for j, b in enumerate(batch):
+        if b is None:
+            x = x.unsqueeze(j)
+    if rows is None:
+        x = x.unsqueeze(len(batch))
+    if keys is None:
+        x = x.unsqueeze(len(batch) + 1)
+    n = len(batch)
+    if n == 0:
+        return x[None, None]
+    if n == 1:
+        return x[None]
+    if any(d != 1 for d in x.shape[: n - 1]):
+        x = x.expand(*sizes[: n - 1], *x.shape[n - 1 :])
+    return x.reshape(-1, *x.shape[n - 1 :])
+
+
+def _sdpa_mask(m, rows, keys, device):
+    """A block's filter (a bool, or a tensor of aranges and lookups) broadcast to at least rows x keys."""
+    m = torch.as_tensor(m, device=device)
+    return torch.broadcast_to(m, torch.broadcast_shapes(m.shape, (rows, keys)))
+
+
 def _sdpa_scale(scale):
     """The scores' scale, ``scale()``, or NaN where Python's float arithmetic raises rather than giving an
     infinity or NaN as the spec's does (``1.0 / 0.0``, ``math.exp(1000.0)``, ``math.log(-1.0)``): the

@@ -256,7 +256,7 @@ NO_MATCH = {
         "S[b, h, m, p] :: max(m)", "Q[b, h, p, 0] * K[b, h, m, 0] :: max(m)"
     ),
     "a filter on a batch rank": NATURAL.replace("{where}", "  where h < 2"),
-    "a filter reading a tensor": NATURAL.replace("{where}", "  where D[m] < 1"),
+    "a filter reading a tensor at the summed rank": NATURAL.replace("{where}", "  where D[e] < 1"),
     "a shifted read of the keys": NATURAL.replace("K[b, h, m, e]", "K[b, h, m + 1, e]"),
     "a softmax over the queries": NATURAL.replace(":: max(m)", ":: max(p)"),
 }
@@ -269,7 +269,7 @@ def test_what_is_not_softmax_attention_is_not_matched(why):
         body = body.replace("GM[b, h, p]    = S", "GM[b, h, m]    = S").replace(
             "GM[b, h, p])", "GM[b, h, m])"
         )
-    head = HEAD.replace("V[b, h, m, f]", "V[b, h, m, f], D[m] : int") if "D[m]" in body else HEAD
+    head = HEAD.replace("V[b, h, m, f]", "V[b, h, m, f], D[e] : int") if "D[e]" in body else HEAD
     prog = einattn.parse(head + body.format(where=""))
     assert torch_library.match(prog) is None, why
 

@@ -1743,9 +1743,11 @@ def _sdpa_index(t, batch, sizes, rows, keys):
 
 
 def _sdpa_mask(m, rows, keys, device):
-    """A block's filter (a bool, or a tensor of aranges and lookups) broadcast to at least rows x keys."""
+    """A block's filter: a bool (broadcast to rows x keys), or a tensor of aranges and lookups, as it is
+    (``m < klen[b]`` is ``[B, 1, 1, keys]``: SDPA broadcasts a mask, where one expanded to every row would
+    be converted to a float mask of B x rows x keys)."""
     m = torch.as_tensor(m, device=device)
-    return torch.broadcast_to(m, torch.broadcast_shapes(m.shape, (rows, keys)))
+    return torch.broadcast_to(m, (rows, keys)) if m.dim() < 2 else m
 
 
 def _sdpa_scale(scale):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import lark
 from lark import Token, v_args
@@ -201,7 +202,28 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, source: Source) -> EinErro
         hint = f"the `{ch}` opened at line {ol}, column {oc} is never closed"
     elif isinstance(token, Token) and token.value == "=" and "`=`" not in expected:
         hint = "a statement has one `=`; a comparison in a filter is written `==`"
+    elif (
+        isinstance(token, Token)
+        and token.value in ("::", "where")
+        and _has_filter(source.line(line)[: col - 1])
+    ):
+        hint = (
+            "the reduction comes before the filter: `LHS = expression :: max(m) where predicate`"
+            if token.value == "::"
+            else "a statement has one filter: combine the conditions with `and`"
+        )
+    elif (
+        isinstance(token, Token)
+        and token.value == "::"
+        and "::" in source.line(line)[: col - 1].split("#", 1)[0]
+    ):
+        hint = "a statement has one reduction operator: reduce with the other in a statement of its own"
     return EinError(f"unexpected {what}", Span(source, line, col, line, col + width), hint)
+
+
+def _has_filter(before: str) -> bool:
+    """Whether the text of a line before a token holds a `where` (the statement's filter has begun)."""
+    return re.search(r"(?<![A-Za-z0-9_])where(?![A-Za-z0-9_])", before.split("#", 1)[0]) is not None
 
 
 def _open_bracket(text: str, line: int, col: int) -> tuple[str, int, int] | None:

@@ -437,8 +437,14 @@ class NumpyKernel(Kernel):
             t = self.program.tensor(name)
             a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
             if t.dtype == "int":
+                if a.dtype == object and a.size and all(type(v) is int for v in a.flat):
+                    big = max(a.flat, key=abs)  # Python integers that no int64 holds
+                    raise EinError(f"input `{name}` is {big}, beyond a 64-bit integer's range")
                 if a.dtype.kind not in "iub":
                     raise EinError(f"input `{name}` is declared `: int` but was given {a.dtype} values")
+                if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
+                    # (uint64 values from 2**63 on wrapped to negative ones: `i < n`, n = 2**63, kept nothing)
+                    raise EinError(f"input `{name}` is {int(a.max())}, beyond a 64-bit integer's range")
                 a = a.astype(np.int64)
             else:
                 if a.dtype.kind not in "iubf":

@@ -1,5 +1,5 @@
 """The reviewers' conformance cases (``tests/conformance_more.py``, ``tests/conformance_s8.py``,
-``tests/conformance_s11/`` to ``tests/conformance_s18/``) on every backend, against their independent NumPy
+``tests/conformance_s11/`` to ``tests/conformance_s19/``) on every backend, against their independent NumPy
 oracles: the NumPy reference as written and rewritten (``passes="auto"``, small tiles), the torch backend
 in float64 (default options, and small tiles with blocks of rows), the triton backend under the interpreter
 in float32; and the passes the analysis reports.
@@ -26,11 +26,12 @@ from conformance_s15 import CASES as SEVENTH
 from conformance_s16 import CASES as EIGHTH
 from conformance_s17 import CASES as NINTH
 from conformance_s18 import CASES as TENTH
+from conformance_s19 import CASES as ELEVENTH
 from triton_cases import DEVICE
 
 import einattn
 
-CASES = FIRST + SECOND + THIRD + FOURTH + FIFTH + SIXTH + SEVENTH + EIGHTH + NINTH + TENTH
+CASES = FIRST + SECOND + THIRD + FOURTH + FIFTH + SIXTH + SEVENTH + EIGHTH + NINTH + TENTH + ELEVENTH
 CONFIGS = {
     "numpy": [{}, {"passes": "auto", "tile": 3}],
     "torch": [{}, {"tile": 3, "row_block": 3, "library": False}],

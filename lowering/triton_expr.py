@@ -502,6 +502,10 @@ class Renderer:
             # (`m * W * W < p`, `K[(m * W * W) // (W * W), e]`): int64 (adding an int64 zero also widens
             # the loop's Python int under the interpreter)
             a = Value(Tile(f"({a.val.code} + tl.zeros([], tl.int64))", a.val.axes), a.mask, kind="i")
+        elif kind == "i" and e.op in ("+", "-") and _reads(e) and not a.val.code.endswith("tl.int64))"):
+            # a sum or difference of a value read from an `: int` tensor: int64, as NumPy and torch compute
+            # it, since an int32 input near its ends wraps (`doc[m] - doc[p] <= 0` with doc[m] = -2**31)
+            a = Value(Tile(f"({a.val.code} + tl.zeros([], tl.int64))", a.val.axes), a.mask, kind="i")
         fill = folded = None
         if kind == "f" and e.op == "-" and a.fill == NEG_INF and b.mask is None and b.above:
             fill, folded = NEG_INF, a.folded  # -inf - b = -inf for every b but -inf (and NaN)
@@ -652,6 +656,11 @@ def is_literal(code: str) -> bool:
         return True
     except ValueError:
         return code in ('float("inf")', '-float("inf")')
+
+
+def _reads(e: S.Expr) -> bool:
+    """Whether ``e`` reads a tensor (in an index or a filter: an `: int` input's value)."""
+    return any(isinstance(x, S.Read) for x in e.walk())
 
 
 def _is_int(code: str) -> bool:

@@ -138,6 +138,9 @@ class FusedPlan:
     # compile-time flags the launcher computes: an index of program coordinates stays in bounds.
     # flag -> (the index as Python code over coordinates `c_<rank>`, the rank it indexes, the coordinates)
     proved: dict[str, tuple[str, str, tuple[str, ...]]] = field(default_factory=dict)
+    # the tile bounds read runtime values (program_constant): computed in int64, then narrowed to the tile
+    # number's own type (lo, hi, whole_lo, whole_hi lie in 0..M1), so the loop variable stays int32
+    runtime_bounds: bool = False
 
     def describe(self) -> str:
         return (
@@ -501,10 +504,13 @@ class FusedEnv(Env):
         if not node.indices:
             name = self.temp(node.tensor)
             scope, self.scope = self.scope, "prologue"
-            self.emit(f"{name} = tl.load({node.tensor}_ptr)")
-            self.scope = scope
             t = self.prog.tensor(node.tensor)
             integer = t.dtype == "int" and ctx in ("i", "c")
+            # an integer scalar in int64 whatever its dtype: `m >= n - 1` and the tile bounds computed from
+            # it (`-n`) must not wrap at an int32 input near -2**31, as the general path and NumPy do not
+            widened = ".to(tl.int64)" if t.dtype == "int" else ""
+            self.emit(f"{name} = tl.load({node.tensor}_ptr){widened}")
+            self.scope = scope
             v = Value(
                 Tile(name) if integer else Tile(f"{name}.to({r.compute})"), kind="i" if integer else "f"
             )
@@ -546,6 +552,9 @@ class FusedEnv(Env):
         finally:
             self.scope = scope
         v.lane_zero = True
+        if t.dtype == "int" and v.kind == "i" and not varying and not v.val.axes:
+            # one integer per program (`klen[b]`): int64 whatever its dtype, as the scalar above
+            self.lines["prologue"].append(f"    {v.val.code} = {v.val.code}.to(tl.int64)")
         self.plan.loads[(node, ctx)] = (v.val.axes, varying)  # each read once, whatever the body
         if not varying:
             self.hoisted[key] = v
@@ -592,7 +601,10 @@ class FusedEnv(Env):
             v = self._read_input(Renderer(self, self.prog), node, "c")
         finally:
             self.scope = scope
-        return v.val.code if v.mask is None and v.kind == "i" else None
+        if v.mask is None and v.kind == "i":
+            self.plan.runtime_bounds = True
+            return v.val.code
+        return None
 
     def _read_inlined(self, r: Renderer, node: S.Read, ctx: str) -> Value:
         e = self.plan.inlined[node.tensor]
@@ -1379,8 +1391,20 @@ def _bounds(env: FusedEnv) -> str | None:
         env.emit(f"lo, hi = 0, {sz}")
         return
     env.emit(f"# the tiles of {p.it} whose points can pass the filter for these rows: the others are skipped")
-    env.emit(f"lo = tl.maximum({lo}, 0)" if lo is not None else "lo = 0")
-    env.emit(f"hi = tl.minimum({hi}, {sz})" if hi is not None else f"hi = {sz}")
+    if p.runtime_bounds:
+        # bounds from runtime values are int64 (program_constant): clamped to 0..M1 and narrowed to the
+        # tile number's type, which keeps the loop variable (and the tiles' offsets) int32
+        env.emit(
+            f"lo = {_narrow(f'tl.minimum(tl.maximum({lo}, 0), {sz})', sz)}" if lo is not None else "lo = 0"
+        )
+        env.emit(
+            f"hi = {_narrow(f'tl.maximum(tl.minimum({hi}, {sz}), 0)', sz)}"
+            if hi is not None
+            else f"hi = {sz}"
+        )
+    else:
+        env.emit(f"lo = tl.maximum({lo}, 0)" if lo is not None else "lo = 0")
+        env.emit(f"hi = tl.minimum({hi}, {sz})" if hi is not None else f"hi = {sz}")
     if hi is not None and not initial:
         # an empty step changes a row's initial state (`RM = -inf` unguarded: exp(-inf - -inf) is NaN), so
         # rows that no tile reaches are not left alone: a block with none reached runs every tile, as the
@@ -1490,11 +1514,19 @@ def _assemble(env: FusedEnv, name: str, outputs: list[str]) -> FusedKernel:
 def _whole_bounds(p: FusedPlan) -> list[str]:
     """Lines binding ``whole_lo .. whole_hi - 1``: the tiles of this program with no masked point."""
     start = "lo" if p.whole[0] == "lo" else f"tl.maximum(lo, {p.whole[0]})"
+    whole_lo, whole_hi = f"tl.minimum({start}, hi)", f"tl.maximum(whole_lo, tl.minimum(hi, {p.whole[1]}))"
+    if p.runtime_bounds:  # (both lie in lo..hi: narrowed as lo and hi are, see _bounds)
+        whole_lo, whole_hi = _narrow(whole_lo, f"size_{p.it}"), _narrow(whole_hi, f"size_{p.it}")
     return [
         "    # tiles lo..whole_lo-1 and whole_hi..hi-1 have masked points; whole_lo..whole_hi-1 none",
-        f"    whole_lo = tl.minimum({start}, hi)",
-        f"    whole_hi = tl.maximum(whole_lo, tl.minimum(hi, {p.whole[1]}))",
+        f"    whole_lo = {whole_lo}",
+        f"    whole_hi = {whole_hi}",
     ]
+
+
+def _narrow(code: str, size: str) -> str:
+    """``code``, a tile number within 0..``size``, in the type of ``size`` (int32 below 2**31 tiles)."""
+    return f"({code}).to({size}.dtype)"
 
 
 def _three_loops(p: FusedPlan, masked: list[str], whole: list[str]) -> list[str]:

@@ -65,6 +65,9 @@ from .torch_codegen import lin_code, number_code
 
 KEY, FEATURE = "#m", "#e"  # the roles of the reduced ranks; the others are the output's rank names
 
+# functions a term added to the scores may call (torch functions of the same name)
+_BIAS_FUNCTIONS = ("abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid")
+
 # scalar functions of a scale, in Python (the scale is a float argument of SDPA)
 _SCALAR_FUNCTIONS = {
     "sqrt": "math.sqrt({})",
@@ -105,6 +108,7 @@ class Lookup:
     batch: tuple
     rows: int | None
     keys: int | None
+    float: bool = False  # a float input (a bias's), not a `: int` one
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,9 @@ class Attention:
     filters: tuple[S.Expr, ...]  # over the coordinates p and m (renamed so), params, sizes and int reads
     bounds: tuple[Affine, ...] | None  # the affine constraints over p and m of the filters' conjuncts that
     # read no tensor (the keys a block of rows may see), or None (unknown)
-    reads: tuple[Lookup, ...]  # the `: int` inputs the filters read (padding lengths, document ids)
+    reads: tuple[Lookup, ...]  # the inputs the filters and biases read (padding lengths, slopes)
+    biases: tuple[tuple[str, S.Expr], ...]  # terms added to the scores: (Python code of the factor that
+    # multiplies the term after it is added, the term over the roles), as ALiBi's slope[h] * (m - p)
     params: tuple[tuple[str, int | float], ...]
     statements: tuple[Einsum, ...]  # the statements of the spec it replaces (for the source's comments)
 
@@ -209,9 +215,10 @@ class _Matcher:
         env_s = self.bind(s, x, env_sn, _features(s))
         _require(env_s == self.bind(s, gm.expr, env_gm, _features(s)))
 
-        scale, filters, (r1, r2), env_qk, chain = self.scores(x.tensor, env_s)
-        if sn.expr.fn == "exp2":
+        scale, filters, (r1, r2), env_qk, chain, biases = self.scores(x.tensor, env_s)
+        if sn.expr.fn == "exp2":  # (2^x = e^(x ln 2): the biases too)
             scale = f"({scale}) * math.log(2.0)"
+            biases = [(f"({c}) * math.log(2.0)", b) for c, b in biases]
         _require({out.tensor, nv.tensor, sd.tensor, sn.tensor, gm.tensor, *chain} == set(defs))
 
         (q_read, q_roles), (k_read, k_roles) = sorted(  # the input with the keys is K
@@ -222,7 +229,8 @@ class _Matcher:
         _require(KEY not in _all(q_roles) and KEY in _plain(v_roles) and f in _plain(v_roles))
         _require(not any(isinstance(r, tuple) for r in q_roles))
         # the query rank: in Q, not in K or V; of several such (K shared across heads), the filter's
-        in_filters = {c for fl in filters for c in _coords_outside_reads(fl)} - {KEY}
+        terms = [*filters, *(b for _, b in biases)]
+        in_filters = {c for fl in terms for c in _coords_outside_reads(fl)} - {KEY}
         kv = _all(k_roles) | _all(v_roles)
         candidates = [r for r in out.lhs_ranks if r in rows and r in q_roles and r not in kv]
         _require(bool(candidates) and in_filters <= set(candidates) and len(in_filters) <= 1)
@@ -233,9 +241,10 @@ class _Matcher:
         _require(_all(k_roles) <= set(batch) | {KEY, FEATURE} and _all(v_roles) <= set(batch) | {KEY, f})
 
         names = {**{b: b for b in batch}, p: p, KEY: self.key}
-        _require(all(r in names for fl in filters for r in _ranks(fl)))
+        _require(all(r in names for fl in terms for r in _ranks(fl)))
         filters = tuple(_rename(fl, names) for fl in filters)
-        reads = _lookups(filters, self.prog, batch, p, self.key)
+        biases = tuple((c, _rename(b, names)) for c, b in biases)
+        reads = _lookups([*filters, *(b for _, b in biases)], self.prog, batch, p, self.key)
         static = [c for fl in filters for c in _conjuncts(fl) if not _reads_in(c)]
         return Attention(
             output=out.tensor,
@@ -251,6 +260,7 @@ class _Matcher:
             filters=filters,
             bounds=_bounds(prog, static),
             reads=reads,
+            biases=biases,
             params=tuple(sorted(self.params.items())),
             statements=tuple(self.written.einsums),
         )
@@ -283,14 +293,34 @@ class _Matcher:
     def scores(self, name: str, env: dict[str, str]):
         """The score statements from ``name`` back to the contraction: (scale code, filters over the roles,
         the two input reads, the roles of the contraction's ranks, the statements' tensors)."""
-        scale, filters, chain = "1.0", [], []
+        scale, filters, chain, biases = "1.0", [], [], []
         while True:
             e = self.defs[name]
             chain.append(name)
             if e.filter is not None:
                 filters.append(self.in_roles(e.filter, env))
+            expr = e.expr
+            while not e.reduce:
+                # `c * (X + B)`, `X - B`, `B - X`...: B reads no intermediate, and is added to the scores,
+                # times the factors after it (`scale` so far, and the statement's own outside the sum)
+                fs = factors(expr)
+                sums = [(x, inv) for x, inv in fs if _additive(x) and self.reads_scores(x)]
+                if not sums:
+                    break
+                _require(len(sums) == 1 and not sums[0][1])
+                for x, inv in fs:
+                    if x is not sums[0][0]:
+                        scale = f"{scale} {'/' if inv else '*'} {self.scalar(x)}"
+                add = sums[0][0]
+                sides = [self.reads_scores(add.a), self.reads_scores(add.b)]
+                _require(sides.count(True) == 1)
+                main, term = (add.a, add.b) if sides[0] else (add.b, add.a)
+                sign = "-" if add.op == "-" and sides[0] else ""
+                biases.append((f"{sign}({scale})", self.in_roles(term, env, bias=True)))
+                negated = add.op == "-" and not sides[0]  # `B - X`: the scores are negated
+                expr = S.Binary("*", S.Const(-1.0), main) if negated else main
             reads = []
-            for x, inv in factors(e.expr):
+            for x, inv in factors(expr):
                 if _has_read(x):
                     _require(isinstance(x, S.Read) and not inv)
                     reads.append(x)
@@ -299,7 +329,7 @@ class _Matcher:
             if e.reduce:
                 _require(len(e.reduce) == 1 and e.reduce[0][1] == "+" and env[e.reduce[0][0]] == FEATURE)
                 _require(len(reads) == 2 and all(x.tensor in self.floats for x in reads))
-                return scale, filters, reads, env, chain
+                return scale, filters, reads, env, chain, biases
             _require(len(reads) == 1 and reads[0].tensor in self.defs)
             nxt = self.defs[reads[0].tensor]
             env = self.bind(nxt, reads[0], env, _features(nxt))
@@ -321,24 +351,33 @@ class _Matcher:
             return _SCALAR_FUNCTIONS[e.fn].format(self.scalar(e.args[0]))
         raise _NoMatch
 
-    def in_roles(self, f: S.Expr, env: dict[str, str]) -> S.Expr:
-        """A filter with its coordinates renamed to their roles; only the supported operations."""
+    def reads_scores(self, e: S.Expr) -> bool:
+        """Whether ``e`` reads an intermediate tensor (the scores, in a chain statement)."""
+        return any(isinstance(n, S.Read) and n.tensor in self.defs for n in e.walk())
+
+    def in_roles(self, f: S.Expr, env: dict[str, str], bias: bool = False) -> S.Expr:
+        """A filter (or, ``bias``, a term added to the scores) with its coordinates renamed to their roles;
+        only the supported operations. A bias may read float inputs too, divide, and call the functions
+        of :data:`_BIAS_FUNCTIONS`."""
         for n in f.walk():
             if isinstance(n, S.Coord):
                 _require(n.rank in env)
             elif isinstance(n, S.Binary):
-                _require(n.op in ("+", "-", "*") or (n.op in ("//", "%") and self.nonzero(n.b)))
+                _require(
+                    n.op in ("+", "-", "*")
+                    or (n.op in ("//", "%") and self.nonzero(n.b))
+                    or (bias and n.op == "/")
+                )
             elif isinstance(n, S.Call):
-                _require(n.fn == "abs" and len(n.args) == 1)
+                _require((n.fn == "abs" or (bias and n.fn in _BIAS_FUNCTIONS)) and len(n.args) == 1)
             elif isinstance(n, S.Const):
                 _require(isinstance(n.value, int) or math.isfinite(n.value))
             elif isinstance(n, S.Param):
-                _require(isinstance(self.params.get(n.name), int))
-            elif isinstance(
-                n, S.Read
-            ):  # a `: int` input at plain coordinates (checked in bounds at run time)
+                v = self.params.get(n.name)
+                _require(isinstance(v, int) or (bias and isinstance(v, float) and math.isfinite(v)))
+            elif isinstance(n, S.Read):  # an input at plain coordinates (checked in bounds at run time)
                 t = self.prog.tensor(n.tensor)
-                _require(n.tensor in self.inputs and t.dtype == "int")
+                _require(n.tensor in self.inputs and (t.dtype == "int" or bias))
                 _require(all(isinstance(ix, S.Coord) for ix in n.indices))
                 _require(len({ix.rank for ix in n.indices}) == len(n.indices))
             else:
@@ -374,6 +413,10 @@ def _deferred(prog: Program, rank: str) -> Program:
     if not defer(draft, rank, Derivation(prog.name, "--rank (library match)")):
         return prog
     return draft.finish(filename=f"<library match of {prog.name}>")
+
+
+def _additive(e: S.Expr) -> bool:
+    return isinstance(e, S.Binary) and e.op in ("+", "-")
 
 
 def _plain_lhs(e: Einsum) -> bool:
@@ -439,6 +482,7 @@ def _lookups(filters, prog: Program, batch, p: str, m: str) -> tuple[Lookup, ...
                 tuple(("axis", axis[b]) if b in axis else None for b in batch),
                 axis.get(p),
                 axis.get(m),
+                prog.tensor(rd.tensor).dtype == "float",
             )
     return tuple(out.values())
 
@@ -505,10 +549,23 @@ def _filter_code(e: S.Expr, att: Attention) -> str:
     raise InternalError(f"no library code for a filter's {type(e).__name__}")
 
 
+def _bias_code(e: S.Expr, att: Attention) -> str:
+    """Torch code of a term added to the scores, over the aranges ``_p``, ``_m`` and the lookups."""
+    if isinstance(e, S.Call):  # (of a tensor, or of a plain number: `exp(2.0)`)
+        fn = "abs" if e.fn == "abs" else f"torch.{e.fn}"
+        arg = _bias_code(e.args[0], att)
+        return f"{fn}(torch.as_tensor({arg}, dtype=_q.dtype, device=_dev))"
+    if isinstance(e, S.Unary):
+        return f"(-{_bias_code(e.x, att)})"
+    if isinstance(e, S.Binary):
+        return f"({_bias_code(e.a, att)} {e.op} {_bias_code(e.b, att)})"
+    return _filter_code(e, att)
+
+
 def _causal(att: Attention) -> bool:
     """The filter is ``m <= p`` exactly: SDPA's ``is_causal`` (top-left aligned: query i sees keys j <= i,
     for any P and M)."""
-    if att.bounds is None or len(att.bounds) != 1 or att.reads:
+    if att.bounds is None or len(att.bounds) != 1 or att.reads or att.biases:
         return False
     c = att.bounds[0]
     return dict(c.coefs) == {att.p: 1, att.m: -1} and c.const == num(0)
@@ -579,7 +636,7 @@ def _bounds_code(att: Attention) -> tuple[str, str, str]:
 
 def _shifts(att: Attention) -> bool:
     """Whether the filter depends on ``p - m`` alone (each constraint's coefficients opposite)."""
-    if att.reads:  # (a padding length or a document id is not a function of p - m)
+    if att.reads or att.biases:  # (a padding length or a document id is not a function of p - m)
         return False
     return att.bounds is not None and all(c.coef(att.p) == -c.coef(att.m) for c in att.bounds)
 
@@ -615,23 +672,28 @@ def library_source(
     for lk in att.reads:  # a lookup read past its end is absent there (`doc[b, p]` of `doc[b, m]`, P > M)
         for k, ix in enumerate(lk.read.indices):
             guards.append(f"s_{ix.rank} <= t_{lk.name}.shape[{k}]")
-    lines.append(f"    if not ({' and '.join(guards)}):")
+        if lk.float:  # (SDPA's gradient reaches q, k and v only: a bias input to train runs the cascade)
+            guards.append(f"not (torch.is_grad_enabled() and t_{lk.name}.requires_grad)")
+    for k, (factor, _) in enumerate(att.biases):
+        lines.append(f"    _b{k} = _sdpa_scale(lambda: {factor})  # the factor of added term {k}")
+        guards.append(f"(torch.compiler.is_compiling() or math.isfinite(_b{k}))")
     if slow == "program":
-        lines.append(f"        return program({args})")
+        fallback = [f"return program({args})"]
     else:  # (the guards fail on an input holding an infinity or NaN, too)
         names = ", ".join(f"t_{n}" for n in inputs) + ("," if len(inputs) == 1 else "")
-        lines.append(f"        _p = program if _all_finite(({names})) else {slow}")
-        lines.append(f"        return _p({args})")
+        fallback = [f"_p = program if _all_finite(({names})) else {slow}", f"return _p({args})"]
+    lines.append(f"    if not ({' and '.join(guards)}):")
+    lines += [f"        {ln}" for ln in fallback]
     lines.append(f"    _q = {_operand_code(att.q, att)}")
     lines.append(f"    _k = {_operand_code(att.k, att)}")
     lines.append(f"    _v = {_operand_code(att.v, att)}")
-    if not att.filters:
+    if not att.filters and not att.biases:
         call = "_sdpa_graded(lambda q, k, v: _sdpa(q, k, v, _s, False), _q, _k, _v)"
     elif _causal(att):
         call = "_sdpa_graded(lambda q, k, v: _sdpa(q, k, v, _s, True), _q, _k, _v)"
     else:
         lo, hi, whole = _bounds_code(att)
-        mask = " & ".join(_filter_code(fl, att) for fl in att.filters)
+        mask = " & ".join(_filter_code(fl, att) for fl in att.filters) or "True"
         if row_block == "auto" and not _rows_in_filters(att):
             row_block = 0  # (a filter on the keys alone, `m < klen[b]`: one mask of [B, H, 1, keys])
         rb = {"auto": "128", 0: f"max(s_{att.p}, 1)"}.get(row_block, str(row_block))
@@ -641,17 +703,31 @@ def library_source(
         lines.append("    def _keys(_c, _w):  # the keys that rows _c .. _c + _w - 1 may see")
         lines.append(f"        return {lo}, {hi}")
         lines.append("    def _mask(_c, _w, _lo, _hi, _dev):  # the filter on that block, or None: all true")
-        lines.append(f"        if {whole}:")
-        lines.append("            return None")
+        if not att.biases:
+            lines.append(f"        if {whole}:")
+            lines.append("            return None")
         lines.append("        _p = torch.arange(_c, _c + _w, device=_dev)[:, None]")
         lines.append("        _m = torch.arange(_lo, _hi, device=_dev)[None, :]")
-        lines.append(f"        return _sdpa_mask({mask}, _w, _hi - _lo, _dev)")
+        if not att.biases:
+            lines.append(f"        return _sdpa_mask({mask}, _w, _hi - _lo, _dev)")
+        else:  # the terms added to the scores, as a float mask (-inf where the filter fails)
+            keep = (
+                "None" if not att.filters else f"None if {whole} else _sdpa_mask({mask}, _w, _hi - _lo, _dev)"
+            )
+            lines.append(f"        _keep = {keep}")
+            terms = " + ".join(f"_b{k} * {_bias_code(b, att)}" for k, (_, b) in enumerate(att.biases))
+            lines.append(f"        return _sdpa_bias({terms}, _keep, _w, _hi - _lo, _q.dtype, _dev)")
         blocks = f"_sdpa_blocks(q, k, v, _s, {rb}, _keys, _mask, shifts={_shifts(att)})"
         call = f"_sdpa_graded(lambda q, k, v: {blocks}, _q, _k, _v)"
     shape = ", ".join(f"s_{r}" for r in (*att.batch, att.p, att.f))
     order = (*att.batch, att.p, att.f)
     perm = tuple(order.index(r) for r in att.dims)
-    lines.append(f"    _y = {call}.reshape(({shape}{',' if len(order) == 1 else ''}))")
+    reshape = f"{call}.reshape(({shape}{',' if len(order) == 1 else ''}))"
+    if att.biases:  # a term that is not finite, or could overflow the scores: the cascade says what it gives
+        lines += ["    try:", f"        _y = {reshape}", "    except _SDPAFallback:"]
+        lines += [f"        {ln}" for ln in fallback]
+    else:
+        lines.append(f"    _y = {reshape}")
     lines.append(f"    return (_out(_y.permute{perm}, None, _o[2]),)")
     lines.append("")
     lines.append("")

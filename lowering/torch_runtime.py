@@ -1724,7 +1724,8 @@ def _sdpa_index(t, batch, sizes, rows, keys):
     An axis it does not vary along has size 1 (the mask broadcasts there); the leading batch ranks are
     expanded only where one of them varies (they are flattened into one)."""
     present = [b[0] for b in batch if b is not None]
-    x = t.permute(*present, *(a for a in (rows, keys) if a is not None))
+    order = [*present, *(a for a in (rows, keys) if a is not None)]
+    x = t.permute(*order) if order else t  # (a scalar input, `m < n`: no axis to order)
     for j, b in enumerate(batch):
         if b is None:
             x = x.unsqueeze(j)
@@ -1748,6 +1749,27 @@ def _sdpa_mask(m, rows, keys, device):
     be converted to a float mask of B x rows x keys)."""
     m = torch.as_tensor(m, device=device)
     return torch.broadcast_to(m, (rows, keys)) if m.dim() < 2 else m
+
+
+class _SDPAFallback(Exception):
+    """A library kernel's precondition that fails only once its values are computed (a term added to the
+    scores that is not finite, or so large the scores could overflow): the generated cascade runs."""
+
+
+def _sdpa_bias(b, keep, rows, keys, dtype, device):
+    """The float mask of a block: the terms ``b`` added to its scores, ``-inf`` where ``keep`` (the filter,
+    or None) fails. Raises :class:`_SDPAFallback` where a kept term is not finite or could make the scores
+    overflow (SDPA would treat a row of ``-inf`` as masked, where the spec gives NaN)."""
+    b = torch.as_tensor(b, device=device).to(dtype)
+    if b.dim() < 2:
+        b = torch.broadcast_to(b, (rows, keys))
+    if keep is not None:
+        b = torch.where(keep, b, 0.0)
+    if not _valueless(b) and b.numel():
+        with torch.no_grad():
+            if not float(b.abs().amax()) < torch.finfo(dtype).max / 16:  # (NaN too)
+                raise _SDPAFallback
+    return b if keep is None else b.masked_fill(~keep, -math.inf)
 
 
 def _sdpa_scale(scale):
@@ -1867,7 +1889,14 @@ def _sdpa_blocks(q, k, v, scale, rows, keys, mask, shifts=False):
         at = (c - lo, w, hi - lo) if shifts else None
         if at is None or at not in masks:
             m = mask(c, w, lo, hi, q.device)
-            empty = None if m is None else ~m.any(-1, keepdim=True)
+            if m is None:
+                empty = None
+            else:  # (a float mask, of terms added to the scores, is -inf where the filter fails)
+                empty = ~(
+                    m.any(-1, keepdim=True)
+                    if m.dtype == torch.bool
+                    else (m > -math.inf).any(-1, keepdim=True)
+                )
             if empty is not None and not _valueless(q) and not bool(empty.any()):
                 empty = None  # (every row keeps a key: nothing to zero)
             masks[at] = (m, empty)

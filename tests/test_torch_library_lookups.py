@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import einattn
+from lowering import torch_library
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = """
@@ -222,3 +224,174 @@ def test_the_document_mask_example_runs_the_library():
     p, m = grid(3, 2, 10, 10)
     keep = (doc[:, None, :, None] == doc[:, None, None, :]) & (m <= p)
     torch.testing.assert_close(kern(q, k, v, doc), attend(q, k, v, keep))
+
+
+# ---- terms added to the scores (biases): ALiBi, relative-position tables, key weights -------------------
+
+BIASED = """
+input  Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], {inputs}
+output O
+{params}
+QK[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E){where}
+S[b, h, m, p]  = {scores}
+GM[b, h, p]    = S[b, h, m, p] :: max(m)
+SN[b, h, m, p] = exp(S[b, h, m, p] - GM[b, h, p])
+SD[b, h, p]    = SN[b, h, m, p]
+A[b, h, m, p]  = SN[b, h, m, p] / SD[b, h, p]
+O[b, h, p, f]  = A[b, h, m, p] * V[b, h, m, f]
+"""
+
+
+def biased(scores, inputs, where="", params=""):
+    return BIASED.format(
+        scores=scores, inputs=inputs, where=f"  where {where}" if where else "", params=params
+    )
+
+
+def softmax_ref(q, k, v, bias, keep, scale=None):
+    """softmax(scale q k^T + bias over the kept keys) v, written out; rows with no key give 0."""
+    s = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5) + bias
+    s = s.masked_fill(~keep, float("-inf"))
+    w = torch.softmax(s, -1).nan_to_num(0.0)
+    return w @ v
+
+
+def test_alibi_example_runs_the_library_with_a_float_mask():
+    """examples/alibi.ein: causal with slope[h] * (m - p), in blocks of rows, float64 and float32."""
+    kern = einattn.compile(ROOT / "examples/alibi.ein", backend="torch", row_block=4)
+    assert "_sdpa_bias(" in kern.source
+    q, k, v = data(P=11, M=11, seed=11)
+    slope = torch.tensor([0.5, 0.125], dtype=torch.float64)
+    p, m = grid(3, 2, 11, 11)
+    want = softmax_ref(q, k, v, slope[None, :, None, None] * (m - p), m <= p)
+    torch.testing.assert_close(kern(q, k, v, slope), want, rtol=1e-10, atol=1e-12)
+    got32 = kern(q.float(), k.float(), v.float(), slope.float())
+    torch.testing.assert_close(got32, want.float(), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "scores, scale_after",
+    [
+        ("QK[b, h, m, p] + T[h, p, m]", 1.0),
+        ("T[h, p, m] + QK[b, h, m, p]", 1.0),
+        ("(QK[b, h, m, p] - T[h, p, m]) * 0.5", 0.5),  # the factor after the term multiplies both
+        ("T[h, p, m] - 2 * QK[b, h, m, p]", -2.0),  # the scores negated
+    ],
+)
+def test_a_bias_table_in_any_form(scores, scale_after):
+    """A precomputed bias table T[h, p, m] (T5-style), added, subtracted, scaled after."""
+    text = biased(scores, "T[h, p, m]")
+    q, k, v = data(P=7, M=9, seed=12)
+    t = torch.randn(2, 7, 9, dtype=torch.float64)
+    sign = -1.0 if "- T" in scores else 1.0
+    kern = einattn.compile(text, backend="torch", row_block=3)
+    assert "_sdpa_bias(" in kern.source
+    want = softmax_ref(
+        q,
+        k,
+        v,
+        scale_after * sign * t if scale_after > 0 else t,
+        torch.ones(7, 9, dtype=torch.bool),
+        scale=scale_after * 4**-0.5,
+    )
+    torch.testing.assert_close(kern(q, k, v, t), want, rtol=1e-10, atol=1e-12)
+    gen = einattn.compile(text, backend="torch", library=False)
+    torch.testing.assert_close(kern(q, k, v, t), gen(q, k, v, t), rtol=1e-10, atol=1e-12)
+
+
+def test_key_weights_by_log_with_zeros_and_exp2():
+    """`+ log(w[b, m])`: a weight of 0 is a score of -inf (the cascade runs: the spec's NaN where a row has
+    only such keys); exp2 scales the term by ln 2 too."""
+    text = biased("QK[b, h, m, p] + log(w[b, m])", "w[b, m]")
+    q, k, v = data(seed=13)
+    w = torch.rand(3, 11, dtype=torch.float64) + 0.1
+    kern = einattn.compile(text, backend="torch")
+    assert "_sdpa_bias(" in kern.source
+    keep = torch.ones(9, 11, dtype=torch.bool)
+    torch.testing.assert_close(kern(q, k, v, w), softmax_ref(q, k, v, w.log()[:, None, None, :], keep))
+    w0 = w.clone()
+    w0[1] = 0.0  # every key of sequence 1 weighs 0: NaN rows, as the spec says
+    w0[2, 3] = 0.0
+    want = einattn.compile(text, backend="numpy")(q.numpy(), k.numpy(), v.numpy(), w0.numpy())
+    torch.testing.assert_close(kern(q, k, v, w0), torch.as_tensor(want), equal_nan=True)
+    two = einattn.compile(text.replace("exp(S", "exp2(S"), backend="torch")
+    gen = einattn.compile(text.replace("exp(S", "exp2(S"), backend="torch", library=False)
+    assert "_sdpa_bias(" in two.source
+    torch.testing.assert_close(two(q, k, v, w), gen(q, k, v, w), rtol=1e-10, atol=1e-12)
+
+
+def test_a_bias_that_could_overflow_runs_the_cascade():
+    text = biased("QK[b, h, m, p] + T[h, p, m]", "T[h, p, m]")
+    q, k, v = (x.float() for x in data(P=4, M=5, seed=14))
+    t = torch.zeros(2, 4, 5)
+    t[1, 2, 3] = 3e38
+    kern = einattn.compile(text, backend="torch")
+    want = einattn.compile(text, backend="numpy")(q.numpy(), k.numpy(), v.numpy(), t.numpy())
+    got = kern(q, k, v, t)
+    torch.testing.assert_close(got, torch.as_tensor(want, dtype=torch.float32), equal_nan=True)
+    torch.testing.assert_close(got[0, 1, 2], v[0, 1, 3])  # (all the weight on the key biased by 3e38)
+
+
+def test_gradients_with_a_bias():
+    """gradcheck of Q, K, V through the masked library call; a slope that requires grad runs the cascade
+    (SDPA's gradient reaches q, k and v only) and gets its gradient."""
+    kern = einattn.compile(ROOT / "examples/alibi.ein", backend="torch", row_block=2)
+    q, k, v = (x.requires_grad_() for x in data(B=1, H=2, P=5, M=5, E=3, Fd=2, seed=15))
+    slope = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    torch.autograd.gradcheck(lambda a, b, c: kern(a, b, c, slope), (q, k, v))
+    slope.requires_grad_()
+    torch.autograd.gradcheck(lambda a, b, c, s: kern(a, b, c, s), (q, k, v, slope))
+    gen = einattn.compile(ROOT / "examples/alibi.ein", backend="torch", library=False)
+    g1 = torch.autograd.grad(kern(q, k, v, slope).sum(), (q, k, v, slope))
+    g2 = torch.autograd.grad(gen(q, k, v, slope).sum(), (q, k, v, slope))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_what_a_bias_cannot_be():
+    """Softcapping (a function of the scores), a term that reads the scores, a shifted table: not matched."""
+    for scores in (
+        "30.0 * tanh(QK[b, h, m, p] / 30.0)",
+        "QK[b, h, m, p] + QK[b, h, m, p]",
+        "QK[b, h, m, p] + T[h, p, m + 1]",
+    ):
+        prog = einattn.parse(biased(scores, "T[h, p, m]"))
+        assert torch_library.match(prog) is None, scores
+
+
+@settings(deadline=None, max_examples=15)
+@given(
+    P=st.integers(1, 9),
+    M=st.integers(1, 12),
+    causal=st.booleans(),
+    row_block=st.sampled_from([1, 3, "auto"]),
+    slopes=st.lists(st.floats(-2, 2), min_size=2, max_size=2),
+)
+def test_property_alibi(P, M, causal, row_block, slopes):
+    """Random sizes, slopes of either sign, row blocks, with and without the causal filter."""
+    text = biased("QK[b, h, m, p] + slope[h] * (m - p)", "slope[h]", "m <= p" if causal else "")
+    q, k, v = data(B=2, H=2, P=P, M=M, E=3, Fd=2, seed=16)
+    slope = torch.tensor(slopes, dtype=torch.float64)
+    kern = einattn.compile(text, backend="torch", row_block=row_block)
+    assert "_sdpa_bias(" in kern.source
+    p, m = grid(2, 2, P, M)
+    keep = (m <= p) if causal else torch.ones_like(m, dtype=torch.bool)
+    want = softmax_ref(q, k, v, slope[None, :, None, None] * (m - p), keep)
+    torch.testing.assert_close(kern(q, k, v, slope), want, rtol=1e-10, atol=1e-12)
+
+
+def test_scalar_lookup_and_scalar_bias():
+    """`m < n` with a scalar `n : int`, and a scalar float bias `+ c` (0-d inputs; Python numbers too)."""
+    q, k, v = data(seed=17)
+    text = spec("m < n", "n : int")
+    for n in (3, torch.tensor(7), torch.tensor(0)):
+        got = run(text, q, k, v, n)
+        keep = grid(3, 2, 9, 11)[1] < int(n)
+        torch.testing.assert_close(got, attend(q, k, v, keep))
+    text = biased("QK[b, h, m, p] + c * m", "c")
+    kern = einattn.compile(text, backend="torch")
+    assert "_sdpa_bias(" in kern.source
+    m = grid(3, 2, 9, 11)[1].double()
+    want = softmax_ref(q, k, v, 0.25 * m, torch.ones_like(m, dtype=torch.bool))
+    torch.testing.assert_close(kern(q, k, v, torch.tensor(0.25, dtype=torch.float64)), want)
+    torch.testing.assert_close(kern(q, k, v, 0.25), want)

@@ -20,8 +20,10 @@ O = SNV / SD``), must be exactly these, in any order and with any names:
 
 * the scores: a contraction over one rank ``e`` of two inputs, ``Q`` (without the keys ``m``) and ``K``
   (with them), times scalar factors (constants, params, sizes and functions of them: ``rsqrt(E)``, ``/ T``),
-  under a filter on ``p`` and ``m`` alone; optionally followed by elementwise statements that scale them
-  by more scalar factors (each may add a filter);
+  under a filter on ``p`` and ``m`` (and lookups: ``: int`` inputs read at the batch ranks, ``p`` and
+  ``m``, ``m < klen[b]``); optionally followed by elementwise statements that scale them by more scalar
+  factors or add terms that read no intermediate (biases: ALiBi's ``slope[h] * (m - p)``, a table
+  ``T[h, p, m]``), each of which may add a filter;
 * the max over ``m`` of the scores; the shift ``exp(S - GM)`` (or ``exp2``: the scale times ln 2);
 * the denominator (the sum over ``m`` of the shift), the numerator (the sum over ``m`` of the shift times an
   input ``V`` with the keys and a rank ``f``), and the output, numerator / denominator.

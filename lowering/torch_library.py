@@ -717,7 +717,10 @@ def library_source(
                 "None" if not att.filters else f"None if {whole} else _sdpa_mask({mask}, _w, _hi - _lo, _dev)"
             )
             lines.append(f"        _keep = {keep}")
-            terms = " + ".join(f"_b{k} * {_bias_code(b, att)}" for k, (_, b) in enumerate(att.biases))
+            terms = " + ".join(
+                _bias_code(b, att) if factor == "(1.0)" else f"_b{k} * {_bias_code(b, att)}"
+                for k, (factor, b) in enumerate(att.biases)
+            )
             lines.append(f"        return _sdpa_bias({terms}, _keep, _w, _hi - _lo, _q.dtype, _dev)")
         blocks = f"_sdpa_blocks(q, k, v, _s, {rb}, _keys, _mask, shifts={_shifts(att)})"
         call = f"_sdpa_graded(lambda q, k, v: {blocks}, _q, _k, _v)"

@@ -18,6 +18,7 @@ Conventions:
 
 import contextlib
 import math
+import numbers
 import threading
 
 import torch
@@ -1483,6 +1484,7 @@ def prepare(decls, values, dtype=None):
     dtype; float16 and bfloat16 accumulate in float32 anyway); outputs have the inputs' promoted dtype.
     """
     device, first, out_dtype = None, None, None
+    values = {name: _plain_number(values[name]) for name, _, _ in decls}
     for name, ranks, kind in decls:
         x = values[name]
         if isinstance(x, torch.Tensor):
@@ -1535,6 +1537,16 @@ def prepare(decls, values, dtype=None):
     if refused:
         raise InputError(refused)
     return tensors, (compute, device, out_dtype)
+
+
+def _plain_number(x):
+    """A NumPy scalar (``np.float32(0.5)``, ``np.int64(3)``: what NumPy arithmetic returns) as the Python
+    number it holds, as ``np.float64`` (a subclass of ``float``) always was; anything else unchanged. Before,
+    ``np.float32`` for a scalar input and ``np.int64`` for an ``: int`` scalar were refused ("must be a torch
+    tensor, got float32") while ``np.float64`` was taken."""
+    if isinstance(x, (torch.Tensor, bool, int, float)) or not isinstance(x, numbers.Real):
+        return x
+    return int(x) if isinstance(x, numbers.Integral) else float(x)
 
 
 def _scalar_problem(name, x, kind) -> str | None:
@@ -1757,19 +1769,25 @@ class _SDPAFallback(Exception):
 
 
 def _sdpa_bias(b, keep, rows, keys, dtype, device):
-    """The float mask of a block: the terms ``b`` added to its scores, ``-inf`` where ``keep`` (the filter,
-    or None) fails. Raises :class:`_SDPAFallback` where a kept term is not finite or could make the scores
-    overflow (SDPA would treat a row of ``-inf`` as masked, where the spec gives NaN)."""
+    """The float mask of a block, and its filter: the terms ``b`` added to its scores, ``-inf`` where
+    ``keep`` (the filter, or None) fails. Raises :class:`_SDPAFallback` where a kept term is not finite or
+    could make the scores overflow (SDPA would treat a row of ``-inf`` as masked, where the spec gives NaN).
+    One pass for the check (over every term: only where one fails are the kept ones checked alone) and one
+    for the mask."""
     b = torch.as_tensor(b, device=device).to(dtype)
     if b.dim() < 2:
         b = torch.broadcast_to(b, (rows, keys))
-    if keep is not None:
-        b = torch.where(keep, b, 0.0)
     if not _valueless(b) and b.numel():
+        limit = torch.finfo(dtype).max / 16
         with torch.no_grad():
-            if not float(b.abs().amax()) < torch.finfo(dtype).max / 16:  # (NaN too)
-                raise _SDPAFallback
-    return b if keep is None else b.masked_fill(~keep, -math.inf)
+            low, high = torch.aminmax(b)
+            if not max(-float(low), float(high)) < limit:  # (NaN too)
+                kept = b if keep is None else torch.where(keep, b, 0.0)
+                if not float(kept.abs().amax()) < limit:
+                    raise _SDPAFallback
+    if keep is None:
+        return b, None
+    return torch.where(keep, b, -math.inf), keep
 
 
 def _sdpa_scale(scale):
@@ -1875,8 +1893,9 @@ def _sdpa_heads(x, n):
 
 def _sdpa_blocks(q, k, v, scale, rows, keys, mask, shifts=False):
     """SDPA over blocks of ``rows`` query rows, each against the keys ``keys(c, w)`` that rows ``c .. c + w
-    - 1`` may see, with the filter ``mask(c, w, lo, hi, device)`` (None: every point passes). A row that no
-    key passes gives 0 (the spec's value), whatever the device's kernel gives there. ``shifts``: the filter
+    - 1`` may see, with the filter ``mask(c, w, lo, hi, device)`` (None: every point passes; or a pair of
+    a float mask and the filter, :func:`_sdpa_bias`). A row that no key passes gives 0 (the spec's value),
+    whatever the device's kernel gives there. ``shifts``: the filter
     depends on ``p - m`` alone (a window), so blocks placed alike against their keys share one mask."""
     n, outs, masks = q.shape[2], [], {}
     for c in range(0, n, rows):
@@ -1889,14 +1908,10 @@ def _sdpa_blocks(q, k, v, scale, rows, keys, mask, shifts=False):
         at = (c - lo, w, hi - lo) if shifts else None
         if at is None or at not in masks:
             m = mask(c, w, lo, hi, q.device)
-            if m is None:
-                empty = None
-            else:  # (a float mask, of terms added to the scores, is -inf where the filter fails)
-                empty = ~(
-                    m.any(-1, keepdim=True)
-                    if m.dtype == torch.bool
-                    else (m > -math.inf).any(-1, keepdim=True)
-                )
+            keep = m
+            if isinstance(m, tuple):  # (a float mask of terms added to the scores, and the filter)
+                m, keep = m
+            empty = None if keep is None else ~keep.any(-1, keepdim=True)
             if empty is not None and not _valueless(q) and not bool(empty.any()):
                 empty = None  # (every row keeps a key: nothing to zero)
             masks[at] = (m, empty)

@@ -5,7 +5,10 @@ Variants (B = 1, H = 8, E = F = 64, float32, P = M = N):
 * plain: ``examples/attention_3pass.ein`` vs ``scaled_dot_product_attention`` vs FlexAttention (no mods);
 * causal: ``examples/causal.ein`` vs SDPA ``is_causal=True`` vs FlexAttention with a causal mask_mod;
 * window: ``examples/sliding_window.ein`` (W = 256) vs SDPA with a dense boolean mask vs FlexAttention with
-  a window mask_mod (it skips empty blocks).
+  a window mask_mod (it skips empty blocks);
+* alibi (only with ``--variants``): ``examples/alibi.ein`` (causal, slopes 2^(-8h/H)) vs SDPA with the
+  dense float bias vs FlexAttention with the bias as score_mod and a causal block mask. Its "generated" is
+  the natural spec with ``library=False`` (no hand-written 1-pass form).
 
 einattn runs twice. "einattn" is what a user gets from the natural spec with the default options: the torch
 backend's library kernels (``lowering/torch_library.py``) run these specs as SDPA calls (the window as
@@ -62,12 +65,13 @@ SPECS = {
     "plain": ROOT / "examples" / "attention_1pass.ein",
     "causal": ROOT / "examples" / "causal_1pass.ein",
     "window": ROOT / "benchmarks" / "sliding_window_1pass.ein",
+    "alibi": ROOT / "examples" / "alibi.ein",  # (rewritten by passes="auto": see einattn_impl)
 }
 WINDOW = 256
 # einattn's key tile M0 per variant (``--tile`` sets one for all). The sliding window computes, per key tile,
 # the rows that see one of its keys: W + M0 - 1 of them, so a smaller tile wastes less (2x the window's
 # work at M0 = 256, 1.5x at 128, as FlexAttention's 128-blocks); plain and causal prefer fewer, larger tiles.
-TILES = {"plain": 256, "causal": 256, "window": 128}
+TILES = {"plain": 256, "causal": 256, "window": 128, "alibi": 256}
 # Seconds of idle before each timed call. FlexAttention's kernel is C++ that Inductor compiles against the
 # system's OpenMP runtime, while PyTorch's own operators use the libgomp it ships: two thread pools in one
 # process. After a call, a pool's threads spin for a while waiting for more work; on a 2-core machine the
@@ -92,12 +96,21 @@ def machine() -> str:
     )
 
 
+def slopes(heads: int = 8) -> torch.Tensor:
+    """ALiBi's slopes (Press et al.): 2^(-8 h / H) for heads h = 1..H."""
+    return 2.0 ** (-8.0 * torch.arange(1, heads + 1) / heads)
+
+
 def sdpa_impl(variant: str, n: int):
     if variant == "plain":
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
     if variant == "causal":
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
     i = torch.arange(n)
+    if variant == "alibi":
+        bias = slopes()[:, None, None] * (i[None, :] - i[:, None]).float()
+        bias = bias.masked_fill(i[None, :] > i[:, None], float("-inf"))
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, -q.shape[2] :])
     mask = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - WINDOW)
     return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
@@ -115,7 +128,14 @@ def flex_impl(variant: str, n: int):
     def window(b, h, qi, ki):
         return (ki <= qi) & (ki > qi - WINDOW)
 
-    block = create_block_mask(causal if variant == "causal" else window, None, None, n, n, device="cpu")
+    block = create_block_mask(causal if variant != "window" else window, None, None, n, n, device="cpu")
+    if variant == "alibi":
+        slope = slopes()
+
+        def alibi(score, b, h, qi, ki):
+            return score + slope[h] * (ki - qi)
+
+        return lambda q, k, v: compiled(q, k, v, score_mod=alibi, block_mask=block)
     return lambda q, k, v: compiled(q, k, v, block_mask=block)
 
 
@@ -124,6 +144,7 @@ NATURAL = {
     "plain": ROOT / "examples" / "attention_3pass.ein",
     "causal": ROOT / "examples" / "causal.ein",
     "window": ROOT / "examples" / "sliding_window.ein",
+    "alibi": ROOT / "examples" / "alibi.ein",
 }
 
 
@@ -134,6 +155,7 @@ def einattn_impl(
     library matches it), or its generated code (the 1-pass spec, or with ``natural`` the natural spec with
     ``library=False``, which passes="auto" rewrites to 1 pass)."""
     tile = tile or TILES[variant]
+    natural = natural or variant == "alibi"  # (no hand-written 1-pass form)
     if library:
         params = {"W": WINDOW} if variant == "window" else {}
         kern = einattn.compile(NATURAL[variant], backend="torch", params=params)
@@ -145,6 +167,9 @@ def einattn_impl(
     else:
         params = {"M0": tile} | ({"W": WINDOW} if variant == "window" else {})
         kern = einattn.compile(SPECS[variant], backend="torch", params=params, row_block=rows)
+    if variant == "alibi":
+        slope = slopes()
+        return lambda q, k, v: kern(Q=q, K=k, V=v, slope=slope)
     return lambda q, k, v: kern(Q=q, K=k, V=v)
 
 

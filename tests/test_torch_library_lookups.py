@@ -395,3 +395,51 @@ def test_scalar_lookup_and_scalar_bias():
     want = softmax_ref(q, k, v, 0.25 * m, torch.ones_like(m, dtype=torch.bool))
     torch.testing.assert_close(kern(q, k, v, torch.tensor(0.25, dtype=torch.float64)), want)
     torch.testing.assert_close(kern(q, k, v, 0.25), want)
+
+
+SCORE_FORMS = {  # the scores statement: (expression, inputs it reads beyond Q, K, V)
+    "alibi": ("QK[b, h, m, p] + slope[h] * (m - p)", "slope[h]"),
+    "alibi, scaled after": ("(QK[b, h, m, p] + slope[h] * (p - m)) * 0.7", "slope[h]"),
+    "table minus scores": ("T[h, p, m] - QK[b, h, m, p]", "T[h, p, m]"),
+    "two terms": ("QK[b, h, m, p] / 2 + T[h, p, m] - abs(p - m) * slope[h]", "slope[h], T[h, p, m]"),
+    "key weights": ("log(wk[b, m] + 1.5) + QK[b, h, m, p]", "wk[b, m]"),
+    "functions": ("QK[b, h, m, p] + tanh(T[h, p, m]) * sqrt(2.0) - exp(-m) / 3", "T[h, p, m]"),
+    "per-batch offset": ("QK[b, h, m, p] + sigmoid(c[b]) * (m + 1)", "c[b]"),
+}
+FILTERS = ["", "m <= p", "m < klen[b]", "m <= p and p - 3 < m", "doc[b, p] == doc[b, m] or m == 0"]
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    form=st.sampled_from(sorted(SCORE_FORMS)),
+    where=st.sampled_from(FILTERS),
+    P=st.integers(1, 8),
+    row_block=st.sampled_from([1, 3, "auto"]),
+    exp2=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_biases_and_filters_equal_the_cascade(form, where, P, row_block, exp2, seed):
+    """Random biases, filters (lookups among them), sizes and row blocks: the library's masked SDPA calls
+    equal the generated cascade (``library=False``) in float64."""
+    scores, extra = SCORE_FORMS[form]
+    ints = [d for d in ("klen[b] : int", "doc[b, m] : int") if d.split("[")[0] in where]
+    text = biased(scores, ", ".join([extra, *ints]), where)
+    if exp2:
+        text = text.replace("exp(S", "exp2(S")
+    M = P if "doc" in where else P + 2
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = data(B=2, H=2, P=P, M=M, E=3, Fd=2, seed=seed)
+    pool = {
+        "slope": torch.rand(2, generator=g, dtype=torch.float64) * 2 - 1,
+        "T": torch.randn(2, P, M, generator=g, dtype=torch.float64),
+        "wk": torch.rand(2, M, generator=g, dtype=torch.float64),
+        "c": torch.randn(2, generator=g, dtype=torch.float64),
+        "klen": torch.randint(-1, M + 2, (2,), generator=g),
+        "doc": torch.randint(0, 3, (2, M), generator=g).sort(-1).values,
+    }
+    prog = einattn.parse(text)
+    args = [q, k, v, *(pool[n] for n in prog.inputs[3:])]
+    lib = einattn.compile(prog, backend="torch", row_block=row_block)
+    assert "def program_library(" in lib.source, text
+    gen = einattn.compile(prog, backend="torch", library=False)
+    torch.testing.assert_close(lib(*args), gen(*args), rtol=1e-9, atol=1e-11, equal_nan=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -26,6 +27,41 @@ from .errors import EinError, EinWarning
 from .ir import Program
 
 _FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)  # (the torch backend's float inputs)
+
+
+class _Weights(nn.ParameterDict):
+    """The module's weights by input name: an ``nn.ParameterDict`` whose entries live in ``_parameters``
+    only, never as attributes. ``nn.ParameterDict`` stores an entry with ``setattr``, so an input named
+    after one of its attributes (``values``, ``keys``, ``type``, ``to``, ``train``...) raised a raw
+    ``KeyError`` ("attribute 'values' already exists"), one named ``training`` replaced the module's
+    training flag (``module.eval()`` then failed), and ``_keys`` broke the dictionary itself. State-dict
+    keys are unchanged (``weights.<name>``)."""
+
+    def __getitem__(self, key: str):
+        self._key_to_attr(key)  # (a string)
+        return self._parameters[key]
+
+    def __setitem__(self, key: str, value) -> None:
+        self._key_to_attr(key)
+        if not isinstance(value, nn.Parameter):
+            value = nn.Parameter(value)
+        self._keys[key] = None
+        self._parameters[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._keys[key]
+        del self._parameters[key]
+
+    def __setattr__(self, name: str, value) -> None:
+        params = self.__dict__.get("_parameters")
+        if params is None or name not in params:
+            super().__setattr__(name, value)
+        elif isinstance(value, nn.Parameter):  # the weight itself (``load_state_dict(..., assign=True)``)
+            params[name] = value  # (``nn.Module`` would also drop an attribute of that name: ``_modules``)
+        elif value is None or isinstance(value, torch.Tensor):  # (nn.Module's own rules, and its errors)
+            super().__setattr__(name, value)
+        else:  # an attribute of the container (``training``, which ``module.eval()`` sets), not the weight
+            object.__setattr__(self, name, value)
 
 
 class EinAttention(nn.Module):
@@ -50,7 +86,12 @@ class EinAttention(nn.Module):
         self.kernel = compile_spec(prog, backend="torch", **options)
         self.program = prog
         self.options = dict(options)
-        self.weights = nn.ParameterDict()
+        self.weights = _Weights()
+        if weights is not None and not isinstance(weights, (Mapping, nn.ParameterDict)):
+            raise EinError(
+                f"weights must map input names to tensors (a dict), got {type(weights).__name__}",
+                hint="EinAttention(spec, weights={'slope': torch.ones(8)})",
+            )
         for name, value in (weights or {}).items():
             if name not in prog.inputs:
                 raise EinError(

@@ -29,6 +29,7 @@ O[b, h, p, f]  = N[b, h, m, p] * V[b, h, m, f] / D[b, h, p]
 
 ALLOWED_IMPORTS = {
     "math",
+    "numbers",  # the torch runtime: a NumPy scalar for a scalar input is the number it holds
     "os",  # the triton module reads TRITON_INTERPRET
     "torch",
     "torch.utils.checkpoint",  # the torch runtime: blocks of rows under autograd

@@ -138,24 +138,19 @@ def tile_range(
     lo = hi = None
     for (cs, consts), plus in forms.get(op, []):
         c = cs.get(plan.it, 0)
-        if c == 0 or any(k not in plan.par and k not in (plan.row, plan.col, plan.it) for k in cs):
+        outside = any(k not in plan.par and k not in (plan.row, plan.col, plan.it) for k in cs)
+        # c * it + rest <= 0, with rest = the other terms; over the tile, rest ranges over [rest_lo, rest_hi]:
+        # some point passes iff c * it + rest_lo <= 0, every point iff c * it + rest_hi <= 0
+        terms = [] if outside else _rest(plan, cs, list(consts) + ([(plus, "1")] if plus else []), forall)
+        rest = _sum(terms)
+        if c == 0 and not outside and plan.col not in cs:
+            # a filter on the rows alone (`p < qlen[b]`): for this program's rows, every tile or none
+            hi = _pick(hi, f"tl.where({rest} <= 0, size_{plan.it}, 0)", "tl.minimum")
+            continue
+        if c == 0 or outside:
             if forall:
                 return UNKNOWN
             continue
-        # c * it + rest <= 0, with rest = the other terms; over the tile, rest ranges over [rest_lo, rest_hi]:
-        # some point passes iff c * it + rest_lo <= 0, every point iff c * it + rest_hi <= 0
-        terms = list(consts) + ([(plus, "1")] if plus else [])
-        for k, v in cs.items():
-            if k == plan.it:
-                continue
-            if k == plan.row:
-                terms.append((v, "row_lo" if (v > 0) != forall else "row_hi"))
-            elif k == plan.col:
-                if (v < 0) != forall:
-                    terms.append((v, f"(size_{plan.col} - 1)"))
-            else:
-                terms.append((v, f"i_{k}"))
-        rest = _sum(terms)
         if c > 0:  # it <= floor(-rest / c)
             bound = f"_floordiv({_sum(_negate(terms))}, {c}) + 1" if c != 1 else f"{_sum(_negate(terms))} + 1"
             hi = _pick(hi, bound, "tl.minimum")
@@ -163,6 +158,23 @@ def tile_range(
             bound = f"-_floordiv({_sum(_negate(terms))}, {-c})" if c != -1 else rest
             lo = _pick(lo, bound, "tl.maximum")
     return lo, hi
+
+
+def _rest(plan: FusedPlan, cs: dict[str, int], terms: list, forall: bool) -> list:
+    """The terms other than the tile number's at their least (``forall``: greatest) over the program's rows
+    ``row_lo..row_hi`` and a tile's lanes."""
+    terms = list(terms)
+    for k, v in cs.items():
+        if k == plan.it:
+            continue
+        if k == plan.row:
+            terms.append((v, "row_lo" if (v > 0) != forall else "row_hi"))
+        elif k == plan.col:
+            if (v < 0) != forall:
+                terms.append((v, f"(size_{plan.col} - 1)"))
+        else:
+            terms.append((v, f"i_{k}"))
+    return terms
 
 
 def _negate(terms):

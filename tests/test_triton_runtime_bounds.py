@@ -186,3 +186,40 @@ def test_padding_mask_property(lens, m, p, tile):
     args, want = _padded_case(lens, H=1, P=p, M=m, E=3, Fd=2)
     kern = einattn.compile(PADDED, backend="triton", tile=tile)
     torch.testing.assert_close(kern(*(a.to(DEVICE) for a in args)).cpu(), want, rtol=1e-4, atol=1e-5)
+
+
+QUERY_LENGTHS = """
+input  Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], qlen[b] : int, klen[b] : int
+output O
+S[b, h, p, m]  = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)  where m < klen[b] and p < qlen[b]
+MX[b, h, p]    = S[b, h, p, m] :: max(m)
+EX[b, h, p, m] = exp(S[b, h, p, m] - MX[b, h, p])
+SD[b, h, p]    = EX[b, h, p, m]
+O[b, h, p, f]  = EX[b, h, p, m] * V[b, h, m, f] / SD[b, h, p]
+"""
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_a_filter_on_the_rows_alone_skips_every_tile_of_rows_past_it(static):
+    """`p < qlen[b]` (or `p < 20`): a program whose rows all fail it visits no tile; rows past it give 0
+    (NaN queries there are never read), rows before it are the reference's."""
+    spec = QUERY_LENGTHS
+    if static:
+        spec = spec.replace("p < qlen[b]", "p < 20").replace(", qlen[b] : int", "")
+    kern = einattn.compile(spec, backend="triton", tile=4)
+    bounds = kern.source.split("# ---- the tiles")[1].split("# ---- the streamed")[0]
+    assert "tl.where(" in bounds and ("row_lo" in bounds), bounds
+    B, H, P, M, E = 3, 2, 37, 29, 5
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(B, H, n, E, generator=g) for n in (P, M, M))
+    qlen = torch.tensor([20, 20, 20]) if static else torch.tensor([0, 17, 40])
+    klen = torch.tensor([5, 29, 0])
+    want = torch.zeros(B, H, P, E)
+    for b in range(B):
+        rows = min(int(qlen[b]), P)
+        keep = torch.arange(M)[None, :] < klen[b]
+        want[b, :, :rows] = _attend(q[b, :, :rows], k[b], v[b], keep.expand(rows, M), E**-0.5)
+        q[b, :, rows:] = float("nan")
+    args = (q, k, v, klen) if static else (q, k, v, qlen, klen)
+    got = kern(*(a.to(DEVICE) for a in args)).cpu()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

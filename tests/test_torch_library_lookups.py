@@ -443,3 +443,20 @@ def test_property_biases_and_filters_equal_the_cascade(form, where, P, row_block
     assert "def program_library(" in lib.source, text
     gen = einattn.compile(prog, backend="torch", library=False)
     torch.testing.assert_close(lib(*args), gen(*args), rtol=1e-9, atol=1e-11, equal_nan=True)
+
+
+def test_terms_constant_along_the_keys():
+    """`+ log(wq[b, p])` is constant along the keys: the softmax does not see it (the output is plain
+    attention), but where it is -inf the spec's row is NaN, and so is einattn's (the cascade runs)."""
+    text = biased("QK[b, h, m, p] + log(wq[b, p]) - slope[h] * p", "wq[b, p], slope[h]")
+    kern = einattn.compile(text, backend="torch")
+    assert "_sdpa_bias(" in kern.source
+    q, k, v = data(seed=18)
+    wq = torch.rand(3, 9, dtype=torch.float64) + 0.5
+    slope = torch.tensor([3.0, -2.0], dtype=torch.float64)
+    keep = torch.ones(9, 11, dtype=torch.bool)
+    torch.testing.assert_close(kern(q, k, v, wq, slope), softmax_ref(q, k, v, 0.0, keep))
+    wq[1, 4] = 0.0  # log(0) = -inf: every score of row 4 of sequence 1 is -inf
+    got = kern(q, k, v, wq, slope)
+    assert torch.isnan(got[1, :, 4]).all() and not torch.isnan(got[[0, 2]]).any()
+    assert not torch.isnan(got[1, :, :4]).any()

@@ -101,9 +101,10 @@ class Operand:
 
 @dataclass(frozen=True)
 class Lookup:
-    """A ``: int`` input that a filter reads at plain coordinates (``klen[b]``, ``doc[b, m]``): per batch
-    rank of the output, the input's axis (``("axis", i)``) or None (broadcast); the axes read at the
-    query and at the key coordinate, or None. ``read`` is the read as the filter writes it (roles)."""
+    """An input that a filter or a bias reads at plain coordinates (``klen[b]``, ``doc[b, m]``,
+    ``slope[h]``): per batch rank of the output, the input's axis (``("axis", i)``) or None (broadcast);
+    the axes read at the query and at the key coordinate, or None. ``read`` is the read as the filter or
+    the bias writes it (roles)."""
 
     name: str
     read: S.Read
@@ -470,7 +471,7 @@ def _conjuncts(e: S.Expr) -> list[S.Expr]:
 
 
 def _lookups(filters, prog: Program, batch, p: str, m: str) -> tuple[Lookup, ...]:
-    """The ``: int`` reads of the filters (each read once), indexed by batch ranks, ``p`` and ``m`` only."""
+    """The reads of the filters and biases (each read once), indexed by batch ranks, ``p`` and ``m`` only."""
     out: dict[S.Read, Lookup] = {}
     for fl in filters:
         for rd in _reads_in(fl):
@@ -590,11 +591,9 @@ def _operand_code(op: Operand, att: Attention) -> str:
 
 
 def _rows_in_filters(att: Attention) -> bool:
-    """Whether the filters depend on the query row (else one block holds every row)."""
-    for fl in att.filters:
-        if att.p in _coords_outside_reads(fl):
-            return True
-    return any(lk.rows is not None for lk in att.reads)
+    """Whether the filters or the biases depend on the query row (else one block holds every row: a mask
+    of ``[B, H, 1, keys]``; where they do, blocks of rows keep the mask's memory to a block's)."""
+    return any(att.p in _ranks(e) for e in (*att.filters, *(b for _, b in att.biases)))
 
 
 def _affine_code(a: int, x: str, k: str) -> str:

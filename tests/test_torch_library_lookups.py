@@ -460,3 +460,12 @@ def test_terms_constant_along_the_keys():
     got = kern(q, k, v, wq, slope)
     assert torch.isnan(got[1, :, 4]).all() and not torch.isnan(got[[0, 2]]).any()
     assert not torch.isnan(got[1, :, :4]).any()
+
+
+def test_a_bias_on_the_rows_runs_in_blocks_of_rows():
+    """Non-causal ALiBi has no filter, but its bias varies with the row: blocks of 128 rows (a mask of
+    [H, 128, keys] at a time, not [H, P, M]); a padding length alone needs no blocks."""
+    alibi = einattn.compile(biased("QK[b, h, m, p] + slope[h] * (m - p)", "slope[h]"), backend="torch")
+    assert "_sdpa_blocks(q, k, v, _s, 128," in alibi.source
+    padded = einattn.compile(spec("m < klen[b]", "klen[b] : int"), backend="torch")
+    assert "_sdpa_blocks(q, k, v, _s, max(s_p, 1)," in padded.source

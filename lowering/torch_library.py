@@ -565,6 +565,30 @@ def _bias_code(e: S.Expr, att: Attention) -> str:
     return _filter_code(e, att)
 
 
+def _bound_code(e: S.Expr, att: Attention) -> str:
+    """Python code of an interval holding the values of a bias term over a block (``_iv``): coordinates
+    over the block's rows and keys, lookups over their extremes (``_v<k>``), numbers as themselves; then
+    ``[1]`` of :func:`_iv` ``("abs", ...)`` of it bounds the term's magnitude."""
+
+    def iv(x: S.Expr) -> str:
+        if isinstance(x, S.Coord):
+            return "(_c, _c + _w - 1)" if x.rank == att.p else "(_lo, _hi - 1)"
+        if isinstance(x, S.Read):
+            return f"_v{next(i for i, lk in enumerate(att.reads) if lk.read == x)}"
+        if isinstance(x, S.Call):
+            return f'_iv("{x.fn}", {iv(x.args[0])})'
+        if isinstance(x, S.Unary):
+            return f'_iv("neg", {iv(x.x)})'
+        if isinstance(x, S.Binary) and x.op in ("+", "-", "*", "/"):
+            return f'_iv("{x.op}", {iv(x.a)}, {iv(x.b)})'
+        if isinstance(x, S.Binary):  # (`//` and `%` by a constant: no bound kept)
+            return "(-math.inf, math.inf)"
+        code = _filter_code(x, att)  # a number, a param, a size
+        return f"(float({code}), float({code}))"
+
+    return f'_iv("abs", {iv(e)})'
+
+
 def _causal(att: Attention) -> bool:
     """The filter is ``m <= p`` exactly: SDPA's ``is_causal`` (top-left aligned: query i sees keys j <= i,
     for any P and M)."""
@@ -701,6 +725,8 @@ def library_source(
         for k, lk in enumerate(att.reads):
             batch, sizes = _batch_code(lk.batch, att)
             lines.append(f"    _r{k} = _sdpa_index(t_{lk.name}, {batch}, {sizes}, {lk.rows}, {lk.keys})")
+            if att.biases:  # (the extremes of its values: the biases' bound)
+                lines.append(f"    _v{k} = _iv_of(t_{lk.name})")
         lines.append("    def _keys(_c, _w):  # the keys that rows _c .. _c + _w - 1 may see")
         lines.append(f"        return {lo}, {hi}")
         lines.append("    def _mask(_c, _w, _lo, _hi, _dev):  # the filter on that block, or None: all true")
@@ -720,7 +746,13 @@ def library_source(
                 _bias_code(b, att) if factor == "(1.0)" else f"_b{k} * {_bias_code(b, att)}"
                 for k, (factor, b) in enumerate(att.biases)
             )
-            lines.append(f"        return _sdpa_bias({terms}, _keep, _w, _hi - _lo, _q.dtype, _dev)")
+            bound = " + ".join(
+                f"abs(_b{k}) * {_bound_code(b, att)}[1]" for k, (_, b) in enumerate(att.biases)
+            )
+            lines.append(f"        _top = {bound}  # no term's magnitude is larger")
+            lines.append(
+                f"        return _sdpa_bias({terms}, _keep, _w, _hi - _lo, _q.dtype, _dev, (-_top, _top))"
+            )
         blocks = f"_sdpa_blocks(q, k, v, _s, {rb}, _keys, _mask, shifts={_shifts(att)})"
         call = f"_sdpa_graded(lambda q, k, v: {blocks}, _q, _k, _v)"
     shape = ", ".join(f"s_{r}" for r in (*att.batch, att.p, att.f))

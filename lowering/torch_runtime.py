@@ -548,13 +548,24 @@ def _gather(x, m, index, extents, check, ndim):
 
 
 def _iv(op, a, b=None):
-    """Interval arithmetic on (lo, hi) pairs and ints, for index expressions without tensor reads."""
+    """Interval arithmetic on (lo, hi) pairs and numbers: for index expressions without tensor reads, and
+    for the bound of a library kernel's bias (:func:`_sdpa_bias`), which adds ``/`` and the language's
+    monotone functions (``exp``, ``log``, ``sqrt``, ``rsqrt``, ``tanh``, ``sigmoid``). An interval it
+    cannot bound (a division by one holding 0, ``log`` of one reaching 0) is ``(-inf, inf)``; NaN stays."""
     a = a if isinstance(a, tuple) else (a, a)
     if op == "neg":
         return (-a[1], -a[0])
     if op == "abs":
         return (0 if a[0] <= 0 <= a[1] else min(abs(a[0]), abs(a[1])), max(abs(a[0]), abs(a[1])))
+    if op in _IV_MONOTONE:
+        return _iv_monotone(op, *a)
     b = b if isinstance(b, tuple) else (b, b)
+    if op == "/":
+        if not (b[0] > 0 or b[1] < 0):
+            return (-math.inf, math.inf)
+        op, b = "*", (1.0 / b[1], 1.0 / b[0])
+    if op == "*" and any(x != x for x in (*a, *b)):
+        return (math.nan, math.nan)
     if op == "+":
         return (a[0] + b[0], a[1] + b[1])
     if op == "-":
@@ -571,6 +582,26 @@ def _iv(op, a, b=None):
     if op == "min":
         return (min(a[0], b[0]), min(a[1], b[1]))
     raise ValueError(op)
+
+
+_IV_MONOTONE = ("exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid")
+
+
+def _iv_monotone(op, lo, hi):
+    if lo != lo or hi != hi:
+        return (math.nan, math.nan)
+    if (op in ("log", "rsqrt") and not lo > 0) or (op == "sqrt" and not lo >= 0):
+        return (-math.inf, math.inf)
+    if op == "rsqrt":  # (decreasing)
+        return (1.0 / math.sqrt(hi), 1.0 / math.sqrt(lo))
+    fn = {
+        "exp": lambda x: math.exp(x) if x < 709.0 else math.inf,
+        "log": math.log,
+        "sqrt": math.sqrt,
+        "tanh": math.tanh,
+        "sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)) if x > -709.0 else 0.0,
+    }[op]
+    return (fn(lo), fn(hi))
 
 
 def _outside(iv, n):
@@ -1768,17 +1799,19 @@ class _SDPAFallback(Exception):
     scores that is not finite, or so large the scores could overflow): the generated cascade runs."""
 
 
-def _sdpa_bias(b, keep, rows, keys, dtype, device):
+def _sdpa_bias(b, keep, rows, keys, dtype, device, bound=None):
     """The float mask of a block, and its filter: the terms ``b`` added to its scores, ``-inf`` where
     ``keep`` (the filter, or None) fails. Raises :class:`_SDPAFallback` where a kept term is not finite or
     could make the scores overflow (SDPA would treat a row of ``-inf`` as masked, where the spec gives NaN).
-    One pass for the check (over every term: only where one fails are the kept ones checked alone) and one
-    for the mask."""
+    ``bound``: an interval that holds every term (:func:`_iv`, from the lookups' extremes and the block's
+    coordinates), which spares the check's pass over the block where it proves the terms small enough;
+    otherwise one pass checks every term, and only where one fails are the kept ones checked alone."""
     b = torch.as_tensor(b, device=device).to(dtype)
     if b.dim() < 2:
         b = torch.broadcast_to(b, (rows, keys))
-    if not _valueless(b) and b.numel():
-        limit = torch.finfo(dtype).max / 16
+    limit = torch.finfo(dtype).max / 16
+    proved = bound is not None and max(-bound[0], bound[1]) < limit  # (False for NaN)
+    if not proved and not _valueless(b) and b.numel():
         with torch.no_grad():
             low, high = torch.aminmax(b)
             if not max(-float(low), float(high)) < limit:  # (NaN too)
@@ -1788,6 +1821,14 @@ def _sdpa_bias(b, keep, rows, keys, dtype, device):
     if keep is None:
         return b, None
     return torch.where(keep, b, -math.inf), keep
+
+
+def _iv_of(t):
+    """The (low, high) of a lookup's values (NaN where it holds one), once per call."""
+    if _valueless(t) or not t.numel():
+        return math.nan, math.nan
+    low, high = torch.aminmax(t.detach() if t.is_floating_point() else t.double())
+    return float(low), float(high)
 
 
 def _sdpa_scale(scale):

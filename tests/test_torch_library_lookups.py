@@ -469,3 +469,26 @@ def test_a_bias_on_the_rows_runs_in_blocks_of_rows():
     assert "_sdpa_blocks(q, k, v, _s, 128," in alibi.source
     padded = einattn.compile(spec("m < klen[b]", "klen[b] : int"), backend="torch")
     assert "_sdpa_blocks(q, k, v, _s, max(s_p, 1)," in padded.source
+
+
+def test_an_interval_bound_spares_the_check_of_each_block(monkeypatch):
+    """The bias's magnitude is bounded from the lookups' extremes and the block's coordinates (interval
+    arithmetic, ``_iv``): where that proves it small, no pass over the block checks it; where the bound is
+    too loose (a huge value the filter leaves out), the block is checked, and the call stays SDPA's."""
+    calls = []
+    aminmax = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda x, *a, **k: calls.append(x.shape) or aminmax(x, *a, **k))
+    q, k, v = data(B=1, H=2, P=300, M=300, E=4, Fd=2, seed=19)
+    kern = einattn.compile(ROOT / "examples/alibi.ein", backend="torch", row_block=128)
+    slope = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    kern(q, k, v, slope)
+    assert len(calls) == 3, calls  # Q and K (the scores' range), the slopes' extremes; no block
+    table = biased("QK[b, h, m, p] + T[h, p, m]", "T[h, p, m]", "m <= p")
+    t = torch.randn(2, 300, 300, dtype=torch.float64).tril()
+    t[:, 0, 299] = 1e308  # above the diagonal: filtered out
+    lib = einattn.compile(table, backend="torch", row_block=128)
+    calls.clear()
+    got = lib(q, k, v, t)
+    assert len(calls) == 3 + 3, calls  # ... and each of the 3 blocks checked: the bound says 1e308
+    gen = einattn.compile(table, backend="torch", library=False)
+    torch.testing.assert_close(got, gen(q, k, v, t), rtol=1e-9, atol=1e-12)

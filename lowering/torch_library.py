@@ -237,7 +237,9 @@ class _Matcher:
         kv = _all(k_roles) | _all(v_roles)
         candidates = [r for r in out.lhs_ranks if r in rows and r in q_roles and r not in kv]
         _require(bool(candidates) and in_filters <= set(candidates) and len(in_filters) <= 1)
-        p = in_filters.pop() if in_filters else candidates[-1]
+        # (else one a lookup or a bias reads: `doc[b, p]` with K and V shared by the heads h)
+        in_reads = [r for r in candidates if any(r in _ranks(fl) for fl in terms)]
+        p = in_filters.pop() if in_filters else (in_reads or candidates)[-1]
         _require(p != self.key)
         batch = tuple(r for r in out.lhs_ranks if r not in (p, f))
         _require(_all(q_roles) <= set(batch) | {p, FEATURE})
@@ -547,7 +549,7 @@ def _filter_code(e: S.Expr, att: Attention) -> str:
     if isinstance(e, S.Logic):
         return f"({_filter_code(e.a, att)} {'&' if e.op == 'and' else '|'} {_filter_code(e.b, att)})"
     if isinstance(e, S.Not):  # (`~` of a Python bool, `not (W > 5)`, is an int: -1 or -2)
-        coords = any(isinstance(n, S.Coord) for n in e.x.walk())
+        coords = any(isinstance(n, (S.Coord, S.Read)) for n in e.x.walk())  # (a lookup is a tensor)
         return f"(~{_filter_code(e.x, att)})" if coords else f"(not {_filter_code(e.x, att)})"
     raise InternalError(f"no library code for a filter's {type(e).__name__}")
 
@@ -562,6 +564,10 @@ def _bias_code(e: S.Expr, att: Attention) -> str:
         return f"(-{_bias_code(e.x, att)})"
     if isinstance(e, S.Binary):
         return f"({_bias_code(e.a, att)} {e.op} {_bias_code(e.b, att)})"
+    if isinstance(e, S.Coord):  # (in the compute dtype: int64 aranges times a float would be float32)
+        return {att.p: "_pf", att.m: "_mf"}[e.rank]
+    if isinstance(e, S.Read):
+        return f"{_filter_code(e, att)}.to(_q.dtype)"
     return _filter_code(e, att)
 
 
@@ -570,7 +576,10 @@ def _bound_code(e: S.Expr, att: Attention) -> str:
     over the block's rows and keys, lookups over their extremes (``_v<k>``), numbers as themselves; then
     ``[1]`` of :func:`_iv` ``("abs", ...)`` of it bounds the term's magnitude."""
 
-    def iv(x: S.Expr) -> str:
+    def iv(x: S.Expr) -> str:  # (each node's interval held within the dtype: else NaN, no bound)
+        return f"_ivc({node(x)}, _lim)"
+
+    def node(x: S.Expr) -> str:
         if isinstance(x, S.Coord):
             return "(_c, _c + _w - 1)" if x.rank == att.p else "(_lo, _hi - 1)"
         if isinstance(x, S.Read):
@@ -738,6 +747,9 @@ def library_source(
         if not att.biases:
             lines.append(f"        return _sdpa_mask({mask}, _w, _hi - _lo, _dev)")
         else:  # the terms added to the scores, as a float mask (-inf where the filter fails)
+            lines.append(
+                "        _pf, _mf, _lim = _p.to(_q.dtype), _m.to(_q.dtype), torch.finfo(_q.dtype).max"
+            )
             keep = (
                 "None" if not att.filters else f"None if {whole} else _sdpa_mask({mask}, _w, _hi - _lo, _dev)"
             )

@@ -1766,6 +1766,9 @@ def _sdpa_index(t, batch, sizes, rows, keys):
     the output, or None; ``rows`` and ``keys`` its axes read at the query and the key coordinate, or None.
     An axis it does not vary along has size 1 (the mask broadcasts there); the leading batch ranks are
     expanded only where one of them varies (they are flattened into one)."""
+    for b, n in zip(batch, sizes):  # (a table longer than the rank it is read at: its first entries)
+        if b is not None and t.shape[b[0]] != n:
+            t = t.narrow(b[0], 0, n)
     present = [b[0] for b in batch if b is not None]
     order = [*present, *(a for a in (rows, keys) if a is not None)]
     x = t.permute(*order) if order else t  # (a scalar input, `m < n`: no axis to order)
@@ -1821,6 +1824,12 @@ def _sdpa_bias(b, keep, rows, keys, dtype, device, bound=None):
     if keep is None:
         return b, None
     return torch.where(keep, b, -math.inf), keep
+
+
+def _ivc(iv, limit):
+    """``iv``, or NaN (no bound) where it reaches ``limit``: a bias's intermediate that would overflow the
+    compute dtype (float32's 3.4e38, where Python's floats go on to 1.8e308)."""
+    return iv if max(-iv[0], iv[1]) < limit else (math.nan, math.nan)
 
 
 def _iv_of(t):

@@ -111,7 +111,7 @@ class Lookup:
     batch: tuple
     rows: int | None
     keys: int | None
-    float: bool = False  # a float input (a bias's), not a `: int` one
+    floating: bool = False  # a float input (a bias's), not a `: int` one
 
 
 @dataclass(frozen=True)
@@ -623,7 +623,7 @@ def _operand_code(op: Operand, att: Attention) -> str:
     return f"_sdpa_operand(t_{op.name}, {batch}, {sizes}, {op.seq}, {op.feat}{keys})"
 
 
-def _rows_in_filters(att: Attention) -> bool:
+def _varies_by_row(att: Attention) -> bool:
     """Whether the filters or the biases depend on the query row (else one block holds every row: a mask
     of ``[B, H, 1, keys]``; where they do, blocks of rows keep the mask's memory to a block's)."""
     return any(att.p in _ranks(e) for e in (*att.filters, *(b for _, b in att.biases)))
@@ -706,7 +706,7 @@ def library_source(
     for lk in att.reads:  # a lookup read past its end is absent there (`doc[b, p]` of `doc[b, m]`, P > M)
         for k, ix in enumerate(lk.read.indices):
             guards.append(f"s_{ix.rank} <= t_{lk.name}.shape[{k}]")
-        if lk.float:  # (SDPA's gradient reaches q, k and v only: a bias input to train runs the cascade)
+        if lk.floating:  # (SDPA's gradient reaches q, k and v only: a bias input to train runs the cascade)
             guards.append(f"not (torch.is_grad_enabled() and t_{lk.name}.requires_grad)")
     for k, (factor, _) in enumerate(att.biases):
         lines.append(f"    _b{k} = _sdpa_scale(lambda: {factor})  # the factor of added term {k}")
@@ -728,13 +728,13 @@ def library_source(
     else:
         lo, hi, whole = _bounds_code(att)
         mask = " & ".join(_filter_code(fl, att) for fl in att.filters) or "True"
-        if row_block == "auto" and not _rows_in_filters(att):
+        if row_block == "auto" and not _varies_by_row(att):
             row_block = 0  # (a filter on the keys alone, `m < klen[b]`: one mask of [B, H, 1, keys])
         rb = {"auto": "128", 0: f"max(s_{att.p}, 1)"}.get(row_block, str(row_block))
         for k, lk in enumerate(att.reads):
             batch, sizes = _batch_code(lk.batch, att)
             lines.append(f"    _r{k} = _sdpa_index(t_{lk.name}, {batch}, {sizes}, {lk.rows}, {lk.keys})")
-            if att.biases:  # (the extremes of its values: the biases' bound)
+            if any(lk.read in b.walk() for _, b in att.biases):  # (its extremes: the biases' bound)
                 lines.append(f"    _v{k} = _iv_of(t_{lk.name})")
         lines.append("    def _keys(_c, _w):  # the keys that rows _c .. _c + _w - 1 may see")
         lines.append(f"        return {lo}, {hi}")

@@ -1761,11 +1761,11 @@ def _sdpa_operand(t, batch, sizes, seq, feat, keys=False):
 
 
 def _sdpa_index(t, batch, sizes, rows, keys):
-    """A ``: int`` input that the filter reads (``klen[b]``, ``doc[b, m]``) as ``[B, H, P, M]`` for SDPA's
-    mask, laid out as :func:`_sdpa_operand` lays out Q: ``batch`` gives the input's axis per batch rank of
-    the output, or None; ``rows`` and ``keys`` its axes read at the query and the key coordinate, or None.
-    An axis it does not vary along has size 1 (the mask broadcasts there); the leading batch ranks are
-    expanded only where one of them varies (they are flattened into one)."""
+    """An input that a filter or a bias reads (``klen[b]``, ``doc[b, m]``, ``slope[h]``) as ``[B, H, P,
+    M]`` for SDPA's mask, laid out as :func:`_sdpa_operand` lays out Q: ``batch`` gives the input's axis
+    per batch rank of the output, or None; ``rows`` and ``keys`` its axes read at the query and the key
+    coordinate, or None. An axis it does not vary along has size 1 (the mask broadcasts there); the
+    leading batch ranks are expanded only where one of them varies (they are flattened into one)."""
     for b, n in zip(batch, sizes):  # (a table longer than the rank it is read at: its first entries)
         if b is not None and t.shape[b[0]] != n:
             t = t.narrow(b[0], 0, n)
@@ -1809,17 +1809,14 @@ def _sdpa_bias(b, keep, rows, keys, dtype, device, bound=None):
     ``bound``: an interval that holds every term (:func:`_iv`, from the lookups' extremes and the block's
     coordinates), which spares the check's pass over the block where it proves the terms small enough;
     otherwise one pass checks every term, and only where one fails are the kept ones checked alone."""
-    b = torch.as_tensor(b, device=device).to(dtype)
-    if b.dim() < 2:
-        b = torch.broadcast_to(b, (rows, keys))
+    b = _sdpa_mask(b, rows, keys, device).to(dtype)
     limit = torch.finfo(dtype).max / 16
     proved = bound is not None and max(-bound[0], bound[1]) < limit  # (False for NaN)
     if not proved and not _valueless(b) and b.numel():
         with torch.no_grad():
-            low, high = torch.aminmax(b)
-            if not max(-float(low), float(high)) < limit:  # (NaN too)
+            if not _magnitude(b) < limit:  # (NaN too)
                 kept = b if keep is None else torch.where(keep, b, 0.0)
-                if not float(kept.abs().amax()) < limit:
+                if not _magnitude(kept) < limit:
                     raise _SDPAFallback
     if keep is None:
         return b, None
@@ -1924,12 +1921,15 @@ def _sdpa_bounded(q, k, scale, n):
     if _valueless(q) or not q.numel() or not k.numel():
         return True
     with torch.no_grad():
-        tops = []
-        for x in (q, k):  # (the largest magnitude in one pass, no temporary; NaN propagates: not bounded)
-            low, high = torch.aminmax(x)
-            tops.append(max(-float(low), float(high)))
+        tops = [_magnitude(q), _magnitude(k)]
     c, limit = abs(scale), torch.finfo(q.dtype).max / 16
     return c * n * tops[0] * tops[1] < limit and c * tops[0] < limit and math.sqrt(c) * max(tops) < limit
+
+
+def _magnitude(x) -> float:
+    """The largest magnitude in ``x``: one pass, no temporary (``aminmax``); NaN where it holds one."""
+    low, high = torch.aminmax(x)
+    return max(-float(low), float(high))
 
 
 def _sdpa_heads(x, n):
@@ -1945,8 +1945,8 @@ def _sdpa_blocks(q, k, v, scale, rows, keys, mask, shifts=False):
     """SDPA over blocks of ``rows`` query rows, each against the keys ``keys(c, w)`` that rows ``c .. c + w
     - 1`` may see, with the filter ``mask(c, w, lo, hi, device)`` (None: every point passes; or a pair of
     a float mask and the filter, :func:`_sdpa_bias`). A row that no key passes gives 0 (the spec's value),
-    whatever the device's kernel gives there. ``shifts``: the filter
-    depends on ``p - m`` alone (a window), so blocks placed alike against their keys share one mask."""
+    whatever the device's kernel gives there. ``shifts``: the filter depends on ``p - m`` alone (a window),
+    so blocks placed alike against their keys share one mask."""
     n, outs, masks = q.shape[2], [], {}
     for c in range(0, n, rows):
         w = min(rows, n - c)

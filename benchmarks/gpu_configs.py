@@ -26,7 +26,6 @@ import einattn
 ORIGINAL: dict[int, list[dict]] = {}  # a module's own CONFIGS, by id
 EXTRA = [  # configurations outside the module's list, worth a measurement
     dict(ROWS=128, num_warps=4, num_stages=2),
-    dict(ROWS=64, num_warps=4, num_stages=2),
 ]
 
 

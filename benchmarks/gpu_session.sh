@@ -25,7 +25,8 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 if [ "$TESTS" != 0 ]; then
     # each failure is written to failures.log as it happens: a run cut off by the timeout still says why
     EINATTN_FAILURE_LOG="$OUT/failures.log" timeout "$TESTS" $PY -m pytest -q -n 8 -p no:cacheprovider --maxfail=20 \
-        tests/test_triton.py tests/test_triton_module.py "tests/test_torch_backend.py::test_cuda_equals_cpu" \
+        tests/test_triton_runtime_bounds.py tests/test_review_s19_triton.py tests/test_triton.py \
+        tests/test_triton_module.py "tests/test_torch_backend.py::test_cuda_equals_cpu" \
         2>&1 | tee "$OUT/pytest.log" | tail -60
     [ -s "$OUT/failures.log" ] && head -c 6000 "$OUT/failures.log"
 fi

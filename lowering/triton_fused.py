@@ -890,7 +890,8 @@ def _within_inputs(prog: Program, e: S.Expr, depth: int = 6) -> bool:
 
 def _unit(prog: Program, e: S.Expr, depth: int = 6) -> bool:
     """Whether ``|e| <= 1`` wherever it is present: softmax's ``exp(x - max)`` (a running max too), its
-    quotient by a denominator at least 1, and products of such values."""
+    quotient by a denominator at least 1, ``sigmoid`` and ``tanh`` of anything (sigmoid attention's
+    weights), ``clamp`` between such bounds, negations, and products of such values."""
     if depth == 0:
         return False
     if isinstance(e, S.Const):
@@ -901,6 +902,12 @@ def _unit(prog: Program, e: S.Expr, depth: int = 6) -> bool:
     if isinstance(e, S.Call) and e.fn == "exp":
         x = e.args[0]
         return isinstance(x, S.Binary) and x.op == "-" and dominates(prog, x.b, x.a)
+    if isinstance(e, S.Call) and e.fn in ("sigmoid", "tanh"):  # of any argument (NaN stays NaN)
+        return True
+    if isinstance(e, S.Call) and e.fn == "clamp":
+        return all(_unit(prog, b, depth - 1) for b in e.args[1:])
+    if isinstance(e, S.Unary) and e.op == "-":
+        return _unit(prog, e.x, depth - 1)
     if isinstance(e, S.Binary) and e.op == "*":
         return _unit(prog, e.a, depth - 1) and _unit(prog, e.b, depth - 1)
     if isinstance(e, S.Binary) and e.op == "/":

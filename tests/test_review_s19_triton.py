@@ -543,12 +543,14 @@ def _grads(decl, filt, length):
     of softmax written out, for keys `m < length` per batch."""
     kern = einattn.compile(SOFTMAX.format(decls=decl, filt=filt), backend="triton", tile=4)
     q, k, v = (t.double().requires_grad_() for t in _qkv(3, 2, 5, 13))
-    got = torch.autograd.grad(kern(q, k, v, length).sum(), (q, k, v))
+    on = [t.detach().to(DEVICE).requires_grad_() for t in (q, k, v)]  # (CUDA where present)
+    n = length.to(DEVICE) if isinstance(length, torch.Tensor) else length
+    got = torch.autograd.grad(kern(*on, n).sum(), on)
     lens = length if isinstance(length, torch.Tensor) and length.dim() else torch.full((3,), int(length))
     keep = (torch.arange(13)[None, :] < lens[:, None])[:, None, None, :].expand(3, 2, 5, 13)
     want = torch.autograd.grad(_softmax_rows(q, k, v, keep).sum(), (q, k, v))
     for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-9, atol=1e-9)
 
 
 def test_gradients_with_per_sequence_lengths():

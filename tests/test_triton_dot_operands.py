@@ -1,6 +1,6 @@
-"""The fused kernel's second ``tl.dot`` (weights times values): a weight tile the kernel computes is rounded to
-the values' dtype, so that a float16 or bfloat16 call multiplies on the tensor cores at their rate, wherever
-the weights are provably within [-1, 1] (softmax's ``exp(x - max)``, ``sigmoid``, ``tanh``, ``clamp``
+"""The fused kernel's second ``tl.dot`` (weights times values): a weight tile the kernel computes is rounded
+to the values' dtype, so that a float16 or bfloat16 call multiplies on the tensor cores at their rate,
+wherever the weights are provably within [-1, 1] (softmax's ``exp(x - max)``, ``sigmoid``, ``tanh``, ``clamp``
 between such bounds); elsewhere (linear attention's raw scores) the values are widened to the compute dtype
 instead (tests/test_review_s15_triton.py covers the overflow that rounding would cause).
 

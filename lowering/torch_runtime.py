@@ -1678,8 +1678,10 @@ def _unaliased(outs, inputs):
     return tuple(done)
 
 
-def call(signature, programs, args, kwargs, dtype=None):
-    """Bind a standalone module's arguments (positional in declaration order, or by name) and run it."""
+def call(signature, programs, args, kwargs, dtype=None, one_tile=None):
+    """Bind a standalone module's arguments (positional in declaration order, or by name) and run it.
+    ``one_tile``: (signature, programs, ((rank, tile), ...)) of the cascade as written, run where every
+    rank the rewrite streams fits in one tile (as einattn's TorchKernel.run)."""
     decls, ranks, fixed, partitions = signature
     names = [d[0] for d in decls]
     if len(args) > len(names):
@@ -1696,6 +1698,9 @@ def call(signature, programs, args, kwargs, dtype=None):
     sizes = bind_sizes(decls, ranks, fixed, partitions, tensors)
     if any(n == 0 for n in sizes):
         raise InputError("a rank of size 0: use einattn itself, which compiles that case separately")
+    if one_tile is not None and all(0 < sizes[ranks.index(r)] <= t for r, t in one_tile[2]):
+        (_, ranks_w, fixed_w, partitions_w), programs = one_tile[0], one_tile[1]
+        sizes = bind_sizes(decls, ranks_w, fixed_w, partitions_w, tensors)
     outs = execute(programs, tensors, names, sizes, o, values.values())
     return outs[0] if len(outs) == 1 else outs
 

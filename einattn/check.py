@@ -73,6 +73,18 @@ def check_name(name: str, span: Span | None, what: str) -> None:
         raise EinError(f"{what} name `{name[:20]}...` is longer than 64 characters", span)
 
 
+def _shared_in_product(call: S.Call, summed: set[str]) -> set[str]:
+    """The summed ranks that two factors of one product inside ``call``'s arguments both read."""
+    out: set[str] = set()
+    stack = list(call.args)
+    while stack:
+        x = stack.pop()
+        if isinstance(x, S.Binary) and x.op == "*":
+            out |= summed & set(coords(x.a)) & set(coords(x.b))
+        stack.extend(x.children())
+    return out
+
+
 class _Checker:
     def __init__(self, module: S.Module):
         self.module = module
@@ -493,10 +505,15 @@ class _Checker:
             )
         if len(e.indices) != len(t.ranks):
             shown = f" [{', '.join(t.ranks)}]" if t.ranks else " (a scalar, read without indices)"
+            if t.ranks:
+                hint = f"index every rank of `{e.tensor}`, in its order: `{e.tensor}[{', '.join(t.ranks)}]`"
+            else:
+                hint = f"read the scalar as `{e.tensor}`, or declare it with ranks for a value per point"
             raise EinError(
                 f"tensor `{e.tensor}` has {len(t.ranks)} rank{'s' * (len(t.ranks) != 1)}{shown} "
                 f"but is used with {len(e.indices)}",
                 e.span,
+                hint=hint,
             )
         if ctx != "value" and t.dtype != "int":
             if ctx == "index":
@@ -532,7 +549,12 @@ class _Checker:
                     hint="a reduced rank appears on the right only",
                 )
             if r not in reduced:
-                raise EinError(f"`{r}` does not appear on the right-hand side, so nothing reduces it", sp)
+                raise EinError(
+                    f"`{r}` does not appear on the right-hand side, so nothing reduces it",
+                    sp,
+                    hint="name a rank that the right-hand side reads and the left-hand side does not"
+                    + (f": {', '.join(f'`{x}`' for x in sorted(reduced))}" if reduced else ""),
+                )
             if r in named:
                 raise EinError(f"`{r}` is named twice in the reduction", sp)
             named[r] = st.reduce_op
@@ -572,6 +594,7 @@ class _Checker:
                 )
         for st, e in zip(self.stmts, einsums):
             self.warn_constant_terms(st, e)
+            self.warn_product_inside_call(st, e)
         used = {rd.tensor for e in einsums for rd in e.reads()} | {n for n, _ in self.outputs}
         for name, d in self.inputs.items():
             if name not in used:
@@ -633,6 +656,35 @@ class _Checker:
                     f"(`{st.tensor}0[...] = ...` then `{st.tensor}[...] = {st.tensor}0[...] + ...`)",
                 )
             )
+
+    def warn_product_inside_call(self, st, e: Einsum) -> None:
+        """A product of factors that share a summed rank inside a function (`C * tanh(Q[p, e] * K[m, e] / C)`)
+        is a contraction written inside the call, but the sum covers the whole right-hand side (section 5 of
+        the language reference): the function is applied to each product, then summed. Legal, and almost
+        never meant (softcapping, `exp(Q * K)`): a warning. `exp(S[m, p] - M[p])` summed over `m` (a softmax
+        denominator) has no such product and is not warned about."""
+        summed = {r for r, op in e.reduce if op == "+"}
+        if not summed:
+            return
+        stack = [e.expr]
+        while stack:
+            x = stack.pop()
+            if isinstance(x, S.Call):
+                shared = _shared_in_product(x, summed)
+                if shared:
+                    ranks = ", ".join(f"`{r}`" for r in sorted(shared))
+                    self.warnings.append(
+                        EinWarning(
+                            f"a product summed over {ranks} inside `{x.fn}(...)`: the sum covers the whole "
+                            f"right-hand side, so `{x.fn}` is applied to each product and the results are "
+                            f"summed, not `{x.fn}` of the sum",
+                            x.span or st.lhs_span,
+                            hint=f"sum the product in a statement of its own (`{st.tensor}0[...] = ...`), "
+                            f"then apply `{x.fn}` to it in the next one",
+                        )
+                    )
+                    continue
+            stack.extend(x.children())
 
     def partitions(self) -> tuple[Partition, ...]:
         out = []

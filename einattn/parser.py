@@ -181,6 +181,10 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, source: Source) -> EinErro
             hint = "the default operator is written `??`"
         elif ch == "=":
             hint = "comparisons in a `where` filter are written `==`"
+        elif ch == "@":
+            hint = "a product is written `*`, and the ranks it shares are summed: `Q[p, e] * K[m, e]`"
+        elif ch == ";":
+            hint = "one statement per line (a long one continues after a trailing `\\`)"
         return EinError(f"unexpected character {shown}", Span(source, line, col, line, col + 1), hint)
     token = getattr(e, "token", None)
     expected = sorted({_TOKEN_NAMES.get(t, f"`{_literal(t)}`") for t in (e.expected or ()) if t != "_NL"})
@@ -218,6 +222,11 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, source: Source) -> EinErro
         and "::" in source.line(line)[: col - 1].split("#", 1)[0]
     ):
         hint = "a statement has one reduction operator: reduce with the other in a statement of its own"
+    elif isinstance(token, Token) and token.value == "::" and opened is not None:
+        hint = (
+            "`:: op(rank)` reduces a whole statement's right-hand side, not a part in brackets: reduce in a "
+            "statement of its own (`MX[p] = S[p, m] :: max(m)`), then read its result here"
+        )
     return EinError(f"unexpected {what}", Span(source, line, col, line, col + width), hint)
 
 

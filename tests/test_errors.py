@@ -522,3 +522,45 @@ def test_docs_list_every_function():
     section = text[text.index("## Functions") : text.index("## Index expressions")]
     missing = [f for f in FUNCTIONS if f"`{f}" not in section and f" {f}" not in section]
     assert not missing, f"docs/errors.md does not list the functions {missing}"
+
+
+@pytest.mark.parametrize(
+    "rhs, fn",
+    [
+        ("C * tanh(Q[p, e] * K[m, e] / C)", "tanh"),  # softcapping in one line
+        ("exp(Q[p, e] * K[m, e])", "exp"),
+        ("relu(Q[p, e] * (K[m, e] + 1))", "relu"),
+        ("2 * sigmoid(max(Q[p, e] * K[m, e], 0))", "sigmoid"),  # (the outermost function: one warning)
+    ],
+)
+def test_a_product_summed_inside_a_function_warns(rhs, fn):
+    text = f"input Q[p, e], K[m, e]\nparam C = 2.0\noutput S\nS[m, p] = {rhs}\n"
+    with pytest.warns(einattn.EinWarning) as record:
+        prog = einattn.parse(text, "cap.ein")
+    (w,) = [r.message for r in record if "inside" in str(r.message)]
+    assert f"a product summed over `e` inside `{fn}(...)`" in str(w)
+    assert (w.span.line, w.span.column) == (4, 11 + rhs.index(fn))
+    assert "in a statement of its own" in w.hint
+    # legal: the sum over e of the function of each product, as the language says
+    got = einattn.compile(prog, backend="numpy")(Q=np.array([[1.0, -2.0]]), K=np.array([[3.0, 0.5]]))
+    if fn == "tanh":
+        np.testing.assert_allclose(got, [[2 * np.tanh(3 / 2) + 2 * np.tanh(-1 / 2)]])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a softmax's denominator: the function's argument is no product along the summed rank
+        "input S[p, m]\noutput D\nD[p] = exp(S[p, m])\n",
+        # the product is summed first, in its own statement
+        "input Q[p, e], K[m, e]\noutput S\nS0[m, p] = Q[p, e] * K[m, e]\nS[m, p] = tanh(S0[m, p])\n",
+        # a product inside a function along a rank that is not summed
+        "input Q[p, e], K[m, e]\noutput S\nS[m, p, e] = exp(Q[p, e] * K[m, e])\n",
+        # a max, not a sum
+        "input Q[p, e], K[m, e]\noutput S\nS[m, p] = exp(Q[p, e] * K[m, e]) :: max(e)\n",
+    ],
+)
+def test_no_warning_without_a_product_summed_inside_a_function(text):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        einattn.parse(text, "ok.ein")

@@ -82,20 +82,20 @@ def main(argv=None) -> int:
             q, k, v = (torch.randn(1, H, n, 64, generator=g) for _ in range(3))
             extra = (slope,) if variant == "alibi" else ()
             fns = {
-                "eager": lambda: ref(q, k, v),
-                "einattn": lambda: kern(q, k, v, *extra),
-                "generated": lambda: gen(q, k, v, *extra),
+                "eager": (ref, (q, k, v)),
+                "einattn": (kern, (q, k, v, *extra)),
+                "generated": (gen, (q, k, v, *extra)),
             }
-            want = fns["eager"]()
-            for f in fns.values():  # warm-up, and each output checked against eager
-                err = float((f() - want).abs().max())
+            want = ref(q, k, v)
+            for f, xs in fns.values():  # warm-up, and each output checked against eager
+                err = float((f(*xs) - want).abs().max())
                 assert err < 1e-4, (variant, n, err)
             times = {c: [] for c in fns}
             for _ in range(args.repeat):
-                for c, f in fns.items():
+                for c, (f, xs) in fns.items():
                     t = time.perf_counter()
                     for _ in range(args.calls):
-                        f()
+                        f(*xs)
                     times[c].append((time.perf_counter() - t) / args.calls * 1e6)
             med = {c: statistics.median(ts) for c, ts in times.items()}
             print(

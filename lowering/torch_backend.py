@@ -296,12 +296,16 @@ class TorchKernel(Kernel):
             tensors, o = R.prepare(decls, inputs, self.opts["dtype"])
         except R.InputError as e:
             raise EinError(str(e)) from None
-        sizes = bind_sizes(self.program, {n: tuple(t.shape) for n, t in tensors.items()})
+        shapes = {n: tuple(t.shape) for n, t in tensors.items()}
+        sizes = bind_sizes(self.program, shapes)
         if self._short and all(0 < sizes[rank] <= tile for rank, tile in self._short):
             # one tile holds the whole streamed rank: nothing to stream, and the loop's bookkeeping (running
             # state, tile masks, row blocks) costs 5-10x the cascade as written at 8-128 keys; the written
-            # form's memory is then one tile's, as the loop's
-            return self.as_written().run(inputs)
+            # form's memory is then one tile's, as the loop's (its inputs are the same: prepared once)
+            return self.as_written()._execute(tensors, o, bind_sizes(self.written, shapes), inputs)
+        return self._execute(tensors, o, sizes, inputs)
+
+    def _execute(self, tensors: dict, o: tuple, sizes: dict, inputs: dict) -> tuple:
         values = tuple(sizes[r] for r in self.program.ranks)
         empty = any(n == 0 for n in values)
         if empty not in self._programs:

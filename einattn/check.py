@@ -73,16 +73,42 @@ def check_name(name: str, span: Span | None, what: str) -> None:
         raise EinError(f"{what} name `{name[:20]}...` is longer than 64 characters", span)
 
 
-def _shared_in_product(call: S.Call, summed: set[str]) -> set[str]:
-    """The summed ranks that two factors of one product inside ``call``'s arguments both read."""
+def _shared_in_product(call: S.Call, summed: set[str], outside: set[str]) -> set[str]:
+    """The summed ranks of a contraction written inside ``call``: a product of two factors that read
+    tensors along them, neither factor's ranks strictly within the other's (a per-key scale
+    `QK[m, p] * T[m]` is none), ranks that the statement reads nowhere outside the call (``outside``:
+    `exp(QK * T) * V[m, f]` sums over `m` outside too). Coordinates (`(m - p) * (m - p)`) are no reads."""
     out: set[str] = set()
     stack = list(call.args)
     while stack:
         x = stack.pop()
         if isinstance(x, S.Binary) and x.op == "*":
-            out |= summed & set(coords(x.a)) & set(coords(x.b))
+            a, b = _read_ranks(x.a), _read_ranks(x.b)
+            if not (a < b or b < a):  # (equal ranks, `(Q - K) * (Q - K)` or `Q * Q`, are a contraction too)
+                out |= (summed & a & b) - outside
         stack.extend(x.children())
     return out
+
+
+def _read_ranks(e: S.Expr) -> set[str]:
+    """The ranks of the tensor reads in ``e`` (their index expressions' coordinates)."""
+    out: set[str] = set()
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, S.Read):
+            out |= {r for ix in x.indices for r in coords(ix)}
+        stack.extend(x.children())
+    return out
+
+
+def _outside_calls(e: S.Expr) -> set[str]:
+    """The ranks that ``e`` reads through tensors outside any function call."""
+    if isinstance(e, S.Call):
+        return set()
+    if isinstance(e, S.Read):
+        return _read_ranks(e)
+    return set().union(*(_outside_calls(c) for c in e.children()))
 
 
 class _Checker:
@@ -508,7 +534,7 @@ class _Checker:
             if t.ranks:
                 hint = f"index every rank of `{e.tensor}`, in its order: `{e.tensor}[{', '.join(t.ranks)}]`"
             else:
-                hint = f"read the scalar as `{e.tensor}`, or declare it with ranks for a value per point"
+                hint = f"read the scalar as `{e.tensor}`, or give it ranks (where it is declared or defined)"
             raise EinError(
                 f"tensor `{e.tensor}` has {len(t.ranks)} rank{'s' * (len(t.ranks) != 1)}{shown} "
                 f"but is used with {len(e.indices)}",
@@ -552,8 +578,12 @@ class _Checker:
                 raise EinError(
                     f"`{r}` does not appear on the right-hand side, so nothing reduces it",
                     sp,
-                    hint="name a rank that the right-hand side reads and the left-hand side does not"
-                    + (f": {', '.join(f'`{x}`' for x in sorted(reduced))}" if reduced else ""),
+                    hint=(
+                        "name a rank that the right-hand side reads and the left-hand side does not: "
+                        + ", ".join(f"`{x}`" for x in sorted(reduced))
+                        if reduced
+                        else "every rank of the right-hand side is on the left: drop the reduction"
+                    ),
                 )
             if r in named:
                 raise EinError(f"`{r}` is named twice in the reduction", sp)
@@ -666,11 +696,12 @@ class _Checker:
         summed = {r for r, op in e.reduce if op == "+"}
         if not summed:
             return
+        outside = _outside_calls(e.expr)
         stack = [e.expr]
         while stack:
             x = stack.pop()
             if isinstance(x, S.Call):
-                shared = _shared_in_product(x, summed)
+                shared = _shared_in_product(x, summed, outside)
                 if shared:
                     ranks = ", ".join(f"`{r}`" for r in sorted(shared))
                     self.warnings.append(

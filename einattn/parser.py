@@ -184,7 +184,7 @@ def _syntax_error(e: lark.exceptions.UnexpectedInput, source: Source) -> EinErro
         elif ch == "@":
             hint = "a product is written `*`, and the ranks it shares are summed: `Q[p, e] * K[m, e]`"
         elif ch == ";":
-            hint = "one statement per line (a long one continues after a trailing `\\`)"
+            hint = "one statement per line: drop the `;`, and put what follows it on a line of its own"
         return EinError(f"unexpected character {shown}", Span(source, line, col, line, col + 1), hint)
     token = getattr(e, "token", None)
     expected = sorted({_TOKEN_NAMES.get(t, f"`{_literal(t)}`") for t in (e.expected or ()) if t != "_NL"})

@@ -149,6 +149,7 @@ def generate(
         for finite in (True, False)
     ]
     body, other = (gen.program() for gen in gens)
+    rows = {r: min(g.row_blocks[r] for g in gens if r in g.row_blocks) for g in gens for r in g.row_blocks}
     table = [f'fn_{name} = FUNCTIONS["{name}"]' for name in sorted(gens[0].functions | gens[1].functions)]
     parts = [
         _header(program, options, empty),
@@ -169,9 +170,22 @@ def generate(
         parts.append("PROGRAMS = (program, None)  # (no absent point holds an input's value as it is)")
     if prefix:
         parts = parts[2:]  # (the module has the header and the imports; the function table may repeat)
-        parts = [re.sub(r"\bprogram(_any|_library)?\b", prefix + r"program\1", p) for p in parts]
-        parts = [re.sub(r"^PROGRAMS = ", f"{prefix.upper()}PROGRAMS = ", p, flags=re.M) for p in parts]
+        parts = [_renamed(p, prefix) for p in parts]
+    else:  # (the rank each loop blocks, and the fewest rows of its blocks: TorchKernel.run's one-tile check)
+        parts.append(f"ROW_BLOCKS = {rows!r}")
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _renamed(code: str, prefix: str) -> str:
+    """``code`` with the functions ``program``, ``program_any``, ``program_library`` and the table
+    ``PROGRAMS`` named with ``prefix``; comments (the reprinted Einsums, in the spec's names) are kept."""
+    out = []
+    for line in code.split("\n"):
+        text, sep, note = line.partition("  # ") if not line.lstrip().startswith("#") else ("", "", line)
+        text = re.sub(r"\bprogram(_any|_library)?\b", prefix + r"program\1", text)
+        text = re.sub(r"^PROGRAMS = ", f"{prefix.upper()}PROGRAMS = ", text)
+        out.append(text + sep + note)
+    return "\n".join(out)
 
 
 _ANY_NOTE = """\
@@ -225,8 +239,9 @@ def standalone_source(program: Program, **options) -> str:
     one_tile, written_arg = "", ""
     if short:
         one_tile = (
-            "# a call whose streamed ranks (rank, tile) all fit in one tile runs the cascade as written\n"
-            f"ONE_TILE = ({_signature(written)!r}, WRITTEN_PROGRAMS, {short!r})\n"
+            "# a call whose streamed ranks (rank, tile) all fit in one tile, with no more rows than a block\n"
+            "# of the loop (ROW_BLOCKS), runs the cascade as written\n"
+            f"ONE_TILE = ({_signature(written)!r}, WRITTEN_PROGRAMS, {short!r}, ROW_BLOCKS)\n"
         )
         written_arg = ", one_tile=ONE_TILE"
     tail = f'''
@@ -278,6 +293,8 @@ class TorchKernel(Kernel):
             exec(code, module.__dict__)  # our own source: validated names and numbers only
             sys.modules[name] = module
         self._programs[empty] = module.PROGRAMS
+        if not empty:
+            self._rows: dict[str, int] = module.ROW_BLOCKS  # (the loop's row blocks: see run)
         return gen_source
 
     def __reduce__(self):
@@ -298,10 +315,11 @@ class TorchKernel(Kernel):
             raise EinError(str(e)) from None
         shapes = {n: tuple(t.shape) for n, t in tensors.items()}
         sizes = bind_sizes(self.program, shapes)
-        if self._short and all(0 < sizes[rank] <= tile for rank, tile in self._short):
+        if _one_tile(self._short, self._rows, sizes):
             # one tile holds the whole streamed rank: nothing to stream, and the loop's bookkeeping (running
-            # state, tile masks, row blocks) costs 5-10x the cascade as written at 8-128 keys; the written
-            # form's memory is then one tile's, as the loop's (its inputs are the same: prepared once)
+            # state, tile masks, row blocks) costs 5-10x the cascade as written at 8-128 keys; with no more
+            # rows than a block of the loop, the written form's memory is one tile's, as the loop's (its
+            # inputs are the same: prepared once)
             return self.as_written()._execute(tensors, o, bind_sizes(self.written, shapes), inputs)
         return self._execute(tensors, o, sizes, inputs)
 
@@ -311,6 +329,16 @@ class TorchKernel(Kernel):
         if empty not in self._programs:
             self._load(empty=True)
         return R.execute(self._programs[empty], tensors, self.program.inputs, values, o, inputs.values())
+
+
+def _one_tile(short, rows: dict[str, int], sizes) -> bool:
+    """Whether a call runs the spec as written: every rank the rewrite streams fits in one tile
+    (``short``: (rank, tile) pairs), and every rank the loop blocks has at most a block's rows (``rows``)."""
+    return (
+        bool(short)
+        and all(0 < sizes[r] <= t for r, t in short)
+        and all(sizes[r] <= n for r, n in rows.items())
+    )
 
 
 def _streamed(written: Program | None, compiled: Program) -> tuple[tuple[str, int], ...]:

@@ -328,6 +328,9 @@ class Generator:
         # the rows of a block of the loop being generated: a number, or ("auto") the rows without and with a
         # gradient recorded (auto_row_block)
         self.block_now: int | tuple[int, int] = 256
+        # the rank each loop blocks and the fewest rows of its blocks (the loop's tiles hold at most that many
+        # rows: torch_backend's one-tile dispatch keeps within them)
+        self.row_blocks: dict[str, int] = {}
         self.recompute = recompute
         self.A = analyse(prog, empty)
         self.empty = empty
@@ -1468,6 +1471,8 @@ class Generator:
         p = skip.row if skip is not None else (rows[-1] if rows else None)
         self.emit(f"# loop over {r}: {', '.join(e.label for e in step.body)}")
         if p is not None:
+            least = min(self.block_now) if isinstance(self.block_now, tuple) else self.block_now
+            self.row_blocks[p] = min(least, self.row_blocks.get(p, least))
             self.block_open(step, states, p, skip)
         for s in sorted(history):
             v = self.vars[s]

@@ -1680,8 +1680,9 @@ def _unaliased(outs, inputs):
 
 def call(signature, programs, args, kwargs, dtype=None, one_tile=None):
     """Bind a standalone module's arguments (positional in declaration order, or by name) and run it.
-    ``one_tile``: (signature, programs, ((rank, tile), ...)) of the cascade as written, run where every
-    rank the rewrite streams fits in one tile (as einattn's TorchKernel.run)."""
+    ``one_tile``: (signature, programs, ((rank, tile), ...), {rank: rows}) of the cascade as written, run
+    where every rank the rewrite streams fits in one tile and every rank the loop blocks has at most a
+    block's rows (as einattn's TorchKernel.run)."""
     decls, ranks, fixed, partitions = signature
     names = [d[0] for d in decls]
     if len(args) > len(names):
@@ -1698,7 +1699,11 @@ def call(signature, programs, args, kwargs, dtype=None, one_tile=None):
     sizes = bind_sizes(decls, ranks, fixed, partitions, tensors)
     if any(n == 0 for n in sizes):
         raise InputError("a rank of size 0: use einattn itself, which compiles that case separately")
-    if one_tile is not None and all(0 < sizes[ranks.index(r)] <= t for r, t in one_tile[2]):
+    if (
+        one_tile is not None
+        and all(0 < sizes[ranks.index(r)] <= t for r, t in one_tile[2])
+        and all(sizes[ranks.index(r)] <= n for r, n in one_tile[3].items())
+    ):
         (_, ranks_w, fixed_w, partitions_w), programs = one_tile[0], one_tile[1]
         sizes = bind_sizes(decls, ranks_w, fixed_w, partitions_w, tensors)
     outs = execute(programs, tensors, names, sizes, o, values.values())

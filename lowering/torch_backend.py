@@ -149,7 +149,10 @@ def generate(
         for finite in (True, False)
     ]
     body, other = (gen.program() for gen in gens)
-    rows = {r: min(g.row_blocks[r] for g in gens if r in g.row_blocks) for g in gens for r in g.row_blocks}
+    rows: dict[str, int] = {}  # (the fewer rows where the two programs' blocks differ)
+    for gen in gens:
+        for r, n in gen.row_blocks.items():
+            rows[r] = min(n, rows.get(r, n))
     table = [f'fn_{name} = FUNCTIONS["{name}"]' for name in sorted(gens[0].functions | gens[1].functions)]
     parts = [
         _header(program, options, empty),
@@ -315,7 +318,7 @@ class TorchKernel(Kernel):
             raise EinError(str(e)) from None
         shapes = {n: tuple(t.shape) for n, t in tensors.items()}
         sizes = bind_sizes(self.program, shapes)
-        if _one_tile(self._short, self._rows, sizes):
+        if R.fits_one_tile(self._short, self._rows, sizes):
             # one tile holds the whole streamed rank: nothing to stream, and the loop's bookkeeping (running
             # state, tile masks, row blocks) costs 5-10x the cascade as written at 8-128 keys; with no more
             # rows than a block of the loop, the written form's memory is one tile's, as the loop's (its
@@ -329,16 +332,6 @@ class TorchKernel(Kernel):
         if empty not in self._programs:
             self._load(empty=True)
         return R.execute(self._programs[empty], tensors, self.program.inputs, values, o, inputs.values())
-
-
-def _one_tile(short, rows: dict[str, int], sizes) -> bool:
-    """Whether a call runs the spec as written: every rank the rewrite streams fits in one tile
-    (``short``: (rank, tile) pairs), and every rank the loop blocks has at most a block's rows (``rows``)."""
-    return (
-        bool(short)
-        and all(0 < sizes[r] <= t for r, t in short)
-        and all(sizes[r] <= n for r, n in rows.items())
-    )
 
 
 def _streamed(written: Program | None, compiled: Program) -> tuple[tuple[str, int], ...]:

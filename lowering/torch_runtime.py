@@ -1678,6 +1678,17 @@ def _unaliased(outs, inputs):
     return tuple(done)
 
 
+def fits_one_tile(short, rows: dict, sizes: dict) -> bool:
+    """Whether a call runs the spec as written rather than the rewrite's loop: every rank the rewrite streams
+    fits in one tile (``short``: (rank, tile) pairs), and every rank the loop blocks has at most a block's
+    rows (``rows``); ``sizes`` by rank. (TorchKernel.run and the standalone modules' ``call``.)"""
+    return (
+        bool(short)
+        and all(0 < sizes[r] <= t for r, t in short)
+        and all(sizes[r] <= n for r, n in rows.items())
+    )
+
+
 def call(signature, programs, args, kwargs, dtype=None, one_tile=None):
     """Bind a standalone module's arguments (positional in declaration order, or by name) and run it.
     ``one_tile``: (signature, programs, ((rank, tile), ...), {rank: rows}) of the cascade as written, run
@@ -1699,11 +1710,7 @@ def call(signature, programs, args, kwargs, dtype=None, one_tile=None):
     sizes = bind_sizes(decls, ranks, fixed, partitions, tensors)
     if any(n == 0 for n in sizes):
         raise InputError("a rank of size 0: use einattn itself, which compiles that case separately")
-    if (
-        one_tile is not None
-        and all(0 < sizes[ranks.index(r)] <= t for r, t in one_tile[2])
-        and all(sizes[ranks.index(r)] <= n for r, n in one_tile[3].items())
-    ):
+    if one_tile is not None and fits_one_tile(one_tile[2], one_tile[3], dict(zip(ranks, sizes))):
         (_, ranks_w, fixed_w, partitions_w), programs = one_tile[0], one_tile[1]
         sizes = bind_sizes(decls, ranks_w, fixed_w, partitions_w, tensors)
     outs = execute(programs, tensors, names, sizes, o, values.values())

@@ -22,6 +22,7 @@ import pytest
 import torch
 from conftest import EXAMPLES
 from einattn.lowering.torch_backend import standalone_source
+from test_torch_integration import PEAK as PEAK_HELPERS
 from test_torch_integration import run_python
 
 import einattn
@@ -331,21 +332,11 @@ def test_standalone_written_cascade_comments_keep_the_specs_names():
         assert "written_program[" not in line and "written_program_any[" not in line, line
 
 
-PEAK = """
-import re, sys, warnings
+PEAK = (
+    PEAK_HELPERS
+    + """
+import sys, warnings
 import torch, einattn
-
-
-def _status(key):
-    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
-
-
-def peak_above(run):
-    open("/proc/self/clear_refs", "w").write("5")
-    before = _status("VmRSS")
-    run()
-    return _status("VmHWM") - before
-
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore")
@@ -358,6 +349,7 @@ for m in (257, 256):
     kern(q[:, :, :8], k, v)
     print(m, peak_above(lambda: kern(q, k, v)))
 """
+)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")

@@ -13,6 +13,7 @@ analyse and compile it::
 
 from .analysis import Report, analyze
 from .api import compile, load, parse
+from .autodiff import Gradient, grad
 from .errors import EinError, EinWarning, InternalError
 from .format import format_program as format
 from .ir import Program
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EinError",
     "EinWarning",
+    "Gradient",
     "InternalError",
     "Program",
     "Report",
@@ -29,6 +31,7 @@ __all__ = [
     "analyze",
     "compile",
     "format",
+    "grad",
     "load",
     "parse",
 ]

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "run": "einattn.cli_core:run",
     "compile": "einattn.cli_compile:compile_command",
     "fmt": "einattn.cli_rewrite:fmt",
+    "grad": "einattn.cli_rewrite:grad",
     "rewrite": "einattn.cli_rewrite:rewrite",
     "test": "einattn.cli_proptest:test_command",
 }

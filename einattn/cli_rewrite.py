@@ -1,4 +1,5 @@
-"""``einattn fmt`` and ``einattn rewrite``: print a spec canonically, or print its derived streaming form."""
+"""``einattn fmt``, ``einattn rewrite`` and ``einattn grad``: print a spec canonically, its derived streaming
+form, or its backward cascade."""
 
 from __future__ import annotations
 
@@ -100,3 +101,39 @@ def rewrite(file, passes, rank, tile, split):
         for line in derivation.lines():
             click.echo(f"# {line}")
     click.echo(format_program(new), nl=False)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--wrt",
+    default=None,
+    metavar="X,Y",
+    help="The float inputs to differentiate with respect to, comma-separated (default: every one).",
+)
+@click.option("--param", "params", multiple=True, metavar="X=V", help="Override a param (repeat).")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write the .ein here instead of printing."
+)
+def grad(file, wrt, params, output):
+    """Print the backward cascade of FILE: its gradients, derived in reverse mode as extended Einsums.
+
+    The result is a spec: its inputs are FILE's inputs and one cotangent per output (dAV: the gradient of the
+    loss with respect to AV), its outputs the gradients (dQ, dK, dV). Every backend runs it, and `einattn
+    analyze` reads it.
+
+    \b
+    einattn grad examples/attention_3pass.ein
+    einattn grad examples/alibi.ein --wrt Q,slope -o alibi_grad.ein
+    """
+    from .api import load
+    from .autodiff import grad as derive
+    from .cli_core import parse_assignments
+
+    names = None if wrt is None else tuple(n.strip() for n in wrt.split(",") if n.strip())
+    g = derive(load(file).with_params(parse_assignments(params, "param")), names)
+    if output:
+        Path(output).write_text(g.text, encoding="utf-8")
+        click.echo(f"wrote {output}: {', '.join(g.gradients.values())}", err=True)
+    else:
+        click.echo(g.text, nl=False)

@@ -53,6 +53,7 @@ FUNCTIONS = {
     "softplus": lambda x: np.logaddexp(0, x),
     "abs": np.abs,
     "square": np.square,
+    "step": lambda x: np.greater(x, 0).astype(np.result_type(x, np.float16)),
     "max": np.maximum,
     "min": np.minimum,
     "clamp": lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi),

@@ -34,6 +34,11 @@ def _elu(x):
     return torch.where(x > 0, x, torch.expm1(x.clamp(max=0)))
 
 
+def _step(x):
+    # 1 where x > 0, else 0 (NaN too, as the comparison); a derivative of 0 (a comparison records none)
+    return (x > 0).to(x.dtype)
+
+
 LOG2E = 1.4426950408889634
 
 
@@ -173,6 +178,7 @@ FUNCTIONS = {
     "softplus": _softplus,
     "abs": torch.abs,
     "square": torch.square,
+    "step": _step,
     "max": torch.maximum,
     "min": torch.minimum,
     "clamp": lambda x, lo, hi: torch.minimum(torch.maximum(x, lo), hi),

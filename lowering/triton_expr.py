@@ -44,6 +44,7 @@ FUNCTIONS: dict[str, str] = {
     "softplus": "_softplus({0})",
     "abs": "tl.abs({0})",
     "square": "({0} * {0})",
+    "step": "tl.where({0} > 0, 1.0, 0.0)",
     "max": "_max({0}, {1})",
     "min": "_min({0}, {1})",
     "clamp": "_min(_max({0}, {1}), {2})",

@@ -400,6 +400,47 @@ def _split_mixed(prog: Program, names: _Names) -> Program:
     return replace(prog, tensors=tuple(tensors), einsums=tuple(einsums))
 
 
+_BIG_TERM = 40  # nodes: a statement larger than this has its shared operands named (below)
+
+
+def _named_operands(prog: Program, names: _Names) -> Program:
+    """``prog`` with the operands that derivatives repeat written as statements of their own, in statements
+    larger than ``_BIG_TERM`` nodes: the non-leaf arguments of ``max``, ``min`` and ``clamp`` and the left
+    side of ``??``. The derivative of ``max(a, b)`` reads ``a`` and ``b``; through 30 nested maxima each
+    read's derivative would spell out every level (the text grows with the square of the nesting). The values
+    are the same: each new tensor holds the operand at every point of the ranks it mentions."""
+    einsums, tensors = [], list(prog.tensors)
+    order = {r: k for k, r in enumerate(prog.ranks)}
+
+    def size(x: S.Expr) -> int:
+        return sum(1 for _ in x.walk())
+
+    for e in prog.einsums:
+        if size(e.expr) <= _BIG_TERM:
+            einsums.append(e)
+            continue
+
+        def name(x: S.Expr, e: Einsum = e) -> S.Expr:
+            if isinstance(x, (S.Read, S.Const, S.Coord, S.Size, S.Param)):
+                return x
+            ranks = tuple(sorted({c.rank for c in x.walk() if isinstance(c, S.Coord)}, key=order.get))
+            t = names.tensor(f"{e.tensor}_t")
+            einsums.append(Einsum(t, tuple(LhsIndex(r) for r in ranks), x, (), None, ranks, e.span))
+            tensors.append(Tensor(t, ranks))
+            return S.Read(t, tuple(S.Coord(r) for r in ranks))
+
+        def walk(x: S.Expr, name=name) -> S.Expr:  # bottom-up: inner operands are named first
+            kids = [walk(c) for c in x.children()] if not isinstance(x, S.Read) else list(x.children())
+            if isinstance(x, S.Call) and x.fn in ("max", "min", "clamp"):
+                kids = [name(k) for k in kids]
+            elif isinstance(x, S.Default):
+                kids = [name(kids[0]), kids[1]]
+            return S.rebuild(x, kids) if kids else x
+
+        einsums.append(replace(e, expr=walk(e.expr)))
+    return replace(prog, tensors=tuple(tensors), einsums=tuple(einsums))
+
+
 def _order(prog: Program) -> list[Einsum]:
     """The statements, each after the statements of the tensors it reads."""
     defs = {e.tensor: e for e in prog.einsums}
@@ -430,6 +471,7 @@ class _Builder:
         self.parts: dict[str, list[str]] = {}  # tensor -> its contributions' tensors
         self.grads: dict[str, str] = {}  # tensor -> its cotangent's tensor
         self.shapes: dict[str, tuple[str, ...]] = {}  # backward tensor -> its ranks
+        self.presence: dict[str, str] = {}  # statement -> the tensor of its term's presence (a gate)
         self.seeds: set[str] = set()  # the cotangents of the outputs (inputs of the backward program)
         self.hidden = {
             t.name for t in prog.tensors
@@ -632,17 +674,22 @@ class _Builder:
         have = (self.an.expr(deriv) or frozenset()) | (self.an.filter(e.filter) or frozenset())
         if whole is not None and whole <= have:
             return None
-        if any(isinstance(n, S.Default) for n in e.expr.walk()):
-            return _present(e.expr)
-        gates = []
-        for rd in dict.fromkeys(_value_reads(e.expr)):
-            p = self.an.expr(rd)
-            if p is None or not p <= have:
-                gates.append(_present(rd))
-        total = None
-        for g in gates:
-            total = _add(total, g)
-        return total
+        gates = None
+        if not any(isinstance(n, S.Default) for n in e.expr.walk()):  # (else a read may be absent, rescued)
+            pres = {rd: self.an.expr(rd) for rd in dict.fromkeys(_value_reads(e.expr))}
+            gates = [rd for rd, p in pres.items() if p is None or not p <= have]
+        if gates is not None and len(gates) <= 2:  # the presence of the reads that can be absent
+            total = None
+            for rd in gates:
+                total = _add(total, _present(rd))
+            return total
+        # the term's presence, once per statement: a gate of the whole term in each contribution would
+        # repeat it once per read (quadratic in the reads of a long sum)
+        if e.label not in self.presence:
+            name = self.names.tensor(f"P{e.tensor}")
+            self.emit(name, e.space, _present(e.expr), (), e.filter)
+            self.presence[e.label] = name
+        return S.Read(self.presence[e.label], tuple(S.Coord(r) for r in e.space))
 
 
 def grad(spec, wrt=None, params=None) -> Gradient:
@@ -675,7 +722,7 @@ def grad(spec, wrt=None, params=None) -> Gradient:
             if n not in floats:
                 raise EinError(f"`{n}` is an integer input: it has no gradient", hint="ask for float inputs")
     names = _Names(prog)
-    prog = _split_mixed(prog, names)
+    prog = _named_operands(_split_mixed(prog, names), names)
     b = _Builder(prog, asked if asked is not None else tuple(floats), names)
     order = _order(prog)
     active = b.active(order)

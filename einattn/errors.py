@@ -7,6 +7,7 @@ arguments (shapes, dtypes) have no span and render as ``error: message``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 
@@ -17,10 +18,15 @@ class Source:
     name: str
     text: str = field(repr=False)
 
+    @functools.cached_property
+    def _lines(self) -> list[str]:
+        # split once: the checker reads a line per literal, and a split per call made a long spec quadratic
+        return self.text.split("\n")
+
     def line(self, number: int) -> str:
         """Line ``number`` (1-based) as the parser counts lines: at ``\n`` only (``str.splitlines`` also
         breaks at form feeds and Unicode line separators, which a comment may hold)."""
-        lines = self.text.split("\n")
+        lines = self._lines
         return lines[number - 1].rstrip("\r") if 1 <= number <= len(lines) else ""
 
     def text_of(self, span: Span) -> str:

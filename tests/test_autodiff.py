@@ -352,7 +352,8 @@ def _conformance_sample():
     out = []
     for k, case in enumerate(CASES):
         prog = einattn.parse(case["spec"]).with_params(case.get("params"))
-        if k % 6 == 0 and case["name"] not in KNOWN and not any(t.iterative is not None for t in prog.tensors):
+        iterative = any(t.iterative is not None for t in prog.tensors)
+        if k % 2 == 0 and case["name"] not in KNOWN and not iterative:  # (half of them: CI's time)
             out.append(case)
     return out
 

@@ -441,8 +441,9 @@ def _named_operands(prog: Program, names: _Names) -> Program:
     return replace(prog, tensors=tuple(tensors), einsums=tuple(einsums))
 
 
-def _order(prog: Program) -> list[Einsum]:
-    """The statements, each after the statements of the tensors it reads."""
+def _order(prog: Program, roots=None) -> list[Einsum]:
+    """The statements that the tensors ``roots`` need (every statement by default), each after the
+    statements of the tensors it reads."""
     defs = {e.tensor: e for e in prog.einsums}
     done: list[Einsum] = []
     seen: set[str] = set()
@@ -455,8 +456,8 @@ def _order(prog: Program) -> list[Einsum]:
             visit(rd.tensor)
         done.append(defs[name])
 
-    for e in prog.einsums:
-        visit(e.tensor)
+    for name in (e.tensor for e in prog.einsums) if roots is None else roots:
+        visit(name)
     return done
 
 
@@ -765,20 +766,7 @@ def grad(spec, wrt=None, params=None) -> Gradient:
     outs = tuple(final.get(o, o) for o in outs)
 
     # the forward statements the backward reads, and the inputs
-    defs = {e.tensor: e for e in prog.einsums}
-    need: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in need or name not in defs:
-            return
-        need.add(name)
-        for rd in defs[name].reads():
-            visit(rd.tensor)
-
-    for st in b.statements:
-        for rd in st.reads():
-            visit(rd.tensor)
-    forward = [e for e in order if e.tensor in need]
+    forward = _order(prog, [rd.tensor for st in b.statements for rd in st.reads()])
     inputs = [prog.tensor(n) for n in prog.inputs]
     inputs += [Tensor(name, prog.tensor(o).ranks, "float", "input") for o, name in cot.items()]
     header = [

@@ -423,6 +423,20 @@ def compare(got, want, tol: float) -> float:
     return float(np.max(np.where(finite, err, 0.0)))
 
 
+def _default_inputs(prog: Program, sizes: dict[str, int] | None, seed: int) -> dict[str, np.ndarray]:
+    """Standard-normal floats and integers in [0, 3) at ``sizes`` (by upper-case name; params, else 5)."""
+    ranks = dict.fromkeys(r for n in prog.inputs for r in prog.tensor(n).ranks)
+    given = sizes or {}
+    shape_of = {r: given.get(size_name(r), prog.param_values.get(size_name(r), 5)) for r in ranks}
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for n in prog.inputs:
+        t = prog.tensor(n)
+        shape = tuple(shape_of[r] for r in t.ranks)
+        inputs[n] = rng.integers(0, 3, size=shape) if t.dtype == "int" else rng.standard_normal(shape)
+    return inputs
+
+
 def assert_equivalent(
     spec,
     backends=("numpy", "torch", "triton"),
@@ -444,15 +458,7 @@ def assert_equivalent(
     prog = spec.program if isinstance(spec, Spec) else einattn.api._program(spec)
     prog = prog.with_params(params)
     if inputs is None:
-        ranks = dict.fromkeys(r for n in prog.inputs for r in prog.tensor(n).ranks)
-        given = sizes or {}
-        shape_of = {r: given.get(size_name(r), prog.param_values.get(size_name(r), 5)) for r in ranks}
-        rng = np.random.default_rng(seed)
-        inputs = {}
-        for n in prog.inputs:
-            t = prog.tensor(n)
-            shape = tuple(shape_of[r] for r in t.ranks)
-            inputs[n] = rng.integers(0, 3, size=shape) if t.dtype == "int" else rng.standard_normal(shape)
+        inputs = _default_inputs(prog, sizes, seed)
     want = einattn.compile(prog, backend="numpy")(**inputs)
     want = want if isinstance(want, tuple) else (want,)
     table = dict(TOLERANCES, **(tolerances or {}))
@@ -481,3 +487,57 @@ def assert_equivalent(
             worst = max(worst, err)
         errors[backend] = worst
     return errors
+
+
+def assert_gradients(
+    spec,
+    inputs: dict[str, np.ndarray] | None = None,
+    sizes: dict[str, int] | None = None,
+    params: dict | None = None,
+    wrt=None,
+    seed: int = 0,
+    tol: float = 1e-7,
+) -> float:
+    """Check a spec's gradients two independent ways, in float64: PyTorch's autograd through the torch
+    backend's generated code, and the backward cascade that :func:`einattn.grad` derives, run by the NumPy
+    reference, with the same random cotangents. Returns the largest difference (relative to 1 + |value|,
+    a NaN or an infinity must be matched at the same position); raises :class:`NotEquivalent`
+    naming the input. ``inputs``, ``sizes``, ``params`` and ``seed`` as for :func:`assert_equivalent`."""
+    import torch
+
+    prog = (spec.program if isinstance(spec, Spec) else einattn.api._program(spec)).with_params(params)
+    if inputs is None:
+        inputs = _default_inputs(prog, sizes, seed)
+    g = einattn.grad(prog, wrt)
+    args = {
+        n: torch.tensor(np.asarray(x), requires_grad=n in g.gradients)
+        if prog.tensor(n).dtype == "float"
+        else torch.as_tensor(np.asarray(x), dtype=torch.int64)
+        for n, x in inputs.items()
+    }
+    outs = einattn.compile(prog, backend="torch")(**args)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    rng = np.random.default_rng(seed + 1)
+    cots = {
+        g.cotangents[o]: rng.standard_normal(tuple(y.shape))
+        for o, y in zip(prog.outputs, outs)
+        if o in g.cotangents
+    }
+    loss = sum(
+        (y * torch.from_numpy(cots[g.cotangents[o]])).sum()
+        for o, y in zip(prog.outputs, outs)
+        if o in g.cotangents
+    )
+    want = torch.autograd.grad(loss, [args[n] for n in g.gradients], allow_unused=True)
+    got = einattn.compile(g.program, backend="numpy")(**inputs, **cots)
+    got = got if isinstance(got, tuple) else (got,)
+    worst = 0.0
+    for n, a, w in zip(g.gradients, got, want):
+        err = compare(a, np.zeros(np.shape(a)) if w is None else w.numpy(), tol)
+        if not err <= tol:
+            raise NotEquivalent(
+                f"the gradient of `{n}`: the derived backward cascade differs from torch autograd by "
+                f"{err:.3g} (tolerance {tol:.1g})\nspec:\n{prog.source.text if prog.source else ''}"
+            )
+        worst = max(worst, err)
+    return worst

@@ -390,3 +390,18 @@ def test_documented_example_is_the_cli_output():
     start = doc.index("$ einattn grad examples/causal.ein\n") + len("$ einattn grad examples/causal.ein\n")
     shown = doc[start : doc.index("```", start)]
     assert shown == einattn.grad(str(ROOT / "examples" / "causal.ein")).text.replace(str(ROOT) + "/", "")
+
+
+def test_assert_gradients_passes_and_fails():
+    from einattn.testing import NotEquivalent, assert_gradients
+
+    assert assert_gradients(ROOT / "examples" / "alibi.ein", sizes={"P": 4, "M": 6}) < 1e-12
+    assert (
+        assert_gradients(ROOT / "examples" / "gqa.ein", sizes={"H": 4, "G": 2, "P": 3, "M": 5}, wrt="K")
+        < 1e-12
+    )
+    # the one known difference (docs/rewrite.md): a row whose present maximum is -inf
+    text = "input X[p, m]\noutput D\nD[p] = X[p, m] :: max(m)  where m <= p - 1\n"
+    x = np.array([[0.0, 0, 0], [-np.inf, -np.inf, 5], [1, 1, 0]])
+    with pytest.raises(NotEquivalent, match="gradient of `X`"):
+        assert_gradients(text, inputs={"X": x})

@@ -21,8 +21,9 @@ other (``h // R``, a gather ``KC[table[b, m // S], ...]``) keeps its ranks summe
 derivative (``exp``, ``sigmoid``, a quotient) the derivative reads ``T`` instead of computing it again.
 
 A ``:: max`` (or ``min``) reduction sends the cotangent to the points that attain the maximum, split evenly
-between ties (as ``torch.amax``): ``hit / N[l]``, ``hit`` 1 where ``E = T[l]`` (``step(|d| + 1) - step(d)``,
-``d = T[l] - E`` clamped to finite values, so that equal infinities tie) and ``N`` the number of such points.
+between ties (as ``torch.amax``): ``hit / N[l]``, ``hit`` 1 where ``E = T[l]``
+(``step(|d| + 1) - step(d) - step(-d)``, ``d = T[l] - E`` clamped to finite values, so that equal infinities
+tie) and ``N`` the number of such points, counted once per statement.
 
 **Absent points.** A term of the forward sum that is absent contributes nothing, so its contribution to
 every gradient must be absent too: the gradient statement keeps the forward filter ``F``, and where ``E``
@@ -56,7 +57,8 @@ from dataclasses import dataclass, replace
 from . import syntax as S
 from .absence import Analysis
 from .errors import EinError, EinWarning, InternalError
-from .ir import Einsum, LhsIndex, Program, Tensor, size_name
+from .graph import schedule
+from .ir import Einsum, LhsIndex, Program, Tensor, renamed_expr, size_name
 from .stabilizers import stabilizers
 
 _LN2 = math.log(2.0)
@@ -157,6 +159,13 @@ def _gap(a: S.Expr, b: S.Expr) -> S.Expr:
     return S.Binary("-", _call("clamp", a, lo, hi), _call("clamp", b, lo, hi))
 
 
+def _equal(d: S.Expr) -> S.Expr:
+    """1 where ``d`` is 0, else 0 (a NaN too): ``step(|d| + 1) - step(d) - step(-d)``."""
+    return _sub(
+        _sub(_call("step", _add(_call("abs", d), S.Const(1))), _call("step", d)), _call("step", _neg(d))
+    )
+
+
 def _present(a: S.Expr) -> S.Expr:
     """0 where ``a`` is present (any value, NaN and infinities too), absent where it is absent."""
     return _call("step", _neg(_call("abs", a)))
@@ -233,7 +242,7 @@ def _call_derivative(x: S.Call, d) -> S.Expr | None:
         # comparison fails (a NaN) both sides take it
         d_ = _gap(a, b)
         gt, lt = _call("step", d_), _call("step", _neg(d_))
-        half = _mul(_k(0.5), _sub(_sub(_call("step", _add(_call("abs", d_), S.Const(1))), gt), lt))
+        half = _mul(_k(0.5), _equal(d_))
         wa, wb = _sub(_sub(S.Const(1), lt), half), _sub(_sub(S.Const(1), gt), half)
         if fn == "min":
             wa, wb = wb, wa
@@ -309,20 +318,6 @@ def _canonical(an: Analysis, e: S.Expr | None) -> S.Expr | None:
         return None
 
     return None if e is None else S.rewrite_expr(e, read)
-
-
-def _renamed(e: Einsum, names: dict[str, str]) -> Einsum:
-    """``e`` with tensors renamed (``names``: old -> new)."""
-
-    def read(x: S.Expr):
-        if isinstance(x, S.Read) and x.tensor in names:
-            return S.Read(names[x.tensor], tuple(S.rewrite_expr(i, read) for i in x.indices))
-        return None
-
-    def fix(x):
-        return None if x is None else S.rewrite_expr(x, read)
-
-    return replace(e, tensor=names.get(e.tensor, e.tensor), expr=fix(e.expr), filter=fix(e.filter))
 
 
 def _replace(e: S.Expr | None, old: S.Expr, new: S.Expr) -> S.Expr | None:
@@ -441,24 +436,17 @@ def _named_operands(prog: Program, names: _Names) -> Program:
     return replace(prog, tensors=tuple(tensors), einsums=tuple(einsums))
 
 
-def _order(prog: Program, roots=None) -> list[Einsum]:
-    """The statements that the tensors ``roots`` need (every statement by default), each after the
-    statements of the tensors it reads."""
+def _needed(prog: Program, roots) -> set[str]:
+    """The tensors that the tensors ``roots`` read, transitively (``roots`` included)."""
     defs = {e.tensor: e for e in prog.einsums}
-    done: list[Einsum] = []
-    seen: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in seen or name not in defs:
-            return
-        seen.add(name)
-        for rd in defs[name].reads():
-            visit(rd.tensor)
-        done.append(defs[name])
-
-    for name in (e.tensor for e in prog.einsums) if roots is None else roots:
-        visit(name)
-    return done
+    need: set[str] = set()
+    stack = list(roots)
+    while stack:
+        name = stack.pop()
+        if name not in need and name in defs:
+            need.add(name)
+            stack += [rd.tensor for rd in defs[name].reads()]
+    return need
 
 
 class _Builder:
@@ -473,10 +461,10 @@ class _Builder:
         self.grads: dict[str, str] = {}  # tensor -> its cotangent's tensor
         self.shapes: dict[str, tuple[str, ...]] = {}  # backward tensor -> its ranks
         self.presence: dict[str, str] = {}  # statement -> the tensor of its term's presence (a gate)
+        self.counts: dict[str, str] = {}  # max/min statement -> the tensor counting the points that attain it
         self.seeds: set[str] = set()  # the cotangents of the outputs (inputs of the backward program)
-        self.hidden = {
-            t.name for t in prog.tensors
-        }  # names a size cannot take (`K`: the tensor, not k's size)
+        # names that a size cannot take (`K`: the tensor, not the size of rank k)
+        self.hidden = {t.name for t in prog.tensors}
 
     # which tensors carry a cotangent: those between an input asked for and an output
     def active(self, order: list[Einsum]) -> set[str]:
@@ -549,16 +537,13 @@ class _Builder:
             deriv = _replace(deriv, e.expr, value_here)
         term = deriv
         if op in ("max", "min"):  # the points that attain it, ties split evenly
-            # 1 where the term equals the max: step(|d| + 1) - step(d), d = T - E >= 0 (0 at NaN)
-            gap = _gap(value_here, e.expr) if op == "max" else _gap(e.expr, value_here)
-            hit = S.Binary(
-                "-", _call("step", S.Binary("+", _call("abs", gap), S.Const(1))), _call("step", gap)
-            )
-            count = self.names.tensor(f"N{e.tensor}")
-            self.emit(count, e.lhs_ranks, hit, e.reduced, e.filter)
-            term = _div(_mul(term, hit), S.Read(count, tuple(S.Coord(r) for r in e.lhs_ranks)))
+            hit = _equal(_gap(value_here, e.expr))  # 1 where the term attains the max (min)
+            if e.label not in self.counts:  # how many points do, once per statement
+                self.counts[e.label] = self.names.tensor(f"N{e.tensor}")
+                self.emit(self.counts[e.label], e.lhs_ranks, hit, e.reduced, e.filter)
+            term = _div(_mul(term, hit), S.Read(self.counts[e.label], tuple(S.Coord(r) for r in e.lhs_ranks)))
         else:
-            gate = self.gate(e, deriv, dT)
+            gate = self.gate(e, deriv, dT, value_here)
             if gate is not None:
                 term = S.Binary("+", term, gate)
         term = _mul(lhs_here, term)
@@ -656,17 +641,16 @@ class _Builder:
                 return r, value
         return None
 
-    def gate(self, e: Einsum, deriv: S.Expr, dT: str) -> S.Expr | None:
+    def gate(self, e: Einsum, deriv: S.Expr, dT: str, here: S.Read) -> S.Expr | None:
         """What makes a contribution absent where the forward term ``e.expr`` is (the forward sum skips
         the term there), or None where nothing has to: 0 where the term is present, absent elsewhere.
 
         A cotangent is absent wherever its tensor is (an invariant: each contribution to it is absent where
         the term that read the tensor is, and a sum of contributions is gated by the tensor), except the
-        cotangent of an output, an input of the backward program, present everywhere."""
-        here = S.Read(e.tensor, tuple(S.Coord(r) for r in e.lhs_ranks))
-        raw = self.grads.get(e.tensor) in self.seeds
+        cotangent of an output, an input of the backward program, present everywhere. ``here`` is
+        ``e``'s tensor read at its left-hand side."""
         if not e.reduce:  # the term is present exactly where the tensor is
-            if not raw or self.an.tensor(e.tensor) == frozenset():
+            if dT not in self.seeds or self.an.tensor(e.tensor) == frozenset():
                 return None
             return _present(here)
         whole = self.an.expr(e.expr)
@@ -725,7 +709,7 @@ def grad(spec, wrt=None, params=None) -> Gradient:
     names = _Names(prog)
     prog = _named_operands(_split_mixed(prog, names), names)
     b = _Builder(prog, asked if asked is not None else tuple(floats), names)
-    order = _order(prog)
+    order = [step.einsum for step in schedule(prog)]  # (no recurrence: every step is dense)
     active = b.active(order)
     targets = tuple(n for n in (asked or floats) if n in active)
     if asked is not None and len(targets) < len(asked):
@@ -761,12 +745,22 @@ def grad(spec, wrt=None, params=None) -> Gradient:
             name = b.names.tensor(f"d{n}")
             b.emit(name, ranks, _present(S.Read(n, tuple(S.Coord(r) for r in ranks))), (), None)
         outs.append(name)
-    final = {o: b.names.tensor(f"d{n}") for n, o in zip(targets, outs) if o.startswith(f"d{n}_")}
-    b.statements = [_renamed(st, final) for st in b.statements]
+    # an input's one contribution is its gradient: named after the input (`dQ`, not `dQ_QK`)
+    final = {o: b.names.tensor(f"d{n}") for n, o in zip(targets, outs) if o in b.parts.get(n, ())}
+    b.statements = [
+        replace(
+            st,
+            tensor=final.get(st.tensor, st.tensor),
+            expr=renamed_expr(st.expr, final),
+            filter=renamed_expr(st.filter, final),
+        )
+        for st in b.statements
+    ]
     outs = tuple(final.get(o, o) for o in outs)
 
     # the forward statements the backward reads, and the inputs
-    forward = _order(prog, [rd.tensor for st in b.statements for rd in st.reads()])
+    need = _needed(prog, [rd.tensor for st in b.statements for rd in st.reads()])
+    forward = [e for e in order if e.tensor in need]
     inputs = [prog.tensor(n) for n in prog.inputs]
     inputs += [Tensor(name, prog.tensor(o).ranks, "float", "input") for o, name in cot.items()]
     header = [

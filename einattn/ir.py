@@ -202,12 +202,7 @@ def renamed(prog: Program, mapping: dict[str, str]) -> Program:
         return mapping.get(n, n)
 
     def expr(e: S.Expr | None) -> S.Expr | None:
-        def read(x: S.Expr):
-            if isinstance(x, S.Read):
-                return S.Read(name(x.tensor), tuple(expr(i) for i in x.indices))
-            return None
-
-        return None if e is None else S.rewrite_expr(e, read)
+        return renamed_expr(e, mapping)
 
     return replace(
         prog,
@@ -218,6 +213,17 @@ def renamed(prog: Program, mapping: dict[str, str]) -> Program:
             replace(e, tensor=name(e.tensor), expr=expr(e.expr), filter=expr(e.filter)) for e in prog.einsums
         ),
     )
+
+
+def renamed_expr(e: S.Expr | None, mapping: dict[str, str]) -> S.Expr | None:
+    """``e`` with the tensors it reads renamed (``mapping``: old name -> new; the others kept)."""
+
+    def read(x: S.Expr):
+        if isinstance(x, S.Read):
+            return S.Read(mapping.get(x.tensor, x.tensor), tuple(renamed_expr(i, mapping) for i in x.indices))
+        return None
+
+    return None if e is None else S.rewrite_expr(e, read)
 
 
 def program_cache(maxsize: int = 256):

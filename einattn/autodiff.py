@@ -59,6 +59,7 @@ from .absence import Analysis
 from .errors import EinError, EinWarning, InternalError
 from .graph import schedule
 from .ir import Einsum, LhsIndex, Program, Tensor, renamed_expr, size_name
+from .ir import coords as _coords
 from .stabilizers import stabilizers
 
 _LN2 = math.log(2.0)
@@ -535,7 +536,7 @@ class _Builder:
             return
         if not e.reduce:  # T = E where F: T holds E wherever the term is present
             deriv = _replace(deriv, e.expr, value_here)
-        term = deriv
+        term, gate = deriv, None
         if op in ("max", "min"):  # the points that attain it, ties split evenly
             hit = _equal(_gap(value_here, e.expr))  # 1 where the term attains the max (min)
             if e.label not in self.counts:  # how many points do, once per statement
@@ -544,8 +545,7 @@ class _Builder:
             term = _div(_mul(term, hit), S.Read(self.counts[e.label], tuple(S.Coord(r) for r in e.lhs_ranks)))
         else:
             gate = self.gate(e, deriv, dT, value_here)
-            if gate is not None:
-                term = S.Binary("+", term, gate)
+        whole = _mul(lhs_here, term if gate is None else S.Binary("+", term, gate))
         term = _mul(lhs_here, term)
 
         # the ranks of the contribution: the read's plain ranks, solved affine indices, or a filter
@@ -589,19 +589,32 @@ class _Builder:
         filt = e.filter
         for c in conds:
             filt = c if filt is None else S.Logic("and", filt, c)
-        term, filt = (
-            _canonical(self.an, _fold(S.subst(x, sub))) if x is not None else None for x in (term, filt)
+        term, gate, whole, filt = (
+            _canonical(self.an, _fold(S.subst(x, sub))) if x is not None else None
+            for x in (term, gate, whole, filt)
         )
-        mentioned = {
-            c.rank for x in (term, filt) if x is not None for c in x.walk() if isinstance(c, S.Coord)
-        }
-        for r in reduced:  # a sum over a rank the term does not vary along: R times the term
+        name = self.names.tensor(f"d{x}_{e.tensor}")
+        lhs = tuple(lhs)
+        if gate is not None and reduced and set(_coords(gate)) <= set(lhs):
+            # the gate varies only along the contribution's own ranks: added after the reduction (the same
+            # values and presence), so that the reduction stays a plain contraction (`tl.dot` in a fused
+            # kernel) instead of summing a gate broadcast along its reduced ranks
+            value = self.names.tensor(f"{name}_v")
+            self.emit(value, lhs, *self._summed(term, filt, reduced))
+            self.emit(name, lhs, S.Binary("+", S.Read(value, tuple(S.Coord(r) for r in lhs)), gate), (), None)
+        else:
+            self.emit(name, lhs, *self._summed(whole, filt, reduced))
+        self.parts.setdefault(x, []).append(name)
+
+    @staticmethod
+    def _summed(term: S.Expr, filt, reduced: tuple[str, ...]) -> tuple:
+        """(term, reduced ranks, filter) of a contribution: a sum over a rank the term and the filter do not
+        vary along is R times the term."""
+        mentioned = {r for x in (term, filt) if x is not None for r in _coords(x)}
+        for r in reduced:
             if r not in mentioned:
                 term = _mul(term, S.Size(r))
-        reduced = tuple(r for r in reduced if r in mentioned)
-        name = self.names.tensor(f"d{x}_{e.tensor}")
-        self.emit(name, tuple(lhs), term, reduced, filt)
-        self.parts.setdefault(x, []).append(name)
+        return term, tuple(r for r in reduced if r in mentioned), filt
 
     def bounded(self, term: S.Expr, r: str) -> bool:
         """Whether ``term`` is absent wherever rank ``r`` leaves its range: it reads ``r`` plainly at a

@@ -39,12 +39,13 @@ from einattn.kernel import Kernel
 from einattn.sizes import bind_sizes
 from einattn.stabilizers import floored
 
+from .triton_backward import CHOICES as BACKWARDS
 from .triton_fused import Refusal
 from .triton_fused_module import fused_module
 from .triton_general import general_module
 from .triton_module import module_name, spec_name
 
-OPTIONS = ("passes", "path", "tile", "skip_tiles", "dtype", "smem_limit", "register_limit")
+OPTIONS = ("passes", "path", "tile", "skip_tiles", "dtype", "smem_limit", "register_limit", "backward")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -73,6 +74,12 @@ def _prepare(program: Program, options: dict, stream: bool = True) -> tuple[Prog
     path = options.get("path", "auto")
     if path not in ("auto", "fused", "general"):
         raise EinError(f"path must be 'auto', 'fused' or 'general', got {path!r}")
+    if options.get("backward", "auto") not in BACKWARDS:
+        raise EinError(
+            f"option backward must be one of {', '.join(map(repr, BACKWARDS))}, got {options['backward']!r}",
+            hint="'auto': generated backward kernels where einattn derives them (float32 and float64), "
+            "else the torch backend; 'derived': always the generated kernels; 'torch': never",
+        )
     if not isinstance(options.get("skip_tiles", True), bool):
         raise EinError(f"option skip_tiles must be True or False, got {options['skip_tiles']!r}")
     for limit in ("smem_limit", "register_limit"):
@@ -290,7 +297,7 @@ def _custom_op(key: str, kernel: TritonKernel):
         f"einattn::{key}_backward", mutates_args=(), schema="(Tensor[] xs, Tensor[] grads) -> Tensor[]"
     )
     def backward(xs, grads):
-        return kernel.recompute_grads(xs, grads)
+        return kernel.gradients(xs, grads)
 
     @backward.register_fake
     def _(xs, grads):
@@ -335,14 +342,22 @@ class TritonKernel(Kernel):
                 int(options.get("smem_limit", 1 << 30)),
                 int(options.get("register_limit", 1 << 30)),
             )
-        self.key = f"{name}_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+        # (the op's backward belongs to one kernel: a backward option that is not in the source keys it too)
+        keyed = source + f"\n# backward={options.get('backward', 'auto')}"
+        self.key = f"{name}_{hashlib.sha256(keyed.encode()).hexdigest()[:12]}"
         self._torch_kernel = None
+        self._derived = None  # (DerivedBackward | None, BackwardPlan), built at the first backward pass
         self._fits: set = set()
         self._modules: dict[bool, object] = {}
         self.module  # noqa: B018 - load it now: a source that does not import is an error at compile time
         # the custom op now, not at the first call: a first call inside torch.compile cannot trace
         # torch.library's registration
         _custom_op(self.key + ("_interpreted" if interpreting() else ""), self)
+        if options.get("backward") == "derived" and self.backward_plan.kind != "derived":
+            raise EinError(
+                f"{program.name}: no generated backward: {self.backward_plan.reason}",
+                hint="backward='auto' recomputes the gradient through the torch backend instead",
+            )
 
     def for_empty(self) -> Kernel:
         """An empty rank runs the spec as written on the general path: its reductions know that a sum over
@@ -447,7 +462,30 @@ class TritonKernel(Kernel):
             raise EinError(f"{self.program.name}: {e}") from None
         self._fits.add(key)
 
-    # ---- the backward: recomputed through the torch backend ---------------------------------------------
+    # ---- the backward: generated kernels (triton_backward), else recomputed through the torch backend -----
+    @property
+    def backward_plan(self):
+        """How the backward pass runs (:class:`~lowering.triton_backward.BackwardPlan`): derived kernels
+        or the torch backend, and why. For float16 and bfloat16 inputs ``backward='auto'`` takes the torch
+        backend even where this says ``derived``."""
+        if self._derived is None:
+            from .triton_backward import derive
+
+            self._derived = derive(self)
+        return self._derived[1]
+
+    def gradients(self, xs, grads):
+        """The gradient of every input given the outputs' cotangents: the derived kernels, or the torch
+        backend (see ``backward_plan``)."""
+        import torch
+
+        choice = self.options.get("backward", "auto")
+        derived = self._derived[0] if self.backward_plan.kind == "derived" else None
+        half = any(x.dtype in (torch.float16, torch.bfloat16) for x in xs)
+        if derived is not None and not (choice == "auto" and half) and all(x.numel() for x in xs):
+            return derived(xs, grads)
+        return self.recompute_grads(xs, grads)
+
     def torch_kernel(self):
         if self._torch_kernel is None:
             from einattn.api import compile as compile_spec

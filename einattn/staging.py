@@ -1,0 +1,369 @@
+"""Staging: a multi-pass cascade as a sequence of 1-pass programs, one fused kernel each.
+
+A cascade that re-reads a sequence rank after a full reduction over it (the backward pass of attention reads
+the softmax's max, its denominator and ``sum_m dA * A`` at every key) is not one loop over tiles. The rewrite
+removes such barriers where it can prove an online form (FuseMax's rules); what is left is *staged*:
+
+1. **Cut.** Every statement that reduces over a sequence rank and is read by another, and every output, is
+   *materialised*: its values are computed by one stage and read by later stages as inputs. Such a tensor
+   has no sequence rank of the reduction, so it is small (a vector per query row, a gradient of an input).
+   Everything else (scores, probabilities, their cotangents: the ``M x P`` values) is recomputed tile by tile
+   inside each stage that needs it, never written to memory.
+2. **Group.** Materialised tensors are placed in order into stages; a stage streams one rank (the one its
+   tensors reduce over), and a tensor joins an existing stage over the same rank when every tensor it reads
+   is computed by then and the stage with it still has a 1-pass form (the softmax's max and denominator
+   share one stage through the online rewrite; ``sum_m dA * A``, read at every key by ``dQ``, cannot).
+   Tensors that nothing else reads wait for the last stage they fit (``dK`` joins ``dV``).
+3. **Rewrite.** Each stage is rewritten into its 1-pass form over its rank (running max and sums, or
+   streamed sums), which the triton backend compiles into one fused kernel.
+
+**Absent points** cross a stage boundary exactly: where the presence analysis bounds a materialised tensor
+by affine constraints (a fully masked row of a sliding window has no max), the reading stage declares it as
+an input ``<T>_in`` and restores its absence with the same constraints as a filter. A tensor whose presence
+the analysis cannot describe refuses staging.
+
+``stages(prog, sequence)`` returns the stages; :func:`run` evaluates them with any backend's kernels.
+The staged program computes what the program computes (``tests/test_staging.py`` checks that on NumPy
+for the backward passes of the examples and of random cascades).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from . import syntax as S
+from .absence import Affine, analyse
+from .errors import EinError, EinWarning
+from .graph import schedule
+from .ir import Einsum, Program, Tensor
+
+
+class StagingError(EinError):
+    """The program cannot be staged into 1-pass programs (why, in the message)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One program of a staged cascade.
+
+    ``program``: the stage in its 1-pass form over ``rank`` (or as written, ``rank`` None, when it
+    reduces over no sequence rank); ``written``: before the rewrite; ``outputs``: the tensors of the
+    original program it computes (its outputs, same names); ``inputs``: for each input of the stage, the
+    tensor of the original program it takes (an input of the original, or an earlier stage's output).
+    """
+
+    program: Program
+    written: Program
+    rank: str | None
+    outputs: tuple[str, ...]
+    inputs: dict
+
+    sequence: frozenset = frozenset()
+
+    @property
+    def dense(self) -> bool:
+        """Whether a statement of the stage as written spans two sequence ranks (an ``M x P`` value): such a
+        stage needs its 1-pass form (one fused kernel) to hold only tiles of it."""
+        return any(len(set(e.space) & self.sequence) > 1 for e in self.written.einsums)
+
+
+def _affine_expr(a: Affine) -> S.Expr | None:
+    """``a`` as an index expression of the language (None when it holds a loop index)."""
+    terms: list[tuple[S.Expr, int]] = [(S.Coord(r), c) for r, c in a.coefs]
+    for atom, c in a.const.terms:
+        e = _atom_expr(atom)
+        if e is None:
+            return None
+        terms.append((e, c))
+    out: S.Expr | None = None
+    for e, c in terms:
+        mag = e if abs(c) == 1 else S.Binary("*", S.Const(abs(c)), e)
+        if out is None:
+            out = mag if c > 0 else S.Unary("-", mag)
+        else:
+            out = S.Binary("+" if c > 0 else "-", out, mag)
+    k = a.const.const
+    if out is None:
+        return S.Const(k)
+    return S.Binary("+" if k >= 0 else "-", out, S.Const(abs(k))) if k else out
+
+
+def _atom_expr(atom) -> S.Expr | None:
+    if atom[0] == "size":
+        return S.Size(atom[1])
+    if atom[0] == "prod":
+        a, b = _atom_expr(atom[1]), _atom_expr(atom[2])
+        return None if a is None or b is None else S.Binary("*", a, b)
+    return None  # a loop index: only in iterative programs, which are not staged
+
+
+def _presence_filter(presence: frozenset) -> S.Expr | None:
+    """The constraints ``a >= 0`` of a presence as a filter (None: present everywhere)."""
+    out = None
+    for a in sorted(presence):
+        e = _affine_expr(a)
+        if e is None:
+            raise StagingError("a presence constraint holds a loop index")
+        c = S.Compare(">=", e, S.Const(0))
+        out = c if out is None else S.Logic("and", out, c)
+    return out
+
+
+class _Stager:
+    def __init__(self, prog: Program, sequence: set[str], tile: int):
+        self.prog, self.seq, self.tile = prog, sequence, tile
+        self.order = [step.einsum for step in schedule(prog)]
+        self.defs = {e.tensor: e for e in self.order}
+        self.presence = analyse(prog)
+
+        def seq_ranks(e: Einsum) -> set[str]:
+            return set(e.space) & sequence
+
+        # a value over one sequence rank that a value over two reads (a row's statistic, `dAV / SD`): a
+        # stage streaming the other rank would recompute it per tile from per-tile values
+        wide = {rd.tensor for e in self.order if len(seq_ranks(e)) > 1 for rd in e.reads()}
+        self.cut = [
+            e.tensor
+            for e in self.order
+            if e.tensor in prog.outputs
+            or any(r in sequence for r in e.reduced)
+            or (e.tensor in wide and len(seq_ranks(e)) == 1)
+        ]
+        cutset = set(self.cut)
+        self.rank: dict[str, str | None] = {}
+        for t in self.cut:
+            e = self.defs[t]
+            over = [r for r in e.reduced if r in sequence]
+            if len(over) > 1:
+                raise StagingError(
+                    f"`{t}` reduces over {len(over)} sequence ranks ({', '.join(over)}) at once: "
+                    "a stage streams one",
+                    span=e.span,
+                )
+            self.rank[t] = over[0] if over else None
+        self.closure: dict[str, list[Einsum]] = {}
+        self.deps: dict[str, set[str]] = {}
+        for t in self.cut:
+            stmts, deps, stack, seen = [], set(), [t], {t}
+            while stack:
+                e = self.defs[stack.pop()]
+                stmts.append(e)
+                for rd in e.reads():
+                    n = rd.tensor
+                    if prog.tensor(n).is_input or n in seen:
+                        continue
+                    if n in cutset:
+                        deps.add(n)
+                        continue
+                    seen.add(n)
+                    stack.append(n)
+            pos = {e.tensor: i for i, e in enumerate(self.order)}
+            self.closure[t] = sorted(stmts, key=lambda e: pos[e.tensor])
+            self.deps[t] = deps
+            if not any(len(seq_ranks(e)) > 1 for e in stmts):  # small: computed as written, no streaming
+                self.rank[t] = None
+
+    # ---- building one stage ------------------------------------------------------------------------------
+    def build(self, members: list[str], rank: str | None) -> Stage:
+        prog = self.prog
+        stmts: dict[str, Einsum] = {}
+        for t in members:
+            for e in self.closure[t]:
+                stmts[e.tensor] = e
+        pos = {e.tensor: i for i, e in enumerate(self.order)}
+        body = sorted(stmts.values(), key=lambda e: pos[e.tensor])
+        read = {rd.tensor for e in body for rd in e.reads()}
+        inputs: list[Tensor] = []
+        taken: dict[str, str] = {}
+        restore: list[Einsum] = []
+        names = {t.name for t in prog.tensors} | set(prog.param_values)
+        for n in prog.inputs:
+            if n in read:
+                inputs.append(prog.tensor(n))
+                taken[n] = n
+        for n in self.cut:
+            if n not in read or n in stmts:
+                continue
+            t = prog.tensor(n)
+            presence = self.presence.tensor(n)
+            if presence is None:
+                raise StagingError(
+                    f"`{n}` is read by a later stage and the presence analysis cannot say where it is absent",
+                    span=self.defs[n].span,
+                )
+            cond = _presence_filter(presence)
+            if cond is None:
+                inputs.append(Tensor(n, t.ranks, "float", "input"))
+                taken[n] = n
+                continue
+            alias = f"{n}_in"
+            while alias in names:
+                alias += "_"
+            names.add(alias)
+            inputs.append(Tensor(alias, t.ranks, "float", "input"))
+            taken[alias] = n
+            idx = tuple(S.Coord(r) for r in t.ranks)
+            from .ir import LhsIndex
+
+            restore.append(
+                Einsum(n, tuple(LhsIndex(r) for r in t.ranks), S.Read(alias, idx), (), cond, t.ranks)
+            )
+        from .format import format_parts
+
+        used = {r for e in body + restore for r in (*e.space, *e.lhs_ranks)} | {
+            r for t in inputs for r in t.ranks
+        }
+        aliases = [(a, b) for a, b in prog.aliases if a in used and b in used]
+        header = [f"stage of {prog.name}: {', '.join(members)}" + (f" (streams {rank})" if rank else "")]
+        text = format_parts(
+            inputs, tuple(members), prog.params, (), restore + body, header=header, aliases=aliases
+        )
+        from .api import parse
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", EinWarning)
+                written = parse(text, f"{prog.name} (stage: {', '.join(members)})")
+        except EinError as err:
+            raise StagingError(f"a stage does not check ({err.message})") from None
+        program = written
+        if rank is not None:
+            program = self._one_pass(written, rank)
+        return Stage(program, written, rank, tuple(members), taken, frozenset(self.seq))
+
+    def _one_pass(self, written: Program, rank: str) -> Program:
+        from .rewrite import RewriteError, _multipass, rewrite, stream
+
+        if _multipass(written, rank) is not None:
+            try:
+                new, _ = rewrite(written, 1, rank, self.tile)
+            except RewriteError as err:
+                raise StagingError(str(err.message)) from None
+        else:
+            new = stream(written, rank, self.tile) or written
+        if not new.iterative_ranks:
+            raise StagingError(f"no 1-pass form over {rank}")
+        return new
+
+    # ---- grouping ----------------------------------------------------------------------------------------
+    def stages(self) -> list[Stage]:
+        readers = {n for t in self.cut for n in self.deps[t]}
+        inner = [t for t in self.cut if t in readers]
+        sinks = [t for t in self.cut if t not in readers]
+        groups: list[tuple[str | None, list[str], Stage]] = []
+        where: dict[str, int] = {}
+        for t in inner + sinks:
+            rank = self.rank[t]
+            earliest = max((where[d] for d in self.deps[t]), default=-1)
+            # a sink waits for the last stage it fits; a tensor that others read, for the first
+            candidates = (
+                range(len(groups) - 1, max(earliest, 0) - 1, -1)
+                if t in sinks
+                else range(max(earliest, 0), len(groups))
+            )
+            placed = False
+            for i in candidates:
+                r, members, _ = groups[i]
+                if r != rank:
+                    continue
+                try:
+                    stage = self.build([*members, t], rank)
+                except StagingError:
+                    continue
+                groups[i] = (r, [*members, t], stage)
+                where[t] = i
+                placed = True
+                break
+            if not placed:  # a stage of its own; one with no 1-pass form alone (a max without the sums
+                # normalised by it) waits for the tensors that give it one
+                try:
+                    stage = self.build([t], rank)
+                except StagingError as err:
+                    stage = err
+                groups.append((rank, [t], stage))
+                where[t] = len(groups) - 1
+        for _, _, stage in groups:
+            if isinstance(stage, StagingError):
+                raise stage
+        return [stage for _, _, stage in groups]
+
+
+def stages(prog: Program, sequence: Iterable[str], tile: int = 64) -> list[Stage]:
+    """``prog`` as a sequence of 1-pass programs streaming the ``sequence`` ranks (see the module). Raises
+    :class:`StagingError` with the reason when it cannot be staged."""
+    if prog.iterative_ranks or prog.partitions:
+        raise StagingError(
+            "the program already has iterative ranks or partitions: stage the cascade as written"
+        )
+    order = [r for r in dict.fromkeys(sequence) if r in prog.ranks]
+    return _Stager(_split_reductions(prog, order), set(order), tile).stages()
+
+
+def _split_reductions(prog: Program, sequence: list[str]) -> Program:
+    """``prog`` with each reduction over several sequence ranks split in two: over the first of them (and
+    the other reduced ranks) into a part that keeps the rest, then over the rest (``dslope[h]``, a sum over
+    keys and queries: a sum over keys per query, then over queries). Same values: the reductions are one
+    associative, commutative operator (:func:`einattn.autodiff` splits mixed ones), and a part is absent
+    exactly where every point it reduces is."""
+    from .format import format_parts
+    from .ir import LhsIndex
+
+    names = {t.name for t in prog.tensors} | set(prog.param_values)
+    out: list[Einsum] = []
+    changed = False
+    for e in prog.einsums:
+        over = [r for r in sequence if r in e.reduced]
+        if len(over) < 2:
+            out.append(e)
+            continue
+        changed = True
+        ops = {op for _, op in e.reduce}
+        if len(ops) != 1:
+            raise StagingError(f"`{e.tensor}` mixes reductions over sequence ranks", span=e.span)
+        (op,) = ops
+        keep = [r for r in e.reduced if r != over[0]]  # (batch ranks too: the part stays per program)
+        part = f"{e.tensor}_part"
+        while part in names:
+            part += "_"
+        names.add(part)
+        lhs = (*e.lhs_ranks, *keep)
+        first = tuple((r, op) for r in e.reduced if r not in keep)
+        out.append(
+            Einsum(
+                part,
+                tuple(LhsIndex(r) for r in lhs),
+                e.expr,
+                first,
+                e.filter,
+                (*lhs, *(r for r, _ in first)),
+                e.span,
+            )
+        )
+        rest = tuple((r, op) for r in keep)
+        read = S.Read(part, tuple(S.Coord(r) for r in lhs))
+        out.append(Einsum(e.tensor, e.index, read, rest, None, (*e.lhs_ranks, *keep), e.span))
+    if not changed:
+        return prog
+    from .api import parse
+
+    text = format_parts(
+        [prog.tensor(n) for n in prog.inputs], prog.outputs, prog.params, (), out, aliases=prog.aliases
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EinWarning)
+        return parse(text, prog.name)
+
+
+def run(staged: list[Stage], inputs: dict, call: Callable[[Stage, dict], dict]) -> dict:
+    """Evaluate ``staged`` on ``inputs`` (the original program's inputs by name): ``call(stage, xs)`` runs
+    one stage on its inputs by stage name and returns its outputs by name. Returns every tensor computed."""
+    values = dict(inputs)
+    for stage in staged:
+        xs = {name: values[src] for name, src in stage.inputs.items()}
+        values.update(call(stage, xs))
+    return values
+
+
+__all__ = ["Stage", "StagingError", "run", "stages"]

@@ -1,0 +1,127 @@
+"""The triton backend's backward pass: generated kernels for the backward cascade that einattn derives.
+
+For a kernel whose forward pass is one fused kernel, :func:`derive` builds the backward pass from the spec:
+
+1. ``einattn.grad`` derives the backward cascade of the spec as written (reverse mode; docs/rewrite.md,
+   "Gradients");
+2. ``einattn.staging`` cuts it into 1-pass programs over the forward kernel's two sequence ranks (the
+   streamed one and the rows): softmax attention gives four, FlashAttention-2's structure found by the
+   compiler -- the row statistics (max and denominator, one online pass over the keys), ``sum_m dA * A``
+   per row (a pass over the keys), ``dK`` and ``dV`` (a pass over the queries for each block of keys),
+   ``dQ`` (a pass over the keys for each block of queries);
+3. each stage is compiled by this backend: a stage that holds a key-by-query value must be one fused kernel
+   (its scores and their cotangents live in registers, one tile at a time), the others (per-row values, the
+   sum of a bias's gradient over its rows) are small and may take the general path.
+
+Where any step does not apply (a spec written in its 1-pass form, gathers such as GQA's ``h // R`` whose
+presence the analysis cannot bound, a stage that does not fuse) the backward recomputes through the torch
+backend, as before; ``kernel.backward_plan`` says which and why. The stages pass row statistics through
+global memory in the outputs' dtype: ``backward="auto"`` (the default) uses the derived kernels for float32
+and float64 inputs and the torch backend for float16 and bfloat16 (a row max rounded to 16 bits scales a row
+of probabilities by up to 0.5%); ``backward="derived"`` uses them for every dtype, ``backward="torch"``
+never.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from einattn.errors import EinError
+
+CHOICES = ("auto", "derived", "torch")
+
+
+@dataclass(frozen=True)
+class BackwardPlan:
+    """How the backward pass runs: ``kind`` is ``derived`` (generated kernels) or ``torch`` (recomputed
+    through the torch backend); ``detail`` lists the stages, ``reason`` why not derived."""
+
+    kind: str
+    detail: str = ""
+    reason: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "derived":
+            return f"derived: {self.detail}"
+        return f"torch (recomputed through the torch backend): {self.reason}"
+
+
+class DerivedBackward:
+    """The stages of the derived backward and their kernels; called with the forward inputs and the
+    outputs' cotangents, it returns one gradient per forward input (zeros where the input has none)."""
+
+    def __init__(self, gradient, staged, kernels):
+        self.gradient, self.stages, self.kernels = gradient, staged, kernels
+
+    def describe(self) -> str:
+        parts = []
+        for s, k in zip(self.stages, self.kernels):
+            how = f"fused over {s.rank}" if k.plan.path == "fused" else "general"
+            parts.append(f"{', '.join(s.outputs)} ({how})")
+        return f"{len(self.stages)} stages: " + "; ".join(parts)
+
+    def __call__(self, xs: list, grads: list) -> list:
+        import numpy as np
+        import torch
+
+        fwd = self.gradient.forward
+        values = dict(zip(fwd.inputs, xs))
+        for o, g in zip(fwd.outputs, grads):
+            if o in self.gradient.cotangents:
+                values[self.gradient.cotangents[o]] = g
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            for stage, kernel in zip(self.stages, self.kernels):
+                args = [values[stage.inputs[n]] for n in stage.program.inputs]
+                outs = kernel.launcher(*args)
+                outs = outs if isinstance(outs, tuple) else (outs,)
+                values.update(zip(stage.program.outputs, outs))
+        result = []
+        for name, x in zip(fwd.inputs, xs):
+            g = self.gradient.gradients.get(name)
+            result.append(
+                torch.zeros_like(x) if g is None else values[g].to(x.dtype).reshape(x.shape).contiguous()
+            )
+        return result
+
+
+def derive(kernel) -> tuple[DerivedBackward | None, BackwardPlan]:
+    """The derived backward of a :class:`~lowering.triton_backend.TritonKernel`, or None and the reason."""
+    from einattn.autodiff import grad
+    from einattn.staging import StagingError, stages
+
+    from .triton_backend import compile_program
+    from .triton_fused import match
+
+    def no(reason: str):
+        return None, BackwardPlan("torch", reason=reason)
+
+    if kernel.options.get("backward", "auto") == "torch":
+        return no("backward='torch'")
+    if kernel.plan.path != "fused":
+        return no("the forward pass is not one fused kernel")
+    written = kernel.original
+    if written.iterative_ranks:
+        return no(
+            "the spec is written in its 1-pass form (running states are not differentiated: write the "
+            "3-pass cascade and let passes='auto' derive the forward)"
+        )
+    plan = match(kernel.program)
+    sequence = (plan.parent, plan.row)
+    try:
+        gradient = grad(written)
+        staged = stages(gradient.program, sequence, kernel.options.get("tile", 64))
+    except StagingError as e:
+        return no(f"the backward cascade does not stage into 1-pass programs: {e.message}")
+    except EinError as e:
+        return no(f"the backward cascade: {e.message}")
+    kernels = []
+    for s in staged:
+        k = compile_program(s.program, passes="as-written", skip_tiles=kernel.options.get("skip_tiles", True))
+        if s.dense and k.plan.path != "fused":
+            return no(f"the stage computing {', '.join(s.outputs)} is not one fused kernel: {k.plan.reason}")
+        kernels.append(k)
+    derived = DerivedBackward(gradient, staged, kernels)
+    return derived, BackwardPlan("derived", derived.describe())
+
+
+__all__ = ["CHOICES", "BackwardPlan", "DerivedBackward", "derive"]

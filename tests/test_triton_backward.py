@@ -1,0 +1,165 @@
+"""The triton backend's generated backward: the derived backward cascade, staged into 1-pass programs, each
+one fused kernel (lowering/triton_backward.py). Interpreter on CPU (a GPU when present), against PyTorch's
+autograd through the torch backend and, for softmax attention, against SDPA's gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from einattn.lowering.triton_backend import TritonKernel
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from triton_cases import DEVICE, EXAMPLES
+
+import einattn
+
+DERIVED = ["causal", "attention_3pass", "alibi", "softcap", "sliding_window", "sigmoid", "lse"]
+SIZES = dict(b=1, h=2, p=21, m=19, e=5, f=3)
+
+
+def _inputs(prog, sizes, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in prog.inputs:
+        shape = [sizes.get(r, 2) for r in prog.tensor(n).ranks]
+        x = torch.randn(shape, generator=g, dtype=torch.float64)
+        if n == "slope":
+            x = x.abs()
+        out.append(x.to(dtype).to(DEVICE))
+    return out
+
+
+def _grads(kernel, xs, cots=None, seed=1):
+    leaves = [x.detach().clone().requires_grad_() for x in xs]
+    out = kernel(*leaves)
+    out = out if isinstance(out, tuple) else (out,)
+    if cots is None:
+        g = torch.Generator().manual_seed(seed)
+        cots = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype).to(o.device) for o in out]
+    return torch.autograd.grad(out, leaves, cots, allow_unused=True), cots
+
+
+def _close(got, want, tol, names):
+    for name, a, b in zip(names, got, want):
+        scale = max(1.0, b.abs().max().item())
+        err = (a.double() - b.double()).abs().max().item()
+        assert err <= tol * scale, f"d{name}: {err} (scale {scale})"
+
+
+@pytest.mark.parametrize("spec", DERIVED)
+def test_generated_backward_equals_autograd_through_torch(spec):
+    path = EXAMPLES / f"{spec}.ein"
+    kernel = einattn.compile(path, backend="triton")
+    assert kernel.backward_plan.kind == "derived", kernel.backward_plan
+    for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 1e-10)):
+        xs = _inputs(kernel.original, SIZES, dtype)
+        got, cots = _grads(kernel, xs)
+        want, _ = _grads(
+            einattn.compile(path, backend="torch"), [x.cpu() for x in xs], [c.cpu() for c in cots]
+        )
+        _close([g.cpu() for g in got], want, tol, kernel.original.inputs)
+
+
+def test_the_derived_kernels_run_not_the_torch_backend(monkeypatch):
+    kernel = einattn.compile(EXAMPLES / "causal.ein", backend="triton")
+
+    def refuse(self, xs, grads):
+        raise AssertionError("recomputed through the torch backend")
+
+    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    xs = _inputs(kernel.original, SIZES, torch.float32)
+    got, cots = _grads(kernel, xs)
+    q, k, v = (x.detach().cpu().double().requires_grad_() for x in xs)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    want = torch.autograd.grad(out, (q, k, v), cots[0].cpu().double())
+    _close([g.cpu() for g in got], want, 2e-5, "QKV")
+    plan = str(kernel.backward_plan)
+    assert plan.startswith(
+        "derived: 4 stages: GM, SD (fused over m); dSD_A (fused over m); dV, dK (fused over p)"
+    )
+
+
+ABSENT_ROWS = """
+input  Q[b, p, e], K[b, m, e], V[b, m, f]
+output O
+
+S[b, m, p] = Q[b, p, e] * K[b, m, e]  where m <= p - 4
+GM[b, p]   = S[b, m, p] :: max(m)
+N[b, m, p] = exp(S[b, m, p] - GM[b, p])
+D[b, p]    = N[b, m, p]
+A[b, m, p] = N[b, m, p] / D[b, p]
+O[b, p, f] = A[b, m, p] * V[b, m, f]
+"""
+
+
+def test_rows_without_keys_get_zero_gradients():
+    kernel = einattn.compile(ABSENT_ROWS, backend="triton")
+    assert kernel.backward_plan.kind == "derived", kernel.backward_plan
+    xs = _inputs(kernel.original, dict(b=2, p=11, m=9, e=3, f=4), torch.float32)
+    got, cots = _grads(kernel, xs)
+    assert torch.all(got[0][:, :4] == 0) and torch.any(got[0][:, 4:] != 0)
+    want, _ = _grads(einattn.compile(ABSENT_ROWS, backend="torch"), xs, cots)
+    _close(got, want, 2e-5, "QKV")
+
+
+def test_where_nothing_derives_the_torch_backend_recomputes():
+    gqa = einattn.compile(EXAMPLES / "gqa.ein", backend="triton")
+    assert gqa.backward_plan.kind == "torch"
+    assert "presence analysis cannot say" in gqa.backward_plan.reason
+    sizes = dict(b=1, h=2, g=1, p=7, m=9, e=4, f=3)
+    xs = _inputs(gqa.original, sizes, torch.float32)
+    got, cots = _grads(gqa, xs)
+    want, _ = _grads(einattn.compile(EXAMPLES / "gqa.ein", backend="torch"), xs, cots)
+    _close(got, want, 2e-5, "QKV")
+    one_pass = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="triton")
+    assert "written in its 1-pass form" in one_pass.backward_plan.reason
+    chosen = einattn.compile(EXAMPLES / "causal.ein", backend="triton", backward="torch")
+    assert str(chosen.backward_plan) == "torch (recomputed through the torch backend): backward='torch'"
+
+
+def test_backward_option_is_checked():
+    with pytest.raises(einattn.EinError, match=r"no generated backward: .*presence analysis"):
+        einattn.compile(EXAMPLES / "gqa.ein", backend="triton", backward="derived")
+    with pytest.raises(einattn.EinError, match="option backward must be one of 'auto', 'derived', 'torch'"):
+        einattn.compile(EXAMPLES / "causal.ein", backend="triton", backward="fast")
+
+
+def test_half_precision_takes_the_torch_backend_under_auto(monkeypatch):
+    from einattn.lowering.triton_backward import DerivedBackward
+
+    calls = []
+    original = DerivedBackward.__call__
+    monkeypatch.setattr(
+        DerivedBackward, "__call__", lambda self, xs, g: calls.append(1) or original(self, xs, g)
+    )
+    xs = _inputs(einattn.load(EXAMPLES / "causal.ein"), dict(b=1, h=1, p=8, m=8, e=4, f=4), torch.float16)
+    auto = einattn.compile(EXAMPLES / "causal.ein", backend="triton")
+    _grads(auto, xs)
+    assert calls == []
+    derived = einattn.compile(EXAMPLES / "causal.ein", backend="triton", backward="derived")
+    got, cots = _grads(derived, xs)
+    assert calls == [1]
+    want, _ = _grads(
+        einattn.compile(EXAMPLES / "causal.ein", backend="torch"),
+        [x.double() for x in xs],
+        [c.double() for c in cots],
+    )
+    _close(got, want, 2e-2, "QKV")  # (row statistics rounded to float16 between the stages)
+
+
+@settings(deadline=None)
+@given(
+    p=st.integers(1, 40),
+    m=st.integers(1, 40),
+    window=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_sliding_window_gradients_for_random_sizes(p, m, window, seed):
+    kernel = einattn.compile(EXAMPLES / "sliding_window.ein", backend="triton", params={"W": window})
+    reference = einattn.compile(EXAMPLES / "sliding_window.ein", backend="torch", params={"W": window})
+    xs = _inputs(kernel.original, dict(b=1, h=1, p=p, m=m, e=3, f=2), torch.float64, seed)
+    got, cots = _grads(kernel, xs, seed=seed)
+    want, _ = _grads(reference, xs, cots)
+    _close(got, want, 1e-10, "QKV")
+    assert np.isfinite(torch.stack([g.sum() for g in got]).numpy()).all()

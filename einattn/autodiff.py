@@ -73,6 +73,7 @@ class Gradient:
     cotangents: dict  # forward output -> the name of its cotangent input
     gradients: dict  # forward input -> the name of its gradient output (in the order asked)
     forward: Program
+    saved: tuple = ()  # forward tensors the backward program takes as inputs (their values, not recomputed)
 
     @property
     def text(self) -> str:
@@ -321,6 +322,37 @@ def _canonical(an: Analysis, e: S.Expr | None) -> S.Expr | None:
     return None if e is None else S.rewrite_expr(e, read)
 
 
+def _product_factors(e: S.Expr) -> list[S.Expr]:
+    """The factors of a product ``a * b * ...`` (the expression itself when it is not one)."""
+    if isinstance(e, S.Binary) and e.op == "*":
+        return _product_factors(e.a) + _product_factors(e.b)
+    return [e]
+
+
+def _without(e: S.Expr, x: S.Read) -> S.Expr | None:
+    """``g`` such that ``e = x * g`` (``x`` one factor of a product, possibly negated or divided), or
+    None. ``g`` does not read ``x``'s tensor."""
+    if e == x:
+        return S.Const(1)
+    if isinstance(e, S.Unary) and e.op == "-":
+        g = _without(e.x, x)
+        return None if g is None else _neg(g)
+    if isinstance(e, S.Binary) and e.op in "*/":
+        reads = [
+            any(isinstance(n, S.Read) and n.tensor == x.tensor for n in side.walk()) for side in (e.a, e.b)
+        ]
+        if e.op == "/" and reads == [True, False]:
+            g = _without(e.a, x)
+            return None if g is None else _div(g, e.b)
+        if e.op == "*" and reads == [True, False]:
+            g = _without(e.a, x)
+            return None if g is None else _mul(g, e.b)
+        if e.op == "*" and reads == [False, True]:
+            g = _without(e.b, x)
+            return None if g is None else _mul(e.a, g)
+    return None
+
+
 def _replace(e: S.Expr | None, old: S.Expr, new: S.Expr) -> S.Expr | None:
     """``e`` with every subexpression equal to ``old`` replaced by ``new``."""
     if e is None:
@@ -437,22 +469,24 @@ def _named_operands(prog: Program, names: _Names) -> Program:
     return replace(prog, tensors=tuple(tensors), einsums=tuple(einsums))
 
 
-def _needed(prog: Program, roots) -> set[str]:
-    """The tensors that the tensors ``roots`` read, transitively (``roots`` included)."""
+def _needed(prog: Program, roots, given=frozenset()) -> set[str]:
+    """The tensors that the tensors ``roots`` read, transitively (``roots`` included), not through the
+    tensors ``given`` (whose values are inputs)."""
     defs = {e.tensor: e for e in prog.einsums}
     need: set[str] = set()
     stack = list(roots)
     while stack:
         name = stack.pop()
-        if name not in need and name in defs:
+        if name not in need and name in defs and name not in given:
             need.add(name)
             stack += [rd.tensor for rd in defs[name].reads()]
     return need
 
 
 class _Builder:
-    def __init__(self, prog: Program, wrt: tuple[str, ...], names: _Names):
-        self.prog, self.wrt = prog, wrt
+    def __init__(self, prog: Program, wrt: tuple[str, ...], names: _Names, saved=frozenset()):
+        self.prog, self.wrt, self.saved = prog, wrt, frozenset(saved)
+        self.source: dict[str, Einsum] = {}  # contribution -> the forward statement whose read sent it
         self.an = Analysis(prog)
         self.names = names
         self.cut = stabilizers(prog)
@@ -595,7 +629,10 @@ class _Builder:
         )
         name = self.names.tensor(f"d{x}_{e.tensor}")
         lhs = tuple(lhs)
-        if gate is not None and reduced and set(_coords(gate)) <= set(lhs):
+        euler = None if gate is not None or conds or sub or e.filter else self.euler(e, deriv, lhs, reduced)
+        if euler is not None:
+            self.emit(name, lhs, euler[0], euler[1], None)
+        elif gate is not None and reduced and set(_coords(gate)) <= set(lhs):
             # the gate varies only along the contribution's own ranks: added after the reduction (the same
             # values and presence), so that the reduction stays a plain contraction (`tl.dot` in a fused
             # kernel) instead of summing a gate broadcast along its reduced ranks
@@ -605,6 +642,7 @@ class _Builder:
         else:
             self.emit(name, lhs, *self._summed(whole, filt, reduced))
         self.parts.setdefault(x, []).append(name)
+        self.source[name] = e
 
     @staticmethod
     def _summed(term: S.Expr, filt, reduced: tuple[str, ...]) -> tuple:
@@ -615,6 +653,49 @@ class _Builder:
             if r not in mentioned:
                 term = _mul(term, S.Size(r))
         return term, tuple(r for r in reduced if r in mentioned), filt
+
+    def euler(self, e: Einsum, deriv: S.Expr, lhs: tuple[str, ...], reduced: tuple[str, ...]):
+        """``(term, reduced ranks)`` of ``sum_R dT * T * g`` written as ``sum_F dO * O * g``, or None.
+
+        Where ``T``'s one reader is a saved ``O[l, F] = sum_R T[l, R] * W`` (linear in ``T``), ``dT = sum_F
+        dO * W`` and ``sum_R dT * T = sum_F dO * (sum_R T * W) = sum_F dO * O``: the sum over the keys
+        becomes one over the features of the saved output. Softmax's ``sum_m dA * A`` (the denominator's
+        cotangent, ``A = SN / SD``) becomes ``sum_f dAV * AV``, FlashAttention-2's ``rowsum(dO * O)``: no
+        pass over the keys. Applied only where the presence analysis proves both sides present at the same
+        points."""
+        if not self.saved or e.reduce or not reduced:
+            return None
+        here = S.Read(e.tensor, tuple(S.Coord(r) for r in e.lhs_ranks))
+        g = _without(deriv, here)
+        if g is None or not set(_coords(g)) <= set(lhs):
+            return None
+        parts = self.parts.get(e.tensor, [])
+        if len(parts) != 1 or parts[0] not in self.source:
+            return None
+        o = self.source[parts[0]]
+        if o.tensor not in self.saved or o.filter is not None or o.kind != "plain":
+            return None
+        if any(op != "+" for _, op in o.reduce) or set(o.reduced) != set(reduced):
+            return None
+        factors = _product_factors(o.expr)
+        plain = S.Read(e.tensor, tuple(S.Coord(r) for r in self.prog.tensor(e.tensor).ranks))
+        mine = [f for f in factors if any(isinstance(n, S.Read) and n.tensor == e.tensor for n in f.walk())]
+        if mine != [plain] or not set(lhs) <= set(o.lhs_ranks):
+            return None
+        if set(self.prog.tensor(e.tensor).ranks) != set(lhs) | set(reduced):
+            return None
+        before = self.an.expr(S.Binary("*", here, g))
+        for r in reduced:
+            before = self.an.eliminate(before, r)
+        after = self.an.expr(g)
+        if before is None or after is None or self.an.simplify(before) != self.an.simplify(after):
+            return None
+        d_o = self.cotangent(o.tensor)
+        if d_o is None:
+            return None
+        at = tuple(S.Coord(r) for r in o.lhs_ranks)
+        term = _mul(_mul(S.Read(d_o, at), S.Read(o.tensor, at)), g)
+        return term, tuple(r for r in o.lhs_ranks if r not in lhs)
 
     def bounded(self, term: S.Expr, r: str) -> bool:
         """Whether ``term`` is absent wherever rank ``r`` leaves its range: it reads ``r`` plainly at a
@@ -690,10 +771,12 @@ class _Builder:
         return S.Read(self.presence[e.label], tuple(S.Coord(r) for r in e.space))
 
 
-def grad(spec, wrt=None, params=None) -> Gradient:
+def grad(spec, wrt=None, params=None, saved=()) -> Gradient:
     """The backward program of ``spec`` (a path, text or :class:`Program`): see the module. ``wrt``: the
     float inputs to differentiate with respect to (default: every float input the outputs depend on);
-    ``params``: overrides, as for :func:`einattn.compile`."""
+    ``params``: overrides, as for :func:`einattn.compile`; ``saved``: computed tensors (the outputs, say)
+    whose values the caller has from the forward pass: inputs of the backward program, after the
+    cotangents, instead of statements recomputing them (autograd keeps a function's outputs)."""
     from .api import _program, parse
     from .check import normalize_params
     from .format import format_parts
@@ -719,9 +802,16 @@ def grad(spec, wrt=None, params=None) -> Gradient:
                 )
             if n not in floats:
                 raise EinError(f"`{n}` is an integer input: it has no gradient", hint="ask for float inputs")
+    saved = (saved,) if isinstance(saved, str) else tuple(dict.fromkeys(saved))
+    for n in saved:
+        if n in prog.inputs or not any(t.name == n for t in prog.tensors):
+            raise EinError(
+                f"`{n}` is not a computed tensor of the spec: only computed values are saved",
+                hint=f"its outputs: {', '.join(prog.outputs)}",
+            )
     names = _Names(prog)
     prog = _named_operands(_split_mixed(prog, names), names)
-    b = _Builder(prog, asked if asked is not None else tuple(floats), names)
+    b = _Builder(prog, asked if asked is not None else tuple(floats), names, saved)
     order = [step.einsum for step in schedule(prog)]  # (no recurrence: every step is dense)
     active = b.active(order)
     targets = tuple(n for n in (asked or floats) if n in active)
@@ -772,13 +862,15 @@ def grad(spec, wrt=None, params=None) -> Gradient:
     outs = tuple(final.get(o, o) for o in outs)
 
     # the forward statements the backward reads, and the inputs
-    need = _needed(prog, [rd.tensor for st in b.statements for rd in st.reads()])
+    need = _needed(prog, [rd.tensor for st in b.statements for rd in st.reads()], frozenset(saved))
     forward = [e for e in order if e.tensor in need]
     inputs = [prog.tensor(n) for n in prog.inputs]
     inputs += [Tensor(name, prog.tensor(o).ranks, "float", "input") for o, name in cot.items()]
+    inputs += [Tensor(n, prog.tensor(n).ranks, "float", "input") for n in saved]
     header = [
         f"gradient of {prog.name} with respect to {', '.join(targets)} (einattn.autodiff, reverse mode)",
-        "inputs: the forward inputs, then the cotangent of each output (d<output>: d loss / d output)",
+        "inputs: the forward inputs, then the cotangent of each output (d<output>: d loss / d output)"
+        + (f", then the saved forward values {', '.join(saved)}" if saved else ""),
     ]
     text = format_parts(
         inputs,
@@ -796,7 +888,7 @@ def grad(spec, wrt=None, params=None) -> Gradient:
     except EinError as err:  # (a bug of this module: the derived text must be a valid spec)
         raise InternalError(f"the derived gradient does not check: {err}\n{text}") from err
     back = replace(back, warnings=())
-    return Gradient(back, cot, dict(zip(targets, outs)), prog)
+    return Gradient(back, cot, dict(zip(targets, outs)), prog, saved)
 
 
 __all__ = ["Gradient", "grad"]

@@ -111,11 +111,18 @@ def rewrite(file, passes, rank, tile, split):
     metavar="X,Y",
     help="The float inputs to differentiate with respect to, comma-separated (default: every one).",
 )
+@click.option(
+    "--saved",
+    default=None,
+    metavar="O,T",
+    help="Computed tensors whose forward values the backward takes as inputs (the outputs, say), "
+    "comma-separated: `sum_m dA * A` becomes `sum_f dO * O` where that is exact.",
+)
 @click.option("--param", "params", multiple=True, metavar="X=V", help="Override a param (repeat).")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the .ein here instead of printing."
 )
-def grad(file, wrt, params, output):
+def grad(file, wrt, saved, params, output):
     """Print the backward cascade of FILE: its gradients, derived in reverse mode as extended Einsums.
 
     The result is a spec: its inputs are FILE's inputs and one cotangent per output (dAV: the gradient of the
@@ -125,13 +132,15 @@ def grad(file, wrt, params, output):
     \b
     einattn grad examples/attention_3pass.ein
     einattn grad examples/alibi.ein --wrt Q,slope -o alibi_grad.ein
+    einattn grad examples/causal.ein --saved AV
     """
     from .api import load
     from .autodiff import grad as derive
     from .cli_core import parse_assignments
 
     names = None if wrt is None else tuple(n.strip() for n in wrt.split(",") if n.strip())
-    g = derive(load(file).with_params(parse_assignments(params, "param")), names)
+    kept = () if saved is None else tuple(n.strip() for n in saved.split(",") if n.strip())
+    g = derive(load(file).with_params(parse_assignments(params, "param")), names, saved=kept)
     if output:
         Path(output).write_text(g.text, encoding="utf-8")
         click.echo(f"wrote {output}: {', '.join(g.gradients.values())}", err=True)

@@ -210,6 +210,22 @@ class _Stager:
             restore.append(
                 Einsum(n, tuple(LhsIndex(r) for r in t.ranks), S.Read(alias, idx), (), cond, t.ranks)
             )
+        # a size that a restored filter (or the body) names, of a rank no input of the stage has: an input
+        # of the program that has it is passed too (for its shape only)
+        sized = {
+            n.rank
+            for e in body + restore
+            for root in (e.expr, e.filter)
+            if root is not None
+            for n in root.walk()
+            if isinstance(n, S.Size)
+        }
+        for r in sorted(sized - {r for t in inputs for r in t.ranks}):
+            carrier = next((n for n in prog.inputs if r in prog.tensor(n).ranks and n not in taken), None)
+            if carrier is None:
+                raise StagingError(f"a stage needs the size of rank `{r}`, which none of its inputs has")
+            inputs.append(prog.tensor(carrier))
+            taken[carrier] = carrier
         from .format import format_parts
 
         used = {r for e in body + restore for r in (*e.space, *e.lhs_ranks)} | {

@@ -294,20 +294,24 @@ def _custom_op(key: str, kernel: TritonKernel):
         return [xs[0].new_empty(shape, dtype=dtype) for shape in module.output_shapes(sizes)]
 
     @custom_op(
-        f"einattn::{key}_backward", mutates_args=(), schema="(Tensor[] xs, Tensor[] grads) -> Tensor[]"
+        f"einattn::{key}_backward",
+        mutates_args=(),
+        schema="(Tensor[] xs, Tensor[] outs, Tensor[] grads) -> Tensor[]",
     )
-    def backward(xs, grads):
-        return kernel.gradients(xs, grads)
+    def backward(xs, outs, grads):
+        return kernel.gradients(xs, outs, grads)
 
     @backward.register_fake
-    def _(xs, grads):
+    def _(xs, outs, grads):
         return [torch.empty_like(x) for x in xs]
 
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[0])
+        ctx.inputs = len(inputs[0])
+        ctx.save_for_backward(*inputs[0], *output)  # (the outputs: the derived backward reads them)
 
     def bwd(ctx, grads):
-        xs = list(ctx.saved_tensors)
+        xs = list(ctx.saved_tensors[: ctx.inputs])
+        saved_outs = list(ctx.saved_tensors[ctx.inputs :])
         outs = [g if g is not None else None for g in grads]
         shapes = module.output_shapes(module._sizes(dict(zip(names, xs))))
         full = []
@@ -317,7 +321,7 @@ def _custom_op(key: str, kernel: TritonKernel):
                 if g is not None
                 else xs[0].new_zeros(shape, dtype=module._float_dtype(dict(zip(names, xs))))
             )
-        gx = backward(xs, full)
+        gx = backward(xs, saved_outs, full)
         return ([g if x.is_floating_point() else None for g, x in zip(gx, xs)],)
 
     forward.register_autograd(bwd, setup_context=setup_context)
@@ -474,16 +478,16 @@ class TritonKernel(Kernel):
             self._derived = derive(self)
         return self._derived[1]
 
-    def gradients(self, xs, grads):
-        """The gradient of every input given the outputs' cotangents: the derived kernels, or the torch
-        backend (see ``backward_plan``)."""
+    def gradients(self, xs, outs, grads):
+        """The gradient of every input given the outputs and their cotangents: the derived kernels, or the
+        torch backend (see ``backward_plan``)."""
         import torch
 
         choice = self.options.get("backward", "auto")
         derived = self._derived[0] if self.backward_plan.kind == "derived" else None
         half = any(x.dtype in (torch.float16, torch.bfloat16) for x in xs)
         if derived is not None and not (choice == "auto" and half) and all(x.numel() for x in xs):
-            return derived(xs, grads)
+            return derived(xs, outs, grads)
         return self.recompute_grads(xs, grads)
 
     def torch_kernel(self):

@@ -60,21 +60,22 @@ class DerivedBackward:
             parts.append(f"{', '.join(s.outputs)} ({how})")
         return f"{len(self.stages)} stages: " + "; ".join(parts)
 
-    def __call__(self, xs: list, grads: list) -> list:
+    def __call__(self, xs: list, outs: list, grads: list) -> list:
         import numpy as np
         import torch
 
         fwd = self.gradient.forward
         values = dict(zip(fwd.inputs, xs))
+        values.update((o, x) for o, x in zip(fwd.outputs, outs) if o in self.gradient.saved)
         for o, g in zip(fwd.outputs, grads):
             if o in self.gradient.cotangents:
                 values[self.gradient.cotangents[o]] = g
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for stage, kernel in zip(self.stages, self.kernels):
                 args = [values[stage.inputs[n]] for n in stage.program.inputs]
-                outs = kernel.launcher(*args)
-                outs = outs if isinstance(outs, tuple) else (outs,)
-                values.update(zip(stage.program.outputs, outs))
+                got = kernel.launcher(*args)
+                got = got if isinstance(got, tuple) else (got,)
+                values.update(zip(stage.program.outputs, got))
         result = []
         for name, x in zip(fwd.inputs, xs):
             g = self.gradient.gradients.get(name)
@@ -108,7 +109,7 @@ def derive(kernel) -> tuple[DerivedBackward | None, BackwardPlan]:
     plan = match(kernel.program)
     sequence = (plan.parent, plan.row)
     try:
-        gradient = grad(written)
+        gradient = grad(written, saved=written.outputs)  # (autograd keeps the outputs)
         staged = stages(gradient.program, sequence, kernel.options.get("tile", 64))
     except StagingError as e:
         return no(f"the backward cascade does not stage into 1-pass programs: {e.message}")

@@ -405,3 +405,70 @@ def test_assert_gradients_passes_and_fails():
     x = np.array([[0.0, 0, 0], [-np.inf, -np.inf, 5], [1, 1, 0]])
     with pytest.raises(NotEquivalent, match="gradient of `X`"):
         assert_gradients(text, inputs={"X": x})
+
+
+# ---- saved forward values and the reassociation they allow ----------------------------------------------
+
+
+def _with_saved(prog, ins: dict, g: einattn.Gradient, cots: dict) -> dict:
+    outs = einattn.compile(prog, backend="numpy")(**ins)
+    outs = dict(zip(prog.outputs, outs if isinstance(outs, tuple) else (outs,)))
+    return _derived(g, {**ins, **{n: outs[n] for n in g.saved}}, cots)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_saved_outputs_give_the_same_gradients(path):
+    prog = einattn.load(path)
+    g = einattn.grad(prog, saved=prog.outputs)
+    assert g.saved == prog.outputs and all(n in g.program.inputs for n in prog.outputs)
+    ins = _inputs(prog, seed=4)
+    cots, want = _autograd(prog, ins, g, seed=4)
+    got = _with_saved(prog, ins, g, cots)
+    for n in want:  # (a variant's random inputs may give NaN: in both, at the same points)
+        assert np.array_equal(np.isnan(got[n]), np.isnan(want[n])), n
+        np.testing.assert_allclose(np.nan_to_num(got[n]), np.nan_to_num(want[n]), rtol=1e-9, atol=1e-9)
+
+
+def test_softmax_denominator_reads_the_saved_output():
+    # sum_m dA * A = sum_f dAV * AV (A's one reader is AV = sum_m A * V): FlashAttention-2's D, no pass over m
+    g = einattn.grad(ROOT / "examples" / "causal.ein", saved=["AV"])
+    assert "dSD_A[b, h, p]      = dAV[b, h, p, f] * AV[b, h, p, f] * (-1 / SD[b, h, p])" in g.text
+    assert "AV[b, h, p, f]  " not in g.text.split("output")[1]  # (AV is not recomputed)
+    counted = einattn.analyze(g.program).passes["m"]
+    assert counted < einattn.analyze(einattn.grad(ROOT / "examples" / "causal.ein").program).passes["m"]
+
+
+def test_reassociation_only_where_presence_agrees():
+    # A is absent on rows p < 2 (no key), the denominator D2 is present everywhere: sum_m dA * A is absent
+    # there and sum_f dO * O would be present, so the statement keeps its sum over m
+    text = """
+input  S[m, p], V[m, f], B[m, p]
+output O
+N[m, p]  = exp(S[m, p])  where m <= p - 2
+D2[p]    = exp(B[m, p])
+A[m, p]  = N[m, p] / D2[p]
+O[p, f]  = A[m, p] * V[m, f]
+"""
+    prog = einattn.parse(text)
+    g = einattn.grad(prog, saved=["O"])
+    assert "O[p, f] * (-1" not in g.text and "dD2_A[p] = dA_O[m, p]" in " ".join(g.text.split())
+    ins = _inputs(prog, seed=2, size=4)
+    cots, want = _autograd(prog, ins, g, seed=2)
+    _close(_with_saved(prog, ins, g, cots), want)
+
+
+def test_saved_must_name_a_computed_tensor():
+    with pytest.raises(EinError, match="`Q` is not a computed tensor of the spec"):
+        einattn.grad(ROOT / "examples" / "causal.ein", saved=["Q"])
+    with pytest.raises(EinError, match="`ZZ` is not a computed tensor"):
+        einattn.grad(ROOT / "examples" / "causal.ein", saved="ZZ")
+
+
+def test_cli_saved_option():
+    cmd = [sys.executable, "-m", "einattn", "grad", str(ROOT / "examples" / "causal.ein"), "--saved", "AV"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    prog = einattn.parse(r.stdout)
+    assert prog.inputs[-1] == "AV" and "then the saved forward values AV" in r.stdout
+    r = subprocess.run([*cmd[:-1], "Q"], capture_output=True, text=True)
+    assert r.returncode == 1 and "not a computed tensor" in r.stderr and "Traceback" not in r.stderr

@@ -318,20 +318,28 @@ def stages(prog: Program, sequence: Iterable[str], tile: int = 64) -> list[Stage
 
 
 def _split_reductions(prog: Program, sequence: list[str]) -> Program:
-    """``prog`` with each reduction over several sequence ranks split in two: over the first of them (and
-    the other reduced ranks) into a part that keeps the rest, then over the rest (``dslope[h]``, a sum over
-    keys and queries: a sum over keys per query, then over queries). Same values: the reductions are one
+    """``prog`` with each reduction over several sequence ranks, or over one and a batch-like rank, split in
+    two: over the first sequence rank (and features) into a part that keeps the rest, then over the rest
+    (``dslope[h]``, a sum over keys and queries: a sum over keys per query, then over queries; a per-key
+    bias's ``dkb[h, m]``, a sum over queries and the batch: per batch entry, then over it). Same values: the
+    reductions are one
     associative, commutative operator (:func:`einattn.autodiff` splits mixed ones), and a part is absent
     exactly where every point it reduces is."""
     from .format import format_parts
     from .ir import LhsIndex
 
     names = {t.name for t in prog.tensors} | set(prog.param_values)
+    seq = set(sequence)
+    dense = [e for e in prog.einsums if len(set(e.space) & seq) > 1]
+    # batch-like ranks: in every key-by-query statement, never summed by a contraction of features (b, h);
+    # a fused stage runs one program per point of them, so a sum over them is a small sum of parts
+    features = {r for e in dense if not set(e.reduced) & seq for r in e.reduced}
+    batch = set.intersection(*(set(e.space) for e in dense)) - seq - features if dense else set()
     out: list[Einsum] = []
     changed = False
     for e in prog.einsums:
         over = [r for r in sequence if r in e.reduced]
-        if len(over) < 2:
+        if len(over) < 2 and not (over and set(e.reduced) & batch):
             out.append(e)
             continue
         changed = True
@@ -339,7 +347,7 @@ def _split_reductions(prog: Program, sequence: list[str]) -> Program:
         if len(ops) != 1:
             raise StagingError(f"`{e.tensor}` mixes reductions over sequence ranks", span=e.span)
         (op,) = ops
-        keep = [r for r in e.reduced if r != over[0]]  # (batch ranks too: the part stays per program)
+        keep = [r for r in e.reduced if r != over[0] and (r in seq or r in batch)]
         part = f"{e.tensor}_part"
         while part in names:
             part += "_"

@@ -130,9 +130,7 @@ def test_half_precision_takes_the_torch_backend_under_auto(monkeypatch):
 
     calls = []
     original = DerivedBackward.__call__
-    monkeypatch.setattr(
-        DerivedBackward, "__call__", lambda self, *a: calls.append(1) or original(self, *a)
-    )
+    monkeypatch.setattr(DerivedBackward, "__call__", lambda self, *a: calls.append(1) or original(self, *a))
     xs = _inputs(einattn.load(EXAMPLES / "causal.ein"), dict(b=1, h=1, p=8, m=8, e=4, f=4), torch.float16)
     auto = einattn.compile(EXAMPLES / "causal.ein", backend="triton")
     _grads(auto, xs)
@@ -163,3 +161,32 @@ def test_sliding_window_gradients_for_random_sizes(p, m, window, seed):
     want, _ = _grads(reference, xs, cots)
     _close(got, want, 1e-10, "QKV")
     assert np.isfinite(torch.stack([g.sum() for g in got]).numpy()).all()
+
+
+KEY_BIAS = """
+input  Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], kb[h, m]
+output AV
+
+S[b, h, m, p]  = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)  where m <= p
+QK[b, h, m, p] = S[b, h, m, p] + kb[h, m]
+GM[b, h, p]    = QK[b, h, m, p] :: max(m)
+SN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])
+SD[b, h, p]    = SN[b, h, m, p]
+A[b, h, m, p]  = SN[b, h, m, p] / SD[b, h, p]
+AV[b, h, p, f] = A[b, h, m, p] * V[b, h, m, f]
+"""
+
+
+def test_a_per_key_bias_gradient_is_summed_per_batch_entry_then_over_the_batch():
+    # dkb[h, m] sums over queries and the batch: a part per (b, h, m) in the stage that streams the queries
+    kernel = einattn.compile(KEY_BIAS, backend="triton")
+    plan = str(kernel.backward_plan)
+    assert "dkb_part, dV, dK (fused over p); dkb (general)" in plan, plan
+    xs = _inputs(kernel.original, dict(b=3, h=2, p=13, m=13, e=4, f=3), torch.float64)
+    got, cots = _grads(kernel, xs)
+    q, k, v, kb = (x.detach().clone().requires_grad_() for x in xs)
+    s = q @ k.transpose(-1, -2) / 2.0 + kb[None, :, None, :]
+    causal = torch.ones(13, 13, dtype=torch.bool).tril()
+    out = torch.softmax(s.masked_fill(~causal, float("-inf")), -1) @ v
+    want = torch.autograd.grad(out, (q, k, v, kb), cots[0])
+    _close(got, want, 1e-10, ["Q", "K", "V", "kb"])

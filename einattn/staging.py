@@ -132,6 +132,14 @@ class _Stager:
             or (e.tensor in wide and len(seq_ranks(e)) == 1)
         ]
         cutset = set(self.cut)
+        for n in self.cut:
+            if len(set(prog.tensor(n).ranks) & sequence) > 1:
+                raise StagingError(
+                    f"`{n}` spans {' and '.join(r for r in prog.tensor(n).ranks if r in sequence)}: a "
+                    "key-by-query value that a stage would write whole (a bias tensor's gradient), where the "
+                    "stages hold such values one tile at a time",
+                    span=self.defs[n].span,
+                )
         self.rank: dict[str, str | None] = {}
         for t in self.cut:
             e = self.defs[t]
@@ -246,21 +254,25 @@ class _Stager:
             raise StagingError(f"a stage does not check ({err.message})") from None
         program = written
         if rank is not None:
-            program = self._one_pass(written, rank)
+            program = self._one_pass(written, rank, members)
         return Stage(program, written, rank, tuple(members), taken, frozenset(self.seq))
 
-    def _one_pass(self, written: Program, rank: str) -> Program:
+    def _one_pass(self, written: Program, rank: str, members: list[str]) -> Program:
         from .rewrite import RewriteError, _multipass, rewrite, stream
 
         if _multipass(written, rank) is not None:
             try:
                 new, _ = rewrite(written, 1, rank, self.tile)
             except RewriteError as err:
-                raise StagingError(str(err.message)) from None
+                raise StagingError(err.message, span=err.span) from None
         else:
-            new = stream(written, rank, self.tile) or written
+            new = stream(written, rank, self.tile, always=True) or written
         if not new.iterative_ranks:
-            raise StagingError(f"no 1-pass form over {rank}")
+            raise StagingError(
+                f"{', '.join(f'`{m}`' for m in members)}: no 1-pass form over {rank} (a max over it with "
+                "no sum normalised by it, or a read that the rewrite does not split into tiles)",
+                span=self.defs[members[0]].span,
+            )
         return new
 
     # ---- grouping ----------------------------------------------------------------------------------------
@@ -281,13 +293,18 @@ class _Stager:
             )
             placed = False
             for i in candidates:
-                r, members, _ = groups[i]
-                if r != rank:
+                r, members, current = groups[i]
+                # a stage still without a 1-pass form takes what reads it (a max, then `max(MK, sink)`,
+                # then the sum normalised by it)
+                pending = isinstance(current, StagingError) and bool(self.deps[t] & set(members))
+                if r != rank and not (pending and rank is None):
                     continue
                 try:
-                    stage = self.build([*members, t], rank)
-                except StagingError:
-                    continue
+                    stage = self.build([*members, t], r)
+                except StagingError as err:
+                    if not pending:
+                        continue
+                    stage = err
                 groups[i] = (r, [*members, t], stage)
                 where[t] = i
                 placed = True

@@ -296,17 +296,18 @@ def _custom_op(key: str, kernel: TritonKernel):
     @custom_op(
         f"einattn::{key}_backward",
         mutates_args=(),
-        schema="(Tensor[] xs, Tensor[] outs, Tensor[] grads) -> Tensor[]",
+        schema="(Tensor[] xs, Tensor[] outs, Tensor[] grads, bool[] wanted) -> Tensor[]",
     )
-    def backward(xs, outs, grads):
-        return kernel.gradients(xs, outs, grads)
+    def backward(xs, outs, grads, wanted):
+        return kernel.gradients(xs, outs, grads, wanted)
 
     @backward.register_fake
-    def _(xs, outs, grads):
+    def _(xs, outs, grads, wanted):
         return [torch.empty_like(x) for x in xs]
 
     def setup_context(ctx, inputs, output):
         ctx.inputs = len(inputs[0])
+        ctx.wanted = [bool(x.requires_grad) for x in inputs[0]]  # (the gradients a backward computes)
         ctx.save_for_backward(*inputs[0], *output)  # (the outputs: the derived backward reads them)
 
     def bwd(ctx, grads):
@@ -321,7 +322,7 @@ def _custom_op(key: str, kernel: TritonKernel):
                 if g is not None
                 else xs[0].new_zeros(shape, dtype=module._float_dtype(dict(zip(names, xs))))
             )
-        gx = backward(xs, saved_outs, full)
+        gx = backward(xs, saved_outs, full, ctx.wanted)
         return ([g if x.is_floating_point() else None for g, x in zip(gx, xs)],)
 
     forward.register_autograd(bwd, setup_context=setup_context)
@@ -351,6 +352,7 @@ class TritonKernel(Kernel):
         self.key = f"{name}_{hashlib.sha256(keyed.encode()).hexdigest()[:12]}"
         self._torch_kernel = None
         self._derived = None  # (DerivedBackward | None, BackwardPlan), built at the first backward pass
+        self._derived_for: dict = {}  # the inputs that require a gradient -> derive()'s result
         self._fits: set = set()
         self._modules: dict[bool, object] = {}
         self.module  # noqa: B018 - load it now: a source that does not import is an error at compile time
@@ -478,13 +480,25 @@ class TritonKernel(Kernel):
             self._derived = derive(self)
         return self._derived[1]
 
-    def gradients(self, xs, outs, grads):
+    def gradients(self, xs, outs, grads, wanted=None):
         """The gradient of every input given the outputs and their cotangents: the derived kernels, or the
-        torch backend (see ``backward_plan``)."""
+        torch backend (see ``backward_plan``). ``wanted``: which inputs require a gradient (the others get
+        zeros, and the derived backward computes only those asked for)."""
         import torch
 
         choice = self.options.get("backward", "auto")
-        derived = self._derived[0] if self.backward_plan.kind == "derived" else None
+        names = self.original.inputs
+        asked = tuple(n for n, w in zip(names, wanted or [True] * len(names)) if w)
+        if self.backward_plan.kind == "derived" and set(asked) >= set(self._derived[0].gradient.gradients):
+            derived = self._derived[0]
+        elif choice == "torch":
+            derived = None
+        else:
+            if asked not in self._derived_for:
+                from .triton_backward import derive
+
+                self._derived_for[asked] = derive(self, asked)
+            derived = self._derived_for[asked][0]
         half = any(x.dtype in (torch.float16, torch.bfloat16) for x in xs)
         if derived is not None and not (choice == "auto" and half) and all(x.numel() for x in xs):
             return derived(xs, outs, grads)

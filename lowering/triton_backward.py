@@ -85,8 +85,11 @@ class DerivedBackward:
         return result
 
 
-def derive(kernel) -> tuple[DerivedBackward | None, BackwardPlan]:
-    """The derived backward of a :class:`~lowering.triton_backend.TritonKernel`, or None and the reason."""
+def derive(kernel, wrt: tuple[str, ...] | None = None) -> tuple[DerivedBackward | None, BackwardPlan]:
+    """The derived backward of a :class:`~lowering.triton_backend.TritonKernel` with respect to the float
+    inputs ``wrt`` (default: every one an output depends on), or None and the reason. A call's backward
+    differentiates only the inputs that require a gradient: a fixed bias ``B[h, p, m]`` (a mask) needs no
+    key-by-query gradient, which no fused kernel writes."""
     from einattn.autodiff import grad
     from einattn.staging import StagingError, stages
 
@@ -109,7 +112,12 @@ def derive(kernel) -> tuple[DerivedBackward | None, BackwardPlan]:
     plan = match(kernel.program)
     sequence = (plan.parent, plan.row)
     try:
-        gradient = grad(written, saved=written.outputs)  # (autograd keeps the outputs)
+        if wrt is not None:  # (the inputs an output depends on, among those asked)
+            active = grad(written).gradients
+            wrt = tuple(n for n in active if n in wrt)
+            if not wrt:
+                return no("no input that requires a gradient reaches an output")
+        gradient = grad(written, wrt=wrt, saved=written.outputs)  # (autograd keeps the outputs)
         staged = stages(gradient.program, sequence, kernel.options.get("tile", 64))
     except StagingError as e:
         return no(f"the backward cascade does not stage into 1-pass programs: {e.message}")
@@ -119,7 +127,8 @@ def derive(kernel) -> tuple[DerivedBackward | None, BackwardPlan]:
     for s in staged:
         k = compile_program(s.program, passes="as-written", skip_tiles=kernel.options.get("skip_tiles", True))
         if s.dense and k.plan.path != "fused":
-            return no(f"the stage computing {', '.join(s.outputs)} is not one fused kernel: {k.plan.reason}")
+            why = (k.plan.reason or "").split(" (passes=")[0]  # (the forward compile's hint does not apply)
+            return no(f"the stage computing {', '.join(s.outputs)} is not one fused kernel: {why}")
         kernels.append(k)
     derived = DerivedBackward(gradient, staged, kernels)
     return derived, BackwardPlan("derived", derived.describe())

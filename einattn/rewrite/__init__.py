@@ -254,7 +254,7 @@ def _streamed(prog: Program, tile: int) -> Program:
     return prog if new is None else new
 
 
-def stream(prog: Program, rank: str, tile: int = 64) -> Program | None:
+def stream(prog: Program, rank: str, tile: int = 64, always: bool = False) -> Program | None:
     """Rule 3 over ``rank`` (:mod:`einattn.rewrite.streaming`): ``prog`` with its sums over ``rank`` made
     running sums over tiles, its derivation as the header; None where the rule does not apply."""
     from .streaming import stream_sums
@@ -264,7 +264,7 @@ def stream(prog: Program, rank: str, tile: int = 64) -> Program | None:
     deriv = Derivation(prog.name, f"--rank {rank} --tile {tile} (streamed sums)")
     draft = Draft.of(prog)
     try:
-        if stream_sums(draft, rank, tile, deriv):
+        if stream_sums(draft, rank, tile, deriv, always):
             return draft.finish(header=deriv.lines(), filename=f"<rewrite of {prog.name}>")
     except RewriteError:
         pass  # (a read along the rank at a computed position: as written along it)

@@ -63,9 +63,10 @@ def pairs_keys_with_queries(draft: Draft, rank: str, sums: list[Einsum]) -> bool
     return any(set(e.lhs_ranks) - together for e in sums if rank in e.space)
 
 
-def stream_sums(draft: Draft, rank: str, tile: int, deriv: Derivation) -> bool:
+def stream_sums(draft: Draft, rank: str, tile: int, deriv: Derivation, always: bool = False) -> bool:
     """Turn the sums over ``rank`` into running sums over its tiles; False where the rule does not apply
-    (the draft is then unchanged)."""
+    (the draft is then unchanged). ``always``: also where the sums pair no new ranks (the caller knows that
+    the values summed span two sequence ranks, as a bias ``B[h, p, m]`` read beside them does too)."""
     if any(p.parent == rank or rank in (p.outer, p.inner) for p in draft.partitions):
         return False
     aliases = dict(draft.aliases)
@@ -76,7 +77,7 @@ def stream_sums(draft: Draft, rank: str, tile: int, deriv: Derivation) -> bool:
     if any(e.kind != "plain" and rank in e.space for e in draft.einsums):
         return False
     sums = _sums(draft, rank)
-    if not sums or not pairs_keys_with_queries(draft, rank, sums):
+    if not sums or not (always or pairs_keys_with_queries(draft, rank, sums)):
         return False
     up = upstream(draft, rank, sums, set())
     if any(rank in draft.ranks_of(o) for o in draft.outputs):

@@ -37,7 +37,7 @@ from . import syntax as S
 from .absence import Affine, analyse
 from .errors import EinError, EinWarning
 from .graph import schedule
-from .ir import Einsum, Program, Tensor
+from .ir import Einsum, LhsIndex, Program, Tensor
 
 
 class StagingError(EinError):
@@ -61,6 +61,7 @@ class Stage:
     inputs: dict
 
     sequence: frozenset = frozenset()
+    indicators: tuple = ()  # outputs that say where a materialised tensor is present (1) or absent (0)
 
     @property
     def dense(self) -> bool:
@@ -151,6 +152,17 @@ class _Stager:
                     span=e.span,
                 )
             self.rank[t] = over[0] if over else None
+        # a materialised tensor whose absent points the analysis cannot describe (a data-dependent filter:
+        # a padded batch's `m < klen[b]`) travels with an indicator, 1 where present, 0 where not
+        taken = {t.name for t in prog.tensors} | set(prog.param_values)
+        self.ok: dict[str, str] = {}
+        for n in self.cut:
+            if n not in prog.outputs and self.presence.tensor(n) is None:
+                name = f"{n}_ok"
+                while name in taken:
+                    name += "_"
+                taken.add(name)
+                self.ok[n] = name
         self.closure: dict[str, list[Einsum]] = {}
         self.deps: dict[str, set[str]] = {}
         for t in self.cut:
@@ -196,12 +208,13 @@ class _Stager:
                 continue
             t = prog.tensor(n)
             presence = self.presence.tensor(n)
-            if presence is None:
-                raise StagingError(
-                    f"`{n}` is read by a later stage and the presence analysis cannot say where it is absent",
-                    span=self.defs[n].span,
-                )
-            cond = _presence_filter(presence)
+            if presence is None:  # its indicator, an integer input, restores its absent points
+                ok = self.ok[n]
+                inputs.append(Tensor(ok, t.ranks, "int", "input"))
+                taken[ok] = ok
+                cond = S.Compare("!=", S.Read(ok, tuple(S.Coord(r) for r in t.ranks)), S.Const(0))
+            else:
+                cond = _presence_filter(presence)
             if cond is None:
                 inputs.append(Tensor(n, t.ranks, "float", "input"))
                 taken[n] = n
@@ -213,8 +226,6 @@ class _Stager:
             inputs.append(Tensor(alias, t.ranks, "float", "input"))
             taken[alias] = n
             idx = tuple(S.Coord(r) for r in t.ranks)
-            from .ir import LhsIndex
-
             restore.append(
                 Einsum(n, tuple(LhsIndex(r) for r in t.ranks), S.Read(alias, idx), (), cond, t.ranks)
             )
@@ -241,8 +252,16 @@ class _Stager:
         }
         aliases = [(a, b) for a, b in prog.aliases if a in used and b in used]
         header = [f"stage of {prog.name}: {', '.join(members)}" + (f" (streams {rank})" if rank else "")]
+        indicators = []
+        for n in members:
+            if n in self.ok:
+                ranks = prog.tensor(n).ranks
+                here = S.Read(n, tuple(S.Coord(r) for r in ranks))
+                one = S.Binary("+", S.Const(1), S.Call("step", (S.Unary("-", S.Call("abs", (here,))),)))
+                indicators.append(Einsum(self.ok[n], tuple(LhsIndex(r) for r in ranks), one, (), None, ranks))
+        outputs = (*members, *(e.tensor for e in indicators))
         text = format_parts(
-            inputs, tuple(members), prog.params, (), restore + body, header=header, aliases=aliases
+            inputs, outputs, prog.params, (), restore + body + indicators, header=header, aliases=aliases
         )
         from .api import parse
 
@@ -255,7 +274,15 @@ class _Stager:
         program = written
         if rank is not None:
             program = self._one_pass(written, rank, members)
-        return Stage(program, written, rank, tuple(members), taken, frozenset(self.seq))
+        return Stage(
+            program,
+            written,
+            rank,
+            tuple(members),
+            taken,
+            frozenset(self.seq),
+            tuple(e.tensor for e in indicators),
+        )
 
     def _one_pass(self, written: Program, rank: str, members: list[str]) -> Program:
         from .rewrite import RewriteError, _multipass, rewrite, stream
@@ -343,7 +370,6 @@ def _split_reductions(prog: Program, sequence: list[str]) -> Program:
     associative, commutative operator (:func:`einattn.autodiff` splits mixed ones), and a part is absent
     exactly where every point it reduces is."""
     from .format import format_parts
-    from .ir import LhsIndex
 
     names = {t.name for t in prog.tensors} | set(prog.param_values)
     seq = set(sequence)
@@ -404,7 +430,18 @@ def run(staged: list[Stage], inputs: dict, call: Callable[[Stage, dict], dict]) 
     for stage in staged:
         xs = {name: values[src] for name, src in stage.inputs.items()}
         values.update(call(stage, xs))
+        for name in stage.indicators:  # (read as integer inputs by later stages' filters)
+            values[name] = as_int(values[name])
     return values
+
+
+def as_int(x):
+    """An indicator (0 or 1 floats) as 32-bit integers, for a NumPy array or a torch tensor."""
+    if hasattr(x, "astype"):
+        return x.astype("int32")
+    import torch
+
+    return x.to(torch.int32)
 
 
 __all__ = ["Stage", "StagingError", "run", "stages"]

@@ -64,6 +64,8 @@ class DerivedBackward:
         import numpy as np
         import torch
 
+        from einattn.staging import as_int
+
         fwd = self.gradient.forward
         values = dict(zip(fwd.inputs, xs))
         values.update((o, x) for o, x in zip(fwd.outputs, outs) if o in self.gradient.saved)
@@ -76,6 +78,8 @@ class DerivedBackward:
                 got = kernel.launcher(*args)
                 got = got if isinstance(got, tuple) else (got,)
                 values.update(zip(stage.program.outputs, got))
+                for name in stage.indicators:  # (integer inputs of later stages' filters)
+                    values[name] = as_int(values[name])
         result = []
         for name, x in zip(fwd.inputs, xs):
             g = self.gradient.gradients.get(name)

@@ -872,20 +872,22 @@ def test_one_statement_division_falls_back_with_a_reason():
     close(got, want, torch.float64, "QKV")
 
 
-def test_padded_batch_lookup_falls_back_with_right_gradients():
-    """`m < klen[b]`: the reason names the presence analysis; the gradients are right, none for klen."""
+def test_padded_batch_lookup_is_derived_with_right_gradients():
+    """`m < klen[b]` (fixed after the review: the row statistics' absence, which the analysis cannot describe,
+    crosses the stages as an indicator); a sequence with no key (klen 0) gets zero gradients."""
     kernel = tri(KVLEN)
     plan = kernel.backward_plan
-    assert plan.kind == "torch" and "presence analysis" in plan.reason, plan
-    B, P, M = 2, 5, 7
+    assert plan.kind == "derived", plan
+    B, P, M = 3, 5, 7
     xs = qkv(B, 1, P, M, 3, 2, torch.float64, seed=151)
-    klen = torch.tensor([4, 7])
+    klen = torch.tensor([4, 7, 0])
     cot = randn(B, 1, P, 2, seed=152)
-    got = grads(kernel, [*xs, klen], [cot])
+    got = tri_grads(kernel, [*xs, klen], [cot], wrt=[0, 1, 2])
     mask = (torch.arange(M)[None, :] < klen[:, None])[:, None, None, :]
     want = grads(lambda q, k, v: ref_attention(q, k, v, mask=mask), xs, [cot])
     close(got, want, torch.float64, "QKV")
     assert torch.all(got[1][0, :, 4:] == 0) and torch.all(got[2][0, :, 4:] == 0)
+    assert all(torch.all(g[2] == 0) for g in got)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -119,9 +119,26 @@ def test_absent_rows_gradient_is_zero_there():
 
 
 def test_refusals_are_errors_with_reasons():
-    g = einattn.grad(EXAMPLES / "gqa.ein")  # K[b, h // R, ...]: the analysis cannot bound the read
-    with pytest.raises(StagingError, match="presence analysis cannot say where it is absent"):
+    bias = einattn.parse(
+        """
+input  Q[p, e], K[m, e], V[m, f], B[p, m]
+output O
+S[m, p]  = Q[p, e] * K[m, e] + B[p, m]
+GM[p]    = S[m, p] :: max(m)
+N[m, p]  = exp(S[m, p] - GM[p])
+D[p]     = N[m, p]
+A[m, p]  = N[m, p] / D[p]
+O[p, f]  = A[m, p] * V[m, f]
+"""
+    )
+    g = einattn.grad(bias)  # dB: a key-by-query gradient, which stages hold only one tile at a time
+    with pytest.raises(StagingError, match="`dB` spans p and m") as err:
         stages(g.program, ("m", "p"))
+    assert err.value.line is not None
+    staged = _staged_equals_whole(
+        einattn.grad(bias, wrt=["Q", "K", "V"]).program, ("m", "p"), dict(p=6, m=5, e=2, f=3)
+    )
+    assert all(s.program.iterative_ranks for s in staged if s.dense)
     with pytest.raises(StagingError, match="already has iterative ranks"):
         stages(einattn.load(EXAMPLES / "causal_1pass.ein"), ("m", "p"))
     assert isinstance(StagingError("x"), einattn.EinError)
@@ -163,3 +180,40 @@ def test_staged_backward_with_saved_outputs(spec):
     if spec != "lse":  # (lse.ein divides after the sum: its dSD reads AV already)
         small = [s for s in staged if "dSD_A" in s.outputs]
         assert small and small[0].rank is None and not small[0].dense
+
+
+DATA_DEPENDENT = """
+input  Q[b, p, e], K[b, m, e], V[b, m, f], klen[b] : int
+output O
+
+S[b, m, p] = Q[b, p, e] * K[b, m, e]  where m < klen[b]
+GM[b, p]   = S[b, m, p] :: max(m)
+N[b, m, p] = exp(S[b, m, p] - GM[b, p])
+D[b, p]    = N[b, m, p]
+A[b, m, p] = N[b, m, p] / D[b, p]
+O[b, p, f] = A[b, m, p] * V[b, m, f]
+"""
+
+
+def test_absence_the_analysis_cannot_describe_travels_as_an_indicator():
+    # a padded batch: GM and D are absent for a sequence with no key (klen 0), which no affine constraint
+    # says; the stage computing them also outputs GM_ok (1 present, 0 absent), read as an integer input
+    g = einattn.grad(DATA_DEPENDENT)
+    sizes = dict(b=3, p=4, m=6, e=2, f=3)
+    xs = _inputs(g.program, sizes, seed=7)
+    xs["klen"] = np.array([3, 0, 6])
+    want = _outputs(einattn.compile(g.program, backend="numpy"), xs)
+    staged = stages(g.program, ("m", "p"), 4)
+
+    def call(stage, ins):
+        return _outputs(einattn.compile(stage.program, backend="numpy"), ins)
+
+    values = run(staged, xs, call)
+    for name in g.program.outputs:
+        np.testing.assert_allclose(values[name], want[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    assert np.all(values["dQ"][1] == 0) and np.any(values["dQ"][0] != 0)
+    first = staged[0]
+    assert "GM_ok" in first.indicators and values["GM_ok"].dtype == np.int32
+    assert values["GM_ok"][1].sum() == 0 and np.all(values["GM_ok"][0] == 1)
+    readers = [s for s in staged[1:] if "GM_ok" in s.inputs]
+    assert readers and "where GM_ok[b, p] != 0" in format_program(readers[0].written)

@@ -45,7 +45,17 @@ from .triton_fused_module import fused_module
 from .triton_general import general_module
 from .triton_module import module_name, spec_name
 
-OPTIONS = ("passes", "path", "tile", "skip_tiles", "dtype", "smem_limit", "register_limit", "backward")
+OPTIONS = (
+    "passes",
+    "path",
+    "tile",
+    "skip_tiles",
+    "dtype",
+    "smem_limit",
+    "register_limit",
+    "backward",
+    "float32",
+)
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -77,8 +87,8 @@ def _prepare(program: Program, options: dict, stream: bool = True) -> tuple[Prog
     if options.get("backward", "auto") not in BACKWARDS:
         raise EinError(
             f"option backward must be one of {', '.join(map(repr, BACKWARDS))}, got {options['backward']!r}",
-            hint="'auto': generated backward kernels where einattn derives them (float32 and float64), "
-            "else the torch backend; 'derived': always the generated kernels; 'torch': never",
+            hint="'auto': generated backward kernels where einattn derives them, else the torch backend; "
+            "'derived': the generated kernels, an error where there are none; 'torch': never",
         )
     if not isinstance(options.get("skip_tiles", True), bool):
         raise EinError(f"option skip_tiles must be True or False, got {options['skip_tiles']!r}")
@@ -156,6 +166,8 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
         warnings.warn(w, stacklevel=4)
     name = module_name(original)
     shown = {k: v for k, v in options.items() if k in ("passes", "path", "tile", "skip_tiles")}
+    if options.get("float32"):  # (the header names them; the tables keep them in float32)
+        shown["float32"] = tuple(options["float32"])
     shown["spec"] = spec_name(original)
     passes, shown["form"] = _form(program, original)
     path = options.get("path", "auto")
@@ -291,7 +303,10 @@ def _custom_op(key: str, kernel: TritonKernel):
         inputs = dict(zip(names, xs))
         sizes = module._sizes(inputs)
         dtype = module._float_dtype(inputs)
-        return [xs[0].new_empty(shape, dtype=dtype) for shape in module.output_shapes(sizes)]
+        wide = torch.promote_types(dtype, torch.float32)
+        kept = [o in module.FLOAT32 for o in module.OUTPUTS]
+        shapes = module.output_shapes(sizes)
+        return [xs[0].new_empty(s, dtype=wide if k else dtype) for s, k in zip(shapes, kept)]
 
     @custom_op(
         f"einattn::{key}_backward",
@@ -471,9 +486,8 @@ class TritonKernel(Kernel):
     # ---- the backward: generated kernels (triton_backward), else recomputed through the torch backend -----
     @property
     def backward_plan(self):
-        """How the backward pass runs (:class:`~lowering.triton_backward.BackwardPlan`): derived kernels
-        or the torch backend, and why. For float16 and bfloat16 inputs ``backward='auto'`` takes the torch
-        backend even where this says ``derived``."""
+        """How the backward pass runs (:class:`~lowering.triton_backward.BackwardPlan`) for a call that
+        differentiates every float input: derived kernels or the torch backend, and why."""
         if self._derived is None:
             from .triton_backward import derive
 
@@ -484,8 +498,6 @@ class TritonKernel(Kernel):
         """The gradient of every input given the outputs and their cotangents: the derived kernels, or the
         torch backend (see ``backward_plan``). ``wanted``: which inputs require a gradient (the others get
         zeros, and the derived backward computes only those asked for)."""
-        import torch
-
         choice = self.options.get("backward", "auto")
         names = self.original.inputs
         asked = tuple(n for n, w in zip(names, wanted or [True] * len(names)) if w)
@@ -499,8 +511,7 @@ class TritonKernel(Kernel):
 
                 self._derived_for[asked] = derive(self, asked)
             derived = self._derived_for[asked][0]
-        half = any(x.dtype in (torch.float16, torch.bfloat16) for x in xs)
-        if derived is not None and not (choice == "auto" and half) and all(x.numel() for x in xs):
+        if derived is not None and all(x.numel() for x in xs):
             return derived(xs, outs, grads)
         return self.recompute_grads(xs, grads)
 

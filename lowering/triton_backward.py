@@ -15,11 +15,10 @@ For a kernel whose forward pass is one fused kernel, :func:`derive` builds the b
 
 Where any step does not apply (a spec written in its 1-pass form, gathers such as GQA's ``h // R`` whose
 presence the analysis cannot bound, a stage that does not fuse) the backward recomputes through the torch
-backend, as before; ``kernel.backward_plan`` says which and why. The stages pass row statistics through
-global memory in the outputs' dtype: ``backward="auto"`` (the default) uses the derived kernels for float32
-and float64 inputs and the torch backend for float16 and bfloat16 (a row max rounded to 16 bits scales a row
-of probabilities by up to 0.5%); ``backward="derived"`` uses them for every dtype, ``backward="torch"``
-never.
+backend, as before; ``kernel.backward_plan`` says which and why. The row statistics pass between the
+stages in float32 (``float32=`` of the stage kernels) whatever the inputs' dtype, as FlashAttention keeps
+its log-sum-exp. ``backward="auto"`` (the default) uses the derived kernels wherever they exist,
+``backward="derived"`` is an error where they do not, ``backward="torch"`` never uses them.
 """
 
 from __future__ import annotations
@@ -128,8 +127,25 @@ def derive(kernel, wrt: tuple[str, ...] | None = None) -> tuple[DerivedBackward 
     except EinError as e:
         return no(f"the backward cascade: {e.message}")
     kernels = []
+    given = {*written.inputs, *gradient.cotangents.values(), *gradient.saved}
+    rows = {*sequence, *plan.par}
     for s in staged:
-        k = compile_program(s.program, passes="as-written", skip_tiles=kernel.options.get("skip_tiles", True))
+        # the row statistics between stages (a max, a denominator, sum dA * A, a bias gradient's part per
+        # row) stay float32 with 16-bit inputs, as FlashAttention keeps its log-sum-exp: a max rounded to 16
+        # bits would scale its row's probabilities by up to 0.5% (float16), 4% (bfloat16)
+        stats = tuple(
+            n
+            for n in (*s.program.inputs, *s.program.outputs)
+            if s.inputs.get(n, n) not in given
+            and s.program.tensor(n).dtype == "float"
+            and set(s.program.tensor(n).ranks) <= rows
+        )
+        k = compile_program(
+            s.program,
+            passes="as-written",
+            skip_tiles=kernel.options.get("skip_tiles", True),
+            float32=stats,
+        )
         if s.dense and k.plan.path != "fused":
             why = (k.plan.reason or "").split(" (passes=")[0]  # (the forward compile's hint does not apply)
             return no(f"the stage computing {', '.join(s.outputs)} is not one fused kernel: {why}")

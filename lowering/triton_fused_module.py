@@ -212,18 +212,20 @@ def fused_module(
         return Refusal(str(e))
     R = block_name(plan, plan.row)
     out = [M.header(prog, options, "fused (" + plan.describe() + ")", fused_symbols(plan), name, public)]
-    out.append(M.tables(public, empty_ok=False))
+    out.append(M.tables(public, empty_ok=False, float32=options.get("float32", ())))
     host = FUSED_HOST.replace("{ROW}", plan.row.upper()).replace("{FOOTPRINT}", k.footprint)
     host = host.replace("{{", "{").replace("}}", "}")
     out.append(host)
     out.append("\n" + M.helpers())
     out.append("\n" + k.source)
     out.append("\n" + M.HOST_HELPERS)
-    out.append("\n" + _launcher(prog, plan, k, name, R, public))
+    out.append("\n" + _launcher(prog, plan, k, name, R, public, tuple(options.get("float32", ()))))
     return "\n".join(out), plan
 
 
-def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str, public: Program) -> str:
+def _launcher(
+    prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str, public: Program, float32=()
+) -> str:
     from . import triton_module as M
 
     ind = "    "
@@ -251,18 +253,29 @@ def _launcher(prog: Program, plan: FusedPlan, k: FusedKernel, name: str, R: str,
         f"{ind}if INTERPRET and out_dtype == torch.bfloat16:  # the interpreter has no bfloat16 arithmetic"
     )
     up = ", ".join(f"_up({n})" for n in prog.inputs)
+    wide = set(float32)
+    public_in = dict(zip(prog.inputs, public.inputs))
+    public_out = dict(zip(prog.outputs, public.outputs))
+    kept = [o for o in prog.outputs if public_out[o] in wide]  # (not rounded back to bfloat16)
     if len(prog.outputs) == 1:
-        lines.append(f"{ind * 2}return {launch}({up}).to(torch.bfloat16)")
+        back = "" if kept else ".to(torch.bfloat16)"
+        lines.append(f"{ind * 2}return {launch}({up}){back}")
     else:
-        lines.append(f"{ind * 2}return tuple(o.to(torch.bfloat16) for o in {launch}({up}))")
+        flags = tuple(o not in kept for o in prog.outputs)
+        back = f"zip({launch}({up}), {flags!r})"
+        lines.append(f"{ind * 2}return tuple(o.to(torch.bfloat16) if b else o for o, b in {back})")
     names = ", ".join(prog.inputs)
     lines.append(f"{ind}{names}, = (_as(x, out_dtype) for x in ({names},))  # one float dtype for tl.dot")
+    for n in prog.inputs:  # (statistics read elementwise, never by tl.dot: kept in float32 at least)
+        if public_in[n] in wide:
+            lines.append(f"{ind}{n} = {n}.to(torch.promote_types(out_dtype, torch.float32))")
     lines.append(f"{ind}CD, _ = _compute(out_dtype)")
     lines.append(f"{ind}device = {prog.inputs[0]}.device")
     for o in prog.outputs:
         t = prog.tensor(o)
         dims = ", ".join(f"size_{r}" for r in t.ranks) + ("," if len(t.ranks) == 1 else "")
-        lines.append(f"{ind}{o} = torch.empty(({dims}), device=device, dtype=out_dtype)")
+        dtype = "torch.promote_types(out_dtype, torch.float32)" if o in kept else "out_dtype"
+        lines.append(f"{ind}{o} = torch.empty(({dims}), device=device, dtype={dtype})")
     tensors = ", ".join([*prog.inputs, *prog.outputs])
     lines.append(f"{ind}shape = dict(tile_shape(sizes), {WIDE}=_wide_offsets({tensors}))")
     lines.append(f"{ind}args = ({', '.join(k.params)},)")

@@ -399,17 +399,25 @@ def general_module(
             public,
         )
     ]
-    out.append(M.tables(public, empty_ok=options.get("form", "as written") == "as written"))
+    out.append(
+        M.tables(
+            public,
+            empty_ok=options.get("form", "as written") == "as written",
+            float32=options.get("float32", ()),
+        )
+    )
     out.append(GENERAL_CONFIG)
     out.append("\n" + M.helpers())
     out += ["\n" + k for k in kernels]
     out.append("\n" + M.HOST_HELPERS)
     out.append("\n" + M.GENERAL_LAUNCH)
-    out.append("\n" + _launcher(prog, p, calls, name, public))
+    out.append("\n" + _launcher(prog, p, calls, name, public, tuple(options.get("float32", ()))))
     return "\n".join(out), p
 
 
-def _launcher(prog: Program, p: GeneralPlan, calls: dict[str, list[str]], name: str, public: Program) -> str:
+def _launcher(
+    prog: Program, p: GeneralPlan, calls: dict[str, list[str]], name: str, public: Program, float32=()
+) -> str:
     from . import triton_module as M
 
     ind = "    "
@@ -441,11 +449,13 @@ def _launcher(prog: Program, p: GeneralPlan, calls: dict[str, list[str]], name: 
             lines.append(f"{pre}# {st.text}")
             lines.append(f"{pre}_launch({st.name}, {n_out}, CD, {', '.join(calls[st.name])})")
     results = []
+    wide = {o for o, po in zip(prog.outputs, public.outputs) if po in float32}
     for o in prog.outputs:
+        dtype = "torch.promote_types(out_dtype, torch.float32)" if o in wide else "out_dtype"
         if o in p.absent:
-            results.append(f"torch.where({o}_present != 0, {o}, 0).to(out_dtype)")
+            results.append(f"torch.where({o}_present != 0, {o}, 0).to({dtype})")
         else:
-            results.append(f"{o}.to(out_dtype)")
+            results.append(f"{o}.to({dtype})")
     lines.append(f"{ind}# outputs: absent points are delivered as 0")
     lines.append(f"{ind}return {', '.join(results)}")
     return "\n".join(lines) + "\n"

@@ -111,13 +111,17 @@ def output_shapes(sizes):
 
 
 def _float_dtype(inputs):
-    """The dtype of the outputs: the float inputs' common dtype (float32 without float inputs)."""
+    """The dtype of the outputs: the float inputs' common dtype (float32 without float inputs); the inputs
+    kept in float32 (FLOAT32: row statistics between kernels) do not count."""
     dtype = None
-    for name in INPUTS:
-        x = inputs[name]
-        if name in INT_INPUTS:
-            continue
-        dtype = x.dtype if dtype is None else torch.promote_types(dtype, x.dtype)
+    for kept in (False, True):  # (the statistics decide only for a kernel that reads nothing else)
+        for name in INPUTS:
+            x = inputs[name]
+            if name in INT_INPUTS or (name in FLOAT32) != kept:
+                continue
+            dtype = x.dtype if dtype is None else torch.promote_types(dtype, x.dtype)
+        if dtype is not None:
+            break
     return dtype if dtype is not None and dtype.is_floating_point else torch.float32
 
 
@@ -144,6 +148,7 @@ def _launch(kernel, n, cd, *args):
 MODULE_GLOBALS = frozenset(
     {
         *("ALIASES", "CONFIGS", "EMPTY_RANKS", "GENERAL_CONFIG", "INPUTS", "INTERPRET_CONFIGS", "INT_INPUTS"),
+        "FLOAT32",
         *(
             "MAX_NUMEL",
             "OUTPUTS",
@@ -172,7 +177,7 @@ def module_name(prog: Program) -> str:
     return name
 
 
-def tables(prog: Program, empty_ok: bool = True) -> str:
+def tables(prog: Program, empty_ok: bool = True, float32: tuple[str, ...] = ()) -> str:
     """The module-level tables the host helpers read. ``empty_ok``: the kernels compute a rank of size 0
     as the spec says (the general path of the spec as written, which einattn itself runs for such a call);
     otherwise (a fused kernel, a rewritten cascade: a sum over no tile would divide 0 by 0) the launcher
@@ -199,6 +204,7 @@ def tables(prog: Program, empty_ok: bool = True) -> str:
     lines = [
         f"INPUTS = {inputs!r}  # declared ranks of each input, in declaration order",
         f"INT_INPUTS = {ints!r}  # inputs declared `: int`",
+        f"FLOAT32 = {tuple(float32)!r}  # inputs and outputs kept in float32 at least (row statistics)",
         f"RANK_PARAMS = {rank_params!r}  # ranks sized by a param",
         f"PARTITIONS = {parts!r}  # (parent, outer, inner, tiled part, tile size)",
         f"ALIASES = {tuple(aliases)!r}  # (s, t) of `rank S = T`: s takes t's size",

@@ -47,6 +47,7 @@ except AttributeError:  # an older Triton
 
 INPUTS = {'Q': ('b', 'h', 'p', 'e'), 'K': ('b', 'h', 'm', 'e'), 'V': ('b', 'h', 'm', 'f')}  # declared ranks of each input, in declaration order
 INT_INPUTS = ()  # inputs declared `: int`
+FLOAT32 = ()  # inputs and outputs kept in float32 at least (row statistics)
 RANK_PARAMS = {}  # ranks sized by a param
 PARTITIONS = ()  # (parent, outer, inner, tiled part, tile size)
 ALIASES = ()  # (s, t) of `rank S = T`: s takes t's size
@@ -542,13 +543,17 @@ def output_shapes(sizes):
 
 
 def _float_dtype(inputs):
-    """The dtype of the outputs: the float inputs' common dtype (float32 without float inputs)."""
+    """The dtype of the outputs: the float inputs' common dtype (float32 without float inputs); the inputs
+    kept in float32 (FLOAT32: row statistics between kernels) do not count."""
     dtype = None
-    for name in INPUTS:
-        x = inputs[name]
-        if name in INT_INPUTS:
-            continue
-        dtype = x.dtype if dtype is None else torch.promote_types(dtype, x.dtype)
+    for kept in (False, True):  # (the statistics decide only for a kernel that reads nothing else)
+        for name in INPUTS:
+            x = inputs[name]
+            if name in INT_INPUTS or (name in FLOAT32) != kept:
+                continue
+            dtype = x.dtype if dtype is None else torch.promote_types(dtype, x.dtype)
+        if dtype is not None:
+            break
     return dtype if dtype is not None and dtype.is_floating_point else torch.float32
 
 

@@ -488,6 +488,50 @@ def _product(a: Lin, b: Lin) -> Lin:
 
 
 @functools.lru_cache(maxsize=128)
+def _affine_expr(a: Affine) -> S.Expr | None:
+    """``a`` as an index expression of the language (None when it holds a loop index)."""
+    terms: list[tuple[S.Expr, int]] = [(S.Coord(r), c) for r, c in a.coefs]
+    for atom, c in a.const.terms:
+        e = _atom_expr(atom)
+        if e is None:
+            return None
+        terms.append((e, c))
+    out: S.Expr | None = None
+    for e, c in terms:
+        mag = e if abs(c) == 1 else S.Binary("*", S.Const(abs(c)), e)
+        if out is None:
+            out = mag if c > 0 else S.Unary("-", mag)
+        else:
+            out = S.Binary("+" if c > 0 else "-", out, mag)
+    k = a.const.const
+    if out is None:
+        return S.Const(k)
+    return S.Binary("+" if k >= 0 else "-", out, S.Const(abs(k))) if k else out
+
+
+def _atom_expr(atom) -> S.Expr | None:
+    if atom[0] == "size":
+        return S.Size(atom[1])
+    if atom[0] == "prod":
+        a, b = _atom_expr(atom[1]), _atom_expr(atom[2])
+        return None if a is None or b is None else S.Binary("*", a, b)
+    return None  # a loop index: only in iterative programs, which are not staged
+
+
+def presence_filter(presence: frozenset) -> S.Expr | None:
+    """The constraints ``a >= 0`` of a presence as a filter of the language (None: present everywhere), to
+    restore a tensor's absent points where its values cross a program boundary (a stage's input, a saved
+    forward value). Raises ValueError for a constraint on a loop index (iterative programs only)."""
+    out = None
+    for a in sorted(presence):
+        e = _affine_expr(a)
+        if e is None:
+            raise ValueError("a presence constraint holds a loop index")
+        c = S.Compare(">=", e, S.Const(0))
+        out = c if out is None else S.Logic("and", out, c)
+    return out
+
+
 def analyse(prog: Program, empty: bool = False) -> Analysis:
     """The (cached) presence analysis of ``prog``; ``empty``: sizes may be zero."""
     return Analysis(prog, empty)

@@ -52,10 +52,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from . import syntax as S
-from .absence import Analysis
+from .absence import Analysis, presence_filter
 from .errors import EinError, EinWarning, InternalError
 from .graph import schedule
 from .ir import Einsum, LhsIndex, Program, Tensor, renamed_expr, size_name
@@ -74,6 +74,7 @@ class Gradient:
     gradients: dict  # forward input -> the name of its gradient output (in the order asked)
     forward: Program
     saved: tuple = ()  # forward tensors the backward program takes as inputs (their values, not recomputed)
+    saved_inputs: dict = field(default_factory=dict)  # backward input -> the forward tensor it holds
 
     @property
     def text(self) -> str:
@@ -687,13 +688,16 @@ class _Builder:
         before = self.an.expr(S.Binary("*", here, g))
         for r in reduced:
             before = self.an.eliminate(before, r)
-        after = self.an.expr(g)
+        at = tuple(S.Coord(r) for r in o.lhs_ranks)
+        after = self.an.expr(S.Binary("*", S.Read(o.tensor, at), g))  # (a saved O keeps its absent points)
+        for r in o.lhs_ranks:
+            if r not in lhs:
+                after = self.an.eliminate(after, r)
         if before is None or after is None or self.an.simplify(before) != self.an.simplify(after):
             return None
         d_o = self.cotangent(o.tensor)
         if d_o is None:
             return None
-        at = tuple(S.Coord(r) for r in o.lhs_ranks)
         term = _mul(_mul(S.Read(d_o, at), S.Read(o.tensor, at)), g)
         return term, tuple(r for r in o.lhs_ranks if r not in lhs)
 
@@ -811,6 +815,25 @@ def grad(spec, wrt=None, params=None, saved=()) -> Gradient:
             )
     names = _Names(prog)
     prog = _named_operands(_split_mixed(prog, names), names)
+    # a saved value's absent points arrive as 0: an input `X_in` restores them with the presence analysis's
+    # constraints as a filter; a value whose absence the analysis cannot describe is recomputed instead
+    an = Analysis(prog)
+    restore: list[Einsum] = []
+    held: dict[str, str] = {}  # backward input -> forward tensor
+    for n in saved:
+        presence = an.tensor(n)
+        if presence is None:
+            continue
+        cond = presence_filter(presence)
+        if cond is None:
+            held[n] = n
+            continue
+        alias = names.tensor(f"{n}_in")
+        held[alias] = n
+        ranks = prog.tensor(n).ranks
+        here = tuple(S.Coord(r) for r in ranks)
+        restore.append(Einsum(n, tuple(LhsIndex(r) for r in ranks), S.Read(alias, here), (), cond, ranks))
+    saved = tuple(held.values())
     b = _Builder(prog, asked if asked is not None else tuple(floats), names, saved)
     order = [step.einsum for step in schedule(prog)]  # (no recurrence: every step is dense)
     active = b.active(order)
@@ -864,9 +887,13 @@ def grad(spec, wrt=None, params=None, saved=()) -> Gradient:
     # the forward statements the backward reads, and the inputs
     need = _needed(prog, [rd.tensor for st in b.statements for rd in st.reads()], frozenset(saved))
     forward = [e for e in order if e.tensor in need]
+    read = {rd.tensor for e in forward + b.statements for rd in e.reads()}
+    forward = [e for e in restore if e.tensor in read] + forward
     inputs = [prog.tensor(n) for n in prog.inputs]
     inputs += [Tensor(name, prog.tensor(o).ranks, "float", "input") for o, name in cot.items()]
-    inputs += [Tensor(n, prog.tensor(n).ranks, "float", "input") for n in saved]
+    held = {a: n for a, n in held.items() if n in read}
+    inputs += [Tensor(a, prog.tensor(n).ranks, "float", "input") for a, n in held.items()]
+    saved = tuple(held.values())
     header = [
         f"gradient of {prog.name} with respect to {', '.join(targets)} (einattn.autodiff, reverse mode)",
         "inputs: the forward inputs, then the cotangent of each output (d<output>: d loss / d output)"
@@ -888,7 +915,7 @@ def grad(spec, wrt=None, params=None, saved=()) -> Gradient:
     except EinError as err:  # (a bug of this module: the derived text must be a valid spec)
         raise InternalError(f"the derived gradient does not check: {err}\n{text}") from err
     back = replace(back, warnings=())
-    return Gradient(back, cot, dict(zip(targets, outs)), prog, saved)
+    return Gradient(back, cot, dict(zip(targets, outs)), prog, saved, held)
 
 
 __all__ = ["Gradient", "grad"]

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import syntax as S
-from .absence import Affine, analyse
+from .absence import analyse, presence_filter
 from .errors import EinError, EinWarning
 from .graph import schedule
 from .ir import Einsum, LhsIndex, Program, Tensor
@@ -68,48 +68,6 @@ class Stage:
         """Whether a statement of the stage as written spans two sequence ranks (an ``M x P`` value): such a
         stage needs its 1-pass form (one fused kernel) to hold only tiles of it."""
         return any(len(set(e.space) & self.sequence) > 1 for e in self.written.einsums)
-
-
-def _affine_expr(a: Affine) -> S.Expr | None:
-    """``a`` as an index expression of the language (None when it holds a loop index)."""
-    terms: list[tuple[S.Expr, int]] = [(S.Coord(r), c) for r, c in a.coefs]
-    for atom, c in a.const.terms:
-        e = _atom_expr(atom)
-        if e is None:
-            return None
-        terms.append((e, c))
-    out: S.Expr | None = None
-    for e, c in terms:
-        mag = e if abs(c) == 1 else S.Binary("*", S.Const(abs(c)), e)
-        if out is None:
-            out = mag if c > 0 else S.Unary("-", mag)
-        else:
-            out = S.Binary("+" if c > 0 else "-", out, mag)
-    k = a.const.const
-    if out is None:
-        return S.Const(k)
-    return S.Binary("+" if k >= 0 else "-", out, S.Const(abs(k))) if k else out
-
-
-def _atom_expr(atom) -> S.Expr | None:
-    if atom[0] == "size":
-        return S.Size(atom[1])
-    if atom[0] == "prod":
-        a, b = _atom_expr(atom[1]), _atom_expr(atom[2])
-        return None if a is None or b is None else S.Binary("*", a, b)
-    return None  # a loop index: only in iterative programs, which are not staged
-
-
-def _presence_filter(presence: frozenset) -> S.Expr | None:
-    """The constraints ``a >= 0`` of a presence as a filter (None: present everywhere)."""
-    out = None
-    for a in sorted(presence):
-        e = _affine_expr(a)
-        if e is None:
-            raise StagingError("a presence constraint holds a loop index")
-        c = S.Compare(">=", e, S.Const(0))
-        out = c if out is None else S.Logic("and", out, c)
-    return out
 
 
 class _Stager:
@@ -214,7 +172,7 @@ class _Stager:
                 taken[ok] = ok
                 cond = S.Compare("!=", S.Read(ok, tuple(S.Coord(r) for r in t.ranks)), S.Const(0))
             else:
-                cond = _presence_filter(presence)
+                cond = presence_filter(presence)
             if cond is None:
                 inputs.append(Tensor(n, t.ranks, "float", "input"))
                 taken[n] = n

@@ -67,7 +67,8 @@ class DerivedBackward:
 
         fwd = self.gradient.forward
         values = dict(zip(fwd.inputs, xs))
-        values.update((o, x) for o, x in zip(fwd.outputs, outs) if o in self.gradient.saved)
+        kept = dict(zip(fwd.outputs, outs))
+        values.update((a, kept[n]) for a, n in self.gradient.saved_inputs.items())
         for o, g in zip(fwd.outputs, grads):
             if o in self.gradient.cotangents:
                 values[self.gradient.cotangents[o]] = g

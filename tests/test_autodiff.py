@@ -413,14 +413,14 @@ def test_assert_gradients_passes_and_fails():
 def _with_saved(prog, ins: dict, g: einattn.Gradient, cots: dict) -> dict:
     outs = einattn.compile(prog, backend="numpy")(**ins)
     outs = dict(zip(prog.outputs, outs if isinstance(outs, tuple) else (outs,)))
-    return _derived(g, {**ins, **{n: outs[n] for n in g.saved}}, cots)
+    return _derived(g, {**ins, **{a: outs[n] for a, n in g.saved_inputs.items()}}, cots)
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_saved_outputs_give_the_same_gradients(path):
     prog = einattn.load(path)
     g = einattn.grad(prog, saved=prog.outputs)
-    assert g.saved == prog.outputs and all(n in g.program.inputs for n in prog.outputs)
+    assert set(g.saved) <= set(prog.outputs) and all(a in g.program.inputs for a in g.saved_inputs)
     ins = _inputs(prog, seed=4)
     cots, want = _autograd(prog, ins, g, seed=4)
     got = _with_saved(prog, ins, g, cots)
@@ -438,9 +438,9 @@ def test_softmax_denominator_reads_the_saved_output():
     assert counted < einattn.analyze(einattn.grad(ROOT / "examples" / "causal.ein").program).passes["m"]
 
 
-def test_reassociation_only_where_presence_agrees():
+def test_reassociation_with_absent_rows_and_a_denominator_present_everywhere():
     # A is absent on rows p < 2 (no key), the denominator D2 is present everywhere: sum_m dA * A is absent
-    # there and sum_f dO * O would be present, so the statement keeps its sum over m
+    # there, and so is sum_f dO * O, since the saved O keeps its absent points (O_in, restored)
     text = """
 input  S[m, p], V[m, f], B[m, p]
 output O
@@ -451,7 +451,9 @@ O[p, f]  = A[m, p] * V[m, f]
 """
     prog = einattn.parse(text)
     g = einattn.grad(prog, saved=["O"])
-    assert "O[p, f] * (-1" not in g.text and "dD2_A[p] = dA_O[m, p]" in " ".join(g.text.split())
+    flat = " ".join(g.text.split())
+    assert "O[p, f] = O_in[p, f] where p - 2 >= 0" in flat
+    assert "dD2_A[p] = dO[p, f] * O[p, f] * (-1 / D2[p])" in flat
     ins = _inputs(prog, seed=2, size=4)
     cots, want = _autograd(prog, ins, g, seed=2)
     _close(_with_saved(prog, ins, g, cots), want)
@@ -472,3 +474,26 @@ def test_cli_saved_option():
     assert prog.inputs[-1] == "AV" and "then the saved forward values AV" in r.stdout
     r = subprocess.run([*cmd[:-1], "Q"], capture_output=True, text=True)
     assert r.returncode == 1 and "not a computed tensor" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_saved_value_keeps_its_absent_points():
+    # rows p < 4 have no key: O is absent there, and arrives as 0; `O_in` restores its absence by the
+    # presence analysis's constraint, so the reassociated D reads O exactly where the sum over m did
+    text = """
+input  Q[p, e], K[m, e], V[m, f]
+output O
+S[m, p] = Q[p, e] * K[m, e]  where m <= p - 4
+GM[p]   = S[m, p] :: max(m)
+N[m, p] = exp(S[m, p] - GM[p])
+D[p]    = N[m, p]
+A[m, p] = N[m, p] / D[p]
+O[p, f] = A[m, p] * V[m, f]
+"""
+    prog = einattn.parse(text)
+    g = einattn.grad(prog, saved=["O"])
+    assert g.saved_inputs == {"O_in": "O"}
+    assert "O[p, f]      = O_in[p, f]  where p - 4 >= 0" in g.text
+    assert "dD_A[p]      = dO[p, f] * O[p, f] * (-1 / D[p])" in g.text
+    ins = _inputs(prog, seed=3, size=7)
+    cots, want = _autograd(prog, ins, g, seed=3)
+    _close(_with_saved(prog, ins, g, cots), want)

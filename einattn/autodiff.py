@@ -55,7 +55,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 
 from . import syntax as S
-from .absence import Analysis, presence_filter
+from .absence import Analysis, conj, presence_filter
 from .errors import EinError, EinWarning, InternalError
 from .graph import schedule
 from .ir import Einsum, LhsIndex, Program, Tensor, renamed_expr, size_name
@@ -330,18 +330,16 @@ def _product_factors(e: S.Expr) -> list[S.Expr]:
     return [e]
 
 
-def _without(e: S.Expr, x: S.Read) -> S.Expr | None:
+def _without(e: S.Expr, x: S.Expr) -> S.Expr | None:
     """``g`` such that ``e = x * g`` (``x`` one factor of a product, possibly negated or divided), or
-    None. ``g`` does not read ``x``'s tensor."""
+    None. ``g`` does not contain ``x`` (nor read ``x``'s tensor, where ``x`` is a read)."""
     if e == x:
         return S.Const(1)
     if isinstance(e, S.Unary) and e.op == "-":
         g = _without(e.x, x)
         return None if g is None else _neg(g)
     if isinstance(e, S.Binary) and e.op in "*/":
-        reads = [
-            any(isinstance(n, S.Read) and n.tensor == x.tensor for n in side.walk()) for side in (e.a, e.b)
-        ]
+        reads = [_holds(side, x) for side in (e.a, e.b)]
         if e.op == "/" and reads == [True, False]:
             g = _without(e.a, x)
             return None if g is None else _div(g, e.b)
@@ -352,6 +350,13 @@ def _without(e: S.Expr, x: S.Read) -> S.Expr | None:
             g = _without(e.b, x)
             return None if g is None else _mul(e.a, g)
     return None
+
+
+def _holds(e: S.Expr, x: S.Expr) -> bool:
+    """Whether ``e`` contains ``x`` (reads ``x``'s tensor, where ``x`` is a read)."""
+    if isinstance(x, S.Read):
+        return any(isinstance(n, S.Read) and n.tensor == x.tensor for n in e.walk())
+    return any(n == x for n in e.walk())
 
 
 def _replace(e: S.Expr | None, old: S.Expr, new: S.Expr) -> S.Expr | None:
@@ -664,8 +669,10 @@ class _Builder:
         cotangent, ``A = SN / SD``) becomes ``sum_f dAV * AV``, FlashAttention-2's ``rowsum(dO * O)``: no
         pass over the keys. Applied only where the presence analysis proves both sides present at the same
         points."""
-        if not self.saved or e.reduce or not reduced:
+        if not self.saved or not reduced:
             return None
+        if e.reduce:
+            return self.euler_own(e, deriv, lhs, reduced)
         here = S.Read(e.tensor, tuple(S.Coord(r) for r in e.lhs_ranks))
         g = _without(deriv, here)
         if g is None or not set(_coords(g)) <= set(lhs):
@@ -700,6 +707,32 @@ class _Builder:
             return None
         term = _mul(_mul(S.Read(d_o, at), S.Read(o.tensor, at)), g)
         return term, tuple(r for r in o.lhs_ranks if r not in lhs)
+
+    def euler_own(self, e: Einsum, deriv: S.Expr, lhs: tuple[str, ...], reduced: tuple[str, ...]):
+        """The same identity where the read is in a saved sum's own summand: ``O[l, F] = sum_R E`` with
+        ``dE/dX = E * g`` (``g`` free of ``R`` and ``F``: ``E = N * V / D`` gives ``-E / D``), so ``sum_(R, F)
+        dO * E * g = sum_F dO * O * g``: softmax attention written in one statement, ``O = N * V / D``."""
+        if e.tensor not in self.saved or e.kind != "plain" or any(op != "+" for _, op in e.reduce):
+            return None
+        g = _without(deriv, e.expr)
+        if g is None or not set(_coords(g)) <= set(lhs) or not set(lhs) <= set(e.lhs_ranks):
+            return None
+        rest = tuple(r for r in e.lhs_ranks if r not in lhs)
+        if set(reduced) != set(e.reduced) | set(rest):
+            return None
+        before = conj(self.an.filter(e.filter), self.an.expr(S.Binary("*", e.expr, g)))
+        for r in reduced:
+            before = self.an.eliminate(before, r)
+        at = tuple(S.Coord(r) for r in e.lhs_ranks)
+        after = self.an.expr(S.Binary("*", S.Read(e.tensor, at), g))
+        for r in rest:
+            after = self.an.eliminate(after, r)
+        if before is None or after is None or self.an.simplify(before) != self.an.simplify(after):
+            return None
+        d_o = self.cotangent(e.tensor)
+        if d_o is None:
+            return None
+        return _mul(_mul(S.Read(d_o, at), S.Read(e.tensor, at)), g), rest
 
     def bounded(self, term: S.Expr, r: str) -> bool:
         """Whether ``term`` is absent wherever rank ``r`` leaves its range: it reads ``r`` plainly at a

@@ -37,7 +37,7 @@ from . import syntax as S
 from .absence import analyse, presence_filter
 from .errors import EinError, EinWarning
 from .graph import schedule
-from .ir import Einsum, LhsIndex, Program, Tensor
+from .ir import Einsum, LhsIndex, Program, Tensor, coords
 
 
 class StagingError(EinError):
@@ -197,7 +197,13 @@ class _Stager:
             for n in root.walk()
             if isinstance(n, S.Size)
         }
-        for r in sorted(sized - {r for t in inputs for r in t.ranks}):
+        sized |= {r for e in body + restore for r in (*e.space, *e.lhs_ranks)}  # (every rank's size)
+        aliases = dict(prog.aliases)
+        params = prog.param_values
+        bound = {r for t in inputs for r in t.ranks}
+        for r in sorted(sized - bound):
+            if aliases.get(r) in bound or r.upper() in params or r in bound:
+                continue
             carrier = next((n for n in prog.inputs if r in prog.tensor(n).ranks and n not in taken), None)
             if carrier is None:
                 raise StagingError(f"a stage needs the size of rank `{r}`, which none of its inputs has")
@@ -262,9 +268,21 @@ class _Stager:
 
     # ---- grouping ----------------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
-        readers = {n for t in self.cut for n in self.deps[t]}
-        inner = [t for t in self.cut if t in readers]
-        sinks = [t for t in self.cut if t not in readers]
+        readers: dict[str, set[str]] = {t: set() for t in self.cut}
+        for u in self.cut:
+            for d in self.deps[u]:
+                readers[d].add(u)
+        # late: what nothing reads, and what only late per-row values read (a part per head, then its sum)
+        late = {t for t in self.cut if not readers[t]}
+        grew = True
+        while grew:
+            grew = False
+            for t in self.cut:
+                if t not in late and all(u in late and self.rank[u] is None for u in readers[t]):
+                    late.add(t)
+                    grew = True
+        inner = [t for t in self.cut if t not in late]
+        sinks = [t for t in self.cut if t in late]
         groups: list[tuple[str | None, list[str], Stage]] = []
         where: dict[str, int] = {}
         for t in inner + sinks:
@@ -319,6 +337,21 @@ def stages(prog: Program, sequence: Iterable[str], tile: int = 64) -> list[Stage
     return _Stager(_split_reductions(prog, order), set(order), tile).stages()
 
 
+def _conjuncts(f: S.Expr | None) -> list[S.Expr]:
+    if f is None:
+        return []
+    if isinstance(f, S.Logic) and f.op == "and":
+        return _conjuncts(f.a) + _conjuncts(f.b)
+    return [f]
+
+
+def _conjunction(parts: list[S.Expr]) -> S.Expr | None:
+    out = None
+    for c in parts:
+        out = c if out is None else S.Logic("and", out, c)
+    return out
+
+
 def _split_reductions(prog: Program, sequence: list[str]) -> Program:
     """``prog`` with each reduction over several sequence ranks, or over one and a batch-like rank, split in
     two: over the first sequence rank (and features) into a part that keeps the rest, then over the rest
@@ -353,7 +386,22 @@ def _split_reductions(prog: Program, sequence: list[str]) -> Program:
         while part in names:
             part += "_"
         names.add(part)
-        lhs = (*e.lhs_ranks, *keep)
+        # a grouped read's gradient (`dV[b, g, m, f] = ... where h // R == g`): the part stays per head
+        # (`h`), and the group's filter moves to the sum over the heads, so the part needs no `g`
+        conjuncts = _conjuncts(e.filter)
+        grouping = [
+            c
+            for c in conjuncts
+            if isinstance(c, S.Compare)
+            and c.op == "=="
+            and isinstance(c.b, S.Coord)
+            and c.b.rank in e.lhs_ranks
+            and c.b.rank not in coords(e.expr)
+            and set(coords(c.a)) <= set(keep)
+            and not any(c.b.rank in coords(o) for o in conjuncts if o is not c)
+        ]
+        dropped = {c.b.rank for c in grouping}
+        lhs = (*(r for r in e.lhs_ranks if r not in dropped), *keep)
         first = tuple((r, op) for r in e.reduced if r not in keep)
         out.append(
             Einsum(
@@ -361,14 +409,16 @@ def _split_reductions(prog: Program, sequence: list[str]) -> Program:
                 tuple(LhsIndex(r) for r in lhs),
                 e.expr,
                 first,
-                e.filter,
+                _conjunction([c for c in conjuncts if all(c is not g for g in grouping)]),
                 (*lhs, *(r for r, _ in first)),
                 e.span,
             )
         )
         rest = tuple((r, op) for r in keep)
         read = S.Read(part, tuple(S.Coord(r) for r in lhs))
-        out.append(Einsum(e.tensor, e.index, read, rest, None, (*e.lhs_ranks, *keep), e.span))
+        out.append(
+            Einsum(e.tensor, e.index, read, rest, _conjunction(grouping), (*e.lhs_ranks, *keep), e.span)
+        )
     if not changed:
         return prog
     from .api import parse

@@ -50,7 +50,20 @@ def _staged_equals_whole(prog, sequence, sizes=SIZES, tile=4, seed=0):
 
 
 @pytest.mark.parametrize(
-    "spec", ["attention_3pass", "causal", "alibi", "softcap", "sliding_window", "sigmoid", "lse", "linear"]
+    "spec",
+    [
+        "attention_3pass",
+        "causal",
+        "alibi",
+        "softcap",
+        "sliding_window",
+        "sigmoid",
+        "lse",
+        "linear",
+        "gqa",
+        "variants/02_mqa",
+        "variants/05_softmax_sink",
+    ],
 )
 def test_staged_backward_equals_the_backward_cascade(spec):
     g = einattn.grad(EXAMPLES / f"{spec}.ein")

@@ -692,21 +692,24 @@ class _Builder:
             return None
         if set(self.prog.tensor(e.tensor).ranks) != set(lhs) | set(reduced):
             return None
-        before = self.an.expr(S.Binary("*", here, g))
+        return self.rowsum(o, self.an.expr(S.Binary("*", here, g)), reduced, lhs, g)
+
+    def rowsum(self, o: Einsum, before, reduced: tuple[str, ...], lhs: tuple[str, ...], g: S.Expr):
+        """``(sum_F dO * O * g, F)``, where its presence is ``before``'s (the term it replaces, over its
+        space, summed over ``reduced``); else None. A saved ``O`` keeps its absent points (``O_in``)."""
+        rest = tuple(r for r in o.lhs_ranks if r not in lhs)
+        at = tuple(S.Coord(r) for r in o.lhs_ranks)
+        after = self.an.expr(S.Binary("*", S.Read(o.tensor, at), g))
         for r in reduced:
             before = self.an.eliminate(before, r)
-        at = tuple(S.Coord(r) for r in o.lhs_ranks)
-        after = self.an.expr(S.Binary("*", S.Read(o.tensor, at), g))  # (a saved O keeps its absent points)
-        for r in o.lhs_ranks:
-            if r not in lhs:
-                after = self.an.eliminate(after, r)
+        for r in rest:
+            after = self.an.eliminate(after, r)
         if before is None or after is None or self.an.simplify(before) != self.an.simplify(after):
             return None
         d_o = self.cotangent(o.tensor)
         if d_o is None:
             return None
-        term = _mul(_mul(S.Read(d_o, at), S.Read(o.tensor, at)), g)
-        return term, tuple(r for r in o.lhs_ranks if r not in lhs)
+        return _mul(_mul(S.Read(d_o, at), S.Read(o.tensor, at)), g), rest
 
     def euler_own(self, e: Einsum, deriv: S.Expr, lhs: tuple[str, ...], reduced: tuple[str, ...]):
         """The same identity where the read is in a saved sum's own summand: ``O[l, F] = sum_R E`` with
@@ -717,22 +720,10 @@ class _Builder:
         g = _without(deriv, e.expr)
         if g is None or not set(_coords(g)) <= set(lhs) or not set(lhs) <= set(e.lhs_ranks):
             return None
-        rest = tuple(r for r in e.lhs_ranks if r not in lhs)
-        if set(reduced) != set(e.reduced) | set(rest):
+        if set(reduced) != set(e.reduced) | (set(e.lhs_ranks) - set(lhs)):
             return None
         before = conj(self.an.filter(e.filter), self.an.expr(S.Binary("*", e.expr, g)))
-        for r in reduced:
-            before = self.an.eliminate(before, r)
-        at = tuple(S.Coord(r) for r in e.lhs_ranks)
-        after = self.an.expr(S.Binary("*", S.Read(e.tensor, at), g))
-        for r in rest:
-            after = self.an.eliminate(after, r)
-        if before is None or after is None or self.an.simplify(before) != self.an.simplify(after):
-            return None
-        d_o = self.cotangent(e.tensor)
-        if d_o is None:
-            return None
-        return _mul(_mul(S.Read(d_o, at), S.Read(e.tensor, at)), g), rest
+        return self.rowsum(e, before, reduced, lhs, g)
 
     def bounded(self, term: S.Expr, r: str) -> bool:
         """Whether ``term`` is absent wherever rank ``r`` leaves its range: it reads ``r`` plainly at a

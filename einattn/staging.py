@@ -4,23 +4,27 @@ A cascade that re-reads a sequence rank after a full reduction over it (the back
 the softmax's max, its denominator and ``sum_m dA * A`` at every key) is not one loop over tiles. The rewrite
 removes such barriers where it can prove an online form (FuseMax's rules); what is left is *staged*:
 
-1. **Cut.** Every statement that reduces over a sequence rank and is read by another, and every output, is
-   *materialised*: its values are computed by one stage and read by later stages as inputs. Such a tensor
-   has no sequence rank of the reduction, so it is small (a vector per query row, a gradient of an input).
-   Everything else (scores, probabilities, their cotangents: the ``M x P`` values) is recomputed tile by tile
-   inside each stage that needs it, never written to memory.
+1. **Cut.** Every statement that reduces over a sequence rank, every value over one sequence rank that a
+   value over two reads (a row's statistic), and every output is *materialised*: its values are computed by
+   one stage and read by later stages as inputs. Such a tensor is small (a vector per query row, a gradient
+   of an input); a key-by-query one refuses staging. Everything else (scores, probabilities, their
+   cotangents: the ``M x P`` values) is recomputed tile by tile inside each stage that needs it, never
+   written to memory. A reduction over two sequence ranks, or over one and a batch-like rank, is first split
+   into a part per row (per batch entry, per head) and a small sum of the parts.
 2. **Group.** Materialised tensors are placed in order into stages; a stage streams one rank (the one its
    tensors reduce over), and a tensor joins an existing stage over the same rank when every tensor it reads
    is computed by then and the stage with it still has a 1-pass form (the softmax's max and denominator
    share one stage through the online rewrite; ``sum_m dA * A``, read at every key by ``dQ``, cannot).
-   Tensors that nothing else reads wait for the last stage they fit (``dK`` joins ``dV``).
+   Tensors that nothing else reads, and parts that only small sums read, wait for the last stage they fit
+   (``dK`` joins ``dV``).
 3. **Rewrite.** Each stage is rewritten into its 1-pass form over its rank (running max and sums, or
    streamed sums), which the triton backend compiles into one fused kernel.
 
 **Absent points** cross a stage boundary exactly: where the presence analysis bounds a materialised tensor
 by affine constraints (a fully masked row of a sliding window has no max), the reading stage declares it as
-an input ``<T>_in`` and restores its absence with the same constraints as a filter. A tensor whose presence
-the analysis cannot describe refuses staging.
+an input ``<T>_in`` and restores its absence with the same constraints as a filter; where it cannot (a
+data-dependent filter), the computing stage also outputs an indicator ``<T>_ok`` (1 present, 0 absent),
+which :func:`run` turns into integers and the reading stage's filter reads.
 
 ``stages(prog, sequence)`` returns the stages; :func:`run` evaluates them with any backend's kernels.
 The staged program computes what the program computes (``tests/test_staging.py`` checks that on NumPy

@@ -8,14 +8,18 @@ FlashAttention-2's, found by the compiler.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import einattn
 from einattn.format import format_program
 from einattn.staging import StagingError, run, stages
+from einattn.testing import cascades
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SIZES = dict(b=2, h=2, g=1, p=13, m=11, e=5, f=3)
@@ -230,3 +234,40 @@ def test_absence_the_analysis_cannot_describe_travels_as_an_indicator():
     assert values["GM_ok"][1].sum() == 0 and np.all(values["GM_ok"][0] == 1)
     readers = [s for s in staged[1:] if "GM_ok" in s.inputs]
     assert readers and "where GM_ok[b, p] != 0" in format_program(readers[0].written)
+
+
+@settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_cascades_and_their_backward_passes_stage_exactly(data):
+    # any two ranks of a random cascade as the sequence ranks: staging either refuses with a StagingError or
+    # computes, stage by stage, what the whole program computes (absent points included)
+    spec = data.draw(cascades(max_statements=4, iterative=False))
+    prog = einattn.parse(spec.text)
+    if data.draw(st.booleans()):
+        with contextlib.suppress(einattn.EinError):  # (nothing to differentiate: the cascade itself)
+            prog = einattn.grad(prog).program
+    ranks = [r for r in prog.ranks if any(r in prog.tensor(n).ranks for n in prog.inputs)]
+    if len(ranks) < 2:
+        return
+    sequence = data.draw(st.permutations(ranks))[:2]
+    try:
+        staged = stages(prog, sequence, data.draw(st.integers(1, 3)))
+    except StagingError:
+        return
+    sizes = {r: data.draw(st.integers(1, 4)) for r in prog.ranks}
+    xs = _inputs(prog, sizes, seed=data.draw(st.integers(0, 2**16)))
+    for n in prog.inputs:
+        if prog.tensor(n).dtype == "int":
+            xs[n] = np.abs(xs[n]).astype(np.int64) % 3
+    want = _outputs(einattn.compile(prog, backend="numpy"), xs)
+
+    def call(stage, ins):
+        return _outputs(einattn.compile(stage.program, backend="numpy"), ins)
+
+    values = run(staged, xs, call)
+    for name in prog.outputs:
+        a, b = np.asarray(values[name]), np.asarray(want[name])
+        assert np.array_equal(np.isnan(a), np.isnan(b)), (spec.text, name)
+        np.testing.assert_allclose(
+            np.nan_to_num(a), np.nan_to_num(b), rtol=1e-9, atol=1e-9, err_msg=spec.text
+        )

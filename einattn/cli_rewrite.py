@@ -118,11 +118,19 @@ def rewrite(file, passes, rank, tile, split):
     help="Computed tensors whose forward values the backward takes as inputs (the outputs, say), "
     "comma-separated: `sum_m dA * A` becomes `sum_f dO * O` where that is exact.",
 )
+@click.option(
+    "--stages",
+    is_flag=True,
+    help="Print the backward pass as the triton backend runs it: the outputs saved, cut into 1-pass "
+    "programs over the forward's streamed rank and its rows (one fused kernel each where they hold "
+    "key-by-query values).",
+)
+@click.option("--tile", default=64, show_default=True, help="With --stages: the tile of the 1-pass forms.")
 @click.option("--param", "params", multiple=True, metavar="X=V", help="Override a param (repeat).")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the .ein here instead of printing."
 )
-def grad(file, wrt, saved, params, output):
+def grad(file, wrt, saved, stages, tile, params, output):
     """Print the backward cascade of FILE: its gradients, derived in reverse mode as extended Einsums.
 
     The result is a spec: its inputs are FILE's inputs and one cotangent per output (dAV: the gradient of the
@@ -133,6 +141,7 @@ def grad(file, wrt, saved, params, output):
     einattn grad examples/attention_3pass.ein
     einattn grad examples/alibi.ein --wrt Q,slope -o alibi_grad.ein
     einattn grad examples/causal.ein --saved AV
+    einattn grad examples/causal.ein --stages
     """
     from .api import load
     from .autodiff import grad as derive
@@ -140,9 +149,42 @@ def grad(file, wrt, saved, params, output):
 
     names = None if wrt is None else tuple(n.strip() for n in wrt.split(",") if n.strip())
     kept = () if saved is None else tuple(n.strip() for n in saved.split(",") if n.strip())
-    g = derive(load(file).with_params(parse_assignments(params, "param")), names, saved=kept)
+    prog = load(file).with_params(parse_assignments(params, "param"))
+    if stages:
+        click.echo(_staged_text(prog, names, tile), nl=False)
+        return
+    g = derive(prog, names, saved=kept)
     if output:
         Path(output).write_text(g.text, encoding="utf-8")
         click.echo(f"wrote {output}: {', '.join(g.gradients.values())}", err=True)
     else:
         click.echo(g.text, nl=False)
+
+
+def _staged_text(prog, wrt, tile: int) -> str:
+    """The stages of ``prog``'s backward pass, each a spec under a header saying what it computes."""
+    from .format import format_program
+    from .staging import backward
+
+    sb = backward(prog, wrt=wrt, tile=tile)
+    m, p = sb.sequence
+    g = sb.gradient
+    saved = ", ".join(f"{a} (the forward's {n})" if a != n else a for a, n in g.saved_inputs.items())
+    out = [
+        f"# backward of {prog.name} in {len(sb.stages)} stages over the keys `{m}` and the rows `{p}`",
+        f"# inputs: the forward's inputs, the cotangents {', '.join(g.cotangents.values())}"
+        + (f", the saved {saved}" if saved else ""),
+        f"# gradients: {', '.join(f'{v} (of {k})' for k, v in g.gradients.items())}",
+    ]
+    for k, s in enumerate(sb.stages, 1):
+        how = (
+            f"a loop over tiles of `{s.rank}`: one fused kernel"
+            if s.dense
+            else (f"streams `{s.rank}`" if s.rank else "per row: small")
+        )
+        out += [
+            "",
+            f"# ---- stage {k}: {', '.join(s.outputs)} ({how})",
+            format_program(s.program, comments=False).rstrip(),
+        ]
+    return "\n".join(out) + "\n"

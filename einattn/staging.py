@@ -435,6 +435,57 @@ def _split_reductions(prog: Program, sequence: list[str]) -> Program:
         return parse(text, prog.name)
 
 
+@dataclass(frozen=True)
+class StagedBackward:
+    """The backward pass of a spec as 1-pass stages: ``gradient`` (``einattn.grad`` with the outputs
+    saved), its ``stages``, and the ``sequence`` ranks they stream (the forward's streamed rank, its rows)."""
+
+    gradient: object
+    stages: list
+    sequence: tuple
+
+
+def forward_sequence(prog: Program, tile: int = 64) -> tuple[str, str]:
+    """(streamed rank, row rank) of ``prog``'s forward pass as one fused loop over tiles (its 1-pass form,
+    as the triton backend fuses it); a :class:`StagingError` where it has none."""
+    from .lowering.triton_fused import Refusal, match
+    from .rewrite import for_backend
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EinWarning)
+        one, _ = for_backend(prog, "auto", tile)
+    plan = match(one)
+    if isinstance(plan, Refusal):
+        raise StagingError(f"the forward pass is not one fused loop over tiles: {plan.reason}")
+    return plan.parent, plan.row
+
+
+def backward(spec, sequence=None, wrt=None, params=None, tile: int = 64) -> StagedBackward:
+    """The backward pass of ``spec`` (a path, text or program) as the triton backend runs it: derived with
+    the outputs saved (``einattn.grad(spec, wrt, saved=outputs)``) and staged over ``sequence`` (default:
+    :func:`forward_sequence`). ``wrt``: the inputs to differentiate, among those an output depends on (the
+    others are left out); an :class:`~einattn.EinError` where there is nothing to differentiate or no
+    stages."""
+    from .api import _program
+    from .autodiff import grad
+    from .check import normalize_params
+
+    prog = _program(spec).with_params(normalize_params(params))
+    if prog.iterative_ranks:
+        raise StagingError(
+            "the spec is written in its 1-pass form (running states are not differentiated: write the "
+            "3-pass cascade and let passes='auto' derive the forward)"
+        )
+    sequence = tuple(sequence) if sequence is not None else forward_sequence(prog, tile)
+    if wrt is not None:
+        active = grad(prog).gradients
+        wrt = tuple(n for n in active if n in wrt)
+        if not wrt:
+            raise EinError("no input that requires a gradient reaches an output")
+    gradient = grad(prog, wrt=wrt, saved=prog.outputs)
+    return StagedBackward(gradient, stages(gradient.program, sequence, tile), sequence)
+
+
 def run(staged: list[Stage], inputs: dict, call: Callable[[Stage, dict], dict]) -> dict:
     """Evaluate ``staged`` on ``inputs`` (the original program's inputs by name): ``call(stage, xs)`` runs
     one stage on its inputs by stage name and returns its outputs by name. Returns every tensor computed."""
@@ -456,4 +507,4 @@ def as_int(x):
     return x.to(torch.int32)
 
 
-__all__ = ["Stage", "StagingError", "run", "stages"]
+__all__ = ["Stage", "StagedBackward", "StagingError", "backward", "forward_sequence", "run", "stages"]

@@ -94,8 +94,7 @@ def derive(kernel, wrt: tuple[str, ...] | None = None) -> tuple[DerivedBackward 
     inputs ``wrt`` (default: every one an output depends on), or None and the reason. A call's backward
     differentiates only the inputs that require a gradient: a fixed bias ``B[h, p, m]`` (a mask) needs no
     key-by-query gradient, which no fused kernel writes."""
-    from einattn.autodiff import grad
-    from einattn.staging import StagingError, stages
+    from einattn.staging import StagingError, backward
 
     from .triton_backend import compile_program
     from .triton_fused import match
@@ -108,27 +107,17 @@ def derive(kernel, wrt: tuple[str, ...] | None = None) -> tuple[DerivedBackward 
     if kernel.plan.path != "fused":
         return no("the forward pass is not one fused kernel")
     written = kernel.original
-    if written.iterative_ranks:
-        return no(
-            "the spec is written in its 1-pass form (running states are not differentiated: write the "
-            "3-pass cascade and let passes='auto' derive the forward)"
-        )
     plan = match(kernel.program)
     sequence = (plan.parent, plan.row)
     try:
-        if wrt is not None:  # (the inputs an output depends on, among those asked)
-            active = grad(written).gradients
-            wrt = tuple(n for n in active if n in wrt)
-            if not wrt:
-                return no("no input that requires a gradient reaches an output")
-        gradient = grad(written, wrt=wrt, saved=written.outputs)  # (autograd keeps the outputs)
-        staged = stages(gradient.program, sequence, kernel.options.get("tile", 64))
+        staged = backward(written, sequence, wrt, tile=kernel.options.get("tile", 64))
     except StagingError as e:
         return no(f"the backward cascade does not stage into 1-pass programs: {e.message}")
     except EinError as e:
         return no(f"the backward cascade: {e.message}")
+    gradient, staged = staged.gradient, staged.stages
     kernels = []
-    given = {*written.inputs, *gradient.cotangents.values(), *gradient.saved}
+    given = {*written.inputs, *gradient.cotangents.values(), *gradient.saved_inputs}
     rows = {*sequence, *plan.par}
     for s in staged:
         # the row statistics between stages (a max, a denominator, sum dA * A, a bias gradient's part per

@@ -271,3 +271,26 @@ def test_random_cascades_and_their_backward_passes_stage_exactly(data):
         np.testing.assert_allclose(
             np.nan_to_num(a), np.nan_to_num(b), rtol=1e-9, atol=1e-9, err_msg=spec.text
         )
+
+
+def test_cli_prints_the_stages_as_specs():
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "einattn", "grad", str(EXAMPLES / "causal.ein"), "--stages", "--tile", "32"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    blocks = r.stdout.split("# ---- stage ")[1:]
+    assert [b.splitlines()[0] for b in blocks] == [
+        "1: GM, SD (a loop over tiles of `m`: one fused kernel)",
+        "2: dSD_A (per row: small)",
+        "3: dV, dK (a loop over tiles of `p`: one fused kernel)",
+        "4: dQ (a loop over tiles of `m`: one fused kernel)",
+    ]
+    programs = [einattn.parse(b.split("\n", 1)[1]) for b in blocks]  # each stage is a spec of its own
+    assert programs[1].outputs == ("dSD_A",) and "M0" in programs[0].param_values
+    assert programs[0].param_values["M0"] == 32
+    r = subprocess.run(
+        [*cmd[:4], str(EXAMPLES / "causal_1pass.ein"), "--stages"], capture_output=True, text=True
+    )
+    assert r.returncode == 1 and "written in its 1-pass form" in r.stderr and "Traceback" not in r.stderr

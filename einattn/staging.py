@@ -114,17 +114,6 @@ class _Stager:
                     span=e.span,
                 )
             self.rank[t] = over[0] if over else None
-        # a materialised tensor whose absent points the analysis cannot describe (a data-dependent filter:
-        # a padded batch's `m < klen[b]`) travels with an indicator, 1 where present, 0 where not
-        taken = {t.name for t in prog.tensors} | set(prog.param_values)
-        self.ok: dict[str, str] = {}
-        for n in self.cut:
-            if n not in prog.outputs and self.presence.tensor(n) is None:
-                name = f"{n}_ok"
-                while name in taken:
-                    name += "_"
-                taken.add(name)
-                self.ok[n] = name
         self.closure: dict[str, list[Einsum]] = {}
         self.deps: dict[str, set[str]] = {}
         for t in self.cut:
@@ -146,6 +135,18 @@ class _Stager:
             self.deps[t] = deps
             if not any(len(seq_ranks(e)) > 1 for e in stmts):  # small: computed as written, no streaming
                 self.rank[t] = None
+        # a materialised tensor that a later stage reads and whose absent points the analysis cannot describe
+        # (a data-dependent filter: a padded batch's `m < klen[b]`) travels with an indicator, 1 where
+        # present, 0 where not
+        taken = {t.name for t in prog.tensors} | set(prog.param_values)
+        self.ok: dict[str, str] = {}
+        for n in self.cut:
+            if self.presence.tensor(n) is None and any(n in self.deps[u] for u in self.cut):
+                name = f"{n}_ok"
+                while name in taken:
+                    name += "_"
+                taken.add(name)
+                self.ok[n] = name
 
     # ---- building one stage ------------------------------------------------------------------------------
     def build(self, members: list[str], rank: str | None) -> Stage:

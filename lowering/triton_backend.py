@@ -10,7 +10,8 @@
    its text and :func:`standalone_source` is what ``einattn compile --backend triton`` writes. It is loaded
    from a cache file named by its hash (Triton needs a file to read kernel source from).
 4. **Call**: a ``torch.library.custom_op`` (one per generated module) with a fake implementation, so the
-   kernel works inside ``torch.compile`` graphs; its backward recomputes through the ``torch`` backend.
+   kernel works inside ``torch.compile`` graphs; its backward runs generated kernels for the derived
+   backward cascade (``triton_backward``), else recomputes through the ``torch`` backend.
 
 Sizes are runtime arguments everywhere: calling with other sequence lengths reuses the same source, module and
 (on a GPU) compiled binaries; ``kernel.generations`` counts sources generated for this kernel (always 1).

@@ -13,8 +13,8 @@ For a kernel whose forward pass is one fused kernel, :func:`derive` builds the b
    (its scores and their cotangents live in registers, one tile at a time), the others (per-row values, the
    sum of a bias's gradient over its rows) are small and may take the general path.
 
-Where any step does not apply (a spec written in its 1-pass form, gathers such as GQA's ``h // R`` whose
-presence the analysis cannot bound, a stage that does not fuse) the backward recomputes through the torch
+Where any step does not apply (a spec written in its 1-pass form, a key-by-query gradient, a stage that does
+not fuse: GQA's grouped reads, whose gates span three tile axes) the backward recomputes through the torch
 backend, as before; ``kernel.backward_plan`` says which and why. The row statistics pass between the
 stages in float32 (``float32=`` of the stage kernels) whatever the inputs' dtype, as FlashAttention keeps
 its log-sum-exp. ``backward="auto"`` (the default) uses the derived kernels wherever they exist,

@@ -48,8 +48,9 @@ class _ForwardOnly(torch.autograd.Function):
     def backward(ctx, *grads):
         raise RuntimeError(
             f"{SPEC}: this standalone module has forward kernels only, no backward. To train, call the "
-            "kernel of einattn.compile(spec, backend='triton') (its backward recomputes with the torch "
-            "backend) or the module that `einattn compile --backend torch` writes"
+            "kernel of einattn.compile(spec, backend='triton') (its backward runs generated backward "
+            "kernels, or recomputes with the torch backend) or the module that `einattn compile --backend "
+            "torch` writes"
         )
 
 
@@ -231,7 +232,7 @@ def launcher_doc(prog: Program, name: str) -> str:
     lines.append(
         "Forward only: where a gradient is recorded, the backward of the outputs raises (no backward"
     )
-    lines.append("kernels; einattn.compile(..., backend='triton') recomputes the gradient with torch).")
+    lines.append("kernels here; einattn.compile(..., backend='triton') has them, or recomputes with torch).")
     return "\n".join("    " + ln if ln else "" for ln in lines)
 
 

@@ -502,8 +502,9 @@ class _ForwardOnly(torch.autograd.Function):
     def backward(ctx, *grads):
         raise RuntimeError(
             f"{SPEC}: this standalone module has forward kernels only, no backward. To train, call the "
-            "kernel of einattn.compile(spec, backend='triton') (its backward recomputes with the torch "
-            "backend) or the module that `einattn compile --backend torch` writes"
+            "kernel of einattn.compile(spec, backend='triton') (its backward runs generated backward "
+            "kernels, or recomputes with the torch backend) or the module that `einattn compile --backend "
+            "torch` writes"
         )
 
 
@@ -600,7 +601,7 @@ def causal_1pass(Q, K, V):
     Outputs (the float inputs' dtype; absent points are 0):
         AV: [B, H, P, F]
     Forward only: where a gradient is recorded, the backward of the outputs raises (no backward
-    kernels; einattn.compile(..., backend='triton') recomputes the gradient with torch).
+    kernels here; einattn.compile(..., backend='triton') has them, or recomputes with torch).
     """
     return _forward(causal_1pass_launch, _numbers(Q, K, V))
 

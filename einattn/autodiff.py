@@ -39,6 +39,14 @@ them, and their terms would cancel exactly.
 A statement that reduces with two operators (``Y[i] = X[i, j, k] :: max(k)``: a sum over ``j``, then a max
 over ``k``) is first written as two statements, each with one (:func:`_split_mixed`).
 
+**Saved values** (``saved=``): computed tensors whose forward values the caller passes (autograd keeps the
+outputs) are inputs of the backward program, their absent points restored by the presence analysis's
+constraints (``O_in``). They allow one reassociation: where ``T``'s one reader is a saved linear sum ``O =
+sum_R T * W`` (or ``X`` is read in a saved sum's own summand), ``sum_R dT * T * g = sum_F dO * O * g``:
+softmax's ``sum_m dA * A`` becomes FlashAttention-2's ``rowsum(dO * O)``, applied only where both sides are
+proved present at the same points (:meth:`_Builder.euler`). A gate that varies only along a contribution's
+own ranks is added after its reduction, so that the reduction stays a contraction.
+
 **What it refuses** (a located :class:`EinError`): iterative ranks, the running states of a 1-pass cascade:
 differentiate the cascade as written (3-pass), whose forward pass ``passes="auto"`` derives.
 

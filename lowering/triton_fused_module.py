@@ -264,11 +264,13 @@ def _launcher(
         flags = tuple(o not in kept for o in prog.outputs)
         back = f"zip({launch}({up}), {flags!r})"
         lines.append(f"{ind * 2}return tuple(o.to(torch.bfloat16) if b else o for o, b in {back})")
-    names = ", ".join(prog.inputs)
-    lines.append(f"{ind}{names}, = (_as(x, out_dtype) for x in ({names},))  # one float dtype for tl.dot")
+    plain = [n for n in prog.inputs if public_in[n] not in wide]
+    if plain:
+        names = ", ".join(plain)
+        lines.append(f"{ind}{names}, = (_as(x, out_dtype) for x in ({names},))  # one float dtype for tl.dot")
     for n in prog.inputs:  # (statistics read elementwise, never by tl.dot: kept in float32 at least)
         if public_in[n] in wide:
-            lines.append(f"{ind}{n} = {n}.to(torch.promote_types(out_dtype, torch.float32))")
+            lines.append(f"{ind}{n} = _as({n}, torch.promote_types(out_dtype, torch.float32))")
     lines.append(f"{ind}CD, _ = _compute(out_dtype)")
     lines.append(f"{ind}device = {prog.inputs[0]}.device")
     for o in prog.outputs:

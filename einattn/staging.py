@@ -79,6 +79,7 @@ class _Stager:
         self.prog, self.seq, self.tile = prog, sequence, tile
         self.order = [step.einsum for step in schedule(prog)]
         self.defs = {e.tensor: e for e in self.order}
+        self.pos = {e.tensor: i for i, e in enumerate(self.order)}
         self.presence = analyse(prog)
 
         def seq_ranks(e: Einsum) -> set[str]:
@@ -103,17 +104,10 @@ class _Stager:
                     "stages hold such values one tile at a time",
                     span=self.defs[n].span,
                 )
-        self.rank: dict[str, str | None] = {}
-        for t in self.cut:
-            e = self.defs[t]
-            over = [r for r in e.reduced if r in sequence]
-            if len(over) > 1:
-                raise StagingError(
-                    f"`{t}` reduces over {len(over)} sequence ranks ({', '.join(over)}) at once: "
-                    "a stage streams one",
-                    span=e.span,
-                )
-            self.rank[t] = over[0] if over else None
+        # the rank a tensor's stage streams: the sequence rank it reduces (one: _split_reductions)
+        self.rank: dict[str, str | None] = {
+            t: next((r for r in self.defs[t].reduced if r in sequence), None) for t in self.cut
+        }
         self.closure: dict[str, list[Einsum]] = {}
         self.deps: dict[str, set[str]] = {}
         for t in self.cut:
@@ -130,8 +124,7 @@ class _Stager:
                         continue
                     seen.add(n)
                     stack.append(n)
-            pos = {e.tensor: i for i, e in enumerate(self.order)}
-            self.closure[t] = sorted(stmts, key=lambda e: pos[e.tensor])
+            self.closure[t] = sorted(stmts, key=lambda e: self.pos[e.tensor])
             self.deps[t] = deps
             if not any(len(seq_ranks(e)) > 1 for e in stmts):  # small: computed as written, no streaming
                 self.rank[t] = None
@@ -155,8 +148,7 @@ class _Stager:
         for t in members:
             for e in self.closure[t]:
                 stmts[e.tensor] = e
-        pos = {e.tensor: i for i, e in enumerate(self.order)}
-        body = sorted(stmts.values(), key=lambda e: pos[e.tensor])
+        body = sorted(stmts.values(), key=lambda e: self.pos[e.tensor])
         read = {rd.tensor for e in body for rd in e.reads()}
         inputs: list[Tensor] = []
         taken: dict[str, str] = {}

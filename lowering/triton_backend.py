@@ -499,14 +499,11 @@ class TritonKernel(Kernel):
         """The gradient of every input given the outputs and their cotangents: the derived kernels, or the
         torch backend (see ``backward_plan``). ``wanted``: which inputs require a gradient (the others get
         zeros, and the derived backward computes only those asked for)."""
-        choice = self.options.get("backward", "auto")
         names = self.original.inputs
         asked = tuple(n for n, w in zip(names, wanted or [True] * len(names)) if w)
         if self.backward_plan.kind == "derived" and set(asked) >= set(self._derived[0].gradient.gradients):
             derived = self._derived[0]
-        elif choice == "torch":
-            derived = None
-        else:
+        else:  # (backward='torch': derive says so at once)
             if asked not in self._derived_for:
                 from .triton_backward import derive
 

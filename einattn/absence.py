@@ -14,7 +14,8 @@ The analysis describes the presence of every value by a :data:`Presence`:
   absent anywhere.
 
 Rules: a read adds its out-of-bounds constraints and the presence of the tensor read, with the tensor's ranks
-replaced by the affine index expressions; elementwise operations take the union of their operands'
+replaced by the affine index expressions (an index ``x // c``, ``x`` affine and ``c`` a positive constant, is in
+bounds exactly where ``0 <= x <= c n - 1``: GQA's ``K[b, h // R, m, e]`` is present where ``R G - 1 - h >= 0``); elementwise operations take the union of their operands'
 constraints; ``a ?? b`` is present everywhere when either side is; a filter adds its comparisons (conjunctions
 of affine comparisons, negations included; anything else is unknown); a reduction is present where some point
 of the reduced ranks is, which Fourier-Motzkin elimination computes exactly when the reduced rank has a
@@ -184,6 +185,15 @@ class Analysis:
             return Affine.make({}, _product(a.const, b.const))
         return None
 
+    def quotient(self, e: S.Expr) -> tuple[Affine, int] | None:
+        """``(x, c)`` where ``e`` is ``x // c``, ``x`` affine and ``c`` a positive integer constant."""
+        if not (isinstance(e, S.Binary) and e.op == "//"):
+            return None
+        x, c = self.affine(e.a), self.affine(e.b)
+        if x is None or c is None or c.coefs or not c.const.is_number or c.const.const <= 0:
+            return None
+        return x, c.const.const
+
     # ---- proofs -----------------------------------------------------------------------------------------
     def lower(self, atom: Atom) -> int | None:
         if atom[0] == "size":
@@ -330,9 +340,15 @@ class Analysis:
             forms.append(a)
             if self.in_bounds(t, k, ix):
                 continue
-            if a is None:
-                return None
             extent = self.size(r) + num(int(k == t.iterative))
+            if a is None:
+                q = self.quotient(ix)
+                if q is None:
+                    return None
+                # `x // c` with c > 0 is in [0, n) exactly where x is in [0, c n): GQA's `K[b, h // R]`
+                x, c = q
+                cons |= {x, Affine.make({}, extent.scale(c) - num(1)) - x}
+                continue
             cons |= {a, Affine.make({}, extent - num(1)) - a}
         if inner is None:
             return None

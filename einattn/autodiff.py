@@ -787,6 +787,8 @@ class _Builder:
         if whole == frozenset():
             return None
         have = (self.an.expr(deriv) or frozenset()) | (self.an.filter(e.filter) or frozenset())
+        if dT not in self.seeds:  # the cotangent is absent wherever the tensor is (the invariant above)
+            have |= self.an.tensor(e.tensor) or frozenset()
         if whole is not None and whole <= have:
             return None
         gates = None

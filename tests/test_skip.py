@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import einattn
-from einattn.absence import ALWAYS, analyse
+from einattn.absence import ALWAYS, Affine, Lin, analyse, num
 from einattn.format import format_program
 from einattn.fusion import fused_schedule
 from einattn.graph import Loop
@@ -77,12 +77,36 @@ def test_recurrences_by_induction():
 
 
 def test_gathers_and_data_dependent_filters_are_unknown():
-    a = analyse(einattn.load(EXAMPLES / "gqa.ein"))
+    a = analyse(einattn.load(EXAMPLES / "variants" / "02_gqa_groupmap.ein"))  # K[b, grp[h], m, e]
     assert a.tensor("QK") is None
     doc = einattn.parse(
         "input Q[p, e], K[m, e], d[p] : int\noutput S\nS[m, p] = Q[p, e] * K[m, e]  where d[p] == d[m]"
     )
     assert analyse(doc).tensor("S") is None
+
+
+def _holds(constraint, point, sizes):
+    value = constraint.const.const + sum(k * sizes[atom[1]] for atom, k in constraint.const.terms)
+    return value + sum(k * point[r] for r, k in constraint.coefs) >= 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(-5, 5), st.integers(1, 4), st.integers(1, 6), st.integers(1, 12))
+def test_a_floor_division_by_a_constant_bounds_its_read_exactly(shift, divisor, n, i_size):
+    # `X[(i + c) // d]` is in bounds exactly where 0 <= i + c <= d N - 1: affine constraints on `i`, each
+    # point's presence as the NumPy backend computes it (a present point holds 1 + |x| >= 1, an absent one 0)
+    prog = einattn.parse(f"input X[n], Z[i]\noutput Y\nY[i] = Z[i] + X[(i + {shift}) // {divisor}]")
+    presence = analyse(prog).tensor("Y")
+    assert presence is not None
+    x = np.abs(np.random.default_rng(0).normal(size=n))
+    y = einattn.compile(prog, backend="numpy")(x, np.ones(i_size))
+    for i in range(i_size):
+        assert all(_holds(c, {"i": i}, {"n": n, "i": i_size}) for c in presence) == (y[i] != 0), i
+
+
+def test_grouped_reads_are_present_below_the_last_group():
+    a = analyse(einattn.load(EXAMPLES / "gqa.ein"))  # K[b, h // R, m, e], R = 2
+    assert a.tensor("QK") == a.tensor("AV") == {Affine.make({"h": -1}, Lin.of(("size", "g"), 2) - num(1))}
 
 
 def test_non_unit_coefficients_are_not_eliminated():

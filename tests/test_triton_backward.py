@@ -105,14 +105,45 @@ def test_rows_without_keys_get_zero_gradients():
     _close(got, want, 2e-5, "QKV")
 
 
+@pytest.mark.parametrize("groups, heads", [(2, 4), (1, 3)])
+def test_grouped_query_attention_derives_its_backward(groups, heads, monkeypatch):
+    # K[b, h // R, m, e] is in bounds exactly where h <= R G - 1 (affine): no gate spans three tile axes; dK
+    # and dV take a part per query head, then a sum over each group's heads. (1, 3): head 2 reads past the
+    # last group, absent: a zero output and zero gradients there
+    def refuse(self, xs, grads):
+        raise AssertionError("recomputed through the torch backend")
+
+    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    kernel = einattn.compile(EXAMPLES / "gqa.ein", backend="triton")
+    assert str(kernel.backward_plan) == (
+        "derived: 5 stages: GM, SD (fused over m); dSD_A (general); dV_part, dK_part (fused over p); "
+        "dV, dK (general); dQ (fused over m)"
+    )
+    sizes = dict(b=2, h=heads, g=groups, p=23, m=29, e=8, f=5)
+    for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 1e-10)):
+        xs = _inputs(kernel.original, sizes, dtype)
+        got, cots = _grads(kernel, xs)
+        q, k, v = (x.detach().cpu().double().requires_grad_() for x in xs)
+        live = min(heads, 2 * groups)  # R = 2
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q[:, :live], k.repeat_interleave(2, dim=1)[:, :live], v.repeat_interleave(2, dim=1)[:, :live]
+        )
+        want = torch.autograd.grad(out, (q, k, v), cots[0].cpu().double()[:, :live])
+        _close([g.cpu() for g in got], want, tol, "QKV")
+        assert torch.all(got[0][:, live:] == 0)
+
+
 def test_where_nothing_derives_the_torch_backend_recomputes():
-    gqa = einattn.compile(EXAMPLES / "gqa.ein", backend="triton")
-    assert gqa.backward_plan.kind == "torch"
-    assert "is not one fused kernel" in gqa.backward_plan.reason  # (dK sums the heads of a group)
-    sizes = dict(b=1, h=2, g=1, p=7, m=9, e=4, f=3)
-    xs = _inputs(gqa.original, sizes, torch.float32)
-    got, cots = _grads(gqa, xs)
-    want, _ = _grads(einattn.compile(EXAMPLES / "gqa.ein", backend="torch"), xs, cots)
+    path = EXAMPLES / "variants" / "02_gqa_groupmap.ein"
+    gathered = einattn.compile(path, backend="triton")
+    assert gathered.backward_plan.kind == "torch"
+    assert "is not one fused kernel" in gathered.backward_plan.reason  # (K[b, grp[h]] is not bounded)
+    sizes = dict(b=1, h=3, g=2, p=7, m=9, e=4, f=3)
+    q, k, v, _ = _inputs(gathered.original, sizes, torch.float32)
+    grp = torch.tensor([1, 0, 1], dtype=torch.int64, device=q.device)
+    got, cots = _grads(lambda q, k, v: gathered(q, k, v, grp), [q, k, v])
+    torch_kernel = einattn.compile(path, backend="torch")
+    want, _ = _grads(lambda q, k, v: torch_kernel(q, k, v, grp), [x.cpu() for x in (q, k, v)], cots)
     _close(got, want, 2e-5, "QKV")
     one_pass = einattn.compile(EXAMPLES / "causal_1pass.ein", backend="triton")
     assert "written in its 1-pass form" in one_pass.backward_plan.reason
@@ -122,7 +153,7 @@ def test_where_nothing_derives_the_torch_backend_recomputes():
 
 def test_backward_option_is_checked():
     with pytest.raises(einattn.EinError, match=r"no generated backward: .*not one fused kernel"):
-        einattn.compile(EXAMPLES / "gqa.ein", backend="triton", backward="derived")
+        einattn.compile(EXAMPLES / "variants" / "02_gqa_groupmap.ein", backend="triton", backward="derived")
     with pytest.raises(einattn.EinError, match="option backward must be one of 'auto', 'derived', 'torch'"):
         einattn.compile(EXAMPLES / "causal.ein", backend="triton", backward="fast")
 

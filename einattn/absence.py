@@ -14,8 +14,9 @@ The analysis describes the presence of every value by a :data:`Presence`:
   absent anywhere.
 
 Rules: a read adds its out-of-bounds constraints and the presence of the tensor read, with the tensor's ranks
-replaced by the affine index expressions (an index ``x // c``, ``x`` affine and ``c`` a positive constant, is in
-bounds exactly where ``0 <= x <= c n - 1``: GQA's ``K[b, h // R, m, e]`` is present where ``R G - 1 - h >= 0``); elementwise operations take the union of their operands'
+replaced by the affine index expressions (an index ``x // c``, ``x`` affine and ``c`` a positive constant,
+is in bounds exactly where ``0 <= x <= c n - 1``: GQA's ``K[b, h // R, m, e]`` is present where
+``R G - 1 - h >= 0``); elementwise operations take the union of their operands'
 constraints; ``a ?? b`` is present everywhere when either side is; a filter adds its comparisons (conjunctions
 of affine comparisons, negations included; anything else is unknown); a reduction is present where some point
 of the reduced ranks is, which Fourier-Motzkin elimination computes exactly when the reduced rank has a

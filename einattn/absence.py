@@ -535,6 +535,19 @@ def _atom_expr(atom) -> S.Expr | None:
     return None  # a loop index: only in iterative programs, which are not staged
 
 
+def describable(presence: Presence, names) -> bool:
+    """Whether :func:`presence_filter` writes ``presence`` as a filter of a program whose tensors are
+    ``names``: known, and no constraint reads a size that a tensor's name hides (a tensor `G` hides rank
+    `g`'s size `G`)."""
+
+    def ok(atom) -> bool:
+        if atom[0] == "size":
+            return size_name(atom[1]) not in names
+        return atom[0] == "prod" and ok(atom[1]) and ok(atom[2])
+
+    return presence is not None and all(ok(atom) for c in presence for atom, _ in c.const.terms)
+
+
 def presence_filter(presence: frozenset) -> S.Expr | None:
     """The constraints ``a >= 0`` of a presence as a filter of the language (None: present everywhere), to
     restore a tensor's absent points where its values cross a program boundary (a stage's input, a saved

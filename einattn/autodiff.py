@@ -63,7 +63,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 
 from . import syntax as S
-from .absence import Analysis, conj, presence_filter
+from .absence import Analysis, conj, describable, presence_filter
 from .errors import EinError, EinWarning, InternalError
 from .graph import schedule
 from .ir import Einsum, LhsIndex, Program, Tensor, renamed_expr, size_name
@@ -854,9 +854,10 @@ def grad(spec, wrt=None, params=None, saved=()) -> Gradient:
     an = Analysis(prog)
     restore: list[Einsum] = []
     held: dict[str, str] = {}  # backward input -> forward tensor
+    hidden = {t.name for t in prog.tensors}
     for n in saved:
         presence = an.tensor(n)
-        if presence is None:
+        if not describable(presence, hidden):
             continue
         cond = presence_filter(presence)
         if cond is None:

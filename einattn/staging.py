@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import syntax as S
-from .absence import analyse, presence_filter
+from .absence import analyse, describable, presence_filter
 from .errors import EinError, EinWarning
 from .graph import schedule
 from .ir import Einsum, LhsIndex, Program, Tensor, coords
@@ -133,8 +133,8 @@ class _Stager:
         # present, 0 where not
         taken = {t.name for t in prog.tensors} | set(prog.param_values)
         self.ok: dict[str, str] = {}
-        for n in self.cut:
-            if self.presence.tensor(n) is None and any(n in self.deps[u] for u in self.cut):
+        for n in self.cut:  # (or a constraint on a size that a tensor's name hides: `G` for rank `g`)
+            if not describable(self.presence.tensor(n), taken) and any(n in self.deps[u] for u in self.cut):
                 name = f"{n}_ok"
                 while name in taken:
                     name += "_"
@@ -163,7 +163,7 @@ class _Stager:
                 continue
             t = prog.tensor(n)
             presence = self.presence.tensor(n)
-            if presence is None:  # its indicator, an integer input, restores its absent points
+            if n in self.ok:  # its indicator, an integer input, restores its absent points
                 ok = self.ok[n]
                 inputs.append(Tensor(ok, t.ranks, "int", "input"))
                 taken[ok] = ok

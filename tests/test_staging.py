@@ -175,12 +175,10 @@ O[p, f] = sigmoid(S[m, p]) * V[m, f]
     assert staged[0].program.iterative_ranks == ("m1",)
 
 
-@pytest.mark.parametrize("spec", ["causal", "sliding_window", "alibi", "lse", "softcap"])
-def test_staged_backward_with_saved_outputs(spec):
-    # the outputs saved from the forward pass are inputs: `sum_m dA * A` becomes `sum_f dAV * AV` (per row)
-    prog = einattn.load(EXAMPLES / f"{spec}.ein")
+def _staged_with_saved_outputs(prog, sizes=SIZES):
+    """The backward with the forward's outputs saved, staged, against the whole backward cascade (NumPy)."""
     g = einattn.grad(prog, saved=prog.outputs)
-    xs = _inputs(prog, SIZES)
+    xs = _inputs(prog, sizes)
     outs = _outputs(einattn.compile(prog, backend="numpy"), xs)
     rng = np.random.default_rng(5)
     cots = {g.cotangents[o]: rng.standard_normal(np.shape(v)) for o, v in outs.items() if o in g.cotangents}
@@ -194,9 +192,55 @@ def test_staged_backward_with_saved_outputs(spec):
     values = run(staged, {**xs, **cots, **{a: outs[n] for a, n in g.saved_inputs.items()}}, call)
     for name in g.program.outputs:
         np.testing.assert_allclose(values[name], want[name], rtol=1e-11, atol=1e-11, err_msg=name)
+    return staged, values
+
+
+@pytest.mark.parametrize("spec", ["causal", "sliding_window", "alibi", "lse", "softcap"])
+def test_staged_backward_with_saved_outputs(spec):
+    # the outputs saved from the forward pass are inputs: `sum_m dA * A` becomes `sum_f dAV * AV` (per row)
+    staged, _ = _staged_with_saved_outputs(einattn.load(EXAMPLES / f"{spec}.ein"))
     if spec != "lse":  # (lse.ein divides after the sum: its dSD reads AV already)
         small = [s for s in staged if "dSD_A" in s.outputs]
         assert small and small[0].rank is None and not small[0].dense
+
+
+def test_heads_past_the_last_group_cross_stages_by_their_constraint():
+    # GQA with H = 5 > R G = 4: head 4 reads past the last group and is absent, where -h + 2 G - 1 < 0 (an
+    # affine constraint through `h // R`): the stages restore it as a filter, its gradients are 0
+    staged, values = _staged_with_saved_outputs(
+        einattn.load(EXAMPLES / "gqa.ein"), dict(b=1, h=5, g=2, p=9, m=10, e=3, f=2)
+    )
+    assert np.all(values["dQ"][:, 4] == 0) and np.all(values["dQ"][:, :4] != 0)
+    readers = [format_program(s.written) for s in staged if "GM_in" in s.program.inputs]
+    assert readers and all("where -h + 2 * G - 1 >= 0" in r for r in readers)
+
+
+GPT_OSS = """
+input  Q[b, h, p, e], K[b, g, m, e], V[b, g, m, f], SINK[h]
+param  R = 2
+param  W = 3
+output O
+
+QK[b, h, p, m] = Q[b, h, p, e] * K[b, h // R, m, e] * rsqrt(E)  where 0 <= p - m < W
+S[b, h, p, m]  = 5 * tanh(QK[b, h, p, m] / 5)
+L[b, h, p]     = S[b, h, p, m] :: max(m)
+G[b, h, p]     = max(L[b, h, p], SINK[h])
+N[b, h, p, m]  = exp(S[b, h, p, m] - G[b, h, p])
+D[b, h, p]     = N[b, h, p, m]
+O[b, h, p, f]  = N[b, h, p, m] * V[b, h // R, m, f] / (D[b, h, p] + exp(SINK[h] - G[b, h, p]))
+"""
+
+
+def test_a_constraint_on_a_hidden_size_travels_as_an_indicator():
+    # gpt-oss attention (sinks, a window, GQA, softcapping) names its max `G`, which hides rank g's size: the
+    # heads past the last group (`-h + 2 G - 1 >= 0`) cannot be written as a filter; an indicator carries
+    # them (before, the saved output's restoring filter read the tensor `G` as a size: an internal error)
+    staged, values = _staged_with_saved_outputs(
+        einattn.parse(GPT_OSS), dict(b=1, h=5, g=2, p=9, m=10, e=3, f=2)
+    )
+    assert "G_ok" in staged[0].indicators
+    assert np.all(values["dQ"][:, 4] == 0) and np.any(values["dQ"][:, :4] != 0)
+    assert np.all(values["dSINK"][4] == 0) and np.all(values["dSINK"][:4] != 0)
 
 
 DATA_DEPENDENT = """

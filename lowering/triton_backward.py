@@ -14,11 +14,11 @@ For a kernel whose forward pass is one fused kernel, :func:`derive` builds the b
    sum of a bias's gradient over its rows) are small and may take the general path.
 
 Where any step does not apply (a spec written in its 1-pass form, a key-by-query gradient, a stage that does
-not fuse: GQA's grouped reads, whose gates span three tile axes) the backward recomputes through the torch
-backend, as before; ``kernel.backward_plan`` says which and why. The row statistics pass between the
-stages in float32 (``float32=`` of the stage kernels) whatever the inputs' dtype, as FlashAttention keeps
-its log-sum-exp. ``backward="auto"`` (the default) uses the derived kernels wherever they exist,
-``backward="derived"`` is an error where they do not, ``backward="torch"`` never uses them.
+not fuse: a head-to-group map read through a gather, whose gates span three tile axes) the backward recomputes
+through the torch backend, as before; ``kernel.backward_plan`` says which and why. The row statistics pass
+between the stages in float32 (``float32=`` of the stage kernels) whatever the inputs' dtype, as
+FlashAttention keeps its log-sum-exp. ``backward="auto"`` (the default) uses the derived kernels wherever
+they exist, ``backward="derived"`` is an error where they do not, ``backward="torch"`` never uses them.
 """
 
 from __future__ import annotations

@@ -721,12 +721,13 @@ class _Builder:
 
     def euler_own(self, e: Einsum, deriv: S.Expr, lhs: tuple[str, ...], reduced: tuple[str, ...]):
         """The same identity where the read is in a saved sum's own summand: ``O[l, F] = sum_R E`` with
-        ``dE/dX = E * g`` (``g`` free of ``R`` and ``F``: ``E = N * V / D`` gives ``-E / D``), so ``sum_(R, F)
-        dO * E * g = sum_F dO * O * g``: softmax attention written in one statement, ``O = N * V / D``."""
+        ``dE/dX = E * g`` (``g`` free of ``R``: ``E = N * V / D`` gives ``-E / D``), so ``sum_(R, F)
+        dO * E * g = sum_F dO * O * g``: softmax attention written in one statement, ``O = N * V / D``; ``g``
+        may vary along ``O``'s own ranks (a sink's gradient: ``g = -exp(SINK[h] - G[b, h, p]) / D'``)."""
         if e.tensor not in self.saved or e.kind != "plain" or any(op != "+" for _, op in e.reduce):
             return None
-        g = _without(deriv, e.expr)
-        if g is None or not set(_coords(g)) <= set(lhs) or not set(lhs) <= set(e.lhs_ranks):
+        g = _without(deriv, e.expr)  # (g may vary along O's own ranks: a sink's `exp(SINK[h] - G[b, h, p])`)
+        if g is None or not set(_coords(g)) <= set(e.lhs_ranks) or not set(lhs) <= set(e.lhs_ranks):
             return None
         if set(reduced) != set(e.reduced) | (set(e.lhs_ranks) - set(lhs)):
             return None

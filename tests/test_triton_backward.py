@@ -133,6 +133,49 @@ def test_grouped_query_attention_derives_its_backward(groups, heads, monkeypatch
         assert torch.all(got[0][:, live:] == 0)
 
 
+GPT_OSS = """
+input  Q[b, h, p, e], K[b, g, m, e], V[b, g, m, f], SINK[h]
+param  R = 2
+param  W = 5
+param  C = 5.0
+output O
+
+QK[b, h, p, m] = Q[b, h, p, e] * K[b, h // R, m, e] * rsqrt(E)  where 0 <= p - m < W
+S[b, h, p, m]  = C * tanh(QK[b, h, p, m] / C)
+L[b, h, p]     = S[b, h, p, m] :: max(m)
+GX[b, h, p]    = max(L[b, h, p], SINK[h])
+N[b, h, p, m]  = exp(S[b, h, p, m] - GX[b, h, p])
+D[b, h, p]     = N[b, h, p, m]
+O[b, h, p, f]  = N[b, h, p, m] * V[b, h // R, m, f] / (D[b, h, p] + exp(SINK[h] - GX[b, h, p]))
+"""
+
+
+def test_gpt_oss_attention_derives_its_backward(monkeypatch):
+    # sinks, a sliding window, GQA and softcapping, the output in one statement: the sink's gradient
+    # `sum dO * N * V / D' * g` (g = -exp(SINK - GX) / D', varying along the rows) becomes `sum dO * O * g`
+    # per row; the head past the last group (h = 4 >= R G) is absent: a zero output and zero gradients
+    def refuse(self, xs, grads):
+        raise AssertionError("recomputed through the torch backend")
+
+    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    kernel = einattn.compile(GPT_OSS, backend="triton")
+    assert kernel.backward_plan.kind == "derived", kernel.backward_plan
+    sizes = dict(b=2, h=5, g=2, p=19, m=19, e=8, f=4)
+    xs = _inputs(kernel.original, sizes, torch.float64)
+    got, cots = _grads(kernel, xs)
+    q, k, v, sink = (x.detach().cpu().requires_grad_() for x in xs)
+    live = 4
+    s = 5.0 * torch.tanh(q[:, :live] @ k.repeat_interleave(2, 1).transpose(-1, -2) / 8**0.5 / 5.0)
+    p, m = torch.arange(19)[:, None], torch.arange(19)[None, :]
+    s = s.masked_fill(~((p - m >= 0) & (p - m < 5)), float("-inf"))
+    sinks = sink[:live, None, None].expand(2, live, 19, 1)
+    a = torch.softmax(torch.cat([s, sinks], dim=-1), dim=-1)[..., :-1]  # (the sink's column dropped)
+    out = a @ v.repeat_interleave(2, 1)
+    want = torch.autograd.grad(out, (q, k, v, sink), cots[0].cpu()[:, :live])
+    _close([g.cpu() for g in got], want, 1e-10, ["Q", "K", "V", "SINK"])
+    assert torch.all(got[0][:, live:] == 0) and got[3][live:].abs().max() == 0
+
+
 def test_where_nothing_derives_the_torch_backend_recomputes():
     path = EXAMPLES / "variants" / "02_gqa_groupmap.ein"
     gathered = einattn.compile(path, backend="triton")

@@ -66,7 +66,7 @@ from . import syntax as S
 from .absence import Analysis, conj, describable, presence_filter
 from .errors import EinError, EinWarning, InternalError
 from .graph import schedule
-from .ir import Einsum, LhsIndex, Program, Tensor, renamed_expr, size_name
+from .ir import Einsum, LhsIndex, Program, Tensor, renamed, renamed_expr, size_name
 from .ir import coords as _coords
 from .stabilizers import stabilizers
 
@@ -848,7 +848,14 @@ def grad(spec, wrt=None, params=None, saved=()) -> Gradient:
                 f"`{n}` is not a computed tensor of the spec: only computed values are saved",
                 hint=f"its outputs: {', '.join(prog.outputs)}",
             )
+    # a computed tensor named as a rank's size (`G[b, h, p]` hides rank g's size `G`) is renamed, so that
+    # the gradient's filters can bound the rank (`where -h + 2 * G - 1 >= 0`: GQA's heads past the last group)
+    sizes = {size_name(r) for r in prog.ranks}
+    kept = {*prog.inputs, *prog.outputs, *saved}
+    hiding = [t.name for t in prog.tensors if t.name in sizes and t.name not in kept]
     names = _Names(prog)
+    moved = {n: names.tensor(n) for n in hiding}
+    prog = renamed(prog, moved)
     prog = _named_operands(_split_mixed(prog, names), names)
     # a saved value's absent points arrive as 0: an input `X_in` restores them with the presence analysis's
     # constraints as a filter; a value whose absence the analysis cannot describe is recomputed instead
@@ -935,6 +942,12 @@ def grad(spec, wrt=None, params=None, saved=()) -> Gradient:
         "inputs: the forward inputs, then the cotangent of each output (d<output>: d loss / d output)"
         + (f", then the saved forward values {', '.join(saved)}" if saved else ""),
     ]
+    if moved:
+        header.append(
+            "renamed: "
+            + ", ".join(f"{n} -> {m}" for n, m in moved.items())
+            + " (each hid the size of a rank, which the gradient's filters read)"
+        )
     text = format_parts(
         inputs,
         outs,

@@ -231,16 +231,29 @@ O[b, h, p, f]  = N[b, h, p, m] * V[b, h // R, m, f] / (D[b, h, p] + exp(SINK[h] 
 """
 
 
-def test_a_constraint_on_a_hidden_size_travels_as_an_indicator():
+def test_a_computed_tensor_that_hides_a_size_is_renamed():
     # gpt-oss attention (sinks, a window, GQA, softcapping) names its max `G`, which hides rank g's size: the
-    # heads past the last group (`-h + 2 G - 1 >= 0`) cannot be written as a filter; an indicator carries
-    # them (before, the saved output's restoring filter read the tensor `G` as a size: an internal error)
+    # gradient renames it (`G_2`), so that the heads past the last group (`-h + 2 G - 1 >= 0`) cross the
+    # stages as a filter (before: the saved output's restoring filter read the tensor `G` as a size, an
+    # internal error)
     staged, values = _staged_with_saved_outputs(
         einattn.parse(GPT_OSS), dict(b=1, h=5, g=2, p=9, m=10, e=3, f=2)
     )
-    assert "G_ok" in staged[0].indicators
+    assert "G_2" in staged[0].outputs and not staged[0].indicators
     assert np.all(values["dQ"][:, 4] == 0) and np.any(values["dQ"][:, :4] != 0)
     assert np.all(values["dSINK"][4] == 0) and np.all(values["dSINK"][:4] != 0)
+    assert "renamed: G -> G_2" in einattn.grad(GPT_OSS).text
+
+
+def test_a_constraint_on_a_size_an_input_hides_travels_as_an_indicator():
+    # the sink logits named `M` (an input: not renamed) hide rank m's size, which the window's rows bound
+    # (`-p + M + 1 >= 0`: a row past M + W - 2 sees no key): no filter can say it, an indicator does
+    spec = GPT_OSS.replace("SINK", "M").replace("G[", "GX[")
+    staged, values = _staged_with_saved_outputs(
+        einattn.parse(spec), dict(b=1, h=5, g=2, p=14, m=10, e=3, f=2)
+    )
+    assert "GX_ok" in staged[0].indicators
+    assert np.all(values["dQ"][:, :, 12:] == 0) and np.all(values["dQ"][:, :4, :12] != 0)
 
 
 DATA_DEPENDENT = """

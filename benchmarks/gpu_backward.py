@@ -6,9 +6,10 @@ FlexAttention and einattn's own fallback (the backward recomputed through the to
     python benchmarks/gpu_backward.py --dry-run         # CPU, TRITON_INTERPRET=1, tiny sizes: checks only
 
 Variants (specs of ``examples/``, as in ``gpu_attention.py``): softmax, causal, sliding window (W = 1024),
-ALiBi (causal, learnable slopes), softcap (C = 30), GQA (8 query heads per K/V head); float16, bfloat16 and float32; head dim 64 and 128;
-sequence length 1k and 4k, batch x heads as in ``gpu_attention.py``. ``einattn`` is compiled with
-``backward="derived"`` (the generated kernels, what ``"auto"`` takes wherever they exist),
+ALiBi (causal, learnable slopes), softcap (C = 30), GQA (8 query heads per K/V head); float16, bfloat16
+and float32; head dim 64 and 128; sequence length 1k and 4k, batch x heads as in ``gpu_attention.py``.
+``einattn`` is compiled with ``backward="derived"`` (the generated kernels, what ``"auto"`` takes wherever
+they exist),
 ``fallback`` with ``backward="torch"``. Columns: milliseconds of ``out.backward(dO)`` after a forward pass
 (forward included), the ratios to SDPA-flash (softmax, causal) and to FlexAttention (``torch.compile``d, the
 same variant), and ``err``: the largest difference of einattn's dQ from the float32 PyTorch reference's at

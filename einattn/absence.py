@@ -138,6 +138,8 @@ def conj(*parts: Presence) -> Presence:
 class Analysis:
     """The presence of every tensor, statement and expression of one program (results are cached)."""
 
+    exact = True  # (:class:`Necessary`: False)
+
     def __init__(self, prog: Program, empty: bool = False):
         self.prog, self.empty = prog, empty
         self.params = prog.param_values
@@ -337,32 +339,37 @@ class Analysis:
         cons: set[Affine] = set()
         forms: list[Affine | None] = []
         for k, (r, ix) in enumerate(zip(t.ranks, rd.indices)):
-            a = self.affine(ix)
-            forms.append(a)
+            forms.append(self.affine(ix))
             if self.in_bounds(t, k, ix):
                 continue
-            extent = self.size(r) + num(int(k == t.iterative))
-            if a is None:
-                q = self.quotient(ix)
-                if q is None:
-                    return None
-                # `x // c` with c > 0 is in [0, n) exactly where x is in [0, c n): GQA's `K[b, h // R]`
-                x, c = q
-                cons |= {x, Affine.make({}, extent.scale(c) - num(1)) - x}
-                continue
-            cons |= {a, Affine.make({}, extent - num(1)) - a}
+            bound = self.bounds(ix, self.size(r) + num(int(k == t.iterative)))
+            if bound is None and self.exact:
+                return None
+            cons |= bound or set()
         if inner is None:
             return None
         for c in inner:
-            for r in c.ranks:
-                k = t.ranks.index(r)
-                if forms[k] is None:
+            if any(forms[t.ranks.index(r)] is None for r in c.ranks):
+                if self.exact:
                     return None
+                continue
             sub = Affine.make({}, c.const)
             for r, k in c.coefs:
                 sub = sub + forms[t.ranks.index(r)].scale(k)
             cons.add(sub)
         return self.simplify(frozenset(cons))
+
+    def bounds(self, ix: S.Expr, extent: Lin) -> set[Affine] | None:
+        """The constraints under which index ``ix`` lies in ``[0, extent)``, or None (not affine). ``x // c``
+        (``x`` affine, ``c`` a positive constant) is in ``[0, n)`` exactly where ``0 <= x <= c n - 1``:
+        GQA's ``K[b, h // R]``."""
+        a = self.affine(ix)
+        if a is None:
+            q = self.quotient(ix)
+            if q is None:
+                return None
+            a, extent = q[0], extent.scale(q[1])
+        return {a, Affine.make({}, extent - num(1)) - a}
 
     # ---- implication ----------------------------------------------------------------------------------
     def implies(self, a: S.Expr, b: S.Expr) -> bool:
@@ -560,6 +567,35 @@ def presence_filter(presence: frozenset) -> S.Expr | None:
         c = S.Compare(">=", e, S.Const(0))
         out = c if out is None else S.Logic("and", out, c)
     return out
+
+
+class Necessary(Analysis):
+    """Constraints that hold wherever a value is present, where :class:`Analysis` may say "unknown": the
+    affine part of what it knows. A padded batch's scores, ``QK = Q * K[b, h // R, m, e]  where m <
+    klen[b]``, have an unknown presence, and still a necessary ``R G - 1 - h >= 0``. Each result is a set
+    of constraints that present points satisfy (never None, possibly missing some): a data-dependent
+    filter, an index that is not affine, a constraint of a reduced rank with a coefficient other than +-1
+    and an iterative tensor add none; ``a ?? b`` keeps the constraints common to both sides."""
+
+    exact = False
+
+    def tensor(self, name: str) -> frozenset:
+        p = super().tensor(name)
+        return ALWAYS if p is None else p
+
+    def filter(self, f: S.Expr | None) -> frozenset:
+        p = super().filter(f)
+        return ALWAYS if p is None else p
+
+    def eliminate(self, p: Presence, rank: str, facts: dict[Atom, Lin] | None = None) -> frozenset:
+        p = frozenset(c for c in p or () if abs(c.coef(rank)) <= 1)
+        return super().eliminate(p, rank, facts)
+
+    def expr(self, e: S.Expr) -> frozenset:
+        if isinstance(e, S.Default):
+            return self.expr(e.a) & self.expr(e.b)
+        p = super().expr(e)
+        return ALWAYS if p is None else p
 
 
 def analyse(prog: Program, empty: bool = False) -> Analysis:

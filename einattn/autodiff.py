@@ -63,7 +63,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 
 from . import syntax as S
-from .absence import Analysis, conj, describable, presence_filter
+from .absence import Analysis, Necessary, conj, describable, presence_filter
 from .errors import EinError, EinWarning, InternalError
 from .graph import schedule
 from .ir import Einsum, LhsIndex, Program, Tensor, renamed, renamed_expr, size_name
@@ -502,6 +502,7 @@ class _Builder:
         self.prog, self.wrt, self.saved = prog, wrt, frozenset(saved)
         self.source: dict[str, Einsum] = {}  # contribution -> the forward statement whose read sent it
         self.an = Analysis(prog)
+        self.necessary = Necessary(prog)
         self.names = names
         self.cut = stabilizers(prog)
         self.aliases: list[tuple[str, str]] = list(prog.aliases)
@@ -787,15 +788,19 @@ class _Builder:
         whole = self.an.expr(e.expr)
         if whole == frozenset():
             return None
-        have = (self.an.expr(deriv) or frozenset()) | (self.an.filter(e.filter) or frozenset())
-        if dT not in self.seeds:  # the cotangent is absent wherever the tensor is (the invariant above)
-            have |= self.an.tensor(e.tensor) or frozenset()
+        # what holds wherever the contribution is present: the derivative's and the filter's constraints,
+        # and the tensor's, as the cotangent is absent wherever the tensor is (the invariant above); the
+        # affine part where the presence is unknown (`m < klen[b]`: GQA's `R G - 1 - h >= 0` still holds)
+        have = self.necessary.expr(deriv) | self.necessary.filter(e.filter)
+        if dT not in self.seeds:
+            have |= self.necessary.tensor(e.tensor)
         if whole is not None and whole <= have:
             return None
         gates = None
         if not any(isinstance(n, S.Default) for n in e.expr.walk()):  # (else a read may be absent, rescued)
             pres = {rd: self.an.expr(rd) for rd in dict.fromkeys(_value_reads(e.expr))}
-            gates = [rd for rd, p in pres.items() if p is None or not p <= have]
+            sure = self.an.needs(deriv)  # (reads of the derivative itself: present wherever it is)
+            gates = [rd for rd, p in pres.items() if rd not in sure and (p is None or not p <= have)]
         if gates is not None and len(gates) <= 2:  # the presence of the reads that can be absent
             total = None
             for rd in gates:

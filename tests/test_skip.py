@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import einattn
-from einattn.absence import ALWAYS, Affine, Lin, analyse, num
+from einattn.absence import ALWAYS, Affine, Lin, Necessary, analyse, num
 from einattn.format import format_program
 from einattn.fusion import fused_schedule
 from einattn.graph import Loop
@@ -102,6 +102,24 @@ def test_a_floor_division_by_a_constant_bounds_its_read_exactly(shift, divisor, 
     y = einattn.compile(prog, backend="numpy")(x, np.ones(i_size))
     for i in range(i_size):
         assert all(_holds(c, {"i": i}, {"n": n, "i": i_size}) for c in presence) == (y[i] != 0), i
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(-5, 5), st.integers(1, 4), st.integers(1, 6), st.integers(1, 12), st.integers(0, 2**12))
+def test_necessary_constraints_hold_wherever_a_value_is_present(shift, divisor, n, i_size, keep):
+    # a data-dependent filter makes the presence unknown; the affine part still holds at every present point
+    prog = einattn.parse(
+        f"input X[n], Z[i], W[i] : int\noutput Y\nY[i] = Z[i] + X[(i + {shift}) // {divisor}]  where W[i] > 0"
+    )
+    assert analyse(prog).tensor("Y") is None
+    necessary = Necessary(prog).tensor("Y")
+    assert necessary  # (the read's upper bound, at least)
+    w = np.array([(keep >> i) & 1 for i in range(i_size)])
+    x = np.abs(np.random.default_rng(0).normal(size=n))
+    y = einattn.compile(prog, backend="numpy")(x, np.ones(i_size), w)
+    for i in range(i_size):
+        if y[i] != 0:
+            assert all(_holds(c, {"i": i}, {"n": n, "i": i_size}) for c in necessary), i
 
 
 def test_grouped_reads_are_present_below_the_last_group():

@@ -133,6 +133,48 @@ def test_grouped_query_attention_derives_its_backward(groups, heads, monkeypatch
         assert torch.all(got[0][:, live:] == 0)
 
 
+GROUPED = """
+input  Q[b, h, p, e], K[b, g, m, e], V[b, g, m, f]
+param  R = 2
+output O
+
+QK[b, h, m, p] = Q[b, h, p, e] * K[b, h // R, m, e] * rsqrt(E)  where FILTER
+GM[b, h, p]    = QK[b, h, m, p] :: max(m)
+SN[b, h, m, p] = exp(QK[b, h, m, p] - GM[b, h, p])
+SD[b, h, p]    = SN[b, h, m, p]
+A[b, h, m, p]  = SN[b, h, m, p] / SD[b, h, p]
+O[b, h, p, f]  = A[b, h, m, p] * V[b, h // R, m, f]
+"""
+
+
+@pytest.mark.parametrize(
+    "filt, keep",
+    [
+        ("m // 4 <= p // 4", lambda h, p, m: m // 4 <= p // 4),  # block-causal: `//` of sequence ranks
+        ("p - 4 * (h // R + 1) < m", lambda h, p, m: p - 4 * (h // 2 + 1) < m),  # a window per group
+    ],
+)
+def test_grouped_query_attention_under_other_filters_derives(filt, keep, monkeypatch):
+    # filters the analysis does not bound exactly: the scores' presence is unknown, yet the affine part
+    # (`-h + 2 G - 1 >= 0`) spares the gates (einattn.absence.Necessary); head 4 is past the last group
+    def refuse(self, xs, grads):
+        raise AssertionError("recomputed through the torch backend")
+
+    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    kernel = einattn.compile(GROUPED.replace("FILTER", filt), backend="triton", tile=16)
+    assert kernel.backward_plan.kind == "derived", kernel.backward_plan
+    sizes = dict(b=2, h=5, g=2, p=21, m=21, e=8, f=4)
+    xs = _inputs(kernel.original, sizes, torch.float64)
+    got, cots = _grads(kernel, xs)
+    q, k, v = (x.detach().cpu().requires_grad_() for x in xs)
+    h, p, m = torch.arange(4)[:, None, None], torch.arange(21)[None, :, None], torch.arange(21)[None, None, :]
+    s = q[:, :4] @ k.repeat_interleave(2, 1).transpose(-1, -2) / 8**0.5
+    out = torch.softmax(s.masked_fill(~keep(h, p, m), float("-inf")), dim=-1) @ v.repeat_interleave(2, 1)
+    want = torch.autograd.grad(out, (q, k, v), cots[0].cpu()[:, :4])
+    _close([g.cpu() for g in got], want, 1e-10, "QKV")
+    assert torch.all(got[0][:, 4:] == 0)
+
+
 GPT_OSS = """
 input  Q[b, h, p, e], K[b, g, m, e], V[b, g, m, f], SINK[h]
 param  R = 2

@@ -362,8 +362,19 @@ class Analysis:
     def bounds(self, ix: S.Expr, extent: Lin) -> set[Affine] | None:
         """The constraints under which index ``ix`` lies in ``[0, extent)``, or None (not affine). ``x // c``
         (``x`` affine, ``c`` a positive constant) is in ``[0, n)`` exactly where ``0 <= x <= c n - 1``:
-        GQA's ``K[b, h // R]``."""
+        GQA's ``K[b, h // R]``; ``x % c`` always, where ``c <= n`` is proved (``K[b, h % G]``)."""
         a = self.affine(ix)
+        if a is None and isinstance(ix, S.Binary) and ix.op == "%" and self.affine(ix.a) is not None:
+            # `x % c` is in [0, c): in bounds wherever c <= n (GQA's heads as `K[b, h % G, m, e]`); a size
+            # that may be 0 (`empty`) makes it a zero divisor, absent
+            c = self.affine(ix.b)
+            fits = c is not None and not c.coefs and not self.empty
+            if fits and (
+                c.const == extent
+                or (c.const.is_number and c.const.const > 0 and self.nonneg(extent - c.const))
+            ):
+                return set()
+            return None
         if a is None:
             q = self.quotient(ix)
             if q is None:

@@ -122,6 +122,19 @@ def test_necessary_constraints_hold_wherever_a_value_is_present(shift, divisor, 
             assert all(_holds(c, {"i": i}, {"n": n, "i": i_size}) for c in necessary), i
 
 
+def test_an_index_modulo_the_size_it_reads_is_in_bounds():
+    # `x % N` lies in [0, N) for N >= 1: present everywhere (GQA's heads as `K[b, h % G, m, e]`); a size that
+    # may be 0 makes it a zero divisor; `x % 3` against a size that may be below 3 stays unknown
+    prog = einattn.parse("input X[n], Z[i]\noutput Y\nY[i] = Z[i] + X[(i - 3) % N]")
+    assert analyse(prog).tensor("Y") == ALWAYS
+    assert analyse(prog, empty=True).tensor("Y") is None
+    y = einattn.compile(prog, backend="numpy")(np.arange(1.0, 3.0), np.ones(7))
+    np.testing.assert_array_equal(y, 1 + np.array([2, 1, 2, 1, 2, 1, 2]))  # X[(i - 3) % 2] + 1
+    assert analyse(einattn.parse("input X[n], Z[i]\noutput Y\nY[i] = Z[i] + X[i % 3]")).tensor("Y") is None
+    fixed = einattn.parse("input X[n], Z[i]\nparam N = 4\noutput Y\nY[i] = Z[i] + X[i % 3]")
+    assert analyse(fixed).tensor("Y") == ALWAYS
+
+
 def test_grouped_reads_are_present_below_the_last_group():
     a = analyse(einattn.load(EXAMPLES / "gqa.ein"))  # K[b, h // R, m, e], R = 2
     assert a.tensor("QK") == a.tensor("AV") == {Affine.make({"h": -1}, Lin.of(("size", "g"), 2) - num(1))}

@@ -175,6 +175,26 @@ def test_grouped_query_attention_under_other_filters_derives(filt, keep, monkeyp
     assert torch.all(got[0][:, 4:] == 0)
 
 
+def test_grouped_query_attention_by_modulo_derives(monkeypatch):
+    # K[b, h % G, m, e] (heads interleaved over the groups) is always in bounds: no gate, the denominator's
+    # cotangent reassociated (rowsum(dO * O)), dK and dV summed over the heads of each group
+    def refuse(self, xs, grads):
+        raise AssertionError("recomputed through the torch backend")
+
+    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    spec = GROUPED.replace("h // R", "h % G").replace("  where FILTER", "")
+    kernel = einattn.compile(spec, backend="triton")
+    assert kernel.backward_plan.kind == "derived", kernel.backward_plan
+    xs = _inputs(kernel.original, dict(b=2, h=5, g=2, p=13, m=17, e=8, f=4), torch.float64)
+    got, cots = _grads(kernel, xs)
+    q, k, v = (x.detach().cpu().requires_grad_() for x in xs)
+    group = torch.arange(5) % 2
+    s = q @ k.index_select(1, group).transpose(-1, -2) / 8**0.5
+    out = torch.softmax(s, dim=-1) @ v.index_select(1, group)
+    want = torch.autograd.grad(out, (q, k, v), cots[0].cpu())
+    _close([g.cpu() for g in got], want, 1e-10, "QKV")
+
+
 GPT_OSS = """
 input  Q[b, h, p, e], K[b, g, m, e], V[b, g, m, f], SINK[h]
 param  R = 2

@@ -23,9 +23,9 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from einattn.lowering.triton_backend import TritonKernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from triton_cases import derived_only
 
 import einattn
 
@@ -207,21 +207,6 @@ def close(got, want, dtype, names=None):
         assert err <= TOL[dtype] * scale, (
             f"d{name}: max error {err:.3g} (scale {scale:.3g}, tol {TOL[dtype]})"
         )
-
-
-@contextlib.contextmanager
-def derived_only():
-    """Fail if the backward is recomputed through the torch backend."""
-
-    def refuse(self, xs, grads):
-        raise AssertionError("the backward was recomputed through the torch backend")
-
-    saved = TritonKernel.recompute_grads
-    TritonKernel.recompute_grads = refuse
-    try:
-        yield
-    finally:
-        TritonKernel.recompute_grads = saved
 
 
 def tri_grads(kernel, xs, cots, wrt=None):

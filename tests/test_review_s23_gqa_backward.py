@@ -26,7 +26,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from einattn.lowering.triton_backend import TritonKernel
+from triton_cases import derived_only
 
 import einattn
 
@@ -171,21 +171,6 @@ def close(got, want, tol, names=None):
         scale = max(1.0, b.abs().max().item())
         err = (a.double() - b.double()).abs().max().item()
         assert err <= tol * scale, f"d{name}: max error {err:.3g} (scale {scale:.3g}, tol {tol})"
-
-
-@contextlib.contextmanager
-def derived_only():
-    """Fail if the backward is recomputed through the torch backend."""
-
-    def refuse(self, xs, grads):
-        raise AssertionError("the backward was recomputed through the torch backend")
-
-    saved = TritonKernel.recompute_grads
-    TritonKernel.recompute_grads = refuse
-    try:
-        yield
-    finally:
-        TritonKernel.recompute_grads = saved
 
 
 def mask_of(kind, P, M, w=None):

@@ -49,6 +49,15 @@ def _close(got, want, tol, names):
         assert err <= tol * scale, f"d{name}: {err} (scale {scale})"
 
 
+def refuse_recompute(monkeypatch):
+    """Fail if a backward pass recomputes through the torch backend: the generated kernels must run."""
+
+    def refuse(self, xs, grads):
+        raise AssertionError("recomputed through the torch backend")
+
+    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+
+
 @pytest.mark.parametrize("spec", DERIVED)
 def test_generated_backward_equals_autograd_through_torch(spec):
     path = EXAMPLES / f"{spec}.ein"
@@ -66,10 +75,7 @@ def test_generated_backward_equals_autograd_through_torch(spec):
 def test_the_derived_kernels_run_not_the_torch_backend(monkeypatch):
     kernel = einattn.compile(EXAMPLES / "causal.ein", backend="triton")
 
-    def refuse(self, xs, grads):
-        raise AssertionError("recomputed through the torch backend")
-
-    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    refuse_recompute(monkeypatch)
     xs = _inputs(kernel.original, SIZES, torch.float32)
     got, cots = _grads(kernel, xs)
     q, k, v = (x.detach().cpu().double().requires_grad_() for x in xs)
@@ -110,10 +116,7 @@ def test_grouped_query_attention_derives_its_backward(groups, heads, monkeypatch
     # K[b, h // R, m, e] is in bounds exactly where h <= R G - 1 (affine): no gate spans three tile axes; dK
     # and dV take a part per query head, then a sum over each group's heads. (1, 3): head 2 reads past the
     # last group, absent: a zero output and zero gradients there
-    def refuse(self, xs, grads):
-        raise AssertionError("recomputed through the torch backend")
-
-    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    refuse_recompute(monkeypatch)
     kernel = einattn.compile(EXAMPLES / "gqa.ein", backend="triton")
     assert str(kernel.backward_plan) == (
         "derived: 5 stages: GM, SD (fused over m); dSD_A (general); dV_part, dK_part (fused over p); "
@@ -157,10 +160,7 @@ O[b, h, p, f]  = A[b, h, m, p] * V[b, h // R, m, f]
 def test_grouped_query_attention_under_other_filters_derives(filt, keep, monkeypatch):
     # filters the analysis does not bound exactly: the scores' presence is unknown, yet the affine part
     # (`-h + 2 G - 1 >= 0`) spares the gates (einattn.absence.Necessary); head 4 is past the last group
-    def refuse(self, xs, grads):
-        raise AssertionError("recomputed through the torch backend")
-
-    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    refuse_recompute(monkeypatch)
     kernel = einattn.compile(GROUPED.replace("FILTER", filt), backend="triton", tile=16)
     assert kernel.backward_plan.kind == "derived", kernel.backward_plan
     sizes = dict(b=2, h=5, g=2, p=21, m=21, e=8, f=4)
@@ -178,10 +178,7 @@ def test_grouped_query_attention_under_other_filters_derives(filt, keep, monkeyp
 def test_grouped_query_attention_by_modulo_derives(monkeypatch):
     # K[b, h % G, m, e] (heads interleaved over the groups) is always in bounds: no gate, the denominator's
     # cotangent reassociated (rowsum(dO * O)), dK and dV summed over the heads of each group
-    def refuse(self, xs, grads):
-        raise AssertionError("recomputed through the torch backend")
-
-    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    refuse_recompute(monkeypatch)
     spec = GROUPED.replace("h // R", "h % G").replace("  where FILTER", "")
     kernel = einattn.compile(spec, backend="triton")
     assert kernel.backward_plan.kind == "derived", kernel.backward_plan
@@ -216,10 +213,7 @@ def test_gpt_oss_attention_derives_its_backward(monkeypatch):
     # sinks, a sliding window, GQA and softcapping, the output in one statement: the sink's gradient
     # `sum dO * N * V / D' * g` (g = -exp(SINK - GX) / D', varying along the rows) becomes `sum dO * O * g`
     # per row; the head past the last group (h = 4 >= R G) is absent: a zero output and zero gradients
-    def refuse(self, xs, grads):
-        raise AssertionError("recomputed through the torch backend")
-
-    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    refuse_recompute(monkeypatch)
     kernel = einattn.compile(GPT_OSS, backend="triton")
     assert kernel.backward_plan.kind == "derived", kernel.backward_plan
     sizes = dict(b=2, h=5, g=2, p=19, m=19, e=8, f=4)
@@ -269,10 +263,7 @@ def test_backward_option_is_checked():
 def test_half_precision_keeps_row_statistics_in_float32(dtype, tol, rounded_tol, monkeypatch):
     # 16-bit inputs take the derived kernels; the statistics between the stages stay float32 (a max
     # rounded to bfloat16 would scale a row by up to 4%), so the error is the 16-bit products' own
-    def refuse(self, xs, grads):
-        raise AssertionError("recomputed through the torch backend")
-
-    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
+    refuse_recompute(monkeypatch)
     kernel = einattn.compile(EXAMPLES / "causal.ein", backend="triton")
     sizes = dict(b=1, h=2, p=37, m=37, e=16, f=8)
     xs = [x * 3 if i < 2 else x for i, x in enumerate(_inputs(kernel.original, sizes, torch.float64))]

@@ -14,6 +14,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,23 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@contextlib.contextmanager
+def derived_only():
+    """Fail if a backward pass recomputes through the torch backend: the generated kernels must run."""
+    from einattn.lowering.triton_backend import TritonKernel
+
+    def refuse(self, xs, grads):
+        raise AssertionError("the backward was recomputed through the torch backend")
+
+    saved = TritonKernel.recompute_grads
+    TritonKernel.recompute_grads = refuse
+    try:
+        yield
+    finally:
+        TritonKernel.recompute_grads = saved
+
 
 # Tolerances against the NumPy reference (float64), relative to max(1, largest reference magnitude):
 # float32 computes in float32 throughout; float16/bfloat16 round the inputs and the probability tile that

@@ -342,7 +342,7 @@ class Analysis:
             forms.append(self.affine(ix))
             if self.in_bounds(t, k, ix):
                 continue
-            bound = self.bounds(ix, self.size(r) + num(int(k == t.iterative)))
+            bound = self.bounds(ix, forms[-1], self.size(r) + num(int(k == t.iterative)))
             if bound is None and self.exact:
                 return None
             cons |= bound or set()
@@ -359,11 +359,11 @@ class Analysis:
             cons.add(sub)
         return self.simplify(frozenset(cons))
 
-    def bounds(self, ix: S.Expr, extent: Lin) -> set[Affine] | None:
-        """The constraints under which index ``ix`` lies in ``[0, extent)``, or None (not affine). ``x // c``
-        (``x`` affine, ``c`` a positive constant) is in ``[0, n)`` exactly where ``0 <= x <= c n - 1``:
-        GQA's ``K[b, h // R]``; ``x % c`` always, where ``c <= n`` is proved (``K[b, h % G]``)."""
-        a = self.affine(ix)
+    def bounds(self, ix: S.Expr, a: Affine | None, extent: Lin) -> set[Affine] | None:
+        """The constraints under which index ``ix`` (``a``: its affine form, or None) lies in ``[0,
+        extent)``, or None (not affine). ``x // c`` (``x`` affine, ``c`` a positive constant) is in ``[0, n)``
+        exactly where ``0 <= x <= c n - 1``: GQA's ``K[b, h // R]``; ``x % c`` always, where ``c <= n`` is
+        proved (``K[b, h % G]``)."""
         if a is None and isinstance(ix, S.Binary) and ix.op == "%" and self.affine(ix.a) is not None:
             # `x % c` is in [0, c): in bounds wherever c <= n (GQA's heads as `K[b, h % G, m, e]`); a size
             # that may be 0 (`empty`) makes it a zero divisor, absent

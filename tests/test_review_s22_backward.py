@@ -18,14 +18,13 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import contextlib
 import math
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from triton_cases import derived_only
+from triton_cases import assert_close_grads, derived_only, randn, tri
 
 import einattn
 
@@ -158,17 +157,6 @@ KVLEN = softmax("m < klen[b]", inputs=", klen[b] : int")
 # ---------------------------------------------------------------------------------------------------------
 
 
-def tri(spec, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", einattn.EinWarning)
-        return einattn.compile(spec, backend="triton", **options)
-
-
-def randn(*shape, dtype=torch.float64, seed=0, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
-
-
 def qkv(b, h, p, m, e, f, dtype, seed=0, scale=1.0):
     return [
         randn(b, h, p, e, dtype=dtype, seed=seed, scale=scale),
@@ -196,17 +184,7 @@ def grads(fn, xs, cots, wrt=None):
 
 
 def close(got, want, dtype, names=None):
-    assert len(got) == len(want)
-    for n, (a, b) in enumerate(zip(got, want)):
-        name = names[n] if names else str(n)
-        assert a is not None, f"d{name} is None"
-        assert a.shape == b.shape, f"d{name}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
-        assert torch.isfinite(a).all(), f"d{name} is not finite: {a}"
-        scale = max(1.0, b.abs().max().item())
-        err = (a.double() - b.double()).abs().max().item()
-        assert err <= TOL[dtype] * scale, (
-            f"d{name}: max error {err:.3g} (scale {scale:.3g}, tol {TOL[dtype]})"
-        )
+    assert_close_grads(got, want, TOL[dtype], names)
 
 
 def tri_grads(kernel, xs, cots, wrt=None):

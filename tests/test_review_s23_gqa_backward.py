@@ -21,12 +21,12 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import contextlib
 import math
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
-from triton_cases import derived_only
+from triton_cases import assert_close_grads as close
+from triton_cases import derived_only, randn, tri
 
 import einattn
 
@@ -121,17 +121,6 @@ O[b, h, p, f]  = A[b, h, m, p] * V[b, h // R, m, f]
 # ---------------------------------------------------------------------------------------------------------
 
 
-def tri(spec, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", einattn.EinWarning)
-        return einattn.compile(spec, backend="triton", **options)
-
-
-def randn(*shape, dtype=torch.float64, seed=0, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
-
-
 def qkv(b, h, g, p, m, e, f, dtype=torch.float64, seed=0, scale=1.0):
     return [
         randn(b, h, p, e, dtype=dtype, seed=seed, scale=scale),
@@ -140,14 +129,20 @@ def qkv(b, h, g, p, m, e, f, dtype=torch.float64, seed=0, scale=1.0):
     ]
 
 
-def grads(fn, xs, cots, wrt=None):
-    """d(sum <out_k, cot_k>)/d x for the inputs of ``xs`` chosen by ``wrt`` (indices; default every float
-    tensor); the others are passed without requires_grad."""
-    idx = (
+def chosen(xs, wrt):
+    """The indices of the inputs to differentiate: ``wrt``, else every float tensor."""
+    return (
         wrt
         if wrt is not None
         else [i for i, x in enumerate(xs) if torch.is_tensor(x) and x.is_floating_point()]
     )
+
+
+def run(fn, xs, cots, wrt=None, allow_unused=True):
+    """(outputs, d(sum <out_k, cot_k>)/d x) for the inputs of ``xs`` chosen by ``wrt`` (indices; default
+    every float tensor); the others are passed without requires_grad. With ``allow_unused``, an input no
+    output reads gets zeros; without, autograd's error."""
+    idx = chosen(xs, wrt)
     leaves = [
         x.detach().clone().requires_grad_(i in idx) if torch.is_tensor(x) and x.is_floating_point() else x
         for i, x in enumerate(xs)
@@ -156,21 +151,14 @@ def grads(fn, xs, cots, wrt=None):
     outs = outs if isinstance(outs, tuple) else (outs,)
     pairs = [(o, c) for o, c in zip(outs, cots) if c is not None]
     got = torch.autograd.grad(
-        [o for o, _ in pairs], [leaves[i] for i in idx], [c for _, c in pairs], allow_unused=True
+        [o for o, _ in pairs], [leaves[i] for i in idx], [c for _, c in pairs], allow_unused=allow_unused
     )
-    return [torch.zeros_like(leaves[i]) if g is None else g for i, g in zip(idx, got)]
+    return outs, [torch.zeros_like(leaves[i]) if g is None else g for i, g in zip(idx, got)]
 
 
-def close(got, want, tol, names=None):
-    assert len(got) == len(want)
-    for n, (a, b) in enumerate(zip(got, want)):
-        name = names[n] if names else str(n)
-        assert a is not None, f"d{name} is None"
-        assert a.shape == b.shape, f"d{name}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
-        assert torch.isfinite(a).all(), f"d{name} is not finite: {a}"
-        scale = max(1.0, b.abs().max().item())
-        err = (a.double() - b.double()).abs().max().item()
-        assert err <= tol * scale, f"d{name}: max error {err:.3g} (scale {scale:.3g}, tol {tol})"
+def grads(fn, xs, cots, wrt=None):
+    """The gradients of :func:`run`."""
+    return run(fn, xs, cots, wrt)[1]
 
 
 def mask_of(kind, P, M, w=None):
@@ -240,21 +228,9 @@ def check(kernel, xs, cots, ref, tol, names, wrt=None, derived=True):
     reference is float64 whatever the kernel's dtype); returns (outputs, gradients) of the kernel."""
     if derived:
         assert kernel.backward_plan.kind == "derived", kernel.backward_plan
-    ctx = derived_only() if derived else contextlib.nullcontext()
-    idx = (
-        wrt
-        if wrt is not None
-        else [i for i, x in enumerate(xs) if torch.is_tensor(x) and x.is_floating_point()]
-    )
-    leaves = [
-        x.detach().clone().requires_grad_(i in idx) if torch.is_tensor(x) and x.is_floating_point() else x
-        for i, x in enumerate(xs)
-    ]
-    with ctx:
-        outs = kernel(*leaves)
-        outs = outs if isinstance(outs, tuple) else (outs,)
-        pairs = [(o, c) for o, c in zip(outs, cots) if c is not None]
-        got = torch.autograd.grad([o for o, _ in pairs], [leaves[i] for i in idx], [c for _, c in pairs])
+    with derived_only() if derived else contextlib.nullcontext():
+        outs, got = run(kernel, xs, cots, wrt, allow_unused=False)
+    idx = chosen(xs, wrt)
     d64 = [x.double() if torch.is_tensor(x) and x.is_floating_point() else x for x in xs]
     c64 = [None if c is None else c.double() for c in cots]
     want_out = ref(*d64)

@@ -9,10 +9,9 @@ import re
 import numpy as np
 import pytest
 import torch
-from einattn.lowering.triton_backend import TritonKernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from triton_cases import DEVICE, EXAMPLES
+from triton_cases import DEVICE, EXAMPLES, refuse_recompute
 
 import einattn
 
@@ -47,15 +46,6 @@ def _close(got, want, tol, names):
         scale = max(1.0, b.abs().max().item())
         err = (a.double() - b.double()).abs().max().item()
         assert err <= tol * scale, f"d{name}: {err} (scale {scale})"
-
-
-def refuse_recompute(monkeypatch):
-    """Fail if a backward pass recomputes through the torch backend: the generated kernels must run."""
-
-    def refuse(self, xs, grads):
-        raise AssertionError("recomputed through the torch backend")
-
-    monkeypatch.setattr(TritonKernel, "recompute_grads", refuse)
 
 
 @pytest.mark.parametrize("spec", DERIVED)

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import einattn
 
@@ -28,20 +29,49 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@contextlib.contextmanager
-def derived_only():
+def _refuse(self, xs, grads):
+    raise AssertionError("the backward was recomputed through the torch backend")
+
+
+def refuse_recompute(monkeypatch):
     """Fail if a backward pass recomputes through the torch backend: the generated kernels must run."""
     from einattn.lowering.triton_backend import TritonKernel
 
-    def refuse(self, xs, grads):
-        raise AssertionError("the backward was recomputed through the torch backend")
+    monkeypatch.setattr(TritonKernel, "recompute_grads", _refuse)
 
-    saved = TritonKernel.recompute_grads
-    TritonKernel.recompute_grads = refuse
-    try:
+
+@contextlib.contextmanager
+def derived_only():
+    """:func:`refuse_recompute` for a block of code."""
+    with pytest.MonkeyPatch.context() as mp:
+        refuse_recompute(mp)
         yield
-    finally:
-        TritonKernel.recompute_grads = saved
+
+
+def tri(spec, **options):
+    """``spec`` compiled by the triton backend, its warnings silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", einattn.EinWarning)
+        return einattn.compile(spec, backend="triton", **options)
+
+
+def randn(*shape, dtype=torch.float64, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+def assert_close_grads(got, want, tol, names=None):
+    """Each of ``got`` present, finite, of ``want``'s shape and within ``tol`` of it, relative to
+    max(1, |want|)."""
+    assert len(got) == len(want)
+    for n, (a, b) in enumerate(zip(got, want)):
+        name = names[n] if names else str(n)
+        assert a is not None, f"d{name} is None"
+        assert a.shape == b.shape, f"d{name}: shape {tuple(a.shape)}, expected {tuple(b.shape)}"
+        assert torch.isfinite(a).all(), f"d{name} is not finite: {a}"
+        scale = max(1.0, b.abs().max().item())
+        err = (a.double() - b.double()).abs().max().item()
+        assert err <= tol * scale, f"d{name}: max error {err:.3g} (scale {scale:.3g}, tol {tol})"
 
 
 # Tolerances against the NumPy reference (float64), relative to max(1, largest reference magnitude):

@@ -1,5 +1,5 @@
 """The reviewers' conformance cases (``tests/conformance_more.py``, ``tests/conformance_s8.py``,
-``tests/conformance_s11/`` to ``tests/conformance_s20/``) on every backend, against their independent NumPy
+``tests/conformance_s11/`` to ``tests/conformance_s21/``) on every backend, against their independent NumPy
 oracles: the NumPy reference as written and rewritten (``passes="auto"``, small tiles), the torch backend
 in float64 (default options, and small tiles with blocks of rows), the triton backend under the interpreter
 in float32; and the passes the analysis reports.
@@ -28,12 +28,25 @@ from conformance_s17 import CASES as NINTH
 from conformance_s18 import CASES as TENTH
 from conformance_s19 import CASES as ELEVENTH
 from conformance_s20 import CASES as TWELFTH
+from conformance_s21 import CASES as THIRTEENTH
 from triton_cases import DEVICE
 
 import einattn
 
 CASES = (
-    FIRST + SECOND + THIRD + FOURTH + FIFTH + SIXTH + SEVENTH + EIGHTH + NINTH + TENTH + ELEVENTH + TWELFTH
+    FIRST
+    + SECOND
+    + THIRD
+    + FOURTH
+    + FIFTH
+    + SIXTH
+    + SEVENTH
+    + EIGHTH
+    + NINTH
+    + TENTH
+    + ELEVENTH
+    + TWELFTH
+    + THIRTEENTH
 )
 CONFIGS = {
     "numpy": [{}, {"passes": "auto", "tile": 3}],

@@ -347,7 +347,8 @@ for m in (257, 256):
     k = torch.randn(1, 4, m, 32, generator=g)
     v = torch.randn(1, 4, m, 32, generator=g)
     kern(q[:, :, :8], k, v)
-    print(m, peak_above(lambda: kern(q, k, v)))
+    # the smaller of two measurements: a peak read while another process presses on memory can only be high
+    print(m, min(peak_above(lambda: kern(q, k, v)) for _ in range(2)))
 """
 )
 

@@ -373,7 +373,10 @@ def _step(prog, fam, e: Einsum, reads, vis, done, completer, root_of, pointwise,
         if kind == CARRY:
             carrying.append((rd, tv))
             _merge_vis(vis_in, tv)
-        elif kind != EARLY and not (kind == FINAL and t.name in pointwise):
+        elif kind != EARLY and not (kind in (FINAL, NONE) and t.name in pointwise):
+            # (a pointwise value read without the rank's coordinate, at a point of an alias that walks the
+            # same fibers (`N[s]` of `N[s] = square(X[s, c])`, `rank S = T`) or at a constant one, is made
+            # from the points it reads, by a mapping: no full reduction it completes)
             _merge_done(done_in, {r: (p, completer[t.name]) for r, p in tv.items()})
     full = fam.reduces_fully(e, via)
     if fam.traverses(e.space, via) or _walks_through(fam, e, reads):

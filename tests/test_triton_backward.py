@@ -329,3 +329,68 @@ def test_a_per_key_bias_gradient_is_summed_per_batch_entry_then_over_the_batch()
     out = torch.softmax(s.masked_fill(~causal, float("-inf")), -1) @ v
     want = torch.autograd.grad(out, (q, k, v, kb), cots[0])
     _close(got, want, 1e-10, ["Q", "K", "V", "kb"])
+
+
+# ---- one-statement outputs under filters that read data ------------------------------------------------
+
+ONE_STATEMENT = """
+input  Q[b, h, p, e], K[b, h, m, e], V[b, h, m, f], klen[b] : int, doc[b, m] : int
+output O
+S[b, h, m, p] = Q[b, h, p, e] * K[b, h, m, e] * rsqrt(E)  where {filt}
+G[b, h, p]    = S[b, h, m, p] :: max(m)
+N[b, h, m, p] = exp(S[b, h, m, p] - G[b, h, p])
+D[b, h, p]    = N[b, h, m, p]
+O[b, h, p, f] = N[b, h, m, p] * V[b, h, m, f] / D[b, h, p]
+"""
+
+
+@pytest.mark.parametrize(
+    "filt",
+    [
+        "m < klen[b]",  # key padding: batch entry 1 has no keys at all (every row fully masked)
+        "doc[b, m] == doc[b, p] and m <= p",  # packed documents, causal within each
+        "m <= p and not p - m == 2 or m == 0",
+    ],
+)
+def test_one_statement_output_under_data_filters_derives(filt, monkeypatch):
+    # The output written in one statement, O = N * V / D, under a filter whose presence the analysis cannot
+    # bound (it reads data): the denominator's cotangent is summed over the keys and the features at once,
+    # dO[p, f] * (-(N[m, p] * V[m, f] / D[p]) / D[p]), which the contraction split now sees through the
+    # negation as tl.dot(dO, V) scaled per tile (lowering/triton_split.py): a fused stage, where it spanned
+    # three tile axes (p, m0, f) and the backward recomputed through the torch backend
+    refuse_recompute(monkeypatch)
+    spec = ONE_STATEMENT.format(filt=filt)
+    kernel = einattn.compile(spec, backend="triton")
+    assert kernel.backward_plan.kind == "derived", kernel.backward_plan
+    assert "dD_O (fused over m)" in str(kernel.backward_plan)
+    b, h, p, m, e, f = 2, 2, 9, 11, 4, 3
+    q, k, v = (
+        torch.randn(b, h, n, d, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+        for s, (n, d) in enumerate([(p, e), (m, e), (m, f)])
+    )
+    klen = torch.tensor([7, 0])
+    doc = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3], [0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2]])
+    pos_p, pos_m = torch.arange(p)[:, None], torch.arange(m)[None, :]
+    keep = {
+        "m < klen[b]": (pos_m < klen[:, None, None]).expand(b, p, m),
+        "doc[b, m] == doc[b, p] and m <= p": (doc[:, None, :] == doc[:, :p, None]) & (pos_m <= pos_p),
+        "m <= p and not p - m == 2 or m == 0": (
+            (pos_m <= pos_p) & (pos_p - pos_m != 2) | (pos_m == 0)
+        ).expand(b, p, m),
+    }[filt][:, None]
+
+    def reference(q, k, v):  # softmax with masked keys; a row without keys gives 0
+        s = (q @ k.transpose(-1, -2) / e**0.5).masked_fill(~keep, float("-inf"))
+        w = torch.softmax(s, -1).nan_to_num(0.0)
+        return w @ v
+
+    cot = torch.randn(b, h, p, f, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 1e-10)):
+        xs = [x.to(dtype).to(DEVICE).requires_grad_() for x in (q, k, v)]
+        out = kernel(*xs, klen.to(DEVICE), doc.to(DEVICE))
+        got = torch.autograd.grad(out, xs, cot.to(dtype).to(DEVICE))
+        leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+        want = torch.autograd.grad(reference(*leaves), leaves, cot)
+        _close([g.cpu() for g in got], want, tol, "QKV")
+        if filt == "m < klen[b]":
+            assert torch.all(got[0][1] == 0)  # (no keys: no gradient)

@@ -62,3 +62,30 @@ output O
 O[p, f] = Q[p, e] * K[m, e] * V[m, f]  where m <= p and f != 1
 """
     check(src, sizes=dict(p=7, m=9, e=3, f=3), tile=4)
+
+
+def test_a_negated_product_splits_through_the_negation():
+    """The denominator's cotangent of an output written in one statement, ``dO[p, f] * (-(N[m, p] * V[m, f]
+    / D[p]) / D[p])`` summed over ``m`` and ``f``: the negation is a factor ``-1``, so the sum over the
+    features comes first (``tl.dot(dO, V)`` per tile), where the negated product was one operand over ``p``,
+    ``m`` and ``f``; the values equal the NumPy reference's."""
+    src = """
+input  dO[p, f], N[m, p], V[m, f], D[p]
+output G
+G[p] = dO[p, f] * (-(N[m, p] * V[m, f] / D[p]) / D[p])
+"""
+    split = split_contractions(einattn.parse(src))
+    inner = [e for e in split.einsums if e.tensor != "G"]
+    assert len(inner) == 1 and [r for r, _ in inner[0].reduce] == ["f"]
+    assert [r for r, _ in split.einsums[-1].reduce] == ["m"]
+    rng = np.random.default_rng(3)
+    x = dict(
+        dO=rng.standard_normal((6, 3)),
+        N=rng.random((5, 6)),
+        V=rng.standard_normal((5, 3)),
+        D=rng.random(6) + 0.5,
+    )
+    want = -np.einsum("pf,mp,mf->p", x["dO"], x["N"], x["V"]) / x["D"] ** 2
+    kern = einattn.compile(src, backend="triton")
+    got = kern(**{n: torch.tensor(v, dtype=torch.float64, device=DEVICE) for n, v in x.items()})
+    np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-10, atol=1e-12)

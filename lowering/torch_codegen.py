@@ -878,6 +878,10 @@ class Generator:
             if fused is not None:
                 return fused
             a, b = self.val(e.a, sp), self.val(e.b, sp)
+            if e.op == "-" and e.a == e.b and a.mask is not None and absent and not a.scalar:
+                # `XM - XM` (einattn.rewrite.exact): 0 at absent points, not `-inf - -inf` (see _self_diff)
+                code = f"_self_diff({a.code}, {a.mask})"
+                return Val(code, a.mask, False, a.ranks, zero=True, finite=a.finite)
             left, right = a.code, b.code
             ma, mb = a.mask, b.mask  # an operand present wherever the other is adds nothing to the mask
             if ma is not None and mb is not None and absent:

@@ -417,6 +417,18 @@ def _above(b):
     return max(b, -torch.finfo(torch.float64).max / 2)
 
 
+def _self_diff(x, m):
+    """``x - x``: 0, or NaN where ``x`` is infinite or NaN, and 0 at ``x``'s absent points (``m`` false)
+    whatever they hold. The rewrite adds ``XM - XM`` to a running sum read at its end (NaN where the row's
+    exact max is not finite, as the spec's ``exp(-inf - -inf)``; einattn.rewrite.exact); at a row without a
+    present point the copy ``XM`` holds ``-inf``, and ``-inf - -inf`` there, though masked, is NaN that
+    autograd multiplies the masked value's zero gradient by (``0 * NaN``) through the product it is in. The
+    gradient with respect to ``x`` is 0, as ``x - x``'s is."""
+    if m is None or _all_true(m):
+        return x - x
+    return torch.where(m, x - x, 0.0)
+
+
 def _dflt(a, m, b, finite=False, own=False, keep=False):
     """``a ?? b``: ``a`` where present, else ``b`` (``finite``: ``a`` holds no infinity or NaN).
 

@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass
 
 from . import syntax as S
-from .ir import Einsum, Program, size_name
+from .ir import Einsum, Program, coords, size_name
 
 Atom = tuple  # ("size", r) | ("index", r) | ("prod", atom, atom)
 
@@ -607,6 +607,53 @@ class Necessary(Analysis):
             return self.expr(e.a) & self.expr(e.b)
         p = super().expr(e)
         return ALWAYS if p is None else p
+
+
+def presence_ranks(prog: Program, name: str) -> frozenset[str]:
+    """The ranks of tensor ``name`` along which its presence may vary (a superset): those its filter or the
+    presence of its terms mention. An input's point is present; a read ``X[.., r, ..]`` at the dimension
+    declared ``r`` is in bounds, so only a computed ``X``'s own presence ranks and indices of any other form
+    (``m + 1``, ``h // R``, a gather) count. The cotangent of ``O[p, f] = NV[p, f] / SD[p]`` under a padding
+    mask, gated by ``O``'s presence, varies along ``p`` alone: the indicator that carries it between stages
+    needs no feature rank (einattn.staging)."""
+    return _presence_ranks(prog)[name]
+
+
+@functools.lru_cache(maxsize=64)
+def _presence_ranks(prog: Program) -> dict[str, frozenset[str]]:
+    out: dict[str, frozenset[str]] = {t.name: frozenset() for t in prog.tensors if t.is_input}
+
+    def varying(x: S.Expr) -> set[str]:
+        if isinstance(x, S.Read):
+            t = prog.tensor(x.tensor)
+            own = out.get(x.tensor, frozenset(t.ranks))
+            found: set[str] = set()
+            for r, ix in zip(t.ranks, x.indices):
+                if r in own or ix != S.Coord(r):
+                    found |= set(coords(ix))
+                found |= varying(ix)  # (a gather's own read)
+            return found
+        found = set()
+        for c in x.children():
+            found |= varying(c)
+        return found
+
+    for _ in range(len(prog.einsums) + 1):  # (statements in any order: until nothing changes)
+        changed = False
+        for e in prog.einsums:
+            t = prog.tensor(e.tensor)
+            ranks = frozenset(t.ranks)
+            single = t.iterative is None and len(prog.definitions(e.tensor)) == 1
+            if single and all(i.kind == "rank" for i in e.index):
+                mentioned = varying(e.expr)
+                if e.filter is not None:
+                    mentioned |= set(coords(e.filter)) | varying(e.filter)
+                ranks = frozenset(r for r in t.ranks if r in mentioned)
+            if out.get(e.tensor) != ranks:
+                out[e.tensor], changed = ranks, True
+        if not changed:
+            break
+    return out
 
 
 def analyse(prog: Program, empty: bool = False) -> Analysis:

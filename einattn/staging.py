@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import syntax as S
-from .absence import analyse, describable, presence_filter
+from .absence import analyse, describable, presence_filter, presence_ranks
 from .errors import EinError, EinWarning
 from .graph import schedule
 from .ir import Einsum, LhsIndex, Program, Tensor, coords
@@ -141,6 +141,18 @@ class _Stager:
                 taken.add(name)
                 self.ok[n] = name
 
+    def ok_ranks(self, n: str) -> tuple[str, ...]:
+        """The ranks of ``n``'s indicator: those its presence may vary along (:func:`presence_ranks`), the
+        sequence ranks and the ranks of every key-by-query statement (batch, heads); not a feature rank
+        along which it is the same (a cotangent gated by an output's presence under a padding mask varies
+        along the rows, and a fused stage takes no filter along a feature rank)."""
+        varies = set(presence_ranks(self.prog, n)) | self.seq  # (a fused stage's outputs keep its rows,
+        # and its programs' ranks: those of every key-by-query statement)
+        dense = [e for e in self.prog.einsums if len(set(e.space) & self.seq) > 1]
+        if dense:
+            varies |= set.intersection(*(set(e.space) for e in dense))
+        return tuple(r for r in self.prog.tensor(n).ranks if r in varies)
+
     # ---- building one stage ------------------------------------------------------------------------------
     def build(self, members: list[str], rank: str | None) -> Stage:
         prog = self.prog
@@ -164,10 +176,10 @@ class _Stager:
             t = prog.tensor(n)
             presence = self.presence.tensor(n)
             if n in self.ok:  # its indicator, an integer input, restores its absent points
-                ok = self.ok[n]
-                inputs.append(Tensor(ok, t.ranks, "int", "input"))
+                ok, kept = self.ok[n], self.ok_ranks(n)
+                inputs.append(Tensor(ok, kept, "int", "input"))
                 taken[ok] = ok
-                cond = S.Compare("!=", S.Read(ok, tuple(S.Coord(r) for r in t.ranks)), S.Const(0))
+                cond = S.Compare("!=", S.Read(ok, tuple(S.Coord(r) for r in kept)), S.Const(0))
             else:
                 cond = presence_filter(presence)
             if cond is None:
@@ -216,10 +228,15 @@ class _Stager:
         indicators = []
         for n in members:
             if n in self.ok:
-                ranks = prog.tensor(n).ranks
+                ranks, kept = prog.tensor(n).ranks, self.ok_ranks(n)
                 here = S.Read(n, tuple(S.Coord(r) for r in ranks))
                 one = S.Binary("+", S.Const(1), S.Call("step", (S.Unary("-", S.Call("abs", (here,))),)))
-                indicators.append(Einsum(self.ok[n], tuple(LhsIndex(r) for r in ranks), one, (), None, ranks))
+                # over the ranks its presence varies along: the same at every point of the others, whose
+                # max is that value (absent where every point is, 0 once the stage returns it)
+                dropped = tuple((r, "max") for r in ranks if r not in kept)
+                index = tuple(LhsIndex(r) for r in kept)
+                space = (*kept, *(r for r, _ in dropped))
+                indicators.append(Einsum(self.ok[n], index, one, dropped, None, space))
         outputs = (*members, *(e.tensor for e in indicators))
         text = format_parts(
             inputs, outputs, prog.params, (), restore + body + indicators, header=header, aliases=aliases

@@ -293,6 +293,50 @@ def test_absence_the_analysis_cannot_describe_travels_as_an_indicator():
     assert readers and "where GM_ok[b, p] != 0" in format_program(readers[0].written)
 
 
+RESIDUAL = """
+input  Q[b, p, e], K[b, m, e], V[b, m, f], res[b, p, f], klen[b] : int
+output Y
+S[b, m, p] = Q[b, p, e] * K[b, m, e]  where m < klen[b]
+G[b, p]    = S[b, m, p] :: max(m)
+N[b, m, p] = exp(S[b, m, p] - G[b, p])
+D[b, p]    = N[b, m, p]
+O[b, p, f] = N[b, m, p] * V[b, m, f] / D[b, p]
+Y[b, p, f] = O[b, p, f] + res[b, p, f]
+"""
+
+
+def test_presence_ranks():
+    from einattn.absence import presence_ranks
+
+    prog = einattn.parse(RESIDUAL.replace("output Y", "output Y, Z") + "Z[b, p, f] = O[b, p + 1, f] * 2\n")
+    got = {t.name: "".join(sorted(presence_ranks(prog, t.name))) for t in prog.tensors}
+    # inputs present; the padding varies along the batch and the keys, not the queries; a sum over the keys
+    # keeps the batch only, and so does the output over its features; a shifted read adds the rows
+    assert got == dict(Q="", K="", V="", res="", klen="", S="bm", G="b", N="bm", D="b", O="b", Y="b", Z="bp")
+
+
+def test_an_indicator_keeps_only_the_ranks_its_presence_varies_along():
+    # a residual after attention under a padding mask: the cotangent of O, gated by Y's presence, is
+    # materialised per (b, p, f), absent on a sequence without keys; its indicator varies along b (kept with
+    # the sequence rank p), not along the feature rank f, which a fused stage's filter cannot read
+    g = einattn.grad(RESIDUAL, saved=("Y",))
+    sizes = dict(b=3, p=4, m=6, e=2, f=3)
+    xs = _inputs(g.program, sizes, seed=3)
+    xs["klen"] = np.array([3, 0, 6])
+    want = _outputs(einattn.compile(g.program, backend="numpy"), xs)
+    staged = stages(g.program, ("m", "p"), 4)
+    made = {n: s for s in staged for n in s.indicators}
+    assert [r for r in made["dO_Y_ok"].program.tensor("dO_Y_ok").ranks] == ["b", "p"]
+
+    def call(stage, ins):
+        return _outputs(einattn.compile(stage.program, backend="numpy"), ins)
+
+    values = run(staged, xs, call)
+    for name in g.program.outputs:
+        np.testing.assert_allclose(values[name], want[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    assert np.all(values["dO_Y_ok"][1] == 0) and np.all(values["dO_Y_ok"][[0, 2]] == 1)
+
+
 @settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_cascades_and_their_backward_passes_stage_exactly(data):

@@ -394,3 +394,40 @@ def test_one_statement_output_under_data_filters_derives(filt, monkeypatch):
         _close([g.cpu() for g in got], want, tol, "QKV")
         if filt == "m < klen[b]":
             assert torch.all(got[0][1] == 0)  # (no keys: no gradient)
+
+
+def test_a_residual_after_padded_attention_derives(monkeypatch):
+    # Y = O + res after attention under a padding mask: the cotangent of O, gated by Y's presence (absent
+    # on a sequence without keys), crosses the stages with an indicator over (b, p), not over the feature
+    # rank f that a fused stage's filter cannot read (einattn.absence.presence_ranks)
+    refuse_recompute(monkeypatch)
+    spec = """
+input  Q[b, p, e], K[b, m, e], V[b, m, f], res[b, p, f], klen[b] : int
+output Y
+S[b, m, p] = Q[b, p, e] * K[b, m, e] * rsqrt(E)  where m < klen[b]
+G[b, p]    = S[b, m, p] :: max(m)
+N[b, m, p] = exp(S[b, m, p] - G[b, p])
+D[b, p]    = N[b, m, p]
+O[b, p, f] = N[b, m, p] * V[b, m, f] / D[b, p]
+Y[b, p, f] = O[b, p, f] + res[b, p, f]
+"""
+    kernel = einattn.compile(spec, backend="triton")
+    assert kernel.backward_plan.kind == "derived", kernel.backward_plan
+    g = torch.Generator().manual_seed(4)
+    shapes = [(2, 7, 3), (2, 9, 3), (2, 9, 4), (2, 7, 4)]
+    q, k, v, res = (torch.randn(*n, generator=g, dtype=torch.float64) for n in shapes)
+    klen = torch.tensor([5, 0])
+    keep = (torch.arange(9)[None, None, :] < klen[:, None, None]).expand(2, 7, 9)
+
+    def reference(q, k, v, res):  # a sequence without keys: attention gives 0, Y the residual (absent: 0)
+        s = (q @ k.transpose(-1, -2) / 3**0.5).masked_fill(~keep, float("-inf"))
+        y = torch.softmax(s, -1).nan_to_num(0.0) @ v + res
+        return y * keep.any(-1, keepdim=True)
+
+    cot = torch.randn(2, 7, 4, generator=g, dtype=torch.float64)
+    for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 1e-10)):
+        xs = [x.to(dtype).to(DEVICE).requires_grad_() for x in (q, k, v, res)]
+        got = torch.autograd.grad(kernel(*xs, klen.to(DEVICE)), xs, cot.to(dtype).to(DEVICE))
+        leaves = [x.clone().requires_grad_() for x in (q, k, v, res)]
+        want = torch.autograd.grad(reference(*leaves), leaves, cot)
+        _close([x.cpu() for x in got], want, tol, ["Q", "K", "V", "res"])

@@ -25,22 +25,15 @@ import dataclasses
 
 from einattn import syntax as S
 from einattn.ir import Einsum, LhsIndex, Program, Tensor, coords
+from einattn.rewrite.rules import factors as rule_factors
 from einattn.rewrite.rules import product
 
 
 def factors(e: S.Expr) -> list[tuple[S.Expr, bool]]:
-    """``a * b / c`` -> ``[(a, False), (b, False), (c, True)]`` (:func:`einattn.rewrite.rules.factors`), and
-    through a negation: ``-(x)`` is ``-1 * x`` (the same value in IEEE arithmetic, signed zeros included).
-    A gradient's ``dO[p, f] * (-(N[m, p] * V[m, f] / D[p]) / D[p])`` summed over ``m`` and ``f`` then
-    splits into ``tl.dot(dO, V)`` scaled per tile, not one value over three tile axes."""
-    if isinstance(e, S.Unary) and e.op == "-":
-        return [(S.Const(-1), False), *factors(e.x)]
-    if isinstance(e, S.Binary) and e.op in ("*", "/"):
-        right = factors(e.b)
-        if e.op == "/":
-            right = [(f, not inv) for f, inv in right]
-        return factors(e.a) + right
-    return [(e, False)]
+    """A product's factors (:func:`einattn.rewrite.rules.factors`), through negations: a gradient's ``dO[p,
+    f] * (-(N[m, p] * V[m, f] / D[p]) / D[p])`` summed over ``m`` and ``f`` then splits into ``tl.dot(dO,
+    V)`` scaled per tile, not one value over three tile axes."""
+    return rule_factors(e, negations=True)
 
 
 def _inner(e: Einsum, parts: set[str]) -> str | None:

@@ -231,13 +231,17 @@ def mentions(e: S.Expr | None, rank: str) -> bool:
     return rank in coords(e)
 
 
-def factors(e: S.Expr) -> list[tuple[S.Expr, bool]]:
-    """``a * b / c`` -> ``[(a, False), (b, False), (c, True)]``: a product's factors, and which divide."""
+def factors(e: S.Expr, negations: bool = False) -> list[tuple[S.Expr, bool]]:
+    """``a * b / c`` -> ``[(a, False), (b, False), (c, True)]``: a product's factors, and which divide.
+    ``negations``: ``-(x)`` is the factor ``-1`` times ``x``'s (the same value in IEEE arithmetic, signed
+    zeros included)."""
+    if negations and isinstance(e, S.Unary) and e.op == "-":
+        return [(S.Const(-1), False), *factors(e.x, negations)]
     if isinstance(e, S.Binary) and e.op in ("*", "/"):
-        right = factors(e.b)
+        right = factors(e.b, negations)
         if e.op == "/":
             right = [(f, not inv) for f, inv in right]
-        return factors(e.a) + right
+        return factors(e.a, negations) + right
     return [(e, False)]
 
 

@@ -6,7 +6,8 @@ FlexAttention and einattn's own fallback (the backward recomputed through the to
     python benchmarks/gpu_backward.py --dry-run         # CPU, TRITON_INTERPRET=1, tiny sizes: checks only
 
 Variants (specs of ``examples/``, as in ``gpu_attention.py``): softmax, causal, sliding window (W = 1024),
-ALiBi (causal, learnable slopes), softcap (C = 30), GQA (8 query heads per K/V head); float16, bfloat16
+ALiBi (causal, learnable slopes), softcap (C = 30), GQA (8 query heads per K/V head), a padded batch
+(``klen[b]`` from S/2 to S, ``benchmarks/gpu_specs/padded.ein``); float16, bfloat16
 and float32; head dim 64 and 128; sequence length 1k and 4k, batch x heads as in ``gpu_attention.py``.
 ``einattn`` is compiled with ``backward="derived"`` (the generated kernels, what ``"auto"`` takes wherever
 they exist),
@@ -30,7 +31,9 @@ import torch
 import einattn
 
 VARIANTS = [
-    v for v in G.VARIANTS if v.name in ("softmax", "causal", "sliding window", "alibi", "softcap", "gqa")
+    v
+    for v in G.VARIANTS
+    if v.name in ("softmax", "causal", "sliding window", "alibi", "softcap", "gqa", "padded")
 ]
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 SEQS = (1024, 4096)

@@ -260,6 +260,8 @@ class Analysis:
             return ALWAYS
         if name in self._busy:  # an iterative tensor read by its own update: assume the previous state
             return ALWAYS
+        if t.iterative is None:
+            self._warm(name)
         defs = self.prog.definitions(name)
         if t.iterative is None:
             result = self.statement(defs[0])
@@ -278,6 +280,25 @@ class Analysis:
                     del self._statements[k]
         self._tensors[name] = result
         return result
+
+    def _warm(self, name: str) -> None:
+        """Compute the presence of what ``name`` reads first, dependencies before their readers, so that
+        the recursion of :meth:`tensor` stays shallow on a long chain of statements (``T2 = T1 * 2``, ...:
+        about seven frames a statement, a RecursionError past 150 of them)."""
+        order, seen, stack = [], set(), [(name, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                order.append(n)
+                continue
+            t = self.prog.tensor(n)
+            if n in seen or n in self._tensors or t.is_input or t.iterative is not None:
+                continue
+            seen.add(n)
+            stack.append((n, True))
+            stack.extend((rd.tensor, False) for e in self.prog.definitions(n) for rd in e.reads())
+        for n in order[:-1]:  # (the last is `name` itself)
+            self.tensor(n)
 
     def may_be_absent(self, name: str) -> bool:
         return self.tensor(name) != ALWAYS

@@ -24,6 +24,11 @@ from .kernel import Kernel, backend_builder
 
 def parse(text: str, filename: str = "<string>") -> Program:
     """Parse and check .ein source text; return the immutable IR. Raises :class:`EinError` when invalid."""
+    if not isinstance(text, str):
+        raise EinError(
+            f"a spec is .ein text (a str), got {type(text).__name__}",
+            hint="einattn.load(path) reads a .ein file" if isinstance(text, os.PathLike) else None,
+        )
     return _check.check(_parser.parse(text, filename))
 
 
@@ -48,7 +53,14 @@ def load(path: str | os.PathLike) -> Program:
 def _program(spec: Program | str | os.PathLike) -> Program:
     if isinstance(spec, Program):
         return spec
-    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and "\n" not in spec):
+    if not isinstance(spec, (str, os.PathLike)):
+        raise EinError(
+            f"a spec is a Program, a path to a .ein file or .ein text, got {type(spec).__name__}",
+            hint="einattn.load(path) and einattn.parse(text) make a Program",
+        )
+    if isinstance(spec, str) and not spec.strip():
+        raise EinError("the spec is empty", hint="give .ein text, a path to a .ein file or a Program")
+    if isinstance(spec, os.PathLike) or "\n" not in spec:
         return load(spec)
     return parse(spec)
 
@@ -72,8 +84,17 @@ def compile(
     A backend rejects options it does not know; see docs/backends.md for the rest.
     """
     prog = _program(spec).with_params(_check.normalize_params(params))
-    options_key = tuple(sorted(options.items(), key=lambda kv: kv[0]))
+    options_key = tuple(sorted(((k, _frozen(v)) for k, v in options.items()), key=lambda kv: kv[0]))
+    try:
+        hash(options_key)
+    except TypeError:  # (a value the cache cannot key: compiled each time, its validation as usual)
+        return backend_builder(backend)(prog, **options)
     return _compile_cached(prog, backend, options_key, _exact_key(prog.params, options_key))
+
+
+def _frozen(value):
+    """An option's value as a cache key: a list as a tuple (``float32=["GM", "SD"]``)."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def _exact_key(params, options) -> tuple:

@@ -838,7 +838,7 @@ def grad(spec, wrt=None, params=None, saved=()) -> Gradient:
     if wrt is None:
         asked = None
     else:
-        asked = (wrt,) if isinstance(wrt, str) else tuple(wrt)
+        asked = (wrt,) if isinstance(wrt, str) else tuple(dict.fromkeys(wrt))  # (each input once)
         for n in asked:
             if n not in prog.inputs:
                 raise EinError(

@@ -491,7 +491,11 @@ class _Checker:
                     e.span,
                     hint=f"a param used in an index is at most {MAX_INT} (2^31 - 1)",
                 )
-            if ctx == "index" and not isinstance(v, int):
+            if (
+                ctx == "index"
+                and not isinstance(v, int)
+                and not (self.names_a_size(n) and _too_large(v, literal))
+            ):
                 raise EinError(
                     f"param `{n}` = {_fmt_num(v)} is not an integer and cannot be used in an index", e.span
                 )

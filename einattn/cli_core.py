@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import click
 
@@ -77,7 +78,7 @@ def summary(prog: Program) -> str:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 def check(files):
     """Validate .ein FILES; print a one-line summary of each (inputs, outputs, ranks, Einsums).
 
@@ -88,6 +89,8 @@ def check(files):
     failed = 0
     for path in files:
         try:
+            if Path(path).is_dir():  # (`einattn check examples/*` names folders too: the others are checked)
+                raise EinError(f"{path} is a folder, not a .ein file", hint=f"einattn check {path}/*.ein")
             prog = load(path)
         except EinError as e:
             click.echo(str(e), err=True)
@@ -121,6 +124,10 @@ def input_sizes(prog: Program, given: dict[str, int], default: int) -> dict[str,
     for k, v in given.items():
         if k not in names:
             known = ", ".join(names) or "none"
+            if k in prog.param_values:
+                raise EinError(
+                    f"`{k}` is a param, not a size", hint=f"override it as a param: --param {k}={v}"
+                )
             raise EinError(f"unknown size `{k}`", hint=f"the sizes of this spec's inputs are: {known}")
         if v < 0:
             raise EinError(f"size `{k}` must not be negative, got {v}")

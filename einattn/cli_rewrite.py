@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .cli_core import MAX_SIZE
+from .errors import EinError
 
 
 @click.command()
@@ -151,14 +152,26 @@ def grad(file, wrt, saved, stages, tile, params, output):
     kept = () if saved is None else tuple(n.strip() for n in saved.split(",") if n.strip())
     prog = load(file).with_params(parse_assignments(params, "param"))
     if stages:
-        click.echo(_staged_text(prog, names, tile), nl=False)
-        return
-    g = derive(prog, names, saved=kept)
-    if output:
-        Path(output).write_text(g.text, encoding="utf-8")
-        click.echo(f"wrote {output}: {', '.join(g.gradients.values())}", err=True)
+        if kept:
+            raise EinError(
+                "--saved has no effect with --stages: the stages save the outputs (as the triton backend)",
+                hint="drop --saved, or drop --stages to choose the saved tensors",
+            )
+        text = _staged_text(prog, names, tile)
     else:
-        click.echo(g.text, nl=False)
+        g = derive(prog, names, saved=kept)
+        text = g.text
+    if output:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise EinError(
+                f"cannot write {output}: {e.strerror or e}", hint="-o takes a file in a folder that exists"
+            ) from None
+        what = "the stages" if stages else ", ".join(g.gradients.values())
+        click.echo(f"wrote {output}: {what}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 def _staged_text(prog, wrt, tile: int) -> str:

@@ -173,7 +173,13 @@ class Program:
         for name, value in overrides.items():
             if name not in current:
                 known = ", ".join(current) or "none"
-                raise EinError(f"unknown param `{name}`", hint=f"the spec declares these params: {known}")
+                hint = f"the spec declares these params: {known}"
+                if any(size_name(r) == name for r in self.ranks):
+                    hint = (
+                        f"`{name}` is the size of rank `{name.lower()}`, set by the inputs' shapes (the CLI: "
+                        f"--size {name}={value}); {hint}"
+                    )
+                raise EinError(f"unknown param `{name}`", hint=hint)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise EinError(f"param `{name}` must be a number, got {value!r}")
             if isinstance(current[name], int) and isinstance(value, float) and value.is_integer():

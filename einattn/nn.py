@@ -82,6 +82,11 @@ class EinAttention(nn.Module):
         **options,
     ):
         super().__init__()
+        if "backend" in options:
+            raise EinError(
+                f"EinAttention runs the torch backend, not backend={options['backend']!r}",
+                hint='einattn.compile(spec, backend="triton") gives a function a module can call',
+            )
         prog = _program(spec).with_params(params)
         self.kernel = compile_spec(prog, backend="torch", **options)
         self.program = prog

@@ -88,6 +88,8 @@ _TOO_DEEP_HINT = (
 
 def parse(text: str, filename: str = "<string>") -> S.Module:
     """Parse .ein source text into a syntax module (no semantic checks)."""
+    # line endings as files are read (universal newlines): "\r\n" and a lone "\r" (old Mac files) end a line
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     source = Source(filename, text)
     try:
         # (a line continued by `\` at the very end of the file is continued by nothing: one more newline)

@@ -18,7 +18,7 @@ def bind_sizes(prog: Program, shapes: dict[str, tuple[int, ...]]) -> dict[str, i
         if len(shape) != len(t.ranks):
             want = f"[{', '.join(t.ranks)}]" if t.ranks else "a scalar"
             raise EinError(
-                f"input `{name}` is declared {want} ({len(t.ranks)} dimensions) "
+                f"input `{name}` is declared {want} ({len(t.ranks)} dimension{'s' * (len(t.ranks) != 1)}) "
                 f"but was given {len(shape)} dimension{'s' * (len(shape) != 1)}, shape {shape}"
             )
         for k, (r, n) in enumerate(zip(t.ranks, shape)):

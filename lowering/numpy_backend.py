@@ -430,7 +430,10 @@ class NumpyKernel(Kernel):
         except TypeError:
             raise EinError(f"unknown dtype `{options.get('dtype')}`", hint="use float64 or float32") from None
         if self.dtype not in (np.float32, np.float64):
-            raise EinError(f"the NumPy backend computes in float32 or float64, not {self.dtype}")
+            raise EinError(
+                f"the NumPy backend computes in float32 or float64, not {self.dtype}",
+                hint="16-bit floats run on the torch or triton backend (the CLI: --backend torch)",
+            )
 
     def run(self, inputs):
         arrays = {}

@@ -315,7 +315,7 @@ class TorchKernel(Kernel):
         try:
             tensors, o = R.prepare(decls, inputs, self.opts["dtype"])
         except R.InputError as e:
-            raise EinError(str(e)) from None
+            raise EinError(str(e), hint=e.hint) from None
         shapes = {n: tuple(t.shape) for n, t in tensors.items()}
         sizes = bind_sizes(self.program, shapes)
         if R.fits_one_tile(self._short, self._rows, sizes):

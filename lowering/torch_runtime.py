@@ -190,7 +190,11 @@ UNSAFE = frozenset({"exp", "exp2", "log", "log2", "sqrt", "rsqrt"})
 
 
 class InputError(ValueError):
-    """A call-time problem with the inputs (wrong dtype, device, shape)."""
+    """A call-time problem with the inputs (wrong dtype, device, shape); ``hint``: what to do instead."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 # ---- constants and coordinates ----------------------------------------------------------------------------
@@ -1555,11 +1559,15 @@ def prepare(decls, values, dtype=None):
                 out_dtype = x.dtype if out_dtype is None else torch.promote_types(out_dtype, x.dtype)
             elif x.is_floating_point() or x.is_complex():
                 raise InputError(f"input `{name}` is declared `: int` but was given {x.dtype} values")
+            elif x.dtype == torch.uint64 and bool((x.view(torch.int64) < 0).any()):  # (read modulo 2**64)
+                big = int(x.view(torch.int64).min()) + 2**64
+                raise InputError(f"input `{name}` holds {big}, beyond a 64-bit integer's range")
         elif ranks or isinstance(x, bool) or not isinstance(x, (int, float)):
             number = isinstance(x, (int, float)) and not isinstance(x, bool)
             why = f" (declared [{', '.join(ranks)}]: a Python number is accepted for a scalar input only)"
             raise InputError(
-                f"input `{name}` must be a torch tensor, got {type(x).__name__}" + (why if number else "")
+                f"input `{name}` must be a torch tensor, got {type(x).__name__}" + (why if number else ""),
+                hint="torch.from_numpy(x) takes a NumPy array, torch.as_tensor(x) anything array-like",
             )
         elif kind == "int" and not isinstance(x, int):
             raise InputError(f"input `{name}` is declared `: int` but was given {x!r}")

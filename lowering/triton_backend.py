@@ -159,6 +159,24 @@ def safe_names(program: Program) -> dict[str, str]:
     return out
 
 
+def _float32_names(value, program: Program) -> tuple[str, ...]:
+    """Option ``float32``: names of inputs and outputs kept in float32 at least (one name, or several)."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        raise EinError(
+            f"option float32 takes names of inputs and outputs, got {value!r}",
+            hint="float32=('GM', 'SD'): a tuple of tensor names",
+        )
+    known = (*program.inputs, *program.outputs)
+    for n in names:
+        if n not in known:
+            raise EinError(
+                f"option float32: `{n}` is not an input or an output of the spec",
+                hint=f"its inputs and outputs: {', '.join(known)}",
+            )
+    return tuple(dict.fromkeys(names))
+
+
 def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
     """(module source, plan, compiled program, launcher name) for ``program``."""
     original = program
@@ -168,7 +186,7 @@ def build(program: Program, **options) -> tuple[str, Plan, Program, str]:
     name = module_name(original)
     shown = {k: v for k, v in options.items() if k in ("passes", "path", "tile", "skip_tiles")}
     if options.get("float32"):  # (the header names them; the tables keep them in float32)
-        shown["float32"] = tuple(options["float32"])
+        shown["float32"] = _float32_names(options["float32"], original)
     shown["spec"] = spec_name(original)
     passes, shown["form"] = _form(program, original)
     path = options.get("path", "auto")

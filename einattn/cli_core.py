@@ -90,7 +90,7 @@ def check(files):
     for path in files:
         try:
             if Path(path).is_dir():  # (`einattn check examples/*` names folders too: the others are checked)
-                raise EinError(f"{path} is a folder, not a .ein file", hint=f"einattn check {path}/*.ein")
+                raise EinError(f"{path} is a directory, not a .ein file", hint=f"einattn check {path}/*.ein")
             prog = load(path)
         except EinError as e:
             click.echo(str(e), err=True)

@@ -311,7 +311,7 @@ def qkv(B, H, P, M, E=3, F=2, G=None, seed=0, scale=1.0, mqa=False):
     )
 
 
-DTYPES = [torch.float64, torch.float32]
+DTYPES = [torch.float64]  # (float32 beside it in test_triton_backward.py: one dtype here keeps CI short)
 
 
 # ---------------------------------------------------------------------------------------------------------

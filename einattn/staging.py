@@ -81,6 +81,10 @@ class _Stager:
         self.defs = {e.tensor: e for e in self.order}
         self.pos = {e.tensor: i for i, e in enumerate(self.order)}
         self.presence = analyse(prog)
+        # ranks an indicator always keeps: the sequence ranks (a fused stage's outputs keep its rows) and
+        # those of every key-by-query statement (its programs' ranks: batch, heads)
+        dense = [set(e.space) for e in self.order if len(set(e.space) & sequence) > 1]
+        self.kept = set(sequence) | (set.intersection(*dense) if dense else set())
 
         def seq_ranks(e: Einsum) -> set[str]:
             return set(e.space) & sequence
@@ -146,11 +150,7 @@ class _Stager:
         sequence ranks and the ranks of every key-by-query statement (batch, heads); not a feature rank
         along which it is the same (a cotangent gated by an output's presence under a padding mask varies
         along the rows, and a fused stage takes no filter along a feature rank)."""
-        varies = set(presence_ranks(self.prog, n)) | self.seq  # (a fused stage's outputs keep its rows,
-        # and its programs' ranks: those of every key-by-query statement)
-        dense = [e for e in self.prog.einsums if len(set(e.space) & self.seq) > 1]
-        if dense:
-            varies |= set.intersection(*(set(e.space) for e in dense))
+        varies = presence_ranks(self.prog, n) | self.kept
         return tuple(r for r in self.prog.tensor(n).ranks if r in varies)
 
     # ---- building one stage ------------------------------------------------------------------------------
